@@ -1,0 +1,7 @@
+//! Test support for Wharf: generated images ([`images`]) that unit and integration tests
+//! load into a real store, so no test depends on a registry or on files outside the repo
+//! other than `/bin/busybox`.
+
+pub mod images;
+
+pub use images::{busybox_image_tar, layer_tar, write_save_tar, ImageSpec, LayerEntry};

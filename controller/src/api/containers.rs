@@ -1,0 +1,302 @@
+//! Container routes: create, list, inspect, start, stop, kill, wait, remove.
+
+use super::error::ApiError;
+use super::http::{json, read_body, status, streaming, Query, Resp};
+use crate::docker_types::parse_signal;
+use crate::engine::{now_ns, Engine, WaitCondition};
+use http::{Request, StatusCode};
+use hyper::body::Incoming;
+use serde_json::json;
+use std::sync::Arc;
+use wharf_protocol::state::{ContainerRecord, ContainerStatus};
+
+/// Docker's zero time, for times that never happened.
+const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+
+/// RFC 3339 with nanoseconds, as Docker formats times; the zero time for 0.
+pub fn rfc3339(ns: i64) -> String {
+    if ns == 0 {
+        return ZERO_TIME.to_string();
+    }
+    chrono::DateTime::from_timestamp_nanos(ns).to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
+/// go-units' `HumanDuration`, which `docker ps` shows in STATUS.
+pub fn human_duration(secs: i64) -> String {
+    let s = secs.max(0);
+    let (m, h) = (s / 60, s / 3600);
+    if s < 1 {
+        "Less than a second".into()
+    } else if s == 1 {
+        "1 second".into()
+    } else if s < 60 {
+        format!("{s} seconds")
+    } else if m == 1 {
+        "About a minute".into()
+    } else if m < 60 {
+        format!("{m} minutes")
+    } else if (h as f64) < 1.5 {
+        "About an hour".into()
+    } else if h < 48 {
+        format!("{h} hours")
+    } else if h < 24 * 7 * 2 {
+        format!("{} days", h / 24)
+    } else if h < 24 * 30 * 2 {
+        format!("{} weeks", h / 24 / 7)
+    } else if h < 24 * 365 * 2 {
+        format!("{} months", h / 24 / 30)
+    } else {
+        format!("{} years", h / 24 / 365)
+    }
+}
+
+/// The STATUS column of `docker ps` for a container, at time `now`.
+pub fn status_text(c: &ContainerRecord, now: i64) -> String {
+    let since = |t: i64| human_duration((now - t) / 1_000_000_000);
+    match c.status {
+        ContainerStatus::Created => "Created".into(),
+        ContainerStatus::Running => format!("Up {}", since(c.started_ns)),
+        ContainerStatus::Paused => format!("Up {} (Paused)", since(c.started_ns)),
+        ContainerStatus::Exited => format!("Exited ({}) {} ago", c.exit_code, since(c.finished_ns)),
+        ContainerStatus::Dead => "Dead".into(),
+    }
+}
+
+/// `POST /containers/create?name=`.
+pub async fn create(engine: &Engine, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    let q = Query::parse(req.uri().query());
+    let name = q.get("name").map(str::to_string);
+    let body = read_body(req.into_body()).await?;
+    let id = engine.create_container(name.as_deref(), &body).await?;
+    Ok(json(
+        StatusCode::CREATED,
+        &json!({"Id": id.as_str(), "Warnings": []}),
+    ))
+}
+
+fn list_entry(c: &ContainerRecord, now: i64) -> serde_json::Value {
+    let labels: serde_json::Value = serde_json::from_str::<serde_json::Value>(&c.config_json)
+        .ok()
+        .and_then(|v| v.get("Labels").cloned())
+        .filter(|l| l.is_object())
+        .unwrap_or_else(|| json!({}));
+    json!({
+        "Id": c.id.as_str(),
+        "Names": [format!("/{}", c.name)],
+        "Image": c.image_ref,
+        "ImageID": c.run.image_id.to_string(),
+        "Command": c.run.args.join(" "),
+        "Created": c.created_ns / 1_000_000_000,
+        "Ports": [],
+        "Labels": labels,
+        "State": c.status.as_str(),
+        "Status": status_text(c, now),
+        "HostConfig": {"NetworkMode": "none"},
+        "NetworkSettings": {"Networks": {}},
+        "Mounts": [],
+    })
+}
+
+/// `GET /containers/json?all=&limit=`.
+pub fn list(engine: &Engine, req: &Request<Incoming>) -> Result<Resp, ApiError> {
+    let q = Query::parse(req.uri().query());
+    let all = q.bool("all");
+    let limit = q.int("limit")?.filter(|l| *l > 0);
+    let now = now_ns();
+    let mut items: Vec<ContainerRecord> = engine.store().read(|s| {
+        s.containers
+            .values()
+            .filter(|c| all || limit.is_some() || c.status == ContainerStatus::Running)
+            .cloned()
+            .collect()
+    });
+    items.sort_by_key(|c| std::cmp::Reverse(c.created_ns));
+    if let Some(l) = limit {
+        items.truncate(l as usize);
+    }
+    let out: Vec<serde_json::Value> = items.iter().map(|c| list_entry(c, now)).collect();
+    Ok(json(StatusCode::OK, &serde_json::Value::Array(out)))
+}
+
+/// `GET /containers/{id}/json`.
+pub fn inspect(engine: &Engine, reference: &str) -> Result<Resp, ApiError> {
+    let c = engine.container(reference)?;
+    let mut config: serde_json::Value =
+        serde_json::from_str(&c.config_json).unwrap_or_else(|_| json!({}));
+    let mut host_config: serde_json::Value =
+        serde_json::from_str(&c.host_config_json).unwrap_or_else(|_| json!({}));
+    if let Some(o) = config.as_object_mut() {
+        o.insert("Image".into(), json!(c.image_ref));
+        o.insert("Env".into(), json!(c.run.env));
+        o.insert("WorkingDir".into(), json!(c.run.working_dir));
+        o.insert("Hostname".into(), json!(c.run.hostname));
+        o.insert("User".into(), json!(c.run.user));
+        o.insert("Tty".into(), json!(c.run.tty));
+        o.insert("OpenStdin".into(), json!(c.run.open_stdin));
+        o.entry("Labels").or_insert_with(|| json!({}));
+        o.entry("Cmd").or_insert(serde_json::Value::Null);
+        o.entry("Entrypoint").or_insert(serde_json::Value::Null);
+    }
+    if let Some(o) = host_config.as_object_mut() {
+        o.insert(
+            "LogConfig".into(),
+            json!({"Type": "json-file", "Config": {}}),
+        );
+        o.entry("NetworkMode").or_insert(json!("none"));
+        o.entry("AutoRemove").or_insert(json!(c.auto_remove));
+        o.entry("RestartPolicy")
+            .or_insert(json!({"Name": "no", "MaximumRetryCount": 0}));
+    }
+    let running = c.status == ContainerStatus::Running;
+    let state_dir = engine.agent().state_dir(&c.id);
+    Ok(json(
+        StatusCode::OK,
+        &json!({
+            "Id": c.id.as_str(),
+            "Created": rfc3339(c.created_ns),
+            "Path": c.run.args.first().cloned().unwrap_or_default(),
+            "Args": c.run.args.get(1..).unwrap_or_default(),
+            "State": {
+                "Status": c.status.as_str(),
+                "Running": running,
+                "Paused": c.status == ContainerStatus::Paused,
+                "Restarting": false,
+                "OOMKilled": c.oom_killed,
+                "Dead": c.status == ContainerStatus::Dead,
+                "Pid": c.pid,
+                "ExitCode": c.exit_code,
+                "Error": c.error,
+                "StartedAt": rfc3339(c.started_ns),
+                "FinishedAt": rfc3339(c.finished_ns),
+            },
+            "Image": c.run.image_id.to_string(),
+            "ResolvConfPath": "",
+            "HostnamePath": "",
+            "HostsPath": "",
+            "LogPath": engine.agent().log_path(&c.id).display().to_string(),
+            "Name": format!("/{}", c.name),
+            "RestartCount": 0,
+            "Driver": "overlay2",
+            "Platform": "linux",
+            "MountLabel": "",
+            "ProcessLabel": "",
+            "AppArmorProfile": "",
+            "ExecIDs": null,
+            "HostConfig": host_config,
+            "GraphDriver": {"Name": "overlay2", "Data": {"WorkDir": state_dir.display().to_string()}},
+            "Mounts": [],
+            "Config": config,
+            "NetworkSettings": {"Networks": {}, "Ports": {}},
+        }),
+    ))
+}
+
+/// `POST /containers/{id}/start`: 204, or 304 when already running.
+pub async fn start(engine: &Arc<Engine>, reference: &str) -> Result<Resp, ApiError> {
+    engine.start(reference).await?;
+    Ok(status(StatusCode::NO_CONTENT))
+}
+
+/// `POST /containers/{id}/stop?t=&signal=`.
+pub async fn stop(
+    engine: &Engine,
+    reference: &str,
+    req: &Request<Incoming>,
+) -> Result<Resp, ApiError> {
+    let q = Query::parse(req.uri().query());
+    let timeout = q.int("t")?.or(q.int("timeout")?);
+    let signal = match q.get("signal").filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => Some(
+            parse_signal(s).ok_or_else(|| ApiError::bad_request(format!("Invalid signal: {s}")))?,
+        ),
+    };
+    engine.stop(reference, timeout, signal).await?;
+    Ok(status(StatusCode::NO_CONTENT))
+}
+
+/// `POST /containers/{id}/kill?signal=`.
+pub async fn kill(
+    engine: &Engine,
+    reference: &str,
+    req: &Request<Incoming>,
+) -> Result<Resp, ApiError> {
+    let q = Query::parse(req.uri().query());
+    let s = q
+        .get("signal")
+        .filter(|s| !s.is_empty())
+        .unwrap_or("SIGKILL");
+    let signal =
+        parse_signal(s).ok_or_else(|| ApiError::bad_request(format!("Invalid signal: {s}")))?;
+    engine.kill(reference, signal).await?;
+    Ok(status(StatusCode::NO_CONTENT))
+}
+
+/// `POST /containers/{id}/wait?condition=`: headers at once, the body when the
+/// condition holds (the CLI calls this before start and blocks on the headers).
+pub fn wait(
+    engine: Arc<Engine>,
+    reference: &str,
+    req: &Request<Incoming>,
+) -> Result<Resp, ApiError> {
+    let q = Query::parse(req.uri().query());
+    let condition = match q.get("condition").unwrap_or("") {
+        "" | "not-running" => WaitCondition::NotRunning,
+        "next-exit" => WaitCondition::NextExit,
+        "removed" => WaitCondition::Removed,
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "invalid condition: \"{other}\""
+            )))
+        }
+    };
+    let c = engine.container(reference)?;
+    let (out, resp) = streaming("application/json");
+    tokio::spawn(async move {
+        let body = match engine.wait(&c.id, condition).await {
+            Ok(code) => json!({"StatusCode": code, "Error": null}),
+            Err(e) => json!({"StatusCode": -1, "Error": {"Message": e.message}}),
+        };
+        let mut line = body.to_string();
+        line.push('\n');
+        let _ = out.send(bytes::Bytes::from(line)).await;
+    });
+    Ok(resp)
+}
+
+/// `DELETE /containers/{id}?force=&v=`.
+pub async fn remove(
+    engine: &Engine,
+    reference: &str,
+    req: &Request<Incoming>,
+) -> Result<Resp, ApiError> {
+    let q = Query::parse(req.uri().query());
+    engine.remove(reference, q.bool("force")).await?;
+    Ok(status(StatusCode::NO_CONTENT))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_docker() {
+        assert_eq!(human_duration(0), "Less than a second");
+        assert_eq!(human_duration(1), "1 second");
+        assert_eq!(human_duration(45), "45 seconds");
+        assert_eq!(human_duration(61), "About a minute");
+        assert_eq!(human_duration(600), "10 minutes");
+        assert_eq!(human_duration(3600), "About an hour");
+        assert_eq!(human_duration(3 * 3600), "3 hours");
+        assert_eq!(human_duration(3 * 86400), "3 days");
+    }
+
+    #[test]
+    fn times_are_rfc3339_nanos() {
+        assert_eq!(rfc3339(0), "0001-01-01T00:00:00Z");
+        assert_eq!(
+            rfc3339(1_500_000_000_123_456_789),
+            "2017-07-14T02:40:00.123456789Z"
+        );
+    }
+}

@@ -1,0 +1,288 @@
+//! Streams: `attach` (HTTP upgrade to a raw TCP-like stream) and `logs`.
+//!
+//! ```text
+//!  client ◄──101 Upgrade: tcp──► attach task ◄──frames──► shim (attach socket)
+//!          stdout/stderr: 8-byte stdcopy header + data (raw when TTY)
+//!          stdin: raw bytes; the client's close_notify ends stdin, not output
+//! ```
+
+use super::error::ApiError;
+use super::http::{streaming, Query, Resp};
+use crate::engine::Engine;
+use bytes::{BufMut, Bytes, BytesMut};
+use http::{HeaderValue, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tracing::debug;
+use wharf_node::runtime::{logs::LogFollower, AttachEvent};
+use wharf_protocol::state::ContainerStatus;
+
+/// Docker's stdcopy frame: `[stream, 0, 0, 0, len u32 BE]` then the data.
+pub fn frame(stream: u8, data: &[u8]) -> Bytes {
+    let mut b = BytesMut::with_capacity(8 + data.len());
+    b.put_u8(stream);
+    b.put_bytes(0, 3);
+    b.put_u32(data.len() as u32);
+    b.put_slice(data);
+    b.freeze()
+}
+
+fn stream_content_type(tty: bool) -> &'static str {
+    if tty {
+        "application/vnd.docker.raw-stream"
+    } else {
+        "application/vnd.docker.multiplexed-stream"
+    }
+}
+
+/// `POST /containers/{id}/attach`: answer 101 at once, then carry the stream.
+pub fn attach(
+    engine: Arc<Engine>,
+    reference: &str,
+    req: Request<Incoming>,
+) -> Result<Resp, ApiError> {
+    let c = engine.container(reference)?;
+    let q = Query::parse(req.uri().query());
+    let (want_stdin, want_out, want_err) = (q.bool("stdin"), q.bool("stdout"), q.bool("stderr"));
+    let tty = c.run.tty;
+    // Register before answering, so a start that follows at once cannot run ahead of us.
+    let pending = if c.status == ContainerStatus::Running {
+        None
+    } else {
+        Some(engine.agent().attach_after_start(&c.id, want_stdin))
+    };
+    let id = c.id.clone();
+    let agent = engine.agent().clone();
+    tokio::spawn(async move {
+        let upgraded = match hyper::upgrade::on(req).await {
+            Ok(u) => u,
+            Err(e) => {
+                debug!(error = %e, "attach upgrade failed");
+                agent.cancel_pending(&id);
+                return;
+            }
+        };
+        let stream = match pending {
+            Some(rx) => match rx.await {
+                Ok(Ok(s)) => s,
+                _ => return,
+            },
+            None => match agent.attach(&id, want_stdin).await {
+                Ok(s) => s,
+                Err(e) => {
+                    debug!(error = %e, "attach to running container failed");
+                    return;
+                }
+            },
+        };
+        let io = TokioIo::new(upgraded);
+        let (mut client_rd, mut client_wr) = tokio::io::split(io);
+        let (mut events, mut stdin) = stream.into_split();
+        let stdin_task = tokio::spawn(async move {
+            let mut buf = vec![0u8; 32 * 1024];
+            loop {
+                match client_rd.read(&mut buf).await {
+                    Ok(0) | Err(_) => {
+                        if want_stdin {
+                            let _ = stdin.close_stdin().await;
+                        }
+                        return;
+                    }
+                    Ok(n) => {
+                        if want_stdin && stdin.send_stdin(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        while let Ok(Some(ev)) = events.next().await {
+            match ev {
+                AttachEvent::Output { stream, data } => {
+                    if (stream == 1 && !want_out) || (stream == 2 && !want_err) {
+                        continue;
+                    }
+                    let bytes = if tty { data } else { frame(stream, &data) };
+                    if client_wr.write_all(&bytes).await.is_err() {
+                        break;
+                    }
+                }
+                AttachEvent::Exit(_) => break,
+            }
+        }
+        let _ = client_wr.flush().await;
+        let _ = client_wr.shutdown().await;
+        stdin_task.abort();
+    });
+    let mut r = Response::new(super::http::empty());
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = r.headers_mut();
+    h.insert(
+        http::header::CONNECTION,
+        HeaderValue::from_static("Upgrade"),
+    );
+    h.insert(http::header::UPGRADE, HeaderValue::from_static("tcp"));
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static(stream_content_type(tty)),
+    );
+    Ok(r)
+}
+
+/// Parse `since`/`until` (Unix seconds, possibly fractional) to ns; 0 when absent.
+fn parse_time(q: &Query, key: &str) -> Result<i64, ApiError> {
+    match q.get(key).filter(|v| !v.is_empty()) {
+        None => Ok(0),
+        Some(v) => {
+            let (s, frac) = v.split_once('.').unwrap_or((v, "0"));
+            let secs: i64 = s
+                .parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid {key}: {v}")))?;
+            let frac = format!("{frac:0<9}");
+            let nanos: i64 = frac[..9]
+                .parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid {key}: {v}")))?;
+            Ok(secs * 1_000_000_000 + nanos)
+        }
+    }
+}
+
+/// `GET /containers/{id}/logs`.
+pub fn logs(
+    engine: Arc<Engine>,
+    reference: &str,
+    req: &Request<Incoming>,
+) -> Result<Resp, ApiError> {
+    let c = engine.container(reference)?;
+    let q = Query::parse(req.uri().query());
+    let (want_out, want_err) = (q.bool("stdout"), q.bool("stderr"));
+    if !want_out && !want_err {
+        return Err(ApiError::bad_request(
+            "Bad parameters: you must choose at least one stream",
+        ));
+    }
+    let follow = q.bool("follow");
+    let timestamps = q.bool("timestamps");
+    let tail: Option<usize> = match q.get("tail").unwrap_or("all") {
+        "all" | "" => None,
+        n => Some(
+            n.parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid tail: {n}")))?,
+        ),
+    };
+    let since = parse_time(&q, "since")?;
+    let until = parse_time(&q, "until")?;
+    let tty = c.run.tty;
+    let path = engine.agent().log_path(&c.id);
+    let mut follower =
+        LogFollower::open(&path, 0).map_err(|e| ApiError::internal(e.to_string()))?;
+    let mut first = follower
+        .read_available()
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    if let Some(n) = tail {
+        let skip = first.len().saturating_sub(n);
+        first.drain(..skip);
+    }
+    let (out, resp) = streaming(stream_content_type(tty));
+    let id = c.id.clone();
+    tokio::spawn(async move {
+        let render = |e: &wharf_node::runtime::LogEntry| -> Option<Bytes> {
+            if (e.stream == 1 && !want_out) || (e.stream == 2 && !want_err) {
+                return None;
+            }
+            let t = chrono::DateTime::parse_from_rfc3339(&e.time)
+                .ok()
+                .and_then(|t| t.timestamp_nanos_opt())
+                .unwrap_or(0);
+            if (since != 0 && t < since) || (until != 0 && t > until) {
+                return None;
+            }
+            let mut data = Vec::with_capacity(e.data.len() + 32);
+            if timestamps {
+                data.extend_from_slice(e.time.as_bytes());
+                data.push(b' ');
+            }
+            data.extend_from_slice(&e.data);
+            Some(if tty {
+                Bytes::from(data)
+            } else {
+                frame(e.stream, &data)
+            })
+        };
+        for e in &first {
+            if let Some(b) = render(e) {
+                if out.send(b).await.is_err() {
+                    return;
+                }
+            }
+        }
+        if !follow {
+            return;
+        }
+        let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+        let watcher = {
+            let engine = engine.clone();
+            let id = id.clone();
+            tokio::spawn(async move {
+                let mut rx = engine.store().watch();
+                loop {
+                    let running = engine.store().read(|s| {
+                        s.containers
+                            .get(&id)
+                            .is_some_and(|c| c.status == ContainerStatus::Running)
+                    });
+                    if !running {
+                        let _ = stop_tx.send(true);
+                        return;
+                    }
+                    if rx.changed().await.is_err() {
+                        let _ = stop_tx.send(true);
+                        return;
+                    }
+                }
+            })
+        };
+        loop {
+            tokio::select! {
+                batch = follower.next_batch(&mut stop_rx) => match batch {
+                    Ok(Some(entries)) => {
+                        for e in &entries {
+                            if let Some(b) = render(e) {
+                                if out.send(b).await.is_err() {
+                                    watcher.abort();
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                    Ok(None) | Err(_) => break,
+                },
+                _ = out.closed() => break,
+            }
+        }
+        watcher.abort();
+    });
+    Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stdcopy_frames_have_docker_header() {
+        let f = frame(2, b"hey");
+        assert_eq!(&f[..], &[2, 0, 0, 0, 0, 0, 0, 3, b'h', b'e', b'y']);
+    }
+
+    #[test]
+    fn times_parse_with_fractions() {
+        let q = Query::parse(Some("since=12.5&until=3"));
+        assert_eq!(parse_time(&q, "since").unwrap(), 12_500_000_000);
+        assert_eq!(parse_time(&q, "until").unwrap(), 3_000_000_000);
+        assert_eq!(parse_time(&q, "missing").unwrap(), 0);
+        assert!(parse_time(&Query::parse(Some("since=x")), "since").is_err());
+    }
+}

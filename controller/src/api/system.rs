@@ -1,0 +1,141 @@
+//! `/_ping`, `/version`, `/info`.
+
+use super::http::{json, Resp, API_VERSION, MIN_API_VERSION};
+use crate::engine::Engine;
+use http::{HeaderValue, Method, StatusCode};
+use serde_json::json;
+use wharf_protocol::state::ContainerStatus;
+
+/// `HEAD|GET /_ping`: `OK` with the version headers the CLI reads first.
+pub fn ping(method: &Method) -> Resp {
+    let body = if method == Method::HEAD { "" } else { "OK" };
+    let mut r = http::Response::new(super::http::full(body));
+    let h = r.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert("Builder-Version", HeaderValue::from_static("1"));
+    h.insert("Swarm", HeaderValue::from_static("inactive"));
+    h.insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, no-store, must-revalidate"),
+    );
+    h.insert(http::header::PRAGMA, HeaderValue::from_static("no-cache"));
+    r
+}
+
+fn kernel_version() -> String {
+    nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn hostname() -> String {
+    nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// `GET /version`.
+pub fn version() -> Resp {
+    let v = env!("CARGO_PKG_VERSION");
+    json(
+        StatusCode::OK,
+        &json!({
+            "Platform": {"Name": "Wharf"},
+            "Components": [{
+                "Name": "Engine",
+                "Version": v,
+                "Details": {
+                    "ApiVersion": API_VERSION,
+                    "MinAPIVersion": MIN_API_VERSION,
+                    "Os": "linux",
+                    "Arch": "amd64",
+                    "KernelVersion": kernel_version(),
+                    "Experimental": "false",
+                }
+            }],
+            "Version": v,
+            "ApiVersion": API_VERSION,
+            "MinAPIVersion": MIN_API_VERSION,
+            "GitCommit": "",
+            "GoVersion": "rust",
+            "Os": "linux",
+            "Arch": "amd64",
+            "KernelVersion": kernel_version(),
+            "BuildTime": "",
+        }),
+    )
+}
+
+/// `GET /info`.
+pub fn info(engine: &Engine) -> Resp {
+    let (total, running, paused, images) = engine.store().read(|s| {
+        let count = |st| s.containers.values().filter(|c| c.status == st).count();
+        (
+            s.containers.len(),
+            count(ContainerStatus::Running),
+            count(ContainerStatus::Paused),
+            s.images.len(),
+        )
+    });
+    let mem_total = nix::sys::sysinfo::sysinfo()
+        .map(|i| i.ram_total())
+        .unwrap_or(0);
+    let ncpu = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    json(
+        StatusCode::OK,
+        &json!({
+            "ID": "",
+            "Containers": total,
+            "ContainersRunning": running,
+            "ContainersPaused": paused,
+            "ContainersStopped": total - running - paused,
+            "Images": images,
+            "Driver": "overlay2",
+            "DriverStatus": [["Backing Filesystem", "extfs"]],
+            "Plugins": {"Volume": ["local"], "Network": ["none"], "Authorization": null, "Log": ["json-file"]},
+            "MemoryLimit": true,
+            "SwapLimit": true,
+            "CpuCfsPeriod": true,
+            "CpuCfsQuota": true,
+            "CPUShares": true,
+            "CPUSet": true,
+            "PidsLimit": true,
+            "IPv4Forwarding": true,
+            "Debug": false,
+            "NFd": 0,
+            "OomKillDisable": false,
+            "NGoroutines": 0,
+            "SystemTime": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+            "LoggingDriver": "json-file",
+            "CgroupDriver": "cgroupfs",
+            "CgroupVersion": "1",
+            "NEventsListener": 0,
+            "KernelVersion": kernel_version(),
+            "OperatingSystem": "Wharf",
+            "OSVersion": "",
+            "OSType": "linux",
+            "Architecture": std::env::consts::ARCH,
+            "IndexServerAddress": "https://index.docker.io/v1/",
+            "NCPU": ncpu,
+            "MemTotal": mem_total,
+            "DockerRootDir": engine.agent().data_dir().display().to_string(),
+            "Name": hostname(),
+            "Labels": [],
+            "ExperimentalBuild": false,
+            "ServerVersion": env!("CARGO_PKG_VERSION"),
+            "Runtimes": {"wharf": {"path": "libcontainer"}},
+            "DefaultRuntime": "wharf",
+            "Swarm": {"NodeID": "", "NodeAddr": "", "LocalNodeState": "inactive", "ControlAvailable": false, "Error": "", "RemoteManagers": null},
+            "LiveRestoreEnabled": true,
+            "Isolation": "",
+            "InitBinary": "",
+            "SecurityOptions": ["name=seccomp,profile=builtin"],
+            "Warnings": null,
+        }),
+    )
+}

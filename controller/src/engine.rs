@@ -1,0 +1,713 @@
+//! The controller's engine: Docker semantics over the replicated state and the agent.
+//!
+//! ```text
+//!  API handler ──► Engine ──propose──► raft::Store (ClusterState, RocksDB)
+//!                    │
+//!                    └──────calls────► wharf_node::Agent (layers, shims)
+//! ```
+//!
+//! Every state change goes through Raft first; the agent is asked to act after the change
+//! is committed (create, start) or reports what happened (exit), which becomes a command.
+//! The leader chooses IDs, names and times and puts them into the commands.
+
+use crate::api::error::ApiError;
+use crate::docker_types::{self, CreateConfig, ImageConfigFile};
+use crate::raft::Store;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tracing::{info, warn};
+use wharf_node::agent::Agent;
+use wharf_node::runtime::Exit;
+use wharf_protocol::agent::ContainerRunSpec;
+use wharf_protocol::state::{ClusterState, Command, ContainerRecord, ContainerStatus, ImageRecord};
+use wharf_protocol::{ContainerId, ContainerName, ImageId, NodeId};
+
+/// Nanoseconds since the epoch, as the leader stamps commands.
+pub fn now_ns() -> i64 {
+    chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)
+}
+
+/// Normalise an image reference the way Docker shows it: `busybox` → `busybox:latest`,
+/// `docker.io/library/busybox:1` → `busybox:1`.
+pub fn normalize_reference(reference: &str) -> String {
+    let r = reference.strip_prefix("docker.io/").unwrap_or(reference);
+    let r = r.strip_prefix("index.docker.io/").unwrap_or(r);
+    let r = r.strip_prefix("library/").unwrap_or(r);
+    let last = r.rsplit('/').next().unwrap_or(r);
+    if last.contains(':') || r.contains('@') {
+        r.to_string()
+    } else {
+        format!("{r}:latest")
+    }
+}
+
+/// Find an image by `name[:tag]`, full ID or unique ID prefix (pure).
+pub fn find_image(state: &ClusterState, reference: &str) -> Option<ImageId> {
+    if let Some(id) = state.tags.get(&normalize_reference(reference)) {
+        return Some(*id);
+    }
+    let hex = reference.strip_prefix("sha256:").unwrap_or(reference);
+    if hex.is_empty() || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let hex = hex.to_ascii_lowercase();
+    let mut hits = state
+        .images
+        .keys()
+        .filter(|id| id.0.hex().starts_with(&hex));
+    match (hits.next(), hits.next()) {
+        (Some(id), None) => Some(*id),
+        _ => None,
+    }
+}
+
+/// Find a container by full ID, name (with or without `/`) or unique ID prefix (pure).
+pub fn find_container(state: &ClusterState, reference: &str) -> Option<ContainerId> {
+    if let Ok(id) = reference.parse::<ContainerId>() {
+        if state.containers.contains_key(&id) {
+            return Some(id);
+        }
+    }
+    let name = reference.strip_prefix('/').unwrap_or(reference);
+    if let Some(c) = state.containers.values().find(|c| c.name.as_str() == name) {
+        return Some(c.id.clone());
+    }
+    if reference.is_empty() || !reference.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut hits = state
+        .containers
+        .keys()
+        .filter(|id| id.as_str().starts_with(reference));
+    match (hits.next(), hits.next()) {
+        (Some(id), None) => Some(id.clone()),
+        _ => None,
+    }
+}
+
+/// What `POST /containers/{id}/wait` waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitCondition {
+    /// Return when the container is not running (at once if it is not).
+    NotRunning,
+    /// Return at the next exit.
+    NextExit,
+    /// Return once the container is removed.
+    Removed,
+}
+
+/// The controller's engine; one per controller process.
+pub struct Engine {
+    store: Store,
+    agent: Agent,
+    node: NodeId,
+    monitored: Mutex<HashSet<ContainerId>>,
+    locks: Mutex<HashMap<ContainerId, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Engine {
+    /// Build the engine over an open store and agent.
+    pub fn new(store: Store, agent: Agent, node: NodeId) -> Arc<Engine> {
+        Arc::new(Engine {
+            store,
+            agent,
+            node,
+            monitored: Mutex::default(),
+            locks: Mutex::default(),
+        })
+    }
+
+    /// The replicated state.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The local agent.
+    pub fn agent(&self) -> &Agent {
+        &self.agent
+    }
+
+    fn lock_for(&self, id: &ContainerId) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.entry(id.clone()).or_default().clone()
+    }
+
+    async fn propose(&self, cmd: Command) -> Result<(), ApiError> {
+        self.store.propose(cmd).await?.map_err(ApiError::from)
+    }
+
+    /// Re-adopt containers after a start: watch every container recorded as running.
+    /// Those whose shim is gone get the exit it recorded, or 255 after a host reboot.
+    pub fn recover(self: &Arc<Self>) {
+        let running: Vec<ContainerId> = self.store.read(|s| {
+            s.containers
+                .values()
+                .filter(|c| c.status == ContainerStatus::Running && c.node == self.node)
+                .map(|c| c.id.clone())
+                .collect()
+        });
+        for id in running {
+            info!(container = %id.short(), "re-adopting running container");
+            self.monitor(id);
+        }
+    }
+
+    /// A container record by reference, or 404.
+    pub fn container(&self, reference: &str) -> Result<ContainerRecord, ApiError> {
+        self.store
+            .read(|s| find_container(s, reference).and_then(|id| s.containers.get(&id).cloned()))
+            .ok_or_else(|| ApiError::no_such_container(reference))
+    }
+
+    /// An image record by reference, or 404 naming the normalised reference.
+    pub fn image(&self, reference: &str) -> Result<ImageRecord, ApiError> {
+        self.store
+            .read(|s| find_image(s, reference).and_then(|id| s.images.get(&id).cloned()))
+            .ok_or_else(|| {
+                let shown = if reference.starts_with("sha256:") {
+                    reference.to_string()
+                } else {
+                    normalize_reference(reference)
+                };
+                ApiError::no_such_image(&shown)
+            })
+    }
+
+    /// Load a `docker save` archive; returns the lines to stream to the client.
+    pub async fn load_images(
+        &self,
+        body: tokio::sync::mpsc::Receiver<Result<bytes::Bytes, std::io::Error>>,
+    ) -> Result<Vec<String>, ApiError> {
+        let loaded = self
+            .agent
+            .load_images(body)
+            .await
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let mut lines = vec![];
+        for img in loaded {
+            self.propose(Command::PutImage {
+                image: ImageRecord {
+                    id: img.id,
+                    config: img.config.clone(),
+                    diff_ids: img.diff_ids.clone(),
+                    size: img.size,
+                    loaded_ns: now_ns(),
+                },
+            })
+            .await?;
+            if img.repo_tags.is_empty() {
+                lines.push(format!("Loaded image ID: {}\n", img.id));
+            }
+            for tag in &img.repo_tags {
+                let reference = normalize_reference(tag);
+                self.propose(Command::Tag {
+                    reference: reference.clone(),
+                    image: img.id,
+                })
+                .await?;
+                lines.push(format!("Loaded image: {reference}\n"));
+            }
+        }
+        Ok(lines)
+    }
+
+    /// `POST /containers/create`: validate, choose ID and name, record, prepare the layer.
+    pub async fn create_container(
+        &self,
+        name: Option<&str>,
+        body: &[u8],
+    ) -> Result<ContainerId, ApiError> {
+        let mut raw: serde_json::Value = serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?;
+        if !raw.is_object() {
+            return Err(ApiError::bad_request(
+                "invalid JSON: body must be an object",
+            ));
+        }
+        let req: CreateConfig = serde_json::from_value(raw.clone())
+            .map_err(|e| ApiError::bad_request(format!("invalid container config: {e}")))?;
+        if req.image.is_empty() {
+            return Err(ApiError::bad_request(
+                "no image given: Config.Image is empty",
+            ));
+        }
+        let name = match name {
+            Some(n) if !n.is_empty() => Some(
+                n.parse::<ContainerName>()
+                    .map_err(|e| ApiError::bad_request(e.to_string()))?,
+            ),
+            _ => None,
+        };
+        let image = self.image(&req.image)?;
+        let img_cfg: ImageConfigFile = serde_json::from_slice(&image.config)
+            .map_err(|e| ApiError::internal(format!("image config of {}: {e}", image.id)))?;
+        let run_cfg = img_cfg.config.unwrap_or_default();
+        let (ep, cmd) = docker_types::merge_process(
+            &run_cfg,
+            req.entrypoint.clone().map(|e| e.into_vec()),
+            req.cmd.clone().map(|c| c.into_vec()),
+        );
+        let args: Vec<String> = ep.iter().chain(cmd.iter()).cloned().collect();
+        if args.is_empty() {
+            return Err(ApiError::bad_request("no command specified"));
+        }
+        let working_dir = if req.working_dir.is_empty() {
+            if run_cfg.working_dir.is_empty() {
+                "/".to_string()
+            } else {
+                run_cfg.working_dir.clone()
+            }
+        } else {
+            req.working_dir.clone()
+        };
+        if !working_dir.starts_with('/') {
+            return Err(ApiError::bad_request(format!(
+                "the working directory '{working_dir}' is invalid, it needs to be an absolute path"
+            )));
+        }
+        let stop_signal_name = req
+            .stop_signal
+            .clone()
+            .filter(|s| !s.is_empty())
+            .or_else(|| Some(run_cfg.stop_signal.clone()).filter(|s| !s.is_empty()))
+            .unwrap_or_else(|| "SIGTERM".to_string());
+        let stop_signal = docker_types::parse_signal(&stop_signal_name)
+            .ok_or_else(|| ApiError::bad_request(format!("Invalid signal: {stop_signal_name}")))?;
+        let env = docker_types::merge_env(
+            run_cfg.env.as_deref().unwrap_or_default(),
+            req.env.as_deref().unwrap_or_default(),
+        );
+        let id = ContainerId::from_bytes(rand::random());
+        let hostname = if req.hostname.is_empty() {
+            id.short().to_string()
+        } else {
+            req.hostname.clone()
+        };
+        let user = if req.user.is_empty() {
+            run_cfg.user.clone()
+        } else {
+            req.user.clone()
+        };
+        let host_config = raw
+            .as_object_mut()
+            .and_then(|o| o.remove("HostConfig"))
+            .unwrap_or_else(|| serde_json::json!({}));
+        if let Some(o) = raw.as_object_mut() {
+            o.remove("NetworkingConfig");
+        }
+        let auto_remove = req
+            .host_config
+            .as_ref()
+            .map(|h| h.auto_remove)
+            .unwrap_or(false);
+        let run = ContainerRunSpec {
+            id: id.clone(),
+            image_id: image.id,
+            diff_ids: image.diff_ids.clone(),
+            args,
+            env,
+            working_dir,
+            user,
+            hostname,
+            tty: req.tty,
+            open_stdin: req.open_stdin,
+            stop_signal,
+        };
+        let mut record = ContainerRecord {
+            id: id.clone(),
+            name: "placeholder"
+                .parse()
+                .map_err(|_| ApiError::internal("name"))?,
+            created_ns: now_ns(),
+            node: self.node,
+            image_ref: req.image.clone(),
+            run,
+            config_json: raw.to_string(),
+            host_config_json: host_config.to_string(),
+            auto_remove,
+            status: ContainerStatus::Created,
+            pid: 0,
+            exit_code: 0,
+            started_ns: 0,
+            finished_ns: 0,
+            oom_killed: false,
+            error: String::new(),
+        };
+        let mut attempt = 0;
+        loop {
+            record.name = match &name {
+                Some(n) => n.clone(),
+                None => crate::names::random_name(rand::random(), rand::random(), attempt)
+                    .parse()
+                    .map_err(|_| ApiError::internal("generated an invalid name"))?,
+            };
+            match self
+                .store
+                .propose(Command::CreateContainer {
+                    container: Box::new(record.clone()),
+                })
+                .await?
+            {
+                Ok(()) => break,
+                Err(wharf_protocol::state::StateError::NameInUse { .. })
+                    if name.is_none() && attempt < 10 =>
+                {
+                    attempt += 1;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if let Err(e) = self.agent.create(&record.run).await {
+            warn!(container = %id.short(), error = %e, "create failed, rolling back");
+            let _ = self
+                .propose(Command::RemoveContainer { id: id.clone() })
+                .await;
+            return Err(e.into());
+        }
+        info!(container = %id.short(), name = %record.name, image = %req.image, "created");
+        Ok(id)
+    }
+
+    /// `POST /containers/{id}/start`: 304 if running; start errors as Docker words them.
+    pub async fn start(self: &Arc<Self>, reference: &str) -> Result<(), ApiError> {
+        let c = self.container(reference)?;
+        let lock = self.lock_for(&c.id);
+        let _guard = lock.lock().await;
+        let c = self.container(c.id.as_str())?;
+        if c.status == ContainerStatus::Running {
+            return Err(ApiError::not_modified());
+        }
+        // A previous run's shim may still be finishing.
+        self.agent.cleanup(&c.id).await;
+        match self.agent.start(&c.run).await {
+            Ok(pid) => {
+                self.propose(Command::ContainerStarted {
+                    id: c.id.clone(),
+                    pid,
+                    at_ns: now_ns(),
+                })
+                .await?;
+                self.monitor(c.id.clone());
+                Ok(())
+            }
+            Err(e) => {
+                self.agent.cancel_pending(&c.id);
+                self.agent.cleanup(&c.id).await;
+                let message = e.to_string();
+                let exit_code = if message.contains("executable file not found")
+                    || message.contains("no such file or directory")
+                {
+                    127
+                } else if message.contains("permission denied") {
+                    126
+                } else {
+                    128
+                };
+                self.propose(Command::ContainerExited {
+                    id: c.id.clone(),
+                    exit_code,
+                    oom_killed: false,
+                    at_ns: now_ns(),
+                    error: message.clone(),
+                })
+                .await?;
+                if c.auto_remove {
+                    self.remove_locked(&c.id).await?;
+                }
+                Err(ApiError::bad_request(format!(
+                    "failed to create task for container: {message}"
+                )))
+            }
+        }
+    }
+
+    /// Watch a running container's shim until it exits, then record the exit.
+    fn monitor(self: &Arc<Self>, id: ContainerId) {
+        {
+            let mut m = self.monitored.lock().unwrap_or_else(|p| p.into_inner());
+            if !m.insert(id.clone()) {
+                return;
+            }
+        }
+        let engine = self.clone();
+        tokio::spawn(async move {
+            let exit = engine.agent.wait(&id).await;
+            engine
+                .monitored
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
+            engine.handle_exit(&id, exit).await;
+        });
+    }
+
+    async fn handle_exit(&self, id: &ContainerId, exit: Option<Exit>) {
+        let (exit_code, oom_killed, at_ns, error) = match exit {
+            Some(e) => (e.code, e.oom_killed, e.finished_at_ns as i64, String::new()),
+            None => (
+                255,
+                false,
+                now_ns(),
+                "the container's shim is gone".to_string(),
+            ),
+        };
+        info!(container = %id.short(), exit_code, "exited");
+        if let Err(e) = self
+            .propose(Command::ContainerExited {
+                id: id.clone(),
+                exit_code,
+                oom_killed,
+                at_ns,
+                error,
+            })
+            .await
+        {
+            warn!(container = %id.short(), error = %e, "recording exit failed");
+            return;
+        }
+        let lock = self.lock_for(id);
+        let _guard = lock.lock().await;
+        let Ok(c) = self.container(id.as_str()) else {
+            return;
+        };
+        if c.status != ContainerStatus::Exited {
+            return;
+        }
+        self.agent.cleanup(id).await;
+        if c.auto_remove {
+            if let Err(e) = self.remove_locked(id).await {
+                warn!(container = %id.short(), error = %e, "auto-remove failed");
+            }
+        }
+    }
+
+    /// Wait until `pred` holds for the container's record (`None`: removed), or `timeout`.
+    async fn wait_state(
+        &self,
+        id: &ContainerId,
+        timeout: Option<Duration>,
+        mut pred: impl FnMut(Option<&ContainerRecord>) -> bool,
+    ) -> bool {
+        let mut rx = self.store.watch();
+        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        loop {
+            if self.store.read(|s| pred(s.containers.get(id))) {
+                return true;
+            }
+            let changed = rx.changed();
+            match deadline {
+                Some(d) => match tokio::time::timeout_at(d, changed).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) | Err(_) => return self.store.read(|s| pred(s.containers.get(id))),
+                },
+                None => {
+                    if changed.await.is_err() {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+
+    /// `POST /containers/{id}/wait`: the exit code once `condition` holds.
+    pub async fn wait(&self, id: &ContainerId, condition: WaitCondition) -> Result<i32, ApiError> {
+        let start = self.container(id.as_str())?;
+        let mut code = start.exit_code;
+        let first_finish = start.finished_ns;
+        let ok = self
+            .wait_state(id, None, |c| match c {
+                None => true,
+                Some(c) => {
+                    if c.status == ContainerStatus::Exited {
+                        code = c.exit_code;
+                    }
+                    match condition {
+                        WaitCondition::NotRunning => c.status != ContainerStatus::Running,
+                        WaitCondition::NextExit => {
+                            c.status == ContainerStatus::Exited && c.finished_ns != first_finish
+                        }
+                        WaitCondition::Removed => false,
+                    }
+                }
+            })
+            .await;
+        if !ok {
+            return Err(ApiError::internal("shutting down"));
+        }
+        Ok(code)
+    }
+
+    /// `POST /containers/{id}/stop`: the stop signal, then SIGKILL after `timeout` seconds.
+    pub async fn stop(
+        &self,
+        reference: &str,
+        timeout: Option<i64>,
+        signal: Option<i32>,
+    ) -> Result<(), ApiError> {
+        let c = self.container(reference)?;
+        if c.status != ContainerStatus::Running {
+            return Err(ApiError::not_modified());
+        }
+        let sig = signal.unwrap_or(c.run.stop_signal);
+        let grace = match timeout {
+            Some(t) if t < 0 => None,
+            Some(t) => Some(Duration::from_secs(t as u64)),
+            None => Some(Duration::from_secs(10)),
+        };
+        let not_running =
+            |c: Option<&ContainerRecord>| c.is_none_or(|c| c.status != ContainerStatus::Running);
+        if self.agent.kill(&c.id, sig).await.is_ok()
+            && self.wait_state(&c.id, grace, not_running).await
+        {
+            return Ok(());
+        }
+        info!(container = %c.id.short(), "stop timeout, sending SIGKILL");
+        let _ = self.agent.kill(&c.id, 9).await;
+        self.wait_state(&c.id, Some(Duration::from_secs(30)), not_running)
+            .await;
+        Ok(())
+    }
+
+    /// `POST /containers/{id}/kill`.
+    pub async fn kill(&self, reference: &str, signal: i32) -> Result<(), ApiError> {
+        let c = self.container(reference)?;
+        if c.status != ContainerStatus::Running {
+            return Err(ApiError::conflict(format!(
+                "Container {} is not running",
+                c.id
+            )));
+        }
+        self.agent.kill(&c.id, signal).await?;
+        Ok(())
+    }
+
+    /// `DELETE /containers/{id}`: 409 if running unless `force`.
+    pub async fn remove(&self, reference: &str, force: bool) -> Result<(), ApiError> {
+        let c = self.container(reference)?;
+        if c.status == ContainerStatus::Running {
+            if !force {
+                return Err(ApiError::conflict(format!(
+                    "cannot remove container \"/{}\": container is running: stop the container before removing or force remove",
+                    c.name
+                )));
+            }
+            let _ = self.agent.kill(&c.id, 9).await;
+            let stopped = self
+                .wait_state(&c.id, Some(Duration::from_secs(30)), |c| {
+                    c.is_none_or(|c| c.status != ContainerStatus::Running)
+                })
+                .await;
+            if !stopped {
+                return Err(ApiError::internal(format!(
+                    "could not kill container {}",
+                    c.id
+                )));
+            }
+        }
+        let lock = self.lock_for(&c.id);
+        let _guard = lock.lock().await;
+        match self
+            .store
+            .read(|s| s.containers.get(&c.id).map(|c| c.status))
+        {
+            None => Ok(()),
+            Some(ContainerStatus::Running) => Err(ApiError::conflict(format!(
+                "cannot remove container \"/{}\": container is running",
+                c.name
+            ))),
+            Some(_) => self.remove_locked(&c.id).await,
+        }
+    }
+
+    async fn remove_locked(&self, id: &ContainerId) -> Result<(), ApiError> {
+        self.agent.remove(id).await?;
+        self.propose(Command::RemoveContainer { id: id.clone() })
+            .await?;
+        self.locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+        info!(container = %id.short(), "removed");
+        Ok(())
+    }
+
+    /// Remove every container of this node, running or not (`wharf down`).
+    pub async fn remove_all(&self) {
+        let ids: Vec<ContainerId> = self.store.read(|s| {
+            s.containers
+                .values()
+                .filter(|c| c.node == self.node)
+                .map(|c| c.id.clone())
+                .collect()
+        });
+        for id in ids {
+            let running = self.store.read(|s| {
+                s.containers
+                    .get(&id)
+                    .is_some_and(|c| c.status == ContainerStatus::Running)
+            });
+            if running {
+                let _ = self.agent.kill(&id, 9).await;
+                let exit = self.agent.wait(&id).await;
+                self.handle_exit(&id, exit).await;
+            }
+            if self.store.read(|s| s.containers.contains_key(&id)) {
+                if let Err(e) = self.remove(id.as_str(), true).await {
+                    warn!(container = %id.short(), error = %e, "remove failed");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wharf_protocol::{DiffId, Digest};
+
+    #[test]
+    fn references_normalise_like_docker() {
+        assert_eq!(normalize_reference("busybox"), "busybox:latest");
+        assert_eq!(normalize_reference("busybox:1.36"), "busybox:1.36");
+        assert_eq!(
+            normalize_reference("docker.io/library/busybox"),
+            "busybox:latest"
+        );
+        assert_eq!(
+            normalize_reference("localhost:5000/app"),
+            "localhost:5000/app:latest"
+        );
+        assert_eq!(
+            normalize_reference("localhost:5000/app:v1"),
+            "localhost:5000/app:v1"
+        );
+    }
+
+    #[test]
+    fn images_found_by_tag_id_and_unique_prefix() {
+        let mut s = ClusterState::default();
+        let cfg = b"{}".to_vec();
+        let id = ImageId(Digest::of(&cfg));
+        s.apply(&Command::PutImage {
+            image: ImageRecord {
+                id,
+                config: cfg,
+                diff_ids: vec![DiffId(Digest::of(b"l"))],
+                size: 1,
+                loaded_ns: 0,
+            },
+        })
+        .unwrap();
+        s.apply(&Command::Tag {
+            reference: "busybox:latest".into(),
+            image: id,
+        })
+        .unwrap();
+        assert_eq!(find_image(&s, "busybox"), Some(id));
+        assert_eq!(find_image(&s, &id.to_string()), Some(id));
+        assert_eq!(find_image(&s, &id.0.hex()[..6]), Some(id));
+        assert_eq!(find_image(&s, "alpine"), None);
+        assert_eq!(find_image(&s, ""), None);
+    }
+}

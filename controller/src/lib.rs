@@ -1,0 +1,13 @@
+//! The Wharf controller: replicated cluster state (Raft), the Docker Engine API over mutual
+//! TLS, and the process roles (`up`, `down`, `certs`) of the one `wharf` binary.
+
+#![recursion_limit = "256"]
+
+pub mod api;
+pub mod certs;
+pub mod docker_types;
+pub mod engine;
+pub mod names;
+pub mod raft;
+pub mod settings;
+pub mod up;

@@ -1,0 +1,123 @@
+//! `wharf`: one binary for every role, as Nomad and Consul do.
+//!
+//! `wharf up` runs a whole single-host cluster (a one-member controller and an agent) in
+//! this process; `wharf down` removes what an instance left; `wharf certs` issues client
+//! certificates; `wharf shim` is the per-container supervisor the agent starts.
+
+use anyhow::Context;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use std::path::PathBuf;
+use wharf_controller::settings::Settings;
+
+#[derive(Parser)]
+#[command(
+    name = "wharf",
+    version,
+    about = "Wharf: a fleet of Linux hosts as one Docker endpoint"
+)]
+struct Cli {
+    #[command(subcommand)]
+    role: Role,
+}
+
+#[derive(Subcommand)]
+enum Role {
+    /// Run a whole single-host Wharf (a one-member controller and an agent) in the foreground.
+    Up(Settings),
+    /// Stop a running instance of DATA_DIR and remove its containers, shims, mounts and cgroups.
+    Down(Settings),
+    /// Run only the controller role (Raft member and Docker API); multi-host clusters come later.
+    Controller(Settings),
+    /// Run only the agent role, driven by remote controllers; multi-host clusters come later.
+    Node(Settings),
+    /// Issue certificates from the cluster CA.
+    Certs {
+        #[command(subcommand)]
+        cmd: CertsCmd,
+    },
+    /// Supervise one container (started by the agent, not by hand).
+    #[command(hide = true)]
+    Shim {
+        /// The container's state folder.
+        #[arg(long)]
+        state_dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertsCmd {
+    /// Issue a client certificate (EKU clientAuth) into a folder usable as DOCKER_CERT_PATH.
+    Client {
+        /// The instance whose CA signs.
+        #[arg(long, env = "WHARF_DATA_DIR", default_value = "/var/lib/wharf")]
+        data_dir: PathBuf,
+        /// Folder to write ca.pem, cert.pem and key.pem into.
+        #[arg(long)]
+        out: PathBuf,
+        /// Common name of the certificate.
+        #[arg(long, default_value = "wharf-client")]
+        name: String,
+    },
+}
+
+fn main() {
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    // The shim must not start a multi-threaded runtime before it creates the container.
+    if let Role::Shim { state_dir } = &cli.role {
+        std::process::exit(wharf_node::runtime::shim_main(state_dir));
+    }
+    let sub = matches.subcommand().map(|(_, m)| m.clone());
+    let code = match run(cli.role, sub) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("wharf: {e:#}");
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+fn init_tracing(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn run(role: Role, sub: Option<clap::ArgMatches>) -> anyhow::Result<()> {
+    let sub = sub.context("no role given")?;
+    let rt = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("start the async runtime")
+    };
+    match role {
+        Role::Up(s) => {
+            let s = s.load(&sub)?;
+            init_tracing(&s.log);
+            rt()?.block_on(wharf_controller::up::up(s))
+        }
+        Role::Down(s) => {
+            let s = s.load(&sub)?;
+            init_tracing(&s.log);
+            rt()?.block_on(wharf_controller::up::down(s))
+        }
+        Role::Controller(_) | Role::Node(_) => anyhow::bail!(
+            "separate controller and node processes are not available in this version; run `wharf up` for a single-host cluster"
+        ),
+        Role::Certs { cmd: CertsCmd::Client { data_dir, out, name } } => {
+            let ca = wharf_controller::certs::Authority::open_or_create(&data_dir.join("certs"))?;
+            ca.issue_client(&name, &out)?;
+            println!("wrote {}/{{ca,cert,key}}.pem for {name}", out.display());
+            Ok(())
+        }
+        Role::Shim { .. } => unreachable!("dispatched before the runtime starts"),
+    }
+}

@@ -1,0 +1,205 @@
+//! The RocksDB database under the Raft store: its column families, keys and typed access.
+//!
+//! ```text
+//!   cf `logs`: index (u64 big endian) -> Entry          written by LogStore, fsynced
+//!   cf `meta`: "vote" | "committed" | "last_purged"     written by LogStore
+//!   cf `sm`:   "applied" -> last applied, membership and ClusterState
+//!              "snapshot" -> the last snapshot (meta + encoded ClusterState)
+//! ```
+//!
+//! Every value goes through [`wharf_protocol::codec`]; nothing read from disk is trusted to
+//! decode.
+
+use std::path::{Path, PathBuf};
+
+use openraft::{AnyError, ErrorSubject, ErrorVerb, StorageError, StorageIOError};
+use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Options, WriteBatch};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use wharf_protocol::codec;
+
+use super::RaftError;
+
+/// Column family of log entries keyed by big-endian index.
+pub(super) const CF_LOGS: &str = "logs";
+/// Column family of the vote, the committed log id and the last purged log id.
+pub(super) const CF_META: &str = "meta";
+/// Column family of the state machine: applied state and snapshot.
+pub(super) const CF_SM: &str = "sm";
+
+/// Key of the vote in [`CF_META`].
+pub(super) const KEY_VOTE: &[u8] = b"vote";
+/// Key of the committed log id in [`CF_META`].
+pub(super) const KEY_COMMITTED: &[u8] = b"committed";
+/// Key of the last purged log id in [`CF_META`].
+pub(super) const KEY_LAST_PURGED: &[u8] = b"last_purged";
+/// Key of the applied state in [`CF_SM`].
+pub(super) const KEY_APPLIED: &[u8] = b"applied";
+/// Key of the current snapshot in [`CF_SM`].
+pub(super) const KEY_SNAPSHOT: &[u8] = b"snapshot";
+
+/// The open database; shared by the log store, the state machine and the [`Store`](super::Store).
+#[derive(Debug)]
+pub(super) struct Db {
+    db: rocksdb::DB,
+    path: PathBuf,
+}
+
+impl Db {
+    /// Open or create the database at `dir` with its column families; fails if another
+    /// handle (in this process or another) holds its lock.
+    pub(super) fn open(dir: &Path) -> Result<Db, RaftError> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_compression_type(DBCompressionType::None);
+        let cfs = [CF_LOGS, CF_META, CF_SM].map(|name| {
+            let mut cf_opts = Options::default();
+            cf_opts.set_compression_type(DBCompressionType::None);
+            ColumnFamilyDescriptor::new(name, cf_opts)
+        });
+        let db = rocksdb::DB::open_cf_descriptors(&opts, dir, cfs).map_err(|source| {
+            RaftError::Open {
+                path: dir.to_path_buf(),
+                source,
+            }
+        })?;
+        Ok(Db {
+            db,
+            path: dir.to_path_buf(),
+        })
+    }
+
+    /// The database directory.
+    pub(super) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The underlying RocksDB handle, for iteration.
+    pub(super) fn rocks(&self) -> &rocksdb::DB {
+        &self.db
+    }
+
+    /// Handle of one of the column families created in [`Db::open`].
+    pub(super) fn cf(&self, name: &str) -> &ColumnFamily {
+        // `open` creates every column family named by the constants above, and only those
+        // constants are passed here.
+        self.db
+            .cf_handle(name)
+            .expect("column family created at open")
+    }
+
+    /// Read and decode the value at `key` of column family `cf`, if any.
+    pub(super) fn get<T: DeserializeOwned>(
+        &self,
+        cf: &str,
+        key: &[u8],
+        what: &'static str,
+    ) -> Result<Option<T>, RaftError> {
+        let Some(bytes) = self
+            .db
+            .get_pinned_cf(self.cf(cf), key)
+            .map_err(|source| RaftError::Read { what, source })?
+        else {
+            return Ok(None);
+        };
+        decode(&bytes, what).map(Some)
+    }
+
+    /// Apply `batch` atomically; with `sync`, the WAL (and every earlier write in it) is
+    /// fsynced before this returns.
+    pub(super) fn write(
+        &self,
+        batch: WriteBatch,
+        sync: bool,
+        what: &'static str,
+    ) -> Result<(), RaftError> {
+        let mut opts = rocksdb::WriteOptions::default();
+        opts.set_sync(sync);
+        self.db
+            .write_opt(batch, &opts)
+            .map_err(|source| RaftError::Write { what, source })
+    }
+
+    /// Fsync the WAL and flush every memtable to SST files; call at shutdown.
+    pub(super) fn flush(&self) -> Result<(), RaftError> {
+        let what = "flush";
+        self.db
+            .flush_wal(true)
+            .map_err(|source| RaftError::Write { what, source })?;
+        for name in [CF_LOGS, CF_META, CF_SM] {
+            self.db
+                .flush_cf(self.cf(name))
+                .map_err(|source| RaftError::Write { what, source })?;
+        }
+        Ok(())
+    }
+}
+
+/// Encode `value` with the Wharf codec for storing as `what`.
+pub(super) fn encode<T: Serialize>(value: &T, what: &'static str) -> Result<Vec<u8>, RaftError> {
+    codec::encode(value).map_err(|source| RaftError::Encode { what, source })
+}
+
+/// Decode `bytes` read from the database as `what`.
+pub(super) fn decode<T: DeserializeOwned>(
+    bytes: &[u8],
+    what: &'static str,
+) -> Result<T, RaftError> {
+    codec::decode(bytes).map_err(|source| RaftError::Decode { what, source })
+}
+
+/// Key of the log entry at `index`: big endian, so that keys sort by index.
+pub(super) fn log_key(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+/// Index of a log key read from disk.
+pub(super) fn log_index(key: &[u8]) -> Result<u64, RaftError> {
+    let bytes: [u8; 8] = key
+        .try_into()
+        .map_err(|_| RaftError::LogKey { len: key.len() })?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+/// Wrap a store error as the storage error openraft expects; openraft then stops the node.
+pub(super) fn storage_error(
+    subject: ErrorSubject<u64>,
+    verb: ErrorVerb,
+    err: RaftError,
+) -> StorageError<u64> {
+    StorageIOError::new(subject, verb, AnyError::new(&err)).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_keys_sort_by_index_and_round_trip() {
+        assert!(log_key(255) < log_key(256));
+        assert!(log_key(1) < log_key(u64::MAX));
+        assert_eq!(
+            log_index(&log_key(0x0102_0304_0506)).unwrap(),
+            0x0102_0304_0506
+        );
+        assert!(matches!(
+            log_index(b"short"),
+            Err(RaftError::LogKey { len: 5 })
+        ));
+    }
+
+    #[test]
+    fn junk_value_is_a_decode_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        let mut batch = WriteBatch::default();
+        batch.put_cf(db.cf(CF_META), KEY_VOTE, b"\x01\xff");
+        db.write(batch, true, "test").unwrap();
+        let got = db.get::<openraft::Vote<u64>>(CF_META, KEY_VOTE, "vote");
+        assert!(
+            matches!(got, Err(RaftError::Decode { what: "vote", .. })),
+            "{got:?}"
+        );
+    }
+}

@@ -1,0 +1,243 @@
+//! [`Store`]: the controller's handle on the replicated cluster state.
+//!
+//! Opening a store opens RocksDB, builds the openraft node over [`LogStore`] and
+//! [`StateMachine`], forms a one-member cluster on first start, and waits until this node
+//! leads with everything committed applied. Afterwards commands go in with
+//! [`Store::propose`] and the state comes out with [`Store::read`] and [`Store::watch`].
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::{BasicNode, Config, Raft, ServerState, SnapshotPolicy};
+use tokio::sync::watch;
+use tracing::Instrument;
+use wharf_protocol::state::{ClusterState, Command, Response};
+
+use super::db::Db;
+use super::network::NoNetwork;
+use super::state_machine::{read_applied, SharedApplied};
+use super::{LogStore, RaftError, StateMachine, TypeConfig};
+
+/// How long [`Store::open`] waits for this node to lead with everything applied.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long [`Store::shutdown`] waits for openraft's tasks to let go of the database.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The replicated cluster state of this controller; cheap to clone, shared by every task.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    node_id: u64,
+    raft: Raft<TypeConfig>,
+    db: Arc<Db>,
+    applied: SharedApplied,
+    watch: Arc<watch::Sender<u64>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("node_id", &self.inner.node_id)
+            .field("path", &self.inner.db.path())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The Raft timing and log compaction of Wharf's controllers.
+pub(super) fn default_config() -> Config {
+    Config {
+        cluster_name: "wharf".to_string(),
+        heartbeat_interval: 100,
+        election_timeout_min: 300,
+        election_timeout_max: 600,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(5000),
+        max_in_snapshot_log_to_keep: 100,
+        ..Config::default()
+    }
+}
+
+impl Store {
+    /// Open (or create) the Raft database at `dir` and start node `node_id`, advertised at
+    /// `addr`; on an empty log, form a one-member cluster of this node.
+    ///
+    /// Call once at controller start, before serving requests: it returns when this node is
+    /// leader and has applied everything committed. Fails if `dir` is held by another open
+    /// store (in this process or another).
+    pub async fn open(dir: &Path, node_id: u64, addr: String) -> Result<Store, RaftError> {
+        Store::open_with_config(dir, node_id, addr, default_config()).await
+    }
+
+    /// [`Store::open`] with an explicit openraft configuration (tests shrink the snapshot
+    /// interval with it).
+    pub(super) async fn open_with_config(
+        dir: &Path,
+        node_id: u64,
+        addr: String,
+        config: Config,
+    ) -> Result<Store, RaftError> {
+        let span = tracing::info_span!("raft", node = node_id);
+        Store::start(dir, node_id, addr, config)
+            .instrument(span)
+            .await
+    }
+
+    async fn start(
+        dir: &Path,
+        node_id: u64,
+        addr: String,
+        config: Config,
+    ) -> Result<Store, RaftError> {
+        let config = Arc::new(
+            config
+                .validate()
+                .map_err(|e| RaftError::Config(Box::new(e)))?,
+        );
+        let db = Arc::new(Db::open(dir)?);
+        let sm = StateMachine::load(Arc::clone(&db))?;
+        let applied = sm.applied();
+        let watch = sm.watch();
+        let log = LogStore::new(Arc::clone(&db));
+        let raft = Raft::new(node_id, config, NoNetwork, log, sm)
+            .await
+            .map_err(|e| RaftError::Start {
+                node_id,
+                source: Box::new(e),
+            })?;
+        let store = Store {
+            inner: Arc::new(Inner {
+                node_id,
+                raft,
+                db,
+                applied,
+                watch,
+            }),
+        };
+        match store.recover(addr).await {
+            Ok(()) => Ok(store),
+            Err(err) => {
+                // Release the database so that the caller may retry.
+                if let Err(e) = store.shutdown().await {
+                    tracing::warn!(node = node_id, error = %e, "shut down raft after failed open");
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// Form the cluster if new, then wait to lead with everything committed applied.
+    async fn recover(&self, addr: String) -> Result<(), RaftError> {
+        let node_id = self.inner.node_id;
+        let raft = &self.inner.raft;
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| RaftError::Stopped {
+                node_id,
+                source: Box::new(e),
+            })?;
+        if !initialized {
+            tracing::info!(node = node_id, %addr, "forming one-member raft cluster");
+            let members = BTreeMap::from([(node_id, BasicNode::new(addr))]);
+            raft.initialize(members)
+                .await
+                .map_err(|e| RaftError::Initialize {
+                    node_id,
+                    source: Box::new(e),
+                })?;
+        }
+        let metrics = raft
+            .wait(Some(OPEN_TIMEOUT))
+            .metrics(
+                |m| {
+                    let caught_up = m.state == ServerState::Leader
+                        && m.current_leader == Some(node_id)
+                        && m.last_applied.map(|l| l.index) == m.last_log_index
+                        && m.last_applied.map(|l| l.leader_id.term) == Some(m.current_term);
+                    caught_up || m.running_state.is_err()
+                },
+                "lead with everything committed applied",
+            )
+            .await
+            .map_err(|source| RaftError::Recover { node_id, source })?;
+        if let Err(source) = &metrics.running_state {
+            return Err(RaftError::Stopped {
+                node_id,
+                source: Box::new(source.clone()),
+            });
+        }
+        tracing::info!(
+            node = node_id,
+            term = metrics.current_term,
+            applied = ?metrics.last_applied,
+            "raft store open"
+        );
+        Ok(())
+    }
+
+    /// Propose `cmd` to the cluster; returns the state machine's [`Response`] once the
+    /// command is committed and applied.
+    ///
+    /// `Ok(Err(_))` means the command was committed but refused by [`ClusterState::apply`]
+    /// (the state is unchanged); `Err(_)` means it may not have been committed.
+    pub async fn propose(&self, cmd: Command) -> Result<Response, RaftError> {
+        let resp = self
+            .inner
+            .raft
+            .client_write(cmd)
+            .await
+            .map_err(|e| RaftError::Propose(Box::new(e)))?;
+        Ok(resp.data)
+    }
+
+    /// Run `f` on the applied cluster state and return its result.
+    ///
+    /// `f` runs under a lock that applying commands waits for: copy out what you need and do
+    /// no I/O or waiting inside it.
+    pub fn read<R>(&self, f: impl FnOnce(&ClusterState) -> R) -> R {
+        f(&read_applied(&self.inner.applied).state)
+    }
+
+    /// A receiver of the last applied log index, which changes every time commands are
+    /// applied; call to wait for a state condition (check it with [`Store::read`] after
+    /// each change).
+    pub fn watch(&self) -> watch::Receiver<u64> {
+        self.inner.watch.subscribe()
+    }
+
+    /// The openraft node, for tests that look at its metrics, log and snapshot.
+    #[cfg(test)]
+    pub(super) fn raft(&self) -> &Raft<TypeConfig> {
+        &self.inner.raft
+    }
+
+    /// Stop Raft, wait until its tasks release the database, and flush it to disk; call once
+    /// before the controller exits. The database closes when the last clone is dropped.
+    pub async fn shutdown(&self) -> Result<(), RaftError> {
+        let node_id = self.inner.node_id;
+        self.inner
+            .raft
+            .shutdown()
+            .await
+            .map_err(RaftError::Shutdown)?;
+        // The state machine worker and snapshot tasks end shortly after the core task; each
+        // holds the database.
+        let deadline = tokio::time::Instant::now() + RELEASE_TIMEOUT;
+        while Arc::strong_count(&self.inner.db) > 1 {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(RaftError::Release {
+                    secs: RELEASE_TIMEOUT.as_secs(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.inner.db.flush()?;
+        tracing::info!(node = node_id, "raft store shut down");
+        Ok(())
+    }
+}

@@ -1,0 +1,387 @@
+//! Tests of [`Store`] over a real RocksDB in a temporary directory: proposals, refusals,
+//! restarts (with and without a purged log), the watch channel and the database lock.
+
+use std::path::Path;
+use std::time::Duration;
+
+use openraft::{BasicNode, Entry, EntryPayload, LogId, Membership, SnapshotPolicy};
+use wharf_protocol::agent::ContainerRunSpec;
+use wharf_protocol::codec;
+use wharf_protocol::state::{
+    ClusterState, Command, ContainerRecord, ContainerStatus, ImageRecord, StateError,
+};
+use wharf_protocol::{ContainerId, DiffId, Digest, ImageId, NodeId};
+
+use super::store::default_config;
+use super::{RaftError, Store, TypeConfig};
+
+const ADDR: &str = "127.0.0.1:7946";
+
+fn image(n: u8) -> ImageRecord {
+    let config = vec![b'{', n, b'}'];
+    ImageRecord {
+        id: ImageId(Digest::of(&config)),
+        config,
+        diff_ids: vec![DiffId(Digest::of(&[n]))],
+        size: 10,
+        loaded_ns: 1,
+    }
+}
+
+fn container(n: u8, name: &str, img: &ImageRecord) -> ContainerRecord {
+    let id = ContainerId::from_bytes([n; 32]);
+    ContainerRecord {
+        id: id.clone(),
+        name: name.parse().unwrap(),
+        created_ns: 5,
+        node: NodeId(1),
+        image_ref: "busybox".into(),
+        run: ContainerRunSpec {
+            id,
+            image_id: img.id,
+            diff_ids: img.diff_ids.clone(),
+            args: vec!["true".into()],
+            env: vec![],
+            working_dir: "/".into(),
+            user: String::new(),
+            hostname: "h".into(),
+            tty: false,
+            open_stdin: false,
+            stop_signal: 15,
+        },
+        config_json: "{}".into(),
+        host_config_json: "{}".into(),
+        auto_remove: false,
+        status: ContainerStatus::Created,
+        pid: 0,
+        exit_code: 0,
+        started_ns: 0,
+        finished_ns: 0,
+        oom_killed: false,
+        error: String::new(),
+    }
+}
+
+fn create(n: u8, name: &str, img: &ImageRecord) -> Command {
+    Command::CreateContainer {
+        container: Box::new(container(n, name, img)),
+    }
+}
+
+async fn open(dir: &Path) -> Store {
+    Store::open(dir, 1, ADDR.to_string()).await.unwrap()
+}
+
+async fn close(store: Store) {
+    store.shutdown().await.unwrap();
+    drop(store);
+}
+
+/// Propose `cmd` to `store` and to the model; both must answer the same.
+async fn propose_both(store: &Store, model: &mut ClusterState, cmd: Command) {
+    let want = model.apply(&cmd);
+    let got = store.propose(cmd).await.unwrap();
+    assert_eq!(got, want);
+}
+
+#[tokio::test]
+async fn proposed_commands_are_applied_and_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let img = image(1);
+    let web = container(1, "web", &img);
+
+    assert_eq!(
+        store
+            .propose(Command::PutImage { image: img.clone() })
+            .await
+            .unwrap(),
+        Ok(())
+    );
+    let tag = Command::Tag {
+        reference: "busybox:latest".into(),
+        image: img.id,
+    };
+    assert_eq!(store.propose(tag).await.unwrap(), Ok(()));
+    assert_eq!(store.propose(create(1, "web", &img)).await.unwrap(), Ok(()));
+
+    store.read(|s| {
+        assert_eq!(s.images.get(&img.id), Some(&img));
+        assert_eq!(s.tags.get("busybox:latest"), Some(&img.id));
+        assert_eq!(s.containers.get(&web.id), Some(&web));
+    });
+    close(store).await;
+}
+
+#[tokio::test]
+async fn refused_command_returns_the_state_error_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let img = image(1);
+    store
+        .propose(Command::PutImage { image: img.clone() })
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .propose(create(1, "web", &img))
+        .await
+        .unwrap()
+        .unwrap();
+    let before = store.read(Clone::clone);
+
+    let got = store.propose(create(2, "web", &img)).await.unwrap();
+    assert!(
+        matches!(got, Err(StateError::NameInUse { ref name, .. }) if name == "web"),
+        "{got:?}"
+    );
+    let unknown = image(9);
+    let got = store
+        .propose(Command::Tag {
+            reference: "x:latest".into(),
+            image: unknown.id,
+        })
+        .await
+        .unwrap();
+    assert_eq!(got, Err(StateError::NoSuchImage(unknown.id.to_string())));
+    let got = store
+        .propose(Command::RemoveImage { image: img.id })
+        .await
+        .unwrap();
+    assert!(matches!(got, Err(StateError::ImageInUse { .. })), "{got:?}");
+
+    assert_eq!(store.read(Clone::clone), before);
+    close(store).await;
+}
+
+#[tokio::test]
+async fn watch_advances_on_every_proposal() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let img = image(1);
+    let mut rx = store.watch();
+    let start = *rx.borrow_and_update();
+    assert!(start > 0, "the cluster's first entries are applied at open");
+
+    store
+        .propose(Command::PutImage { image: img.clone() })
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(rx.has_changed().unwrap());
+    let after_put = *rx.borrow_and_update();
+    assert!(after_put > start);
+
+    // A refused command is still applied (as a no-op) and still moves the index.
+    store
+        .propose(Command::Untag {
+            reference: "nope:latest".into(),
+        })
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(*rx.borrow_and_update() > after_put);
+
+    // A waiter sees the container go away.
+    store
+        .propose(create(1, "web", &img))
+        .await
+        .unwrap()
+        .unwrap();
+    let id = ContainerId::from_bytes([1; 32]);
+    let waiter = {
+        let store = store.clone();
+        let id = id.clone();
+        let mut rx = store.watch();
+        tokio::spawn(async move {
+            while store.read(|s| s.containers.contains_key(&id)) {
+                rx.changed().await.unwrap();
+            }
+        })
+    };
+    store
+        .propose(Command::RemoveContainer { id })
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .unwrap()
+        .unwrap();
+    close(store).await;
+}
+
+#[tokio::test]
+async fn state_survives_repeated_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = image(1);
+    let mut model = ClusterState::default();
+    let mut last_index = 0;
+    for round in 0..4u8 {
+        let store = open(dir.path()).await;
+        assert_eq!(
+            store.read(Clone::clone),
+            model,
+            "state after restart {round}"
+        );
+        let index = *store.watch().borrow();
+        assert!(
+            index >= last_index,
+            "restart {round}: applied index {index} < {last_index}"
+        );
+        if round == 0 {
+            propose_both(&store, &mut model, Command::PutImage { image: img.clone() }).await;
+        }
+        let name = format!("c{round}");
+        propose_both(&store, &mut model, create(round + 1, &name, &img)).await;
+        let id = ContainerId::from_bytes([round + 1; 32]);
+        let started = Command::ContainerStarted {
+            id,
+            pid: 100 + u32::from(round),
+            at_ns: 7,
+        };
+        propose_both(&store, &mut model, started).await;
+        // Refused: the name is taken.
+        propose_both(&store, &mut model, create(200, &name, &img)).await;
+        last_index = *store.watch().borrow();
+        close(store).await;
+    }
+    let store = open(dir.path()).await;
+    assert_eq!(store.read(Clone::clone), model);
+    assert_eq!(store.read(|s| s.containers.len()), 4);
+    close(store).await;
+}
+
+#[tokio::test]
+async fn restart_after_snapshot_and_purge_recovers_without_the_old_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = || openraft::Config {
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(3),
+        max_in_snapshot_log_to_keep: 0,
+        purge_batch_size: 1,
+        ..default_config()
+    };
+    let open_small = || Store::open_with_config(dir.path(), 1, ADDR.to_string(), config());
+    let store = open_small().await.unwrap();
+    let mut model = ClusterState::default();
+    let img = image(1);
+    propose_both(&store, &mut model, Command::PutImage { image: img.clone() }).await;
+    for n in 1..=10u8 {
+        propose_both(&store, &mut model, create(n, &format!("c{n}"), &img)).await;
+    }
+    let metrics = store
+        .raft()
+        .wait(Some(Duration::from_secs(10)))
+        .metrics(
+            |m| m.purged.is_some() && m.snapshot.is_some(),
+            "snapshot and purge",
+        )
+        .await
+        .unwrap();
+    let purged = metrics.purged.unwrap().index;
+    assert!(purged >= 3, "purged up to {purged}");
+    close(store).await;
+    {
+        // On disk, the log starts after the purged index.
+        let db = super::db::Db::open(dir.path()).unwrap();
+        let logs = db.cf(super::db::CF_LOGS);
+        let first = db
+            .rocks()
+            .iterator_cf(logs, rocksdb::IteratorMode::Start)
+            .next();
+        if let Some(item) = first {
+            let first = super::db::log_index(&item.unwrap().0).unwrap();
+            assert!(
+                first > purged,
+                "log entry {first} survived a purge up to {purged}"
+            );
+        }
+    }
+
+    let store = open_small().await.unwrap();
+    assert_eq!(store.read(Clone::clone), model);
+    let snapshot = store.raft().get_snapshot().await.unwrap();
+    assert!(snapshot.is_some(), "the snapshot survives a restart");
+    // Still writable after recovering from the snapshot.
+    propose_both(&store, &mut model, create(11, "c11", &img)).await;
+    assert_eq!(store.read(Clone::clone), model);
+    close(store).await;
+}
+
+#[tokio::test]
+async fn second_open_of_the_same_directory_fails_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let err = Store::open(dir.path(), 1, ADDR.to_string())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RaftError::Open { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains(&dir.path().display().to_string()),
+        "{err}"
+    );
+    // The first store is unaffected.
+    store
+        .propose(Command::PutImage { image: image(1) })
+        .await
+        .unwrap()
+        .unwrap();
+    close(store).await;
+    // And once it is closed the directory opens again.
+    let store = open(dir.path()).await;
+    assert_eq!(store.read(|s| s.images.len()), 1);
+    close(store).await;
+}
+
+#[tokio::test]
+async fn corrupt_applied_state_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = super::db::Db::open(dir.path()).unwrap();
+        let mut batch = rocksdb::WriteBatch::default();
+        batch.put_cf(
+            db.cf(super::db::CF_SM),
+            super::db::KEY_APPLIED,
+            b"\x01garbage",
+        );
+        db.write(batch, true, "test").unwrap();
+    }
+    let err = Store::open(dir.path(), 1, ADDR.to_string())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RaftError::Decode {
+                what: "applied state",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn log_entries_round_trip_through_the_codec() {
+    let log_id = LogId::new(openraft::CommittedLeaderId::new(3, 1), 42);
+    let members = std::collections::BTreeMap::from([(1u64, BasicNode::new(ADDR))]);
+    let entries: Vec<Entry<TypeConfig>> = vec![
+        Entry {
+            log_id,
+            payload: EntryPayload::Blank,
+        },
+        Entry {
+            log_id,
+            payload: EntryPayload::Normal(create(1, "web", &image(1))),
+        },
+        Entry {
+            log_id,
+            payload: EntryPayload::Membership(Membership::new(vec![[1u64].into()], members)),
+        },
+    ];
+    for entry in entries {
+        let bytes = codec::encode(&entry).unwrap();
+        let back: Entry<TypeConfig> = codec::decode(&bytes).unwrap();
+        assert_eq!(format!("{back:?}"), format!("{entry:?}"));
+    }
+}

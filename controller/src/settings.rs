@@ -1,0 +1,192 @@
+//! One settings struct for every role of the `wharf` binary.
+//!
+//! Each setting is a flag, a `WHARF_*` environment variable and a key of the TOML file named
+//! by `--config`; a flag beats the environment, which beats the file, which beats the
+//! default. [`Settings::resolve`] is the pure merge; [`Settings::load`] reads the file.
+
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Why the settings could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// The config file could not be read.
+    #[error("read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML for these settings.
+    #[error("parse config file {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: Box<toml::de::Error>,
+    },
+    /// A value is not acceptable.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Settings shared by `wharf up`, `wharf controller`, `wharf node` and `wharf down`.
+#[derive(Args, Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// TOML file with any of these settings (keys as the long flags, with `_` for `-`).
+    #[arg(long, env = "WHARF_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Directory holding all of this instance's state: Raft log, layers, containers, certificates.
+    #[arg(long, env = "WHARF_DATA_DIR", default_value = "/var/lib/wharf")]
+    pub data_dir: PathBuf,
+
+    /// Address of the Docker API listener (mutual TLS).
+    #[arg(long, env = "WHARF_API_ADDR", default_value = "127.0.0.1:2376")]
+    pub api_addr: SocketAddr,
+
+    /// Where to write the client's ca.pem, cert.pem and key.pem (default: DATA_DIR/client).
+    #[arg(long, env = "WHARF_CLIENT_CERT_DIR")]
+    pub client_cert_dir: Option<PathBuf>,
+
+    /// This member's Raft node id.
+    #[arg(long, env = "WHARF_NODE_ID", default_value_t = 1)]
+    pub node_id: u64,
+
+    /// Log filter (tracing's env-filter syntax), e.g. `info` or `wharf=debug`.
+    #[arg(long, env = "WHARF_LOG", default_value = "info")]
+    pub log: String,
+}
+
+/// The TOML file: every key optional, unknown keys refused.
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+struct SettingsFile {
+    data_dir: Option<PathBuf>,
+    api_addr: Option<SocketAddr>,
+    client_cert_dir: Option<PathBuf>,
+    node_id: Option<u64>,
+    log: Option<String>,
+}
+
+impl Settings {
+    /// Fill in settings that came from defaults with the config file's values, if any.
+    pub fn load(mut self, matches: &ArgMatches) -> Result<Settings, SettingsError> {
+        if let Some(path) = self.config.clone() {
+            let text = std::fs::read_to_string(&path).map_err(|source| SettingsError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let file: SettingsFile =
+                toml::from_str(&text).map_err(|source| SettingsError::Parse {
+                    path: path.clone(),
+                    source: Box::new(source),
+                })?;
+            self.resolve(file, |id| matches.value_source(id));
+        }
+        if self.data_dir.is_relative() {
+            let cwd = std::env::current_dir().map_err(|e| SettingsError::Invalid(e.to_string()))?;
+            self.data_dir = cwd.join(&self.data_dir);
+        }
+        Ok(self)
+    }
+
+    /// Pure merge: a file value replaces a value that came from the default (or nowhere).
+    fn resolve(&mut self, file: SettingsFile, source: impl Fn(&str) -> Option<ValueSource>) {
+        let from_default = |id: &str| matches!(source(id), None | Some(ValueSource::DefaultValue));
+        if let (true, Some(v)) = (from_default("data_dir"), file.data_dir) {
+            self.data_dir = v;
+        }
+        if let (true, Some(v)) = (from_default("api_addr"), file.api_addr) {
+            self.api_addr = v;
+        }
+        if let (true, Some(v)) = (from_default("client_cert_dir"), file.client_cert_dir) {
+            self.client_cert_dir = Some(v);
+        }
+        if let (true, Some(v)) = (from_default("node_id"), file.node_id) {
+            self.node_id = v;
+        }
+        if let (true, Some(v)) = (from_default("log"), file.log) {
+            self.log = v;
+        }
+    }
+
+    /// The folder usable as `DOCKER_CERT_PATH`.
+    pub fn client_dir(&self) -> PathBuf {
+        self.client_cert_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("client"))
+    }
+
+    /// The file holding the three `export` lines for a client shell.
+    pub fn client_env_path(&self) -> PathBuf {
+        self.data_dir.join("client.env")
+    }
+}
+
+/// The text of `client.env`: exactly three export lines.
+pub fn client_env(api_addr: SocketAddr, cert_dir: &Path) -> String {
+    let host = if api_addr.ip().is_unspecified() {
+        SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), api_addr.port())
+    } else {
+        api_addr
+    };
+    format!(
+        "export DOCKER_HOST=tcp://{host}\nexport DOCKER_TLS_VERIFY=1\nexport DOCKER_CERT_PATH={}\n",
+        cert_dir.display()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn defaults() -> Settings {
+        Settings {
+            config: None,
+            data_dir: "/var/lib/wharf".into(),
+            api_addr: "127.0.0.1:2376".parse().unwrap(),
+            client_cert_dir: None,
+            node_id: 1,
+            log: "info".into(),
+        }
+    }
+
+    #[test]
+    fn file_fills_defaults_but_not_flags() {
+        let mut s = defaults();
+        s.api_addr = "127.0.0.1:9999".parse().unwrap();
+        let file: SettingsFile =
+            toml::from_str("data_dir = \"/srv/w\"\napi_addr = \"127.0.0.1:1\"\nlog = \"debug\"")
+                .unwrap();
+        s.resolve(file, |id| match id {
+            "api_addr" => Some(ValueSource::CommandLine),
+            "log" => Some(ValueSource::EnvVariable),
+            _ => Some(ValueSource::DefaultValue),
+        });
+        assert_eq!(s.data_dir, PathBuf::from("/srv/w"));
+        assert_eq!(s.api_addr.port(), 9999, "flag wins over file");
+        assert_eq!(s.log, "info", "environment wins over file");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        assert!(toml::from_str::<SettingsFile>("data-dir = \"/x\"").is_err());
+        assert!(toml::from_str::<SettingsFile>("api_addr = \"nonsense\"").is_err());
+    }
+
+    #[test]
+    fn client_env_has_exactly_three_lines() {
+        let text = client_env("127.0.0.1:2376".parse().unwrap(), Path::new("/d/client"));
+        assert_eq!(
+            text,
+            "export DOCKER_HOST=tcp://127.0.0.1:2376\nexport DOCKER_TLS_VERIFY=1\nexport DOCKER_CERT_PATH=/d/client\n"
+        );
+        let any = client_env("0.0.0.0:2376".parse().unwrap(), Path::new("/c"));
+        assert!(any.starts_with("export DOCKER_HOST=tcp://127.0.0.1:2376\n"));
+    }
+}

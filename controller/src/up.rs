@@ -1,0 +1,270 @@
+//! `wharf up` and `wharf down`: the single-host cluster's process life.
+//!
+//! Start-up order: lock DATA_DIR → certificates → Raft state (recovery) → agent →
+//! re-adopt running containers → API listener → `client.env` written atomically. The
+//! file's presence therefore means "ready". SIGTERM/SIGINT stop the API and Raft and leave
+//! containers running under their shims (live-restore).
+
+use crate::certs::{self, Authority};
+use crate::engine::Engine;
+use crate::raft::Store;
+use crate::settings::{client_env, Settings};
+use anyhow::{bail, Context};
+use nix::fcntl::{Flock, FlockArg};
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::{info, warn};
+use wharf_node::agent::{Agent, AgentConfig};
+use wharf_protocol::NodeId;
+
+/// The exclusive lock on a data dir, held for the life of the instance.
+pub struct DataDirLock {
+    _lock: Flock<std::fs::File>,
+}
+
+fn lock_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("wharf.lock")
+}
+
+/// Take the data dir's lock, or say which process holds it.
+pub fn lock_data_dir(data_dir: &Path) -> anyhow::Result<DataDirLock> {
+    std::fs::create_dir_all(data_dir).with_context(|| format!("create {}", data_dir.display()))?;
+    let path = lock_path(data_dir);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("open {}", path.display()))?;
+    let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(l) => l,
+        Err((_, errno)) => {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            bail!(
+                "{} is in use by another wharf (pid {}): {errno}",
+                data_dir.display(),
+                holder.trim()
+            );
+        }
+    };
+    lock.set_len(0)?;
+    lock.rewind()?;
+    write!(lock, "{}", std::process::id())?;
+    lock.sync_all()?;
+    Ok(DataDirLock { _lock: lock })
+}
+
+/// The parent cgroup name of an instance: unique per data dir.
+pub fn cgroup_parent(data_dir: &Path) -> String {
+    let digest = wharf_protocol::Digest::of(data_dir.as_os_str().as_encoded_bytes());
+    format!("wharf-{}", &digest.hex()[..12])
+}
+
+fn hostname() -> String {
+    nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Certificates for this instance: CA, server cert for the address, client cert.
+fn ensure_certs(s: &Settings) -> anyhow::Result<()> {
+    let dir = s.data_dir.join("certs");
+    let ca = Authority::open_or_create(&dir)?;
+    let sans = certs::server_sans(s.api_addr.ip(), &hostname());
+    if ca.ensure_server(&dir, &sans)? {
+        info!(?sans, "issued API server certificate");
+    }
+    let client = s.client_dir();
+    let current = std::fs::read_to_string(client.join("ca.pem")).unwrap_or_default();
+    if current != ca.ca_pem()
+        || !client.join("cert.pem").exists()
+        || !client.join("key.pem").exists()
+    {
+        ca.issue_client("wharf-admin", &client)?;
+        info!(dir = %client.display(), "issued client certificate");
+    }
+    Ok(())
+}
+
+struct Instance {
+    _lock: DataDirLock,
+    store: Store,
+    engine: Arc<Engine>,
+}
+
+async fn open_instance(s: &Settings) -> anyhow::Result<Instance> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("wharf must run as root (it mounts, creates namespaces and cgroups)");
+    }
+    let lock = lock_data_dir(&s.data_dir)?;
+    ensure_certs(s)?;
+    let store = Store::open(&s.data_dir.join("raft"), s.node_id, s.api_addr.to_string())
+        .await
+        .context("open the cluster state")?;
+    let agent = Agent::open(AgentConfig {
+        data_dir: s.data_dir.clone(),
+        wharf_exe: std::env::current_exe().context("find the wharf executable")?,
+        cgroup_parent: cgroup_parent(&s.data_dir),
+    })
+    .context("open the agent")?;
+    let engine = Engine::new(store.clone(), agent, NodeId(s.node_id));
+    Ok(Instance {
+        _lock: lock,
+        store,
+        engine,
+    })
+}
+
+/// `wharf up`: run until SIGTERM or SIGINT.
+pub async fn up(s: Settings) -> anyhow::Result<()> {
+    let env_path = s.client_env_path();
+    // A client.env from an earlier run must not announce readiness before we are ready.
+    let _ = std::fs::remove_file(&env_path);
+    let inst = open_instance(&s).await?;
+    inst.engine.recover();
+    let listener = tokio::net::TcpListener::bind(s.api_addr)
+        .await
+        .with_context(|| format!("listen on {}", s.api_addr))?;
+    let addr = listener.local_addr()?;
+    let tls = certs::server_config(&s.data_dir.join("certs"))?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(crate::api::serve(
+        listener,
+        tls,
+        inst.engine.clone(),
+        stop_rx,
+    ));
+    let text = client_env(addr, &s.client_dir());
+    certs::write_atomic(&env_path, text.as_bytes(), 0o644)?;
+    info!(%addr, data_dir = %s.data_dir.display(), "wharf is up");
+    print!("{text}");
+    let _ = std::io::stdout().flush();
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM: shutting down, containers keep running"),
+        _ = tokio::signal::ctrl_c() => info!("SIGINT: shutting down, containers keep running"),
+    }
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    if let Err(e) = inst.store.shutdown().await {
+        warn!(error = %e, "raft shutdown");
+    }
+    let _ = std::fs::remove_file(&env_path);
+    Ok(())
+}
+
+/// Ask a running instance of `data_dir` to stop, and wait until its lock is free.
+async fn stop_running(data_dir: &Path) -> anyhow::Result<()> {
+    let path = lock_path(data_dir);
+    let Ok(mut f) = std::fs::File::open(&path) else {
+        return Ok(());
+    };
+    let mut pid = String::new();
+    f.read_to_string(&mut pid)?;
+    drop(f);
+    let Ok(pid) = pid.trim().parse::<i32>() else {
+        return Ok(());
+    };
+    for i in 0..300 {
+        let probe = std::fs::File::open(&path)?;
+        match Flock::lock(probe, FlockArg::LockExclusiveNonblock) {
+            Ok(_) => return Ok(()),
+            Err(_) if i == 0 => {
+                info!(pid, "stopping the running instance");
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            }
+            Err(_) => {}
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("the instance (pid {pid}) did not stop within 30 s")
+}
+
+/// Mount points at or below `dir`, deepest first (from /proc/self/mountinfo).
+fn mounts_below(dir: &Path) -> Vec<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut out: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|m| PathBuf::from(m.replace("\\040", " ")))
+        .filter(|m| m.starts_with(dir))
+        .collect();
+    out.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    out.dedup();
+    out
+}
+
+/// Remove the instance's cgroups (v1 hierarchies and v2), killing what is left in them.
+fn remove_cgroups(parent: &str) {
+    let Ok(roots) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return;
+    };
+    for root in roots.flatten() {
+        let dir = root.path().join(parent);
+        if !dir.is_dir() {
+            continue;
+        }
+        let mut dirs: Vec<PathBuf> = vec![];
+        let mut stack = vec![dir.clone()];
+        while let Some(d) = stack.pop() {
+            if let Ok(rd) = std::fs::read_dir(&d) {
+                stack.extend(rd.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+            }
+            dirs.push(d);
+        }
+        dirs.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+        for d in dirs {
+            for pid in std::fs::read_to_string(d.join("cgroup.procs"))
+                .unwrap_or_default()
+                .lines()
+            {
+                if let Ok(pid) = pid.trim().parse::<i32>() {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+            for _ in 0..50 {
+                match std::fs::remove_dir(&d) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        }
+    }
+}
+
+/// `wharf down`: stop the instance and remove its containers, shims, mounts and cgroups.
+/// Images and certificates stay in DATA_DIR.
+pub async fn down(s: Settings) -> anyhow::Result<()> {
+    if !s.data_dir.join("raft").exists() {
+        bail!("{} holds no wharf instance", s.data_dir.display());
+    }
+    stop_running(&s.data_dir).await?;
+    let inst = open_instance(&s).await?;
+    let before = inst.store.read(|st| st.containers.len());
+    inst.engine.remove_all().await;
+    let left = inst.store.read(|st| st.containers.len());
+    inst.store.shutdown().await.context("raft shutdown")?;
+    for m in mounts_below(&s.data_dir) {
+        if let Err(e) = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH) {
+            warn!(mount = %m.display(), error = %e, "unmount failed");
+        }
+    }
+    remove_cgroups(&cgroup_parent(&s.data_dir));
+    let _ = std::fs::remove_file(s.client_env_path());
+    println!("removed {} containers", before - left);
+    if left > 0 {
+        bail!("{left} containers could not be removed");
+    }
+    Ok(())
+}

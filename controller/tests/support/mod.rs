@@ -1,0 +1,234 @@
+//! A real `wharf up` under test, driven by the stock `docker` CLI.
+//!
+//! Each instance has its own data dir and port; dropping it runs `wharf down` and kills
+//! the process, so a failing test leaves no container, mount or cgroup behind.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `wharf up`.
+pub struct Wharf {
+    pub child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub downed: bool,
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("local addr").port()
+}
+
+pub fn wharf_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_wharf")
+}
+
+impl Wharf {
+    /// Start `wharf up` on a new data dir and free port; returns once `client.env` exists.
+    pub fn start() -> Wharf {
+        let dir = tempfile::Builder::new()
+            .prefix("wharf-test-")
+            .tempdir_in("/var/tmp")
+            .expect("tempdir");
+        let mut w = Wharf {
+            child: None,
+            dir,
+            port: free_port(),
+            downed: false,
+        };
+        w.spawn();
+        w
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// (Re)start the process on the same data dir and port.
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("wharf.log"))
+            .expect("log file");
+        let child = Command::new(wharf_bin())
+            .args(["up", "--data-dir"])
+            .arg(self.data_dir())
+            .args(["--api-addr", &format!("127.0.0.1:{}", self.port)])
+            .env("WHARF_LOG", "info,wharf_controller=debug,wharf_node=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn wharf up");
+        self.child = Some(child);
+        let env = self.data_dir().join("client.env");
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while !env.exists() {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("wharf up exited with {status}:\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "wharf up not ready in time:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("wharf.log")).unwrap_or_default()
+    }
+
+    pub fn client_env(&self) -> String {
+        std::fs::read_to_string(self.data_dir().join("client.env")).unwrap_or_default()
+    }
+
+    /// A `docker` command pointed at this instance (own config dir, no user settings).
+    pub fn docker_cmd(&self) -> Command {
+        let mut c = Command::new("docker");
+        let cfg = self.dir.path().join("docker-config");
+        let _ = std::fs::create_dir_all(&cfg);
+        c.env("DOCKER_HOST", format!("tcp://127.0.0.1:{}", self.port))
+            .env("DOCKER_TLS_VERIFY", "1")
+            .env("DOCKER_CERT_PATH", self.data_dir().join("client"))
+            .env("DOCKER_CONFIG", cfg)
+            .env_remove("DOCKER_CONTEXT")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Run `docker ARGS` and return its output.
+    pub fn docker(&self, args: &[&str]) -> Output {
+        let out = self.docker_cmd().args(args).output().expect("run docker");
+        eprintln!(
+            "$ docker {}\n  exit {:?}\n  stdout: {}\n  stderr: {}",
+            args.join(" "),
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).trim_end(),
+            String::from_utf8_lossy(&out.stderr).trim_end()
+        );
+        out
+    }
+
+    /// Run `docker ARGS`, require success, return stdout.
+    pub fn docker_ok(&self, args: &[&str]) -> String {
+        let out = self.docker(args);
+        assert!(
+            out.status.success(),
+            "docker {args:?} failed:\n{}\n--- wharf log ---\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Send SIGTERM and wait for the process to exit.
+    pub fn stop_process(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(s) = child.try_wait().expect("wait") {
+                return s;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("wharf did not stop on SIGTERM:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `wharf down` on this data dir.
+    pub fn down(&mut self) -> Output {
+        self.downed = true;
+        let out = Command::new(wharf_bin())
+            .args(["down", "--data-dir"])
+            .arg(self.data_dir())
+            .output()
+            .expect("run wharf down");
+        if let Some(mut c) = self.child.take() {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        out
+    }
+
+    /// Mounts, processes and cgroups of this instance still present.
+    pub fn leftovers(&self) -> Vec<String> {
+        let data = self.data_dir();
+        let mut left = vec![];
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        for l in info.lines() {
+            if let Some(m) = l.split(' ').nth(4) {
+                if Path::new(m).starts_with(&data) {
+                    left.push(format!("mount {m}"));
+                }
+            }
+        }
+        let needle = data.to_string_lossy().into_owned();
+        if let Ok(rd) = std::fs::read_dir("/proc") {
+            for e in rd.flatten() {
+                let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+                let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+                if cmd.contains(&needle) && e.file_name() != std::process::id().to_string().as_str()
+                {
+                    left.push(format!(
+                        "process {}: {cmd}",
+                        e.file_name().to_string_lossy()
+                    ));
+                }
+            }
+        }
+        let parent = wharf_controller::up::cgroup_parent(&data);
+        if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {
+            for e in rd.flatten() {
+                let p = e.path().join(&parent);
+                if p.exists() {
+                    left.push(format!("cgroup {}", p.display()));
+                }
+            }
+        }
+        left
+    }
+}
+
+impl Drop for Wharf {
+    fn drop(&mut self) {
+        if !self.downed {
+            let _ = self.down();
+        }
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A `docker save` tarball of the test busybox image, made once per test binary.
+pub fn busybox_tar() -> PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("wharf-test-images-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("image dir");
+        wharf_chaos_tests::busybox_image_tar(&dir, "busybox:latest").expect("build busybox image")
+    })
+    .clone()
+}

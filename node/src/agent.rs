@@ -1,0 +1,311 @@
+//! The agent facade: everything a controller asks of a host goes through [`Agent`].
+//!
+//! ```text
+//!   controller (same process today, over mTLS later)
+//!        │  load / create / start / attach / kill / wait / remove / logs
+//!        ▼
+//!     Agent ──► ImageStore (overlay2 layers, writable layers)
+//!        │
+//!        └────► one `wharf shim` process per running container ──► libcontainer
+//!                 (holds stdio, writes logs, reaps, records the exit status)
+//! ```
+//!
+//! A container's state lives in `DATA_DIR/containers/<id>/`: `shim.json` (what to run),
+//! `shim.sock`, `exit.json`, `<id>-json.log`. The agent keeps nothing about a container
+//! in memory that it cannot rebuild from that folder, so it can restart at any time.
+
+use crate::image::{ImageStore, LoadedImage};
+use crate::runtime::{self, AttachStream, Exit, ShimClient, ShimConfig};
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{info, warn};
+use wharf_protocol::agent::ContainerRunSpec;
+use wharf_protocol::ContainerId;
+
+/// Why the agent could not do what it was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The image store failed.
+    #[error(transparent)]
+    Store(#[from] crate::image::StoreError),
+    /// Loading an image archive failed.
+    #[error(transparent)]
+    Load(#[from] crate::image::LoadError),
+    /// The runtime or shim failed.
+    #[error(transparent)]
+    Runtime(#[from] runtime::RuntimeError),
+    /// A container folder could not be created, read or removed.
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The container has no running shim.
+    #[error("container {0} is not running")]
+    NotRunning(String),
+    /// A blocking task died.
+    #[error("agent task failed: {0}")]
+    Join(String),
+}
+
+/// How an agent is set up.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// The instance's data directory.
+    pub data_dir: PathBuf,
+    /// The `wharf` executable that runs shims (`wharf shim --state-dir …`).
+    pub wharf_exe: PathBuf,
+    /// Parent cgroup of every container of this instance (unique per data dir).
+    pub cgroup_parent: String,
+}
+
+struct PendingAttach {
+    stdin: bool,
+    reply: oneshot::Sender<Result<AttachStream, AgentError>>,
+}
+
+/// The local engine of one host.
+#[derive(Clone)]
+pub struct Agent {
+    cfg: Arc<AgentConfig>,
+    images: ImageStore,
+    pending: Arc<Mutex<HashMap<ContainerId, Vec<PendingAttach>>>>,
+}
+
+/// A `Read` over chunks sent from async code, so blocking parsers can consume a request body.
+struct ChannelReader {
+    rx: mpsc::Receiver<Result<Bytes, std::io::Error>>,
+    current: Bytes,
+}
+
+impl std::io::Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(chunk)) => self.current = chunk,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+}
+
+impl Agent {
+    /// Open the agent's stores under `cfg.data_dir`; call once at start-up.
+    pub fn open(cfg: AgentConfig) -> Result<Agent, AgentError> {
+        let images = ImageStore::open(&cfg.data_dir)?;
+        let containers = cfg.data_dir.join("containers");
+        std::fs::create_dir_all(&containers).map_err(|source| AgentError::Io {
+            action: "create",
+            path: containers,
+            source,
+        })?;
+        Ok(Agent {
+            cfg: Arc::new(cfg),
+            images,
+            pending: Arc::default(),
+        })
+    }
+
+    /// The folder holding a container's runtime state.
+    pub fn state_dir(&self, id: &ContainerId) -> PathBuf {
+        self.cfg.data_dir.join("containers").join(id.as_str())
+    }
+
+    /// The container's json-file log.
+    pub fn log_path(&self, id: &ContainerId) -> PathBuf {
+        self.state_dir(id).join(format!("{}-json.log", id.as_str()))
+    }
+
+    /// Load a `docker save` archive whose bytes arrive on `body`.
+    pub async fn load_images(
+        &self,
+        body: mpsc::Receiver<Result<Bytes, std::io::Error>>,
+    ) -> Result<Vec<LoadedImage>, AgentError> {
+        let images = self.images.clone();
+        let reader = ChannelReader {
+            rx: body,
+            current: Bytes::new(),
+        };
+        tokio::task::spawn_blocking(move || images.load(reader))
+            .await
+            .map_err(|e| AgentError::Join(e.to_string()))?
+            .map_err(AgentError::from)
+    }
+
+    /// Whether every layer of an image is on this host.
+    pub fn has_layers(&self, diff_ids: &[wharf_protocol::DiffId]) -> bool {
+        self.images.has_layers(diff_ids)
+    }
+
+    /// Bytes of an image's unpacked layers on this host.
+    pub fn layers_size(&self, diff_ids: &[wharf_protocol::DiffId]) -> u64 {
+        self.images.layers_size(diff_ids)
+    }
+
+    /// Prepare a container: its writable layer and state folder. Nothing runs yet.
+    pub async fn create(&self, spec: &ContainerRunSpec) -> Result<(), AgentError> {
+        let dir = self.state_dir(&spec.id);
+        std::fs::create_dir_all(&dir).map_err(|source| AgentError::Io {
+            action: "create",
+            path: dir.clone(),
+            source,
+        })?;
+        let images = self.images.clone();
+        let (id, diff_ids) = (spec.id.clone(), spec.diff_ids.clone());
+        let made =
+            tokio::task::spawn_blocking(move || images.create_rw_layer(id.as_str(), &diff_ids))
+                .await
+                .map_err(|e| AgentError::Join(e.to_string()));
+        match made {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                Err(e.into())
+            }
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                Err(e)
+            }
+        }
+    }
+
+    /// Start a created or exited container: spawn its shim, connect the attachers that
+    /// were waiting for it, then let the process run. Returns its host PID.
+    pub async fn start(&self, spec: &ContainerRunSpec) -> Result<u32, AgentError> {
+        let dir = self.state_dir(&spec.id);
+        let mount = self
+            .images
+            .rw_mount_spec(spec.id.as_str(), &spec.diff_ids)?;
+        // A previous run's exit record and socket belong to that run.
+        let _ = std::fs::remove_file(dir.join("exit.json"));
+        let config = ShimConfig {
+            version: runtime::SHIM_CONFIG_VERSION,
+            run: spec.clone(),
+            mount,
+            cgroups_path: format!("/{}/{}", self.cfg.cgroup_parent, spec.id.as_str()),
+            runtime_root: self.cfg.data_dir.join("runtime"),
+            log_path: self.log_path(&spec.id),
+        };
+        config.write(&dir)?;
+        runtime::spawn_shim(&self.cfg.wharf_exe, &dir).await?;
+        let waiting = self
+            .pending
+            .lock()
+            .map(|mut p| p.remove(&spec.id).unwrap_or_default())
+            .unwrap_or_default();
+        for p in waiting {
+            let stream = runtime::attach(&dir, p.stdin)
+                .await
+                .map_err(AgentError::from);
+            let _ = p.reply.send(stream);
+        }
+        let mut client = ShimClient::connect(&dir).await?;
+        let pid = client.start().await?;
+        info!(container = %spec.id.short(), pid, "started");
+        Ok(pid)
+    }
+
+    /// Attach to a running container's stdio.
+    pub async fn attach(&self, id: &ContainerId, stdin: bool) -> Result<AttachStream, AgentError> {
+        Ok(runtime::attach(&self.state_dir(id), stdin).await?)
+    }
+
+    /// Register an attach to the container's next start; the stream arrives once the shim
+    /// runs and before the process starts, so no output of that run is missed. Call before
+    /// answering the client, so that a start that follows at once cannot run ahead.
+    pub fn attach_after_start(
+        &self,
+        id: &ContainerId,
+        stdin: bool,
+    ) -> oneshot::Receiver<Result<AttachStream, AgentError>> {
+        let (tx, rx) = oneshot::channel();
+        if let Ok(mut p) = self.pending.lock() {
+            p.entry(id.clone())
+                .or_default()
+                .push(PendingAttach { stdin, reply: tx });
+        }
+        rx
+    }
+
+    /// Drop attachers still waiting for a start that will not come (start failed, removed).
+    pub fn cancel_pending(&self, id: &ContainerId) {
+        if let Ok(mut p) = self.pending.lock() {
+            p.remove(id);
+        }
+    }
+
+    /// Send a signal to the container's process.
+    pub async fn kill(&self, id: &ContainerId, signal: i32) -> Result<(), AgentError> {
+        let mut client = ShimClient::connect(&self.state_dir(id))
+            .await
+            .map_err(|_| AgentError::NotRunning(id.to_string()))?;
+        client.kill(signal).await?;
+        Ok(())
+    }
+
+    /// Wait for the container's process to end. If its shim is already gone (the host
+    /// rebooted, or the shim finished while the agent was down), the exit recorded on
+    /// disk is returned; `None` when there is none.
+    pub async fn wait(&self, id: &ContainerId) -> Option<Exit> {
+        let dir = self.state_dir(id);
+        if let Ok(mut client) = ShimClient::connect(&dir).await {
+            match client.wait().await {
+                Ok(exit) => return Some(exit),
+                Err(e) => warn!(container = %id.short(), error = %e, "wait on shim failed"),
+            }
+        }
+        runtime::read_exit(&dir)
+    }
+
+    /// Release what a finished run holds (shim, mount, cgroup); keeps the writable layer.
+    pub async fn cleanup(&self, id: &ContainerId) {
+        let dir = self.state_dir(id);
+        if let Ok(mut client) = ShimClient::connect(&dir).await {
+            if let Err(e) = client.delete().await {
+                warn!(container = %id.short(), error = %e, "shim delete failed");
+            }
+        }
+        if let Ok(mount) = self.images.rw_mount_spec(id.as_str(), &[]) {
+            if let Err(e) = crate::image::unmount(&mount.target) {
+                warn!(container = %id.short(), error = %e, "unmount failed");
+            }
+        }
+    }
+
+    /// Remove a container that no longer runs: writable layer, logs and state folder.
+    pub async fn remove(&self, id: &ContainerId) -> Result<(), AgentError> {
+        self.cancel_pending(id);
+        self.cleanup(id).await;
+        let images = self.images.clone();
+        let cid = id.clone();
+        tokio::task::spawn_blocking(move || images.remove_rw_layer(cid.as_str()))
+            .await
+            .map_err(|e| AgentError::Join(e.to_string()))??;
+        let dir = self.state_dir(id);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(AgentError::Io {
+                action: "remove",
+                path: dir,
+                source,
+            }),
+        }
+    }
+
+    /// The data directory this agent owns.
+    pub fn data_dir(&self) -> &Path {
+        &self.cfg.data_dir
+    }
+}

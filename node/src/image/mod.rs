@@ -1,0 +1,27 @@
+//! The agent's image layer store: unpacking `docker save` archives into moby's overlay2
+//! layout, containers' writable layers, and the overlay mount of a container's rootfs.
+//!
+//! ```text
+//!  docker save tar ──► load.rs (spool, manifest, configs) ──► store.rs (ImageStore)
+//!                                                               │ per layer
+//!                                                    apply.rs (openat2-confined writes)
+//!  layout.rs: paths + MountSpec (pure) ──► mount.rs: mount(2)/umount2(2) (thin, in the shim)
+//! ```
+//!
+//! Image configs and tags are returned ([`LoadedImage`]) for the controller to keep; only
+//! layer data and layer metadata live here.
+
+pub mod apply;
+pub mod layout;
+pub mod load;
+pub mod mount;
+pub mod store;
+
+pub use apply::ApplyError;
+pub use layout::{Layout, MountSpec};
+pub use load::{LoadError, LoadedImage};
+pub use mount::{mount_overlay, unmount};
+pub use store::{ImageStore, StoreError};
+
+#[cfg(test)]
+mod testutil;

@@ -1,0 +1,554 @@
+//! The agent's layer store: unpacked image layers and containers' writable layers in moby's
+//! overlay2 layout (see [`super::layout`]), plus each layer's canonical tar for `docker save`.
+//!
+//! Every directory becomes visible complete or not at all: it is built under
+//! `overlay2/.tmp-*`, its `link`/`lower`/`size` files written and synced, then renamed into
+//! place. [`ImageStore::open`] removes what a crash left behind. Image metadata (configs,
+//! tags) is not kept here: the controller owns it.
+
+use super::apply::{apply_layer, ApplyError};
+use super::layout::{self, Layout, MountSpec, MAX_LAYERS, TMP_PREFIX};
+use std::io::{self, BufWriter, Read, Write};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use wharf_protocol::{ChainId, DiffId};
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A file or directory of the store could not be read, written or removed.
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What was being done, e.g. "create".
+        action: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// A layer tar could not be applied.
+    #[error("apply layer {diff_id}: {source}")]
+    Apply {
+        /// The layer's expected DiffID.
+        diff_id: DiffId,
+        /// What went wrong in the archive.
+        #[source]
+        source: ApplyError,
+    },
+    /// A layer's content does not hash to the DiffID the image config gives.
+    #[error("layer content mismatch: expected {expected}, got {got}")]
+    DiffIdMismatch {
+        /// The DiffID the config names.
+        expected: DiffId,
+        /// The sha256 of what was read.
+        got: DiffId,
+    },
+    /// A layer of the chain has not been loaded on this host.
+    #[error("layer {0} is not present")]
+    MissingLayer(DiffId),
+    /// An overlay needs at least one lower layer; images without layers cannot run.
+    #[error("image has no layers")]
+    NoLowerLayers,
+    /// The chain is deeper than overlay mounts allow.
+    #[error("max depth exceeded: {count} layers, at most {max}")]
+    TooManyLayers {
+        /// Layers in the chain.
+        count: usize,
+        /// [`MAX_LAYERS`].
+        max: usize,
+    },
+    /// The overlay option string does not fit in one page.
+    #[error("overlay mount data is {len} bytes, more than the {max} a mount accepts")]
+    MountDataTooLong {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A path cannot be put in overlay mount data (separator, not UTF-8, outside `cwd`).
+    #[error("cannot use path {0:?} in overlay mount data")]
+    BadMountPath(String),
+    /// The container id cannot name a directory.
+    #[error("invalid container id {0:?}")]
+    InvalidContainerId(String),
+    /// The container has no writable layer.
+    #[error("no writable layer for container {0}")]
+    NoSuchRwLayer(String),
+    /// The writable layer exists but sits on other image layers than asked.
+    #[error("writable layer of container {0} sits on other layers than its image")]
+    RwLayerMismatch(String),
+    /// A store metadata file holds something this code never writes.
+    #[error("corrupt layer metadata {0}")]
+    Corrupt(PathBuf),
+    /// `mount(2)` failed.
+    #[error("mount overlay on {target}: {source}")]
+    Mount {
+        /// The merged directory.
+        target: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// `umount2(2)` failed with something other than "not mounted".
+    #[error("unmount {target}: {source}")]
+    Unmount {
+        /// The mount point.
+        target: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StoreError {
+    let path = path.to_path_buf();
+    move |source| StoreError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+/// Layers and writable layers on this host; cheap to clone, safe to share between threads.
+#[derive(Clone, Debug)]
+pub struct ImageStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    layout: Layout,
+    seq: AtomicU64,
+}
+
+/// Removes a half-built path on drop unless disarmed.
+struct TmpGuard(Option<PathBuf>);
+
+impl TmpGuard {
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for TmpGuard {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let res = if p.is_dir() {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
+            if let Err(e) = res {
+                if e.kind() != io::ErrorKind::NotFound {
+                    tracing::warn!(path = %p.display(), error = %e, "cannot remove temporary");
+                }
+            }
+        }
+    }
+}
+
+impl ImageStore {
+    /// Open (creating if needed) the store under data directory `root`, removing
+    /// half-built directories a crash left; call once at agent start.
+    pub fn open(root: &Path) -> Result<ImageStore, StoreError> {
+        let layout = Layout::new(root);
+        for dir in [
+            layout.overlay(),
+            layout.links(),
+            layout.layer_tars(),
+            layout.spool(),
+        ] {
+            std::fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+        }
+        for dir in [layout.overlay(), layout.layer_tars(), layout.spool()] {
+            let spool = dir == layout.spool();
+            for e in std::fs::read_dir(&dir).map_err(io_err("read", &dir))? {
+                let e = e.map_err(io_err("read", &dir))?;
+                if !spool && !e.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
+                    continue;
+                }
+                let p = e.path();
+                tracing::info!(path = %p.display(), "removing leftover from an interrupted operation");
+                let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
+                let res = if is_dir {
+                    std::fs::remove_dir_all(&p)
+                } else {
+                    std::fs::remove_file(&p)
+                };
+                res.map_err(io_err("remove", &p))?;
+            }
+        }
+        Ok(ImageStore {
+            inner: Arc::new(Inner {
+                layout,
+                seq: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// Where everything lives.
+    pub fn layout(&self) -> &Layout {
+        &self.inner.layout
+    }
+
+    /// A fresh `.tmp-<what>-<pid>-<n>` name, unique within this host.
+    pub(crate) fn tmp_name(&self, what: &str) -> String {
+        let n = self.inner.seq.fetch_add(1, Ordering::Relaxed);
+        format!("{TMP_PREFIX}{what}-{}-{n}", std::process::id())
+    }
+
+    /// Whether the unpacked layer `chain` is present.
+    pub fn has_layer(&self, chain: &ChainId) -> bool {
+        self.layout().layer_dir(chain).join("diff").is_dir()
+    }
+
+    /// True when every layer of the chain is present.
+    pub fn has_layers(&self, diff_ids: &[DiffId]) -> bool {
+        ChainId::chain(diff_ids).iter().all(|c| self.has_layer(c))
+    }
+
+    /// Bytes of regular files in the unpacked layers of the chain, summed (what `docker
+    /// images` shows as SIZE); layers that are missing count 0.
+    pub fn layers_size(&self, diff_ids: &[DiffId]) -> u64 {
+        ChainId::chain(diff_ids)
+            .iter()
+            .filter_map(|c| {
+                let p = self.layout().layer_dir(c).join("size");
+                std::fs::read_to_string(p).ok()?.trim().parse::<u64>().ok()
+            })
+            .sum()
+    }
+
+    /// The canonical uncompressed tar of layer `diff_id`, if kept; call to `docker save`.
+    pub fn layer_tar_path(&self, diff_id: &DiffId) -> Option<PathBuf> {
+        let p = self.layout().layer_tar(diff_id);
+        p.is_file().then_some(p)
+    }
+
+    /// Unpack the uncompressed layer tar `reader` as layer `chain` on top of `parent`
+    /// (`None` for the bottom layer), checking its sha256 against `expected`; also keeps
+    /// the tar as `image/layers/<diffid>.tar` if not there yet. Returns the layer's size.
+    /// Does nothing (but drain nothing either) if the layer is already present. On any
+    /// error the store is left as it was.
+    pub fn unpack_layer(
+        &self,
+        parent: Option<&ChainId>,
+        chain: &ChainId,
+        expected: &DiffId,
+        reader: impl Read,
+    ) -> Result<u64, StoreError> {
+        let layout = self.layout();
+        let hex = chain.0.hex();
+        let final_dir = layout.layer_dir(chain);
+        if self.has_layer(chain) {
+            return Ok(self.layers_size_of(chain));
+        }
+        let lower = match parent {
+            None => None,
+            Some(p) => {
+                if !self.has_layer(p) {
+                    return Err(StoreError::MissingLayer(DiffId(p.0)));
+                }
+                let (link, lower) = self.read_link_lower(&layout.layer_dir(p))?;
+                Some(layout::child_lower(&link, lower.as_deref()))
+            }
+        };
+
+        let tmp = layout.overlay().join(self.tmp_name(&hex[..12]));
+        let mut guard = TmpGuard(Some(tmp.clone()));
+        let diff = tmp.join("diff");
+        std::fs::create_dir(&tmp).map_err(io_err("create", &tmp))?;
+        std::fs::create_dir(&diff).map_err(io_err("create", &diff))?;
+        let diff_fd = std::fs::File::open(&diff).map_err(io_err("open", &diff))?;
+
+        let tar_final = layout.layer_tar(expected);
+        let mut tar_tmp = None;
+        let mut tar_guard = TmpGuard(None);
+        if !tar_final.is_file() {
+            let p = layout
+                .layer_tars()
+                .join(self.tmp_name(&expected.0.hex()[..12]));
+            tar_guard.0 = Some(p.clone());
+            let f = std::fs::File::create(&p).map_err(io_err("create", &p))?;
+            tar_tmp = Some((p, BufWriter::new(f)));
+        }
+        let applied = apply_layer(
+            diff_fd.as_fd(),
+            reader,
+            tar_tmp.as_mut().map(|(_, w)| w as &mut dyn Write),
+        )
+        .map_err(|source| StoreError::Apply {
+            diff_id: *expected,
+            source,
+        })?;
+        if applied.diff_id != *expected {
+            return Err(StoreError::DiffIdMismatch {
+                expected: *expected,
+                got: applied.diff_id,
+            });
+        }
+
+        let link = layout::link_name(&hex);
+        write_file(&tmp.join("link"), link.as_bytes())?;
+        if let Some(lower) = &lower {
+            write_file(&tmp.join("lower"), lower.as_bytes())?;
+            let work = tmp.join("work");
+            std::fs::create_dir(&work).map_err(io_err("create", &work))?;
+        }
+        write_file(&tmp.join("size"), applied.size.to_string().as_bytes())?;
+        rustix::fs::syncfs(&diff_fd).map_err(|e| io_err("sync", &diff)(e.into()))?;
+        self.make_link(&link, &hex)?;
+        match std::fs::rename(&tmp, &final_dir) {
+            Ok(()) => guard.disarm(),
+            // Another load of the same layer won the race; its directory is as good.
+            Err(_) if self.has_layer(chain) => {}
+            Err(e) => return Err(io_err("rename", &tmp)(e)),
+        }
+        sync_dir(&layout.overlay())?;
+        if let Some((p, w)) = tar_tmp {
+            let f = w
+                .into_inner()
+                .map_err(|e| io_err("write", &p)(e.into_error()))?;
+            f.sync_all().map_err(io_err("sync", &p))?;
+            std::fs::rename(&p, &tar_final).map_err(io_err("rename", &p))?;
+            tar_guard.disarm();
+        }
+        tracing::info!(layer = %chain, diff_id = %expected, size = applied.size, "layer unpacked");
+        Ok(applied.size)
+    }
+
+    /// Keep `reader` (an uncompressed layer tar) as the canonical tar of `expected` after
+    /// checking its sha256; call when a layer is present but its tar is not.
+    pub fn store_layer_tar(
+        &self,
+        expected: &DiffId,
+        mut reader: impl Read,
+    ) -> Result<(), StoreError> {
+        use sha2::Digest as _;
+        let layout = self.layout();
+        let tar_final = layout.layer_tar(expected);
+        if tar_final.is_file() {
+            return Ok(());
+        }
+        let p = layout
+            .layer_tars()
+            .join(self.tmp_name(&expected.0.hex()[..12]));
+        let mut guard = TmpGuard(Some(p.clone()));
+        let f = std::fs::File::create(&p).map_err(io_err("create", &p))?;
+        let mut w = BufWriter::new(f);
+        let mut hasher = sha2::Sha256::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(io_err("read layer for", &p)(e)),
+            };
+            hasher.update(&buf[..n]);
+            w.write_all(&buf[..n]).map_err(io_err("write", &p))?;
+        }
+        let got = DiffId(wharf_protocol::Digest(hasher.finalize().into()));
+        if got != *expected {
+            return Err(StoreError::DiffIdMismatch {
+                expected: *expected,
+                got,
+            });
+        }
+        let f = w
+            .into_inner()
+            .map_err(|e| io_err("write", &p)(e.into_error()))?;
+        f.sync_all().map_err(io_err("sync", &p))?;
+        std::fs::rename(&p, &tar_final).map_err(io_err("rename", &p))?;
+        guard.disarm();
+        Ok(())
+    }
+
+    fn layers_size_of(&self, chain: &ChainId) -> u64 {
+        let p = self.layout().layer_dir(chain).join("size");
+        std::fs::read_to_string(p)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// `link` and, unless this is a bottom layer, `lower` of a layer or writable layer dir.
+    fn read_link_lower(&self, dir: &Path) -> Result<(String, Option<String>), StoreError> {
+        let link_path = dir.join("link");
+        let link = std::fs::read_to_string(&link_path).map_err(io_err("read", &link_path))?;
+        let link = link.trim().to_string();
+        if link.len() != layout::LINK_LEN || !link.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(StoreError::Corrupt(link_path));
+        }
+        let lower_path = dir.join("lower");
+        let lower = match std::fs::read_to_string(&lower_path) {
+            Ok(s) => Some(s.trim().to_string()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io_err("read", &lower_path)(e)),
+        };
+        Ok((link, lower))
+    }
+
+    /// `l/<link> -> ../<dir>/diff`; an existing identical link is fine.
+    fn make_link(&self, link: &str, dir_name: &str) -> Result<(), StoreError> {
+        let path = self.layout().links().join(link);
+        let target = PathBuf::from(format!("../{dir_name}/diff"));
+        match std::os::unix::fs::symlink(&target, &path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => match std::fs::read_link(&path) {
+                Ok(t) if t == target => Ok(()),
+                _ => Err(StoreError::Corrupt(path)),
+            },
+            Err(e) => Err(io_err("symlink", &path)(e)),
+        }
+    }
+
+    /// The `l/<short>` names of the chain's layers, uppermost first.
+    fn chain_lowers(&self, diff_ids: &[DiffId]) -> Result<Vec<String>, StoreError> {
+        if diff_ids.is_empty() {
+            return Err(StoreError::NoLowerLayers);
+        }
+        if diff_ids.len() > MAX_LAYERS {
+            return Err(StoreError::TooManyLayers {
+                count: diff_ids.len(),
+                max: MAX_LAYERS,
+            });
+        }
+        let chain = ChainId::chain(diff_ids);
+        for (c, d) in chain.iter().zip(diff_ids) {
+            if !self.has_layer(c) {
+                return Err(StoreError::MissingLayer(*d));
+            }
+        }
+        let top = chain.last().ok_or(StoreError::NoLowerLayers)?;
+        let (link, lower) = self.read_link_lower(&self.layout().layer_dir(top))?;
+        let mut out = vec![format!("l/{link}")];
+        out.extend(
+            lower
+                .iter()
+                .flat_map(|l| l.split(':'))
+                .filter(|s| !s.is_empty())
+                .map(str::to_string),
+        );
+        if out.len() != diff_ids.len() {
+            return Err(StoreError::Corrupt(
+                self.layout().layer_dir(top).join("lower"),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Create the writable layer for a container on top of the image's layers; returns its
+    /// mount spec. Idempotent: an existing writable layer on the same layers is returned.
+    pub fn create_rw_layer(
+        &self,
+        container_id: &str,
+        diff_ids: &[DiffId],
+    ) -> Result<MountSpec, StoreError> {
+        if !layout::valid_container_id(container_id) {
+            return Err(StoreError::InvalidContainerId(container_id.to_string()));
+        }
+        let lowers = self.chain_lowers(diff_ids)?;
+        let layout = self.layout();
+        let dir = layout.rw_dir(container_id);
+        if dir.exists() {
+            return self.rw_mount_spec(container_id, diff_ids);
+        }
+        let tmp = layout.overlay().join(self.tmp_name("rw"));
+        let mut guard = TmpGuard(Some(tmp.clone()));
+        for sub in ["", "diff", "work", "merged"] {
+            let p = tmp.join(sub);
+            std::fs::create_dir(&p).map_err(io_err("create", &p))?;
+        }
+        let link = layout::link_name(container_id);
+        write_file(&tmp.join("link"), link.as_bytes())?;
+        write_file(&tmp.join("lower"), lowers.join(":").as_bytes())?;
+        self.make_link(&link, container_id)?;
+        match std::fs::rename(&tmp, &dir) {
+            Ok(()) => guard.disarm(),
+            Err(_) if dir.exists() => return self.rw_mount_spec(container_id, diff_ids),
+            Err(e) => return Err(io_err("rename", &tmp)(e)),
+        }
+        sync_dir(&layout.overlay())?;
+        tracing::info!(
+            container = container_id,
+            layers = lowers.len(),
+            "writable layer created"
+        );
+        Ok(layout.rw_mount(container_id, lowers))
+    }
+
+    /// The mount spec of an existing writable layer (after an agent restart). With
+    /// `diff_ids` empty the layers recorded on disk are used unchecked; otherwise they must
+    /// be the chain's.
+    pub fn rw_mount_spec(
+        &self,
+        container_id: &str,
+        diff_ids: &[DiffId],
+    ) -> Result<MountSpec, StoreError> {
+        if !layout::valid_container_id(container_id) {
+            return Err(StoreError::InvalidContainerId(container_id.to_string()));
+        }
+        let dir = self.layout().rw_dir(container_id);
+        if !dir.join("diff").is_dir() {
+            return Err(StoreError::NoSuchRwLayer(container_id.to_string()));
+        }
+        let (_, lower) = self.read_link_lower(&dir)?;
+        let lowers: Vec<String> = lower
+            .unwrap_or_default()
+            .split(':')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
+        if !diff_ids.is_empty() && self.chain_lowers(diff_ids)? != lowers {
+            return Err(StoreError::RwLayerMismatch(container_id.to_string()));
+        }
+        Ok(self.layout().rw_mount(container_id, lowers))
+    }
+
+    /// Remove a container's writable layer, unmounting it first if it is still mounted.
+    /// Removing one that does not exist is not an error.
+    pub fn remove_rw_layer(&self, container_id: &str) -> Result<(), StoreError> {
+        if !layout::valid_container_id(container_id) {
+            return Err(StoreError::InvalidContainerId(container_id.to_string()));
+        }
+        let layout = self.layout();
+        let dir = layout.rw_dir(container_id);
+        if !dir.exists() {
+            return Ok(());
+        }
+        super::mount::unmount(&dir.join("merged"))?;
+        if let Ok((link, _)) = self.read_link_lower(&dir) {
+            let p = layout.links().join(link);
+            if let Err(e) = std::fs::remove_file(&p) {
+                if e.kind() != io::ErrorKind::NotFound {
+                    return Err(io_err("remove", &p)(e));
+                }
+            }
+        }
+        let tmp = layout.overlay().join(self.tmp_name("rm"));
+        std::fs::rename(&dir, &tmp).map_err(io_err("rename", &dir))?;
+        std::fs::remove_dir_all(&tmp).map_err(io_err("remove", &tmp))?;
+        tracing::info!(container = container_id, "writable layer removed");
+        Ok(())
+    }
+}
+
+fn write_file(path: &Path, data: &[u8]) -> Result<(), StoreError> {
+    let mut f = std::fs::File::create(path).map_err(io_err("create", path))?;
+    f.write_all(data).map_err(io_err("write", path))?;
+    f.sync_all().map_err(io_err("sync", path))
+}
+
+fn sync_dir(path: &Path) -> Result<(), StoreError> {
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(io_err("sync", path))
+}
+
+#[cfg(test)]
+#[path = "store_test.rs"]
+mod tests;

@@ -1,0 +1,9 @@
+//! The Wharf agent: the local engine on every host.
+//!
+//! It owns the overlay2 layer store ([`image`]), the container runtime with one shim process
+//! per container ([`runtime`]), and the [`agent::Agent`] facade through which a controller,
+//! local today and remote later, drives them.
+
+pub mod agent;
+pub mod image;
+pub mod runtime;

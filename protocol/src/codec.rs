@@ -1,0 +1,119 @@
+//! The one codec for everything Wharf puts on the wire or in the Raft log.
+//!
+//! Callers use [`encode`] and [`decode`] only; bincode 1.3 (complete, no longer developed,
+//! RUSTSEC-2025-0141) stays behind this module so that the format can move to a maintained
+//! codec without touching callers. Every message starts with a one-byte format version.
+//! bincode does not describe itself: new enum variants go at the end, and the golden-byte
+//! tests below pin the format.
+
+use serde::{de::DeserializeOwned, Serialize};
+
+/// The format byte that starts every encoded message: bincode 1.3, fixed-width little endian.
+pub const FORMAT_BINCODE1: u8 = 1;
+
+/// Largest message [`decode`] accepts, so a corrupt length cannot allocate without bound.
+pub const MAX_MESSAGE: u64 = 256 * 1024 * 1024;
+
+/// Why a message could not be encoded or decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// The value could not be serialised.
+    #[error("encode: {0}")]
+    Encode(#[source] bincode::Error),
+    /// The bytes are not a valid message of the expected type.
+    #[error("decode: {0}")]
+    Decode(#[source] bincode::Error),
+    /// The message is empty.
+    #[error("decode: empty message")]
+    Empty,
+    /// The message names a format this build does not know.
+    #[error("decode: unknown format version {0}")]
+    UnknownFormat(u8),
+}
+
+fn options() -> impl bincode::Options {
+    use bincode::Options;
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .with_little_endian()
+        .with_limit(MAX_MESSAGE)
+        .reject_trailing_bytes()
+}
+
+/// Encode `value` as a versioned message.
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
+    use bincode::Options;
+    let mut out = vec![FORMAT_BINCODE1];
+    options()
+        .serialize_into(&mut out, value)
+        .map_err(CodecError::Encode)?;
+    Ok(out)
+}
+
+/// Decode a message made by [`encode`]; never panics on any input.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    use bincode::Options;
+    let (&format, body) = bytes.split_first().ok_or(CodecError::Empty)?;
+    if format != FORMAT_BINCODE1 {
+        return Err(CodecError::UnknownFormat(format));
+    }
+    options().deserialize(body).map_err(CodecError::Decode)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{ContainerId, Digest, ImageId};
+    use crate::state::Command;
+
+    #[test]
+    fn golden_bytes_of_a_command() {
+        let cmd = Command::ContainerStarted {
+            id: ContainerId::from_bytes([0xab; 32]),
+            pid: 0x0102_0304,
+            at_ns: 5,
+        };
+        let bytes = encode(&cmd).unwrap();
+        let mut want = vec![1u8, 5, 0, 0, 0, 64, 0, 0, 0, 0, 0, 0, 0];
+        want.extend(std::iter::repeat_n(b"ab", 32).flatten());
+        want.extend([4, 3, 2, 1, 5, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(bytes, want);
+        assert_eq!(decode::<Command>(&bytes).unwrap(), cmd);
+    }
+
+    #[test]
+    fn golden_bytes_of_a_tag() {
+        let cmd = Command::Tag {
+            reference: "a:b".into(),
+            image: ImageId(Digest([7; 32])),
+        };
+        let bytes = encode(&cmd).unwrap();
+        let mut want = vec![1u8, 1, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, b'a', b':', b'b'];
+        want.extend([7u8; 32]);
+        assert_eq!(bytes, want);
+    }
+
+    #[test]
+    fn junk_is_an_error_not_a_panic() {
+        assert!(matches!(decode::<Command>(&[]), Err(CodecError::Empty)));
+        assert!(matches!(
+            decode::<Command>(&[9, 0]),
+            Err(CodecError::UnknownFormat(9))
+        ));
+        assert!(decode::<Command>(&[1, 0xff, 0xff, 0xff, 0xff]).is_err());
+        // A length prefix far beyond the limit must not allocate.
+        assert!(decode::<Command>(&[
+            1, 1, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f
+        ])
+        .is_err());
+        let mut ok = encode(&Command::Untag {
+            reference: "x".into(),
+        })
+        .unwrap();
+        ok.push(0);
+        assert!(
+            decode::<Command>(&ok).is_err(),
+            "trailing bytes are refused"
+        );
+    }
+}

@@ -1,0 +1,14 @@
+//! Wharf's wire and state types, with no I/O.
+//!
+//! Everything that crosses a process or host boundary, or goes into the Raft log, is
+//! defined here: identifiers ([`ids`]), the replicated cluster state and the commands that
+//! change it ([`state`]), what a controller asks of an agent ([`agent`]), the shim's
+//! control protocol ([`shim`]), and the one codec that puts them on the wire ([`codec`]).
+
+pub mod agent;
+pub mod codec;
+pub mod ids;
+pub mod shim;
+pub mod state;
+
+pub use ids::{ChainId, ContainerId, ContainerName, DiffId, Digest, IdError, ImageId, NodeId};

@@ -1,0 +1,420 @@
+//! The replicated cluster state and the commands that change it.
+//!
+//! [`ClusterState::apply`] is a pure function: no clock, no randomness, no disk. The leader
+//! puts times and IDs into each [`Command`] before it enters the Raft log, so every
+//! controller that applies the log reaches the same state.
+
+use crate::agent::ContainerRunSpec;
+use crate::ids::{ContainerId, ContainerName, ImageId, NodeId};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// An image known to the cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRecord {
+    /// sha256 of `config`.
+    pub id: ImageId,
+    /// The image config JSON exactly as loaded (its digest is the ID).
+    pub config: Vec<u8>,
+    /// Layers, lowest first.
+    pub diff_ids: Vec<crate::DiffId>,
+    /// Bytes of the unpacked layers.
+    pub size: u64,
+    /// When the image entered the cluster, in ns since the epoch.
+    pub loaded_ns: i64,
+}
+
+/// Where a container is in its life, as Docker names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ContainerStatus {
+    /// Created, never started.
+    Created,
+    /// Its process runs.
+    Running,
+    /// Frozen.
+    Paused,
+    /// Its process ended.
+    Exited,
+    /// Could not be removed.
+    Dead,
+}
+
+impl ContainerStatus {
+    /// Docker's lowercase name (`State.Status`, the `State` of `docker ps`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContainerStatus::Created => "created",
+            ContainerStatus::Running => "running",
+            ContainerStatus::Paused => "paused",
+            ContainerStatus::Exited => "exited",
+            ContainerStatus::Dead => "dead",
+        }
+    }
+}
+
+/// A container known to the cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    /// Full ID.
+    pub id: ContainerId,
+    /// Unique name.
+    pub name: ContainerName,
+    /// Creation time, ns since the epoch.
+    pub created_ns: i64,
+    /// The agent that runs it.
+    pub node: NodeId,
+    /// The image reference as the user typed it (`Config.Image`).
+    pub image_ref: String,
+    /// What the agent runs.
+    pub run: ContainerRunSpec,
+    /// Docker's `Config` of the create request, as JSON, for inspect.
+    pub config_json: String,
+    /// Docker's `HostConfig` of the create request, as JSON, for inspect.
+    pub host_config_json: String,
+    /// Remove the container when it exits (`--rm`).
+    pub auto_remove: bool,
+    /// Observed status.
+    pub status: ContainerStatus,
+    /// Host PID of the container's process while it runs, else 0.
+    pub pid: u32,
+    /// Exit code of the last run.
+    pub exit_code: i32,
+    /// Start of the last run, ns since the epoch, 0 if never started.
+    pub started_ns: i64,
+    /// End of the last run, ns since the epoch, 0 if never ended.
+    pub finished_ns: i64,
+    /// The last run was killed by the OOM killer.
+    pub oom_killed: bool,
+    /// Why the last start failed, empty if it did not.
+    pub error: String,
+}
+
+/// A change to the cluster state; the only way state changes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Record an image (idempotent for the same ID).
+    PutImage {
+        /// The image.
+        image: ImageRecord,
+    },
+    /// Point `reference` (`name:tag`) at an image, moving it if it pointed elsewhere.
+    Tag {
+        /// Normalised `name:tag`.
+        reference: String,
+        /// Target image.
+        image: ImageId,
+    },
+    /// Remove a tag.
+    Untag {
+        /// Normalised `name:tag`.
+        reference: String,
+    },
+    /// Forget an image and its tags.
+    RemoveImage {
+        /// The image.
+        image: ImageId,
+    },
+    /// Add a container; refused if the name is taken.
+    CreateContainer {
+        /// The new container.
+        container: Box<ContainerRecord>,
+    },
+    /// The container's process started.
+    ContainerStarted {
+        /// Which container.
+        id: ContainerId,
+        /// Its host PID.
+        pid: u32,
+        /// When, ns since the epoch.
+        at_ns: i64,
+    },
+    /// The container's process ended (or never started, with `error`).
+    ContainerExited {
+        /// Which container.
+        id: ContainerId,
+        /// Exit code (128+signal when killed).
+        exit_code: i32,
+        /// Killed by the OOM killer.
+        oom_killed: bool,
+        /// When, ns since the epoch.
+        at_ns: i64,
+        /// Start error, empty when the process ran.
+        error: String,
+    },
+    /// Forget a container.
+    RemoveContainer {
+        /// Which container.
+        id: ContainerId,
+    },
+}
+
+/// Why a command was refused; the state is unchanged.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum StateError {
+    /// A container name is taken.
+    #[error("Conflict. The container name \"/{name}\" is already in use by container \"{holder}\". You have to remove (or rename) that container to be able to reuse that name.")]
+    NameInUse {
+        /// The name asked for.
+        name: String,
+        /// The container holding it.
+        holder: String,
+    },
+    /// No container with that ID.
+    #[error("No such container: {0}")]
+    NoSuchContainer(String),
+    /// No image with that ID.
+    #[error("No such image: {0}")]
+    NoSuchImage(String),
+    /// A container still uses the image.
+    #[error("conflict: unable to delete {image} - image is being used by container {container}")]
+    ImageInUse {
+        /// Short image ID.
+        image: String,
+        /// Short container ID.
+        container: String,
+    },
+}
+
+/// The outcome of applying one command.
+pub type Response = Result<(), StateError>;
+
+/// Everything the controllers agree on.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterState {
+    /// Images by ID.
+    pub images: BTreeMap<ImageId, ImageRecord>,
+    /// `name:tag` → image.
+    pub tags: BTreeMap<String, ImageId>,
+    /// Containers by ID.
+    pub containers: BTreeMap<ContainerId, ContainerRecord>,
+}
+
+impl ClusterState {
+    /// Apply one committed command; call from the state machine, in log order.
+    pub fn apply(&mut self, cmd: &Command) -> Response {
+        match cmd {
+            Command::PutImage { image } => {
+                self.images.entry(image.id).or_insert_with(|| image.clone());
+                Ok(())
+            }
+            Command::Tag { reference, image } => {
+                if !self.images.contains_key(image) {
+                    return Err(StateError::NoSuchImage(image.to_string()));
+                }
+                self.tags.insert(reference.clone(), *image);
+                Ok(())
+            }
+            Command::Untag { reference } => self
+                .tags
+                .remove(reference)
+                .map(|_| ())
+                .ok_or_else(|| StateError::NoSuchImage(reference.clone())),
+            Command::RemoveImage { image } => {
+                if !self.images.contains_key(image) {
+                    return Err(StateError::NoSuchImage(image.to_string()));
+                }
+                if let Some(c) = self.containers.values().find(|c| c.run.image_id == *image) {
+                    return Err(StateError::ImageInUse {
+                        image: image.0.short(),
+                        container: c.id.short().to_string(),
+                    });
+                }
+                self.images.remove(image);
+                self.tags.retain(|_, id| id != image);
+                Ok(())
+            }
+            Command::CreateContainer { container } => {
+                if let Some(holder) = self.containers.values().find(|c| c.name == container.name) {
+                    return Err(StateError::NameInUse {
+                        name: container.name.to_string(),
+                        holder: holder.id.to_string(),
+                    });
+                }
+                self.containers
+                    .insert(container.id.clone(), (**container).clone());
+                Ok(())
+            }
+            Command::ContainerStarted { id, pid, at_ns } => {
+                let c = self.container_mut(id)?;
+                c.status = ContainerStatus::Running;
+                c.pid = *pid;
+                c.started_ns = *at_ns;
+                c.exit_code = 0;
+                c.oom_killed = false;
+                c.error.clear();
+                Ok(())
+            }
+            Command::ContainerExited {
+                id,
+                exit_code,
+                oom_killed,
+                at_ns,
+                error,
+            } => {
+                let c = self.container_mut(id)?;
+                c.status = ContainerStatus::Exited;
+                c.pid = 0;
+                c.exit_code = *exit_code;
+                c.oom_killed = *oom_killed;
+                c.finished_ns = *at_ns;
+                c.error = error.clone();
+                Ok(())
+            }
+            Command::RemoveContainer { id } => self
+                .containers
+                .remove(id)
+                .map(|_| ())
+                .ok_or_else(|| StateError::NoSuchContainer(id.to_string())),
+        }
+    }
+
+    fn container_mut(&mut self, id: &ContainerId) -> Result<&mut ContainerRecord, StateError> {
+        self.containers
+            .get_mut(id)
+            .ok_or_else(|| StateError::NoSuchContainer(id.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{DiffId, Digest};
+
+    fn image(n: u8) -> ImageRecord {
+        let config = vec![b'{', n, b'}'];
+        ImageRecord {
+            id: ImageId(Digest::of(&config)),
+            config,
+            diff_ids: vec![DiffId(Digest::of(&[n]))],
+            size: 10,
+            loaded_ns: 1,
+        }
+    }
+
+    fn container(n: u8, name: &str, img: &ImageRecord) -> ContainerRecord {
+        let id = ContainerId::from_bytes([n; 32]);
+        ContainerRecord {
+            id: id.clone(),
+            name: name.parse().unwrap(),
+            created_ns: 5,
+            node: NodeId(1),
+            image_ref: "busybox".into(),
+            run: ContainerRunSpec {
+                id,
+                image_id: img.id,
+                diff_ids: img.diff_ids.clone(),
+                args: vec!["true".into()],
+                env: vec![],
+                working_dir: "/".into(),
+                user: String::new(),
+                hostname: "h".into(),
+                tty: false,
+                open_stdin: false,
+                stop_signal: 15,
+            },
+            config_json: "{}".into(),
+            host_config_json: "{}".into(),
+            auto_remove: false,
+            status: ContainerStatus::Created,
+            pid: 0,
+            exit_code: 0,
+            started_ns: 0,
+            finished_ns: 0,
+            oom_killed: false,
+            error: String::new(),
+        }
+    }
+
+    #[test]
+    fn names_are_unique() {
+        let mut s = ClusterState::default();
+        let img = image(1);
+        s.apply(&Command::PutImage { image: img.clone() }).unwrap();
+        let a = container(1, "web", &img);
+        let b = container(2, "web", &img);
+        s.apply(&Command::CreateContainer {
+            container: Box::new(a.clone()),
+        })
+        .unwrap();
+        let err = s
+            .apply(&Command::CreateContainer {
+                container: Box::new(b),
+            })
+            .unwrap_err();
+        assert!(matches!(err, StateError::NameInUse { .. }));
+        assert_eq!(s.containers.len(), 1);
+        assert!(err.to_string().contains("\"/web\" is already in use"));
+    }
+
+    #[test]
+    fn lifecycle_records_pid_and_exit() {
+        let mut s = ClusterState::default();
+        let img = image(1);
+        s.apply(&Command::PutImage { image: img.clone() }).unwrap();
+        let a = container(1, "web", &img);
+        s.apply(&Command::CreateContainer {
+            container: Box::new(a.clone()),
+        })
+        .unwrap();
+        s.apply(&Command::ContainerStarted {
+            id: a.id.clone(),
+            pid: 42,
+            at_ns: 7,
+        })
+        .unwrap();
+        assert_eq!(s.containers[&a.id].status, ContainerStatus::Running);
+        assert_eq!(s.containers[&a.id].pid, 42);
+        s.apply(&Command::ContainerExited {
+            id: a.id.clone(),
+            exit_code: 3,
+            oom_killed: false,
+            at_ns: 9,
+            error: String::new(),
+        })
+        .unwrap();
+        let c = &s.containers[&a.id];
+        assert_eq!(
+            (c.status, c.pid, c.exit_code, c.finished_ns),
+            (ContainerStatus::Exited, 0, 3, 9)
+        );
+    }
+
+    #[test]
+    fn image_in_use_cannot_be_removed_and_tags_go_with_the_image() {
+        let mut s = ClusterState::default();
+        let img = image(1);
+        s.apply(&Command::PutImage { image: img.clone() }).unwrap();
+        s.apply(&Command::Tag {
+            reference: "busybox:latest".into(),
+            image: img.id,
+        })
+        .unwrap();
+        let a = container(1, "web", &img);
+        s.apply(&Command::CreateContainer {
+            container: Box::new(a.clone()),
+        })
+        .unwrap();
+        let before = s.clone();
+        assert!(matches!(
+            s.apply(&Command::RemoveImage { image: img.id }),
+            Err(StateError::ImageInUse { .. })
+        ));
+        assert_eq!(s, before);
+        s.apply(&Command::RemoveContainer { id: a.id }).unwrap();
+        s.apply(&Command::RemoveImage { image: img.id }).unwrap();
+        assert!(s.tags.is_empty() && s.images.is_empty());
+    }
+
+    #[test]
+    fn tag_of_unknown_image_is_refused() {
+        let mut s = ClusterState::default();
+        let img = image(1);
+        assert!(s
+            .apply(&Command::Tag {
+                reference: "x:latest".into(),
+                image: img.id
+            })
+            .is_err());
+        assert!(s.tags.is_empty());
+    }
+}
