@@ -245,7 +245,11 @@ pub fn write_save_tar(out: &Path, images: &[ImageSpec]) -> anyhow::Result<()> {
         "manifests": index_manifests,
     });
     file(&mut b, "index.json", &serde_json::to_vec(&index)?)?;
-    file(&mut b, "manifest.json", &serde_json::to_vec(&manifest_json)?)?;
+    file(
+        &mut b,
+        "manifest.json",
+        &serde_json::to_vec(&manifest_json)?,
+    )?;
     file(&mut b, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
     file(&mut b, "repositories", &serde_json::to_vec(&repositories)?)?;
     b.into_inner()?.into_inner().map_err(|e| e.into_error())?;

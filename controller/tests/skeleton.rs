@@ -186,7 +186,15 @@ fn containers_keep_running_while_wharf_restarts() {
         "client.env outlived the instance"
     );
 
+    // Restart on another address: the server certificate is re-issued for it and
+    // client.env rewritten; the stock CLI verifies the new name.
+    w.ip = "127.0.0.2".into();
+    w.port = support::free_port();
     w.spawn();
+    assert_eq!(
+        w.client_env().lines().next(),
+        Some(format!("export DOCKER_HOST=tcp://127.0.0.2:{}", w.port).as_str())
+    );
     let ps = w.docker_ok(&["ps", "--format", "{{.Names}} {{.Status}}"]);
     assert!(ps.lines().any(|l| l.starts_with("survivor Up")), "{ps}");
     assert_eq!(text(&w.docker(&["logs", "survivor"]).stdout), "started\n");
@@ -270,5 +278,67 @@ fn tls_refuses_clients_without_a_cluster_certificate() {
         text(&second.stderr).contains("in use by another wharf"),
         "{}",
         text(&second.stderr)
+    );
+}
+
+#[test]
+fn settings_come_from_a_config_file_and_the_environment() {
+    let dir = tempfile::Builder::new()
+        .prefix("wharf-cfg-")
+        .tempdir_in("/var/tmp")
+        .expect("tempdir");
+    let data = dir.path().join("data");
+    let port = support::free_port();
+    let cfg = dir.path().join("wharf.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "data_dir = \"{}\"\napi_addr = \"127.0.0.1:1\"\n",
+            data.display()
+        ),
+    )
+    .expect("write config");
+    // The environment beats the file: the port comes from WHARF_API_ADDR.
+    let mut child = Command::new(wharf_bin())
+        .args(["up", "--config"])
+        .arg(&cfg)
+        .env("WHARF_API_ADDR", format!("127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let env = data.join("client.env");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !env.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let text_env = std::fs::read_to_string(&env).unwrap_or_default();
+    let _ = Command::new(wharf_bin())
+        .args(["down", "--data-dir"])
+        .arg(&data)
+        .output();
+    let _ = child.kill();
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        text_env.starts_with(&format!("export DOCKER_HOST=tcp://127.0.0.1:{port}\n")),
+        "{text_env}"
+    );
+    assert!(
+        text(&out.stdout).contains(&text_env),
+        "up prints the client lines"
+    );
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "data-dir = \"/x\"\n").expect("write");
+    let refused = Command::new(wharf_bin())
+        .args(["up", "--config"])
+        .arg(&bad)
+        .output()
+        .expect("run");
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("unknown field"),
+        "{}",
+        text(&refused.stderr)
     );
 }

@@ -14,6 +14,8 @@ pub struct Wharf {
     pub child: Option<Child>,
     pub dir: tempfile::TempDir,
     pub port: u16,
+    /// The loopback address the API listens on.
+    pub ip: String,
     pub downed: bool,
 }
 
@@ -38,6 +40,7 @@ impl Wharf {
             child: None,
             dir,
             port: free_port(),
+            ip: "127.0.0.1".into(),
             downed: false,
         };
         w.spawn();
@@ -58,7 +61,7 @@ impl Wharf {
         let child = Command::new(wharf_bin())
             .args(["up", "--data-dir"])
             .arg(self.data_dir())
-            .args(["--api-addr", &format!("127.0.0.1:{}", self.port)])
+            .args(["--api-addr", &format!("{}:{}", self.ip, self.port)])
             .env("WHARF_LOG", "info,wharf_controller=debug,wharf_node=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -67,6 +70,7 @@ impl Wharf {
             .expect("spawn wharf up");
         self.child = Some(child);
         let env = self.data_dir().join("client.env");
+        let _ = std::fs::remove_file(&env);
         let deadline = Instant::now() + Duration::from_secs(90);
         while !env.exists() {
             if let Some(status) = self
@@ -98,7 +102,7 @@ impl Wharf {
         let mut c = Command::new("docker");
         let cfg = self.dir.path().join("docker-config");
         let _ = std::fs::create_dir_all(&cfg);
-        c.env("DOCKER_HOST", format!("tcp://127.0.0.1:{}", self.port))
+        c.env("DOCKER_HOST", format!("tcp://{}:{}", self.ip, self.port))
             .env("DOCKER_TLS_VERIFY", "1")
             .env("DOCKER_CERT_PATH", self.data_dir().join("client"))
             .env("DOCKER_CONFIG", cfg)

@@ -24,7 +24,9 @@
 //!   warning (a layer must not hand a container device nodes; Docker images rarely have any);
 //! - `SCHILY.xattr.*` PAX records are applied, except `trusted.overlay.*`, which would let a
 //!   layer steer overlayfs;
-//! - directory mtimes are set after all entries, since adding children changes them.
+//! - directory mtimes are set after all entries, since adding children changes them;
+//! - parents an archive does not list are created 0755 root:root (containerd copies them
+//!   from the lower layers instead; archives from `docker save` always list them).
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps, XattrFlags};
 use rustix::fs::{Gid, Uid};

@@ -231,7 +231,7 @@ impl ImageStore {
     /// Unpack the uncompressed layer tar `reader` as layer `chain` on top of `parent`
     /// (`None` for the bottom layer), checking its sha256 against `expected`; also keeps
     /// the tar as `image/layers/<diffid>.tar` if not there yet. Returns the layer's size.
-    /// Does nothing (but drain nothing either) if the layer is already present. On any
+    /// If the layer is already present, returns at once without reading `reader`. On any
     /// error the store is left as it was.
     pub fn unpack_layer(
         &self,
