@@ -354,9 +354,79 @@ pub fn busybox_image_tar(out_dir: &Path, name_tag: &str) -> anyhow::Result<PathB
     Ok(out)
 }
 
+/// One member of a tar archive as [`tar_members`] reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TarMember {
+    /// The member's name as stored (e.g. `blobs/sha256/<hex>`, `etc/`).
+    pub path: String,
+    /// Regular file, directory, symlink, ...
+    pub kind: tar::EntryType,
+    /// Contents (empty but for regular files).
+    pub data: Vec<u8>,
+    /// Link target of symlinks and hard links.
+    pub link: Option<String>,
+}
+
+/// Every member of the tar archive `bytes`, in order; call in tests to look inside what
+/// `docker save` or `docker export` wrote.
+pub fn tar_members(bytes: &[u8]) -> anyhow::Result<Vec<TarMember>> {
+    let mut out = Vec::new();
+    let mut a = tar::Archive::new(bytes);
+    for e in a.entries()? {
+        let mut e = e?;
+        let path = String::from_utf8_lossy(&e.path_bytes()).into_owned();
+        let kind = e.header().entry_type();
+        let link = e
+            .link_name_bytes()
+            .map(|l| String::from_utf8_lossy(&l).into_owned());
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut data)?;
+        out.push(TarMember {
+            path,
+            kind,
+            data,
+            link,
+        });
+    }
+    Ok(out)
+}
+
+/// `len` pseudo-random bytes from `seed` (xorshift64*), the same on every run; call to
+/// make layers that do not compress or deduplicate by accident.
+pub fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        out.extend_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn random_bytes_are_stable_and_seeded() {
+        let a = random_bytes(1, 1000);
+        assert_eq!(a, random_bytes(1, 1000));
+        assert_ne!(a, random_bytes(2, 1000));
+        assert_eq!(a.len(), 1000);
+        let tar = layer_tar(&[LayerEntry::File {
+            path: "f".into(),
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            data: a.clone(),
+        }])
+        .unwrap();
+        let m = tar_members(&tar).unwrap();
+        assert_eq!((m[0].path.as_str(), &m[0].data), ("f", &a));
+    }
 
     #[test]
     fn busybox_archive_is_deterministic_and_complete() {

@@ -58,8 +58,20 @@ pub struct Settings {
     pub node_id: u64,
 
     /// Log filter (tracing's env-filter syntax), e.g. `info` or `wharf=debug`.
-    #[arg(long, env = "WHARF_LOG", default_value = "info")]
+    #[arg(long, env = "WHARF_LOG", default_value = "info,openraft=warn")]
     pub log: String,
+
+    /// Local unix socket serving the same API without TLS (owned by root, mode 0660).
+    #[arg(
+        long,
+        env = "WHARF_UNIX_SOCKET",
+        default_value = "/run/wharf/docker.sock"
+    )]
+    pub unix_socket: PathBuf,
+
+    /// Plain-HTTP API listener without authentication; loopback addresses only.
+    #[arg(long, env = "WHARF_INSECURE_API_ADDR")]
+    pub insecure_api_addr: Option<SocketAddr>,
 }
 
 /// The TOML file: every key optional, unknown keys refused.
@@ -71,6 +83,8 @@ struct SettingsFile {
     client_cert_dir: Option<PathBuf>,
     node_id: Option<u64>,
     log: Option<String>,
+    unix_socket: Option<PathBuf>,
+    insecure_api_addr: Option<SocketAddr>,
 }
 
 impl Settings {
@@ -113,6 +127,27 @@ impl Settings {
         if let (true, Some(v)) = (from_default("log"), file.log) {
             self.log = v;
         }
+        if let (true, Some(v)) = (from_default("unix_socket"), file.unix_socket) {
+            self.unix_socket = v;
+        }
+        if let (true, Some(v)) = (from_default("insecure_api_addr"), file.insecure_api_addr) {
+            self.insecure_api_addr = Some(v);
+        }
+    }
+
+    /// Refuse a plain-HTTP listener that is not on a loopback address (pure).
+    ///
+    /// Call before binding: unauthenticated access to the API is root on every host of the
+    /// cluster, so it may only be reachable from this host.
+    pub fn check_insecure_api_addr(&self) -> Result<(), SettingsError> {
+        match self.insecure_api_addr {
+            Some(addr) if !addr.ip().is_loopback() => Err(SettingsError::Invalid(format!(
+                "refusing --insecure-api-addr {addr}: it is not a loopback address; the plain-HTTP \
+                 API has no authentication, and whoever reaches it is root on every host of the \
+                 cluster (use the mutual-TLS --api-addr, or a 127.0.0.0/8 or ::1 address)"
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// The folder usable as `DOCKER_CERT_PATH`.
@@ -153,7 +188,38 @@ mod tests {
             client_cert_dir: None,
             node_id: 1,
             log: "info".into(),
+            unix_socket: "/run/wharf/docker.sock".into(),
+            insecure_api_addr: None,
         }
+    }
+
+    #[test]
+    fn insecure_listener_only_on_loopback() {
+        let mut s = defaults();
+        assert!(s.check_insecure_api_addr().is_ok());
+        s.insecure_api_addr = Some("127.0.0.1:2375".parse().unwrap());
+        assert!(s.check_insecure_api_addr().is_ok());
+        s.insecure_api_addr = Some("[::1]:2375".parse().unwrap());
+        assert!(s.check_insecure_api_addr().is_ok());
+        s.insecure_api_addr = Some("0.0.0.0:2375".parse().unwrap());
+        let e = s.check_insecure_api_addr().unwrap_err().to_string();
+        assert!(
+            e.contains("not a loopback address") && e.contains("root on every host"),
+            "{e}"
+        );
+        s.insecure_api_addr = Some("192.168.1.5:2375".parse().unwrap());
+        assert!(s.check_insecure_api_addr().is_err());
+    }
+
+    #[test]
+    fn socket_and_insecure_addr_come_from_the_file() {
+        let mut s = defaults();
+        let file: SettingsFile =
+            toml::from_str("unix_socket = \"/tmp/w.sock\"\ninsecure_api_addr = \"127.0.0.1:2375\"")
+                .unwrap();
+        s.resolve(file, |_| Some(ValueSource::DefaultValue));
+        assert_eq!(s.unix_socket, PathBuf::from("/tmp/w.sock"));
+        assert_eq!(s.insecure_api_addr, Some("127.0.0.1:2375".parse().unwrap()));
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! `wharf up` and `wharf down`: the single-host cluster's process life.
 //!
 //! Start-up order: lock DATA_DIR → certificates → Raft state (recovery) → agent →
-//! re-adopt running containers → API listener → `client.env` written atomically. The
+//! re-adopt running containers → API listeners (mutual-TLS TCP, the unix socket, and the
+//! loopback plain TCP of `--insecure-api-addr`) → `client.env` written atomically. The
 //! file's presence therefore means "ready". SIGTERM/SIGINT stop the API and Raft and leave
 //! containers running under their shims (live-restore).
 
+use crate::api::Listener;
 use crate::certs::{self, Authority};
 use crate::engine::Engine;
 use crate::raft::Store;
@@ -120,6 +122,7 @@ async fn open_instance(s: &Settings) -> anyhow::Result<Instance> {
 
 /// `wharf up`: run until SIGTERM or SIGINT.
 pub async fn up(s: Settings) -> anyhow::Result<()> {
+    s.check_insecure_api_addr()?;
     let env_path = s.client_env_path();
     // A client.env from an earlier run must not announce readiness before we are ready.
     let _ = std::fs::remove_file(&env_path);
@@ -130,13 +133,25 @@ pub async fn up(s: Settings) -> anyhow::Result<()> {
         .with_context(|| format!("listen on {}", s.api_addr))?;
     let addr = listener.local_addr()?;
     let tls = certs::server_config(&s.data_dir.join("certs"))?;
+    let mut listeners = vec![Listener::Tls { tcp: listener, tls }];
+    if let Some(plain) = s.insecure_api_addr {
+        let tcp = tokio::net::TcpListener::bind(plain)
+            .await
+            .with_context(|| format!("listen on {plain}"))?;
+        warn!(addr = %plain, "serving the API without TLS or authentication (--insecure-api-addr)");
+        listeners.push(Listener::Plain(tcp));
+    }
+    listeners.push(Listener::Unix(bind_unix_socket(&s.unix_socket)?));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(crate::api::serve(
-        listener,
-        tls,
-        inst.engine.clone(),
-        stop_rx,
-    ));
+    let mut servers = vec![];
+    for l in listeners {
+        info!(listener = %l.describe(), "serving the Docker API");
+        servers.push(tokio::spawn(crate::api::serve(
+            l,
+            inst.engine.clone(),
+            stop_rx.clone(),
+        )));
+    }
     let text = client_env(addr, &s.client_dir());
     certs::write_atomic(&env_path, text.as_bytes(), 0o644)?;
     info!(%addr, data_dir = %s.data_dir.display(), "wharf is up");
@@ -149,12 +164,61 @@ pub async fn up(s: Settings) -> anyhow::Result<()> {
         _ = tokio::signal::ctrl_c() => info!("SIGINT: shutting down, containers keep running"),
     }
     let _ = stop_tx.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    let _ = tokio::time::timeout(
+        Duration::from_secs(5),
+        futures_util::future::join_all(servers),
+    )
+    .await;
+    let _ = std::fs::remove_file(&s.unix_socket);
     if let Err(e) = inst.store.shutdown().await {
         warn!(error = %e, "raft shutdown");
     }
     let _ = std::fs::remove_file(&env_path);
     Ok(())
+}
+
+/// Bind the local API socket: owned by root, mode 0660, never reachable with looser
+/// permissions (bound under a temporary name, chmod-ed, then renamed into place).
+/// A stale socket file (nobody answering) is replaced; a live one is an error.
+fn bind_unix_socket(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .with_context(|| format!("unix socket {} has no parent directory", path.display()))?;
+    std::fs::create_dir_all(parent).with_context(|| format!("create {}", parent.display()))?;
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        bail!(
+            "unix socket {} is in use by another process (another wharf or dockerd?)",
+            path.display()
+        );
+    }
+    let name = path
+        .file_name()
+        .with_context(|| format!("unix socket {} has no file name", path.display()))?;
+    let tmp = parent.join(format!(
+        ".{}.{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&tmp);
+    let listener = tokio::net::UnixListener::bind(&tmp)
+        .with_context(|| format!("listen on {}", tmp.display()))?;
+    let secure = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o660))
+        .and_then(|()| std::os::unix::fs::chown(&tmp, Some(0), Some(0)))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = secure {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("set up unix socket {}", path.display()));
+    }
+    Ok(listener)
+}
+
+/// Remove the local API socket if nobody answers on it any more.
+fn remove_stale_socket(path: &Path) {
+    if path.exists() && std::os::unix::net::UnixStream::connect(path).is_err() {
+        let _ = std::fs::remove_file(path);
+    }
 }
 
 /// Ask a running instance of `data_dir` to stop, and wait until its lock is free.
@@ -261,6 +325,7 @@ pub async fn down(s: Settings) -> anyhow::Result<()> {
         }
     }
     remove_cgroups(&cgroup_parent(&s.data_dir));
+    remove_stale_socket(&s.unix_socket);
     let _ = std::fs::remove_file(s.client_env_path());
     println!("removed {} containers", before - left);
     if left > 0 {

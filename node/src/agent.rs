@@ -191,7 +191,7 @@ impl Agent {
         let _ = std::fs::remove_file(dir.join("exit.json"));
         let config = ShimConfig {
             version: runtime::SHIM_CONFIG_VERSION,
-            run: spec.clone(),
+            run: crate::volumes::resolve_sources(spec, &self.volumes()),
             mount,
             cgroups_path: format!("/{}/{}", self.cfg.cgroup_parent, spec.id.as_str()),
             runtime_root: self.cfg.data_dir.join("runtime"),
@@ -275,6 +275,15 @@ impl Agent {
             if let Err(e) = client.delete().await {
                 warn!(container = %id.short(), error = %e, "shim delete failed");
             }
+        } else {
+            // No shim (killed, or the host rebooted): remove libcontainer's stale state
+            // and the container's cgroup ourselves.
+            let root = self.cfg.data_dir.join("runtime");
+            let cid = id.as_str().to_string();
+            let _ = tokio::task::spawn_blocking(move || {
+                runtime::shim::remove_stale_container(&root, &cid)
+            })
+            .await;
         }
         if let Ok(mount) = self.images.rw_mount_spec(id.as_str(), &[]) {
             if let Err(e) = crate::image::unmount(&mount.target) {
@@ -302,6 +311,93 @@ impl Agent {
                 source,
             }),
         }
+    }
+
+    /// Run a process in the running container (`docker exec`); returns its host PID and
+    /// its stream (output, then its exit).
+    pub async fn exec(
+        &self,
+        id: &ContainerId,
+        spec: runtime::ExecSpec,
+    ) -> Result<(u32, AttachStream), AgentError> {
+        Ok(runtime::exec(&self.state_dir(id), spec).await?)
+    }
+
+    /// Resize a TTY container's terminal.
+    pub async fn resize(
+        &self,
+        id: &ContainerId,
+        height: u16,
+        width: u16,
+    ) -> Result<(), AgentError> {
+        let mut client = self.client(id).await?;
+        Ok(client.resize(height, width).await?)
+    }
+
+    /// Resize the terminal of a running TTY exec process.
+    pub async fn resize_exec(
+        &self,
+        id: &ContainerId,
+        exec_id: &str,
+        height: u16,
+        width: u16,
+    ) -> Result<(), AgentError> {
+        let mut client = self.client(id).await?;
+        Ok(client.resize_exec(exec_id, height, width).await?)
+    }
+
+    /// Freeze (`true`) or thaw the container's processes.
+    pub async fn pause(&self, id: &ContainerId, freeze: bool) -> Result<(), AgentError> {
+        let mut client = self.client(id).await?;
+        if freeze {
+            client.pause().await?;
+        } else {
+            client.resume().await?;
+        }
+        Ok(())
+    }
+
+    async fn client(&self, id: &ContainerId) -> Result<ShimClient, AgentError> {
+        ShimClient::connect(&self.state_dir(id))
+            .await
+            .map_err(|_| AgentError::NotRunning(id.to_string()))
+    }
+
+    /// Host PIDs of every process in the container's cgroup (for `docker top`), from the
+    /// first hierarchy that has the group.
+    pub fn container_pids(&self, id: &ContainerId) -> Vec<u32> {
+        let rel = format!("{}/{}", self.cfg.cgroup_parent, id.as_str());
+        let root = Path::new("/sys/fs/cgroup");
+        let mut dirs = vec![root.join(&rel)];
+        if let Ok(rd) = std::fs::read_dir(root) {
+            dirs.extend(rd.flatten().map(|e| e.path().join(&rel)));
+        }
+        for d in dirs {
+            if let Ok(text) = std::fs::read_to_string(d.join("cgroup.procs")) {
+                let pids: Vec<u32> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+                if !pids.is_empty() {
+                    return pids;
+                }
+            }
+        }
+        Vec::new()
+    }
+
+    /// Read the container's cgroup counters (`docker stats`).
+    pub fn stats(&self, id: &ContainerId) -> crate::stats::CgroupSample {
+        let rel = format!("{}/{}", self.cfg.cgroup_parent, id.as_str());
+        crate::stats::sample(Path::new("/sys/fs/cgroup"), &rel)
+    }
+
+    /// The `local` volume driver's directories on this host.
+    pub fn volumes(&self) -> crate::volumes::VolumeStore {
+        crate::volumes::VolumeStore::new(&self.cfg.data_dir)
+    }
+
+    /// The layer store, for the image operations the engine runs in blocking tasks (save,
+    /// import, commit, diff, export, collecting unused layers).
+    pub fn image_store(&self) -> &ImageStore {
+        &self.images
     }
 
     /// The data directory this agent owns.

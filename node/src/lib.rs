@@ -7,3 +7,5 @@
 pub mod agent;
 pub mod image;
 pub mod runtime;
+pub mod stats;
+pub mod volumes;

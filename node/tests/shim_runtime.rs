@@ -95,6 +95,7 @@ impl Fixture {
             tty: false,
             open_stdin: false,
             stop_signal: 15,
+            host: Default::default(),
         }
     }
 

@@ -30,4 +30,137 @@ pub struct ContainerRunSpec {
     pub open_stdin: bool,
     /// Signal that `docker stop` sends first (a number, e.g. 15).
     pub stop_signal: i32,
+    /// Mounts, limits and security settings from Docker's `HostConfig`.
+    #[serde(default)]
+    pub host: HostSpec,
+}
+
+/// What kind of filesystem a [`MountPoint`] puts at its target.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MountKind {
+    /// A host directory or file (`-v /host:/ctr`, `--mount type=bind`).
+    #[default]
+    Bind,
+    /// A named or anonymous volume of the `local` driver.
+    Volume,
+    /// A fresh tmpfs (`--tmpfs`, `--mount type=tmpfs`).
+    Tmpfs,
+}
+
+impl MountKind {
+    /// Docker's name (`Mounts[].Type` of inspect).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MountKind::Bind => "bind",
+            MountKind::Volume => "volume",
+            MountKind::Tmpfs => "tmpfs",
+        }
+    }
+}
+
+/// One mount of a container beside its rootfs, already validated by the controller.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountPoint {
+    /// Bind, volume or tmpfs.
+    pub kind: MountKind,
+    /// Bind: the absolute host path; volume: the volume's name; tmpfs: empty.
+    pub source: String,
+    /// Absolute path inside the container.
+    pub target: String,
+    /// Mounted read-only.
+    pub read_only: bool,
+    /// Bind propagation (`rprivate`, `shared`, ...); empty for the default (`rprivate`).
+    pub propagation: String,
+    /// tmpfs options (`size=…`, `mode=…`, `noexec`, ...).
+    pub options: Vec<String>,
+    /// A volume without a name of the user's (`-v /path`, image `VOLUME`): `rm -v` removes it.
+    pub anonymous: bool,
+    /// Volume: do not seed a new volume from the image's content at `target`.
+    pub no_copy: bool,
+    /// Volume: the `local` driver's options (`type`, `device`, `o`); when set, the
+    /// container mounts `device` as `type` with options `o` instead of the volume directory.
+    #[serde(default)]
+    pub driver_opts: std::collections::BTreeMap<String, String>,
+}
+
+/// A host device given to the container (`--device`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceMapping {
+    /// The device node on the host.
+    pub path_on_host: String,
+    /// Where it appears in the container.
+    pub path_in_container: String,
+    /// cgroup permissions, some of `rwm`.
+    pub permissions: String,
+}
+
+/// A resource limit of the process (`--ulimit name=soft:hard`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ulimit {
+    /// Docker's name (`nofile`, `nproc`, ...).
+    pub name: String,
+    /// Soft limit.
+    pub soft: u64,
+    /// Hard limit.
+    pub hard: u64,
+}
+
+/// cgroup limits; 0 (or a negative pids limit) means unlimited.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resources {
+    /// Memory limit in bytes (`--memory`).
+    pub memory: i64,
+    /// Memory plus swap in bytes (`--memory-swap`); -1 unlimited swap.
+    pub memory_swap: i64,
+    /// CPU quota in billionths of a CPU (`--cpus`).
+    pub nano_cpus: i64,
+    /// Relative CPU weight (`--cpu-shares`).
+    pub cpu_shares: u64,
+    /// Maximum number of tasks (`--pids-limit`); 0 or negative: unlimited.
+    pub pids_limit: i64,
+    /// CFS period in µs (`--cpu-period`).
+    pub cpu_period: u64,
+    /// CFS quota in µs (`--cpu-quota`).
+    pub cpu_quota: i64,
+}
+
+/// The host-side settings of a container (Docker's `HostConfig`), resolved and validated.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostSpec {
+    /// `name:ip` lines for `/etc/hosts` (`--add-host`).
+    pub extra_hosts: Vec<String>,
+    /// Name servers for `/etc/resolv.conf` (`--dns`); empty: the host's.
+    pub dns: Vec<String>,
+    /// Search domains (`--dns-search`).
+    pub dns_search: Vec<String>,
+    /// resolver options (`--dns-option`).
+    pub dns_options: Vec<String>,
+    /// Mount the rootfs read-only (`--read-only`).
+    pub read_only: bool,
+    /// Capabilities added to Docker's default set (`CAP_` names).
+    pub cap_add: Vec<String>,
+    /// Capabilities removed from it; `ALL` removes every one.
+    pub cap_drop: Vec<String>,
+    /// `--privileged`: every capability and device, no masked paths, no seccomp.
+    pub privileged: bool,
+    /// Host devices (`--device`).
+    pub devices: Vec<DeviceMapping>,
+    /// Process limits (`--ulimit`).
+    pub ulimits: Vec<Ulimit>,
+    /// Size of `/dev/shm` in bytes; 0: Docker's 64 MiB.
+    pub shm_size: i64,
+    /// Namespaced sysctls (`--sysctl`).
+    pub sysctls: std::collections::BTreeMap<String, String>,
+    /// Share the host's PID namespace (`--pid host`).
+    pub pid_host: bool,
+    /// Share the host's IPC namespace (`--ipc host`).
+    pub ipc_host: bool,
+    /// Volumes, binds and tmpfs mounts, in the order they are mounted.
+    pub mounts: Vec<MountPoint>,
+    /// cgroup limits.
+    pub resources: Resources,
+    /// Skip Docker's default seccomp profile (`--security-opt seccomp=unconfined`).
+    pub seccomp_unconfined: bool,
+    /// Set the process' no_new_privs bit (`--security-opt no-new-privileges`).
+    pub no_new_privileges: bool,
 }

@@ -22,8 +22,10 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The protocol version this build speaks. Version 2 added [`Request::Exec`],
+/// [`Request::ResizeExec`], [`Request::Pause`], [`Request::Resume`] and
+/// [`AttachInput::Detach`].
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Largest frame either side accepts, so a corrupt length cannot allocate without bound.
 pub const MAX_FRAME: u32 = 16 * 1024 * 1024;
@@ -83,6 +85,26 @@ pub enum ErrorKind {
     Other,
 }
 
+/// A process to run inside a running container (`docker exec`), resolved by the agent
+/// except for the user, which the shim resolves against the container's `/etc/passwd`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecSpec {
+    /// The exec instance's ID (for [`Request::ResizeExec`]).
+    pub exec_id: String,
+    /// argv, never empty.
+    pub args: Vec<String>,
+    /// `KEY=value` strings that override the container's environment.
+    pub env: Vec<String>,
+    /// Absolute working directory; empty for the container's.
+    pub working_dir: String,
+    /// `user[:group]`; empty for the container's user.
+    pub user: String,
+    /// Allocate a pseudo-terminal for the process.
+    pub tty: bool,
+    /// The agent will send stdin; otherwise the process reads `/dev/null`.
+    pub stdin: bool,
+}
+
 /// A request from an agent; one per frame.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
@@ -118,6 +140,26 @@ pub enum Request {
         /// Columns.
         width: u16,
     },
+    /// Run a process in the container's namespaces and cgroup and turn this connection
+    /// into its stream: [`Response::ExecStarted`] (or an error), then [`AttachOutput`]
+    /// frames ending with its Exit from the shim, [`AttachInput`] frames from the agent.
+    Exec {
+        /// What to run.
+        spec: ExecSpec,
+    },
+    /// Resize the terminal of a running exec process. Answer: [`Response::Ok`].
+    ResizeExec {
+        /// The exec instance's ID.
+        exec_id: String,
+        /// Rows.
+        height: u16,
+        /// Columns.
+        width: u16,
+    },
+    /// Freeze every process of the container. Answer: [`Response::Ok`].
+    Pause,
+    /// Thaw a paused container. Answer: [`Response::Ok`].
+    Resume,
 }
 
 /// A shim's answer to a [`Request`].
@@ -148,6 +190,11 @@ pub enum Response {
         /// Human-readable reason.
         message: String,
     },
+    /// The exec process started; its stream follows on this connection.
+    ExecStarted {
+        /// Host PID of the exec process.
+        pid: u32,
+    },
 }
 
 /// What the shim sends on an attach stream after answering [`Request::Attach`].
@@ -174,6 +221,9 @@ pub enum AttachInput {
     },
     /// End of stdin: the shim closes the container's stdin (once every stdin attacher has).
     CloseStdin,
+    /// The client detached (Docker's detach keys): stop reading this connection but keep
+    /// the container's stdin open for the next attacher.
+    Detach,
 }
 
 /// Why a frame header is not acceptable.
@@ -240,6 +290,36 @@ mod tests {
             })
             .unwrap(),
             [1, 7, 0, 0, 0, 2, 0, 3, 0]
+        );
+        assert_eq!(encode(&Request::Pause).unwrap(), [1, 10, 0, 0, 0]);
+        assert_eq!(encode(&Request::Resume).unwrap(), [1, 11, 0, 0, 0]);
+        assert_eq!(
+            encode(&Request::ResizeExec {
+                exec_id: "e".into(),
+                height: 2,
+                width: 3
+            })
+            .unwrap(),
+            [1, 9, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, b'e', 2, 0, 3, 0]
+        );
+        let exec = Request::Exec {
+            spec: ExecSpec {
+                exec_id: "x".into(),
+                args: vec!["sh".into()],
+                env: vec![],
+                working_dir: String::new(),
+                user: String::new(),
+                tty: true,
+                stdin: false,
+            },
+        };
+        let bytes = encode(&exec).unwrap();
+        assert_eq!(&bytes[..5], [1, 8, 0, 0, 0]);
+        assert_eq!(decode::<Request>(&bytes).unwrap(), exec);
+        assert_eq!(encode(&AttachInput::Detach).unwrap(), [1, 2, 0, 0, 0]);
+        assert_eq!(
+            encode(&Response::ExecStarted { pid: 5 }).unwrap(),
+            [1, 6, 0, 0, 0, 5, 0, 0, 0]
         );
     }
 

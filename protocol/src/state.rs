@@ -89,6 +89,41 @@ pub struct ContainerRecord {
     pub error: String,
 }
 
+/// A volume of the `local` driver, on the node that holds its data.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeRecord {
+    /// Unique name (`[a-zA-Z0-9][a-zA-Z0-9_.-]+`, or 64 hex digits when anonymous).
+    pub name: String,
+    /// Driver name; `local`.
+    pub driver: String,
+    /// User labels.
+    pub labels: BTreeMap<String, String>,
+    /// Driver options.
+    pub options: BTreeMap<String, String>,
+    /// Creation time, ns since the epoch.
+    pub created_ns: i64,
+    /// The node holding the data.
+    pub node: NodeId,
+    /// Made for one container (`-v /path`, image `VOLUME`); `rm -v` removes it with it.
+    pub anonymous: bool,
+}
+
+/// The containers of `state` that mount the volume `name`, as short IDs.
+pub fn volume_users(state: &ClusterState, name: &str) -> Vec<String> {
+    state
+        .containers
+        .values()
+        .filter(|c| {
+            c.run
+                .host
+                .mounts
+                .iter()
+                .any(|m| m.kind == crate::agent::MountKind::Volume && m.source == name)
+        })
+        .map(|c| c.id.to_string())
+        .collect()
+}
+
 /// A change to the cluster state; the only way state changes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
@@ -146,6 +181,45 @@ pub enum Command {
         /// Which container.
         id: ContainerId,
     },
+    /// Forget an image and its tags although stopped containers still use it (`docker
+    /// rmi -f`; they keep their layers); refused while one of them runs.
+    RemoveImageForced {
+        /// The image.
+        image: ImageId,
+    },
+    /// Add a volume; a volume of that name already there is kept as it is.
+    CreateVolume {
+        /// The new volume.
+        volume: VolumeRecord,
+    },
+    /// Forget a volume; refused while a container mounts it.
+    RemoveVolume {
+        /// Its name.
+        name: String,
+    },
+    /// Freeze (`paused`) or thaw a running container.
+    PauseContainer {
+        /// Which container.
+        id: ContainerId,
+        /// True to freeze, false to thaw.
+        paused: bool,
+    },
+    /// Give a container a new name; refused if the name is taken.
+    RenameContainer {
+        /// Which container.
+        id: ContainerId,
+        /// The new name.
+        name: ContainerName,
+    },
+    /// Record the restart policy's bookkeeping of a container.
+    SetRestartState {
+        /// Which container.
+        id: ContainerId,
+        /// Restarts done by the policy since the last manual start (`RestartCount`).
+        count: u32,
+        /// Stopped or killed by a user: `always`/`unless-stopped` do not restart it.
+        manually_stopped: bool,
+    },
 }
 
 /// Why a command was refused; the state is unchanged.
@@ -173,6 +247,17 @@ pub enum StateError {
         /// Short container ID.
         container: String,
     },
+    /// No volume of that name.
+    #[error("get {0}: no such volume")]
+    NoSuchVolume(String),
+    /// Containers still mount the volume.
+    #[error("remove {name}: volume is in use - [{}]", .containers.join(", "))]
+    VolumeInUse {
+        /// The volume.
+        name: String,
+        /// Full IDs of the containers using it.
+        containers: Vec<String>,
+    },
 }
 
 /// The outcome of applying one command.
@@ -187,6 +272,21 @@ pub struct ClusterState {
     pub tags: BTreeMap<String, ImageId>,
     /// Containers by ID.
     pub containers: BTreeMap<ContainerId, ContainerRecord>,
+    /// Volumes by name.
+    #[serde(default)]
+    pub volumes: BTreeMap<String, VolumeRecord>,
+    /// Restart-policy bookkeeping by container (absent: never restarted, not stopped).
+    #[serde(default)]
+    pub restarts: BTreeMap<ContainerId, RestartState>,
+}
+
+/// What the restart policy remembers about a container.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestartState {
+    /// Restarts done by the policy since the last manual start (`RestartCount`).
+    pub count: u32,
+    /// Stopped or killed by a user (Docker's `HasBeenManuallyStopped`).
+    pub manually_stopped: bool,
 }
 
 impl ClusterState {
@@ -260,11 +360,88 @@ impl ClusterState {
                 c.error = error.clone();
                 Ok(())
             }
-            Command::RemoveContainer { id } => self
-                .containers
-                .remove(id)
-                .map(|_| ())
-                .ok_or_else(|| StateError::NoSuchContainer(id.to_string())),
+            Command::RemoveContainer { id } => {
+                self.restarts.remove(id);
+                self.containers
+                    .remove(id)
+                    .map(|_| ())
+                    .ok_or_else(|| StateError::NoSuchContainer(id.to_string()))
+            }
+            Command::RemoveImageForced { image } => {
+                if !self.images.contains_key(image) {
+                    return Err(StateError::NoSuchImage(image.to_string()));
+                }
+                if let Some(c) = self.containers.values().find(|c| {
+                    c.run.image_id == *image
+                        && matches!(c.status, ContainerStatus::Running | ContainerStatus::Paused)
+                }) {
+                    return Err(StateError::ImageInUse {
+                        image: image.0.short(),
+                        container: c.id.short().to_string(),
+                    });
+                }
+                self.images.remove(image);
+                self.tags.retain(|_, id| id != image);
+                Ok(())
+            }
+            Command::CreateVolume { volume } => {
+                self.volumes
+                    .entry(volume.name.clone())
+                    .or_insert_with(|| volume.clone());
+                Ok(())
+            }
+            Command::RemoveVolume { name } => {
+                if !self.volumes.contains_key(name) {
+                    return Err(StateError::NoSuchVolume(name.clone()));
+                }
+                let users = volume_users(self, name);
+                if !users.is_empty() {
+                    return Err(StateError::VolumeInUse {
+                        name: name.clone(),
+                        containers: users,
+                    });
+                }
+                self.volumes.remove(name);
+                Ok(())
+            }
+            Command::PauseContainer { id, paused } => {
+                let c = self.container_mut(id)?;
+                c.status = match (c.status, paused) {
+                    (ContainerStatus::Running, true) => ContainerStatus::Paused,
+                    (ContainerStatus::Paused, false) => ContainerStatus::Running,
+                    (status, _) => status,
+                };
+                Ok(())
+            }
+            Command::RenameContainer { id, name } => {
+                if let Some(holder) = self
+                    .containers
+                    .values()
+                    .find(|c| &c.name == name && &c.id != id)
+                {
+                    return Err(StateError::NameInUse {
+                        name: name.to_string(),
+                        holder: holder.id.to_string(),
+                    });
+                }
+                self.container_mut(id)?.name = name.clone();
+                Ok(())
+            }
+            Command::SetRestartState {
+                id,
+                count,
+                manually_stopped,
+            } => {
+                self.container_mut(id)?;
+                self.restarts.insert(
+                    id.clone(),
+                    RestartState {
+                        count: *count,
+                        manually_stopped: *manually_stopped,
+                    },
+                );
+                Ok(())
+            }
         }
     }
 
@@ -311,6 +488,7 @@ mod tests {
                 tty: false,
                 open_stdin: false,
                 stop_signal: 15,
+                host: Default::default(),
             },
             config_json: "{}".into(),
             host_config_json: "{}".into(),
@@ -406,6 +584,107 @@ mod tests {
     }
 
     #[test]
+    fn forced_image_removal_skips_stopped_but_not_running_containers() {
+        let mut s = ClusterState::default();
+        let img = image(1);
+        s.apply(&Command::PutImage { image: img.clone() }).unwrap();
+        let a = container(1, "web", &img);
+        s.apply(&Command::CreateContainer {
+            container: Box::new(a.clone()),
+        })
+        .unwrap();
+        s.apply(&Command::ContainerStarted {
+            id: a.id.clone(),
+            pid: 4,
+            at_ns: 1,
+        })
+        .unwrap();
+        let before = s.clone();
+        assert!(matches!(
+            s.apply(&Command::RemoveImageForced { image: img.id }),
+            Err(StateError::ImageInUse { .. })
+        ));
+        assert_eq!(s, before);
+        s.apply(&Command::ContainerExited {
+            id: a.id.clone(),
+            exit_code: 0,
+            oom_killed: false,
+            at_ns: 2,
+            error: String::new(),
+        })
+        .unwrap();
+        s.apply(&Command::RemoveImageForced { image: img.id })
+            .unwrap();
+        assert!(s.images.is_empty());
+        assert_eq!(s.containers.len(), 1, "the container stays");
+        assert!(s
+            .apply(&Command::RemoveImageForced { image: img.id })
+            .is_err());
+    }
+
+    fn volume(name: &str) -> VolumeRecord {
+        VolumeRecord {
+            name: name.into(),
+            driver: "local".into(),
+            labels: BTreeMap::from([("a".to_string(), "b".to_string())]),
+            options: BTreeMap::new(),
+            created_ns: 3,
+            node: NodeId(1),
+            anonymous: false,
+        }
+    }
+
+    #[test]
+    fn volumes_are_created_once_and_not_removed_while_in_use() {
+        let mut s = ClusterState::default();
+        s.apply(&Command::CreateVolume {
+            volume: volume("data"),
+        })
+        .unwrap();
+        let mut again = volume("data");
+        again.labels.clear();
+        s.apply(&Command::CreateVolume { volume: again }).unwrap();
+        assert_eq!(s.volumes["data"], volume("data"), "the first one is kept");
+
+        let img = image(1);
+        s.apply(&Command::PutImage { image: img.clone() }).unwrap();
+        let mut c = container(1, "web", &img);
+        c.run.host.mounts.push(crate::agent::MountPoint {
+            kind: crate::agent::MountKind::Volume,
+            source: "data".into(),
+            target: "/data".into(),
+            ..Default::default()
+        });
+        s.apply(&Command::CreateContainer {
+            container: Box::new(c.clone()),
+        })
+        .unwrap();
+        let before = s.clone();
+        let err = s
+            .apply(&Command::RemoveVolume {
+                name: "data".into(),
+            })
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("remove data: volume is in use - [{}]", c.id)
+        );
+        assert_eq!(s, before);
+        s.apply(&Command::RemoveContainer { id: c.id }).unwrap();
+        s.apply(&Command::RemoveVolume {
+            name: "data".into(),
+        })
+        .unwrap();
+        assert!(s.volumes.is_empty());
+        assert_eq!(
+            s.apply(&Command::RemoveVolume {
+                name: "data".into()
+            }),
+            Err(StateError::NoSuchVolume("data".into()))
+        );
+    }
+
+    #[test]
     fn tag_of_unknown_image_is_refused() {
         let mut s = ClusterState::default();
         let img = image(1);
@@ -416,5 +695,120 @@ mod tests {
             })
             .is_err());
         assert!(s.tags.is_empty());
+    }
+
+    #[test]
+    fn pause_only_moves_between_running_and_paused() {
+        let mut s = ClusterState::default();
+        let img = image(1);
+        s.apply(&Command::PutImage { image: img.clone() }).unwrap();
+        let a = container(1, "web", &img);
+        s.apply(&Command::CreateContainer {
+            container: Box::new(a.clone()),
+        })
+        .unwrap();
+        let pause = |paused| Command::PauseContainer {
+            id: a.id.clone(),
+            paused,
+        };
+        s.apply(&pause(true)).unwrap();
+        assert_eq!(s.containers[&a.id].status, ContainerStatus::Created);
+        s.apply(&Command::ContainerStarted {
+            id: a.id.clone(),
+            pid: 4,
+            at_ns: 1,
+        })
+        .unwrap();
+        s.apply(&pause(true)).unwrap();
+        assert_eq!(s.containers[&a.id].status, ContainerStatus::Paused);
+        s.apply(&pause(false)).unwrap();
+        assert_eq!(s.containers[&a.id].status, ContainerStatus::Running);
+        s.apply(&pause(true)).unwrap();
+        s.apply(&Command::ContainerExited {
+            id: a.id.clone(),
+            exit_code: 137,
+            oom_killed: false,
+            at_ns: 2,
+            error: String::new(),
+        })
+        .unwrap();
+        assert_eq!(s.containers[&a.id].status, ContainerStatus::Exited);
+    }
+
+    #[test]
+    fn rename_refuses_a_taken_name_and_allows_its_own() {
+        let mut s = ClusterState::default();
+        let img = image(1);
+        s.apply(&Command::PutImage { image: img.clone() }).unwrap();
+        let a = container(1, "web", &img);
+        let b = container(2, "db", &img);
+        for c in [&a, &b] {
+            s.apply(&Command::CreateContainer {
+                container: Box::new(c.clone()),
+            })
+            .unwrap();
+        }
+        let before = s.clone();
+        let err = s
+            .apply(&Command::RenameContainer {
+                id: a.id.clone(),
+                name: "db".parse().unwrap(),
+            })
+            .unwrap_err();
+        assert!(matches!(err, StateError::NameInUse { .. }));
+        assert_eq!(s, before);
+        s.apply(&Command::RenameContainer {
+            id: a.id.clone(),
+            name: "web".parse().unwrap(),
+        })
+        .unwrap();
+        s.apply(&Command::RenameContainer {
+            id: a.id.clone(),
+            name: "front".parse().unwrap(),
+        })
+        .unwrap();
+        assert_eq!(s.containers[&a.id].name.as_str(), "front");
+        let gone = ContainerId::from_bytes([9; 32]);
+        assert!(s
+            .apply(&Command::RenameContainer {
+                id: gone,
+                name: "x1".parse().unwrap(),
+            })
+            .is_err());
+    }
+
+    #[test]
+    fn restart_state_is_kept_until_the_container_is_removed() {
+        let mut s = ClusterState::default();
+        let img = image(1);
+        s.apply(&Command::PutImage { image: img.clone() }).unwrap();
+        let a = container(1, "web", &img);
+        s.apply(&Command::CreateContainer {
+            container: Box::new(a.clone()),
+        })
+        .unwrap();
+        s.apply(&Command::SetRestartState {
+            id: a.id.clone(),
+            count: 2,
+            manually_stopped: true,
+        })
+        .unwrap();
+        assert_eq!(
+            s.restarts[&a.id],
+            RestartState {
+                count: 2,
+                manually_stopped: true
+            }
+        );
+        s.apply(&Command::RemoveContainer { id: a.id.clone() })
+            .unwrap();
+        assert!(s.restarts.is_empty());
+        assert!(s
+            .apply(&Command::SetRestartState {
+                id: a.id,
+                count: 1,
+                manually_stopped: false,
+            })
+            .is_err());
     }
 }

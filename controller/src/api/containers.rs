@@ -97,24 +97,17 @@ fn list_entry(c: &ContainerRecord, now: i64) -> serde_json::Value {
     })
 }
 
-/// `GET /containers/json?all=&limit=`.
+/// `GET /containers/json?all=&limit=&filters=` (the selection is [`super::ps::select`]).
 pub fn list(engine: &Engine, req: &Request<Incoming>) -> Result<Resp, ApiError> {
     let q = Query::parse(req.uri().query());
     let all = q.bool("all");
-    let limit = q.int("limit")?.filter(|l| *l > 0);
+    let limit = q.int("limit")?;
+    let filters = super::http::Filters::parse(q.get("filters"))?;
     let now = now_ns();
-    let mut items: Vec<ContainerRecord> = engine.store().read(|s| {
-        s.containers
-            .values()
-            .filter(|c| all || limit.is_some() || c.status == ContainerStatus::Running)
-            .cloned()
-            .collect()
-    });
-    items.sort_by_key(|c| std::cmp::Reverse(c.created_ns));
-    if let Some(l) = limit {
-        items.truncate(l as usize);
-    }
-    let out: Vec<serde_json::Value> = items.iter().map(|c| list_entry(c, now)).collect();
+    let out: Vec<serde_json::Value> = engine.store().read(|s| {
+        super::ps::select(s, &filters, all, limit)
+            .map(|items| items.into_iter().map(|c| list_entry(c, now)).collect())
+    })?;
     Ok(json(StatusCode::OK, &serde_json::Value::Array(out)))
 }
 
@@ -147,7 +140,8 @@ pub fn inspect(engine: &Engine, reference: &str) -> Result<Resp, ApiError> {
         o.entry("RestartPolicy")
             .or_insert(json!({"Name": "no", "MaximumRetryCount": 0}));
     }
-    let running = c.status == ContainerStatus::Running;
+    // As Docker: a paused container is still running.
+    let running = matches!(c.status, ContainerStatus::Running | ContainerStatus::Paused);
     let state_dir = engine.agent().state_dir(&c.id);
     Ok(json(
         StatusCode::OK,
@@ -170,21 +164,21 @@ pub fn inspect(engine: &Engine, reference: &str) -> Result<Resp, ApiError> {
                 "FinishedAt": rfc3339(c.finished_ns),
             },
             "Image": c.run.image_id.to_string(),
-            "ResolvConfPath": "",
-            "HostnamePath": "",
-            "HostsPath": "",
+            "ResolvConfPath": state_dir.join("resolv.conf").display().to_string(),
+            "HostnamePath": state_dir.join("hostname").display().to_string(),
+            "HostsPath": state_dir.join("hosts").display().to_string(),
             "LogPath": engine.agent().log_path(&c.id).display().to_string(),
             "Name": format!("/{}", c.name),
-            "RestartCount": 0,
+            "RestartCount": engine.restart_state(&c.id).count,
             "Driver": "overlay2",
             "Platform": "linux",
             "MountLabel": "",
             "ProcessLabel": "",
             "AppArmorProfile": "",
-            "ExecIDs": null,
+            "ExecIDs": Some(engine.exec_ids(&c.id)).filter(|v| !v.is_empty()),
             "HostConfig": host_config,
             "GraphDriver": {"Name": "overlay2", "Data": {"WorkDir": state_dir.display().to_string()}},
-            "Mounts": [],
+            "Mounts": engine.mounts_json(&c),
             "Config": config,
             "NetworkSettings": {"Networks": {}, "Ports": {}},
         }),
@@ -193,7 +187,7 @@ pub fn inspect(engine: &Engine, reference: &str) -> Result<Resp, ApiError> {
 
 /// `POST /containers/{id}/start`: 204, or 304 when already running.
 pub async fn start(engine: &Arc<Engine>, reference: &str) -> Result<Resp, ApiError> {
-    engine.start(reference).await?;
+    engine.start_manual(reference).await?;
     Ok(status(StatusCode::NO_CONTENT))
 }
 
@@ -253,7 +247,12 @@ pub fn wait(
     let c = engine.container(reference)?;
     let (out, resp) = streaming("application/json");
     tokio::spawn(async move {
-        let body = match engine.wait(&c.id, condition).await {
+        // A client that goes away ends the wait (no task left behind per dropped wait).
+        let result = tokio::select! {
+            r = engine.wait(&c.id, condition) => r,
+            _ = out.closed() => return,
+        };
+        let body = match result {
             Ok(code) => json!({"StatusCode": code, "Error": null}),
             Err(e) => json!({"StatusCode": -1, "Error": {"Message": e.message}}),
         };
@@ -271,8 +270,70 @@ pub async fn remove(
     req: &Request<Incoming>,
 ) -> Result<Resp, ApiError> {
     let q = Query::parse(req.uri().query());
+    // `-v`: the anonymous volumes go with the container.
+    let record = if q.bool("v") {
+        engine.container(reference).ok()
+    } else {
+        None
+    };
     engine.remove(reference, q.bool("force")).await?;
+    if let Some(c) = record {
+        engine.remove_anonymous_volumes(&c).await;
+    }
     Ok(status(StatusCode::NO_CONTENT))
+}
+
+/// `POST /containers/{id}/restart?t=&signal=`.
+pub async fn restart(
+    engine: &Arc<Engine>,
+    reference: &str,
+    req: &Request<Incoming>,
+) -> Result<Resp, ApiError> {
+    let q = Query::parse(req.uri().query());
+    let timeout = q.int("t")?.or(q.int("timeout")?);
+    let signal = match q.get("signal").filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => Some(
+            parse_signal(s).ok_or_else(|| ApiError::bad_request(format!("Invalid signal: {s}")))?,
+        ),
+    };
+    engine.restart(reference, timeout, signal).await?;
+    Ok(status(StatusCode::NO_CONTENT))
+}
+
+/// `POST /containers/{id}/pause` (`freeze`) and `POST /containers/{id}/unpause`.
+pub async fn pause(engine: &Engine, reference: &str, freeze: bool) -> Result<Resp, ApiError> {
+    engine.pause(reference, freeze).await?;
+    Ok(status(StatusCode::NO_CONTENT))
+}
+
+/// `POST /containers/{id}/rename?name=`.
+pub async fn rename(
+    engine: &Engine,
+    reference: &str,
+    req: &Request<Incoming>,
+) -> Result<Resp, ApiError> {
+    let q = Query::parse(req.uri().query());
+    engine
+        .rename(reference, q.get("name").unwrap_or(""))
+        .await?;
+    Ok(status(StatusCode::NO_CONTENT))
+}
+
+/// `GET /containers/{id}/top?ps_args=`.
+pub async fn top(
+    engine: &Engine,
+    reference: &str,
+    req: &Request<Incoming>,
+) -> Result<Resp, ApiError> {
+    let q = Query::parse(req.uri().query());
+    let (titles, processes) = engine
+        .top(reference, q.get("ps_args").unwrap_or(""))
+        .await?;
+    Ok(json(
+        StatusCode::OK,
+        &json!({"Titles": titles, "Processes": processes}),
+    ))
 }
 
 #[cfg(test)]

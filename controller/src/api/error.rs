@@ -56,6 +56,8 @@ impl From<wharf_protocol::state::StateError> for ApiError {
         let status = match &e {
             S::NameInUse { .. } | S::ImageInUse { .. } => StatusCode::CONFLICT,
             S::NoSuchContainer(_) | S::NoSuchImage(_) => StatusCode::NOT_FOUND,
+            S::NoSuchVolume(_) => StatusCode::NOT_FOUND,
+            S::VolumeInUse { .. } => StatusCode::CONFLICT,
         };
         ApiError::new(status, e.to_string())
     }

@@ -5,8 +5,8 @@ use super::error::ApiError;
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};
 use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited, StreamBody};
-use hyper::body::{Frame, Incoming};
-use std::collections::HashMap;
+use hyper::body::{Body as _, Frame, Incoming};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Every response body.
 pub type Body = BoxBody<Bytes, std::io::Error>;
@@ -87,16 +87,25 @@ pub fn json_error_line(message: &str) -> Bytes {
     json_line(&serde_json::json!({"errorDetail": {"message": message}, "error": message}))
 }
 
-/// Read a JSON request body, refusing more than [`MAX_JSON_BODY`] with 413.
+/// Read a JSON request body, refusing more than [`MAX_JSON_BODY`] with 413: at once when
+/// `Content-Length` says so (a client sending `Expect: 100-continue` then never sends the
+/// body), else as soon as the limit is crossed. Never truncates.
 pub async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
+    if body.size_hint().lower() > MAX_JSON_BODY as u64 {
+        return Err(too_large());
+    }
     match Limited::new(body, MAX_JSON_BODY).collect().await {
         Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body larger than {MAX_JSON_BODY} bytes"),
-        )),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
         Err(e) => Err(ApiError::bad_request(format!("reading request body: {e}"))),
     }
+}
+
+fn too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("request body larger than {MAX_JSON_BODY} bytes"),
+    )
 }
 
 /// Query parameters, decoded; repeated keys keep every value.
@@ -145,6 +154,102 @@ impl Query {
                 .map_err(|_| ApiError::bad_request(format!("invalid value for {key}: {v:?}"))),
         }
     }
+}
+
+/// Docker's `filters` query parameter, decoded: each key with its set of values.
+///
+/// Accepts the map form `{"status":{"running":true}}` and the legacy list form
+/// `{"status":["running"]}`, as moby's `filters.FromJSON` does; a value mapped to `false`
+/// is dropped.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Filters(BTreeMap<String, BTreeSet<String>>);
+
+impl Filters {
+    /// Parse the JSON text of a `filters` parameter; absent or empty means no filter.
+    pub fn parse(raw: Option<&str>) -> Result<Filters, ApiError> {
+        let raw = match raw.map(str::trim) {
+            None | Some("") => return Ok(Filters::default()),
+            Some(r) => r,
+        };
+        if let Ok(map) = serde_json::from_str::<BTreeMap<String, BTreeMap<String, bool>>>(raw) {
+            return Ok(Filters(
+                map.into_iter()
+                    .map(|(k, vs)| {
+                        (
+                            k,
+                            vs.into_iter()
+                                .filter(|(_, on)| *on)
+                                .map(|(v, _)| v)
+                                .collect(),
+                        )
+                    })
+                    .collect(),
+            ));
+        }
+        match serde_json::from_str::<BTreeMap<String, Vec<String>>>(raw) {
+            Ok(map) => Ok(Filters(
+                map.into_iter()
+                    .map(|(k, vs)| (k, vs.into_iter().collect()))
+                    .collect(),
+            )),
+            Err(e) => Err(ApiError::bad_request(format!("invalid filter: {e}"))),
+        }
+    }
+
+    /// 400 `invalid filter 'key'` unless every key is one of `accepted`.
+    pub fn validate(&self, accepted: &[&str]) -> Result<(), ApiError> {
+        match self.0.keys().find(|k| !accepted.contains(&k.as_str())) {
+            Some(k) => Err(ApiError::bad_request(format!("invalid filter '{k}'"))),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether `key` has any value.
+    pub fn contains(&self, key: &str) -> bool {
+        self.0.get(key).is_some_and(|v| !v.is_empty())
+    }
+
+    /// The values of `key`.
+    pub fn values(&self, key: &str) -> impl Iterator<Item = &str> {
+        self.0.get(key).into_iter().flatten().map(String::as_str)
+    }
+
+    /// True when `key` is unset or one of its values equals `source`.
+    pub fn exact_match(&self, key: &str, source: &str) -> bool {
+        !self.contains(key) || self.values(key).any(|v| v == source)
+    }
+
+    /// True when `key` is unset or one of its values is `source` or a prefix of it.
+    pub fn fuzzy_match(&self, key: &str, source: &str) -> bool {
+        !self.contains(key) || self.values(key).any(|v| source.starts_with(v))
+    }
+
+    /// True when `key` is unset or every value (`k` or `k=v`) is found in `labels`.
+    pub fn match_kv_list(&self, key: &str, labels: &BTreeMap<String, String>) -> bool {
+        self.values(key).all(|want| match want.split_once('=') {
+            Some((k, v)) => labels.get(k).is_some_and(|have| have == v),
+            None => labels.contains_key(want),
+        })
+    }
+}
+
+/// Parse a Docker timestamp parameter (`since`, `until`): Unix seconds with an optional
+/// fraction of up to nine digits, as the CLI sends them; nanoseconds since the epoch.
+pub fn parse_timestamp(key: &str, value: &str) -> Result<i64, ApiError> {
+    let bad = || ApiError::bad_request(format!("invalid value for {key}: {value:?}"));
+    let (secs, frac) = value.split_once('.').unwrap_or((value, ""));
+    if frac.len() > 9 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let secs: i64 = secs.parse().map_err(|_| bad())?;
+    let nanos: i64 = if frac.is_empty() {
+        0
+    } else {
+        format!("{frac:0<9}").parse().map_err(|_| bad())?
+    };
+    secs.checked_mul(1_000_000_000)
+        .and_then(|s| s.checked_add(nanos))
+        .ok_or_else(bad)
 }
 
 /// Percent-decode a query component (`+` is a space).
@@ -252,6 +357,63 @@ mod tests {
         assert_eq!(q.all("t"), ["x", "y"]);
         assert_eq!(q.get("n"), Some("a/b c"));
         assert!(Query::parse(Some("x=%zz%4")).get("x").is_some());
+    }
+
+    #[test]
+    fn filters_parse_in_map_and_legacy_forms() {
+        let m = Filters::parse(Some(
+            r#"{"status":{"running":true,"exited":false},"name":{"web":true}}"#,
+        ))
+        .unwrap();
+        assert_eq!(m.values("status").collect::<Vec<_>>(), ["running"]);
+        assert!(m.exact_match("name", "web") && !m.exact_match("name", "db"));
+        assert!(m.exact_match("label", "anything"), "unset key matches all");
+        let l = Filters::parse(Some(r#"{"status":["running","paused"]}"#)).unwrap();
+        assert_eq!(l.values("status").count(), 2);
+        assert_eq!(Filters::parse(None).unwrap(), Filters::default());
+        assert_eq!(Filters::parse(Some("")).unwrap(), Filters::default());
+        for bad in ["{", "[1]", r#"{"a":1}"#, r#"{"a":{"b":"x"}}"#, "null x"] {
+            let e = Filters::parse(Some(bad)).unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST, "{bad}");
+        }
+        assert!(m.validate(&["status", "name"]).is_ok());
+        assert_eq!(
+            m.validate(&["status"]).unwrap_err().message,
+            "invalid filter 'name'"
+        );
+    }
+
+    #[test]
+    fn filter_matching_like_moby() {
+        let f = Filters::parse(Some(r#"{"id":["abc"],"label":["a","b=2"]}"#)).unwrap();
+        assert!(f.fuzzy_match("id", "abcdef") && !f.fuzzy_match("id", "xabc"));
+        let mut labels = BTreeMap::new();
+        labels.insert("a".to_string(), "1".to_string());
+        assert!(!f.match_kv_list("label", &labels));
+        labels.insert("b".to_string(), "2".to_string());
+        assert!(f.match_kv_list("label", &labels));
+        labels.insert("b".to_string(), "3".to_string());
+        assert!(!f.match_kv_list("label", &labels));
+    }
+
+    #[test]
+    fn timestamps_parse_like_the_cli_sends_them() {
+        assert_eq!(parse_timestamp("since", "12").unwrap(), 12_000_000_000);
+        assert_eq!(parse_timestamp("since", "12.5").unwrap(), 12_500_000_000);
+        assert_eq!(
+            parse_timestamp("since", "1700000000.000000001").unwrap(),
+            1_700_000_000_000_000_001
+        );
+        for bad in [
+            "",
+            "x",
+            "1.x",
+            "1.1234567890",
+            "99999999999999999999",
+            "1.-1",
+        ] {
+            assert!(parse_timestamp("since", bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -1,15 +1,69 @@
-//! Image routes: load, list, inspect, and the pull entry point.
+//! Image routes: load, save, list, inspect, tag, rmi, prune, history, import (and the
+//! pull entry point), plus the container-layer routes diff, export and commit.
 
 use super::error::ApiError;
-use super::http::{json, json_error_line, json_line, streaming, Query, Resp};
+use super::http::{json, json_error_line, json_line, streaming, Body, Query, Resp};
 use crate::docker_types::ImageConfigFile;
+use crate::engine::images::{ByteStream, CommitRequest, DeleteItem, ImportRequest};
 use crate::engine::{normalize_reference, Engine};
-use http::{Request, StatusCode};
-use http_body_util::BodyExt;
-use hyper::body::Incoming;
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::{Frame, Incoming};
 use serde_json::json;
 use std::sync::Arc;
 use wharf_protocol::state::{ClusterState, ImageRecord};
+
+/// Feed a request body to a blocking consumer. Once the consumer stops (done, or failed
+/// early), the rest of the body is read and dropped, so the client can finish sending and
+/// read the answer instead of failing with a broken pipe.
+fn body_stream(req: Request<Incoming>) -> ByteStream {
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let mut body = req.into_body();
+    tokio::spawn(async move {
+        let mut consumer = Some(tx);
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(f) => {
+                    if let (Ok(data), Some(tx)) = (f.into_data(), consumer.as_ref()) {
+                        if tx.send(Ok(data)).await.is_err() {
+                            consumer = None;
+                        }
+                    }
+                }
+                Err(e) => {
+                    if let Some(tx) = consumer.take() {
+                        let _ = tx.send(Err(std::io::Error::other(e))).await;
+                    }
+                    break;
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// A 200 response whose body is `stream` (chunked); an error item aborts the body.
+fn byte_stream_response(stream: ByteStream, content_type: &'static str) -> Resp {
+    let s = futures_util::stream::unfold(stream, |mut rx| async move {
+        rx.recv().await.map(|item| (item.map(Frame::data), rx))
+    });
+    let mut r: Response<Body> = Response::new(BodyExt::boxed(StreamBody::new(s)));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static(content_type),
+    );
+    r
+}
+
+fn delete_items(items: &[DeleteItem]) -> Vec<serde_json::Value> {
+    items
+        .iter()
+        .map(|i| match i {
+            DeleteItem::Untagged(t) => json!({ "Untagged": t }),
+            DeleteItem::Deleted(d) => json!({ "Deleted": d }),
+        })
+        .collect()
+}
 
 /// Tags pointing at `image`, sorted.
 fn tags_of(state: &ClusterState, image: &ImageRecord) -> Vec<String> {
@@ -31,27 +85,13 @@ fn created_secs(cfg: &ImageConfigFile) -> i64 {
 
 /// `POST /images/load`: the body is a `docker save` tarball.
 pub async fn load(engine: Arc<Engine>, req: Request<Incoming>) -> Result<Resp, ApiError> {
-    let (tx, rx) = tokio::sync::mpsc::channel(16);
-    let mut body = req.into_body();
-    let pump = tokio::spawn(async move {
-        while let Some(frame) = body.frame().await {
-            match frame {
-                Ok(f) => {
-                    if let Ok(data) = f.into_data() {
-                        if tx.send(Ok(data)).await.is_err() {
-                            break;
-                        }
-                    }
-                }
-                Err(e) => {
-                    let _ = tx.send(Err(std::io::Error::other(e))).await;
-                    break;
-                }
-            }
-        }
-    });
+    let rx = body_stream(req);
+    // Shared with other loads; keeps a layer collection from freeing the new layers
+    // before the images naming them are recorded.
+    let lock = engine.agent().image_store().layer_lock();
+    let held = lock.read().await;
     let result = engine.load_images(rx).await;
-    pump.abort();
+    drop(held);
     let (out, resp) = streaming("application/json");
     tokio::spawn(async move {
         match result {
@@ -66,6 +106,141 @@ pub async fn load(engine: Arc<Engine>, req: Request<Incoming>) -> Result<Resp, A
         }
     });
     Ok(resp)
+}
+
+/// `GET /images/get?names=a&names=b`: a `docker save` archive, streamed.
+pub fn save(engine: &Engine, req: &Request<Incoming>) -> Result<Resp, ApiError> {
+    let q = Query::parse(req.uri().query());
+    let stream = engine.save_images(q.all("names"))?;
+    Ok(byte_stream_response(stream, "application/x-tar"))
+}
+
+/// `GET /images/{name}/get`: a `docker save` archive of one image, streamed.
+pub fn save_one(engine: &Engine, name: &str) -> Result<Resp, ApiError> {
+    let stream = engine.save_images(&[name.to_string()])?;
+    Ok(byte_stream_response(stream, "application/x-tar"))
+}
+
+/// `POST /images/{name}/tag?repo=&tag=`: 201.
+pub async fn tag(engine: &Engine, name: &str, req: &Request<Incoming>) -> Result<Resp, ApiError> {
+    let q = Query::parse(req.uri().query());
+    engine
+        .tag_image(
+            name,
+            q.get("repo").unwrap_or(""),
+            q.get("tag").unwrap_or(""),
+        )
+        .await?;
+    Ok(super::http::status(StatusCode::CREATED))
+}
+
+/// `DELETE /images/{name}?force=`: the untag/delete lines.
+pub async fn remove(
+    engine: &Engine,
+    name: &str,
+    req: &Request<Incoming>,
+) -> Result<Resp, ApiError> {
+    let q = Query::parse(req.uri().query());
+    let items = engine.delete_image(name, q.bool("force")).await?;
+    Ok(json(StatusCode::OK, &json!(delete_items(&items))))
+}
+
+/// Whether a prune's `filters` ask for dangling images only (the default); other filters
+/// are refused.
+fn prune_dangling_only(filters: Option<&str>) -> Result<bool, ApiError> {
+    let Some(raw) = filters.filter(|f| !f.is_empty()) else {
+        return Ok(true);
+    };
+    let v: serde_json::Value = serde_json::from_str(raw)
+        .map_err(|e| ApiError::bad_request(format!("invalid filters: {e}")))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| ApiError::bad_request("invalid filters: not an object"))?;
+    let mut dangling = true;
+    for (k, vals) in obj {
+        if k != "dangling" {
+            return Err(ApiError::bad_request(format!(
+                "invalid filter '{k}': only 'dangling' is supported by this Wharf version"
+            )));
+        }
+        let words: Vec<String> = match vals {
+            serde_json::Value::Object(m) => m.keys().cloned().collect(),
+            serde_json::Value::Array(a) => a
+                .iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect(),
+            _ => vec![],
+        };
+        for w in words {
+            dangling = match w.to_ascii_lowercase().as_str() {
+                "true" | "1" => true,
+                "false" | "0" => false,
+                _ => {
+                    return Err(ApiError::bad_request(format!(
+                        "invalid filter 'dangling={w}'"
+                    )))
+                }
+            };
+        }
+    }
+    Ok(dangling)
+}
+
+/// `POST /images/prune`.
+pub async fn prune(engine: &Engine, req: &Request<Incoming>) -> Result<Resp, ApiError> {
+    let q = Query::parse(req.uri().query());
+    let dangling = prune_dangling_only(q.get("filters"))?;
+    let (items, bytes) = engine.prune_images(!dangling).await?;
+    let deleted = if items.is_empty() {
+        serde_json::Value::Null
+    } else {
+        json!(delete_items(&items))
+    };
+    Ok(json(
+        StatusCode::OK,
+        &json!({ "ImagesDeleted": deleted, "SpaceReclaimed": bytes }),
+    ))
+}
+
+/// `GET /images/{name}/history`.
+pub fn history(engine: &Engine, name: &str) -> Result<Resp, ApiError> {
+    Ok(json(StatusCode::OK, &engine.image_history(name)?))
+}
+
+/// `GET /containers/{id}/changes`.
+pub async fn changes(engine: &Engine, id: &str) -> Result<Resp, ApiError> {
+    let list = engine.container_changes(id).await?;
+    let body: Vec<serde_json::Value> = list
+        .iter()
+        .map(|c| json!({ "Path": c.path, "Kind": c.kind as u8 }))
+        .collect();
+    Ok(json(StatusCode::OK, &json!(body)))
+}
+
+/// `GET /containers/{id}/export`: the container's filesystem as a tar stream.
+pub fn export(engine: &Engine, id: &str) -> Result<Resp, ApiError> {
+    let stream = engine.export_container(id)?;
+    Ok(byte_stream_response(stream, "application/x-tar"))
+}
+
+/// `POST /commit?container=&repo=&tag=&comment=&author=&changes=`: 201 `{"Id"}`.
+pub async fn commit(engine: &Engine, req: &Request<Incoming>) -> Result<Resp, ApiError> {
+    let q = Query::parse(req.uri().query());
+    let container = q.get("container").unwrap_or("");
+    if container.is_empty() {
+        return Err(ApiError::bad_request("no container given to commit"));
+    }
+    let id = engine
+        .commit_container(&CommitRequest {
+            container: container.to_string(),
+            repo: q.get("repo").unwrap_or("").to_string(),
+            tag: q.get("tag").unwrap_or("").to_string(),
+            comment: q.get("comment").unwrap_or("").to_string(),
+            author: q.get("author").unwrap_or("").to_string(),
+            changes: q.all("changes").to_vec(),
+        })
+        .await?;
+    Ok(json(StatusCode::CREATED, &json!({ "Id": id.to_string() })))
 }
 
 /// `GET /images/json`.
@@ -97,6 +272,31 @@ pub fn list(engine: &Engine) -> Result<Resp, ApiError> {
     Ok(json(StatusCode::OK, &serde_json::Value::Array(entries)))
 }
 
+/// `GraphDriver.Data` of an image as moby shows it: the top layer's dirs and the diff dirs
+/// below it, uppermost first; `null` for an image without layers.
+fn graph_driver_data(engine: &Engine, img: &ImageRecord) -> serde_json::Value {
+    let layout = engine.agent().image_store().layout();
+    let chain = wharf_protocol::ChainId::chain(&img.diff_ids);
+    let Some((top, below)) = chain.split_last() else {
+        return serde_json::Value::Null;
+    };
+    let dir = layout.layer_dir(top);
+    let mut data = json!({
+        "MergedDir": dir.join("merged").display().to_string(),
+        "UpperDir": dir.join("diff").display().to_string(),
+        "WorkDir": dir.join("work").display().to_string(),
+    });
+    if !below.is_empty() {
+        let lower: Vec<String> = below
+            .iter()
+            .rev()
+            .map(|c| layout.layer_dir(c).join("diff").display().to_string())
+            .collect();
+        data["LowerDir"] = json!(lower.join(":"));
+    }
+    data
+}
+
 /// `GET /images/{name}/json`.
 pub fn inspect(engine: &Engine, name: &str) -> Result<Resp, ApiError> {
     let img = engine.image(name)?;
@@ -120,21 +320,45 @@ pub fn inspect(engine: &Engine, name: &str) -> Result<Resp, ApiError> {
             "Architecture": parsed.architecture,
             "Os": parsed.os,
             "Size": img.size,
-            "GraphDriver": {"Name": "overlay2", "Data": null},
+            "GraphDriver": {"Name": "overlay2", "Data": graph_driver_data(engine, &img)},
             "RootFS": {"Type": "layers", "Layers": layers},
             "Metadata": {"LastTagTime": "0001-01-01T00:00:00Z"},
         }),
     ))
 }
 
-/// `POST /images/create`: pulling needs a registry, which this host cannot reach; the
+/// `POST /images/create`: `fromSrc=-` imports the body as a root filesystem (`docker
+/// import`); pulling (`fromImage`) needs a registry, which this host cannot reach: the
 /// failure is sent in-stream as dockerd does, so `docker run` prints its usual lines.
-pub async fn create(req: Request<Incoming>) -> Result<Resp, ApiError> {
+pub async fn create(engine: Arc<Engine>, req: Request<Incoming>) -> Result<Resp, ApiError> {
     let q = Query::parse(req.uri().query());
+    if let Some(src) = q.get("fromSrc") {
+        if src != "-" {
+            return Err(ApiError::bad_request(format!(
+                "importing from {src:?} is not supported: this host fetches nothing; send the file itself (docker import FILE, or - for stdin)"
+            )));
+        }
+        let import = ImportRequest {
+            repo: q.get("repo").unwrap_or("").to_string(),
+            tag: q.get("tag").unwrap_or("").to_string(),
+            changes: q.all("changes").to_vec(),
+            message: q.get("message").unwrap_or("").to_string(),
+            platform: q.get("platform").unwrap_or("").to_string(),
+        };
+        let rx = body_stream(req);
+        let result = engine.import_image(rx, &import).await;
+        let (out, resp) = streaming("application/json");
+        tokio::spawn(async move {
+            let line = match result {
+                Ok(id) => json_line(&json!({ "status": id.to_string() })),
+                Err(e) => json_error_line(&e.message),
+            };
+            let _ = out.send(line).await;
+        });
+        return Ok(resp);
+    }
     let Some(from) = q.get("fromImage").filter(|f| !f.is_empty()) else {
-        return Err(ApiError::bad_request(
-            "importing a root filesystem (fromSrc) is not supported by this Wharf version",
-        ));
+        return Err(ApiError::bad_request("fromImage or fromSrc is required"));
     };
     let reference = match q.get("tag").filter(|t| !t.is_empty()) {
         Some(tag) if !from.contains('@') => normalize_reference(&format!("{from}:{tag}")),
@@ -148,4 +372,20 @@ pub async fn create(req: Request<Incoming>) -> Result<Resp, ApiError> {
         let _ = out.send(json_error_line(&message)).await;
     });
     Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prune_filters_default_to_dangling_and_refuse_the_unknown() {
+        assert!(prune_dangling_only(None).unwrap());
+        assert!(prune_dangling_only(Some(r#"{"dangling":{"true":true}}"#)).unwrap());
+        assert!(!prune_dangling_only(Some(r#"{"dangling":{"false":true}}"#)).unwrap());
+        assert!(!prune_dangling_only(Some(r#"{"dangling":["0"]}"#)).unwrap());
+        assert!(prune_dangling_only(Some(r#"{"until":["1h"]}"#)).is_err());
+        assert!(prune_dangling_only(Some(r#"{"dangling":["maybe"]}"#)).is_err());
+        assert!(prune_dangling_only(Some("nope")).is_err());
+    }
 }

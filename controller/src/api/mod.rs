@@ -1,19 +1,26 @@
 //! The Docker Engine API: listeners, TLS, routing.
 //!
 //! ```text
-//!  TCP :2376 ──TLS (client cert required, cluster CA)──► hyper HTTP/1.1 (upgrades on)
-//!                                                        │
+//!  TCP :2376 ──TLS (client cert required, cluster CA)──┐
+//!  unix /run/wharf/docker.sock (root, 0660) ───────────┼──► hyper HTTP/1.1 (upgrades on)
+//!  TCP 127.0.0.1:2375 (--insecure-api-addr, loopback) ─┘        │
 //!                                route(method, /v1.NN?/path) ──► handlers ──► Engine
 //! ```
 //!
 //! Each connection is served by its own task; a slow or broken client affects only itself.
+//! The listener kinds differ only in how a connection is accepted ([`Listener`]).
 
 pub mod containers;
 pub mod error;
+pub mod events;
+pub mod exec;
 pub mod http;
 pub mod images;
+pub mod ps;
+pub mod stats;
 pub mod streams;
 pub mod system;
+pub mod volumes;
 
 use crate::engine::Engine;
 use ::http::{Method, Request};
@@ -22,24 +29,81 @@ use http::{add_common_headers, Resp};
 use hyper::body::Incoming;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, UnixListener};
 use tracing::{debug, info_span, warn, Instrument};
 
 /// A TLS handshake that does not finish in this time is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Request headers that do not arrive in this time close the connection (slowloris).
-const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Request headers that do not arrive in this time close the connection (slowloris); it
+/// also bounds how long an idle keep-alive connection is kept between requests.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Serve the API on `listener` with `tls` until `shutdown` fires.
+/// One API listener; the kinds differ only in how a connection is accepted.
+pub enum Listener {
+    /// TCP with mutual TLS: a client certificate chained to the cluster CA is required.
+    Tls {
+        /// The bound socket.
+        tcp: TcpListener,
+        /// The server configuration (client verifier included).
+        tls: Arc<rustls::ServerConfig>,
+    },
+    /// Plain TCP without authentication (`--insecure-api-addr`, loopback only).
+    Plain(TcpListener),
+    /// A unix socket; its file permissions are the authentication.
+    Unix(UnixListener),
+}
+
+/// An accepted connection, before any handshake.
+enum Accepted {
+    Tcp(tokio::net::TcpStream, String),
+    Unix(tokio::net::UnixStream),
+}
+
+impl Listener {
+    /// What the listener is, for logs.
+    pub fn describe(&self) -> String {
+        match self {
+            Listener::Tls { tcp, .. } => format!("tls {}", addr_of(tcp)),
+            Listener::Plain(tcp) => format!("plain {}", addr_of(tcp)),
+            Listener::Unix(u) => format!(
+                "unix {}",
+                u.local_addr()
+                    .ok()
+                    .and_then(|a| a.as_pathname().map(|p| p.display().to_string()))
+                    .unwrap_or_default()
+            ),
+        }
+    }
+
+    async fn accept(&self) -> std::io::Result<Accepted> {
+        match self {
+            Listener::Tls { tcp, .. } | Listener::Plain(tcp) => {
+                let (s, peer) = tcp.accept().await?;
+                let _ = s.set_nodelay(true);
+                Ok(Accepted::Tcp(s, peer.to_string()))
+            }
+            Listener::Unix(u) => Ok(Accepted::Unix(u.accept().await?.0)),
+        }
+    }
+}
+
+fn addr_of(tcp: &TcpListener) -> String {
+    tcp.local_addr().map(|a| a.to_string()).unwrap_or_default()
+}
+
+/// Serve the API on `listener` until `shutdown` fires.
 pub async fn serve(
-    listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
+    listener: Listener,
     engine: Arc<Engine>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let acceptor = match &listener {
+        Listener::Tls { tls, .. } => Some(tokio_rustls::TlsAcceptor::from(tls.clone())),
+        _ => None,
+    };
     loop {
-        let (tcp, peer) = tokio::select! {
+        let conn = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
@@ -50,34 +114,49 @@ pub async fn serve(
             },
             _ = shutdown.changed() => return,
         };
-        let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
         let engine = engine.clone();
-        tokio::spawn(
-            async move {
-                let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
-                {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        debug!(error = %e, "tls handshake refused");
-                        return;
+        match (conn, &acceptor) {
+            (Accepted::Tcp(tcp, peer), Some(acceptor)) => {
+                let acceptor = acceptor.clone();
+                tokio::spawn(
+                    async move {
+                        let handshake = acceptor.accept(tcp);
+                        let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                debug!(error = %e, "tls handshake refused");
+                                return;
+                            }
+                            Err(_) => {
+                                debug!("tls handshake timed out");
+                                return;
+                            }
+                        };
+                        serve_connection(tls, engine).await;
                     }
-                    Err(_) => {
-                        debug!("tls handshake timed out");
-                        return;
-                    }
-                };
-                serve_connection(hyper_util::rt::TokioIo::new(tls), engine).await;
+                    .instrument(info_span!("conn", %peer)),
+                );
             }
-            .instrument(info_span!("conn", %peer)),
-        );
+            (Accepted::Tcp(tcp, peer), None) => {
+                tokio::spawn(
+                    serve_connection(tcp, engine)
+                        .instrument(info_span!("conn", %peer, tls = false)),
+                );
+            }
+            (Accepted::Unix(s), _) => {
+                tokio::spawn(
+                    serve_connection(s, engine).instrument(info_span!("conn", peer = "unix")),
+                );
+            }
+        }
     }
 }
 
-async fn serve_connection<I>(io: I, engine: Arc<Engine>)
+async fn serve_connection<S>(stream: S, engine: Arc<Engine>)
 where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let io = hyper_util::rt::TokioIo::new(stream);
     let svc = hyper::service::service_fn(move |req| {
         let engine = engine.clone();
         async move { Ok::<_, std::convert::Infallible>(handle(engine, req).await) }
@@ -117,12 +196,32 @@ async fn route(engine: Arc<Engine>, req: Request<Incoming>) -> Result<Resp, ApiE
         (&Method::GET | &Method::HEAD, ["_ping"]) => Ok(system::ping(&m)),
         (&Method::GET, ["version"]) => Ok(system::version()),
         (&Method::GET, ["info"]) => Ok(system::info(&engine)),
+        (&Method::GET, ["events"]) => events::events(engine.clone(), &req),
+        (&Method::GET, ["system", "df"]) => Ok(system::df(&engine)),
+        (&Method::POST, ["containers", "prune"]) => ps::prune(&engine, &req).await,
         (&Method::POST, ["images", "load"]) => images::load(engine, req).await,
         (&Method::GET, ["images", "json"]) => images::list(&engine),
-        (&Method::POST, ["images", "create"]) => images::create(req).await,
+        (&Method::POST, ["images", "create"]) => images::create(engine.clone(), req).await,
         (&Method::GET, ["images", name @ .., "json"]) if !name.is_empty() => {
             images::inspect(&engine, &name.join("/"))
         }
+        (&Method::GET, ["images", "get"]) => images::save(&engine, &req),
+        (&Method::POST, ["images", "prune"]) => images::prune(&engine, &req).await,
+        (&Method::GET, ["images", name @ .., "get"]) if !name.is_empty() => {
+            images::save_one(&engine, &name.join("/"))
+        }
+        (&Method::GET, ["images", name @ .., "history"]) if !name.is_empty() => {
+            images::history(&engine, &name.join("/"))
+        }
+        (&Method::POST, ["images", name @ .., "tag"]) if !name.is_empty() => {
+            images::tag(&engine, &name.join("/"), &req).await
+        }
+        (&Method::DELETE, ["images", name @ ..]) if !name.is_empty() => {
+            images::remove(&engine, &name.join("/"), &req).await
+        }
+        (&Method::GET, ["containers", id, "changes"]) => images::changes(&engine, id).await,
+        (&Method::GET, ["containers", id, "export"]) => images::export(&engine, id),
+        (&Method::POST, ["commit"]) => images::commit(&engine, &req).await,
         (&Method::POST, ["containers", "create"]) => containers::create(&engine, req).await,
         (&Method::GET, ["containers", "json"]) => containers::list(&engine, &req),
         (&Method::GET, ["containers", id, "json"]) => containers::inspect(&engine, id),
@@ -135,11 +234,39 @@ async fn route(engine: Arc<Engine>, req: Request<Incoming>) -> Result<Resp, ApiE
             streams::attach(engine, &id, req)
         }
         (&Method::POST, ["containers", id, "resize"]) => {
-            engine.container(id)?;
+            let (h, w) = exec::resize_size(&req)?;
+            engine.resize(id, h, w).await?;
             Ok(http::status(::http::StatusCode::OK))
         }
+        (&Method::POST, ["containers", id, "exec"]) => exec::create(&engine, id, req).await,
+        (&Method::POST, ["containers", id, "restart"]) => {
+            containers::restart(&engine, id, &req).await
+        }
+        (&Method::POST, ["containers", id, "pause"]) => containers::pause(&engine, id, true).await,
+        (&Method::POST, ["containers", id, "unpause"]) => {
+            containers::pause(&engine, id, false).await
+        }
+        (&Method::POST, ["containers", id, "rename"]) => {
+            containers::rename(&engine, id, &req).await
+        }
+        (&Method::GET, ["containers", id, "top"]) => containers::top(&engine, id, &req).await,
+        (&Method::POST, ["exec", id, "start"]) => {
+            let id = id.to_string();
+            exec::start(engine, &id, req).await
+        }
+        (&Method::GET, ["exec", id, "json"]) => exec::inspect(&engine, id),
+        (&Method::POST, ["exec", id, "resize"]) => exec::resize(&engine, id, &req).await,
         (&Method::GET, ["containers", id, "logs"]) => streams::logs(engine.clone(), id, &req),
         (&Method::DELETE, ["containers", id]) => containers::remove(&engine, id, &req).await,
+        (&Method::GET, ["containers", id, "stats"]) => {
+            let id = id.to_string();
+            stats::stats(engine.clone(), &id, &req).await
+        }
+        (&Method::POST, ["volumes", "create"]) => volumes::create(&engine, req).await,
+        (&Method::POST, ["volumes", "prune"]) => volumes::prune(&engine, &req).await,
+        (&Method::GET, ["volumes"]) => volumes::list(&engine, &req),
+        (&Method::GET, ["volumes", name]) => volumes::inspect(&engine, name),
+        (&Method::DELETE, ["volumes", name]) => volumes::remove(&engine, name, &req).await,
         _ => Err(ApiError::not_found("page not found")),
     }
 }

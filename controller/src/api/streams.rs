@@ -14,9 +14,8 @@ use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use std::sync::Arc;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::debug;
-use wharf_node::runtime::{logs::LogFollower, AttachEvent};
+use wharf_node::runtime::logs::LogFollower;
 use wharf_protocol::state::ContainerStatus;
 
 /// Docker's stdcopy frame: `[stream, 0, 0, 0, len u32 BE]` then the data.
@@ -47,8 +46,9 @@ pub fn attach(
     let q = Query::parse(req.uri().query());
     let (want_stdin, want_out, want_err) = (q.bool("stdin"), q.bool("stdout"), q.bool("stderr"));
     let tty = c.run.tty;
+    let detach_keys = super::exec::parse_detach_keys(q.get("detachKeys").unwrap_or(""))?;
     // Register before answering, so a start that follows at once cannot run ahead of us.
-    let pending = if c.status == ContainerStatus::Running {
+    let pending = if matches!(c.status, ContainerStatus::Running | ContainerStatus::Paused) {
         None
     } else {
         Some(engine.agent().attach_after_start(&c.id, want_stdin))
@@ -78,43 +78,16 @@ pub fn attach(
             },
         };
         let io = TokioIo::new(upgraded);
-        let (mut client_rd, mut client_wr) = tokio::io::split(io);
-        let (mut events, mut stdin) = stream.into_split();
-        let stdin_task = tokio::spawn(async move {
-            let mut buf = vec![0u8; 32 * 1024];
-            loop {
-                match client_rd.read(&mut buf).await {
-                    Ok(0) | Err(_) => {
-                        if want_stdin {
-                            let _ = stdin.close_stdin().await;
-                        }
-                        return;
-                    }
-                    Ok(n) => {
-                        if want_stdin && stdin.send_stdin(&buf[..n]).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-            }
-        });
-        while let Ok(Some(ev)) = events.next().await {
-            match ev {
-                AttachEvent::Output { stream, data } => {
-                    if (stream == 1 && !want_out) || (stream == 2 && !want_err) {
-                        continue;
-                    }
-                    let bytes = if tty { data } else { frame(stream, &data) };
-                    if client_wr.write_all(&bytes).await.is_err() {
-                        break;
-                    }
-                }
-                AttachEvent::Exit(_) => break,
-            }
-        }
-        let _ = client_wr.flush().await;
-        let _ = client_wr.shutdown().await;
-        stdin_task.abort();
+        let (events, stdin) = stream.into_split();
+        let opts = super::exec::RelayOptions {
+            tty,
+            stdin: want_stdin,
+            stdout: want_out,
+            stderr: want_err,
+            detach_keys,
+        };
+        // The container's exit is recorded by the engine's monitor, not here.
+        super::exec::relay(io, events, stdin, opts, false, |_| {}).await;
     });
     let mut r = Response::new(super::http::empty());
     *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -229,9 +202,9 @@ pub fn logs(
                 let mut rx = engine.store().watch();
                 loop {
                     let running = engine.store().read(|s| {
-                        s.containers
-                            .get(&id)
-                            .is_some_and(|c| c.status == ContainerStatus::Running)
+                        s.containers.get(&id).is_some_and(|c| {
+                            matches!(c.status, ContainerStatus::Running | ContainerStatus::Paused)
+                        })
                     });
                     if !running {
                         let _ = stop_tx.send(true);

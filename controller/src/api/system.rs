@@ -1,4 +1,4 @@
-//! `/_ping`, `/version`, `/info`.
+//! `/_ping`, `/version`, `/info`, `/system/df`.
 
 use super::http::{json, Resp, API_VERSION, MIN_API_VERSION};
 use crate::engine::Engine;
@@ -114,7 +114,7 @@ pub fn info(engine: &Engine) -> Resp {
             "LoggingDriver": "json-file",
             "CgroupDriver": "cgroupfs",
             "CgroupVersion": "1",
-            "NEventsListener": 0,
+            "NEventsListener": engine.events().listeners(),
             "KernelVersion": kernel_version(),
             "OperatingSystem": "Wharf",
             "OSVersion": "",
@@ -136,6 +136,113 @@ pub fn info(engine: &Engine) -> Resp {
             "InitBinary": "",
             "SecurityOptions": ["name=seccomp,profile=builtin"],
             "Warnings": null,
+        }),
+    )
+}
+
+/// `GET /system/df`: disk usage of images (with how many containers use each), containers
+/// (their writable layers) and volumes, as `docker system df` reads it.
+pub fn df(engine: &Engine) -> Resp {
+    let (images, containers) = engine.store().read(|s| {
+        let images: Vec<(wharf_protocol::state::ImageRecord, Vec<String>, usize)> = s
+            .images
+            .values()
+            .map(|img| {
+                let tags = s
+                    .tags
+                    .iter()
+                    .filter(|(_, id)| **id == img.id)
+                    .map(|(t, _)| t.clone())
+                    .collect();
+                let used = s
+                    .containers
+                    .values()
+                    .filter(|c| c.run.image_id == img.id)
+                    .count();
+                (img.clone(), tags, used)
+            })
+            .collect();
+        let containers: Vec<wharf_protocol::state::ContainerRecord> =
+            s.containers.values().cloned().collect();
+        (images, containers)
+    });
+    let layers_size: u64 = images.iter().map(|(img, _, _)| img.size).sum();
+    let now = crate::engine::now_ns();
+    let image_entries: Vec<serde_json::Value> = images
+        .iter()
+        .map(|(img, tags, used)| {
+            json!({
+                "Id": img.id.to_string(),
+                "ParentId": "",
+                "RepoTags": tags,
+                "RepoDigests": [],
+                "Created": img.loaded_ns / 1_000_000_000,
+                "Size": img.size,
+                "SharedSize": 0,
+                "Labels": {},
+                "Containers": used,
+            })
+        })
+        .collect();
+    let container_entries: Vec<serde_json::Value> = containers
+        .iter()
+        .map(|c| {
+            // The writable layer lives in the agent's overlay2 folder under the container ID.
+            let rw = engine
+                .agent()
+                .data_dir()
+                .join("overlay2")
+                .join(c.id.as_str())
+                .join("diff");
+            let size_rw = super::ps::dir_size(&rw);
+            let image_size = images
+                .iter()
+                .find(|(img, _, _)| img.id == c.run.image_id)
+                .map(|(img, _, _)| img.size)
+                .unwrap_or(0);
+            json!({
+                "Id": c.id.as_str(),
+                "Names": [format!("/{}", c.name)],
+                "Image": c.image_ref,
+                "ImageID": c.run.image_id.to_string(),
+                "Command": c.run.args.join(" "),
+                "Created": c.created_ns / 1_000_000_000,
+                "Ports": [],
+                "SizeRw": size_rw,
+                "SizeRootFs": size_rw + image_size,
+                "Labels": super::ps::labels_of(c),
+                "State": c.status.as_str(),
+                "Status": super::containers::status_text(c, now),
+                "HostConfig": {"NetworkMode": "none"},
+                "NetworkSettings": {"Networks": {}},
+                "Mounts": [],
+            })
+        })
+        .collect();
+    let volume_entries: Vec<serde_json::Value> = engine
+        .volumes()
+        .iter()
+        .map(|v| {
+            let mut entry = super::volumes::volume_json(engine, v);
+            let size =
+                super::ps::dir_size(std::path::Path::new(&engine.volume_mountpoint(&v.name)));
+            if let Some(o) = entry.as_object_mut() {
+                o.insert(
+                    "UsageData".into(),
+                    json!({"Size": size, "RefCount": engine.volume_users(&v.name).len()}),
+                );
+            }
+            entry
+        })
+        .collect();
+    json(
+        StatusCode::OK,
+        &json!({
+            "LayersSize": layers_size,
+            "Images": image_entries,
+            "Containers": container_entries,
+            "Volumes": volume_entries,
+            "BuildCache": [],
         }),
     )
 }

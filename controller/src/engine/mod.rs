@@ -10,6 +10,16 @@
 //! is committed (create, start) or reports what happened (exit), which becomes a command.
 //! The leader chooses IDs, names and times and puts them into the commands.
 
+pub mod events;
+mod exec;
+pub mod images;
+mod lifecycle;
+mod volumes;
+pub use volumes::PruneFilter;
+
+pub use exec::{ExecCreate, ExecRecord};
+pub use lifecycle::{restart_decision, ExitFacts, RestartPolicy};
+
 use crate::api::error::ApiError;
 use crate::docker_types::{self, CreateConfig, ImageConfigFile};
 use crate::raft::Store;
@@ -104,6 +114,9 @@ pub struct Engine {
     node: NodeId,
     monitored: Mutex<HashSet<ContainerId>>,
     locks: Mutex<HashMap<ContainerId, Arc<tokio::sync::Mutex<()>>>>,
+    events: events::EventBus,
+    /// Exec instances by ID (memory only, as Docker).
+    execs: Mutex<HashMap<String, ExecRecord>>,
 }
 
 impl Engine {
@@ -115,7 +128,56 @@ impl Engine {
             node,
             monitored: Mutex::default(),
             locks: Mutex::default(),
+            events: events::EventBus::new(),
+            execs: Mutex::default(),
         })
+    }
+
+    /// The event bus (`GET /events` subscribes here).
+    pub fn events(&self) -> &events::EventBus {
+        &self.events
+    }
+
+    /// Publish an event of any type, stamped now; `attributes` become `Actor.Attributes`.
+    /// Call after the change it reports is committed.
+    pub fn emit(
+        &self,
+        kind: events::EventType,
+        action: &str,
+        actor_id: &str,
+        attributes: std::collections::BTreeMap<String, String>,
+    ) {
+        self.events.emit(events::Event {
+            kind,
+            action: action.to_string(),
+            actor_id: actor_id.to_string(),
+            attributes,
+            time_ns: now_ns(),
+        });
+    }
+
+    /// Publish a container event: the container's labels, `image` and `name` are filled
+    /// in from `c`, then `extra` (`exitCode`, `signal`, `oldName`, ...) is added.
+    pub fn emit_container(&self, c: &ContainerRecord, action: &str, extra: &[(&str, String)]) {
+        let mut attrs: std::collections::BTreeMap<String, String> =
+            serde_json::from_str::<serde_json::Value>(&c.config_json)
+                .ok()
+                .and_then(|v| v.get("Labels").cloned())
+                .and_then(|l| serde_json::from_value(l).ok())
+                .unwrap_or_default();
+        attrs.insert("image".into(), c.image_ref.clone());
+        attrs.insert("name".into(), c.name.to_string());
+        for (k, v) in extra {
+            attrs.insert((*k).to_string(), v.clone());
+        }
+        self.emit(events::EventType::Container, action, c.id.as_str(), attrs);
+    }
+
+    /// Publish an image event for `id` (`sha256:…`); `name` is the reference concerned
+    /// (the tag for tag/untag, the ID itself for load/delete of an untagged image).
+    pub fn emit_image(&self, id: &ImageId, name: &str, action: &str) {
+        let attrs = [("name".to_string(), name.to_string())].into();
+        self.emit(events::EventType::Image, action, &id.to_string(), attrs);
     }
 
     /// The replicated state.
@@ -143,7 +205,10 @@ impl Engine {
         let running: Vec<ContainerId> = self.store.read(|s| {
             s.containers
                 .values()
-                .filter(|c| c.status == ContainerStatus::Running && c.node == self.node)
+                .filter(|c| {
+                    matches!(c.status, ContainerStatus::Running | ContainerStatus::Paused)
+                        && c.node == self.node
+                })
                 .map(|c| c.id.clone())
                 .collect()
         });
@@ -196,6 +261,7 @@ impl Engine {
                 },
             })
             .await?;
+            self.emit_image(&img.id, &img.id.to_string(), "load");
             if img.repo_tags.is_empty() {
                 lines.push(format!("Loaded image ID: {}\n", img.id));
             }
@@ -206,6 +272,7 @@ impl Engine {
                     image: img.id,
                 })
                 .await?;
+                self.emit_image(&img.id, &reference, "tag");
                 lines.push(format!("Loaded image: {reference}\n"));
             }
         }
@@ -301,6 +368,13 @@ impl Engine {
             .as_ref()
             .map(|h| h.auto_remove)
             .unwrap_or(false);
+        let policy = RestartPolicy::parse(&host_config).map_err(ApiError::bad_request)?;
+        if auto_remove && policy != RestartPolicy::No {
+            return Err(ApiError::bad_request(
+                "can't create 'AutoRemove' container with restart policy",
+            ));
+        }
+        let (host, volume_needs) = self.resolve_host_config(&req, &run_cfg)?;
         let run = ContainerRunSpec {
             id: id.clone(),
             image_id: image.id,
@@ -313,6 +387,7 @@ impl Engine {
             tty: req.tty,
             open_stdin: req.open_stdin,
             stop_signal,
+            host,
         };
         let mut record = ContainerRecord {
             id: id.clone(),
@@ -358,6 +433,14 @@ impl Engine {
                 Err(e) => return Err(e.into()),
             }
         }
+        if let Err(e) = self.ensure_volumes(&volume_needs).await {
+            warn!(container = %id.short(), error = %e, "volumes failed, rolling back");
+            let _ = self
+                .propose(Command::RemoveContainer { id: id.clone() })
+                .await;
+            self.remove_anonymous_volumes(&record).await;
+            return Err(e);
+        }
         if let Err(e) = self.agent.create(&record.run).await {
             warn!(container = %id.short(), error = %e, "create failed, rolling back");
             let _ = self
@@ -366,6 +449,7 @@ impl Engine {
             return Err(e.into());
         }
         info!(container = %id.short(), name = %record.name, image = %req.image, "created");
+        self.emit_container(&record, "create", &[]);
         Ok(id)
     }
 
@@ -375,6 +459,11 @@ impl Engine {
         let lock = self.lock_for(&c.id);
         let _guard = lock.lock().await;
         let c = self.container(c.id.as_str())?;
+        if c.status == ContainerStatus::Paused {
+            return Err(ApiError::conflict(
+                "cannot start a paused container, try unpause instead",
+            ));
+        }
         if c.status == ContainerStatus::Running {
             return Err(ApiError::not_modified());
         }
@@ -388,6 +477,7 @@ impl Engine {
                     at_ns: now_ns(),
                 })
                 .await?;
+                self.emit_container(&c, "start", &[]);
                 self.monitor(c.id.clone());
                 Ok(())
             }
@@ -399,7 +489,9 @@ impl Engine {
                     || message.contains("no such file or directory")
                 {
                     127
-                } else if message.contains("permission denied") {
+                } else if message.contains("permission denied")
+                    || message.contains("not a directory")
+                {
                     126
                 } else {
                     128
@@ -412,6 +504,7 @@ impl Engine {
                     error: message.clone(),
                 })
                 .await?;
+                self.emit_container(&c, "die", &[("exitCode", exit_code.to_string())]);
                 if c.auto_remove {
                     self.remove_locked(&c.id).await?;
                 }
@@ -438,7 +531,10 @@ impl Engine {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&id);
+            let code = exit.map_or(255, |e| e.code);
             engine.handle_exit(&id, exit).await;
+            let ran_for = engine.last_run_time(&id);
+            engine.after_exit(&id, code, ran_for, exit.is_none());
         });
     }
 
@@ -465,6 +561,9 @@ impl Engine {
         {
             warn!(container = %id.short(), error = %e, "recording exit failed");
             return;
+        }
+        if let Ok(c) = self.container(id.as_str()) {
+            self.emit_container(&c, "die", &[("exitCode", exit_code.to_string())]);
         }
         let lock = self.lock_for(id);
         let _guard = lock.lock().await;
@@ -523,7 +622,9 @@ impl Engine {
                         code = c.exit_code;
                     }
                     match condition {
-                        WaitCondition::NotRunning => c.status != ContainerStatus::Running,
+                        WaitCondition::NotRunning => {
+                            !matches!(c.status, ContainerStatus::Running | ContainerStatus::Paused)
+                        }
                         WaitCondition::NextExit => {
                             c.status == ContainerStatus::Exited && c.finished_ns != first_finish
                         }
@@ -546,10 +647,26 @@ impl Engine {
         signal: Option<i32>,
     ) -> Result<(), ApiError> {
         let c = self.container(reference)?;
+        self.note_manual_stop(&c.id).await;
+        if c.status == ContainerStatus::Paused {
+            // A frozen process cannot act on a signal: SIGKILL, which the shim thaws.
+            self.kill(c.id.as_str(), 9).await?;
+            self.wait_state(&c.id, Some(Duration::from_secs(30)), |c| {
+                c.is_none_or(|c| c.status == ContainerStatus::Exited)
+            })
+            .await;
+            return Ok(());
+        }
         if c.status != ContainerStatus::Running {
             return Err(ApiError::not_modified());
         }
         let sig = signal.unwrap_or(c.run.stop_signal);
+        // `--stop-timeout` (Config.StopTimeout) when the request gives none.
+        let timeout = timeout.or_else(|| {
+            serde_json::from_str::<serde_json::Value>(&c.config_json)
+                .ok()
+                .and_then(|v| v.get("StopTimeout").and_then(|t| t.as_i64()))
+        });
         let grace = match timeout {
             Some(t) if t < 0 => None,
             Some(t) => Some(Duration::from_secs(t as u64)),
@@ -557,27 +674,33 @@ impl Engine {
         };
         let not_running =
             |c: Option<&ContainerRecord>| c.is_none_or(|c| c.status != ContainerStatus::Running);
+        self.emit_container(&c, "kill", &[("signal", sig.to_string())]);
         if self.agent.kill(&c.id, sig).await.is_ok()
             && self.wait_state(&c.id, grace, not_running).await
         {
+            self.emit_container(&c, "stop", &[]);
             return Ok(());
         }
         info!(container = %c.id.short(), "stop timeout, sending SIGKILL");
+        self.emit_container(&c, "kill", &[("signal", "9".to_string())]);
         let _ = self.agent.kill(&c.id, 9).await;
         self.wait_state(&c.id, Some(Duration::from_secs(30)), not_running)
             .await;
+        self.emit_container(&c, "stop", &[]);
         Ok(())
     }
 
     /// `POST /containers/{id}/kill`.
     pub async fn kill(&self, reference: &str, signal: i32) -> Result<(), ApiError> {
         let c = self.container(reference)?;
-        if c.status != ContainerStatus::Running {
+        if !matches!(c.status, ContainerStatus::Running | ContainerStatus::Paused) {
             return Err(ApiError::conflict(format!(
                 "Container {} is not running",
                 c.id
             )));
         }
+        self.note_manual_stop(&c.id).await;
+        self.emit_container(&c, "kill", &[("signal", signal.to_string())]);
         self.agent.kill(&c.id, signal).await?;
         Ok(())
     }
@@ -585,7 +708,13 @@ impl Engine {
     /// `DELETE /containers/{id}`: 409 if running unless `force`.
     pub async fn remove(&self, reference: &str, force: bool) -> Result<(), ApiError> {
         let c = self.container(reference)?;
-        if c.status == ContainerStatus::Running {
+        if c.status == ContainerStatus::Paused && !force {
+            return Err(ApiError::conflict(format!(
+                "cannot remove container \"/{}\": container is paused and must be unpaused first",
+                c.name
+            )));
+        }
+        if matches!(c.status, ContainerStatus::Running | ContainerStatus::Paused) {
             if !force {
                 return Err(ApiError::conflict(format!(
                     "cannot remove container \"/{}\": container is running: stop the container before removing or force remove",
@@ -595,7 +724,9 @@ impl Engine {
             let _ = self.agent.kill(&c.id, 9).await;
             let stopped = self
                 .wait_state(&c.id, Some(Duration::from_secs(30)), |c| {
-                    c.is_none_or(|c| c.status != ContainerStatus::Running)
+                    c.is_none_or(|c| {
+                        !matches!(c.status, ContainerStatus::Running | ContainerStatus::Paused)
+                    })
                 })
                 .await;
             if !stopped {
@@ -612,18 +743,30 @@ impl Engine {
             .read(|s| s.containers.get(&c.id).map(|c| c.status))
         {
             None => Ok(()),
-            Some(ContainerStatus::Running) => Err(ApiError::conflict(format!(
-                "cannot remove container \"/{}\": container is running",
-                c.name
-            ))),
+            Some(ContainerStatus::Running | ContainerStatus::Paused) => {
+                Err(ApiError::conflict(format!(
+                    "cannot remove container \"/{}\": container is running",
+                    c.name
+                )))
+            }
             Some(_) => self.remove_locked(&c.id).await,
         }
     }
 
     async fn remove_locked(&self, id: &ContainerId) -> Result<(), ApiError> {
+        let record = self.container(id.as_str()).ok();
         self.agent.remove(id).await?;
         self.propose(Command::RemoveContainer { id: id.clone() })
             .await?;
+        self.forget_execs(id);
+        if let Some(c) = &record {
+            self.emit_container(c, "destroy", &[]);
+            // `--rm` takes the container's anonymous volumes with it, as Docker does.
+            if c.auto_remove {
+                self.remove_anonymous_volumes(c).await;
+            }
+            self.release_container_layers(&c.run.image_id).await;
+        }
         self.locks
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -643,9 +786,9 @@ impl Engine {
         });
         for id in ids {
             let running = self.store.read(|s| {
-                s.containers
-                    .get(&id)
-                    .is_some_and(|c| c.status == ContainerStatus::Running)
+                s.containers.get(&id).is_some_and(|c| {
+                    matches!(c.status, ContainerStatus::Running | ContainerStatus::Paused)
+                })
             });
             if running {
                 let _ = self.agent.kill(&id, 9).await;

@@ -48,6 +48,7 @@ fn container(n: u8, name: &str, img: &ImageRecord) -> ContainerRecord {
             tty: false,
             open_stdin: false,
             stop_signal: 15,
+            host: Default::default(),
         },
         config_json: "{}".into(),
         host_config_json: "{}".into(),

@@ -17,6 +17,8 @@ pub struct Wharf {
     /// The loopback address the API listens on.
     pub ip: String,
     pub downed: bool,
+    /// More arguments for `wharf up` (see [`Wharf::start_with`]).
+    pub extra_args: Vec<String>,
 }
 
 /// A port that was free a moment ago.
@@ -32,6 +34,11 @@ pub fn wharf_bin() -> &'static str {
 impl Wharf {
     /// Start `wharf up` on a new data dir and free port; returns once `client.env` exists.
     pub fn start() -> Wharf {
+        Wharf::start_with(&[])
+    }
+
+    /// Like [`Wharf::start`], with more arguments for `wharf up`.
+    pub fn start_with(extra_args: &[&str]) -> Wharf {
         let dir = tempfile::Builder::new()
             .prefix("wharf-test-")
             .tempdir_in("/var/tmp")
@@ -42,6 +49,7 @@ impl Wharf {
             port: free_port(),
             ip: "127.0.0.1".into(),
             downed: false,
+            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
         };
         w.spawn();
         w
@@ -49,6 +57,28 @@ impl Wharf {
 
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
+    }
+
+    /// The instance's local API socket (under its temp dir, never the system default).
+    pub fn socket_path(&self) -> PathBuf {
+        self.dir.path().join("run/docker.sock")
+    }
+
+    /// A `docker` command pointed at the instance's unix socket (no TLS).
+    pub fn docker_unix_cmd(&self) -> Command {
+        let mut c = Command::new("docker");
+        let cfg = self.dir.path().join("docker-config");
+        let _ = std::fs::create_dir_all(&cfg);
+        c.env(
+            "DOCKER_HOST",
+            format!("unix://{}", self.socket_path().display()),
+        )
+        .env_remove("DOCKER_TLS_VERIFY")
+        .env_remove("DOCKER_CERT_PATH")
+        .env("DOCKER_CONFIG", cfg)
+        .env_remove("DOCKER_CONTEXT")
+        .stdin(Stdio::null());
+        c
     }
 
     /// (Re)start the process on the same data dir and port.
@@ -62,6 +92,9 @@ impl Wharf {
             .args(["up", "--data-dir"])
             .arg(self.data_dir())
             .args(["--api-addr", &format!("{}:{}", self.ip, self.port)])
+            .arg("--unix-socket")
+            .arg(self.socket_path())
+            .args(&self.extra_args)
             .env("WHARF_LOG", "info,wharf_controller=debug,wharf_node=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -8,6 +8,7 @@
 //!                              /work        empty (non-bottom layers, as moby)
 //!                              /size        bytes of regular files in diff (wharf only)
 //! <root>/overlay2/<container-id>/{diff,work,merged,link,lower}   writable layer
+//! <root>/overlay2/<container-id>-init/{diff,link}  mount points and /.dockerenv, below it
 //! <root>/overlay2/l/<short> -> ../<dir>/diff                     keeps mount data short
 //! <root>/overlay2/.tmp-*                    half-built dirs, removed at open
 //! <root>/image/layers/<diffid-hex>.tar      canonical uncompressed layer tar (for save)
@@ -117,6 +118,11 @@ pub fn child_lower(parent_link: &str, parent_lower: Option<&str>) -> String {
     }
 }
 
+/// The directory name of a container's init layer, `<id>-init` as moby names it.
+pub fn init_dir_name(container_id: &str) -> String {
+    format!("{container_id}-init")
+}
+
 /// Whether `id` may name a writable layer directory: a single path component of ASCII
 /// letters, digits, `_` and `-`, at most 128 bytes, and not `l`.
 pub fn valid_container_id(id: &str) -> bool {
@@ -159,10 +165,11 @@ impl MountSpec {
         if self.lowerdir.is_empty() {
             return Err(StoreError::NoLowerLayers);
         }
-        if self.lowerdir.len() > MAX_LAYERS {
+        // The image's layers and the container's init layer.
+        if self.lowerdir.len() > MAX_LAYERS + 1 {
             return Err(StoreError::TooManyLayers {
                 count: self.lowerdir.len(),
-                max: MAX_LAYERS,
+                max: MAX_LAYERS + 1,
             });
         }
         for p in self
@@ -203,6 +210,43 @@ impl MountSpec {
         }
         Ok(relative)
     }
+}
+
+/// The option string of a read-only overlay over `lowers` (`l/<short>` names, uppermost
+/// first, relative to `overlay2/`), as `docker export` mounts a container's view: at least
+/// two layers (the kernel's rule without an upper dir), at most [`MAX_LAYERS`] + 2 (the
+/// writable and init layers over the image's), and within one page. Pure.
+pub fn readonly_mount_data(lowers: &[String]) -> Result<String, StoreError> {
+    readonly_mount_data_for_page_size(lowers, page_size())
+}
+
+/// [`readonly_mount_data`] for a given page size; unit-tested.
+pub fn readonly_mount_data_for_page_size(
+    lowers: &[String],
+    page_size: usize,
+) -> Result<String, StoreError> {
+    if lowers.len() < 2 {
+        return Err(StoreError::NoLowerLayers);
+    }
+    if lowers.len() > MAX_LAYERS + 2 {
+        return Err(StoreError::TooManyLayers {
+            count: lowers.len(),
+            max: MAX_LAYERS + 2,
+        });
+    }
+    for l in lowers {
+        if l.is_empty() || l.contains([',', ':', '\0']) {
+            return Err(StoreError::BadMountPath(l.clone()));
+        }
+    }
+    let data = format!("lowerdir={}", lowers.join(":"));
+    if data.len() > page_size.saturating_sub(1) {
+        return Err(StoreError::MountDataTooLong {
+            len: data.len(),
+            max: page_size.saturating_sub(1),
+        });
+    }
+    Ok(data)
 }
 
 fn path_str(p: &Path) -> Result<&str, StoreError> {
@@ -262,7 +306,7 @@ mod tests {
 
     #[test]
     fn long_chains_switch_to_relative_paths_then_fail_past_a_page() {
-        let s = spec(MAX_LAYERS);
+        let s = spec(MAX_LAYERS + 1);
         let d = s.data_for_page_size(4096).unwrap();
         assert!(d.contains(&format!(",upperdir={}/diff,", "c".repeat(64))));
         assert!(d.len() <= 4095);
@@ -273,7 +317,7 @@ mod tests {
             Err(StoreError::MountDataTooLong { .. })
         ));
         assert!(matches!(
-            spec(MAX_LAYERS + 1).data_for_page_size(1 << 20),
+            spec(MAX_LAYERS + 2).data_for_page_size(1 << 20),
             Err(StoreError::TooManyLayers { .. })
         ));
         assert!(matches!(
@@ -293,6 +337,26 @@ mod tests {
         let mut s = spec(1);
         s.lowerdir[0] = "l/A:/".to_string();
         assert!(s.data_for_page_size(4096).is_err());
+    }
+
+    #[test]
+    fn readonly_views_stack_the_writable_layer_over_the_image() {
+        let lowers: Vec<String> = (0..MAX_LAYERS + 2)
+            .map(|i| format!("l/{}", link_name(&i.to_string())))
+            .collect();
+        let d = readonly_mount_data_for_page_size(&lowers, 4096).unwrap();
+        assert!(d.starts_with(&format!("lowerdir={}:{}", lowers[0], lowers[1])));
+        assert!(d.len() < 4096);
+        assert!(matches!(
+            readonly_mount_data_for_page_size(&lowers[..1], 4096),
+            Err(StoreError::NoLowerLayers)
+        ));
+        let mut too_many = lowers.clone();
+        too_many.push("l/X".into());
+        assert!(readonly_mount_data_for_page_size(&too_many, 1 << 20).is_err());
+        assert!(readonly_mount_data_for_page_size(&lowers, 2048).is_err());
+        let bad = vec!["l/A".to_string(), "l/B,upperdir=/".to_string()];
+        assert!(readonly_mount_data_for_page_size(&bad, 4096).is_err());
     }
 
     #[test]

@@ -6,21 +6,29 @@
 //!                                                               │ per layer
 //!                                                    apply.rs (openat2-confined writes)
 //!  layout.rs: paths + MountSpec (pure) ──► mount.rs: mount(2)/umount2(2) (thin, in the shim)
+//!  save.rs: docker save · gc.rs: freeing unused layers · rwlayer.rs: diff, export,
+//!  commit and import (writable layers in, new layers out)
 //! ```
 //!
 //! Image configs and tags are returned ([`LoadedImage`]) for the controller to keep; only
 //! layer data and layer metadata live here.
 
 pub mod apply;
+pub mod gc;
 pub mod layout;
 pub mod load;
 pub mod mount;
+pub mod rwlayer;
+pub mod save;
 pub mod store;
 
 pub use apply::ApplyError;
+pub use gc::Collected;
 pub use layout::{Layout, MountSpec};
 pub use load::{LoadError, LoadedImage};
 pub use mount::{mount_overlay, unmount};
+pub use rwlayer::{Change, ChangeKind, RwLayerError, SpooledLayer};
+pub use save::{PreparedSave, SaveError, SaveImage};
 pub use store::{ImageStore, StoreError};
 
 #[cfg(test)]

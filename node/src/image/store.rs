@@ -122,6 +122,7 @@ pub struct ImageStore {
 struct Inner {
     layout: Layout,
     seq: AtomicU64,
+    layer_lock: Arc<tokio::sync::RwLock<()>>,
 }
 
 /// Removes a half-built path on drop unless disarmed.
@@ -185,8 +186,17 @@ impl ImageStore {
             inner: Arc::new(Inner {
                 layout,
                 seq: AtomicU64::new(0),
+                layer_lock: Arc::default(),
             }),
         })
+    }
+
+    /// The lock between adding layers and collecting unused ones: hold it shared from
+    /// adding layers (load, import, commit) until the controller has recorded the image,
+    /// and exclusively around [`ImageStore::remove_unused_layers`] and the record changes
+    /// that decide it, so a collection never frees a layer that is about to be used.
+    pub fn layer_lock(&self) -> Arc<tokio::sync::RwLock<()>> {
+        self.inner.layer_lock.clone()
     }
 
     /// Where everything lives.
@@ -451,12 +461,14 @@ impl ImageStore {
         if !layout::valid_container_id(container_id) {
             return Err(StoreError::InvalidContainerId(container_id.to_string()));
         }
-        let lowers = self.chain_lowers(diff_ids)?;
+        let mut lowers = self.chain_lowers(diff_ids)?;
         let layout = self.layout();
         let dir = layout.rw_dir(container_id);
         if dir.exists() {
             return self.rw_mount_spec(container_id, diff_ids);
         }
+        let init_link = self.create_init_layer(container_id)?;
+        lowers.insert(0, format!("l/{init_link}"));
         let tmp = layout.overlay().join(self.tmp_name("rw"));
         let mut guard = TmpGuard(Some(tmp.clone()));
         for sub in ["", "diff", "work", "merged"] {
@@ -481,6 +493,63 @@ impl ImageStore {
         Ok(layout.rw_mount(container_id, lowers))
     }
 
+    /// Create the container's init layer `<id>-init` (moby's): the mount points the
+    /// runtime binds over (`/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf`,
+    /// `/dev/console`, `/dev/pts`, `/dev/shm`, `/proc`, `/sys`), `/.dockerenv` and
+    /// `/etc/mtab -> /proc/mounts`, so that they never land in the writable layer (and in
+    /// `docker diff` or `docker commit`). Returns its short link name; an existing one is
+    /// reused.
+    fn create_init_layer(&self, container_id: &str) -> Result<String, StoreError> {
+        let layout = self.layout();
+        let name = layout::init_dir_name(container_id);
+        let link = layout::link_name(&name);
+        let dir = layout.rw_dir(&name);
+        if dir.join("diff").is_dir() {
+            self.make_link(&link, &name)?;
+            return Ok(link);
+        }
+        let tmp = layout.overlay().join(self.tmp_name("init"));
+        let mut guard = TmpGuard(Some(tmp.clone()));
+        let diff = tmp.join("diff");
+        for sub in [
+            "",
+            "diff",
+            "diff/dev",
+            "diff/dev/pts",
+            "diff/dev/shm",
+            "diff/etc",
+            "diff/proc",
+            "diff/sys",
+        ] {
+            let p = tmp.join(sub);
+            std::fs::create_dir(&p).map_err(io_err("create", &p))?;
+            std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .map_err(io_err("chmod", &p))?;
+        }
+        for f in [
+            ".dockerenv",
+            "etc/hosts",
+            "etc/hostname",
+            "etc/resolv.conf",
+            "dev/console",
+        ] {
+            let p = diff.join(f);
+            std::fs::File::create(&p).map_err(io_err("create", &p))?;
+            std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .map_err(io_err("chmod", &p))?;
+        }
+        let mtab = diff.join("etc/mtab");
+        std::os::unix::fs::symlink("/proc/mounts", &mtab).map_err(io_err("symlink", &mtab))?;
+        write_file(&tmp.join("link"), link.as_bytes())?;
+        self.make_link(&link, &name)?;
+        match std::fs::rename(&tmp, &dir) {
+            Ok(()) => guard.disarm(),
+            Err(_) if dir.join("diff").is_dir() => {}
+            Err(e) => return Err(io_err("rename", &tmp)(e)),
+        }
+        Ok(link)
+    }
+
     /// The mount spec of an existing writable layer (after an agent restart). With
     /// `diff_ids` empty the layers recorded on disk are used unchecked; otherwise they must
     /// be the chain's.
@@ -503,8 +572,19 @@ impl ImageStore {
             .filter(|s| !s.is_empty())
             .map(str::to_string)
             .collect();
-        if !diff_ids.is_empty() && self.chain_lowers(diff_ids)? != lowers {
-            return Err(StoreError::RwLayerMismatch(container_id.to_string()));
+        if !diff_ids.is_empty() {
+            // Writable layers made before init layers existed have none.
+            let init = format!(
+                "l/{}",
+                layout::link_name(&layout::init_dir_name(container_id))
+            );
+            let image_lowers = match lowers.split_first() {
+                Some((first, rest)) if *first == init => rest,
+                _ => &lowers[..],
+            };
+            if self.chain_lowers(diff_ids)? != image_lowers {
+                return Err(StoreError::RwLayerMismatch(container_id.to_string()));
+            }
         }
         Ok(self.layout().rw_mount(container_id, lowers))
     }
@@ -532,6 +612,19 @@ impl ImageStore {
         let tmp = layout.overlay().join(self.tmp_name("rm"));
         std::fs::rename(&dir, &tmp).map_err(io_err("rename", &dir))?;
         std::fs::remove_dir_all(&tmp).map_err(io_err("remove", &tmp))?;
+        let init_name = layout::init_dir_name(container_id);
+        let init = layout.rw_dir(&init_name);
+        if init.exists() {
+            let p = layout.links().join(layout::link_name(&init_name));
+            if let Err(e) = std::fs::remove_file(&p) {
+                if e.kind() != io::ErrorKind::NotFound {
+                    return Err(io_err("remove", &p)(e));
+                }
+            }
+            let tmp = layout.overlay().join(self.tmp_name("rm"));
+            std::fs::rename(&init, &tmp).map_err(io_err("rename", &init))?;
+            std::fs::remove_dir_all(&tmp).map_err(io_err("remove", &tmp))?;
+        }
         tracing::info!(container = container_id, "writable layer removed");
         Ok(())
     }

@@ -148,7 +148,29 @@ fn writable_layers_are_created_found_and_removed() {
     let ids = unpack_all(&s, &two_layers());
     let cid = "c".repeat(64);
     let spec = s.create_rw_layer(&cid, &ids).unwrap();
-    assert_eq!(spec.lowerdir.len(), 2);
+    assert_eq!(
+        spec.lowerdir.len(),
+        3,
+        "init layer over the two image layers"
+    );
+    let init = tmp.path().join("overlay2").join(format!("{cid}-init"));
+    assert_eq!(
+        spec.lowerdir[0],
+        format!("l/{}", std::fs::read_to_string(init.join("link")).unwrap())
+    );
+    for f in [
+        ".dockerenv",
+        "etc/hosts",
+        "etc/hostname",
+        "etc/resolv.conf",
+        "dev/console",
+    ] {
+        assert!(init.join("diff").join(f).is_file(), "{f}");
+    }
+    assert_eq!(
+        std::fs::read_link(init.join("diff/etc/mtab")).unwrap(),
+        std::path::PathBuf::from("/proc/mounts")
+    );
     assert_eq!(spec.cwd, tmp.path().join("overlay2"));
     assert_eq!(
         spec.upperdir,
@@ -168,6 +190,7 @@ fn writable_layers_are_created_found_and_removed() {
 
     s.remove_rw_layer(&cid).unwrap();
     assert!(!tmp.path().join("overlay2").join(&cid).exists());
+    assert!(!init.exists(), "the init layer goes with it");
     assert!(std::fs::symlink_metadata(tmp.path().join("overlay2/l").join(&link)).is_err());
     assert!(matches!(
         s.rw_mount_spec(&cid, &[]),
@@ -235,7 +258,11 @@ fn one_hundred_twenty_eight_layers_mount() {
     let ids = unpack_all(&s, &layers);
     let cid = "b".repeat(64);
     let spec = s.create_rw_layer(&cid, &ids).unwrap();
-    assert_eq!(spec.lowerdir.len(), 128);
+    assert_eq!(
+        spec.lowerdir.len(),
+        129,
+        "128 image layers and the init layer"
+    );
     let _m = mount(&spec);
     assert_eq!(
         std::fs::read_to_string(spec.target.join("f0")).unwrap(),

@@ -13,7 +13,8 @@ use std::path::Path;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 use wharf_protocol::shim::{
-    AttachInput, AttachOutput, Exit, Request, Response, ShimState, PROTOCOL_VERSION,
+    AttachInput, AttachOutput, ErrorKind, ExecSpec, Exit, Request, Response, ShimState,
+    PROTOCOL_VERSION,
 };
 
 /// The exit recorded in `<state_dir>/exit.json`, if the container has exited.
@@ -112,6 +113,47 @@ impl ShimClient {
         self.expect_ok(&Request::Resize { height, width }).await
     }
 
+    /// Resize the terminal of a running TTY exec process.
+    pub async fn resize_exec(
+        &mut self,
+        exec_id: &str,
+        height: u16,
+        width: u16,
+    ) -> Result<(), RuntimeError> {
+        self.require_version(2, "exec")?;
+        let request = Request::ResizeExec {
+            exec_id: exec_id.to_string(),
+            height,
+            width,
+        };
+        self.expect_ok(&request).await
+    }
+
+    /// Freeze every process of the container (`docker pause`).
+    pub async fn pause(&mut self) -> Result<(), RuntimeError> {
+        self.require_version(2, "pause")?;
+        self.expect_ok(&Request::Pause).await
+    }
+
+    /// Thaw a paused container (`docker unpause`).
+    pub async fn resume(&mut self) -> Result<(), RuntimeError> {
+        self.require_version(2, "unpause")?;
+        self.expect_ok(&Request::Resume).await
+    }
+
+    fn require_version(&self, version: u32, what: &str) -> Result<(), RuntimeError> {
+        if self.version >= version {
+            return Ok(());
+        }
+        Err(RuntimeError::Shim {
+            kind: ErrorKind::UnsupportedVersion,
+            message: format!(
+                "{what} needs shim protocol {version}; this container's shim speaks {}",
+                self.version
+            ),
+        })
+    }
+
     /// Block until the container has exited; returns how.
     pub async fn wait(&mut self) -> Result<Exit, RuntimeError> {
         match self.call(&Request::Wait).await? {
@@ -166,6 +208,35 @@ pub async fn attach(state_dir: &Path, stdin: bool) -> Result<AttachStream, Runti
         },
         input: AttachInputSink { writer },
     })
+}
+
+/// Run `spec` in the running container of `state_dir`; returns the exec process' host
+/// PID and its stream (output, then its [`AttachEvent::Exit`]; stdin if `spec.stdin`).
+pub async fn exec(state_dir: &Path, spec: ExecSpec) -> Result<(u32, AttachStream), RuntimeError> {
+    let (mut stream, version, _) = open(state_dir).await?;
+    if version < 2 {
+        return Err(RuntimeError::Shim {
+            kind: ErrorKind::UnsupportedVersion,
+            message: format!("exec needs shim protocol 2; this container's shim speaks {version}"),
+        });
+    }
+    write_frame(&mut stream, &Request::Exec { spec }).await?;
+    let pid = match read_frame::<_, Response>(&mut stream).await? {
+        Response::ExecStarted { pid } => pid,
+        Response::Error { kind, message } => return Err(RuntimeError::Shim { kind, message }),
+        other => return Err(RuntimeError::Unexpected(format!("{other:?}"))),
+    };
+    let (reader, writer) = stream.into_split();
+    Ok((
+        pid,
+        AttachStream {
+            output: AttachOutputStream {
+                reader,
+                done: false,
+            },
+            input: AttachInputSink { writer },
+        },
+    ))
 }
 
 /// An attach connection; split it to read output and write stdin concurrently.
@@ -243,5 +314,11 @@ impl AttachInputSink {
     /// Close the container's stdin (once every stdin attacher has).
     pub async fn close_stdin(&mut self) -> Result<(), RuntimeError> {
         Ok(write_frame(&mut self.writer, &AttachInput::CloseStdin).await?)
+    }
+
+    /// Stop sending stdin but leave the container's stdin open (Docker's detach keys).
+    /// Shims older than protocol 2 close it instead.
+    pub async fn detach(&mut self) -> Result<(), RuntimeError> {
+        Ok(write_frame(&mut self.writer, &AttachInput::Detach).await?)
     }
 }

@@ -31,6 +31,49 @@ pub enum LookupError {
     Empty,
 }
 
+/// Why a working directory is refused before anything is created.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WorkdirError {
+    /// Under `/proc`: `/proc/self/fd/N` would be a descriptor the runtime holds, possibly
+    /// a host directory (runc CVE-2024-21626).
+    #[error("working directory {0} is under /proc: refused, it could reach the host's files (CVE-2024-21626)")]
+    UnderProc(String),
+}
+
+/// Refuse working directories that could leak host file descriptors: anything under
+/// `/proc` once `.` and `..` are resolved lexically (runc CVE-2024-21626).
+pub fn check_working_dir(cwd: &str) -> Result<(), WorkdirError> {
+    let mut parts: Vec<&str> = Vec::new();
+    for p in cwd.split('/') {
+        match p {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    if parts.first() == Some(&"proc") {
+        return Err(WorkdirError::UnderProc(cwd.to_string()));
+    }
+    Ok(())
+}
+
+/// An OS error as Go prints it ("not a directory"), without Rust's "(os error N)".
+pub fn os_error_text(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(n) => {
+            let text = nix::errno::Errno::from_raw(n).desc();
+            let mut chars = text.chars();
+            match chars.next() {
+                Some(first) => first.to_lowercase().chain(chars).collect(),
+                None => e.to_string(),
+            }
+        }
+        None => e.to_string(),
+    }
+}
+
 /// What probing one candidate path found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Probe {
@@ -194,6 +237,12 @@ pub fn ensure_dir_in_root(root: &Path, path: &str) -> std::io::Result<()> {
     open_in_root(&dir, &current, OFlags::PATH | OFlags::DIRECTORY).map(drop)
 }
 
+/// Check that `path` (absolute inside the container) is a directory inside `root`.
+pub fn check_dir_in_root(root: &Path, path: &str) -> std::io::Result<()> {
+    let dir = open_root(root)?;
+    open_in_root(&dir, path, OFlags::PATH | OFlags::DIRECTORY).map(drop)
+}
+
 /// Whether `target` is a mount point according to `/proc/self/mountinfo` contents
 /// (field 5, with the kernel's octal escapes for space, tab, newline and backslash).
 pub fn is_mount_point(mountinfo: &str, target: &Path) -> bool {
@@ -303,5 +352,31 @@ mod tests {
         );
         ensure_dir_in_root(r, "/hostetc/new/dir").unwrap();
         assert!(r.join("etc/new/dir").is_dir());
+    }
+
+    #[test]
+    fn working_dirs_under_proc_are_refused() {
+        assert!(check_working_dir("/").is_ok());
+        assert!(check_working_dir("/app/proc").is_ok());
+        assert!(check_working_dir("/procfs").is_ok());
+        for bad in [
+            "/proc/self/fd/7",
+            "/proc",
+            "//proc/1/cwd",
+            "/tmp/../proc/self/cwd",
+        ] {
+            assert_eq!(
+                check_working_dir(bad),
+                Err(WorkdirError::UnderProc(bad.to_string())),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn os_errors_read_like_go() {
+        let e = std::io::Error::from_raw_os_error(libc::ENOTDIR);
+        assert_eq!(os_error_text(&e), "not a directory");
+        assert_eq!(os_error_text(&std::io::Error::other("x")), "x");
     }
 }

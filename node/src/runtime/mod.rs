@@ -22,11 +22,15 @@
 
 pub mod client;
 pub mod config;
+pub mod etc_files;
+pub mod exec;
 pub mod exit;
 pub mod framing;
 pub mod jsonlog;
 pub mod logs;
 pub mod lookup;
+pub mod prepare;
+pub mod seccomp;
 pub mod server;
 pub mod shim;
 mod shim_log;
@@ -35,13 +39,13 @@ pub mod spec;
 mod stdio;
 pub mod user;
 
-pub use client::{attach, read_exit, AttachEvent, AttachStream, ShimClient};
+pub use client::{attach, exec, read_exit, AttachEvent, AttachStream, ShimClient};
 pub use config::{ShimConfig, StatePaths, SHIM_CONFIG_VERSION};
 pub use logs::{read_log_entries, LogEntry, LogFollower};
 pub use shim::shim_main;
 pub use spawn::spawn_shim;
 pub use spec::{build_spec, RuntimePlan};
-pub use wharf_protocol::shim::{ErrorKind, Exit, ShimState, Status};
+pub use wharf_protocol::shim::{ErrorKind, ExecSpec, Exit, ShimState, Status};
 
 /// Why talking to, or starting, a shim failed.
 #[derive(Debug, thiserror::Error)]

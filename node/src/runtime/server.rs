@@ -11,6 +11,7 @@
 //!                          └───► every attacher's queue ─► attach connection
 //!  SIGCHLD / pidfd ─► reaper ─► exit.json, waiters; Exit to attachers after the pumps end
 //!  shim.sock ─► connection: Hello, then Start | State | Kill | Wait | Delete | Attach
+//!                            | Exec (→ `exec`) | ResizeExec | Pause | Resume
 //! ```
 //!
 //! Attachers registered before Start see all output: nothing is read before the process
@@ -27,13 +28,14 @@ use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 use tokio::net::UnixStream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 use wharf_protocol::shim::{
     AttachOutput, ErrorKind, Exit, Request, Response, ShimState, Status, PROTOCOL_VERSION,
 };
@@ -50,6 +52,7 @@ pub(crate) struct Created {
     pub cgroups_path: String,
     pub rootfs: PathBuf,
     pub log_path: PathBuf,
+    pub runtime_root: PathBuf,
     pub container: Container,
     pub pid: i32,
     /// Read ends of the container's output: (stream number, fd).
@@ -67,6 +70,8 @@ pub(super) struct State {
     pub(super) exit: Option<Exit>,
     pub(super) attachers: Vec<mpsc::Sender<AttachOutput>>,
     pub(super) stdin: Option<Rc<AsyncFd<OwnedFd>>>,
+    /// The container's cgroup is frozen (Pause).
+    pub(super) paused: bool,
 }
 
 /// Everything the shim's tasks share, behind one `Rc`.
@@ -80,6 +85,14 @@ pub(super) struct Shim {
     pub(super) state: RefCell<State>,
     pub(super) log: RefCell<Option<JsonLogWriter>>,
     pub(super) pty: Option<OwnedFd>,
+    /// libcontainer's state root, for exec (tenant) processes.
+    pub(super) runtime_root: PathBuf,
+    /// Exec processes not yet reaped: host PID → where their exit code goes.
+    pub(super) execs: RefCell<HashMap<i32, oneshot::Sender<i32>>>,
+    /// Pty masters of running TTY exec processes, by exec ID, for ResizeExec.
+    pub(super) exec_ptys: RefCell<HashMap<String, Rc<OwnedFd>>>,
+    /// Wakes the reaper (an exec process ended: it sends no SIGCHLD).
+    pub(super) reap_kick: Notify,
     /// True once the exit is recorded.
     pub(super) exited: watch::Sender<bool>,
     /// Output pumps still reading.
@@ -142,9 +155,14 @@ async fn run(c: Created, listener: std::os::unix::net::UnixListener) -> i32 {
             exit: None,
             attachers: Vec::new(),
             stdin,
+            paused: false,
         }),
         log: RefCell::new(log),
         pty: c.pty,
+        runtime_root: c.runtime_root,
+        execs: RefCell::default(),
+        exec_ptys: RefCell::default(),
+        reap_kick: Notify::new(),
         exited: watch::Sender::new(false),
         pumps_left: watch::Sender::new(c.outputs.len()),
         shutdown: watch::Sender::new(false),
@@ -207,11 +225,24 @@ async fn reaper(shim: Rc<Shim>) {
                 }
                 Ok(status) => {
                     let is_init = status.pid() == Some(Pid::from_raw(shim.pid));
-                    match exit_code(status) {
-                        Some(code) if is_init && !init_done => {
+                    let exec = status
+                        .pid()
+                        .and_then(|p| shim.execs.borrow_mut().remove(&p.as_raw()));
+                    match (exit_code(status), exec) {
+                        (Some(code), _) if is_init && !init_done => {
                             init_done = true;
                             tracing::info!(id = %shim.id, code, ?status, "container exited");
                             tokio::task::spawn_local(record_exit(shim.clone(), code));
+                        }
+                        (Some(code), Some(tx)) => {
+                            tracing::info!(id = %shim.id, code, ?status, "exec process exited");
+                            let _ = tx.send(code);
+                        }
+                        (None, Some(tx)) => {
+                            // Stopped or continued, not ended: keep waiting for it.
+                            if let Some(pid) = status.pid() {
+                                shim.execs.borrow_mut().insert(pid.as_raw(), tx);
+                            }
                         }
                         _ => tracing::debug!(?status, "reaped"),
                     }
@@ -224,6 +255,7 @@ async fn reaper(shim: Rc<Shim>) {
             Some(()) = async { pidfd.as_ref()?.readable().await.ok().map(|mut g| g.retain_ready()) },
                 if watch_pidfd => {}
             _ = tick.tick() => {}
+            _ = shim.reap_kick.notified() => {}
             _ = shutdown.wait_for(|d| *d) => return,
         }
     }
@@ -319,6 +351,24 @@ async fn connection(shim: Rc<Shim>, mut stream: UnixStream) -> Result<(), Framin
             Request::Resize { height, width } => {
                 write_frame(&mut stream, &resize(&shim, height, width)).await?
             }
+            Request::Exec { spec } => return crate::runtime::exec::serve(shim, stream, spec).await,
+            Request::ResizeExec {
+                exec_id,
+                height,
+                width,
+            } => {
+                let pty = shim.exec_ptys.borrow().get(&exec_id).cloned();
+                let response = match pty {
+                    Some(fd) => set_winsize(&fd, height, width),
+                    None => error(
+                        ErrorKind::InvalidState,
+                        format!("exec {exec_id} has no running terminal"),
+                    ),
+                };
+                write_frame(&mut stream, &response).await?
+            }
+            Request::Pause => write_frame(&mut stream, &pause(&shim, true)).await?,
+            Request::Resume => write_frame(&mut stream, &pause(&shim, false)).await?,
         }
     }
 }
@@ -386,8 +436,57 @@ fn kill(shim: &Shim, signal: i32) -> Response {
     };
     // The process is our child and not yet reaped, so the PID cannot have been reused.
     match nix::sys::signal::kill(Pid::from_raw(shim.pid), signal) {
-        Ok(()) | Err(nix::errno::Errno::ESRCH) => Response::Ok,
-        Err(e) => error(ErrorKind::Other, format!("kill {}: {e}", shim.pid)),
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+        Err(e) => return error(ErrorKind::Other, format!("kill {}: {e}", shim.pid)),
+    }
+    // A frozen process cannot die: thaw it after SIGKILL, as Docker does.
+    if signal == Signal::SIGKILL && shim.state.borrow().paused {
+        let _ = pause(shim, false);
+    }
+    Response::Ok
+}
+
+/// Freeze (`freeze`) or thaw the container's cgroup through libcontainer.
+fn pause(shim: &Shim, freeze: bool) -> Response {
+    {
+        let st = shim.state.borrow();
+        if st.exit.is_some() || st.status != Status::Running {
+            return error(
+                ErrorKind::InvalidState,
+                format!("container {} is not running", shim.id),
+            );
+        }
+        if st.paused == freeze {
+            let what = if freeze {
+                "already paused"
+            } else {
+                "not paused"
+            };
+            return error(
+                ErrorKind::InvalidState,
+                format!("container {} is {what}", shim.id),
+            );
+        }
+    }
+    let done = if freeze {
+        shim.container.borrow_mut().pause()
+    } else {
+        shim.container.borrow_mut().resume()
+    };
+    match done {
+        Ok(()) => {
+            shim.state.borrow_mut().paused = freeze;
+            tracing::info!(id = %shim.id, freeze, "freezer state changed");
+            Response::Ok
+        }
+        Err(e) => error(
+            ErrorKind::Other,
+            format!(
+                "{} container: {}",
+                if freeze { "pause" } else { "resume" },
+                error_chain(&e)
+            ),
+        ),
     }
 }
 
@@ -398,6 +497,11 @@ fn resize(shim: &Shim, height: u16, width: u16) -> Response {
             format!("container {} has no terminal", shim.id),
         );
     };
+    set_winsize(pty, height, width)
+}
+
+/// Set the window size of the terminal whose master is `pty`.
+pub(super) fn set_winsize(pty: &OwnedFd, height: u16, width: u16) -> Response {
     let size = libc::winsize {
         ws_row: height,
         ws_col: width,
@@ -429,7 +533,7 @@ async fn wait_exit(shim: &Shim) -> Exit {
 /// Kill the container if it still runs, then remove it, its cgroup and its rootfs mount.
 async fn delete(shim: &Shim) -> Response {
     if shim.state.borrow().exit.is_none() {
-        let _ = nix::sys::signal::kill(Pid::from_raw(shim.pid), Signal::SIGKILL);
+        let _ = kill(shim, libc::SIGKILL);
         let mut exited = shim.exited.subscribe();
         if tokio::time::timeout(KILL_WAIT, exited.wait_for(|e| *e))
             .await

@@ -65,15 +65,17 @@ pub enum SetupError {
     /// The command cannot be executed.
     #[error(transparent)]
     Command(#[from] LookupError),
-    /// The working directory could not be created.
-    #[error("create working directory {path}: {source}")]
+    /// The working directory could not be created (Docker's texts: "not a directory").
+    #[error("create working directory {path}: {}", lookup::os_error_text(.error))]
     WorkingDir {
         /// The directory inside the container.
         path: String,
         /// The OS error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
+    /// The working directory is one runc CVE-2024-21626 abused.
+    #[error(transparent)]
+    UnsafeWorkingDir(lookup::WorkdirError),
     /// The OCI spec could not be built.
     #[error(transparent)]
     Spec(#[from] SpecError),
@@ -101,6 +103,9 @@ pub enum SetupError {
     /// The pty master of a TTY container did not arrive.
     #[error("receive pty master: {0}")]
     Console(String),
+    /// Network files, devices, volumes or the loopback could not be prepared.
+    #[error(transparent)]
+    Prepare(#[from] crate::runtime::prepare::PrepareError),
 }
 
 impl SetupError {
@@ -238,10 +243,15 @@ fn create(
     let passwd = lookup::read_in_root(&rootfs, "/etc/passwd");
     let group = lookup::read_in_root(&rootfs, "/etc/group");
     let user = user::resolve_user(&run.user, passwd.as_deref(), group.as_deref())?;
-    let plan = spec::plan(run, rootfs.clone(), user, &config.cgroups_path);
-    lookup::ensure_dir_in_root(&rootfs, &plan.cwd).map_err(|source| SetupError::WorkingDir {
+    let mut plan = spec::plan(run, rootfs.clone(), user, &config.cgroups_path);
+    crate::runtime::prepare::write_etc_files(&mut plan, paths.dir())?;
+    crate::runtime::prepare::resolve_devices(&mut plan)?;
+    crate::runtime::prepare::read_cap_bounding(&mut plan);
+    crate::runtime::prepare::seed_volumes(&plan, &rootfs)?;
+    lookup::check_working_dir(&plan.cwd).map_err(SetupError::UnsafeWorkingDir)?;
+    lookup::ensure_dir_in_root(&rootfs, &plan.cwd).map_err(|error| SetupError::WorkingDir {
         path: plan.cwd.clone(),
-        source,
+        error,
     })?;
     lookup::resolve_command(&rootfs, &plan.args, &plan.env, &plan.cwd)?;
     let spec = spec::build_spec(&plan)?;
@@ -342,6 +352,7 @@ fn create(
         .pid()
         .map(|p| p.as_raw())
         .ok_or_else(|| SetupError::Create("created container has no pid".into()))?;
+    crate::runtime::prepare::loopback_up(pid)?;
 
     let _ = std::fs::remove_file(paths.socket());
     let listener = UnixListener::bind(socket_path(paths.dir(), Some(&dir_fd), "shim.sock"))
@@ -356,6 +367,7 @@ fn create(
             cgroups_path: config.cgroups_path.clone(),
             rootfs,
             log_path: config.log_path.clone(),
+            runtime_root: config.runtime_root.clone(),
             container: stdio.container,
             pid,
             outputs: stdio.outputs,
@@ -404,8 +416,9 @@ pub(crate) fn unmount_rootfs(target: &Path) -> Result<(), String> {
 }
 
 /// Remove what a previous shim of this container left in libcontainer's root (it was
-/// killed before Delete): its processes, cgroup and state, so that create can succeed.
-fn remove_stale_container(runtime_root: &Path, id: &str) {
+/// killed before Delete, or the host rebooted): its processes, cgroup and state, so that
+/// create can succeed and nothing is left behind.
+pub fn remove_stale_container(runtime_root: &Path, id: &str) {
     let stale = runtime_root.join(id);
     if !stale.exists() {
         return;
@@ -453,7 +466,7 @@ fn dup(fd: &OwnedFd) -> Result<OwnedFd, SetupError> {
 
 /// Accept libcontainer's connection on the console socket and take the pty master it
 /// sends (SCM_RIGHTS). libcontainer has sent it before `build` returns.
-fn receive_pty_master(listener: &UnixListener) -> Result<OwnedFd, SetupError> {
+pub(crate) fn receive_pty_master(listener: &UnixListener) -> Result<OwnedFd, SetupError> {
     use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
     let (conn, _) = listener
         .accept()

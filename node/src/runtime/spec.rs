@@ -6,12 +6,14 @@
 use crate::runtime::lookup::DEFAULT_PATH;
 use crate::runtime::user::ResolvedUser;
 use oci_spec::runtime::{
-    Capabilities, Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxDeviceCgroupBuilder,
-    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResourcesBuilder, Mount, MountBuilder,
-    ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+    Capabilities, Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder,
+    LinuxDeviceBuilder, LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxMemoryBuilder,
+    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, Mount,
+    MountBuilder, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec,
+    SpecBuilder, UserBuilder,
 };
 use std::path::PathBuf;
-use wharf_protocol::agent::ContainerRunSpec;
+use wharf_protocol::agent::{ContainerRunSpec, HostSpec, MountKind, MountPoint};
 
 /// The OCI runtime spec version written into `config.json`.
 pub const OCI_VERSION: &str = "1.2.0";
@@ -78,7 +80,109 @@ pub struct RuntimePlan {
     pub tty: bool,
     /// cgroup path (cgroupfs driver).
     pub cgroups_path: String,
+    /// Docker's `HostConfig`, resolved: volume sources are host paths by now.
+    pub host: HostSpec,
+    /// Host files to bind at `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf`; `None`
+    /// keeps the image's.
+    pub etc_files: Option<EtcFiles>,
+    /// Host devices for `--device`, as the shim found them.
+    pub devices: Vec<HostDevice>,
+    /// The shim's bounding set (bit N = capability N); capabilities outside it cannot be
+    /// granted and are left out, as runc does. `None`: not known, grant as asked.
+    pub cap_bounding: Option<u64>,
 }
+
+/// The per-container network files in the state directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EtcFiles {
+    /// Bound at `/etc/hosts`.
+    pub hosts: PathBuf,
+    /// Bound at `/etc/hostname`.
+    pub hostname: PathBuf,
+    /// Bound at `/etc/resolv.conf`.
+    pub resolv_conf: PathBuf,
+}
+
+/// A host device node as `stat` found it, to recreate inside the container.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostDevice {
+    /// Path inside the container.
+    pub path: String,
+    /// Block (`true`) or character device.
+    pub block: bool,
+    /// Major number.
+    pub major: i64,
+    /// Minor number.
+    pub minor: i64,
+    /// Permission bits of the node.
+    pub file_mode: u32,
+    /// cgroup access, some of `rwm`.
+    pub permissions: String,
+}
+
+/// Every capability of Linux 6.x (`cap_last_cap` 40), for `--privileged` and `--cap-add ALL`.
+pub const ALL_CAPABILITIES: [Capability; 41] = [
+    Capability::Chown,
+    Capability::DacOverride,
+    Capability::DacReadSearch,
+    Capability::Fowner,
+    Capability::Fsetid,
+    Capability::Kill,
+    Capability::Setgid,
+    Capability::Setuid,
+    Capability::Setpcap,
+    Capability::LinuxImmutable,
+    Capability::NetBindService,
+    Capability::NetBroadcast,
+    Capability::NetAdmin,
+    Capability::NetRaw,
+    Capability::IpcLock,
+    Capability::IpcOwner,
+    Capability::SysModule,
+    Capability::SysRawio,
+    Capability::SysChroot,
+    Capability::SysPtrace,
+    Capability::SysPacct,
+    Capability::SysAdmin,
+    Capability::SysBoot,
+    Capability::SysNice,
+    Capability::SysResource,
+    Capability::SysTime,
+    Capability::SysTtyConfig,
+    Capability::Mknod,
+    Capability::Lease,
+    Capability::AuditWrite,
+    Capability::AuditControl,
+    Capability::Setfcap,
+    Capability::MacOverride,
+    Capability::MacAdmin,
+    Capability::Syslog,
+    Capability::WakeAlarm,
+    Capability::BlockSuspend,
+    Capability::AuditRead,
+    Capability::Perfmon,
+    Capability::Bpf,
+    Capability::CheckpointRestore,
+];
+
+/// sysctls of the IPC namespace that a container may set (moby `opts.ValidateSysctl`);
+/// `fs.mqueue.*` and `net.*` are allowed as prefixes.
+const IPC_SYSCTLS: [&str; 8] = [
+    "kernel.msgmax",
+    "kernel.msgmnb",
+    "kernel.msgmni",
+    "kernel.sem",
+    "kernel.shmall",
+    "kernel.shmmax",
+    "kernel.shmmni",
+    "kernel.shm_rmid_forced",
+];
+
+/// Docker's default size of `/dev/shm`: 64 MiB.
+pub const DEFAULT_SHM_SIZE: i64 = 64 * 1024 * 1024;
+
+/// CFS period Docker uses for `--cpus`, in µs.
+const CPU_PERIOD: u64 = 100_000;
 
 /// Why a spec could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +190,26 @@ pub enum SpecError {
     /// oci-spec refused a value.
     #[error("build oci spec: {0}")]
     Build(#[from] oci_spec::OciSpecError),
+    /// `--cap-add`/`--cap-drop` named no capability.
+    #[error("unknown capability: \"{0}\"")]
+    UnknownCapability(String),
+    /// `--ulimit` named no resource.
+    #[error("invalid ulimit type: {0}")]
+    UnknownUlimit(String),
+    /// `--ulimit` with a soft limit above the hard one.
+    #[error("ulimit soft limit must be less than or equal to hard limit: {soft} > {hard}")]
+    UlimitOrder {
+        /// Soft limit.
+        soft: u64,
+        /// Hard limit.
+        hard: u64,
+    },
+    /// `--sysctl` of a setting that is not namespaced.
+    #[error("sysctl '{0}' is not allowed")]
+    Sysctl(String),
+    /// `--sysctl` of an IPC setting while sharing the host's IPC namespace.
+    #[error("sysctl '{0}' is not allowed in host ipc mode")]
+    SysctlHostIpc(String),
 }
 
 /// Replace the values of keys that `overrides` sets and append the others, as moby's
@@ -142,7 +266,300 @@ pub fn plan(
         hostname: run.hostname.clone(),
         tty: run.tty,
         cgroups_path: cgroups_path.to_string(),
+        host: run.host.clone(),
+        etc_files: None,
+        devices: Vec::new(),
+        cap_bounding: None,
     }
+}
+
+fn parse_capability(name: &str) -> Result<Capability, SpecError> {
+    serde_json::from_value(serde_json::Value::String(name.to_string()))
+        .map_err(|_| SpecError::UnknownCapability(name.to_string()))
+}
+
+/// The process' capabilities: Docker's defaults tweaked by `--cap-add`/`--cap-drop`
+/// (moby `caps.TweakCapabilities`: `ALL` in add grants all, in drop starts from none),
+/// or every capability when privileged.
+pub fn capabilities(host: &HostSpec) -> Result<Capabilities, SpecError> {
+    if host.privileged {
+        return Ok(ALL_CAPABILITIES.into_iter().collect());
+    }
+    let is_all = |c: &String| c.eq_ignore_ascii_case("ALL") || c.eq_ignore_ascii_case("CAP_ALL");
+    let mut caps: Capabilities = if host.cap_add.iter().any(is_all) {
+        ALL_CAPABILITIES.into_iter().collect()
+    } else if host.cap_drop.iter().any(is_all) {
+        Capabilities::new()
+    } else {
+        DEFAULT_CAPABILITIES.into_iter().collect()
+    };
+    for c in host.cap_drop.iter().filter(|c| !is_all(c)) {
+        caps.remove(&parse_capability(c)?);
+    }
+    for c in host.cap_add.iter().filter(|c| !is_all(c)) {
+        caps.insert(parse_capability(c)?);
+    }
+    if host.cap_add.iter().any(is_all) {
+        for c in host.cap_drop.iter().filter(|c| !is_all(c)) {
+            caps.remove(&parse_capability(c)?);
+        }
+    }
+    Ok(caps)
+}
+
+fn rlimit_type(name: &str) -> Result<PosixRlimitType, SpecError> {
+    serde_json::from_value(serde_json::Value::String(format!(
+        "RLIMIT_{}",
+        name.to_ascii_uppercase()
+    )))
+    .map_err(|_| SpecError::UnknownUlimit(name.to_string()))
+}
+
+/// Check what `build_spec` would refuse in a container's host settings, so that create
+/// (not start) reports it: capabilities, ulimits, sysctls.
+pub fn validate_host(host: &HostSpec) -> Result<(), SpecError> {
+    capabilities(host)?;
+    for u in &host.ulimits {
+        rlimit_type(&u.name)?;
+        if u.soft > u.hard {
+            return Err(SpecError::UlimitOrder {
+                soft: u.soft,
+                hard: u.hard,
+            });
+        }
+    }
+    for key in host.sysctls.keys() {
+        let ipc = IPC_SYSCTLS.contains(&key.as_str()) || key.starts_with("fs.mqueue.");
+        if ipc && host.ipc_host {
+            return Err(SpecError::SysctlHostIpc(key.clone()));
+        }
+        if !ipc && !key.starts_with("net.") {
+            return Err(SpecError::Sysctl(key.clone()));
+        }
+    }
+    Ok(())
+}
+
+/// The OCI mount for one user mount (`source` of a volume is its host directory by now).
+fn user_mount(m: &MountPoint) -> Result<Mount, SpecError> {
+    match m.kind {
+        MountKind::Tmpfs => {
+            let mut options = vec!["nosuid".to_string(), "nodev".to_string()];
+            if !m.options.iter().any(|o| o == "exec") {
+                options.push("noexec".to_string());
+            }
+            options.extend(m.options.iter().filter(|o| *o != "exec").cloned());
+            if m.read_only {
+                options.push("ro".to_string());
+            }
+            Ok(MountBuilder::default()
+                .destination(&m.target)
+                .typ("tmpfs")
+                .source("tmpfs")
+                .options(options)
+                .build()?)
+        }
+        MountKind::Volume if !m.driver_opts.is_empty() => {
+            let typ = m
+                .driver_opts
+                .get("type")
+                .map(String::as_str)
+                .unwrap_or("none");
+            let device = m.driver_opts.get("device").cloned().unwrap_or_default();
+            let mut options: Vec<String> = m
+                .driver_opts
+                .get("o")
+                .map(|o| {
+                    o.split(',')
+                        .filter(|x| !x.is_empty())
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default();
+            if m.read_only {
+                options.push("ro".to_string());
+            }
+            // `type=none,o=bind,device=/path`: a bind mount of the device path.
+            let is_bind = options.iter().any(|o| o == "bind" || o == "rbind");
+            let typ = if typ == "none" && is_bind {
+                "bind"
+            } else {
+                typ
+            };
+            Ok(MountBuilder::default()
+                .destination(&m.target)
+                .typ(typ)
+                .source(device)
+                .options(options)
+                .build()?)
+        }
+        MountKind::Bind | MountKind::Volume => {
+            let propagation = if m.propagation.is_empty() {
+                "rprivate".to_string()
+            } else {
+                m.propagation.clone()
+            };
+            let mut options = vec!["rbind".to_string(), propagation];
+            if m.read_only {
+                options.push("ro".to_string());
+            }
+            Ok(MountBuilder::default()
+                .destination(&m.target)
+                .typ("bind")
+                .source(&m.source)
+                .options(options)
+                .build()?)
+        }
+    }
+}
+
+fn etc_mounts(files: &EtcFiles, read_only: bool) -> Result<Vec<Mount>, SpecError> {
+    let mut options = vec!["rbind", "rprivate"];
+    if read_only {
+        options.push("ro");
+    }
+    let bind = |dest: &str, src: &PathBuf| -> Result<Mount, SpecError> {
+        Ok(MountBuilder::default()
+            .destination(dest)
+            .typ("bind")
+            .source(src)
+            .options(options.iter().map(|o| o.to_string()).collect::<Vec<_>>())
+            .build()?)
+    };
+    Ok(vec![
+        bind("/etc/resolv.conf", &files.resolv_conf)?,
+        bind("/etc/hostname", &files.hostname)?,
+        bind("/etc/hosts", &files.hosts)?,
+    ])
+}
+
+/// Every mount of the container in order: Docker's defaults (minus those a user mount
+/// replaces), the network files, then the user's mounts, parents before children.
+fn all_mounts(plan: &RuntimePlan) -> Result<Vec<Mount>, SpecError> {
+    let host = &plan.host;
+    let shm_size = if host.shm_size > 0 {
+        host.shm_size
+    } else {
+        DEFAULT_SHM_SIZE
+    };
+    let user: Vec<&MountPoint> = host.mounts.iter().collect();
+    let taken = |dest: &str| user.iter().any(|m| m.target.trim_end_matches('/') == dest);
+    let mut mounts = vec![];
+    for mut m in default_mounts()? {
+        let dest = m.destination().to_string_lossy().into_owned();
+        if taken(&dest) {
+            continue;
+        }
+        if dest == "/dev/shm" {
+            if host.ipc_host {
+                m = MountBuilder::default()
+                    .destination("/dev/shm")
+                    .typ("bind")
+                    .source("/dev/shm")
+                    .options(vec!["rbind".to_string(), "rprivate".to_string()])
+                    .build()?;
+            } else {
+                m.set_options(Some(vec![
+                    "nosuid".into(),
+                    "noexec".into(),
+                    "nodev".into(),
+                    "mode=1777".into(),
+                    format!("size={}k", shm_size / 1024),
+                ]));
+            }
+        }
+        if host.privileged && (dest == "/sys" || dest == "/sys/fs/cgroup") {
+            let opts = m
+                .options()
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|o| o != "ro")
+                .collect::<Vec<_>>();
+            m.set_options(Some(opts));
+        }
+        mounts.push(m);
+    }
+    // The network files and the user's mounts, parents before children (moby's
+    // `sortMounts`), so that a volume at /etc does not hide /etc/hosts.
+    let mut rest = vec![];
+    if let Some(files) = &plan.etc_files {
+        for m in etc_mounts(files, host.read_only)? {
+            if !taken(&m.destination().to_string_lossy()) {
+                rest.push(m);
+            }
+        }
+    }
+    for m in user {
+        rest.push(user_mount(m)?);
+    }
+    rest.sort_by_key(|m| {
+        m.destination()
+            .components()
+            .filter(|c| matches!(c, std::path::Component::Normal(_)))
+            .count()
+    });
+    mounts.extend(rest);
+    Ok(mounts)
+}
+
+/// linux.resources: the device rules and the cgroup limits.
+fn resources(plan: &RuntimePlan) -> Result<oci_spec::runtime::LinuxResources, SpecError> {
+    let host = &plan.host;
+    let mut devices = vec![LinuxDeviceCgroupBuilder::default()
+        .allow(host.privileged)
+        .access("rwm")
+        .build()?];
+    for d in &plan.devices {
+        devices.push(
+            LinuxDeviceCgroupBuilder::default()
+                .allow(true)
+                .typ(if d.block {
+                    LinuxDeviceType::B
+                } else {
+                    LinuxDeviceType::C
+                })
+                .major(d.major)
+                .minor(d.minor)
+                .access(d.permissions.clone())
+                .build()?,
+        );
+    }
+    let mut b = LinuxResourcesBuilder::default().devices(devices);
+    let r = &host.resources;
+    if r.memory > 0 || r.memory_swap != 0 {
+        let mut m = LinuxMemoryBuilder::default();
+        if r.memory > 0 {
+            m = m.limit(r.memory);
+        }
+        if r.memory_swap != 0 {
+            m = m.swap(r.memory_swap);
+        }
+        b = b.memory(m.build()?);
+    }
+    if r.nano_cpus > 0 || r.cpu_shares > 0 || r.cpu_quota != 0 || r.cpu_period > 0 {
+        let mut c = LinuxCpuBuilder::default();
+        if r.cpu_shares > 0 {
+            c = c.shares(r.cpu_shares);
+        }
+        if r.nano_cpus > 0 {
+            c = c
+                .period(CPU_PERIOD)
+                .quota(r.nano_cpus * CPU_PERIOD as i64 / 1_000_000_000);
+        } else {
+            if r.cpu_period > 0 {
+                c = c.period(r.cpu_period);
+            }
+            if r.cpu_quota != 0 {
+                c = c.quota(r.cpu_quota);
+            }
+        }
+        b = b.cpu(c.build()?);
+    }
+    if r.pids_limit > 0 {
+        b = b.pids(LinuxPidsBuilder::default().limit(r.pids_limit).build()?);
+    }
+    Ok(b.build()?)
 }
 
 fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Result<Mount, SpecError> {
@@ -208,7 +625,25 @@ fn default_mounts() -> Result<Vec<Mount>, SpecError> {
 /// and network (loopback only) namespaces; Docker's mounts, capabilities, masked and
 /// read-only paths; all devices denied except the runtime's defaults.
 pub fn build_spec(plan: &RuntimePlan) -> Result<Spec, SpecError> {
-    let caps: Capabilities = DEFAULT_CAPABILITIES.into_iter().collect();
+    let host = &plan.host;
+    validate_host(host)?;
+    let mut caps = capabilities(host)?;
+    if let Some(mask) = plan.cap_bounding {
+        caps.retain(|c| {
+            ALL_CAPABILITIES
+                .iter()
+                .position(|x| x == c)
+                .is_some_and(|n| mask & (1u64 << n) != 0)
+        });
+    }
+    let seccomp = if host.privileged || host.seccomp_unconfined {
+        None
+    } else {
+        Some(crate::runtime::seccomp::default_profile(
+            &caps,
+            crate::runtime::seccomp::go_arch(),
+        )?)
+    };
     let capabilities = LinuxCapabilitiesBuilder::default()
         .bounding(caps.clone())
         .effective(caps.clone())
@@ -220,6 +655,17 @@ pub fn build_spec(plan: &RuntimePlan) -> Result<Spec, SpecError> {
     if !plan.user.additional_gids.is_empty() {
         user = user.additional_gids(plan.user.additional_gids.clone());
     }
+    let rlimits = host
+        .ulimits
+        .iter()
+        .map(|u| {
+            Ok(PosixRlimitBuilder::default()
+                .typ(rlimit_type(&u.name)?)
+                .soft(u.soft)
+                .hard(u.hard)
+                .build()?)
+        })
+        .collect::<Result<Vec<_>, SpecError>>()?;
     let process = ProcessBuilder::default()
         .terminal(plan.tty)
         .user(user.build()?)
@@ -227,56 +673,87 @@ pub fn build_spec(plan: &RuntimePlan) -> Result<Spec, SpecError> {
         .env(plan.env.clone())
         .cwd(plan.cwd.clone())
         .capabilities(capabilities)
-        .rlimits(Vec::new())
-        .no_new_privileges(false)
-        .build()?;
+        .rlimits(rlimits);
+    // Left unset unless asked for: libcontainer loads seccomp before dropping
+    // capabilities only when the field is absent.
+    let process = if host.no_new_privileges {
+        process.no_new_privileges(true)
+    } else {
+        process
+    }
+    .build()?;
 
-    let namespaces = [
-        LinuxNamespaceType::Pid,
-        LinuxNamespaceType::Mount,
-        LinuxNamespaceType::Uts,
-        LinuxNamespaceType::Ipc,
-        LinuxNamespaceType::Network,
-    ]
-    .into_iter()
-    .map(|typ| LinuxNamespaceBuilder::default().typ(typ).build())
-    .collect::<Result<Vec<_>, _>>()?;
-    let deny_all = LinuxDeviceCgroupBuilder::default()
-        .allow(false)
-        .access("rwm")
-        .build()?;
-    let linux = LinuxBuilder::default()
+    let mut kinds = vec![];
+    if !host.pid_host {
+        kinds.push(LinuxNamespaceType::Pid);
+    }
+    kinds.push(LinuxNamespaceType::Mount);
+    kinds.push(LinuxNamespaceType::Uts);
+    if !host.ipc_host {
+        kinds.push(LinuxNamespaceType::Ipc);
+    }
+    kinds.push(LinuxNamespaceType::Network);
+    let namespaces = kinds
+        .into_iter()
+        .map(|typ| LinuxNamespaceBuilder::default().typ(typ).build())
+        .collect::<Result<Vec<_>, _>>()?;
+    let devices = plan
+        .devices
+        .iter()
+        .map(|d| {
+            LinuxDeviceBuilder::default()
+                .path(&d.path)
+                .typ(if d.block {
+                    LinuxDeviceType::B
+                } else {
+                    LinuxDeviceType::C
+                })
+                .major(d.major)
+                .minor(d.minor)
+                .file_mode(d.file_mode)
+                .uid(0u32)
+                .gid(0u32)
+                .build()
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let (masked, readonly): (Vec<String>, Vec<String>) = if host.privileged {
+        (vec![], vec![])
+    } else {
+        (
+            MASKED_PATHS.iter().map(|p| p.to_string()).collect(),
+            READONLY_PATHS.iter().map(|p| p.to_string()).collect(),
+        )
+    };
+    let mut linux = LinuxBuilder::default()
         .namespaces(namespaces)
         .cgroups_path(PathBuf::from(&plan.cgroups_path))
-        .resources(
-            LinuxResourcesBuilder::default()
-                .devices(vec![deny_all])
-                .build()?,
-        )
-        .masked_paths(
-            MASKED_PATHS
+        .resources(resources(plan)?)
+        .masked_paths(masked)
+        .readonly_paths(readonly)
+        .devices(devices);
+    if !host.sysctls.is_empty() {
+        linux = linux.sysctl(
+            host.sysctls
                 .iter()
-                .map(|p| p.to_string())
-                .collect::<Vec<_>>(),
-        )
-        .readonly_paths(
-            READONLY_PATHS
-                .iter()
-                .map(|p| p.to_string())
-                .collect::<Vec<_>>(),
-        )
-        .build()?;
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect::<std::collections::HashMap<_, _>>(),
+        );
+    }
+    if let Some(profile) = seccomp {
+        linux = linux.seccomp(profile);
+    }
+    let linux = linux.build()?;
 
     Ok(SpecBuilder::default()
         .version(OCI_VERSION)
         .root(
             RootBuilder::default()
                 .path(plan.rootfs.clone())
-                .readonly(false)
+                .readonly(host.read_only)
                 .build()?,
         )
         .hostname(plan.hostname.clone())
-        .mounts(default_mounts()?)
+        .mounts(all_mounts(plan)?)
         .process(process)
         .linux(linux)
         .build()?)
@@ -301,6 +778,7 @@ mod tests {
             tty: false,
             open_stdin: false,
             stop_signal: 15,
+            host: Default::default(),
         }
     }
 
@@ -444,3 +922,7 @@ mod tests {
         assert_eq!(back, spec);
     }
 }
+
+#[cfg(test)]
+#[path = "spec_test.rs"]
+mod spec_test;

@@ -34,7 +34,7 @@ pub(super) fn register(fd: OwnedFd) -> std::io::Result<AsyncFd<OwnedFd>> {
     Ok(unsafe { AsyncFd::register(fd) }?)
 }
 
-async fn read_fd(fd: &AsyncFd<OwnedFd>, buf: &mut [u8]) -> std::io::Result<usize> {
+pub(super) async fn read_fd(fd: &AsyncFd<OwnedFd>, buf: &mut [u8]) -> std::io::Result<usize> {
     loop {
         let mut guard = fd.readable().await?;
         match guard.try_io(|inner| Ok(rustix::io::read(inner.get_ref(), &mut *buf)?)) {
@@ -44,7 +44,7 @@ async fn read_fd(fd: &AsyncFd<OwnedFd>, buf: &mut [u8]) -> std::io::Result<usize
     }
 }
 
-async fn write_all_fd(fd: &AsyncFd<OwnedFd>, mut data: &[u8]) -> std::io::Result<()> {
+pub(super) async fn write_all_fd(fd: &AsyncFd<OwnedFd>, mut data: &[u8]) -> std::io::Result<()> {
     while !data.is_empty() {
         let mut guard = fd.writable().await?;
         match guard.try_io(|inner| Ok(rustix::io::write(inner.get_ref(), data)?)) {
@@ -152,11 +152,18 @@ async fn finish_write(mut wr: OwnedWriteHalf) {
 /// Copy an attacher's stdin frames to the container; close the container's stdin when
 /// the attacher ends its input (Docker's StdinOnce).
 async fn feed_stdin(shim: Rc<Shim>, mut rd: OwnedReadHalf, fd: Rc<AsyncFd<OwnedFd>>) {
-    // CloseStdin, a broken frame or the end of the connection all end the input.
-    while let Ok(AttachInput::Stdin { data }) = read_frame::<_, AttachInput>(&mut rd).await {
-        if let Err(e) = write_all_fd(&fd, &data).await {
-            tracing::debug!(error = %e, "container stdin closed");
-            break;
+    // CloseStdin, a broken frame or the end of the connection all end the input; Detach
+    // leaves it open for the next attacher.
+    loop {
+        match read_frame::<_, AttachInput>(&mut rd).await {
+            Ok(AttachInput::Stdin { data }) => {
+                if let Err(e) = write_all_fd(&fd, &data).await {
+                    tracing::debug!(error = %e, "container stdin closed");
+                    break;
+                }
+            }
+            Ok(AttachInput::Detach) => return,
+            _ => break,
         }
     }
     drop(fd);

@@ -1,0 +1,808 @@
+//! The engine's image side beyond `load`: save, tag, rmi, prune, history, import, and the
+//! container-layer operations diff, export and commit.
+//!
+//! ```text
+//!  API ──► Engine (this file) ──propose──► ClusterState (images, tags)
+//!            │  decisions: delete.rs (rmi rules), changes.rs (--change lines)   [pure]
+//!            └─spawn_blocking─► ImageStore (save, import, commit, diff, export, GC)
+//!                  bytes in: BodyReader ◄── request body chunks
+//!                  bytes out: ChunkWriter ──► chunked response body
+//! ```
+//!
+//! Layers are freed by collection, not reference counts: after images are removed, every
+//! chain still named by an image or a container is kept and the rest deleted, all under
+//! the store's layer lock held exclusively, while load, import and commit hold it shared
+//! until their image is recorded.
+
+mod changes;
+mod delete;
+
+pub use changes::{apply_changes, ChangeError};
+pub use delete::{plan_delete, DeleteError, DeletePlan};
+
+use super::{normalize_reference, now_ns, Engine};
+use crate::api::error::ApiError;
+use crate::docker_types::{self, CreateConfig, ImageConfigFile};
+use bytes::Bytes;
+use serde_json::{json, Map, Value};
+use std::io::{self, Read, Write};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+use wharf_node::image::{Change, SaveImage};
+use wharf_protocol::state::{ClusterState, Command, ImageRecord};
+use wharf_protocol::{DiffId, Digest, ImageId};
+
+/// Bytes produced or consumed by a blocking task, chunk by chunk; an `Err` ends the stream
+/// as failed.
+pub type ByteStream = mpsc::Receiver<Result<Bytes, io::Error>>;
+
+/// Size of the chunks a [`ChunkWriter`] sends.
+const CHUNK: usize = 256 * 1024;
+
+/// A `Write` that sends its bytes as chunks to async code; blocks when the reader lags.
+struct ChunkWriter {
+    tx: mpsc::Sender<Result<Bytes, io::Error>>,
+    buf: Vec<u8>,
+}
+
+impl ChunkWriter {
+    fn send(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "client went away"))
+    }
+}
+
+impl Write for ChunkWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHUNK {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.send()
+    }
+}
+
+/// A `Read` over request body chunks, for blocking parsers.
+struct BodyReader {
+    rx: ByteStream,
+    current: Bytes,
+}
+
+impl Read for BodyReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(chunk)) => self.current = chunk,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+}
+
+/// Run `f` with a writer whose bytes become the returned stream; a failure ends the stream
+/// with an error (the client sees a broken transfer, never a silently short archive).
+fn stream_from_blocking<F>(what: &'static str, f: F) -> ByteStream
+where
+    F: FnOnce(&mut ChunkWriter) -> Result<(), String> + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(8);
+    tokio::task::spawn_blocking(move || {
+        let mut w = ChunkWriter {
+            tx: tx.clone(),
+            buf: Vec::with_capacity(CHUNK),
+        };
+        let res = f(&mut w).and_then(|()| w.flush().map_err(|e| e.to_string()));
+        if let Err(e) = res {
+            warn!(error = %e, "{what} failed mid-stream");
+            let _ = tx.blocking_send(Err(io::Error::other(e)));
+        }
+    });
+    rx
+}
+
+/// One line of `docker rmi` / `docker image prune` output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeleteItem {
+    /// `Untagged: busybox:latest`.
+    Untagged(String),
+    /// `Deleted: sha256:…` (an image or a freed layer).
+    Deleted(String),
+}
+
+/// What `POST /commit` asks for.
+#[derive(Clone, Debug, Default)]
+pub struct CommitRequest {
+    /// The container reference.
+    pub container: String,
+    /// Repository to tag the new image with (empty: untagged).
+    pub repo: String,
+    /// Tag (empty: `latest`).
+    pub tag: String,
+    /// `--message`.
+    pub comment: String,
+    /// `--author`.
+    pub author: String,
+    /// `--change` lines.
+    pub changes: Vec<String>,
+}
+
+/// What `POST /images/create?fromSrc=-` asks for.
+#[derive(Clone, Debug, Default)]
+pub struct ImportRequest {
+    /// Repository to tag the new image with (empty: untagged).
+    pub repo: String,
+    /// Tag (empty: `latest`).
+    pub tag: String,
+    /// `--change` lines.
+    pub changes: Vec<String>,
+    /// `--message`.
+    pub message: String,
+    /// `--platform` OS/architecture, if given.
+    pub platform: String,
+}
+
+/// Validate `repo[:tag]` as Docker's reference grammar does and return it normalised
+/// (`busybox:latest`); `None` when `repo` is empty. Pure.
+pub fn repo_tag(repo: &str, tag: &str) -> Result<Option<String>, ApiError> {
+    if repo.is_empty() {
+        if tag.is_empty() {
+            return Ok(None);
+        }
+        return Err(ApiError::bad_request(
+            "invalid reference format: tag without a repository",
+        ));
+    }
+    let (name, tag) = match (repo.rsplit_once(':'), tag.is_empty()) {
+        (Some((n, t)), true) if !t.contains('/') => (n, t),
+        _ => (repo, if tag.is_empty() { "latest" } else { tag }),
+    };
+    let invalid = || ApiError::bad_request("invalid reference format");
+    if name.contains('@') || name.len() > 255 {
+        return Err(invalid());
+    }
+    let comps: Vec<&str> = name.split('/').collect();
+    for (i, c) in comps.iter().enumerate() {
+        let domain =
+            i == 0 && comps.len() > 1 && (c.contains('.') || c.contains(':') || *c == "localhost");
+        if c.is_empty() {
+            return Err(invalid());
+        }
+        if domain {
+            let (host, port) = c.split_once(':').unwrap_or((c, "1"));
+            if host.is_empty()
+                || !host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+                || port.is_empty()
+                || !port.bytes().all(|b| b.is_ascii_digit())
+            {
+                return Err(invalid());
+            }
+            continue;
+        }
+        if c.bytes().any(|b| b.is_ascii_uppercase()) {
+            return Err(ApiError::bad_request(format!(
+                "invalid reference format: repository name ({name}) must be lowercase"
+            )));
+        }
+        let ok_chars = c.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
+        });
+        let ends_ok = c.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+            && c.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric());
+        if !ok_chars || !ends_ok {
+            return Err(invalid());
+        }
+    }
+    let tag_ok = tag.len() <= 128
+        && tag
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && tag
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if !tag_ok {
+        return Err(invalid());
+    }
+    Ok(Some(normalize_reference(&format!("{name}:{tag}"))))
+}
+
+/// Every layer chain the cluster still needs on this host: images' and containers'. Pure.
+pub fn chains_in_use(state: &ClusterState) -> Vec<Vec<DiffId>> {
+    state
+        .images
+        .values()
+        .map(|i| i.diff_ids.clone())
+        .chain(state.containers.values().map(|c| c.run.diff_ids.clone()))
+        .collect()
+}
+
+/// `docker history` rows of an image config, newest first, given each layer's size (pure).
+pub fn history_rows(
+    id: &ImageId,
+    config: &[u8],
+    tags: &[String],
+    layer_sizes: &[u64],
+) -> Vec<Value> {
+    let cfg: Value = serde_json::from_slice(config).unwrap_or_default();
+    let entries = cfg
+        .get("history")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut layer = 0usize;
+    let mut rows: Vec<Value> = entries
+        .iter()
+        .map(|h| {
+            let empty = h
+                .get("empty_layer")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            let size = if empty {
+                0
+            } else {
+                let s = layer_sizes.get(layer).copied().unwrap_or(0);
+                layer += 1;
+                s
+            };
+            let created = h
+                .get("created")
+                .and_then(Value::as_str)
+                .and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
+                .map(|t| t.timestamp())
+                .unwrap_or(0);
+            json!({
+                "Id": "<missing>",
+                "Created": created,
+                "CreatedBy": h.get("created_by").and_then(Value::as_str).unwrap_or(""),
+                "Tags": null,
+                "Size": size,
+                "Comment": h.get("comment").and_then(Value::as_str).unwrap_or(""),
+            })
+        })
+        .collect();
+    rows.reverse();
+    if let Some(top) = rows.first_mut() {
+        top["Id"] = json!(id.to_string());
+        top["Tags"] = json!(tags);
+    }
+    rows
+}
+
+fn architecture() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "arm" => "arm",
+        other => other,
+    }
+}
+
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
+fn change_err(e: ChangeError) -> ApiError {
+    ApiError::bad_request(e.to_string())
+}
+
+fn join_err(e: tokio::task::JoinError) -> ApiError {
+    ApiError::internal(format!("image task failed: {e}"))
+}
+
+impl Engine {
+    fn tags_of(&self, image: &ImageId) -> Vec<String> {
+        self.store.read(|s| {
+            s.tags
+                .iter()
+                .filter(|(_, id)| *id == image)
+                .map(|(t, _)| t.clone())
+                .collect()
+        })
+    }
+
+    /// `GET /images/get?names=…`: check every name, then stream a `docker save` archive of
+    /// them. An image named by tag carries that tag; one named by ID carries none.
+    pub fn save_images(&self, names: &[String]) -> Result<ByteStream, ApiError> {
+        if names.is_empty() {
+            return Err(ApiError::bad_request("no images given to save"));
+        }
+        let mut list: Vec<SaveImage> = Vec::new();
+        let mut ids: Vec<ImageId> = Vec::new();
+        for name in names {
+            let img = self.image(name)?;
+            let tag = self.store.read(|s| {
+                let r = normalize_reference(name);
+                (s.tags.get(&r) == Some(&img.id)).then_some(r)
+            });
+            match ids.iter().position(|i| *i == img.id) {
+                Some(p) => list[p].repo_tags.extend(tag),
+                None => {
+                    ids.push(img.id);
+                    list.push(SaveImage {
+                        config: img.config.clone(),
+                        diff_ids: img.diff_ids.clone(),
+                        repo_tags: tag.into_iter().collect(),
+                    });
+                }
+            }
+        }
+        let store = self.agent.image_store().clone();
+        for img in &list {
+            for d in &img.diff_ids {
+                if store.layer_tar_path(d).is_none() {
+                    return Err(ApiError::internal(format!(
+                        "layer {d} has no stored tar on this host"
+                    )));
+                }
+            }
+        }
+        for id in &ids {
+            self.emit_image(id, &id.to_string(), "save");
+        }
+        let lock = store.layer_lock();
+        Ok(stream_from_blocking("save", move |w| {
+            // Only opening the layer tars needs the lock; a slow reader must not hold off
+            // `rmi` (an unlinked tar stays readable through its open file).
+            let prepared = {
+                let _held = lock.blocking_read();
+                store.prepare_save(&list).map_err(|e| e.to_string())?
+            };
+            prepared.write(w).map(|_| ()).map_err(|e| e.to_string())
+        }))
+    }
+
+    /// `POST /images/{name}/tag?repo=&tag=`.
+    pub async fn tag_image(&self, source: &str, repo: &str, tag: &str) -> Result<(), ApiError> {
+        let img = self.image(source)?;
+        let reference = repo_tag(repo, tag)?.ok_or_else(|| {
+            ApiError::bad_request("repository name must have at least one component")
+        })?;
+        self.propose(Command::Tag {
+            reference: reference.clone(),
+            image: img.id,
+        })
+        .await?;
+        self.emit_image(&img.id, &reference, "tag");
+        info!(image = %img.id, %reference, "tagged");
+        Ok(())
+    }
+
+    /// Free the layers nothing needs any more; call with the layer lock held exclusively.
+    async fn collect_layers(&self) -> Result<wharf_node::image::Collected, ApiError> {
+        let in_use = self.store.read(chains_in_use);
+        let store = self.agent.image_store().clone();
+        tokio::task::spawn_blocking(move || store.remove_unused_layers(&in_use))
+            .await
+            .map_err(join_err)?
+            .map_err(|e| ApiError::internal(e.to_string()))
+    }
+
+    /// After a container is removed: if its image is already gone (`rmi -f` past it), free
+    /// the layers it was the last to use. Failures are logged, not returned (the container
+    /// is gone either way; the next collection retries).
+    pub async fn release_container_layers(&self, image: &ImageId) {
+        if self.store.read(|s| s.images.contains_key(image)) {
+            return;
+        }
+        let lock = self.agent.image_store().layer_lock();
+        let _held = lock.write().await;
+        match self.collect_layers().await {
+            Ok(freed) if !freed.layers.is_empty() => {
+                info!(image = %image, layers = freed.layers.len(), "layers of a removed image freed")
+            }
+            Ok(_) => {}
+            Err(e) => warn!(image = %image, error = %e, "freeing unused layers failed"),
+        }
+    }
+
+    /// `DELETE /images/{name}?force=`: untag and/or delete as Docker does, then free the
+    /// layers no image or container uses. Returns the lines to show.
+    pub async fn delete_image(
+        &self,
+        reference: &str,
+        force: bool,
+    ) -> Result<Vec<DeleteItem>, ApiError> {
+        let lock = self.agent.image_store().layer_lock();
+        let _held = lock.write().await;
+        let plan = self
+            .store
+            .read(|s| plan_delete(s, reference, force))
+            .map_err(|e| match e {
+                DeleteError::NoSuchImage(r) => ApiError::no_such_image(&r),
+                other => ApiError::conflict(other.to_string()),
+            })?;
+        let mut out = Vec::new();
+        for t in &plan.untag {
+            self.propose(Command::Untag {
+                reference: t.clone(),
+            })
+            .await?;
+            self.emit_image(&plan.image, t, "untag");
+            out.push(DeleteItem::Untagged(t.clone()));
+        }
+        if plan.delete {
+            let cmd = if plan.forced {
+                Command::RemoveImageForced { image: plan.image }
+            } else {
+                Command::RemoveImage { image: plan.image }
+            };
+            self.propose(cmd).await?;
+            self.emit_image(&plan.image, &plan.image.to_string(), "delete");
+            out.push(DeleteItem::Deleted(plan.image.to_string()));
+            let freed = self.collect_layers().await?;
+            out.extend(
+                freed
+                    .layers
+                    .iter()
+                    .map(|c| DeleteItem::Deleted(format!("sha256:{}", c.0.hex()))),
+            );
+        }
+        info!(%reference, force, lines = out.len(), "image delete");
+        Ok(out)
+    }
+
+    /// `POST /images/prune`: remove images no container uses, only dangling ones unless
+    /// `all`; returns the lines and the bytes of layers freed.
+    pub async fn prune_images(&self, all: bool) -> Result<(Vec<DeleteItem>, u64), ApiError> {
+        let lock = self.agent.image_store().layer_lock();
+        let _held = lock.write().await;
+        let victims: Vec<(ImageId, Vec<String>)> = self.store.read(|s| {
+            s.images
+                .keys()
+                .filter(|id| !s.containers.values().any(|c| c.run.image_id == **id))
+                .map(|id| {
+                    let tags: Vec<String> = s
+                        .tags
+                        .iter()
+                        .filter(|(_, t)| *t == id)
+                        .map(|(r, _)| r.clone())
+                        .collect();
+                    (*id, tags)
+                })
+                .filter(|(_, tags)| all || tags.is_empty())
+                .collect()
+        });
+        let mut out = Vec::new();
+        for (id, tags) in victims {
+            match self.propose(Command::RemoveImage { image: id }).await {
+                Ok(()) => {}
+                // A container was created meanwhile: the image stays.
+                Err(e) if e.status == http::StatusCode::CONFLICT => continue,
+                Err(e) => return Err(e),
+            }
+            for t in tags {
+                self.emit_image(&id, &t, "untag");
+                out.push(DeleteItem::Untagged(t));
+            }
+            self.emit_image(&id, &id.to_string(), "delete");
+            out.push(DeleteItem::Deleted(id.to_string()));
+        }
+        let freed = self.collect_layers().await?;
+        out.extend(
+            freed
+                .layers
+                .iter()
+                .map(|c| DeleteItem::Deleted(format!("sha256:{}", c.0.hex()))),
+        );
+        Ok((out, freed.bytes))
+    }
+
+    /// `GET /images/{name}/history`.
+    pub fn image_history(&self, reference: &str) -> Result<Value, ApiError> {
+        let img = self.image(reference)?;
+        let store = self.agent.image_store();
+        let sizes: Vec<u64> = (0..img.diff_ids.len())
+            .map(|i| {
+                store
+                    .layers_size(&img.diff_ids[..=i])
+                    .saturating_sub(store.layers_size(&img.diff_ids[..i]))
+            })
+            .collect();
+        let tags = self.tags_of(&img.id);
+        Ok(Value::Array(history_rows(
+            &img.id,
+            &img.config,
+            &tags,
+            &sizes,
+        )))
+    }
+
+    /// Record a new image built on this host (import, commit) and tag it.
+    async fn record_image(
+        &self,
+        config: Vec<u8>,
+        diff_ids: Vec<DiffId>,
+        reference: Option<String>,
+    ) -> Result<ImageId, ApiError> {
+        let id = ImageId(Digest::of(&config));
+        let size = self.agent.image_store().layers_size(&diff_ids);
+        self.propose(Command::PutImage {
+            image: ImageRecord {
+                id,
+                config,
+                diff_ids,
+                size,
+                loaded_ns: now_ns(),
+            },
+        })
+        .await?;
+        if let Some(r) = reference {
+            self.propose(Command::Tag {
+                reference: r.clone(),
+                image: id,
+            })
+            .await?;
+            self.emit_image(&id, &r, "tag");
+        }
+        Ok(id)
+    }
+
+    /// `POST /images/create?fromSrc=-`: the body is a root filesystem tarball (plain,
+    /// gzip or zstd) that becomes a one-layer image.
+    pub async fn import_image(
+        &self,
+        body: ByteStream,
+        req: &ImportRequest,
+    ) -> Result<ImageId, ApiError> {
+        let reference = repo_tag(&req.repo, &req.tag)?;
+        let mut run_cfg = Map::new();
+        apply_changes(&mut run_cfg, &req.changes).map_err(change_err)?;
+        let (os, arch) = match req.platform.split_once('/') {
+            Some((os, arch)) => (
+                os.to_string(),
+                arch.split('/').next().unwrap_or(arch).to_string(),
+            ),
+            None if !req.platform.is_empty() => (req.platform.clone(), architecture().to_string()),
+            None => ("linux".to_string(), architecture().to_string()),
+        };
+        if os != "linux" {
+            return Err(ApiError::bad_request(format!(
+                "operating system is not supported: {os}"
+            )));
+        }
+        let store = self.agent.image_store().clone();
+        let reader = BodyReader {
+            rx: body,
+            current: Bytes::new(),
+        };
+        // Receiving the tarball needs no lock (a slow client must not hold off `rmi`);
+        // adding the layer does, until the image is recorded.
+        let s = store.clone();
+        let spooled = tokio::task::spawn_blocking(move || s.spool_import(reader))
+            .await
+            .map_err(join_err)?
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let diff_id = spooled.diff_id();
+        let lock = store.layer_lock();
+        let _held = lock.read().await;
+        tokio::task::spawn_blocking(move || store.add_spooled_layer(&[], &spooled))
+            .await
+            .map_err(join_err)?
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let created = now_rfc3339();
+        let comment = if req.message.is_empty() {
+            "Imported from -".to_string()
+        } else {
+            req.message.clone()
+        };
+        let mut config = json!({
+            "architecture": arch,
+            "os": os,
+            "created": created,
+            "config": Value::Object(run_cfg),
+            "rootfs": {"type": "layers", "diff_ids": [diff_id.to_string()]},
+            "history": [{"created": created, "comment": comment}],
+        });
+        if !req.message.is_empty() {
+            config["comment"] = json!(req.message);
+        }
+        let bytes = serde_json::to_vec(&config)
+            .map_err(|e| ApiError::internal(format!("encode image config: {e}")))?;
+        let id = self.record_image(bytes, vec![diff_id], reference).await?;
+        self.emit_image(&id, &id.to_string(), "import");
+        info!(image = %id, layer = %diff_id, "imported");
+        Ok(id)
+    }
+
+    /// `GET /containers/{id}/changes`.
+    pub async fn container_changes(&self, reference: &str) -> Result<Vec<Change>, ApiError> {
+        let c = self.container(reference)?;
+        let store = self.agent.image_store().clone();
+        tokio::task::spawn_blocking(move || store.rw_changes(c.id.as_str()))
+            .await
+            .map_err(join_err)?
+            .map_err(|e| ApiError::internal(e.to_string()))
+    }
+
+    /// `GET /containers/{id}/export`: a tar stream of the container's root filesystem.
+    pub fn export_container(&self, reference: &str) -> Result<ByteStream, ApiError> {
+        let c = self.container(reference)?;
+        let store = self.agent.image_store().clone();
+        store
+            .rw_mount_spec(c.id.as_str(), &[])
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        self.emit_container(&c, "export", &[]);
+        Ok(stream_from_blocking("export", move |w| {
+            store
+                .export_rw(c.id.as_str(), w)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }))
+    }
+
+    /// `POST /commit`: the container's writable layer becomes a new layer on its image's
+    /// chain, with a config from the container's settings and `changes`.
+    pub async fn commit_container(&self, req: &CommitRequest) -> Result<ImageId, ApiError> {
+        let c = self.container(&req.container)?;
+        let reference = repo_tag(&req.repo, &req.tag)?;
+        let base: Value = self
+            .store
+            .read(|s| s.images.get(&c.run.image_id).map(|i| i.config.clone()))
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_else(|| json!({"architecture": architecture(), "os": "linux"}));
+        let parsed: ImageConfigFile = serde_json::from_value(base.clone()).unwrap_or_default();
+        let img_run = parsed.config.unwrap_or_default();
+        let create: CreateConfig = serde_json::from_str(&c.config_json).unwrap_or_default();
+        let (ep, cmd) = docker_types::merge_process(
+            &img_run,
+            create.entrypoint.clone().map(|e| e.into_vec()),
+            create.cmd.clone().map(|c| c.into_vec()),
+        );
+        let mut run_cfg = base
+            .get("config")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        let or_null = |v: &Vec<String>| if v.is_empty() { Value::Null } else { json!(v) };
+        run_cfg.insert("Cmd".into(), or_null(&cmd));
+        run_cfg.insert("Entrypoint".into(), or_null(&ep));
+        run_cfg.insert("Env".into(), json!(c.run.env));
+        if !create.working_dir.is_empty() {
+            run_cfg.insert("WorkingDir".into(), json!(create.working_dir));
+        }
+        if !create.user.is_empty() {
+            run_cfg.insert("User".into(), json!(create.user));
+        }
+        if let Some(labels) = &create.labels {
+            let slot = run_cfg.entry("Labels").or_insert_with(|| json!({}));
+            if !slot.is_object() {
+                *slot = json!({});
+            }
+            if let Some(m) = slot.as_object_mut() {
+                for (k, v) in labels {
+                    m.insert(k.clone(), json!(v));
+                }
+            }
+        }
+        apply_changes(&mut run_cfg, &req.changes).map_err(change_err)?;
+
+        let store = self.agent.image_store().clone();
+        let lock = store.layer_lock();
+        let _held = lock.read().await;
+        let (cid, parent) = (c.id.clone(), c.run.diff_ids.clone());
+        let new_layer =
+            tokio::task::spawn_blocking(move || store.commit_rw_layer(cid.as_str(), &parent))
+                .await
+                .map_err(join_err)?
+                .map_err(|e| ApiError::internal(e.to_string()))?;
+        let mut diff_ids = c.run.diff_ids.clone();
+        diff_ids.extend(new_layer);
+        let created = now_rfc3339();
+        let mut config = base;
+        let mut history = config
+            .get("history")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let mut entry = json!({"created": created, "created_by": cmd.join(" ")});
+        if !req.author.is_empty() {
+            entry["author"] = json!(req.author);
+        }
+        if !req.comment.is_empty() {
+            entry["comment"] = json!(req.comment);
+        }
+        if new_layer.is_none() {
+            entry["empty_layer"] = json!(true);
+        }
+        history.push(entry);
+        if let Some(o) = config.as_object_mut() {
+            o.insert("config".into(), Value::Object(run_cfg));
+            o.insert("created".into(), json!(created));
+            o.insert("container".into(), json!(c.id.as_str()));
+            o.insert("history".into(), Value::Array(history));
+            o.insert(
+                "rootfs".into(),
+                json!({"type": "layers", "diff_ids": diff_ids.iter().map(|d| d.to_string()).collect::<Vec<_>>()}),
+            );
+            for (k, v) in [("author", &req.author), ("comment", &req.comment)] {
+                if v.is_empty() {
+                    o.remove(k);
+                } else {
+                    o.insert(k.into(), json!(v));
+                }
+            }
+        }
+        let bytes = serde_json::to_vec(&config)
+            .map_err(|e| ApiError::internal(format!("encode image config: {e}")))?;
+        let id = self.record_image(bytes, diff_ids, reference).await?;
+        self.emit_container(&c, "commit", &[]);
+        info!(container = %c.id.short(), image = %id, "committed");
+        Ok(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_are_validated_and_normalised() {
+        assert_eq!(repo_tag("", "").unwrap(), None);
+        assert_eq!(repo_tag("app", "").unwrap().unwrap(), "app:latest");
+        assert_eq!(repo_tag("app", "v1.2").unwrap().unwrap(), "app:v1.2");
+        assert_eq!(repo_tag("app:v2", "").unwrap().unwrap(), "app:v2");
+        assert_eq!(
+            repo_tag("localhost:5000/team/app", "x").unwrap().unwrap(),
+            "localhost:5000/team/app:x"
+        );
+        assert_eq!(
+            repo_tag("docker.io/library/app", "").unwrap().unwrap(),
+            "app:latest"
+        );
+        for (r, t) in [
+            ("App", ""),
+            ("a//b", ""),
+            ("-a", ""),
+            ("a", "-x"),
+            ("a", "x y"),
+            ("", "t"),
+            ("a@sha256:00", ""),
+        ] {
+            assert!(repo_tag(r, t).is_err(), "{r:?} {t:?}");
+        }
+        assert!(repo_tag("Up", "")
+            .unwrap_err()
+            .message
+            .contains("must be lowercase"));
+    }
+
+    #[test]
+    fn history_maps_layers_to_non_empty_entries_newest_first() {
+        let config = serde_json::to_vec(&json!({
+            "history": [
+                {"created": "2024-01-01T00:00:00Z", "created_by": "ADD rootfs"},
+                {"created": "2024-01-02T00:00:00Z", "created_by": "ENV A=1", "empty_layer": true},
+                {"created": "2024-01-03T00:00:00Z", "created_by": "RUN x", "comment": "c"},
+            ]
+        }))
+        .unwrap();
+        let id = ImageId(Digest::of(&config));
+        let rows = history_rows(&id, &config, &["a:latest".into()], &[100, 7]);
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[0]["Id"], id.to_string());
+        assert_eq!(rows[0]["Tags"], json!(["a:latest"]));
+        assert_eq!(
+            (rows[0]["Size"].clone(), rows[0]["Comment"].clone()),
+            (json!(7), json!("c"))
+        );
+        assert_eq!(rows[1]["Size"], 0);
+        assert_eq!(rows[2]["Id"], "<missing>");
+        assert_eq!(rows[2]["Size"], 100);
+        assert_eq!(rows[2]["Created"], 1_704_067_200);
+        assert!(history_rows(&id, b"{}", &[], &[]).is_empty());
+    }
+}

@@ -1,0 +1,570 @@
+//! The API layer through real clients: the local unix socket and the loopback-only plain
+//! listener, `docker events`, `docker ps` filters, `system df`, `container prune`, and
+//! hostile or broken HTTP clients (raw requests from `raw_http.py` over mutual TLS).
+
+mod support;
+
+use std::io::BufRead;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+use support::{busybox_tar, free_port, wharf_bin, Wharf};
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn lines(s: &str) -> Vec<String> {
+    s.lines().map(str::to_string).collect()
+}
+
+fn load_busybox(w: &Wharf) {
+    w.docker_ok(&["load", "-i", busybox_tar().to_str().expect("utf-8 path")]);
+}
+
+/// Run a scenario of `raw_http.py` against `w`; panics with its checks on failure.
+fn raw(w: &Wharf, scenario: &str, args: &[&str]) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/raw_http.py");
+    let out: Output = Command::new("python3")
+        .arg(script)
+        .arg(w.data_dir().join("client"))
+        .arg(&w.ip)
+        .arg(w.port.to_string())
+        .arg(scenario)
+        .args(args)
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "raw_http.py {scenario} failed:\n{}\n{}\n--- wharf log ---\n{}",
+        text(&out.stdout),
+        text(&out.stderr),
+        w.log()
+    );
+    eprintln!("{}", text(&out.stdout));
+}
+
+/// A Unix time two seconds ahead, for `docker events --until`: the CLI sends whole
+/// seconds, so `--until 0s` would leave out the events of the current second.
+fn soon() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970");
+    (now.as_secs() + 2).to_string()
+}
+
+fn open_fds(w: &Wharf) -> usize {
+    let pid = w.child.as_ref().expect("running").id();
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn unix_socket_and_loopback_plain_listener_serve_the_same_api() {
+    let plain = free_port();
+    let mut w = Wharf::start_with(&["--insecure-api-addr", &format!("127.0.0.1:{plain}")]);
+    let sock = w.socket_path();
+    let meta = std::fs::metadata(&sock).expect("socket exists");
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.mode() & 0o7777, 0o660, "socket mode");
+    assert_eq!((meta.uid(), meta.gid()), (0, 0), "socket owner");
+
+    // The stock CLI over the unix socket, no TLS: load, run (attach + wait), ps.
+    let unix = |args: &[&str]| -> Output {
+        let out = w.docker_unix_cmd().args(args).output().expect("docker");
+        eprintln!(
+            "$ docker(unix) {args:?}\n{}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        out
+    };
+    let v = unix(&["version", "--format", "{{.Server.APIVersion}}"]);
+    assert_eq!(text(&v.stdout).trim(), "1.50", "{}", text(&v.stderr));
+    let tar = busybox_tar();
+    assert!(unix(&["load", "-i", tar.to_str().expect("utf-8")])
+        .status
+        .success());
+    let run = unix(&["run", "--rm", "busybox", "echo", "via-unix"]);
+    assert_eq!(text(&run.stdout), "via-unix\n", "{}", text(&run.stderr));
+    assert!(
+        unix(&["run", "-d", "--name", "u1", "busybox", "sleep", "60"])
+            .status
+            .success()
+    );
+    // The TLS listener sees the same state.
+    assert_eq!(w.docker_ok(&["ps", "--format", "{{.Names}}"]).trim(), "u1");
+
+    // Plain TCP on loopback: the same API without TLS.
+    let out = Command::new("docker")
+        .env("DOCKER_HOST", format!("tcp://127.0.0.1:{plain}"))
+        .env_remove("DOCKER_TLS_VERIFY")
+        .env_remove("DOCKER_CERT_PATH")
+        .env("DOCKER_CONFIG", w.dir.path().join("docker-config"))
+        .args(["ps", "--format", "{{.Names}}"])
+        .output()
+        .expect("docker");
+    assert_eq!(text(&out.stdout).trim(), "u1", "{}", text(&out.stderr));
+    // The TLS port never answers plain HTTP.
+    let curl = Command::new("curl")
+        .args(["-sS", "-m", "5"])
+        .arg(format!("http://127.0.0.1:{}/_ping", w.port))
+        .output()
+        .expect("curl");
+    assert_ne!(text(&curl.stdout), "OK");
+
+    // A live socket is not taken over by another instance.
+    let other = tempfile::Builder::new()
+        .prefix("wharf-test-")
+        .tempdir_in("/var/tmp")
+        .expect("tempdir");
+    let second = Command::new(wharf_bin())
+        .args(["up", "--data-dir"])
+        .arg(other.path().join("data"))
+        .args(["--api-addr", &format!("127.0.0.1:{}", free_port())])
+        .arg("--unix-socket")
+        .arg(&sock)
+        .output()
+        .expect("second wharf");
+    assert!(!second.status.success());
+    assert!(
+        text(&second.stderr).contains("in use by another process"),
+        "{}",
+        text(&second.stderr)
+    );
+    assert!(sock.exists(), "the live socket was removed");
+
+    let out = w.down();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!sock.exists(), "wharf down left the socket behind");
+    assert!(w.leftovers().is_empty(), "{:#?}", w.leftovers());
+}
+
+#[test]
+fn plain_listener_off_loopback_is_refused_with_the_reason() {
+    let dir = tempfile::Builder::new()
+        .prefix("wharf-test-")
+        .tempdir_in("/var/tmp")
+        .expect("tempdir");
+    for addr in ["0.0.0.0:2375", "[::]:2375", "192.0.2.1:2375"] {
+        let out = Command::new(wharf_bin())
+            .args(["up", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args(["--api-addr", &format!("127.0.0.1:{}", free_port())])
+            .arg("--unix-socket")
+            .arg(dir.path().join("docker.sock"))
+            .args(["--insecure-api-addr", addr])
+            .output()
+            .expect("wharf up");
+        assert_eq!(out.status.code(), Some(1));
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("not a loopback address") && err.contains("root on every host"),
+            "{addr}: {err}"
+        );
+        assert!(!dir.path().join("docker.sock").exists());
+        assert!(
+            !dir.path().join("data").exists(),
+            "refused before touching DATA_DIR"
+        );
+    }
+}
+
+#[test]
+fn docker_events_stream_and_replay_with_filters() {
+    let mut w = Wharf::start();
+    load_busybox(&w);
+
+    // Live: a subscriber started before the container sees its whole life.
+    let mut live = w
+        .docker_cmd()
+        .args(["events", "--filter", "container=ev-live", "--format"])
+        .arg("{{.Type}} {{.Action}} {{.Actor.Attributes.name}} {{.Actor.Attributes.image}}")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("docker events");
+    let stdout = live.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(stdout).lines() {
+            let Ok(l) = l else { return };
+            if tx.send(l).is_err() {
+                return;
+            }
+        }
+    });
+    // Wait until the subscription is registered.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while w
+        .docker_ok(&["info", "--format", "{{.NEventsListener}}"])
+        .trim()
+        != "1"
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "events listener never registered"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    w.docker_ok(&["run", "-d", "--name", "ev-live", "busybox", "sleep", "60"]);
+    w.docker_ok(&["kill", "ev-live"]);
+    w.docker_ok(&["wait", "ev-live"]);
+    w.docker_ok(&["rm", "ev-live"]);
+    let mut seen = vec![];
+    while !seen.iter().any(|l: &String| l.contains(" destroy ")) {
+        match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(l) => seen.push(l),
+            Err(_) => break,
+        }
+    }
+    let _ = live.kill();
+    let _ = live.wait();
+    let actions: Vec<&str> = seen
+        .iter()
+        .map(|l| l.split(' ').nth(1).unwrap_or(""))
+        .collect();
+    assert_eq!(
+        actions,
+        ["create", "start", "kill", "die", "destroy"],
+        "{seen:#?}"
+    );
+    assert!(
+        seen.iter()
+            .all(|l| l.starts_with("container ") && l.ends_with(" ev-live busybox")),
+        "{seen:#?}"
+    );
+
+    // Replay with --since, type filter, exit code.
+    w.docker_ok(&[
+        "run", "-d", "--name", "ev-a", "--label", "tier=web", "busybox", "sh", "-c", "exit 3",
+    ]);
+    assert_eq!(w.docker_ok(&["wait", "ev-a"]).trim(), "3");
+    w.docker_ok(&["rm", "ev-a"]);
+    let fmt = "{{.Type}} {{.Action}} {{.Actor.Attributes.name}} {{.Actor.Attributes.exitCode}}";
+    let out = w.docker_ok(&[
+        "events",
+        "--since",
+        "1m",
+        "--until",
+        &soon(),
+        "--filter",
+        "type=container",
+        "--filter",
+        "container=ev-a",
+        "--format",
+        fmt,
+    ]);
+    assert_eq!(
+        lines(&out),
+        [
+            "container create ev-a <no value>",
+            "container start ev-a <no value>",
+            "container die ev-a 3",
+            "container destroy ev-a <no value>",
+        ],
+        "{out}"
+    );
+    let out = w.docker_ok(&[
+        "events",
+        "--since",
+        "1m",
+        "--until",
+        &soon(),
+        "--filter",
+        "event=die",
+        "--format",
+        fmt,
+    ]);
+    assert_eq!(lines(&out).len(), 2, "{out}");
+    assert!(
+        out.lines().all(|l| l.starts_with("container die ")),
+        "{out}"
+    );
+    let out = w.docker_ok(&[
+        "events",
+        "--since",
+        "1m",
+        "--until",
+        &soon(),
+        "--filter",
+        "label=tier=web",
+        "--format",
+        fmt,
+    ]);
+    assert_eq!(lines(&out).len(), 4, "{out}");
+    let out = w.docker_ok(&[
+        "events",
+        "--since",
+        "1m",
+        "--until",
+        &soon(),
+        "--filter",
+        "type=image",
+        "--format",
+        "{{.Type}} {{.Action}} {{.Actor.Attributes.name}}",
+    ]);
+    assert!(
+        out.lines().any(|l| l.starts_with("image load sha256:")),
+        "{out}"
+    );
+    assert!(
+        out.lines().any(|l| l == "image tag busybox:latest"),
+        "{out}"
+    );
+
+    // Docker's JSON fields, as SDKs read them.
+    let out = w.docker_ok(&[
+        "events",
+        "--since",
+        "1m",
+        "--until",
+        &soon(),
+        "--filter",
+        "event=create",
+        "--format",
+        "{{json .}}",
+    ]);
+    let first: serde_json::Value =
+        serde_json::from_str(out.lines().next().expect("an event")).expect("json");
+    assert_eq!(first["Type"], "container");
+    assert_eq!(first["Action"], "create");
+    assert_eq!(first["scope"], "local");
+    assert_eq!(first["Actor"]["Attributes"]["name"], "ev-live");
+    assert_eq!(first["Actor"]["ID"].as_str().map(str::len), Some(64));
+    let (t, tn) = (first["time"].as_i64(), first["timeNano"].as_i64());
+    assert_eq!(t, tn.map(|n| n / 1_000_000_000), "{first}");
+
+    // Nothing happened in the future; an `until` before `since` is refused.
+    let later = (soon().parse::<u64>().expect("a number") + 1).to_string();
+    let out = w.docker_ok(&["events", "--since", &soon(), "--until", &later]);
+    assert_eq!(out, "");
+    let bad = w.docker(&["events", "--since", &later, "--until", "1m"]);
+    assert!(
+        text(&bad.stderr).contains("cannot be after"),
+        "{}",
+        text(&bad.stderr)
+    );
+    let bad = w.docker(&["events", "--filter", "colour=red"]);
+    assert_ne!(bad.status.code(), Some(0));
+    assert!(
+        text(&bad.stderr).contains("invalid filter 'colour'"),
+        "{}",
+        text(&bad.stderr)
+    );
+
+    assert!(w.down().status.success());
+    assert!(w.leftovers().is_empty(), "{:#?}", w.leftovers());
+}
+
+#[test]
+fn ps_filters_system_df_and_container_prune() {
+    let mut w = Wharf::start();
+    load_busybox(&w);
+    let web = w.docker_ok(&[
+        "run", "-d", "--name", "ps-web", "--label", "app=web", "busybox", "sleep", "300",
+    ]);
+    let web = web.trim().to_string();
+    w.docker_ok(&["run", "--name", "ps-ok", "busybox", "true"]);
+    assert_eq!(
+        w.docker(&["run", "--name", "ps-bad", "busybox", "sh", "-c", "exit 3"])
+            .status
+            .code(),
+        Some(3)
+    );
+    w.docker_ok(&["create", "--name", "ps-new", "busybox", "true"]);
+
+    let names = |args: &[&str]| -> Vec<String> {
+        let mut a = vec!["ps"];
+        a.extend_from_slice(args);
+        a.extend_from_slice(&["--format", "{{.Names}}"]);
+        let mut v = lines(&w.docker_ok(&a));
+        v.sort();
+        v
+    };
+    assert_eq!(names(&[]), ["ps-web"]);
+    assert_eq!(names(&["-a"]).len(), 4);
+    assert_eq!(
+        names(&["-a", "--filter", "status=exited"]),
+        ["ps-bad", "ps-ok"]
+    );
+    assert_eq!(names(&["--filter", "status=created"]), ["ps-new"]);
+    assert_eq!(names(&["-a", "--filter", "status=running"]), ["ps-web"]);
+    assert_eq!(names(&["-a", "--filter", "name=ps-w"]), ["ps-web"]);
+    assert_eq!(
+        names(&["-a", "--filter", "name=^ps-(ok|bad)$"]),
+        ["ps-bad", "ps-ok"]
+    );
+    assert_eq!(names(&["-a", "--filter", "label=app=web"]), ["ps-web"]);
+    assert_eq!(
+        names(&["-a", "--filter", "label=app=db"]),
+        Vec::<String>::new()
+    );
+    assert_eq!(names(&["-a", "--filter", "exited=3"]), ["ps-bad"]);
+    assert_eq!(names(&["-a", "--filter", "exited=0"]), ["ps-ok"]);
+    assert_eq!(names(&["-a", "--filter", "ancestor=busybox"]).len(), 4);
+    assert_eq!(
+        names(&["-a", "--filter", "ancestor=nope"]),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        names(&["-a", "--filter", &format!("id={}", &web[..8])]),
+        ["ps-web"]
+    );
+    assert_eq!(
+        names(&[
+            "-a",
+            "--filter",
+            "status=exited",
+            "--filter",
+            "status=created"
+        ]),
+        ["ps-bad", "ps-new", "ps-ok"]
+    );
+    assert_eq!(
+        w.docker_ok(&["ps", "-q", "--filter", "label=app"]).trim(),
+        &web[..12]
+    );
+    assert_eq!(lines(&w.docker_ok(&["ps", "-aq"])).len(), 4);
+    let row = w.docker_ok(&[
+        "ps",
+        "-a",
+        "--filter",
+        "name=ps-bad",
+        "--format",
+        "{{.Image}}|{{.Status}}|{{.Command}}",
+    ]);
+    assert!(row.starts_with("busybox|Exited (3) "), "{row}");
+    let bad = w.docker(&["ps", "--filter", "status=sleeping"]);
+    assert_ne!(bad.status.code(), Some(0));
+    assert!(
+        text(&bad.stderr).contains("invalid filter 'status=sleeping'"),
+        "{}",
+        text(&bad.stderr)
+    );
+
+    w.docker_ok(&["volume", "create", "ps-vol"]);
+    // system df: one image used by four containers, one of them running; one volume.
+    let df = w.docker_ok(&[
+        "system",
+        "df",
+        "--format",
+        "{{.Type}}|{{.TotalCount}}|{{.Active}}",
+    ]);
+    let df = lines(&df);
+    assert!(df.contains(&"Images|1|1".to_string()), "{df:?}");
+    assert!(df.contains(&"Containers|4|1".to_string()), "{df:?}");
+    assert!(df.contains(&"Local Volumes|1|0".to_string()), "{df:?}");
+    let plain = w.docker_ok(&["system", "df"]);
+    assert!(plain.starts_with("TYPE "), "{plain}");
+
+    // Prune: a label filter that matches only the running one removes nothing.
+    let none = w.docker_ok(&["container", "prune", "-f", "--filter", "label=app=web"]);
+    assert!(none.contains("Total reclaimed space"), "{none}");
+    assert_eq!(names(&["-a"]).len(), 4);
+    let pruned = w.docker_ok(&["container", "prune", "-f"]);
+    assert!(pruned.starts_with("Deleted Containers:\n"), "{pruned}");
+    assert_eq!(
+        pruned.lines().filter(|l| l.len() == 64).count(),
+        3,
+        "{pruned}"
+    );
+    assert_eq!(names(&["-a"]), ["ps-web"]);
+    let destroyed = w.docker_ok(&[
+        "events",
+        "--since",
+        "1m",
+        "--until",
+        &soon(),
+        "--filter",
+        "event=destroy",
+        "--format",
+        "{{.Actor.Attributes.name}}",
+    ]);
+    let mut destroyed = lines(&destroyed);
+    destroyed.sort();
+    assert_eq!(destroyed, ["ps-bad", "ps-new", "ps-ok"]);
+
+    assert!(w.down().status.success());
+    assert!(w.leftovers().is_empty(), "{:#?}", w.leftovers());
+}
+
+#[test]
+fn malformed_requests_are_refused_and_the_daemon_keeps_serving() {
+    let mut w = Wharf::start();
+    raw(&w, "bad_input", &[]);
+    assert_eq!(w.docker_ok(&["ps", "-aq"]).trim(), "");
+    let v = w.docker_ok(&["version", "--format", "{{.Server.APIVersion}}"]);
+    assert_eq!(v.trim(), "1.50");
+    // The prefix forms the CLI and SDKs use are all served.
+    for prefix in ["", "/v1.24", "/v1.44", "/v1.50"] {
+        let out = Command::new("curl")
+            .args(["-sS", "--cacert"])
+            .arg(w.data_dir().join("client/ca.pem"))
+            .arg("--cert")
+            .arg(w.data_dir().join("client/cert.pem"))
+            .arg("--key")
+            .arg(w.data_dir().join("client/key.pem"))
+            .arg(format!("https://127.0.0.1:{}{prefix}/_ping", w.port))
+            .output()
+            .expect("curl");
+        assert_eq!(text(&out.stdout), "OK", "{prefix}");
+    }
+    assert!(w.down().status.success());
+}
+
+#[test]
+fn stream_headers_come_first_and_dropped_clients_leak_nothing() {
+    let mut w = Wharf::start();
+    load_busybox(&w);
+    let id = w.docker_ok(&[
+        "create",
+        "--name",
+        "hf",
+        "busybox",
+        "sh",
+        "-c",
+        "echo hello; exit 7",
+    ]);
+    raw(&w, "headers_first", &[id.trim()]);
+
+    let id = w.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "dropper",
+        "busybox",
+        "sh",
+        "-c",
+        "while true; do echo x; sleep 0.2; done",
+    ]);
+    // Connections settle (keep-alive ones of the CLI close) before counting.
+    std::thread::sleep(Duration::from_secs(1));
+    let before = open_fds(&w);
+    raw(&w, "drop", &[id.trim()]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while open_fds(&w) > before + 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        open_fds(&w) <= before + 2,
+        "file descriptors grew from {before} to {}",
+        open_fds(&w)
+    );
+    let ps = w.docker_ok(&["ps", "--format", "{{.Names}} {{.Status}}"]);
+    assert!(ps.lines().any(|l| l.starts_with("dropper Up")), "{ps}");
+    let logs = w.docker_ok(&["logs", "--tail", "1", "dropper"]);
+    assert_eq!(logs, "x\n");
+    let run = w.docker(&["run", "--rm", "busybox", "echo", "still-fine"]);
+    assert_eq!(text(&run.stdout), "still-fine\n");
+    assert!(w.down().status.success());
+    assert!(w.leftovers().is_empty(), "{:#?}", w.leftovers());
+}
+
+#[test]
+fn slow_and_idle_connections_are_closed_while_others_are_served() {
+    let mut w = Wharf::start();
+    raw(&w, "slow", &[]);
+    assert!(w.down().status.success());
+}

@@ -1,0 +1,819 @@
+//! The process side of a container through the stock `docker` CLI against `wharf up`:
+//! exec, TTYs and detach keys, kill/restart/pause/rename/top/attach, restart policies,
+//! the host-reboot recovery, and Docker's exit codes for start failures.
+//!
+//! Interactive commands run in a real pseudo-terminal driven by python3's `pty` module.
+
+mod support;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use support::{busybox_tar, Wharf};
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn loaded() -> Wharf {
+    let w = Wharf::start();
+    let tar = busybox_tar();
+    w.docker_ok(&["load", "-i", tar.to_str().expect("utf-8 path")]);
+    w
+}
+
+fn inspect(w: &Wharf, format: &str, name: &str) -> String {
+    w.docker_ok(&["inspect", "--format", format, name])
+        .trim()
+        .to_string()
+}
+
+/// Poll `f` until it returns true or `secs` pass; true if it did.
+fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    f()
+}
+
+/// Runs a command in a pty of 33 rows and 101 columns; each step waits for a text (if
+/// given) then types its input; then reads until the command ends.
+const PTY_DRIVER: &str = r#"
+import os, pty, sys, time, json, select, struct, fcntl, termios
+args = json.loads(sys.argv[1]); steps = json.loads(sys.argv[2])
+pid, fd = pty.fork()
+if pid == 0:
+    fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack('HHHH', 33, 101, 0, 0))
+    os.execvp(args[0], args)
+out = b''
+def read_until(pred, timeout):
+    global out
+    end = time.time() + timeout
+    while time.time() < end:
+        r, _, _ = select.select([fd], [], [], 0.1)
+        if r:
+            try:
+                data = os.read(fd, 4096)
+            except OSError:
+                return False
+            if not data:
+                return False
+            out += data
+            if pred(out):
+                return True
+    return pred(out)
+for wait, send in steps:
+    if wait:
+        read_until(lambda o: wait.encode() in o, 20)
+    os.write(fd, send.encode('latin1'))
+read_until(lambda o: False, 30)
+_, status = os.waitpid(pid, 0)
+print(json.dumps({"out": out.decode('utf-8', 'replace'), "code": os.waitstatus_to_exitcode(status)}))
+"#;
+
+/// Run `docker ARGS` in a pseudo-terminal with `steps` (wait-for text, input); returns
+/// what the terminal showed and the exit code.
+fn pty_docker(w: &Wharf, args: &[&str], steps: &[(Option<&str>, &str)]) -> (String, i32) {
+    let mut argv = vec!["docker"];
+    argv.extend_from_slice(args);
+    let steps: Vec<serde_json::Value> = steps
+        .iter()
+        .map(|(wait, send)| serde_json::json!([wait, send]))
+        .collect();
+    let cfg = w.dir.path().join("docker-config");
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(PTY_DRIVER)
+        .arg(serde_json::to_string(&argv).expect("json"))
+        .arg(serde_json::to_string(&steps).expect("json"))
+        .env("DOCKER_HOST", format!("tcp://{}:{}", w.ip, w.port))
+        .env("DOCKER_TLS_VERIFY", "1")
+        .env("DOCKER_CERT_PATH", w.data_dir().join("client"))
+        .env("DOCKER_CONFIG", cfg)
+        .env_remove("DOCKER_CONTEXT")
+        .output()
+        .expect("run python3");
+    assert!(out.status.success(), "pty driver: {}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("driver output");
+    let shown = v["out"].as_str().unwrap_or_default().to_string();
+    let code = v["code"].as_i64().unwrap_or(-1) as i32;
+    eprintln!(
+        "$ [pty] docker {}\n  exit {code}\n  shown: {shown:?}",
+        args.join(" ")
+    );
+    (shown, code)
+}
+
+/// Run `docker ARGS` with `input` on its stdin.
+fn docker_with_stdin(w: &Wharf, args: &[&str], input: &[u8]) -> std::process::Output {
+    let mut child = w
+        .docker_cmd()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn docker");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input)
+        .expect("write stdin");
+    child.wait_with_output().expect("docker output")
+}
+
+fn assert_clean(w: &mut Wharf) {
+    let out = w.down();
+    assert!(out.status.success(), "wharf down: {}", text(&out.stderr));
+    let left = w.leftovers();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[test]
+fn exec_runs_processes_inside_the_container() {
+    let mut w = loaded();
+    w.docker_ok(&["run", "-d", "--name", "ex", "busybox", "sleep", "600"]);
+
+    // Output, exit codes and stderr, as Docker.
+    assert_eq!(w.docker_ok(&["exec", "ex", "echo", "hi"]), "hi\n");
+    let out = w.docker(&["exec", "ex", "sh", "-c", "exit 5"]);
+    assert_eq!(out.status.code(), Some(5));
+    let out = w.docker(&["exec", "ex", "sh", "-c", "echo a; echo err >&2; echo b"]);
+    assert_eq!(text(&out.stdout), "a\nb\n");
+    assert_eq!(text(&out.stderr), "err\n");
+
+    // The container's namespaces: its PID 1, its host name; -e, -w, -u.
+    let pid1 = w.docker_ok(&["exec", "ex", "cat", "/proc/1/cmdline"]);
+    assert_eq!(pid1, "sleep\x00600\x00");
+    let host = w.docker_ok(&["exec", "ex", "hostname"]);
+    let id = inspect(&w, "{{.Id}}", "ex");
+    assert_eq!(host.trim(), &id[..12]);
+    let out = w.docker_ok(&[
+        "exec",
+        "-e",
+        "FOO=bar",
+        "-w",
+        "/tmp",
+        "ex",
+        "sh",
+        "-c",
+        "echo $FOO $(pwd)",
+    ]);
+    assert_eq!(out, "bar /tmp\n");
+    assert_eq!(
+        w.docker_ok(&["exec", "-u", "1234:5678", "ex", "id"]).trim(),
+        "uid=1234 gid=5678"
+    );
+    assert!(w
+        .docker_ok(&["exec", "-u", "nobody", "ex", "id"])
+        .starts_with("uid=65534(nobody)"));
+    // The exec runs in the container's cgroup.
+    let cg_host = std::fs::read_to_string(format!(
+        "/proc/{}/cgroup",
+        inspect(&w, "{{.State.Pid}}", "ex")
+    ))
+    .expect("cgroup of the container");
+    let cg_exec = w.docker_ok(&["exec", "ex", "cat", "/proc/self/cgroup"]);
+    let pids_line = |s: &str| {
+        s.lines()
+            .find(|l| l.contains(":pids:"))
+            .map(|l| l.to_string())
+    };
+    assert!(pids_line(&cg_host).is_some(), "{cg_host}");
+    assert_eq!(
+        pids_line(&cg_host).map(|l| l.rsplit('/').next().map(str::to_string)),
+        pids_line(&cg_exec).map(|l| l.rsplit('/').next().map(str::to_string)),
+        "host view {cg_host} / exec view {cg_exec}"
+    );
+
+    // stdin with -i.
+    let out = docker_with_stdin(&w, &["exec", "-i", "ex", "cat"], b"piped\n");
+    assert_eq!(text(&out.stdout), "piped\n");
+    assert_eq!(out.status.code(), Some(0));
+
+    // -d: runs on after the CLI returns.
+    w.docker_ok(&[
+        "exec",
+        "-d",
+        "ex",
+        "sh",
+        "-c",
+        "sleep 0.5; echo done > /tmp/marker",
+    ]);
+    assert!(eventually(10, || w
+        .docker(&["exec", "ex", "cat", "/tmp/marker"])
+        .stdout
+        == b"done\n"));
+
+    // -it: a terminal of the client's size.
+    let (shown, code) = pty_docker(
+        &w,
+        &["exec", "-it", "ex", "sh"],
+        &[(Some("# "), "stty size; tty; exit 3\r")],
+    );
+    assert_eq!(code, 3);
+    assert!(shown.contains("33 101"), "{shown}");
+    assert!(shown.contains("/dev/pts/"), "{shown}");
+
+    // Docker's exit codes and texts for what cannot start.
+    let out = w.docker(&["exec", "ex", "nosuchcmd"]);
+    assert_eq!(out.status.code(), Some(127));
+    assert!(
+        text(&out.stdout).contains("executable file not found in $PATH"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = w.docker(&["exec", "ex", "/etc"]);
+    assert_eq!(out.status.code(), Some(126));
+    assert!(text(&out.stdout).contains("permission denied"));
+    let out = w.docker(&["exec", "-w", "/etc/passwd", "ex", "pwd"]);
+    assert_eq!(out.status.code(), Some(126));
+    assert!(text(&out.stdout).contains("not a directory"));
+    let out = w.docker(&["exec", "-w", "/proc/self/fd/3", "ex", "pwd"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(text(&out.stdout).contains("CVE-2024-21626"));
+    let out = w.docker(&["exec", "-u", "nosuchuser", "ex", "true"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stdout).contains("nosuchuser"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = w.docker(&["exec", "nosuchcontainer", "true"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(text(&out.stderr).contains("No such container: nosuchcontainer"));
+
+    // Exec instances are listed by inspect.
+    let ids = inspect(&w, "{{len .ExecIDs}}", "ex");
+    assert!(ids.parse::<usize>().unwrap_or(0) >= 10, "{ids}");
+
+    // Live-restore: exec into a container started before wharf restarted; a paused
+    // container stays paused and can be unpaused.
+    w.docker_ok(&["run", "-d", "--name", "frozen", "busybox", "sleep", "600"]);
+    w.docker_ok(&["pause", "frozen"]);
+    w.stop_process();
+    w.spawn();
+    assert_eq!(inspect(&w, "{{.State.Status}}", "frozen"), "paused");
+    w.docker_ok(&["unpause", "frozen"]);
+    assert_eq!(
+        w.docker_ok(&["exec", "frozen", "echo", "thawed"]),
+        "thawed\n"
+    );
+    assert_eq!(w.docker_ok(&["exec", "ex", "echo", "again"]), "again\n");
+    let out = w.docker(&["exec", "ex", "sh", "-c", "exit 4"]);
+    assert_eq!(out.status.code(), Some(4));
+
+    // A stopped container refuses exec.
+    w.docker_ok(&["stop", "-t", "0", "ex"]);
+    let out = w.docker(&["exec", "ex", "true"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("is not running"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    assert_clean(&mut w);
+}
+
+#[test]
+fn tty_run_attach_resize_and_detach_keys() {
+    let mut w = loaded();
+
+    // `docker run -it busybox sh` is a usable shell of the client's size.
+    let (shown, code) = pty_docker(
+        &w,
+        &["run", "-it", "--rm", "busybox", "sh"],
+        &[(
+            Some("# "),
+            "sleep 0.3; stty size; echo hi-$((6*7)); exit 7\r",
+        )],
+    );
+    assert_eq!(code, 7, "{shown}");
+    assert!(shown.contains("hi-42\r\n"), "{shown}");
+    assert!(shown.contains("33 101"), "{shown}");
+
+    // -t without -i: raw terminal output (the pty turns \n into \r\n).
+    let out = w.docker(&["run", "--rm", "-t", "busybox", "echo", "raw"]);
+    assert_eq!(text(&out.stdout), "raw\r\n");
+
+    // ctrl-p ctrl-q detaches and leaves the container running with its stdin open.
+    let (shown, code) = pty_docker(
+        &w,
+        &["run", "-it", "--name", "tt", "busybox", "sh"],
+        &[
+            (Some("# "), "echo before\r"),
+            (Some("before\r\n"), "\u{10}\u{11}"),
+        ],
+    );
+    assert_eq!(code, 0, "{shown}");
+    assert_eq!(inspect(&w, "{{.State.Status}}", "tt"), "running");
+
+    // Attach again: the same shell, its exit code.
+    let (shown, code) = pty_docker(
+        &w,
+        &["attach", "tt"],
+        &[
+            (None, "echo attached-$((1+1))\r"),
+            (Some("attached-2"), "exit 9\r"),
+        ],
+    );
+    assert_eq!(code, 9, "{shown}");
+    assert!(eventually(10, || inspect(
+        &w,
+        "{{.State.Status}} {{.State.ExitCode}}",
+        "tt"
+    ) == "exited 9"));
+
+    // A stopped container cannot be attached to.
+    let out = w.docker(&["attach", "tt"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(text(&out.stderr).contains("cannot attach to a stopped container"));
+
+    assert_clean(&mut w);
+}
+
+#[test]
+fn kill_restart_pause_rename_top_and_attach() {
+    let mut w = loaded();
+
+    // kill -s: the signal reaches the process.
+    w.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "trap",
+        "busybox",
+        "sh",
+        "-c",
+        "trap 'echo got USR1; exit 3' USR1; echo ready; while true; do sleep 0.1; done",
+    ]);
+    assert!(eventually(10, || w.docker_ok(&["logs", "trap"]) == "ready\n"));
+    w.docker_ok(&["kill", "-s", "USR1", "trap"]);
+    assert_eq!(w.docker_ok(&["wait", "trap"]).trim(), "3");
+    assert_eq!(w.docker_ok(&["logs", "trap"]), "ready\ngot USR1\n");
+    let out = w.docker(&["kill", "-s", "NOPE", "trap"]);
+    assert_ne!(out.status.code(), Some(0));
+    let out = w.docker(&["kill", "trap"]);
+    assert!(
+        text(&out.stderr).contains("is not running"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // restart: a new run of the same container.
+    w.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "svc",
+        "busybox",
+        "sh",
+        "-c",
+        "echo start; sleep 600",
+    ]);
+    let first = inspect(&w, "{{.State.StartedAt}} {{.State.Pid}}", "svc");
+    assert_eq!(w.docker_ok(&["restart", "-t", "1", "svc"]).trim(), "svc");
+    assert_eq!(inspect(&w, "{{.State.Status}}", "svc"), "running");
+    assert_ne!(
+        inspect(&w, "{{.State.StartedAt}} {{.State.Pid}}", "svc"),
+        first
+    );
+    assert!(eventually(10, || w.docker_ok(&["logs", "svc"]) == "start\nstart\n"));
+
+    // pause / unpause: frozen (no output), shown as Docker does, exec refused.
+    w.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "ticker",
+        "busybox",
+        "sh",
+        "-c",
+        "while true; do echo t; sleep 0.05; done",
+    ]);
+    assert!(eventually(10, || !w
+        .docker_ok(&["logs", "ticker"])
+        .is_empty()));
+    w.docker_ok(&["pause", "ticker"]);
+    assert_eq!(
+        inspect(
+            &w,
+            "{{.State.Status}} {{.State.Paused}} {{.State.Running}}",
+            "ticker"
+        ),
+        "paused true true"
+    );
+    let ps = w.docker_ok(&["ps", "--filter", "name=ticker", "--format", "{{.Status}}"]);
+    assert!(ps.trim().ends_with("(Paused)"), "{ps}");
+    let frozen = w.docker_ok(&["logs", "ticker"]).len();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        w.docker_ok(&["logs", "ticker"]).len(),
+        frozen,
+        "output while paused"
+    );
+    let out = w.docker(&["exec", "ticker", "true"]);
+    assert!(
+        text(&out.stderr).contains("is paused"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = w.docker(&["pause", "ticker"]);
+    assert!(text(&out.stderr).contains("already paused"));
+    let out = w.docker(&["rm", "ticker"]);
+    assert_ne!(out.status.code(), Some(0));
+    w.docker_ok(&["unpause", "ticker"]);
+    assert!(eventually(10, || w.docker_ok(&["logs", "ticker"]).len() > frozen));
+    let out = w.docker(&["unpause", "ticker"]);
+    assert!(text(&out.stderr).contains("is not paused"));
+    // stop and kill work on a paused container.
+    w.docker_ok(&["pause", "ticker"]);
+    w.docker_ok(&["stop", "ticker"]);
+    assert_eq!(
+        inspect(&w, "{{.State.Status}} {{.State.ExitCode}}", "ticker"),
+        "exited 137"
+    );
+    let out = w.docker(&["pause", "ticker"]);
+    assert!(text(&out.stderr).contains("is not running"));
+
+    // rename.
+    w.docker_ok(&["rename", "svc", "svc2"]);
+    let names = w.docker_ok(&["ps", "--format", "{{.Names}}"]);
+    assert!(names.lines().any(|l| l == "svc2"), "{names}");
+    let out = w.docker(&["rename", "svc2", "trap"]);
+    assert!(text(&out.stderr).contains("is already in use"));
+    let out = w.docker(&["rename", "nosuch", "x1"]);
+    assert!(text(&out.stderr).contains("No such container: nosuch"));
+    let out = w.docker(&["rename", "svc2", "bad name"]);
+    assert_ne!(out.status.code(), Some(0));
+
+    // top: the container's processes only.
+    let top = w.docker_ok(&["top", "svc2"]);
+    let mut lines = top.lines();
+    let header = lines.next().unwrap_or_default();
+    assert!(header.contains("PID") && header.contains("CMD"), "{top}");
+    let rows: Vec<&str> = lines.collect();
+    // busybox sh execs its last command: one process, the container's main one.
+    assert_eq!(rows.len(), 1, "{top}");
+    assert!(rows[0].ends_with("sleep 600"), "{top}");
+    let pid = inspect(&w, "{{.State.Pid}}", "svc2");
+    assert_eq!(
+        rows[0].split_whitespace().nth(1),
+        Some(pid.as_str()),
+        "{top}"
+    );
+    let out = w.docker(&["top", "trap"]);
+    assert!(text(&out.stderr).contains("is not running"));
+
+    // create + start -a; attach to a running container.
+    w.docker_ok(&[
+        "create",
+        "--name",
+        "later",
+        "busybox",
+        "sh",
+        "-c",
+        "echo created-run; exit 4",
+    ]);
+    assert_eq!(inspect(&w, "{{.State.Status}}", "later"), "created");
+    let out = w.docker(&["start", "-a", "later"]);
+    assert_eq!(text(&out.stdout), "created-run\n");
+    assert_eq!(out.status.code(), Some(4));
+    w.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "att",
+        "busybox",
+        "sh",
+        "-c",
+        "sleep 2; echo late; exit 6",
+    ]);
+    let out = w.docker(&["attach", "att"]);
+    assert_eq!(text(&out.stdout), "late\n");
+    assert_eq!(out.status.code(), Some(6));
+
+    // --stop-signal and --stop-timeout.
+    w.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "polite",
+        "--stop-signal",
+        "USR1",
+        "busybox",
+        "sh",
+        "-c",
+        "trap 'echo bye; exit 0' USR1; echo up; while true; do sleep 0.1; done",
+    ]);
+    assert!(eventually(10, || w.docker_ok(&["logs", "polite"]) == "up\n"));
+    w.docker_ok(&["stop", "polite"]);
+    assert_eq!(inspect(&w, "{{.State.ExitCode}}", "polite"), "0");
+    assert_eq!(w.docker_ok(&["logs", "polite"]), "up\nbye\n");
+    // busybox sleep as PID 1 ignores SIGTERM: stop waits --stop-timeout (1 s, not the
+    // default 10 s), then kills.
+    w.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "stubborn",
+        "--stop-timeout",
+        "1",
+        "busybox",
+        "sleep",
+        "600",
+    ]);
+    assert_eq!(inspect(&w, "{{.Config.StopTimeout}}", "stubborn"), "1");
+    let t = Instant::now();
+    w.docker_ok(&["stop", "stubborn"]);
+    assert!(
+        t.elapsed() < Duration::from_secs(8),
+        "stop ignored --stop-timeout"
+    );
+    assert_eq!(inspect(&w, "{{.State.ExitCode}}", "stubborn"), "137");
+
+    assert_clean(&mut w);
+}
+
+#[test]
+fn restart_policies_follow_docker() {
+    let mut w = loaded();
+
+    // on-failure:2 — two restarts, then it stays exited.
+    w.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "flaky",
+        "--restart",
+        "on-failure:2",
+        "busybox",
+        "sh",
+        "-c",
+        "echo run; exit 1",
+    ]);
+    assert!(eventually(20, || inspect(
+        &w,
+        "{{.State.Status}} {{.State.ExitCode}} {{.RestartCount}}",
+        "flaky"
+    ) == "exited 1 2"));
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(inspect(&w, "{{.RestartCount}}", "flaky"), "2");
+    assert_eq!(w.docker_ok(&["logs", "flaky"]), "run\nrun\nrun\n");
+    assert_eq!(
+        inspect(&w, "{{.HostConfig.RestartPolicy.Name}}", "flaky"),
+        "on-failure"
+    );
+
+    // on-failure does not restart a success.
+    w.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "fine",
+        "--restart",
+        "on-failure",
+        "busybox",
+        "true",
+    ]);
+    assert!(eventually(10, || inspect(&w, "{{.State.Status}}", "fine") == "exited"));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(inspect(&w, "{{.RestartCount}}", "fine"), "0");
+
+    // always restarts whatever the exit, until a user stops it.
+    w.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "loop",
+        "--restart",
+        "always",
+        "busybox",
+        "sh",
+        "-c",
+        "sleep 0.2",
+    ]);
+    assert!(eventually(20, || inspect(&w, "{{.RestartCount}}", "loop")
+        .parse::<u32>()
+        .unwrap_or(0)
+        >= 2));
+    w.docker_ok(&["stop", "loop"]);
+    let count = inspect(&w, "{{.RestartCount}}", "loop");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(inspect(&w, "{{.State.Status}}", "loop"), "exited");
+    assert_eq!(inspect(&w, "{{.RestartCount}}", "loop"), count);
+    // A manual start resets the count.
+    w.docker_ok(&["start", "loop"]);
+    assert_eq!(inspect(&w, "{{.RestartCount}}", "loop"), "0");
+    w.docker_ok(&["kill", "loop"]);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(inspect(&w, "{{.State.Status}}", "loop"), "exited");
+
+    // Bad policies are refused by the daemon.
+    let out = w.docker(&["run", "--restart", "bogus", "busybox", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(text(&out.stderr).contains("invalid restart policy"));
+
+    assert_clean(&mut w);
+}
+
+/// Everything a reboot takes away: SIGKILL wharf, kill every shim and container process
+/// of the instance, unmount its mounts.
+fn simulate_reboot(w: &mut Wharf) {
+    if let Some(mut child) = w.child.take() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let data = w.data_dir();
+    let needle = data.to_string_lossy().into_owned();
+    let me = std::process::id().to_string();
+    let kill = |pid: i32| {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    };
+    for e in std::fs::read_dir("/proc").expect("proc").flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Ok(pid) = name.parse::<i32>() else {
+            continue;
+        };
+        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        if name != me && text(&cmd).replace('\0', " ").contains(&needle) {
+            kill(pid);
+        }
+    }
+    let parent = wharf_controller::up::cgroup_parent(&data);
+    for root in std::fs::read_dir("/sys/fs/cgroup")
+        .expect("cgroupfs")
+        .flatten()
+    {
+        let Ok(groups) = std::fs::read_dir(root.path().join(&parent)) else {
+            continue;
+        };
+        for g in groups.flatten() {
+            let procs = std::fs::read_to_string(g.path().join("cgroup.procs")).unwrap_or_default();
+            for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                kill(pid);
+            }
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    for m in info.lines().filter_map(|l| l.split(' ').nth(4)) {
+        if Path::new(m).starts_with(&data) {
+            let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+#[test]
+fn after_a_host_reboot_policies_bring_containers_back() {
+    let mut w = loaded();
+    w.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "always",
+        "--restart",
+        "always",
+        "busybox",
+        "sh",
+        "-c",
+        "echo boot; sleep 600",
+    ]);
+    w.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "unless",
+        "--restart",
+        "unless-stopped",
+        "busybox",
+        "sleep",
+        "600",
+    ]);
+    w.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "stopped",
+        "--restart",
+        "unless-stopped",
+        "busybox",
+        "sleep",
+        "600",
+    ]);
+    w.docker_ok(&["stop", "-t", "0", "stopped"]);
+    w.docker_ok(&["run", "-d", "--name", "plain", "busybox", "sleep", "600"]);
+    w.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "retry",
+        "--restart",
+        "on-failure:1",
+        "busybox",
+        "sleep",
+        "600",
+    ]);
+    let old_pid = inspect(&w, "{{.State.Pid}}", "always");
+
+    simulate_reboot(&mut w);
+    w.spawn();
+
+    for name in ["always", "unless", "retry"] {
+        assert!(
+            eventually(20, || inspect(&w, "{{.State.Status}}", name) == "running"),
+            "{name} not restarted:\n{}",
+            w.log()
+        );
+    }
+    assert_ne!(inspect(&w, "{{.State.Pid}}", "always"), old_pid);
+    // As dockerd at its start: a fresh restart count.
+    assert_eq!(inspect(&w, "{{.RestartCount}}", "always"), "0");
+    assert_eq!(w.docker_ok(&["exec", "always", "echo", "ok"]), "ok\n");
+    assert_eq!(w.docker_ok(&["logs", "always"]), "boot\nboot\n");
+    // The others are shown as exited: the one without a policy with 255, as the shim
+    // that would have recorded its exit is gone; the stopped one as it was stopped.
+    assert_eq!(
+        inspect(&w, "{{.State.Status}} {{.State.ExitCode}}", "plain"),
+        "exited 255"
+    );
+    assert_eq!(
+        inspect(&w, "{{.State.Status}} {{.State.ExitCode}}", "stopped"),
+        "exited 137"
+    );
+    // Their stale runtime state and cgroups are gone; they start again cleanly.
+    let plain = inspect(&w, "{{.Id}}", "plain");
+    assert!(!w.data_dir().join("runtime").join(&plain).exists());
+    w.docker_ok(&["start", "plain"]);
+    assert_eq!(inspect(&w, "{{.State.Status}}", "plain"), "running");
+
+    assert_clean(&mut w);
+}
+
+#[test]
+fn start_failures_exit_like_docker() {
+    let mut w = loaded();
+
+    // A missing entrypoint: 127 with a clear message.
+    let out = w.docker(&["run", "--name", "noent", "busybox", "/nope"]);
+    assert_eq!(out.status.code(), Some(127));
+    assert!(
+        text(&out.stderr).contains("/nope: no such file or directory"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(inspect(&w, "{{.State.ExitCode}}", "noent"), "127");
+    let out = w.docker(&["run", "--rm", "busybox", "nosuchcmd"]);
+    assert_eq!(out.status.code(), Some(127));
+    assert!(text(&out.stderr).contains("executable file not found in $PATH"));
+
+    // -w that is a file: "not a directory"; the CLI exits 125, the state says 126.
+    let out = w.docker(&[
+        "run",
+        "--name",
+        "wfile",
+        "-w",
+        "/etc/passwd",
+        "busybox",
+        "true",
+    ]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        text(&out.stderr).contains("not a directory"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(inspect(&w, "{{.State.ExitCode}}", "wfile"), "126");
+
+    // The runc CVE-2024-21626 pattern is refused.
+    let out = w.docker(&["run", "--rm", "-w", "/proc/self/fd/7", "busybox", "pwd"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        text(&out.stderr).contains("CVE-2024-21626"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // Nothing of the failed starts is left running or mounted.
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let data = w.data_dir();
+    assert!(
+        !info
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .any(|m| Path::new(m).starts_with(&data)),
+        "a mount is left"
+    );
+
+    assert_clean(&mut w);
+}

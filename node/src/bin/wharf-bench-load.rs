@@ -1,0 +1,299 @@
+//! `wharf-bench-load`: how fast the layer store loads a large image, beside the floors
+//! measured on the same data in the same run (sha256, gzip and zstd decompression, disk
+//! write with fsync). Not run in CI; see the README for the command.
+//!
+//! ```text
+//!  generated layers (half random, half text) ──► plain / gzip / zstd `docker save` archives
+//!      floors: sha256 · gunzip · unzstd · write+fsync        (MB/s of uncompressed bytes)
+//!      load:   ImageStore::load(archive) into a fresh store  (per variant)
+//!      apply:  ImageStore::unpack_layer(uncompressed layer)  (no archive, no spool)
+//! ```
+
+use sha2::{Digest, Sha256};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use wharf_node::image::ImageStore;
+use wharf_protocol::{ChainId, DiffId};
+
+/// What the bench was asked for.
+struct Args {
+    size_mib: usize,
+    layers: usize,
+    dir: PathBuf,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut a = Args {
+        size_mib: 512,
+        layers: 4,
+        dir: PathBuf::from("/var/tmp"),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--size-mib" => a.size_mib = value()?.parse().map_err(|e| format!("{e}"))?,
+            "--layers" => a.layers = value()?.parse().map_err(|e| format!("{e}"))?,
+            "--dir" => a.dir = PathBuf::from(value()?),
+            _ => {
+                return Err(
+                    "usage: wharf-bench-load [--size-mib 512] [--layers 4] [--dir /var/tmp]".into(),
+                )
+            }
+        }
+    }
+    if a.layers == 0 || a.size_mib == 0 {
+        return Err("--size-mib and --layers must be positive".into());
+    }
+    Ok(a)
+}
+
+/// Layer contents: files of 4 MiB, alternately pseudo-random and repetitive text, so the
+/// compressed variants compress like real images do (about 2:1) without being trivial.
+fn layer(seed: u64, bytes: usize) -> std::io::Result<Vec<u8>> {
+    let mut b = tar::Builder::new(Vec::with_capacity(bytes + bytes / 64));
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let file = 4 << 20;
+    let mut written = 0;
+    let mut n = 0;
+    while written < bytes {
+        let len = file.min(bytes - written);
+        let mut data = Vec::with_capacity(len + 8);
+        if n % 2 == 0 {
+            while data.len() < len {
+                x ^= x >> 12;
+                x ^= x << 25;
+                x ^= x >> 27;
+                data.extend_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+            }
+        } else {
+            let mut i = 0u64;
+            while data.len() < len {
+                data.extend_from_slice(
+                    format!("line {i} of layer {seed}: lorem ipsum\n").as_bytes(),
+                );
+                i += 1;
+            }
+        }
+        data.truncate(len);
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o644);
+        h.set_size(len as u64);
+        h.set_mtime(1_704_067_200);
+        b.append_data(&mut h, format!("data/{seed}/{n}.bin"), data.as_slice())?;
+        written += len;
+        n += 1;
+    }
+    b.into_inner()
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Variant {
+    Plain,
+    Gzip,
+    Zstd,
+}
+
+impl Variant {
+    fn name(self) -> &'static str {
+        match self {
+            Variant::Plain => "uncompressed",
+            Variant::Gzip => "gzip",
+            Variant::Zstd => "zstd",
+        }
+    }
+    fn compress(self, data: &[u8]) -> std::io::Result<Vec<u8>> {
+        match self {
+            Variant::Plain => Ok(data.to_vec()),
+            Variant::Gzip => {
+                let mut e =
+                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+                e.write_all(data)?;
+                e.finish()
+            }
+            Variant::Zstd => zstd::encode_all(data, 3),
+        }
+    }
+}
+
+/// A `docker save` archive (manifest.json + config + blobs) of `layers` as given.
+fn archive(path: &Path, plain: &[Vec<u8>], blobs: &[Vec<u8>]) -> std::io::Result<()> {
+    let hex = |b: &[u8]| hex::encode(Sha256::digest(b));
+    let diff_ids: Vec<String> = plain.iter().map(|l| format!("sha256:{}", hex(l))).collect();
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Cmd": ["sh"]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    }))?;
+    let manifest = serde_json::to_vec(&serde_json::json!([{
+        "Config": format!("blobs/sha256/{}", hex(&config)),
+        "RepoTags": ["bench:latest"],
+        "Layers": blobs.iter().map(|b| format!("blobs/sha256/{}", hex(b))).collect::<Vec<_>>(),
+    }]))?;
+    let mut b = tar::Builder::new(std::io::BufWriter::new(std::fs::File::create(path)?));
+    let mut add = |name: String, data: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o644);
+        h.set_size(data.len() as u64);
+        b.append_data(&mut h, name, data)
+    };
+    for blob in blobs {
+        add(format!("blobs/sha256/{}", hex(blob)), blob)?;
+    }
+    add(format!("blobs/sha256/{}", hex(&config)), &config)?;
+    add("manifest.json".into(), &manifest)?;
+    b.into_inner()?.flush()
+}
+
+fn mbps(bytes: usize, secs: f64) -> f64 {
+    bytes as f64 / 1e6 / secs.max(1e-9)
+}
+
+fn timed<T>(f: impl FnOnce() -> T) -> (T, f64) {
+    let t = Instant::now();
+    let out = f();
+    (out, t.elapsed().as_secs_f64())
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let args = parse_args()?;
+    let work = tempfile_dir(&args.dir)?;
+    let per_layer = (args.size_mib << 20) / args.layers;
+    eprintln!(
+        "generating {} layers of {} MiB in {}",
+        args.layers,
+        per_layer >> 20,
+        work.display()
+    );
+    let plain: Vec<Vec<u8>> = (0..args.layers as u64)
+        .map(|i| layer(i + 1, per_layer))
+        .collect::<Result<_, _>>()?;
+    let total: usize = plain.iter().map(Vec::len).sum();
+
+    // Floors on the same data.
+    let (_, t) = timed(|| {
+        for l in &plain {
+            std::hint::black_box(Sha256::digest(l));
+        }
+    });
+    let sha = mbps(total, t);
+    let target = work.join("fsync.bin");
+    let (res, t) = timed(|| -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&target)?;
+        for l in &plain {
+            f.write_all(l)?;
+        }
+        f.sync_all()
+    });
+    res?;
+    std::fs::remove_file(&target)?;
+    let disk = mbps(total, t);
+    let mut rows = Vec::new();
+    for v in [Variant::Plain, Variant::Gzip, Variant::Zstd] {
+        let blobs: Vec<Vec<u8>> = plain
+            .iter()
+            .map(|l| v.compress(l))
+            .collect::<Result<_, _>>()?;
+        let floor_decompress = match v {
+            Variant::Plain => None,
+            _ => {
+                let (res, t) = timed(|| -> std::io::Result<()> {
+                    for b in &blobs {
+                        let mut sink = std::io::sink();
+                        match v {
+                            Variant::Gzip => {
+                                std::io::copy(
+                                    &mut flate2::read::MultiGzDecoder::new(b.as_slice()),
+                                    &mut sink,
+                                )?;
+                            }
+                            _ => {
+                                std::io::copy(
+                                    &mut zstd::stream::read::Decoder::new(b.as_slice())?,
+                                    &mut sink,
+                                )?;
+                            }
+                        }
+                    }
+                    Ok(())
+                });
+                res?;
+                Some(mbps(total, t))
+            }
+        };
+        let path = work.join(format!("{}.tar", v.name()));
+        archive(&path, &plain, &blobs)?;
+        let store_dir = work.join(format!("store-{}", v.name()));
+        let store = ImageStore::open(&store_dir)?;
+        let (res, t) = timed(|| -> Result<(), Box<dyn std::error::Error>> {
+            let mut f = std::fs::File::open(&path)?;
+            store.load(&mut f as &mut dyn Read)?;
+            Ok(())
+        });
+        res?;
+        let load = mbps(total, t);
+        std::fs::remove_dir_all(&store_dir)?;
+        std::fs::remove_file(&path)?;
+        let slowest = [Some(sha), Some(disk), floor_decompress]
+            .into_iter()
+            .flatten()
+            .fold(f64::INFINITY, f64::min);
+        rows.push((v.name(), load, floor_decompress, slowest));
+    }
+
+    // Layer apply alone: no archive, no spool, uncompressed input.
+    let store_dir = work.join("store-apply");
+    let store = ImageStore::open(&store_dir)?;
+    let ids: Vec<DiffId> = plain
+        .iter()
+        .map(|l| DiffId(wharf_protocol::Digest(Sha256::digest(l).into())))
+        .collect();
+    let chain = ChainId::chain(&ids);
+    let (res, t) = timed(|| -> Result<(), Box<dyn std::error::Error>> {
+        for (i, l) in plain.iter().enumerate() {
+            let parent = i.checked_sub(1).map(|p| &chain[p]);
+            store.unpack_layer(parent, &chain[i], &ids[i], l.as_slice())?;
+        }
+        Ok(())
+    });
+    res?;
+    let apply = mbps(total, t);
+    std::fs::remove_dir_all(&store_dir)?;
+    let _ = std::fs::remove_dir_all(&work);
+
+    println!(
+        "data: {} MiB uncompressed in {} layers",
+        total >> 20,
+        args.layers
+    );
+    println!("floors: sha256 {sha:.0} MB/s, write+fsync {disk:.0} MB/s");
+    println!();
+    println!("| what | MB/s | decompress floor | slowest floor | % of slowest | target 70% |");
+    println!("|---|---|---|---|---|---|");
+    for (name, load, dec, slowest) in rows {
+        let dec = dec.map(|d| format!("{d:.0}")).unwrap_or_else(|| "-".into());
+        let pct = 100.0 * load / slowest;
+        let ok = if pct >= 70.0 { "met" } else { "missed" };
+        println!("| load {name} | {load:.0} | {dec} | {slowest:.0} | {pct:.0}% | {ok} |");
+    }
+    let slowest = sha.min(disk);
+    let pct = 100.0 * apply / slowest;
+    let ok = if pct >= 70.0 { "met" } else { "missed" };
+    println!("| apply uncompressed | {apply:.0} | - | {slowest:.0} | {pct:.0}% | {ok} |");
+    Ok(())
+}
+
+/// A fresh directory under `base`, named after this process.
+fn tempfile_dir(base: &Path) -> std::io::Result<PathBuf> {
+    let p = base.join(format!("wharf-bench-load-{}", std::process::id()));
+    std::fs::create_dir_all(&p)?;
+    Ok(p)
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("wharf-bench-load: {e}");
+        std::process::exit(1);
+    }
+}
