@@ -142,6 +142,7 @@ pub async fn up(s: Settings) -> anyhow::Result<()> {
         listeners.push(Listener::Plain(tcp));
     }
     listeners.push(Listener::Unix(bind_unix_socket(&s.unix_socket)?));
+    let socket_identity = file_identity(&s.unix_socket);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut servers = vec![];
     for l in listeners {
@@ -169,11 +170,18 @@ pub async fn up(s: Settings) -> anyhow::Result<()> {
         futures_util::future::join_all(servers),
     )
     .await;
-    let _ = std::fs::remove_file(&s.unix_socket);
+    // Only our own socket: a later instance may have replaced a file we no longer own.
+    if socket_identity.is_some() && file_identity(&s.unix_socket) == socket_identity {
+        let _ = std::fs::remove_file(&s.unix_socket);
+    }
     if let Err(e) = inst.store.shutdown().await {
         warn!(error = %e, "raft shutdown");
     }
     let _ = std::fs::remove_file(&env_path);
+    // Tasks still holding the engine keep RocksDB open until the process exits; hold the
+    // data dir lock until then too, so that `wharf down` or a new `wharf up` that got the
+    // lock never finds the database still locked.
+    std::mem::forget(inst._lock);
     Ok(())
 }
 
@@ -189,7 +197,8 @@ fn bind_unix_socket(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
     std::fs::create_dir_all(parent).with_context(|| format!("create {}", parent.display()))?;
     if std::os::unix::net::UnixStream::connect(path).is_ok() {
         bail!(
-            "unix socket {} is in use by another process (another wharf or dockerd?)",
+            "unix socket {} is in use by another process (another wharf or dockerd?); \
+             give this instance its own with --unix-socket",
             path.display()
         );
     }
@@ -212,6 +221,14 @@ fn bind_unix_socket(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
         return Err(e).with_context(|| format!("set up unix socket {}", path.display()));
     }
     Ok(listener)
+}
+
+/// The (device, inode) of a file, to recognise it later.
+fn file_identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
 }
 
 /// Remove the local API socket if nobody answers on it any more.

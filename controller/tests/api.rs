@@ -221,6 +221,19 @@ fn docker_events_stream_and_replay_with_filters() {
     }
     let _ = live.kill();
     let _ = live.wait();
+    // The subscriber's task ends with its connection.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while w
+        .docker_ok(&["info", "--format", "{{.NEventsListener}}"])
+        .trim()
+        != "0"
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "events listener outlived its client"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let actions: Vec<&str> = seen
         .iter()
         .map(|l| l.split(' ').nth(1).unwrap_or(""))
@@ -445,7 +458,25 @@ fn ps_filters_system_df_and_container_prune() {
     );
 
     w.docker_ok(&["volume", "create", "ps-vol"]);
-    // system df: one image used by four containers, one of them running; one volume.
+    w.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "ps-volc",
+        "-v",
+        "ps-vol:/data",
+        "busybox",
+        "sleep",
+        "300",
+    ]);
+    assert_eq!(names(&["--filter", "volume=ps-vol"]), ["ps-volc"]);
+    assert_eq!(names(&["--filter", "volume=/data"]), ["ps-volc"]);
+    assert_eq!(
+        names(&["-a", "--filter", "volume=other"]),
+        Vec::<String>::new()
+    );
+    w.docker_ok(&["rm", "-f", "ps-volc"]);
+    // system df: one image used by four containers, one of them running; one unused volume.
     let df = w.docker_ok(&[
         "system",
         "df",
@@ -484,7 +515,7 @@ fn ps_filters_system_df_and_container_prune() {
     ]);
     let mut destroyed = lines(&destroyed);
     destroyed.sort();
-    assert_eq!(destroyed, ["ps-bad", "ps-new", "ps-ok"]);
+    assert_eq!(destroyed, ["ps-bad", "ps-new", "ps-ok", "ps-volc"]);
 
     assert!(w.down().status.success());
     assert!(w.leftovers().is_empty(), "{:#?}", w.leftovers());

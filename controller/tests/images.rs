@@ -339,6 +339,23 @@ fn tag_rmi_prune_history_and_inspect_follow_docker() {
         tags.trim(),
         r#"["busybox:latest","localhost:5000/team/app:v2","mine:1"]"#
     );
+    // `docker images NAME` and filters.
+    let rows = w.docker_ok(&["images", "--format", "{{.Repository}}:{{.Tag}}", "mine"]);
+    assert_eq!(rows, "mine:1\n");
+    let rows = w.docker_ok(&["images", "--format", "{{.Repository}}:{{.Tag}}", "*/team/*"]);
+    assert_eq!(rows, "localhost:5000/team/app:v2\n");
+    assert_eq!(w.docker_ok(&["images", "-q", "nothing-like-it"]), "");
+    assert_eq!(
+        w.docker_ok(&["images", "-q", "--filter", "dangling=true"]),
+        ""
+    );
+    assert_eq!(w.docker_ok(&["images", "-q", "--filter", "label=none"]), "");
+    let refused = w.docker(&["images", "--filter", "before=busybox"]);
+    assert!(
+        text(&refused.stderr).contains("invalid filter 'before'"),
+        "{}",
+        text(&refused.stderr)
+    );
     assert_eq!(w.docker_ok(&["rmi", "mine:1"]), "Untagged: mine:1\n");
     assert_eq!(
         w.docker_ok(&["rmi", "localhost:5000/team/app:v2"]),
@@ -448,6 +465,11 @@ fn tag_rmi_prune_history_and_inspect_follow_docker() {
     assert!(dangling.starts_with("sha256:"), "{dangling}");
     let images = w.docker_ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
     assert!(images.lines().any(|l| l == "<none>:<none>"), "{images}");
+    assert_eq!(
+        w.docker_ok(&["images", "-q", "--no-trunc", "--filter", "dangling=true"])
+            .trim(),
+        dangling
+    );
     let pruned = w.docker_ok(&["image", "prune", "-f"]);
     assert!(pruned.contains(&format!("deleted: {dangling}")), "{pruned}");
     assert!(pruned.contains("Total reclaimed space:"), "{pruned}");
@@ -695,6 +717,29 @@ fn diff_export_and_commit_work_on_the_writable_layer() {
         assert!(Instant::now() < deadline, "tmp/live never showed up");
         std::thread::sleep(Duration::from_millis(100));
     }
+    // A running container commits too (frozen meanwhile, then thawed: it keeps counting).
+    let id = w.docker_ok(&["commit", "live", "live-snapshot:1"]);
+    assert!(id.trim().starts_with("sha256:"), "{id}");
+    let snap = w.docker_ok(&["run", "--rm", "live-snapshot:1", "cat", "/tmp/live"]);
+    assert_eq!(snap, "live\n");
+    let live_id = w.docker_ok(&["inspect", "--format", "{{.Id}}", "live"]);
+    let rel = format!(
+        "{}/{}",
+        wharf_controller::up::cgroup_parent(&w.data_dir()),
+        live_id.trim()
+    );
+    let state = [
+        format!("/sys/fs/cgroup/freezer/{rel}/freezer.state"),
+        format!("/sys/fs/cgroup/{rel}/cgroup.freeze"),
+        format!("/sys/fs/cgroup/unified/{rel}/cgroup.freeze"),
+    ]
+    .iter()
+    .find_map(|p| std::fs::read_to_string(p).ok())
+    .expect("the container's freezer state");
+    assert!(
+        matches!(state.trim(), "THAWED" | "0"),
+        "left frozen after the commit: {state}"
+    );
     w.docker_ok(&["rm", "-f", "live"]);
 
     // commit: a new layer on the image's chain, config from the container and changes.
@@ -902,6 +947,8 @@ fn a_load_killed_midway_leaves_no_half_layer_and_can_be_repeated() {
         assert!(!images.contains("big"), "{images}");
     };
 
+    w.docker_ok(&["load", "-i", path_str(&busybox_tar())]);
+
     // 1. Killed while the archive streams in: half of it written, slowly.
     let mut load = w
         .docker_cmd()
@@ -921,6 +968,19 @@ fn a_load_killed_midway_leaves_no_half_layer_and_can_be_repeated() {
         assert!(Instant::now() < deadline, "the load never started spooling");
         std::thread::sleep(Duration::from_millis(20));
     }
+    // A stalled upload holds nothing: an image can be removed meanwhile.
+    let mut rmi = w.docker_cmd();
+    rmi.args(["rmi", "busybox"]);
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done_tx.send(rmi.output());
+    });
+    let rmi = done_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("rmi waited for a stalled load")
+        .expect("run docker rmi");
+    assert!(rmi.status.success(), "{}", text(&rmi.stderr));
+    assert!(text(&rmi.stdout).contains("Untagged: busybox:latest"));
     sigkill(&mut w);
     drop(stdin);
     let out = load.wait_with_output().expect("docker load exits");

@@ -173,6 +173,10 @@ fn exec_runs_processes_inside_the_container() {
     assert!(w
         .docker_ok(&["exec", "-u", "nobody", "ex", "id"])
         .starts_with("uid=65534(nobody)"));
+    assert_eq!(
+        w.docker_ok(&["exec", "-u", "nobody", "ex", "sh", "-c", "echo $HOME"]),
+        "/nonexistent\n"
+    );
     // The exec runs in the container's cgroup.
     let cg_host = std::fs::read_to_string(format!(
         "/proc/{}/cgroup",
@@ -331,6 +335,16 @@ fn tty_run_attach_resize_and_detach_keys() {
         "tt"
     ) == "exited 9"));
 
+    // create -it, then start -ai: the same terminal session.
+    w.docker_ok(&["create", "-it", "--name", "later", "busybox", "sh"]);
+    let (shown, code) = pty_docker(
+        &w,
+        &["start", "-ai", "later"],
+        &[(Some("# "), "echo started-$((2+2)); exit 4\r")],
+    );
+    assert_eq!(code, 4, "{shown}");
+    assert!(shown.contains("started-4\r\n"), "{shown}");
+
     // A stopped container cannot be attached to.
     let out = w.docker(&["attach", "tt"]);
     assert_ne!(out.status.code(), Some(0));
@@ -442,6 +456,31 @@ fn kill_restart_pause_rename_top_and_attach() {
     );
     let out = w.docker(&["pause", "ticker"]);
     assert!(text(&out.stderr).contains("is not running"));
+    // The stop signal thaws a paused container, which then acts on it.
+    w.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "thaw",
+        "busybox",
+        "sh",
+        "-c",
+        "trap 'echo term; exit 5' TERM; echo up; while true; do sleep 0.1; done",
+    ]);
+    assert!(eventually(10, || w.docker_ok(&["logs", "thaw"]) == "up\n"));
+    w.docker_ok(&["pause", "thaw"]);
+    w.docker_ok(&["kill", "-s", "TERM", "thaw"]);
+    assert_eq!(w.docker_ok(&["wait", "thaw"]).trim(), "5");
+    assert_eq!(w.docker_ok(&["logs", "thaw"]), "up\nterm\n");
+    w.docker_ok(&["run", "-d", "--name", "icy", "busybox", "sleep", "600"]);
+    w.docker_ok(&["pause", "icy"]);
+    w.docker_ok(&["kill", "icy"]);
+    assert_eq!(w.docker_ok(&["wait", "icy"]).trim(), "137");
+    w.docker_ok(&["run", "-d", "--name", "icy2", "busybox", "sleep", "600"]);
+    w.docker_ok(&["pause", "icy2"]);
+    w.docker_ok(&["rm", "-f", "icy2"]);
+    let out = w.docker(&["inspect", "icy2"]);
+    assert_ne!(out.status.code(), Some(0));
 
     // rename.
     w.docker_ok(&["rename", "svc", "svc2"]);
@@ -615,6 +654,53 @@ fn restart_policies_follow_docker() {
     w.docker_ok(&["kill", "loop"]);
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(inspect(&w, "{{.State.Status}}", "loop"), "exited");
+
+    // A crash loop shows as restarting during its back-off, as Docker shows it, and a
+    // restart of wharf does not lose the pending restart.
+    w.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "crash",
+        "--restart",
+        "always",
+        "busybox",
+        "sh",
+        "-c",
+        "exit 1",
+    ]);
+    assert!(
+        eventually(30, || {
+            let ps = w.docker_ok(&["ps", "--filter", "name=crash", "--format", "{{.Status}}"]);
+            ps.starts_with("Restarting (1) ")
+                && inspect(&w, "{{.RestartCount}}", "crash")
+                    .parse::<u32>()
+                    .unwrap_or(0)
+                    >= 4
+        }),
+        "{}",
+        w.log()
+    );
+    assert_eq!(
+        w.docker_ok(&["ps", "-q", "--filter", "status=restarting"])
+            .trim(),
+        &inspect(&w, "{{.Id}}", "crash")[..12]
+    );
+    let before: u32 = inspect(&w, "{{.RestartCount}}", "crash")
+        .parse()
+        .unwrap_or(0);
+    w.stop_process();
+    w.spawn();
+    assert!(eventually(20, || inspect(&w, "{{.RestartCount}}", "crash")
+        .parse::<u32>()
+        .unwrap_or(0)
+        > before));
+    w.docker_ok(&["stop", "crash"]);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        inspect(&w, "{{.State.Status}} {{.State.Restarting}}", "crash"),
+        "exited false"
+    );
 
     // Bad policies are refused by the daemon.
     let out = w.docker(&["run", "--restart", "bogus", "busybox", "true"]);
@@ -815,5 +901,61 @@ fn start_failures_exit_like_docker() {
         "a mount is left"
     );
 
+    assert_clean(&mut w);
+}
+
+/// docker-py's view of the same features: `exec_run` (plain, demuxed, TTY, detached,
+/// failing), pause, rename, top, restart.
+const DOCKER_PY_SCRIPT: &str = r#"
+import os, docker
+tls = docker.tls.TLSConfig(
+    client_cert=(os.path.join(os.environ["CERTS"], "cert.pem"), os.path.join(os.environ["CERTS"], "key.pem")),
+    ca_cert=os.path.join(os.environ["CERTS"], "ca.pem"), verify=True)
+c = docker.DockerClient(base_url=os.environ["URL"], tls=tls)
+ct = c.containers.get("py")
+r = ct.exec_run("sh -c 'echo hi; echo err >&2; exit 3'")
+assert (r.exit_code, r.output) == (3, b"hi\nerr\n"), r
+r = ct.exec_run("sh -c 'echo out; echo err >&2'", demux=True)
+assert (r.exit_code, r.output) == (0, (b"out\n", b"err\n")), r
+r = ct.exec_run("echo tty", tty=True)
+assert (r.exit_code, r.output) == (0, b"tty\r\n"), r
+r = ct.exec_run("sleep 1", detach=True)
+assert r.exit_code is None, r
+r = ct.exec_run("nosuch")
+assert r.exit_code == 127 and b"executable file not found" in r.output, r
+ct.pause()
+assert c.containers.get("py").status == "paused"
+ct.unpause()
+ct.rename("py2")
+assert c.containers.get("py2").name == "py2"
+top = ct.top()
+assert top["Titles"][1] == "PID" and any(p[-1] == "sleep 600" for p in top["Processes"]), top
+ct.restart(timeout=0)
+ct.reload()
+assert ct.status == "running" and ct.attrs["RestartCount"] == 0, ct.attrs["State"]
+print("ok")
+"#;
+
+#[test]
+fn docker_py_exec_and_lifecycle() {
+    let mut w = loaded();
+    w.docker_ok(&["run", "-d", "--name", "py", "busybox", "sleep", "600"]);
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(DOCKER_PY_SCRIPT)
+        // On this machine these override the SDK's CA bundle (REFERENCE.md).
+        .env_remove("REQUESTS_CA_BUNDLE")
+        .env_remove("CURL_CA_BUNDLE")
+        .env("URL", format!("https://127.0.0.1:{}", w.port))
+        .env("CERTS", w.data_dir().join("client"))
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success() && text(&out.stdout).trim() == "ok",
+        "docker-py:\n{}{}\n--- wharf log ---\n{}",
+        text(&out.stdout),
+        text(&out.stderr),
+        w.log()
+    );
     assert_clean(&mut w);
 }

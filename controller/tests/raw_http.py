@@ -98,6 +98,17 @@ def scenario_bad_input(cert_dir, host, port):
         ok = st == status and message_part in msg and h.get("content-type") == "application/json"
         check(ok, f"{method} {path} -> {st} {msg!r} (want {status} ~{message_part!r})")
 
+    # Every response carries the version headers; the ping carries the CLI's extras.
+    for method, path in [("HEAD", "/_ping"), ("GET", "/v1.44/_ping"), ("GET", "/nope")]:
+        s = connect(cert_dir, host, port)
+        request(s, method, path)
+        st, h, _ = read_head(s, 10)
+        s.close()
+        want = ["api-version", "ostype", "server"]
+        if path.endswith("_ping"):
+            want += ["docker-experimental", "builder-version", "swarm"]
+        check(all(k in h for k in want) and h["api-version"] == "1.50",
+              f"{method} {path} -> {st} headers {sorted(h)}")
     expect("GET", "/nope", b"", 404, "page not found")
     expect("GET", "/v1.44/containers/x/y/z", b"", 404, "page not found")
     expect("GET", "/v1.99/info", b"", 400, "too new")
@@ -177,7 +188,8 @@ def scenario_headers_first(cert_dir, host, port, cid):
     request(a, "POST", f"/containers/{cid}/attach?stream=1&stdout=1&stderr=1",
             headers={"Connection": "Upgrade", "Upgrade": "tcp"})
     status, h, rest = read_head(a, 5)
-    check(status == 101 and h.get("upgrade") == "tcp", f"attach answered {status} {h}")
+    check(status == 101 and h.get("upgrade") == "tcp" and h.get("connection") == "Upgrade"
+          and h.get("api-version") == "1.50", f"attach answered {status} {h}")
     w = connect(cert_dir, host, port)
     request(w, "POST", f"/containers/{cid}/wait?condition=next-exit")
     wstatus, wh, wrest = read_head(w, 5)

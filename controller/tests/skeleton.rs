@@ -304,7 +304,7 @@ fn settings_come_from_a_config_file_and_the_environment() {
         .arg(&cfg)
         .env("WHARF_API_ADDR", format!("127.0.0.1:{port}"))
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("up.log")).expect("log file"))
         .spawn()
         .expect("spawn");
     let env = data.join("client.env");
@@ -317,11 +317,16 @@ fn settings_come_from_a_config_file_and_the_environment() {
         .args(["down", "--data-dir"])
         .arg(&data)
         .output();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().ok().flatten().is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let _ = child.kill();
     let out = child.wait_with_output().expect("wait");
+    let log = std::fs::read_to_string(dir.path().join("up.log")).unwrap_or_default();
     assert!(
         text_env.starts_with(&format!("export DOCKER_HOST=tcp://127.0.0.1:{port}\n")),
-        "{text_env}"
+        "{text_env}\n{log}"
     );
     assert!(
         text(&out.stdout).contains(&text_env),

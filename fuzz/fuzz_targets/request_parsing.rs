@@ -15,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
     if let Ok((version, rest)) = strip_version(path) {
         assert!(path.ends_with(rest));
         if let Some(v) = version {
-            assert!((1, 24) <= v && v <= (1, 50));
+            assert!(((1, 24)..=(1, 50)).contains(&v));
         }
     }
     let q = Query::parse(Some(query));

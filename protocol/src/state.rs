@@ -219,6 +219,8 @@ pub enum Command {
         count: u32,
         /// Stopped or killed by a user: `always`/`unless-stopped` do not restart it.
         manually_stopped: bool,
+        /// The policy will start it again after its back-off (Docker's "restarting").
+        restarting: bool,
     },
 }
 
@@ -287,6 +289,8 @@ pub struct RestartState {
     pub count: u32,
     /// Stopped or killed by a user (Docker's `HasBeenManuallyStopped`).
     pub manually_stopped: bool,
+    /// The policy will start it again after its back-off (Docker's `State.Restarting`).
+    pub restarting: bool,
 }
 
 impl ClusterState {
@@ -431,6 +435,7 @@ impl ClusterState {
                 id,
                 count,
                 manually_stopped,
+                restarting,
             } => {
                 self.container_mut(id)?;
                 self.restarts.insert(
@@ -438,6 +443,7 @@ impl ClusterState {
                     RestartState {
                         count: *count,
                         manually_stopped: *manually_stopped,
+                        restarting: *restarting,
                     },
                 );
                 Ok(())
@@ -791,13 +797,15 @@ mod tests {
             id: a.id.clone(),
             count: 2,
             manually_stopped: true,
+            restarting: false,
         })
         .unwrap();
         assert_eq!(
             s.restarts[&a.id],
             RestartState {
                 count: 2,
-                manually_stopped: true
+                manually_stopped: true,
+                restarting: false,
             }
         );
         s.apply(&Command::RemoveContainer { id: a.id.clone() })
@@ -808,6 +816,7 @@ mod tests {
                 id: a.id,
                 count: 1,
                 manually_stopped: false,
+                restarting: true,
             })
             .is_err());
     }

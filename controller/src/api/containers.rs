@@ -8,7 +8,7 @@ use http::{Request, StatusCode};
 use hyper::body::Incoming;
 use serde_json::json;
 use std::sync::Arc;
-use wharf_protocol::state::{ContainerRecord, ContainerStatus};
+use wharf_protocol::state::{ClusterState, ContainerRecord, ContainerStatus};
 
 /// Docker's zero time, for times that never happened.
 const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
@@ -74,7 +74,7 @@ pub async fn create(engine: &Engine, req: Request<Incoming>) -> Result<Resp, Api
     ))
 }
 
-fn list_entry(c: &ContainerRecord, now: i64) -> serde_json::Value {
+fn list_entry(state: &ClusterState, c: &ContainerRecord, now: i64) -> serde_json::Value {
     let labels: serde_json::Value = serde_json::from_str::<serde_json::Value>(&c.config_json)
         .ok()
         .and_then(|v| v.get("Labels").cloned())
@@ -89,8 +89,17 @@ fn list_entry(c: &ContainerRecord, now: i64) -> serde_json::Value {
         "Created": c.created_ns / 1_000_000_000,
         "Ports": [],
         "Labels": labels,
-        "State": c.status.as_str(),
-        "Status": status_text(c, now),
+        "State": super::ps::shown_status(state, c),
+        "Status": if super::ps::is_restarting(state, c) {
+            // moby `State.String` while restarting.
+            format!(
+                "Restarting ({}) {} ago",
+                c.exit_code,
+                human_duration((now - c.finished_ns) / 1_000_000_000)
+            )
+        } else {
+            status_text(c, now)
+        },
         "HostConfig": {"NetworkMode": "none"},
         "NetworkSettings": {"Networks": {}},
         "Mounts": [],
@@ -106,7 +115,7 @@ pub fn list(engine: &Engine, req: &Request<Incoming>) -> Result<Resp, ApiError> 
     let now = now_ns();
     let out: Vec<serde_json::Value> = engine.store().read(|s| {
         super::ps::select(s, &filters, all, limit)
-            .map(|items| items.into_iter().map(|c| list_entry(c, now)).collect())
+            .map(|items| items.into_iter().map(|c| list_entry(s, c, now)).collect())
     })?;
     Ok(json(StatusCode::OK, &serde_json::Value::Array(out)))
 }
@@ -140,8 +149,10 @@ pub fn inspect(engine: &Engine, reference: &str) -> Result<Resp, ApiError> {
         o.entry("RestartPolicy")
             .or_insert(json!({"Name": "no", "MaximumRetryCount": 0}));
     }
-    // As Docker: a paused container is still running.
-    let running = matches!(c.status, ContainerStatus::Running | ContainerStatus::Paused);
+    // As Docker: a paused container is still running, and so is a restarting one.
+    let restarting = c.status == ContainerStatus::Exited && engine.restart_state(&c.id).restarting;
+    let running =
+        matches!(c.status, ContainerStatus::Running | ContainerStatus::Paused) || restarting;
     let state_dir = engine.agent().state_dir(&c.id);
     Ok(json(
         StatusCode::OK,
@@ -151,10 +162,10 @@ pub fn inspect(engine: &Engine, reference: &str) -> Result<Resp, ApiError> {
             "Path": c.run.args.first().cloned().unwrap_or_default(),
             "Args": c.run.args.get(1..).unwrap_or_default(),
             "State": {
-                "Status": c.status.as_str(),
+                "Status": if restarting { "restarting" } else { c.status.as_str() },
                 "Running": running,
                 "Paused": c.status == ContainerStatus::Paused,
-                "Restarting": false,
+                "Restarting": restarting,
                 "OOMKilled": c.oom_killed,
                 "Dead": c.status == ContainerStatus::Dead,
                 "Pid": c.pid,

@@ -174,6 +174,9 @@ pub fn events(engine: Arc<Engine>, req: &Request<Incoming>) -> Result<Resp, ApiE
                         if until.is_some_and(|u| e.time_ns > u) {
                             return;
                         }
+                        if since.is_some_and(|s| e.time_ns < s) {
+                            continue;
+                        }
                         if matches(&filters, &e) && out.send(line(&e)).await.is_err() {
                             return;
                         }

@@ -377,7 +377,7 @@ pub fn inspect(engine: &Engine, id: &str) -> Result<Resp, ApiError> {
             "OpenStdin": e.config.attach_stdin,
             "OpenStderr": e.config.attach_stderr,
             "OpenStdout": e.config.attach_stdout,
-            "CanRemove": false,
+            "CanRemove": e.finished_at.is_some(),
             "ContainerID": e.container.as_str(),
             "DetachKeys": e.config.detach_keys,
             "Pid": e.pid,

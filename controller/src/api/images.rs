@@ -13,11 +13,23 @@ use serde_json::json;
 use std::sync::Arc;
 use wharf_protocol::state::{ClusterState, ImageRecord};
 
+/// A shared hold on the layer lock, taken by [`body_stream`] when the body ends.
+type HeldLock = tokio::sync::OwnedRwLockReadGuard<()>;
+
 /// Feed a request body to a blocking consumer. Once the consumer stops (done, or failed
 /// early), the rest of the body is read and dropped, so the client can finish sending and
 /// read the answer instead of failing with a broken pipe.
-fn body_stream(req: Request<Incoming>) -> ByteStream {
+///
+/// With `lock_at_end`, the end of the body is held back until a shared hold on that lock
+/// is taken (and handed out through the returned receiver): a `docker load` spools the
+/// whole body before it unpacks anything, so the lock then covers the unpacking, but not
+/// a slow client's upload.
+fn body_stream(
+    req: Request<Incoming>,
+    lock_at_end: Option<Arc<tokio::sync::RwLock<()>>>,
+) -> (ByteStream, tokio::sync::oneshot::Receiver<HeldLock>) {
     let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let (held_tx, held_rx) = tokio::sync::oneshot::channel();
     let mut body = req.into_body();
     tokio::spawn(async move {
         let mut consumer = Some(tx);
@@ -34,12 +46,16 @@ fn body_stream(req: Request<Incoming>) -> ByteStream {
                     if let Some(tx) = consumer.take() {
                         let _ = tx.send(Err(std::io::Error::other(e))).await;
                     }
-                    break;
+                    return;
                 }
             }
         }
+        if let (Some(lock), Some(_)) = (lock_at_end, consumer.as_ref()) {
+            let _ = held_tx.send(lock.read_owned().await);
+        }
+        drop(consumer);
     });
-    rx
+    (rx, held_rx)
 }
 
 /// A 200 response whose body is `stream` (chunked); an error item aborts the body.
@@ -85,11 +101,9 @@ fn created_secs(cfg: &ImageConfigFile) -> i64 {
 
 /// `POST /images/load`: the body is a `docker save` tarball.
 pub async fn load(engine: Arc<Engine>, req: Request<Incoming>) -> Result<Resp, ApiError> {
-    let rx = body_stream(req);
-    // Shared with other loads; keeps a layer collection from freeing the new layers
-    // before the images naming them are recorded.
-    let lock = engine.agent().image_store().layer_lock();
-    let held = lock.read().await;
+    // A shared hold on the layer lock, from the end of the upload until the images are
+    // recorded, keeps a layer collection (`rmi`, `prune`) from freeing the new layers.
+    let (rx, held) = body_stream(req, Some(engine.agent().image_store().layer_lock()));
     let result = engine.load_images(rx).await;
     drop(held);
     let (out, resp) = streaming("application/json");
@@ -238,34 +252,148 @@ pub async fn commit(engine: &Engine, req: &Request<Incoming>) -> Result<Resp, Ap
             comment: q.get("comment").unwrap_or("").to_string(),
             author: q.get("author").unwrap_or("").to_string(),
             changes: q.all("changes").to_vec(),
+            // Absent means yes, as in Docker since API 1.13.
+            pause: q.get("pause").is_none_or(|_| q.bool("pause")),
         })
         .await?;
     Ok(json(StatusCode::CREATED, &json!({ "Id": id.to_string() })))
 }
 
-/// `GET /images/json`.
-pub fn list(engine: &Engine) -> Result<Resp, ApiError> {
+/// `path.Match`-style glob: `*` any run of characters but `/`, `?` one character but `/`.
+fn glob(pattern: &[u8], text: &[u8]) -> bool {
+    match (pattern.split_first(), text.split_first()) {
+        (None, None) => true,
+        (Some((b'*', rest)), _) => {
+            glob(rest, text)
+                || matches!(text.split_first(), Some((c, t)) if *c != b'/' && glob(pattern, t))
+        }
+        (Some((b'?', rest)), Some((c, t))) => *c != b'/' && glob(rest, t),
+        (Some((p, rest)), Some((c, t))) => p == c && glob(rest, t),
+        _ => false,
+    }
+}
+
+/// Whether the tag `name:tag` matches a `reference` filter: with a tag in the pattern the
+/// whole reference is matched, without one the name alone (Docker's `FamiliarMatch`).
+fn reference_matches(pattern: &str, tag: &str) -> bool {
+    let pattern = pattern
+        .strip_prefix("docker.io/library/")
+        .or_else(|| pattern.strip_prefix("docker.io/"))
+        .unwrap_or(pattern);
+    let has_tag = pattern
+        .rsplit('/')
+        .next()
+        .is_some_and(|last| last.contains(':'));
+    let subject = if has_tag {
+        tag
+    } else {
+        tag.rsplit_once(':')
+            .filter(|(_, t)| !t.contains('/'))
+            .map(|(n, _)| n)
+            .unwrap_or(tag)
+    };
+    glob(pattern.as_bytes(), subject.as_bytes())
+}
+
+/// The filters of `GET /images/json` Wharf applies.
+#[derive(Debug, Default, PartialEq)]
+struct ListFilter {
+    references: Vec<String>,
+    dangling: Option<bool>,
+    labels: Vec<String>,
+}
+
+fn filter_values(v: &serde_json::Value) -> Vec<String> {
+    match v {
+        serde_json::Value::Object(m) => m.keys().cloned().collect(),
+        serde_json::Value::Array(a) => a
+            .iter()
+            .filter_map(|x| x.as_str().map(str::to_string))
+            .collect(),
+        _ => vec![],
+    }
+}
+
+fn parse_list_filter(raw: Option<&str>) -> Result<ListFilter, ApiError> {
+    let mut f = ListFilter::default();
+    let Some(raw) = raw.filter(|r| !r.is_empty()) else {
+        return Ok(f);
+    };
+    let v: serde_json::Value = serde_json::from_str(raw)
+        .map_err(|e| ApiError::bad_request(format!("invalid filters: {e}")))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| ApiError::bad_request("invalid filters: not an object"))?;
+    for (k, vals) in obj {
+        let vals = filter_values(vals);
+        match k.as_str() {
+            "reference" => f.references = vals,
+            "label" => f.labels = vals,
+            "dangling" => {
+                for d in vals {
+                    f.dangling = Some(match d.to_ascii_lowercase().as_str() {
+                        "true" | "1" => true,
+                        "false" | "0" => false,
+                        _ => {
+                            return Err(ApiError::bad_request(format!(
+                                "invalid filter 'dangling={d}'"
+                            )))
+                        }
+                    });
+                }
+            }
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "invalid filter '{other}': this Wharf version filters images by reference, dangling and label"
+                )))
+            }
+        }
+    }
+    Ok(f)
+}
+
+/// `GET /images/json` (`filters`: `reference`, `dangling`, `label`).
+pub fn list(engine: &Engine, req: &Request<Incoming>) -> Result<Resp, ApiError> {
+    let q = Query::parse(req.uri().query());
+    let filter = parse_list_filter(q.get("filters"))?;
     let entries: Vec<serde_json::Value> = engine.store().read(|s| {
         s.images
             .values()
-            .map(|img| {
+            .filter_map(|img| {
                 let cfg: ImageConfigFile = serde_json::from_slice(&img.config).unwrap_or_default();
                 let labels = cfg
                     .config
                     .as_ref()
                     .and_then(|c| c.labels.clone())
                     .unwrap_or_default();
-                json!({
+                let mut tags = tags_of(s, img);
+                if filter.dangling.is_some_and(|d| d != tags.is_empty()) {
+                    return None;
+                }
+                let label_ok = filter.labels.iter().all(|l| match l.split_once('=') {
+                    Some((k, v)) => labels.get(k).is_some_and(|x| x == v),
+                    None => labels.contains_key(l),
+                });
+                if !label_ok {
+                    return None;
+                }
+                if !filter.references.is_empty() {
+                    tags.retain(|t| filter.references.iter().any(|p| reference_matches(p, t)));
+                    if tags.is_empty() {
+                        return None;
+                    }
+                }
+                Some(json!({
                     "Id": img.id.to_string(),
                     "ParentId": "",
-                    "RepoTags": tags_of(s, img),
+                    "RepoTags": tags,
                     "RepoDigests": [],
                     "Created": created_secs(&cfg),
                     "Size": img.size,
                     "SharedSize": -1,
                     "Labels": labels,
                     "Containers": -1,
-                })
+                }))
             })
             .collect()
     });
@@ -345,7 +473,7 @@ pub async fn create(engine: Arc<Engine>, req: Request<Incoming>) -> Result<Resp,
             message: q.get("message").unwrap_or("").to_string(),
             platform: q.get("platform").unwrap_or("").to_string(),
         };
-        let rx = body_stream(req);
+        let (rx, _) = body_stream(req, None);
         let result = engine.import_image(rx, &import).await;
         let (out, resp) = streaming("application/json");
         tokio::spawn(async move {
@@ -377,6 +505,45 @@ pub async fn create(engine: Arc<Engine>, req: Request<Incoming>) -> Result<Resp,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reference_filters_match_like_docker() {
+        assert!(reference_matches("busybox", "busybox:latest"));
+        assert!(reference_matches("busybox:latest", "busybox:latest"));
+        assert!(!reference_matches("busybox:1", "busybox:latest"));
+        assert!(reference_matches("busy*", "busybox:1"));
+        assert!(!reference_matches("busy", "busybox:latest"));
+        assert!(reference_matches("*/app", "team/app:v1"));
+        assert!(!reference_matches("*", "team/app:v1"), "* stops at /");
+        assert!(reference_matches(
+            "localhost:5000/app",
+            "localhost:5000/app:v2"
+        ));
+        assert!(reference_matches(
+            "docker.io/library/busybox",
+            "busybox:latest"
+        ));
+        assert!(reference_matches("app:v?", "app:v2"));
+    }
+
+    #[test]
+    fn list_filters_parse_and_refuse_the_unknown() {
+        let f = parse_list_filter(Some(
+            r#"{"reference":{"busybox":true},"dangling":["false"],"label":["a=b"]}"#,
+        ))
+        .unwrap();
+        assert_eq!(
+            f,
+            ListFilter {
+                references: vec!["busybox".into()],
+                dangling: Some(false),
+                labels: vec!["a=b".into()],
+            }
+        );
+        assert_eq!(parse_list_filter(None).unwrap(), ListFilter::default());
+        assert!(parse_list_filter(Some(r#"{"before":["x"]}"#)).is_err());
+        assert!(parse_list_filter(Some(r#"{"dangling":["x"]}"#)).is_err());
+    }
 
     #[test]
     fn prune_filters_default_to_dangling_and_refuse_the_unknown() {

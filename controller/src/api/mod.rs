@@ -200,7 +200,7 @@ async fn route(engine: Arc<Engine>, req: Request<Incoming>) -> Result<Resp, ApiE
         (&Method::GET, ["system", "df"]) => Ok(system::df(&engine)),
         (&Method::POST, ["containers", "prune"]) => ps::prune(&engine, &req).await,
         (&Method::POST, ["images", "load"]) => images::load(engine, req).await,
-        (&Method::GET, ["images", "json"]) => images::list(&engine),
+        (&Method::GET, ["images", "json"]) => images::list(&engine, &req),
         (&Method::POST, ["images", "create"]) => images::create(engine.clone(), req).await,
         (&Method::GET, ["images", name @ .., "json"]) if !name.is_empty() => {
             images::inspect(&engine, &name.join("/"))

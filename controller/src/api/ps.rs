@@ -30,6 +30,20 @@ const PS_FILTERS: &[&str] = &[
     "volume",
 ];
 
+/// Whether the restart policy will start `c` again after its back-off.
+pub fn is_restarting(state: &ClusterState, c: &ContainerRecord) -> bool {
+    c.status == ContainerStatus::Exited && state.restarts.get(&c.id).is_some_and(|r| r.restarting)
+}
+
+/// Docker's state name of `c` (`restarting` during a restart policy's back-off).
+pub fn shown_status(state: &ClusterState, c: &ContainerRecord) -> &'static str {
+    if is_restarting(state, c) {
+        "restarting"
+    } else {
+        c.status.as_str()
+    }
+}
+
 /// The states a `status` filter may name.
 const STATES: &[&str] = &[
     "created",
@@ -92,13 +106,6 @@ pub fn select<'a>(
             return Err(invalid("health", h));
         }
     }
-    for key in ["volume", "isolation"] {
-        if f.contains(key) {
-            return Err(ApiError::bad_request(format!(
-                "filter '{key}' is not supported by this Wharf version"
-            )));
-        }
-    }
     let created_of = |key: &str| -> Result<Option<i64>, ApiError> {
         match f.values(key).next() {
             None => Ok(None),
@@ -119,10 +126,11 @@ pub fn select<'a>(
         .values()
         .filter(|c| {
             all || limit.is_some_and(|l| l > 0)
-                // As Docker: a paused container is running.
+                // As Docker: a paused or restarting container is running.
                 || matches!(c.status, ContainerStatus::Running | ContainerStatus::Paused)
+                || is_restarting(state, c)
         })
-        .filter(|c| f.exact_match("status", c.status.as_str()))
+        .filter(|c| f.exact_match("status", shown_status(state, c)))
         .filter(|c| {
             let name = c.name.to_string();
             regex_match(f, "name", &format!("/{name}")) || regex_match(f, "name", &name)
@@ -138,6 +146,16 @@ pub fn select<'a>(
         .filter(|_| f.exact_match("health", "none"))
         .filter(|_| f.exact_match("network", "none"))
         .filter(|_| f.exact_match("is-task", "false"))
+        // Linux containers have no isolation technology (Docker shows "").
+        .filter(|_| f.exact_match("isolation", ""))
+        // A volume or bind by name or source, or any mount by its path in the container.
+        .filter(|c| {
+            !f.contains("volume")
+                || c.run.host.mounts.iter().any(|m| {
+                    f.values("volume")
+                        .any(|v| v == m.target || (!m.source.is_empty() && v == m.source))
+                })
+        })
         .filter(|_| !f.contains("expose") && !f.contains("publish"))
         .filter(|c| {
             ancestors
@@ -348,6 +366,29 @@ mod tests {
         assert_eq!(names(&s, r#"{"before":["db"]}"#, true), ["web"]);
         assert!(names(&s, r#"{"ancestor":["alpine"]}"#, true).is_empty());
         assert!(names(&s, r#"{"publish":["80"]}"#, true).is_empty());
+        assert!(names(&s, r#"{"isolation":["default"]}"#, true).is_empty());
+    }
+
+    #[test]
+    fn volume_filter_matches_name_source_or_target() {
+        let mut s = state();
+        let id = add(&mut s, 5, "withvol", ContainerStatus::Running, 0);
+        let mut c = s
+            .containers
+            .values()
+            .find(|c| c.id.as_str() == id)
+            .unwrap()
+            .clone();
+        c.run.host.mounts.push(wharf_protocol::agent::MountPoint {
+            kind: wharf_protocol::agent::MountKind::Volume,
+            source: "data".into(),
+            target: "/srv".into(),
+            ..Default::default()
+        });
+        s.containers.insert(c.id.clone(), c);
+        assert_eq!(names(&s, r#"{"volume":["data"]}"#, true), ["withvol"]);
+        assert_eq!(names(&s, r#"{"volume":["/srv"]}"#, true), ["withvol"]);
+        assert!(names(&s, r#"{"volume":["other"]}"#, true).is_empty());
     }
 
     #[test]

@@ -176,7 +176,12 @@ pub fn df(engine: &Engine) -> Resp {
                 "ParentId": "",
                 "RepoTags": tags,
                 "RepoDigests": [],
-                "Created": img.loaded_ns / 1_000_000_000,
+                "Created": serde_json::from_slice::<crate::docker_types::ImageConfigFile>(&img.config)
+                    .ok()
+                    .and_then(|c| c.created)
+                    .and_then(|c| chrono::DateTime::parse_from_rfc3339(&c).ok())
+                    .map(|t| t.timestamp())
+                    .unwrap_or(img.loaded_ns / 1_000_000_000),
                 "Size": img.size,
                 "SharedSize": 0,
                 "Labels": {},
@@ -215,7 +220,7 @@ pub fn df(engine: &Engine) -> Resp {
                 "Status": super::containers::status_text(c, now),
                 "HostConfig": {"NetworkMode": "none"},
                 "NetworkSettings": {"Networks": {}},
-                "Mounts": [],
+                "Mounts": engine.mounts_json(c),
             })
         })
         .collect();

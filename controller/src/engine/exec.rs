@@ -61,7 +61,12 @@ pub struct ExecRecord {
     pub pid: u32,
     /// Exit code once it ended (or failed to start).
     pub exit_code: Option<i32>,
+    /// When it ended; finished instances are forgotten [`EXEC_KEEP`] later.
+    pub finished_at: Option<std::time::Instant>,
 }
+
+/// How long a finished exec instance stays inspectable (moby's exec GC: 5 minutes).
+pub const EXEC_KEEP: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// Exit code Docker gives an exec that could not start (moby `translateContainerdStartErr`).
 pub fn start_failure_code(kind: Option<ErrorKind>) -> i32 {
@@ -117,9 +122,13 @@ impl Engine {
             running: false,
             pid: 0,
             exit_code: None,
+            finished_at: None,
         };
         let action = format!("exec_create: {}", exec_command(&record.config));
-        self.execs_lock().insert(id.clone(), record);
+        let mut execs = self.execs_lock();
+        execs.retain(|_, e| e.finished_at.is_none_or(|t| t.elapsed() < EXEC_KEEP));
+        execs.insert(id.clone(), record);
+        drop(execs);
         self.emit_container(&c, &action, &[("execID", id.clone())]);
         info!(container = %c.id.short(), exec = %&id[..12], "exec created");
         Ok(id)
@@ -230,6 +239,7 @@ impl Engine {
         let container = self.execs_lock().get_mut(id).map(|e| {
             e.running = false;
             e.exit_code = Some(code);
+            e.finished_at = Some(std::time::Instant::now());
             e.container.clone()
         });
         if let Some(c) = container.and_then(|c| self.container(c.as_str()).ok()) {

@@ -2,11 +2,10 @@
 //! container-layer operations diff, export and commit.
 //!
 //! ```text
-//!  API ──► Engine (this file) ──propose──► ClusterState (images, tags)
+//!  API ──► Engine (this file; create.rs: import, commit) ──propose──► ClusterState
 //!            │  decisions: delete.rs (rmi rules), changes.rs (--change lines)   [pure]
 //!            └─spawn_blocking─► ImageStore (save, import, commit, diff, export, GC)
-//!                  bytes in: BodyReader ◄── request body chunks
-//!                  bytes out: ChunkWriter ──► chunked response body
+//!                  bytes in/out: stream.rs (request chunks ⇄ Read/Write)
 //! ```
 //!
 //! Layers are freed by collection, not reference counts: after images are removed, every
@@ -15,102 +14,23 @@
 //! until their image is recorded.
 
 mod changes;
+mod create;
 mod delete;
+mod stream;
 
 pub use changes::{apply_changes, ChangeError};
+pub use create::{CommitRequest, ImportRequest};
 pub use delete::{plan_delete, DeleteError, DeletePlan};
+pub use stream::ByteStream;
 
-use super::{normalize_reference, now_ns, Engine};
+use super::{normalize_reference, Engine};
 use crate::api::error::ApiError;
-use crate::docker_types::{self, CreateConfig, ImageConfigFile};
-use bytes::Bytes;
-use serde_json::{json, Map, Value};
-use std::io::{self, Read, Write};
-use tokio::sync::mpsc;
+use serde_json::{json, Value};
+use stream::stream_from_blocking;
 use tracing::{info, warn};
 use wharf_node::image::{Change, SaveImage};
-use wharf_protocol::state::{ClusterState, Command, ImageRecord};
-use wharf_protocol::{DiffId, Digest, ImageId};
-
-/// Bytes produced or consumed by a blocking task, chunk by chunk; an `Err` ends the stream
-/// as failed.
-pub type ByteStream = mpsc::Receiver<Result<Bytes, io::Error>>;
-
-/// Size of the chunks a [`ChunkWriter`] sends.
-const CHUNK: usize = 256 * 1024;
-
-/// A `Write` that sends its bytes as chunks to async code; blocks when the reader lags.
-struct ChunkWriter {
-    tx: mpsc::Sender<Result<Bytes, io::Error>>,
-    buf: Vec<u8>,
-}
-
-impl ChunkWriter {
-    fn send(&mut self) -> io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
-        self.tx
-            .blocking_send(Ok(chunk))
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "client went away"))
-    }
-}
-
-impl Write for ChunkWriter {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        self.buf.extend_from_slice(data);
-        if self.buf.len() >= CHUNK {
-            self.send()?;
-        }
-        Ok(data.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.send()
-    }
-}
-
-/// A `Read` over request body chunks, for blocking parsers.
-struct BodyReader {
-    rx: ByteStream,
-    current: Bytes,
-}
-
-impl Read for BodyReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.current.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(Ok(chunk)) => self.current = chunk,
-                Some(Err(e)) => return Err(e),
-                None => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current.split_to(n));
-        Ok(n)
-    }
-}
-
-/// Run `f` with a writer whose bytes become the returned stream; a failure ends the stream
-/// with an error (the client sees a broken transfer, never a silently short archive).
-fn stream_from_blocking<F>(what: &'static str, f: F) -> ByteStream
-where
-    F: FnOnce(&mut ChunkWriter) -> Result<(), String> + Send + 'static,
-{
-    let (tx, rx) = mpsc::channel(8);
-    tokio::task::spawn_blocking(move || {
-        let mut w = ChunkWriter {
-            tx: tx.clone(),
-            buf: Vec::with_capacity(CHUNK),
-        };
-        let res = f(&mut w).and_then(|()| w.flush().map_err(|e| e.to_string()));
-        if let Err(e) = res {
-            warn!(error = %e, "{what} failed mid-stream");
-            let _ = tx.blocking_send(Err(io::Error::other(e)));
-        }
-    });
-    rx
-}
+use wharf_protocol::state::{ClusterState, Command};
+use wharf_protocol::{DiffId, ImageId};
 
 /// One line of `docker rmi` / `docker image prune` output.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -119,38 +39,6 @@ pub enum DeleteItem {
     Untagged(String),
     /// `Deleted: sha256:…` (an image or a freed layer).
     Deleted(String),
-}
-
-/// What `POST /commit` asks for.
-#[derive(Clone, Debug, Default)]
-pub struct CommitRequest {
-    /// The container reference.
-    pub container: String,
-    /// Repository to tag the new image with (empty: untagged).
-    pub repo: String,
-    /// Tag (empty: `latest`).
-    pub tag: String,
-    /// `--message`.
-    pub comment: String,
-    /// `--author`.
-    pub author: String,
-    /// `--change` lines.
-    pub changes: Vec<String>,
-}
-
-/// What `POST /images/create?fromSrc=-` asks for.
-#[derive(Clone, Debug, Default)]
-pub struct ImportRequest {
-    /// Repository to tag the new image with (empty: untagged).
-    pub repo: String,
-    /// Tag (empty: `latest`).
-    pub tag: String,
-    /// `--change` lines.
-    pub changes: Vec<String>,
-    /// `--message`.
-    pub message: String,
-    /// `--platform` OS/architecture, if given.
-    pub platform: String,
 }
 
 /// Validate `repo[:tag]` as Docker's reference grammar does and return it normalised
@@ -280,23 +168,6 @@ pub fn history_rows(
         top["Tags"] = json!(tags);
     }
     rows
-}
-
-fn architecture() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "arm" => "arm",
-        other => other,
-    }
-}
-
-fn now_rfc3339() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
-}
-
-fn change_err(e: ChangeError) -> ApiError {
-    ApiError::bad_request(e.to_string())
 }
 
 fn join_err(e: tokio::task::JoinError) -> ApiError {
@@ -521,103 +392,6 @@ impl Engine {
         )))
     }
 
-    /// Record a new image built on this host (import, commit) and tag it.
-    async fn record_image(
-        &self,
-        config: Vec<u8>,
-        diff_ids: Vec<DiffId>,
-        reference: Option<String>,
-    ) -> Result<ImageId, ApiError> {
-        let id = ImageId(Digest::of(&config));
-        let size = self.agent.image_store().layers_size(&diff_ids);
-        self.propose(Command::PutImage {
-            image: ImageRecord {
-                id,
-                config,
-                diff_ids,
-                size,
-                loaded_ns: now_ns(),
-            },
-        })
-        .await?;
-        if let Some(r) = reference {
-            self.propose(Command::Tag {
-                reference: r.clone(),
-                image: id,
-            })
-            .await?;
-            self.emit_image(&id, &r, "tag");
-        }
-        Ok(id)
-    }
-
-    /// `POST /images/create?fromSrc=-`: the body is a root filesystem tarball (plain,
-    /// gzip or zstd) that becomes a one-layer image.
-    pub async fn import_image(
-        &self,
-        body: ByteStream,
-        req: &ImportRequest,
-    ) -> Result<ImageId, ApiError> {
-        let reference = repo_tag(&req.repo, &req.tag)?;
-        let mut run_cfg = Map::new();
-        apply_changes(&mut run_cfg, &req.changes).map_err(change_err)?;
-        let (os, arch) = match req.platform.split_once('/') {
-            Some((os, arch)) => (
-                os.to_string(),
-                arch.split('/').next().unwrap_or(arch).to_string(),
-            ),
-            None if !req.platform.is_empty() => (req.platform.clone(), architecture().to_string()),
-            None => ("linux".to_string(), architecture().to_string()),
-        };
-        if os != "linux" {
-            return Err(ApiError::bad_request(format!(
-                "operating system is not supported: {os}"
-            )));
-        }
-        let store = self.agent.image_store().clone();
-        let reader = BodyReader {
-            rx: body,
-            current: Bytes::new(),
-        };
-        // Receiving the tarball needs no lock (a slow client must not hold off `rmi`);
-        // adding the layer does, until the image is recorded.
-        let s = store.clone();
-        let spooled = tokio::task::spawn_blocking(move || s.spool_import(reader))
-            .await
-            .map_err(join_err)?
-            .map_err(|e| ApiError::bad_request(e.to_string()))?;
-        let diff_id = spooled.diff_id();
-        let lock = store.layer_lock();
-        let _held = lock.read().await;
-        tokio::task::spawn_blocking(move || store.add_spooled_layer(&[], &spooled))
-            .await
-            .map_err(join_err)?
-            .map_err(|e| ApiError::bad_request(e.to_string()))?;
-        let created = now_rfc3339();
-        let comment = if req.message.is_empty() {
-            "Imported from -".to_string()
-        } else {
-            req.message.clone()
-        };
-        let mut config = json!({
-            "architecture": arch,
-            "os": os,
-            "created": created,
-            "config": Value::Object(run_cfg),
-            "rootfs": {"type": "layers", "diff_ids": [diff_id.to_string()]},
-            "history": [{"created": created, "comment": comment}],
-        });
-        if !req.message.is_empty() {
-            config["comment"] = json!(req.message);
-        }
-        let bytes = serde_json::to_vec(&config)
-            .map_err(|e| ApiError::internal(format!("encode image config: {e}")))?;
-        let id = self.record_image(bytes, vec![diff_id], reference).await?;
-        self.emit_image(&id, &id.to_string(), "import");
-        info!(image = %id, layer = %diff_id, "imported");
-        Ok(id)
-    }
-
     /// `GET /containers/{id}/changes`.
     pub async fn container_changes(&self, reference: &str) -> Result<Vec<Change>, ApiError> {
         let c = self.container(reference)?;
@@ -643,111 +417,12 @@ impl Engine {
                 .map_err(|e| e.to_string())
         }))
     }
-
-    /// `POST /commit`: the container's writable layer becomes a new layer on its image's
-    /// chain, with a config from the container's settings and `changes`.
-    pub async fn commit_container(&self, req: &CommitRequest) -> Result<ImageId, ApiError> {
-        let c = self.container(&req.container)?;
-        let reference = repo_tag(&req.repo, &req.tag)?;
-        let base: Value = self
-            .store
-            .read(|s| s.images.get(&c.run.image_id).map(|i| i.config.clone()))
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_else(|| json!({"architecture": architecture(), "os": "linux"}));
-        let parsed: ImageConfigFile = serde_json::from_value(base.clone()).unwrap_or_default();
-        let img_run = parsed.config.unwrap_or_default();
-        let create: CreateConfig = serde_json::from_str(&c.config_json).unwrap_or_default();
-        let (ep, cmd) = docker_types::merge_process(
-            &img_run,
-            create.entrypoint.clone().map(|e| e.into_vec()),
-            create.cmd.clone().map(|c| c.into_vec()),
-        );
-        let mut run_cfg = base
-            .get("config")
-            .and_then(Value::as_object)
-            .cloned()
-            .unwrap_or_default();
-        let or_null = |v: &Vec<String>| if v.is_empty() { Value::Null } else { json!(v) };
-        run_cfg.insert("Cmd".into(), or_null(&cmd));
-        run_cfg.insert("Entrypoint".into(), or_null(&ep));
-        run_cfg.insert("Env".into(), json!(c.run.env));
-        if !create.working_dir.is_empty() {
-            run_cfg.insert("WorkingDir".into(), json!(create.working_dir));
-        }
-        if !create.user.is_empty() {
-            run_cfg.insert("User".into(), json!(create.user));
-        }
-        if let Some(labels) = &create.labels {
-            let slot = run_cfg.entry("Labels").or_insert_with(|| json!({}));
-            if !slot.is_object() {
-                *slot = json!({});
-            }
-            if let Some(m) = slot.as_object_mut() {
-                for (k, v) in labels {
-                    m.insert(k.clone(), json!(v));
-                }
-            }
-        }
-        apply_changes(&mut run_cfg, &req.changes).map_err(change_err)?;
-
-        let store = self.agent.image_store().clone();
-        let lock = store.layer_lock();
-        let _held = lock.read().await;
-        let (cid, parent) = (c.id.clone(), c.run.diff_ids.clone());
-        let new_layer =
-            tokio::task::spawn_blocking(move || store.commit_rw_layer(cid.as_str(), &parent))
-                .await
-                .map_err(join_err)?
-                .map_err(|e| ApiError::internal(e.to_string()))?;
-        let mut diff_ids = c.run.diff_ids.clone();
-        diff_ids.extend(new_layer);
-        let created = now_rfc3339();
-        let mut config = base;
-        let mut history = config
-            .get("history")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        let mut entry = json!({"created": created, "created_by": cmd.join(" ")});
-        if !req.author.is_empty() {
-            entry["author"] = json!(req.author);
-        }
-        if !req.comment.is_empty() {
-            entry["comment"] = json!(req.comment);
-        }
-        if new_layer.is_none() {
-            entry["empty_layer"] = json!(true);
-        }
-        history.push(entry);
-        if let Some(o) = config.as_object_mut() {
-            o.insert("config".into(), Value::Object(run_cfg));
-            o.insert("created".into(), json!(created));
-            o.insert("container".into(), json!(c.id.as_str()));
-            o.insert("history".into(), Value::Array(history));
-            o.insert(
-                "rootfs".into(),
-                json!({"type": "layers", "diff_ids": diff_ids.iter().map(|d| d.to_string()).collect::<Vec<_>>()}),
-            );
-            for (k, v) in [("author", &req.author), ("comment", &req.comment)] {
-                if v.is_empty() {
-                    o.remove(k);
-                } else {
-                    o.insert(k.into(), json!(v));
-                }
-            }
-        }
-        let bytes = serde_json::to_vec(&config)
-            .map_err(|e| ApiError::internal(format!("encode image config: {e}")))?;
-        let id = self.record_image(bytes, diff_ids, reference).await?;
-        self.emit_container(&c, "commit", &[]);
-        info!(container = %c.id.short(), image = %id, "committed");
-        Ok(id)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use wharf_protocol::Digest;
 
     #[test]
     fn references_are_validated_and_normalised() {

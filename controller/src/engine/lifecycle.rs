@@ -185,6 +185,7 @@ impl Engine {
             id: id.clone(),
             count: st.count,
             manually_stopped: st.manually_stopped,
+            restarting: st.restarting,
         };
         if let Err(e) = self.propose(cmd).await {
             warn!(container = %id.short(), error = %e.message, "recording restart state failed");
@@ -198,6 +199,7 @@ impl Engine {
             id,
             RestartState {
                 manually_stopped: true,
+                restarting: false,
                 ..st
             },
         )
@@ -240,28 +242,68 @@ impl Engine {
         let engine = self.clone();
         let id = id.clone();
         tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            let c = match engine.container(id.as_str()) {
-                Ok(c) => c,
-                Err(_) => return,
+            let restarting = RestartState {
+                count: st.count,
+                manually_stopped: false,
+                restarting: true,
             };
-            let st = engine.restart_state(&id);
-            if c.status != ContainerStatus::Exited || st.manually_stopped {
-                return;
-            }
-            engine
-                .set_restart_state(
-                    &id,
-                    RestartState {
-                        count: next_count,
-                        manually_stopped: false,
-                    },
-                )
-                .await;
-            if let Err(e) = engine.start(id.as_str()).await {
-                warn!(container = %id.short(), error = %e.message, "restart by policy failed");
-            }
+            engine.set_restart_state(&id, restarting).await;
+            engine.restart_after(&id, delay, next_count).await;
         });
+    }
+
+    /// Containers whose back-off was cut short by a restart of Wharf: start them again.
+    pub(super) fn resume_restarts(self: &Arc<Self>) {
+        let pending: Vec<(ContainerId, u32)> = self.store.read(|s| {
+            s.restarts
+                .iter()
+                .filter(|(id, r)| {
+                    r.restarting
+                        && s.containers.get(*id).is_some_and(|c| {
+                            c.node == self.node && c.status == ContainerStatus::Exited
+                        })
+                })
+                .map(|(id, r)| (id.clone(), r.count))
+                .collect()
+        });
+        for (id, count) in pending {
+            info!(container = %id.short(), "resuming a restart by policy");
+            let engine = self.clone();
+            tokio::spawn(async move {
+                engine
+                    .restart_after(&id, RESTART_FIRST_DELAY, count.saturating_add(1))
+                    .await;
+            });
+        }
+    }
+
+    /// Wait out the back-off, then start the container unless a user stopped, started or
+    /// removed it meanwhile.
+    async fn restart_after(self: &Arc<Self>, id: &ContainerId, delay: Duration, count: u32) {
+        tokio::time::sleep(delay).await;
+        let Ok(c) = self.container(id.as_str()) else {
+            return;
+        };
+        let st = self.restart_state(id);
+        if c.status != ContainerStatus::Exited || st.manually_stopped || !st.restarting {
+            if st.restarting {
+                let done = RestartState {
+                    restarting: false,
+                    ..st
+                };
+                self.set_restart_state(id, done).await;
+            }
+            return;
+        }
+        let next = RestartState {
+            count,
+            manually_stopped: false,
+            restarting: false,
+        };
+        self.set_restart_state(id, next).await;
+        if let Err(e) = self.start(id.as_str()).await {
+            warn!(container = %id.short(), error = %e.message, "restart by policy failed");
+        }
     }
 
     /// The run time of the container's last run, for the back-off.

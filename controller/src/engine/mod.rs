@@ -216,6 +216,7 @@ impl Engine {
             info!(container = %id.short(), "re-adopting running container");
             self.monitor(id);
         }
+        self.resume_restarts();
     }
 
     /// A container record by reference, or 404.
@@ -702,6 +703,13 @@ impl Engine {
         self.note_manual_stop(&c.id).await;
         self.emit_container(&c, "kill", &[("signal", signal.to_string())]);
         self.agent.kill(&c.id, signal).await?;
+        // As Docker: the stop signal thaws a paused container so it can act on it (the
+        // shim thaws after SIGKILL itself).
+        if c.status == ContainerStatus::Paused && signal == c.run.stop_signal && signal != 9 {
+            if let Err(e) = self.pause(c.id.as_str(), false).await {
+                warn!(container = %c.id.short(), error = %e.message, "thaw after kill failed");
+            }
+        }
         Ok(())
     }
 

@@ -434,11 +434,23 @@ impl ImageStore {
                     got: DiffId(member.sha),
                 });
             }
-            let res = if present {
+            // An uncompressed member already hashed to its DiffID is the canonical tar:
+            // link it into place instead of writing a copy while unpacking.
+            let adopted = compression == Compression::None
+                && self.layer_tar_path(&expected).is_none()
+                && self.adopt_layer_tar(&expected, &member.path)?;
+            let res = if present && adopted {
+                Ok(())
+            } else if present {
                 self.store_layer_tar(&expected, reader)
             } else {
-                self.unpack_layer(parent, &chain[i], &expected, reader)
-                    .map(|_| ())
+                let res = self
+                    .unpack_layer(parent, &chain[i], &expected, reader)
+                    .map(|_| ());
+                if res.is_err() && adopted {
+                    self.forget_layer_tar(&expected);
+                }
+                res
             };
             match res {
                 Ok(()) => {}

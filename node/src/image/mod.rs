@@ -7,7 +7,7 @@
 //!                                                    apply.rs (openat2-confined writes)
 //!  layout.rs: paths + MountSpec (pure) ──► mount.rs: mount(2)/umount2(2) (thin, in the shim)
 //!  save.rs: docker save · gc.rs: freeing unused layers · rwlayer.rs: diff, export,
-//!  commit and import (writable layers in, new layers out)
+//!  commit and import (writable layers in, new layers out) · tree.rs: a tree as a tar
 //! ```
 //!
 //! Image configs and tags are returned ([`LoadedImage`]) for the controller to keep; only
@@ -21,6 +21,7 @@ pub mod mount;
 pub mod rwlayer;
 pub mod save;
 pub mod store;
+pub mod tree;
 
 pub use apply::ApplyError;
 pub use gc::Collected;

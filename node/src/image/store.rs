@@ -377,6 +377,44 @@ impl ImageStore {
         Ok(())
     }
 
+    /// Make the already hashed, uncompressed layer tar at `path` (a spool file on this
+    /// filesystem) the canonical tar of `diff_id` by hard-linking it into place after a
+    /// sync; `false` when there already is one. The caller has checked its sha256.
+    pub(crate) fn adopt_layer_tar(
+        &self,
+        diff_id: &DiffId,
+        path: &Path,
+    ) -> Result<bool, StoreError> {
+        let layout = self.layout();
+        let tar_final = layout.layer_tar(diff_id);
+        if tar_final.is_file() {
+            return Ok(false);
+        }
+        let tmp = layout
+            .layer_tars()
+            .join(self.tmp_name(&diff_id.0.hex()[..12]));
+        let mut guard = TmpGuard(Some(tmp.clone()));
+        std::fs::hard_link(path, &tmp).map_err(io_err("link", &tmp))?;
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(io_err("sync", &tmp))?;
+        std::fs::rename(&tmp, &tar_final).map_err(io_err("rename", &tmp))?;
+        guard.disarm();
+        sync_dir(&layout.layer_tars())?;
+        Ok(true)
+    }
+
+    /// Remove the canonical tar of `diff_id` (a layer that failed to apply after its tar
+    /// was adopted); failures are logged.
+    pub(crate) fn forget_layer_tar(&self, diff_id: &DiffId) {
+        let p = self.layout().layer_tar(diff_id);
+        if let Err(e) = std::fs::remove_file(&p) {
+            if e.kind() != io::ErrorKind::NotFound {
+                tracing::warn!(path = %p.display(), error = %e, "cannot remove layer tar");
+            }
+        }
+    }
+
     fn layers_size_of(&self, chain: &ChainId) -> u64 {
         let p = self.layout().layer_dir(chain).join("size");
         std::fs::read_to_string(p)

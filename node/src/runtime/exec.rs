@@ -145,6 +145,15 @@ pub fn exec_process(
         p.set_cwd(PathBuf::from(&spec.working_dir));
     }
     if let Some(u) = user {
+        // The user's home, as runc sets it, unless the exec sets HOME itself.
+        if !spec.env.iter().any(|e| e.starts_with("HOME=")) {
+            let env = merge_env(
+                &p.env().clone().unwrap_or_default(),
+                &[format!("HOME={}", u.home)],
+                false,
+            );
+            p.set_env(Some(env));
+        }
         let mut b = UserBuilder::default().uid(u.uid).gid(u.gid);
         if !u.additional_gids.is_empty() {
             b = b.additional_gids(u.additional_gids.clone());
@@ -523,7 +532,10 @@ mod tests {
         };
         let p = exec_process(&base, &spec(true), Some(&user)).unwrap();
         assert_eq!(p.args().as_deref().unwrap(), ["sh", "-c", "true"]);
-        assert_eq!(p.env().as_deref().unwrap(), ["A=2", "NEW=x", "TERM=xterm"]);
+        assert_eq!(
+            p.env().as_deref().unwrap(),
+            ["A=2", "NEW=x", "TERM=xterm", "HOME=/home/u"]
+        );
         assert_eq!(p.cwd(), &PathBuf::from("/tmp"));
         assert_eq!(p.user().uid(), 1000);
         assert_eq!(p.user().gid(), 100);
