@@ -8,11 +8,7 @@ use std::io::BufRead;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
-use support::{busybox_tar, free_port, wharf_bin, Wharf};
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+use support::{busybox_tar, free_port, text, wharf_bin, Wharf};
 
 fn lines(s: &str) -> Vec<String> {
     s.lines().map(str::to_string).collect()
@@ -476,6 +472,30 @@ fn ps_filters_system_df_and_container_prune() {
         Vec::<String>::new()
     );
     w.docker_ok(&["rm", "-f", "ps-volc"]);
+    w.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "ps-health",
+        "--health-cmd",
+        "true",
+        "--health-interval",
+        "1s",
+        "busybox",
+        "sleep",
+        "300",
+    ]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while names(&["--filter", "health=healthy"]) != ["ps-health"] {
+        assert!(std::time::Instant::now() < deadline, "never healthy");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(names(&["--filter", "health=none"]), ["ps-web"]);
+    assert_eq!(
+        names(&["--filter", "health=unhealthy"]),
+        Vec::<String>::new()
+    );
+    w.docker_ok(&["rm", "-f", "ps-health"]);
     // system df: one image used by four containers, one of them running; one unused volume.
     let df = w.docker_ok(&[
         "system",
@@ -515,7 +535,10 @@ fn ps_filters_system_df_and_container_prune() {
     ]);
     let mut destroyed = lines(&destroyed);
     destroyed.sort();
-    assert_eq!(destroyed, ["ps-bad", "ps-new", "ps-ok", "ps-volc"]);
+    assert_eq!(
+        destroyed,
+        ["ps-bad", "ps-health", "ps-new", "ps-ok", "ps-volc"]
+    );
 
     assert!(w.down().status.success());
     assert!(w.leftovers().is_empty(), "{:#?}", w.leftovers());

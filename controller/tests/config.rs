@@ -6,18 +6,7 @@
 mod support;
 
 use std::path::PathBuf;
-use support::{busybox_tar, Wharf};
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn loaded() -> Wharf {
-    let w = Wharf::start();
-    let tar = busybox_tar();
-    w.docker_ok(&["load", "-i", tar.to_str().expect("utf-8 path")]);
-    w
-}
+use support::{loaded, text, Wharf};
 
 /// `docker run --rm busybox ARGS...` with `flags` before the image; stdout.
 fn run(w: &Wharf, flags: &[&str], cmd: &[&str]) -> String {
@@ -336,6 +325,34 @@ fn run_flags_mean_what_they_mean_in_docker() {
     assert_eq!(code, Some(125));
     assert!(err.contains("not a device node"), "{err}");
 
+    // --privileged: the host's device nodes, and the cgroup lets them be used.
+    let dev = run(&w, &["--privileged"], &["ls", "/dev"]);
+    let host_dev: Vec<String> = std::fs::read_dir("/dev")
+        .expect("/dev")
+        .flatten()
+        .filter(|e| {
+            use std::os::unix::fs::FileTypeExt;
+            e.file_type()
+                .is_ok_and(|t| t.is_block_device() || t.is_char_device())
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "console" && n != "ptmx")
+        .collect();
+    assert!(!host_dev.is_empty());
+    for d in &host_dev {
+        assert!(dev.split_whitespace().any(|x| x == d), "{d} missing: {dev}");
+    }
+    assert_eq!(
+        run(
+            &w,
+            &["--privileged"],
+            &["sh", "-c", "head -c 3 /dev/kmsg >/dev/null && echo read"]
+        ),
+        "read\n"
+    );
+    let (_, err) = run_fails(&w, &[], &["ls", "/dev/kmsg"]);
+    assert!(err.contains("No such file"), "{err}");
+
     // --label
     let id = w.docker_ok(&["create", "--label", "team=infra", "busybox", "true"]);
     let id = id.trim();
@@ -471,6 +488,14 @@ fn volumes_outlive_containers() {
     let anon = anon.trim().to_string();
     w.docker_ok(&["rm", b]);
     w.docker_ok(&["volume", "create", "keepme"]);
+    let busy = w.docker_ok(&["create", "-v", "wharf-busy:/b", "busybox", "true"]);
+    let dangling = w.docker_ok(&["volume", "ls", "-q", "--filter", "dangling=true"]);
+    assert!(dangling.lines().any(|l| l == "keepme"), "{dangling}");
+    assert!(!dangling.contains("wharf-busy"), "{dangling}");
+    let used = w.docker_ok(&["volume", "ls", "-q", "--filter", "dangling=false"]);
+    assert_eq!(used.trim(), "wharf-busy");
+    w.docker_ok(&["rm", busy.trim()]);
+    w.docker_ok(&["volume", "rm", "wharf-busy"]);
     let pruned = w.docker_ok(&["volume", "prune", "-f"]);
     assert!(pruned.contains(&anon), "{pruned}");
     let left = w.docker_ok(&["volume", "ls", "-q"]);

@@ -10,13 +10,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
-use support::{busybox_tar, Wharf};
+use support::{busybox_tar, text, Wharf};
 use wharf_chaos_tests::images::{random_bytes, tar_members, TarMember};
 use wharf_chaos_tests::{layer_tar, write_save_tar, ImageSpec, LayerEntry};
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 fn sha(b: &[u8]) -> String {
     hex::encode(Sha256::digest(b))

@@ -10,36 +10,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{busybox_tar, Wharf};
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn loaded() -> Wharf {
-    let w = Wharf::start();
-    let tar = busybox_tar();
-    w.docker_ok(&["load", "-i", tar.to_str().expect("utf-8 path")]);
-    w
-}
-
-fn inspect(w: &Wharf, format: &str, name: &str) -> String {
-    w.docker_ok(&["inspect", "--format", format, name])
-        .trim()
-        .to_string()
-}
-
-/// Poll `f` until it returns true or `secs` pass; true if it did.
-fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    f()
-}
+use support::{eventually, inspect, loaded, text, Wharf};
 
 /// Runs a command in a pty of 33 rows and 101 columns; each step waits for a text (if
 /// given) then types its input; then reads until the command ends.
@@ -681,10 +652,16 @@ fn restart_policies_follow_docker() {
         "{}",
         w.log()
     );
-    assert_eq!(
-        w.docker_ok(&["ps", "-q", "--filter", "status=restarting"])
-            .trim(),
-        &inspect(&w, "{{.Id}}", "crash")[..12]
+    // The container is briefly running between back-offs: look until a sample lands
+    // inside one.
+    let id = inspect(&w, "{{.Id}}", "crash");
+    assert!(
+        eventually(10, || {
+            w.docker_ok(&["ps", "-q", "--filter", "status=restarting"])
+                .trim()
+                == &id[..12]
+        }),
+        "the filter never showed the restarting container"
     );
     let before: u32 = inspect(&w, "{{.RestartCount}}", "crash")
         .parse()

@@ -4,11 +4,7 @@
 mod support;
 
 use std::process::Command;
-use support::{busybox_tar, wharf_bin, Wharf};
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+use support::{busybox_tar, text, wharf_bin, Wharf};
 
 #[test]
 fn docker_cli_runs_containers_through_wharf_up() {
@@ -271,6 +267,8 @@ fn tls_refuses_clients_without_a_cluster_certificate() {
         .args(["up", "--data-dir"])
         .arg(&data)
         .args(["--api-addr", &format!("127.0.0.1:{}", support::free_port())])
+        .arg("--unix-socket")
+        .arg(w.dir.path().join("second.sock"))
         .output()
         .expect("second wharf");
     assert!(!second.status.success());
@@ -293,8 +291,9 @@ fn settings_come_from_a_config_file_and_the_environment() {
     std::fs::write(
         &cfg,
         format!(
-            "data_dir = \"{}\"\napi_addr = \"127.0.0.1:1\"\n",
-            data.display()
+            "data_dir = \"{}\"\napi_addr = \"127.0.0.1:1\"\nunix_socket = \"{}\"\n",
+            data.display(),
+            dir.path().join("d.sock").display()
         ),
     )
     .expect("write config");
@@ -314,8 +313,8 @@ fn settings_come_from_a_config_file_and_the_environment() {
     }
     let text_env = std::fs::read_to_string(&env).unwrap_or_default();
     let _ = Command::new(wharf_bin())
-        .args(["down", "--data-dir"])
-        .arg(&data)
+        .args(["down", "--config"])
+        .arg(&cfg)
         .output();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while child.try_wait().ok().flatten().is_none() && std::time::Instant::now() < deadline {

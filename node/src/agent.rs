@@ -183,6 +183,15 @@ impl Agent {
     /// Start a created or exited container: spawn its shim, connect the attachers that
     /// were waiting for it, then let the process run. Returns its host PID.
     pub async fn start(&self, spec: &ContainerRunSpec) -> Result<u32, AgentError> {
+        self.start_with(spec, runtime::ShimOptions::default()).await
+    }
+
+    /// [`Agent::start`] with the shim's log rotation and healthcheck.
+    pub async fn start_with(
+        &self,
+        spec: &ContainerRunSpec,
+        options: runtime::ShimOptions,
+    ) -> Result<u32, AgentError> {
         let dir = self.state_dir(&spec.id);
         let mount = self
             .images
@@ -196,6 +205,7 @@ impl Agent {
             cgroups_path: format!("/{}/{}", self.cfg.cgroup_parent, spec.id.as_str()),
             runtime_root: self.cfg.data_dir.join("runtime"),
             log_path: self.log_path(&spec.id),
+            options,
         };
         config.write(&dir)?;
         runtime::spawn_shim(&self.cfg.wharf_exe, &dir).await?;
@@ -214,6 +224,11 @@ impl Agent {
         let pid = client.start().await?;
         info!(container = %spec.id.short(), pid, "started");
         Ok(pid)
+    }
+
+    /// The health state the container's shim last recorded; `None` without a healthcheck.
+    pub fn health(&self, id: &ContainerId) -> Option<runtime::health::HealthState> {
+        runtime::health::read_health(&self.state_dir(id))
     }
 
     /// Attach to a running container's stdio.

@@ -5,6 +5,7 @@
 //! local today and remote later, drives them.
 
 pub mod agent;
+pub mod archive;
 pub mod image;
 pub mod runtime;
 pub mod stats;

@@ -117,6 +117,7 @@ impl Fixture {
             cgroups_path: self.cgroups_path.clone(),
             runtime_root: self.runtime_root.clone(),
             log_path: self.log_path(),
+            options: Default::default(),
         };
         config.write(&self.state).unwrap();
     }

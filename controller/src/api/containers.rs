@@ -113,11 +113,39 @@ pub fn list(engine: &Engine, req: &Request<Incoming>) -> Result<Resp, ApiError> 
     let limit = q.int("limit")?;
     let filters = super::http::Filters::parse(q.get("filters"))?;
     let now = now_ns();
-    let out: Vec<serde_json::Value> = engine.store().read(|s| {
-        super::ps::select(s, &filters, all, limit)
+    let mut out: Vec<serde_json::Value> = engine.store().read(|s| {
+        let health = |c: &ContainerRecord| -> String {
+            match c.status {
+                ContainerStatus::Running => engine
+                    .health(&c.id)
+                    .map(|h| h.status)
+                    .unwrap_or_else(|| "none".to_string()),
+                _ => "none".to_string(),
+            }
+        };
+        super::ps::select(s, &filters, all, limit, &health)
             .map(|items| items.into_iter().map(|c| list_entry(s, c, now)).collect())
     })?;
+    for entry in &mut out {
+        add_health_status(engine, entry);
+    }
     Ok(json(StatusCode::OK, &serde_json::Value::Array(out)))
+}
+
+/// Append `(healthy)`, `(health: starting)` or `(unhealthy)` to the STATUS of a running
+/// container with a healthcheck, as `docker ps` shows it.
+fn add_health_status(engine: &Engine, entry: &mut serde_json::Value) {
+    let up = entry["State"] == "running";
+    let Some(id) = entry["Id"].as_str().filter(|_| up) else {
+        return;
+    };
+    let Ok(id) = id.parse::<wharf_protocol::ContainerId>() else {
+        return;
+    };
+    if let (Some(h), Some(text)) = (engine.health(&id), entry["Status"].as_str()) {
+        let status = format!("{text}{}", crate::engine::health::status_suffix(&h.status));
+        entry["Status"] = json!(status);
+    }
 }
 
 /// `GET /containers/{id}/json`.
@@ -140,9 +168,15 @@ pub fn inspect(engine: &Engine, reference: &str) -> Result<Resp, ApiError> {
         o.entry("Entrypoint").or_insert(serde_json::Value::Null);
     }
     if let Some(o) = host_config.as_object_mut() {
+        let log_opts = o
+            .get("LogConfig")
+            .and_then(|l| l.get("Config"))
+            .filter(|c| c.is_object())
+            .cloned()
+            .unwrap_or_else(|| json!({}));
         o.insert(
             "LogConfig".into(),
-            json!({"Type": "json-file", "Config": {}}),
+            json!({"Type": "json-file", "Config": log_opts}),
         );
         o.entry("NetworkMode").or_insert(json!("none"));
         o.entry("AutoRemove").or_insert(json!(c.auto_remove));
@@ -173,6 +207,7 @@ pub fn inspect(engine: &Engine, reference: &str) -> Result<Resp, ApiError> {
                 "Error": c.error,
                 "StartedAt": rfc3339(c.started_ns),
                 "FinishedAt": rfc3339(c.finished_ns),
+                "Health": engine.health(&c.id),
             },
             "Image": c.run.image_id.to_string(),
             "ResolvConfPath": state_dir.join("resolv.conf").display().to_string(),

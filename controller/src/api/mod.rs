@@ -10,6 +10,7 @@
 //! Each connection is served by its own task; a slow or broken client affects only itself.
 //! The listener kinds differ only in how a connection is accepted ([`Listener`]).
 
+pub mod archive;
 pub mod containers;
 pub mod error;
 pub mod events;
@@ -221,6 +222,12 @@ async fn route(engine: Arc<Engine>, req: Request<Incoming>) -> Result<Resp, ApiE
         }
         (&Method::GET, ["containers", id, "changes"]) => images::changes(&engine, id).await,
         (&Method::GET, ["containers", id, "export"]) => images::export(&engine, id),
+        (&Method::HEAD, ["containers", id, "archive"]) => archive::stat(&engine, id, &req).await,
+        (&Method::GET, ["containers", id, "archive"]) => archive::get(&engine, id, &req).await,
+        (&Method::PUT, ["containers", id, "archive"]) => {
+            let id = id.to_string();
+            archive::put(&engine, &id, req).await
+        }
         (&Method::POST, ["commit"]) => images::commit(&engine, &req).await,
         (&Method::POST, ["containers", "create"]) => containers::create(&engine, req).await,
         (&Method::GET, ["containers", "json"]) => containers::list(&engine, &req),

@@ -80,7 +80,9 @@ fn regex_match(f: &Filters, key: &str, source: &str) -> bool {
         })
 }
 
-/// The containers `docker ps` shows for `filters`, newest first (pure).
+/// The containers `docker ps` shows for `filters`, newest first (pure but for `health`,
+/// which gives a container's health status, `none` without a healthcheck, and is only
+/// called for a `health` filter).
 ///
 /// Without `all` (or a `status` filter, which implies it, or a `limit`) only running
 /// containers are listed, as Docker does.
@@ -89,6 +91,7 @@ pub fn select<'a>(
     f: &Filters,
     mut all: bool,
     limit: Option<i64>,
+    health: &dyn Fn(&ContainerRecord) -> String,
 ) -> Result<Vec<&'a ContainerRecord>, ApiError> {
     f.validate(PS_FILTERS)?;
     for s in f.values("status") {
@@ -143,7 +146,7 @@ pub fn select<'a>(
                     && c.started_ns != 0
                     && exited.contains(&c.exit_code))
         })
-        .filter(|_| f.exact_match("health", "none"))
+        .filter(|c| !f.contains("health") || f.exact_match("health", &health(c)))
         .filter(|_| f.exact_match("network", "none"))
         .filter(|_| f.exact_match("is-task", "false"))
         // Linux containers have no isolation technology (Docker shows "").
@@ -332,7 +335,14 @@ mod tests {
 
     fn names(s: &ClusterState, filters: &str, all: bool) -> Vec<String> {
         let f = Filters::parse(Some(filters)).unwrap();
-        select(s, &f, all, None)
+        let health = |c: &ContainerRecord| {
+            if c.name.as_str() == "web" {
+                "healthy".to_string()
+            } else {
+                "none".to_string()
+            }
+        };
+        select(s, &f, all, None, &health)
             .unwrap()
             .iter()
             .map(|c| c.name.to_string())
@@ -367,6 +377,8 @@ mod tests {
         assert!(names(&s, r#"{"ancestor":["alpine"]}"#, true).is_empty());
         assert!(names(&s, r#"{"publish":["80"]}"#, true).is_empty());
         assert!(names(&s, r#"{"isolation":["default"]}"#, true).is_empty());
+        assert_eq!(names(&s, r#"{"health":["healthy"]}"#, true), ["web"]);
+        assert_eq!(names(&s, r#"{"health":["none"]}"#, true).len(), 3);
     }
 
     #[test]
@@ -391,6 +403,10 @@ mod tests {
         assert!(names(&s, r#"{"volume":["other"]}"#, true).is_empty());
     }
 
+    fn none(_: &ContainerRecord) -> String {
+        "none".to_string()
+    }
+
     #[test]
     fn bad_filters_are_400() {
         let s = state();
@@ -400,7 +416,7 @@ mod tests {
             r#"{"colour":["red"]}"#,
             r#"{"before":["nope"]}"#,
         ] {
-            let e = select(&s, &Filters::parse(Some(bad)).unwrap(), true, None).unwrap_err();
+            let e = select(&s, &Filters::parse(Some(bad)).unwrap(), true, None, &none).unwrap_err();
             assert!(e.status.is_client_error(), "{bad}: {e:?}");
         }
         assert_eq!(
@@ -408,7 +424,8 @@ mod tests {
                 &s,
                 &Filters::parse(Some(r#"{"status":["sleeping"]}"#)).unwrap(),
                 true,
-                None
+                None,
+                &none
             )
             .unwrap_err()
             .message,

@@ -151,9 +151,13 @@ pub fn logs(
     let path = engine.agent().log_path(&c.id);
     let mut follower =
         LogFollower::open(&path, 0).map_err(|e| ApiError::internal(e.to_string()))?;
-    let mut first = follower
-        .read_available()
+    let mut first = wharf_node::runtime::read_rotated_entries(&path)
         .map_err(|e| ApiError::internal(e.to_string()))?;
+    first.extend(
+        follower
+            .read_available()
+            .map_err(|e| ApiError::internal(e.to_string()))?,
+    );
     if let Some(n) = tail {
         let skip = first.len().saturating_sub(n);
         first.drain(..skip);

@@ -10,8 +10,10 @@
 //! is committed (create, start) or reports what happened (exit), which becomes a command.
 //! The leader chooses IDs, names and times and puts them into the commands.
 
+mod archive;
 pub mod events;
 mod exec;
+pub mod health;
 pub mod images;
 mod lifecycle;
 mod volumes;
@@ -364,6 +366,12 @@ impl Engine {
         if let Some(o) = raw.as_object_mut() {
             o.remove("NetworkingConfig");
         }
+        health::log_rotation(&host_config)?;
+        if let Some(h) = health::merge_healthcheck(raw.get("Healthcheck"), &image.config)? {
+            if let Some(o) = raw.as_object_mut() {
+                o.insert("Healthcheck".into(), h);
+            }
+        }
         let auto_remove = req
             .host_config
             .as_ref()
@@ -470,7 +478,7 @@ impl Engine {
         }
         // A previous run's shim may still be finishing.
         self.agent.cleanup(&c.id).await;
-        match self.agent.start(&c.run).await {
+        match self.agent.start_with(&c.run, self.shim_options(&c)).await {
             Ok(pid) => {
                 self.propose(Command::ContainerStarted {
                     id: c.id.clone(),
@@ -524,6 +532,7 @@ impl Engine {
                 return;
             }
         }
+        self.watch_health(id.clone());
         let engine = self.clone();
         tokio::spawn(async move {
             let exit = engine.agent.wait(&id).await;

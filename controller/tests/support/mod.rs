@@ -269,3 +269,35 @@ pub fn busybox_tar() -> PathBuf {
     })
     .clone()
 }
+
+/// Bytes as text, for assertions on CLI output.
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A new `wharf up` with the busybox image loaded.
+pub fn loaded() -> Wharf {
+    let w = Wharf::start();
+    let tar = busybox_tar();
+    w.docker_ok(&["load", "-i", tar.to_str().expect("utf-8 path")]);
+    w
+}
+
+/// `docker inspect --format FORMAT NAME`, trimmed.
+pub fn inspect(w: &Wharf, format: &str, name: &str) -> String {
+    w.docker_ok(&["inspect", "--format", format, name])
+        .trim()
+        .to_string()
+}
+
+/// Poll `f` every 100 ms until it returns true or `secs` pass; true if it did.
+pub fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    f()
+}

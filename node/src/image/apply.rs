@@ -87,6 +87,17 @@ pub enum ApplyError {
         /// The uid or gid.
         id: u64,
     },
+    /// With [`ApplyOptions::no_overwrite_dir_non_dir`], an entry would replace a directory
+    /// with a non-directory or the reverse.
+    #[error("cannot overwrite {existing} {path:?} with {new}")]
+    DirNonDir {
+        /// The entry.
+        path: String,
+        /// "directory" or "non-directory": what is there.
+        existing: &'static str,
+        /// What the entry is.
+        new: &'static str,
+    },
     /// A system call on the entry failed.
     #[error("layer entry {path:?}: {what}: {source}")]
     Os {
@@ -109,6 +120,23 @@ pub struct Applied {
     pub size: u64,
 }
 
+/// How [`apply_tar`] treats an archive. The default is a layer: whiteouts, extracted at
+/// the root, owners from the archive, replacing whatever is in the way.
+#[derive(Clone, Debug, Default)]
+pub struct ApplyOptions {
+    /// Extract under this directory of the root (a cleaned, already resolved path inside
+    /// it), as `docker cp` does; empty for the root itself.
+    pub prefix: Vec<u8>,
+    /// Take `.wh.` names as plain files, not overlay whiteouts (files copied into a
+    /// container's merged view).
+    pub plain_names: bool,
+    /// Refuse ([`ApplyError::DirNonDir`]) to replace a directory with a non-directory or the
+    /// reverse (`noOverwriteDirNonDir` of `PUT /containers/{id}/archive`).
+    pub no_overwrite_dir_non_dir: bool,
+    /// Own every entry by this uid and gid instead of the archive's (`docker cp -a`).
+    pub chown: Option<(u32, u32)>,
+}
+
 /// Apply the uncompressed layer tar `reader` to the directory `root` (normally empty),
 /// copying every byte read to `tee` when given; call with the `diff` dir of a layer being
 /// built. The whole stream is read, so [`Applied::diff_id`] covers trailing padding too.
@@ -116,6 +144,18 @@ pub fn apply_layer(
     root: BorrowedFd<'_>,
     reader: impl Read,
     tee: Option<&mut dyn Write>,
+) -> Result<Applied, ApplyError> {
+    apply_tar(root, reader, tee, &ApplyOptions::default())
+}
+
+/// Apply the tar `reader` to `root` as `opts` says, with every write confined to `root`
+/// as for a layer; call for layers through [`apply_layer`], and for `docker cp` into a
+/// container's root filesystem with a prefix and plain names.
+pub fn apply_tar(
+    root: BorrowedFd<'_>,
+    reader: impl Read,
+    tee: Option<&mut dyn Write>,
+    opts: &ApplyOptions,
 ) -> Result<Applied, ApplyError> {
     let mut hashed = HashReader {
         inner: reader,
@@ -128,7 +168,7 @@ pub fn apply_layer(
         let mut archive = tar::Archive::new(&mut hashed);
         for entry in archive.entries().map_err(ApplyError::Read)? {
             let mut entry = entry.map_err(ApplyError::Read)?;
-            size += apply_entry(root, &mut entry, &mut dirs)?;
+            size += apply_entry(root, &mut entry, &mut dirs, opts)?;
         }
     }
     // Whatever follows the end-of-archive marker is part of the DiffID too.
@@ -198,6 +238,7 @@ fn apply_entry<R: Read>(
     root: BorrowedFd<'_>,
     entry: &mut tar::Entry<'_, R>,
     dirs: &mut Vec<(Vec<u8>, i64)>,
+    opts: &ApplyOptions,
 ) -> Result<u64, ApplyError> {
     let raw = entry.path_bytes().into_owned();
     let shown = String::from_utf8_lossy(&raw).into_owned();
@@ -209,11 +250,16 @@ fn apply_entry<R: Read>(
     {
         return Ok(0);
     }
-    let comps = clean(&raw).ok_or_else(|| ApplyError::Escape {
+    let own = clean(&raw).ok_or_else(|| ApplyError::Escape {
         path: shown.clone(),
     })?;
-    let Some((leaf, parents)) = comps.split_last() else {
+    if own.is_empty() {
         tracing::debug!(path = %shown, "skipping the layer root entry");
+        return Ok(0);
+    }
+    let prefix = clean(&opts.prefix).unwrap_or_default();
+    let comps: Vec<&[u8]> = prefix.iter().copied().chain(own).collect();
+    let Some((leaf, parents)) = comps.split_last() else {
         return Ok(0);
     };
     let os_err = |what: &'static str| {
@@ -225,7 +271,7 @@ fn apply_entry<R: Read>(
         }
     };
 
-    if let Some(hidden) = leaf.strip_prefix(b".wh.") {
+    if let Some(hidden) = leaf.strip_prefix(b".wh.").filter(|_| !opts.plain_names) {
         let parent = ensure_dir(root, parents, &shown)?;
         if hidden == b".wh..opq" {
             rustix::fs::fsetxattr(&parent, "trusted.overlay.opaque", b"y", XattrFlags::empty())
@@ -248,10 +294,15 @@ fn apply_entry<R: Read>(
         return Ok(0);
     }
 
-    let meta = read_meta(entry, &shown)?;
+    let mut meta = read_meta(entry, &shown)?;
+    if let Some((uid, gid)) = opts.chown {
+        meta.uid = Uid::from_raw(uid);
+        meta.gid = Gid::from_raw(gid);
+    }
     let leaf = os(leaf);
     if kind.is_dir() {
         let parent = ensure_dir(root, parents, &shown)?;
+        check_dir_non_dir(parent.as_fd(), leaf, true, opts, &shown)?;
         remove_existing(parent.as_fd(), leaf, true, &shown)?;
         match rustix::fs::mkdirat(&parent, leaf, Mode::from_raw_mode(0o700)) {
             Ok(()) | Err(rustix::io::Errno::EXIST) => {}
@@ -269,6 +320,7 @@ fn apply_entry<R: Read>(
         Ok(0)
     } else if matches!(kind, tar::EntryType::Regular | tar::EntryType::Continuous) {
         let parent = ensure_dir(root, parents, &shown)?;
+        check_dir_non_dir(parent.as_fd(), leaf, false, opts, &shown)?;
         remove_existing(parent.as_fd(), leaf, false, &shown)?;
         let fd = rustix::fs::openat(
             &parent,
@@ -279,7 +331,7 @@ fn apply_entry<R: Read>(
         .map_err(os_err("create file"))?;
         let expected = entry.size();
         let mut file = std::fs::File::from(fd);
-        let got = io::copy(entry, &mut file).map_err(ApplyError::Read)?;
+        let got = copy_contents(entry, &mut file, expected).map_err(ApplyError::Read)?;
         if got != expected {
             return Err(ApplyError::Truncated {
                 path: shown,
@@ -297,6 +349,7 @@ fn apply_entry<R: Read>(
             })?
             .into_owned();
         let parent = ensure_dir(root, parents, &shown)?;
+        check_dir_non_dir(parent.as_fd(), leaf, false, opts, &shown)?;
         remove_existing(parent.as_fd(), leaf, false, &shown)?;
         rustix::fs::symlinkat(os(&target), &parent, leaf).map_err(os_err("create symlink"))?;
         rustix::fs::chownat(
@@ -328,6 +381,7 @@ fn apply_entry<R: Read>(
         if target.is_empty() {
             return Err(bad());
         }
+        let target: Vec<&[u8]> = prefix.iter().copied().chain(target).collect();
         if target == comps {
             return Ok(0);
         }
@@ -344,6 +398,7 @@ fn apply_entry<R: Read>(
             return Err(bad());
         }
         let parent = ensure_dir(root, parents, &shown)?;
+        check_dir_non_dir(parent.as_fd(), leaf, false, opts, &shown)?;
         remove_existing(parent.as_fd(), leaf, false, &shown)?;
         rustix::fs::linkat(&src, "", &parent, leaf, AtFlags::EMPTY_PATH)
             .map_err(os_err("create hard link"))?;
@@ -354,6 +409,28 @@ fn apply_entry<R: Read>(
     } else {
         tracing::warn!(path = %shown, kind = ?kind, "skipping unsupported tar entry type");
         Ok(0)
+    }
+}
+
+/// Largest buffer a file's contents are copied through (`io::copy` uses 8 KiB, which
+/// costs a write call per 8 KiB of a layer).
+const COPY_BUF: usize = 1 << 20;
+
+/// Copy a regular file's contents (`size` bytes expected) through one buffer of up to
+/// [`COPY_BUF`]; returns the bytes copied.
+fn copy_contents(src: &mut impl Read, dst: &mut impl Write, size: u64) -> io::Result<u64> {
+    let len = usize::try_from(size).unwrap_or(COPY_BUF).clamp(1, COPY_BUF);
+    let mut buf = vec![0u8; len];
+    let mut total = 0u64;
+    loop {
+        let n = match src.read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        dst.write_all(&buf[..n])?;
+        total += n as u64;
     }
 }
 
@@ -478,6 +555,33 @@ fn ensure_dir(root: BorrowedFd<'_>, comps: &[&[u8]], shown: &str) -> Result<Owne
         };
     }
     Ok(dir)
+}
+
+/// With [`ApplyOptions::no_overwrite_dir_non_dir`], refuse an entry whose kind (directory
+/// or not) differs from what already is at `name` in `parent`.
+fn check_dir_non_dir(
+    parent: BorrowedFd<'_>,
+    name: &OsStr,
+    new_is_dir: bool,
+    opts: &ApplyOptions,
+    shown: &str,
+) -> Result<(), ApplyError> {
+    if !opts.no_overwrite_dir_non_dir {
+        return Ok(());
+    }
+    let Ok(st) = rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW) else {
+        return Ok(());
+    };
+    let is_dir = FileType::from_raw_mode(st.st_mode) == FileType::Directory;
+    let kind = |d: bool| if d { "directory" } else { "non-directory" };
+    if is_dir != new_is_dir {
+        return Err(ApplyError::DirNonDir {
+            path: shown.to_string(),
+            existing: kind(is_dir),
+            new: kind(new_is_dir),
+        });
+    }
+    Ok(())
 }
 
 /// Make room for a new entry `name` in `parent`: remove what is there, unless both it and

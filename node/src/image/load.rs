@@ -1,20 +1,25 @@
-//! `docker load`: reading a `docker save` archive into the layer store.
+//! `docker load`: reading a `docker save` archive into the layer store, in one pass.
 //!
 //! ```text
-//!  archive stream ──► spool (image/tmp/.tmp-load-*/<n>, sha256 of each file)
-//!                        │ manifest.json ─► Config ─► rootfs.diff_ids
-//!                        ▼ Layers[i] (plain, gzip or zstd by magic bytes)
-//!                     ImageStore::unpack_layer(ChainID[i], DiffID[i]) ─► LoadedImage
+//!  archive stream ──► member (sha256 = blob digest)
+//!     layer (gzip/zstd/tar magic) ─► decompress ─► tar copy (image/layers/.tmp-*)
+//!                                        └─ chunks ─► 2nd thread: sha256 (DiffID),
+//!                                                     apply to overlay2/.tmp-*/diff
+//!     small member (JSON) ─► memory;   large other member ─► spool (image/tmp/.tmp-load-*)
+//!  end of archive ─► manifest.json ─► config ─► rootfs.diff_ids checked ─► syncfs
+//!                 ─► each layer renamed to overlay2/<ChainID> (link, lower, size)
 //! ```
 //!
-//! An archive's member order is not fixed (the manifest may come last), so the archive is
-//! spooled to disk first, one file per member, then read in manifest order. Both layouts
+//! An archive's member order is not fixed (the manifest may come last), so layers are
+//! applied before it is known which image uses them: overlay layer directories hold only
+//! their own changes, so no parent is needed until they are put in place. Both layouts
 //! are read: Docker 25+ (`blobs/sha256/<hex>`, which is checked against its name) and the
 //! older `<id>/layer.tar` + `<id>.json`; symlinks between members are followed inside the
-//! archive. Layers already present are skipped.
+//! archive. Layers already present are skipped; a malformed archive or a layer that does
+//! not match its DiffID leaves the store as it was.
 
 use super::apply::clean;
-use super::store::{ImageStore, StoreError};
+use super::store::{ImageStore, StoreError, TempLayer};
 use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -125,6 +130,12 @@ pub enum LoadError {
         #[source]
         source: io::Error,
     },
+    /// `manifest.json` names a layer member as an image config.
+    #[error("invalid archive: {path:?} is a layer, not JSON")]
+    NotJson {
+        /// The member.
+        path: String,
+    },
     /// Unpacking a layer failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -166,20 +177,38 @@ struct Rootfs {
     diff_ids: Vec<String>,
 }
 
-#[derive(Clone)]
-struct SpoolFile {
-    path: PathBuf,
-    sha: Digest,
+/// Members up to this size that do not look like layers are kept in memory; larger ones
+/// are spooled to disk.
+const MAX_IN_MEMORY: u64 = 1 << 20;
+
+/// Read buffer for a layer member.
+const LAYER_BUF: usize = 1 << 20;
+
+/// What is kept of one regular archive member.
+enum Body {
+    /// A small member (JSON, an empty layer), in memory.
+    Memory(Vec<u8>),
+    /// A larger member that does not look like a layer, spooled to disk.
+    Spooled(PathBuf),
+    /// A layer, applied while it was read; taken by the first manifest entry using it.
+    Applied(Option<Result<TempLayer, StoreError>>),
 }
 
-/// The archive on disk: regular members by cleaned name, and links between members.
-struct Spool {
+struct Member {
+    /// sha256 of the member's bytes; `None` for an uncompressed layer that failed to
+    /// apply (for one that applied, this is its DiffID, computed once).
+    sha: Option<Digest>,
+    body: Body,
+}
+
+/// The archive read in one pass: regular members by cleaned name, and links between them.
+struct Members {
     dir: PathBuf,
-    files: HashMap<String, SpoolFile>,
+    files: HashMap<String, Member>,
     links: HashMap<String, String>,
 }
 
-impl Drop for Spool {
+impl Drop for Members {
     fn drop(&mut self) {
         if let Err(e) = std::fs::remove_dir_all(&self.dir) {
             tracing::warn!(path = %self.dir.display(), error = %e, "cannot remove load spool");
@@ -192,13 +221,54 @@ fn clean_name(raw: &[u8]) -> Option<String> {
     String::from_utf8(comps.join(&b'/')).ok()
 }
 
-impl Spool {
-    fn read(dir: PathBuf, reader: impl Read) -> Result<Spool, LoadError> {
+/// Whether a member starting with `head` is a layer: gzip, zstd, or a tar with a ustar
+/// (POSIX or GNU) header.
+fn looks_like_layer(head: &[u8]) -> bool {
+    Compression::detect(head) != Compression::None
+        || head.get(257..262).is_some_and(|m| m == b"ustar")
+}
+
+/// Reads through, counting and (with a hasher) hashing every byte.
+struct Hashing<R> {
+    inner: R,
+    hasher: Option<Sha256>,
+    n: u64,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(h) = self.hasher.as_mut() {
+            h.update(&buf[..n]);
+        }
+        self.n += n as u64;
+        Ok(n)
+    }
+}
+
+/// Read up to `buf.len()` bytes, fewer only at the end of `r`.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+impl Members {
+    fn read(store: &ImageStore, dir: PathBuf, reader: impl Read) -> Result<Members, LoadError> {
+        // Made at once (it marks a load in progress), though only large members that are
+        // not layers are spooled into it.
         std::fs::create_dir(&dir).map_err(|source| LoadError::Spool {
             path: dir.clone(),
             source,
         })?;
-        let mut spool = Spool {
+        let mut members = Members {
             dir,
             files: HashMap::new(),
             links: HashMap::new(),
@@ -213,17 +283,9 @@ impl Spool {
             };
             let kind = entry.header().entry_type();
             if matches!(kind, tar::EntryType::Regular | tar::EntryType::Continuous) {
-                let path = spool.dir.join(n.to_string());
                 let expected = entry.size();
-                let (sha, got) = copy_hashed(&mut entry, &path)?;
-                if got != expected {
-                    return Err(LoadError::Truncated {
-                        path: name,
-                        expected,
-                        got,
-                    });
-                }
-                spool.files.insert(name, SpoolFile { path, sha });
+                let member = members.read_member(store, n, &name, &mut entry, expected)?;
+                members.files.insert(name, member);
             } else if kind.is_symlink() || kind.is_hard_link() {
                 let Some(target) = entry.link_name_bytes() else {
                     continue;
@@ -235,79 +297,144 @@ impl Spool {
                     [dir.as_bytes(), b"/", &target].concat()
                 };
                 if let Some(t) = clean_name(&full) {
-                    spool.links.insert(name, t);
+                    members.links.insert(name, t);
                 }
             }
         }
         // Drain padding so a sender streaming the body sees it consumed.
         io::copy(&mut archive.into_inner(), &mut io::sink()).map_err(LoadError::Read)?;
-        Ok(spool)
+        Ok(members)
     }
 
-    /// The regular member `name` refers to, following links inside the archive.
-    fn get(&self, name: &str) -> Result<&SpoolFile, LoadError> {
+    /// Read one regular member of `expected` bytes: a layer is applied to a temporary
+    /// directory as it streams by (its failure kept for when a manifest names it), a small
+    /// member kept in memory, anything else spooled.
+    fn read_member(
+        &mut self,
+        store: &ImageStore,
+        n: usize,
+        name: &str,
+        entry: &mut impl Read,
+        expected: u64,
+    ) -> Result<Member, LoadError> {
+        let mut head = [0u8; 512];
+        let got = read_full(entry, &mut head).map_err(LoadError::Read)?;
+        let head = &head[..got];
+        // An uncompressed layer's bytes are its DiffID's: applying hashes them once.
+        let plain_layer = looks_like_layer(head) && Compression::detect(head) == Compression::None;
+        let mut h = Hashing {
+            inner: head.chain(entry),
+            hasher: (!plain_layer).then(Sha256::new),
+            n: 0,
+        };
+        let body = if looks_like_layer(head) {
+            let res = match decompress(BufReader::with_capacity(LAYER_BUF, &mut h)) {
+                Ok((_, layer)) => store.apply_pipelined(layer),
+                Err(source) => Err(StoreError::Apply {
+                    diff_id: DiffId(Digest([0; 32])),
+                    source: super::apply::ApplyError::Read(source),
+                }),
+            };
+            // Whatever the decompressor left is part of the blob digest too.
+            io::copy(&mut h, &mut io::sink()).map_err(LoadError::Read)?;
+            Body::Applied(Some(res))
+        } else if expected <= MAX_IN_MEMORY {
+            let mut out = Vec::with_capacity(expected as usize);
+            h.read_to_end(&mut out).map_err(LoadError::Read)?;
+            Body::Memory(out)
+        } else {
+            let path = self.dir.join(n.to_string());
+            copy_to(&mut h, &path)?;
+            Body::Spooled(path)
+        };
+        if h.n != expected {
+            return Err(LoadError::Truncated {
+                path: name.to_string(),
+                expected,
+                got: h.n,
+            });
+        }
+        let sha = match (h.hasher, &body) {
+            (Some(hasher), _) => Some(Digest(hasher.finalize().into())),
+            (None, Body::Applied(Some(Ok(t)))) => Some(t.diff_id.0),
+            (None, _) => None,
+        };
+        Ok(Member { sha, body })
+    }
+
+    /// The key of the regular member `name` refers to, following links inside the
+    /// archive, after checking it against its `blobs/sha256/<hex>` name if it has one.
+    fn resolve(&self, name: &str) -> Result<String, LoadError> {
         let missing = || LoadError::MissingFile {
             path: name.to_string(),
         };
         let mut cur = clean_name(name.as_bytes()).ok_or_else(missing)?;
         for _ in 0..16 {
             if let Some(f) = self.files.get(&cur) {
-                return Ok(f);
+                if let Some(hex) = clean_name(name.as_bytes())
+                    .as_deref()
+                    .and_then(|n| n.strip_prefix("blobs/sha256/"))
+                {
+                    match f.sha {
+                        Some(sha) if hex != sha.hex() => {
+                            return Err(LoadError::BlobDigest {
+                                path: name.to_string(),
+                                got: sha,
+                            })
+                        }
+                        // Unknown only for a layer that failed to apply: that error is
+                        // reported when the layer is used.
+                        _ => {}
+                    }
+                }
+                return Ok(cur);
             }
             cur = self.links.get(&cur).ok_or_else(missing)?.clone();
         }
         Err(missing())
     }
 
-    /// The member's bytes, checked against its `blobs/sha256/<hex>` name if it has one.
-    fn open(&self, name: &str) -> Result<(&SpoolFile, std::fs::File), LoadError> {
-        let f = self.get(name)?;
-        if let Some(hex) = clean_name(name.as_bytes())
-            .as_deref()
-            .and_then(|n| n.strip_prefix("blobs/sha256/"))
-        {
-            if hex != f.sha.hex() {
-                return Err(LoadError::BlobDigest {
-                    path: name.to_string(),
-                    got: f.sha,
-                });
-            }
-        }
-        let file = std::fs::File::open(&f.path).map_err(|source| LoadError::Spool {
-            path: f.path.clone(),
-            source,
-        })?;
-        Ok((f, file))
-    }
-
     fn read_json(&self, name: &str) -> Result<Vec<u8>, LoadError> {
-        let (f, file) = self.open(name)?;
-        let mut out = Vec::new();
-        file.take(MAX_JSON + 1)
-            .read_to_end(&mut out)
-            .map_err(|source| LoadError::Spool {
-                path: f.path.clone(),
-                source,
-            })?;
-        if out.len() as u64 > MAX_JSON {
-            return Err(LoadError::TooLarge {
+        let key = self.resolve(name)?;
+        let too_large = || LoadError::TooLarge {
+            path: name.to_string(),
+            max: MAX_JSON,
+        };
+        match self.files.get(&key).map(|m| &m.body) {
+            Some(Body::Memory(b)) => Ok(b.clone()),
+            Some(Body::Spooled(path)) => {
+                let spool_err = |source| LoadError::Spool {
+                    path: path.clone(),
+                    source,
+                };
+                let file = std::fs::File::open(path).map_err(spool_err)?;
+                let mut out = Vec::new();
+                file.take(MAX_JSON + 1)
+                    .read_to_end(&mut out)
+                    .map_err(spool_err)?;
+                if out.len() as u64 > MAX_JSON {
+                    return Err(too_large());
+                }
+                Ok(out)
+            }
+            Some(Body::Applied(_)) => Err(LoadError::NotJson {
                 path: name.to_string(),
-                max: MAX_JSON,
-            });
+            }),
+            None => Err(LoadError::MissingFile {
+                path: name.to_string(),
+            }),
         }
-        Ok(out)
     }
 }
 
-fn copy_hashed(src: &mut impl Read, path: &std::path::Path) -> Result<(Digest, u64), LoadError> {
+fn copy_to(src: &mut impl Read, path: &std::path::Path) -> Result<(), LoadError> {
     let spool_err = |source| LoadError::Spool {
         path: path.to_path_buf(),
         source,
     };
-    let mut out = io::BufWriter::new(std::fs::File::create(path).map_err(spool_err)?);
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut total = 0u64;
+    let mut out =
+        io::BufWriter::with_capacity(LAYER_BUF, std::fs::File::create(path).map_err(spool_err)?);
+    let mut buf = vec![0u8; LAYER_BUF];
     loop {
         let n = match src.read(&mut buf) {
             Ok(0) => break,
@@ -315,12 +442,9 @@ fn copy_hashed(src: &mut impl Read, path: &std::path::Path) -> Result<(Digest, u
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(LoadError::Read(e)),
         };
-        hasher.update(&buf[..n]);
         out.write_all(&buf[..n]).map_err(spool_err)?;
-        total += n as u64;
     }
-    out.flush().map_err(spool_err)?;
-    Ok((Digest(hasher.finalize().into()), total))
+    out.flush().map_err(spool_err)
 }
 
 /// How a layer member is compressed, by its first bytes.
@@ -347,52 +471,96 @@ impl Compression {
     }
 }
 
-fn decompressed<'a>(
-    file: std::fs::File,
-    name: &str,
-) -> Result<(Compression, Box<dyn Read + 'a>), LoadError> {
-    let mut r = BufReader::with_capacity(64 * 1024, file);
-    let head = r.fill_buf().map_err(|source| LoadError::Decompress {
-        path: name.to_string(),
-        source,
-    })?;
-    let c = Compression::detect(head);
-    let out: Box<dyn Read> = match c {
+/// The uncompressed stream of a layer member, by its magic bytes.
+fn decompress<'a>(mut r: impl BufRead + 'a) -> io::Result<(Compression, Box<dyn Read + 'a>)> {
+    let c = Compression::detect(r.fill_buf()?);
+    let out: Box<dyn Read + 'a> = match c {
         Compression::None => Box::new(r),
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(r)),
-        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(r).map_err(
-            |source| LoadError::Decompress {
-                path: name.to_string(),
-                source,
-            },
-        )?),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(r)?),
     };
     Ok((c, out))
 }
 
+/// Docker's wording for a layer whose content is not its DiffID; the expected DiffID
+/// in apply errors of layers read before the manifest.
+fn layer_error(e: StoreError, layer: usize, expected: DiffId) -> LoadError {
+    match e {
+        StoreError::DiffIdMismatch { expected, got } => LoadError::InvalidDiffId {
+            layer,
+            expected,
+            got,
+        },
+        StoreError::Apply { source, .. } => LoadError::Store(StoreError::Apply {
+            diff_id: expected,
+            source,
+        }),
+        e => e.into(),
+    }
+}
+
+/// A layer member kept in memory or spooled, as manifest entry `i` names it.
+struct LayerSource<'a> {
+    i: usize,
+    name: &'a str,
+    sha: Option<Digest>,
+    /// The spool file, which an uncompressed layer's tar is linked to instead of copied.
+    spooled: Option<&'a PathBuf>,
+}
+
+/// One image of `manifest.json`, checked against its config.
+struct Planned {
+    config: Vec<u8>,
+    diff_ids: Vec<DiffId>,
+    layers: Vec<String>,
+    repo_tags: Vec<String>,
+}
+
 impl ImageStore {
     /// Load a `docker save` tarball read from `reader` (blocking: call it inside
-    /// `spawn_blocking`); returns every image of its `manifest.json`, in order. Each layer
-    /// is checked against the config's `rootfs.diff_ids`; layers already present are
-    /// skipped. Layers unpacked before a failure stay (they are valid and complete).
+    /// `spawn_blocking`); returns every image of its `manifest.json`, in order. The archive
+    /// is read once: layers are applied to temporary directories as they stream by, then
+    /// checked against the configs' `rootfs.diff_ids` and moved into place; layers
+    /// already present are skipped. A malformed archive or a layer that does not match
+    /// leaves the store as it was.
     pub fn load(&self, reader: impl Read) -> Result<Vec<LoadedImage>, LoadError> {
         let dir = self.layout().spool().join(self.tmp_name("load"));
-        let spool = Spool::read(dir, reader)?;
-        if !spool.files.contains_key("manifest.json") {
+        let mut members = Members::read(self, dir, reader)?;
+        if !members.files.contains_key("manifest.json") {
             return Err(LoadError::NoManifest);
         }
         let manifest: Vec<ManifestItem> =
-            serde_json::from_slice(&spool.read_json("manifest.json")?)
+            serde_json::from_slice(&members.read_json("manifest.json")?)
                 .map_err(LoadError::Manifest)?;
-        let mut out = Vec::with_capacity(manifest.len());
+        let mut plans = Vec::with_capacity(manifest.len());
+        let mut seen: HashMap<String, DiffId> = HashMap::new();
         for item in manifest {
-            out.push(self.load_one(&spool, item)?);
+            plans.push(self.plan(&mut members, &mut seen, item)?);
+        }
+        // One sync for every layer applied while reading, before any is moved into place.
+        if members
+            .files
+            .values()
+            .any(|m| matches!(m.body, Body::Applied(Some(Ok(_)))))
+        {
+            self.sync_filesystem()?;
+        }
+        let mut out = Vec::with_capacity(plans.len());
+        for plan in plans {
+            out.push(self.load_one(&mut members, plan)?);
         }
         Ok(out)
     }
 
-    fn load_one(&self, spool: &Spool, item: ManifestItem) -> Result<LoadedImage, LoadError> {
-        let config = spool.read_json(&item.config)?;
+    /// Check one manifest entry: its config, its layer count, and every layer applied
+    /// while reading against its DiffID.
+    fn plan(
+        &self,
+        members: &mut Members,
+        seen: &mut HashMap<String, DiffId>,
+        item: ManifestItem,
+    ) -> Result<Planned, LoadError> {
+        let config = members.read_json(&item.config)?;
         let parsed: ConfigRootfs =
             serde_json::from_slice(&config).map_err(|source| LoadError::Config {
                 path: item.config.clone(),
@@ -416,8 +584,53 @@ impl ImageStore {
                 layers: item.layers.len(),
             });
         }
-        let chain = ChainId::chain(&diff_ids);
+        let mut layers = Vec::with_capacity(item.layers.len());
         for (i, name) in item.layers.iter().enumerate() {
+            let key = members.resolve(name)?;
+            let expected = diff_ids[i];
+            if let Some(Member {
+                body: Body::Applied(slot),
+                ..
+            }) = members.files.get_mut(&key)
+            {
+                let got = match slot {
+                    Some(Ok(t)) => t.diff_id,
+                    Some(Err(_)) => match slot.take() {
+                        Some(Err(e)) => return Err(layer_error(e, i, expected)),
+                        _ => continue,
+                    },
+                    None => continue,
+                };
+                seen.insert(key.clone(), got);
+            }
+            if let Some(got) = seen.get(&key) {
+                if *got != expected {
+                    return Err(LoadError::InvalidDiffId {
+                        layer: i,
+                        expected,
+                        got: *got,
+                    });
+                }
+            }
+            layers.push(key);
+        }
+        Ok(Planned {
+            config,
+            diff_ids,
+            layers,
+            repo_tags: item.repo_tags.unwrap_or_default(),
+        })
+    }
+
+    fn load_one(&self, members: &mut Members, plan: Planned) -> Result<LoadedImage, LoadError> {
+        let Planned {
+            config,
+            diff_ids,
+            layers,
+            repo_tags,
+        } = plan;
+        let chain = ChainId::chain(&diff_ids);
+        for (i, key) in layers.iter().enumerate() {
             let expected = diff_ids[i];
             let parent = i.checked_sub(1).map(|p| &chain[p]);
             let present = self.has_layer(&chain[i]);
@@ -425,47 +638,62 @@ impl ImageStore {
                 tracing::debug!(layer = %chain[i], "layer already present");
                 continue;
             }
-            let (member, file) = spool.open(name)?;
-            let (compression, reader) = decompressed(file, name)?;
-            if compression == Compression::None && member.sha != expected.0 {
-                return Err(LoadError::InvalidDiffId {
-                    layer: i,
-                    expected,
-                    got: DiffId(member.sha),
-                });
-            }
-            // An uncompressed member already hashed to its DiffID is the canonical tar:
-            // link it into place instead of writing a copy while unpacking.
-            let adopted = compression == Compression::None
-                && self.layer_tar_path(&expected).is_none()
-                && self.adopt_layer_tar(&expected, &member.path)?;
-            let res = if present && adopted {
-                Ok(())
-            } else if present {
-                self.store_layer_tar(&expected, reader)
-            } else {
-                let res = self
-                    .unpack_layer(parent, &chain[i], &expected, reader)
-                    .map(|_| ());
-                if res.is_err() && adopted {
-                    self.forget_layer_tar(&expected);
-                }
-                res
+            let Some(member) = members.files.get_mut(key) else {
+                return Err(LoadError::MissingFile { path: key.clone() });
             };
-            match res {
-                Ok(()) => {}
-                Err(StoreError::DiffIdMismatch { expected, got }) => {
-                    return Err(LoadError::InvalidDiffId {
-                        layer: i,
-                        expected,
-                        got,
-                    })
+            let sha = member.sha;
+            match &mut member.body {
+                Body::Applied(slot) => {
+                    let res = match slot.take() {
+                        Some(Ok(temp)) => self.commit_temp(temp, parent, &chain[i], false),
+                        Some(Err(e)) => Err(e),
+                        // Used by an earlier layer, whose tar is kept now: unpack that.
+                        None => match self.layer_tar_path(&expected) {
+                            Some(p) if !present => std::fs::File::open(&p)
+                                .map_err(|source| StoreError::Io {
+                                    action: "open",
+                                    path: p.clone(),
+                                    source,
+                                })
+                                .and_then(|f| {
+                                    self.unpack_layer(
+                                        parent,
+                                        &chain[i],
+                                        &expected,
+                                        BufReader::with_capacity(LAYER_BUF, f),
+                                    )
+                                }),
+                            _ => Err(StoreError::MissingLayer(expected)),
+                        },
+                    };
+                    res.map_err(|e| layer_error(e, i, expected))?;
                 }
-                Err(e) => return Err(e.into()),
+                Body::Memory(bytes) => {
+                    let layer = LayerSource {
+                        i,
+                        name: key,
+                        sha,
+                        spooled: None,
+                    };
+                    self.load_layer(parent, &chain[i], &expected, &layer, bytes.as_slice())?;
+                }
+                Body::Spooled(path) => {
+                    let file = std::fs::File::open(&*path).map_err(|source| LoadError::Spool {
+                        path: path.clone(),
+                        source,
+                    })?;
+                    let r = BufReader::with_capacity(LAYER_BUF, file);
+                    let layer = LayerSource {
+                        i,
+                        name: key,
+                        sha,
+                        spooled: Some(path),
+                    };
+                    self.load_layer(parent, &chain[i], &expected, &layer, r)?;
+                }
             }
         }
         let id = ImageId(Digest::of(&config));
-        let repo_tags = item.repo_tags.unwrap_or_default();
         tracing::info!(image = %id, tags = ?repo_tags, layers = diff_ids.len(), "image loaded");
         Ok(LoadedImage {
             id,
@@ -474,6 +702,57 @@ impl ImageStore {
             diff_ids,
             repo_tags,
         })
+    }
+
+    /// Unpack a layer from a member kept in memory or spooled.
+    fn load_layer(
+        &self,
+        parent: Option<&ChainId>,
+        chain: &ChainId,
+        expected: &DiffId,
+        layer: &LayerSource<'_>,
+        member: impl BufRead,
+    ) -> Result<(), LoadError> {
+        let LayerSource {
+            i,
+            name,
+            sha,
+            spooled,
+        } = *layer;
+        let present = self.has_layer(chain);
+        let (compression, reader) = decompress(member).map_err(|source| LoadError::Decompress {
+            path: name.to_string(),
+            source,
+        })?;
+        if let Some(sha) = sha.filter(|s| compression == Compression::None && *s != expected.0) {
+            return Err(LoadError::InvalidDiffId {
+                layer: i,
+                expected: *expected,
+                got: DiffId(sha),
+            });
+        }
+        // An uncompressed member already hashed to its DiffID is the canonical tar:
+        // link it into place instead of writing a copy while unpacking.
+        let adopted = match spooled {
+            Some(path) if compression == Compression::None => {
+                self.layer_tar_path(expected).is_none() && self.adopt_layer_tar(expected, path)?
+            }
+            _ => false,
+        };
+        let res = if present && adopted {
+            Ok(())
+        } else if present {
+            self.store_layer_tar(expected, reader)
+        } else {
+            let res = self
+                .unpack_layer(parent, chain, expected, reader)
+                .map(|_| ());
+            if res.is_err() && adopted {
+                self.forget_layer_tar(expected);
+            }
+            res
+        };
+        res.map_err(|e| layer_error(e, i, *expected))
     }
 }
 

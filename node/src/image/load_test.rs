@@ -286,3 +286,57 @@ fn symlinked_members_are_followed_inside_the_archive() {
     assert!(loaded[0].repo_tags.is_empty());
     assert!(s.has_layers(&loaded[0].diff_ids));
 }
+
+#[test]
+fn layers_read_before_the_manifest_keep_only_what_it_names() {
+    let l = layer();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&l).unwrap();
+    let gz = gz.finish().unwrap();
+    let unused = RawTar::default().file("unused", 0o644, b"u").finish();
+    let hostile = RawTar::default().file("../../x", 0o644, b"x").finish();
+    let config = config_for(&[sha(&l)]);
+    let m = serde_json::to_vec(&serde_json::json!([{
+        "Config": "c.json",
+        "Layers": ["a/layer.tar"],
+    }]))
+    .unwrap();
+    // Layers first, one named, one unused, one hostile and unused; the manifest last.
+    let tar = archive(&[
+        ("a/layer.tar", &gz),
+        ("b/layer.tar", &unused),
+        ("evil/layer.tar", &hostile),
+        ("c.json", &config),
+        ("manifest.json", &m),
+    ]);
+    let (tmp, s) = store();
+    let loaded = s.load(tar.as_slice()).unwrap();
+    assert!(s.has_layers(&loaded[0].diff_ids));
+    let kept = s.layer_tar_path(&loaded[0].diff_ids[0]).unwrap();
+    assert_eq!(
+        std::fs::read(kept).unwrap(),
+        l,
+        "the uncompressed tar is kept"
+    );
+    let data = tmp.path().join("data");
+    let dirs: Vec<String> = tree(&data)
+        .into_iter()
+        .filter(|p| p.contains(".tmp") || p.ends_with(".tar"))
+        .collect();
+    assert_eq!(
+        dirs,
+        vec![format!(
+            "image/layers/{}.tar",
+            loaded[0].diff_ids[0].0.hex()
+        )],
+        "no temporary left, no tar of an unused layer"
+    );
+    assert_eq!(
+        std::fs::read_dir(data.join("overlay2"))
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name() != "l")
+            .count(),
+        1,
+        "only the named layer is unpacked"
+    );
+}

@@ -128,6 +128,46 @@ struct Inner {
 /// Removes a half-built path on drop unless disarmed.
 struct TmpGuard(Option<PathBuf>);
 
+/// A copy of a layer tar being written beside the others; dropping it removes it.
+pub(crate) struct TempTar {
+    guard: TmpGuard,
+    path: PathBuf,
+    w: BufWriter<std::fs::File>,
+}
+
+impl Write for TempTar {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.w.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.w.flush()
+    }
+}
+
+impl TempLayer {
+    /// Keep `tar` (written completely, its content checked by the caller to be this
+    /// layer's) as this layer's tar, instead of any copy made while applying.
+    pub(crate) fn attach_tar(&mut self, mut tar: TempTar) -> Result<(), StoreError> {
+        tar.w.flush().map_err(io_err("write", &tar.path))?;
+        self.tar = TmpGuard(tar.guard.0.take());
+        Ok(())
+    }
+}
+
+/// Write buffer of a layer tar being kept.
+const TAR_BUF: usize = 1 << 20;
+
+/// A layer applied to a temporary directory (and its tar kept beside the others), not yet
+/// in its ChainID place; dropping it removes both.
+pub(crate) struct TempLayer {
+    dir: TmpGuard,
+    tar: TmpGuard,
+    /// sha256 of the uncompressed tar.
+    pub(crate) diff_id: DiffId,
+    /// Bytes of regular files written.
+    pub(crate) size: u64,
+}
+
 impl TmpGuard {
     fn disarm(&mut self) {
         self.0 = None;
@@ -250,84 +290,166 @@ impl ImageStore {
         expected: &DiffId,
         reader: impl Read,
     ) -> Result<u64, StoreError> {
-        let layout = self.layout();
-        let hex = chain.0.hex();
-        let final_dir = layout.layer_dir(chain);
         if self.has_layer(chain) {
             return Ok(self.layers_size_of(chain));
         }
-        let lower = match parent {
-            None => None,
-            Some(p) => {
-                if !self.has_layer(p) {
-                    return Err(StoreError::MissingLayer(DiffId(p.0)));
-                }
-                let (link, lower) = self.read_link_lower(&layout.layer_dir(p))?;
-                Some(layout::child_lower(&link, lower.as_deref()))
+        if let Some(p) = parent {
+            if !self.has_layer(p) {
+                return Err(StoreError::MissingLayer(DiffId(p.0)));
             }
-        };
+        }
+        let temp = if self.layout().layer_tar(expected).is_file() {
+            self.apply_to_temp(reader, Some(expected))
+        } else {
+            self.apply_pipelined(reader)
+        }
+        .map_err(|e| match e {
+            StoreError::Apply { source, .. } => StoreError::Apply {
+                diff_id: *expected,
+                source,
+            },
+            e => e,
+        })?;
+        if temp.diff_id != *expected {
+            return Err(StoreError::DiffIdMismatch {
+                expected: *expected,
+                got: temp.diff_id,
+            });
+        }
+        self.commit_temp(temp, parent, chain, true)
+    }
 
-        let tmp = layout.overlay().join(self.tmp_name(&hex[..12]));
-        let mut guard = TmpGuard(Some(tmp.clone()));
+    /// Apply the uncompressed layer tar `reader` to a fresh temporary directory (overlay
+    /// layer directories hold only their own changes, so no parent is needed); nothing is
+    /// synced, no tar is kept (see [`ImageStore::apply_pipelined`]). `expected` only names
+    /// the layer in errors. Dropping the result removes everything it made.
+    pub(crate) fn apply_to_temp(
+        &self,
+        reader: impl Read,
+        expected: Option<&DiffId>,
+    ) -> Result<TempLayer, StoreError> {
+        let layout = self.layout();
+        let tmp = layout.overlay().join(self.tmp_name("layer"));
+        let guard = TmpGuard(Some(tmp.clone()));
         let diff = tmp.join("diff");
         std::fs::create_dir(&tmp).map_err(io_err("create", &tmp))?;
         std::fs::create_dir(&diff).map_err(io_err("create", &diff))?;
         let diff_fd = std::fs::File::open(&diff).map_err(io_err("open", &diff))?;
+        let applied =
+            apply_layer(diff_fd.as_fd(), reader, None).map_err(|source| StoreError::Apply {
+                diff_id: expected
+                    .copied()
+                    .unwrap_or(DiffId(wharf_protocol::Digest([0; 32]))),
+                source,
+            })?;
+        Ok(TempLayer {
+            dir: guard,
+            tar: TmpGuard(None),
+            diff_id: applied.diff_id,
+            size: applied.size,
+        })
+    }
 
-        let tar_final = layout.layer_tar(expected);
-        let mut tar_tmp = None;
-        let mut tar_guard = TmpGuard(None);
-        if !tar_final.is_file() {
-            let p = layout
-                .layer_tars()
-                .join(self.tmp_name(&expected.0.hex()[..12]));
-            tar_guard.0 = Some(p.clone());
-            let f = std::fs::File::create(&p).map_err(io_err("create", &p))?;
-            tar_tmp = Some((p, BufWriter::new(f)));
-        }
-        let applied = apply_layer(
-            diff_fd.as_fd(),
-            reader,
-            tar_tmp.as_mut().map(|(_, w)| w as &mut dyn Write),
-        )
-        .map_err(|source| StoreError::Apply {
-            diff_id: *expected,
-            source,
-        })?;
-        if applied.diff_id != *expected {
-            return Err(StoreError::DiffIdMismatch {
-                expected: *expected,
-                got: applied.diff_id,
-            });
-        }
+    /// [`ImageStore::apply_to_temp`] keeping the tar, reading `reader` on this thread
+    /// and applying on a second one.
+    pub(crate) fn apply_pipelined(&self, reader: impl Read) -> Result<TempLayer, StoreError> {
+        apply_pipelined(self, reader)
+    }
 
-        let link = layout::link_name(&hex);
-        write_file(&tmp.join("link"), link.as_bytes())?;
-        if let Some(lower) = &lower {
-            write_file(&tmp.join("lower"), lower.as_bytes())?;
-            let work = tmp.join("work");
-            std::fs::create_dir(&work).map_err(io_err("create", &work))?;
+    /// A fresh temporary file beside the layer tars, for a copy of a layer tar written
+    /// while another thread applies it; give it to [`TempLayer::attach_tar`].
+    pub(crate) fn temp_tar(&self) -> Result<TempTar, StoreError> {
+        let p = self.layout().layer_tars().join(self.tmp_name("layer"));
+        let guard = TmpGuard(Some(p.clone()));
+        let f = std::fs::File::create(&p).map_err(io_err("create", &p))?;
+        Ok(TempTar {
+            guard,
+            path: p,
+            w: BufWriter::with_capacity(TAR_BUF, f),
+        })
+    }
+
+    /// Put a layer applied by [`ImageStore::apply_to_temp`] (its DiffID checked by the
+    /// caller) in place as layer `chain` on top of `parent`, and its tar beside the others
+    /// unless one is there. With `sync`, its files are synced first; without, the caller
+    /// has synced the filesystem since the layer was applied. An already present layer
+    /// wins; the temporary is then removed. Returns the layer's size.
+    pub(crate) fn commit_temp(
+        &self,
+        mut temp: TempLayer,
+        parent: Option<&ChainId>,
+        chain: &ChainId,
+        sync: bool,
+    ) -> Result<u64, StoreError> {
+        let layout = self.layout();
+        let hex = chain.0.hex();
+        let final_dir = layout.layer_dir(chain);
+        let size = if self.has_layer(chain) {
+            self.layers_size_of(chain)
+        } else {
+            let lower = match parent {
+                None => None,
+                Some(p) => {
+                    if !self.has_layer(p) {
+                        return Err(StoreError::MissingLayer(DiffId(p.0)));
+                    }
+                    let (link, lower) = self.read_link_lower(&layout.layer_dir(p))?;
+                    Some(layout::child_lower(&link, lower.as_deref()))
+                }
+            };
+            let tmp = temp.dir.0.clone().ok_or_else(|| {
+                StoreError::Corrupt(layout.overlay().join("(committed temporary)"))
+            })?;
+            let link = layout::link_name(&hex);
+            write_file(&tmp.join("link"), link.as_bytes())?;
+            if let Some(lower) = &lower {
+                write_file(&tmp.join("lower"), lower.as_bytes())?;
+                let work = tmp.join("work");
+                std::fs::create_dir(&work).map_err(io_err("create", &work))?;
+            }
+            write_file(&tmp.join("size"), temp.size.to_string().as_bytes())?;
+            if sync {
+                let diff = tmp.join("diff");
+                std::fs::File::open(&diff)
+                    .and_then(|f| rustix::fs::syncfs(&f).map_err(io::Error::from))
+                    .map_err(io_err("sync", &diff))?;
+            }
+            self.make_link(&link, &hex)?;
+            match std::fs::rename(&tmp, &final_dir) {
+                Ok(()) => temp.dir.disarm(),
+                // Another load of the same layer won the race; its directory is as good.
+                Err(_) if self.has_layer(chain) => {}
+                Err(e) => return Err(io_err("rename", &tmp)(e)),
+            }
+            sync_dir(&layout.overlay())?;
+            tracing::info!(layer = %chain, diff_id = %temp.diff_id, size = temp.size, "layer unpacked");
+            temp.size
+        };
+        let tar_final = layout.layer_tar(&temp.diff_id);
+        if let Some(p) = temp.tar.0.clone() {
+            if !tar_final.is_file() {
+                if sync {
+                    std::fs::File::open(&p)
+                        .and_then(|f| f.sync_all())
+                        .map_err(io_err("sync", &p))?;
+                }
+                std::fs::rename(&p, &tar_final).map_err(io_err("rename", &p))?;
+                temp.tar.disarm();
+                sync_dir(&layout.layer_tars())?;
+            }
         }
-        write_file(&tmp.join("size"), applied.size.to_string().as_bytes())?;
-        rustix::fs::syncfs(&diff_fd).map_err(|e| io_err("sync", &diff)(e.into()))?;
-        self.make_link(&link, &hex)?;
-        match std::fs::rename(&tmp, &final_dir) {
-            Ok(()) => guard.disarm(),
-            // Another load of the same layer won the race; its directory is as good.
-            Err(_) if self.has_layer(chain) => {}
-            Err(e) => return Err(io_err("rename", &tmp)(e)),
+        Ok(size)
+    }
+
+    /// Sync the filesystems of the layer directories and layer tars (once after applying
+    /// several layers with [`ImageStore::apply_to_temp`], before committing them).
+    pub(crate) fn sync_filesystem(&self) -> Result<(), StoreError> {
+        for dir in [self.layout().overlay(), self.layout().layer_tars()] {
+            std::fs::File::open(&dir)
+                .and_then(|f| rustix::fs::syncfs(&f).map_err(io::Error::from))
+                .map_err(io_err("sync", &dir))?;
         }
-        sync_dir(&layout.overlay())?;
-        if let Some((p, w)) = tar_tmp {
-            let f = w
-                .into_inner()
-                .map_err(|e| io_err("write", &p)(e.into_error()))?;
-            f.sync_all().map_err(io_err("sync", &p))?;
-            std::fs::rename(&p, &tar_final).map_err(io_err("rename", &p))?;
-            tar_guard.disarm();
-        }
-        tracing::info!(layer = %chain, diff_id = %expected, size = applied.size, "layer unpacked");
-        Ok(applied.size)
+        Ok(())
     }
 
     /// Keep `reader` (an uncompressed layer tar) as the canonical tar of `expected` after
@@ -666,6 +788,106 @@ impl ImageStore {
         tracing::info!(container = container_id, "writable layer removed");
         Ok(())
     }
+}
+
+/// Chunks handed from the reading thread to the applying one.
+const PIPE_DEPTH: usize = 4;
+
+/// Size of those chunks.
+const PIPE_CHUNK: usize = 1 << 20;
+
+/// The applying side of [`apply_pipelined`]: chunks in, used buffers back.
+struct ChunkReader {
+    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    back: std::sync::mpsc::SyncSender<Vec<u8>>,
+    cur: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.pos == self.cur.len() {
+            let Ok(next) = self.rx.recv() else {
+                return Ok(0);
+            };
+            let used = std::mem::replace(&mut self.cur, next);
+            // The reader allocates a new buffer when none comes back.
+            let _ = self.back.try_send(used);
+            self.pos = 0;
+        }
+        let n = buf.len().min(self.cur.len() - self.pos);
+        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// [`ImageStore::apply_to_temp`] keeping the tar, on two threads: this one reads
+/// `reader` (decompressing, when it is a decompressor) and writes the tar copy; a second
+/// one hashes it (DiffID) and applies it. An error on this side wins over whatever the
+/// applying side made of the stream cut short.
+fn apply_pipelined(store: &ImageStore, mut layer: impl Read) -> Result<TempLayer, StoreError> {
+    let read_err = |source| StoreError::Apply {
+        diff_id: DiffId(wharf_protocol::Digest([0; 32])),
+        source: ApplyError::Read(source),
+    };
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(PIPE_DEPTH);
+        let (back, free) = std::sync::mpsc::sync_channel::<Vec<u8>>(PIPE_DEPTH + 2);
+        let worker = scope.spawn(move || {
+            let r = ChunkReader {
+                rx,
+                back,
+                cur: Vec::new(),
+                pos: 0,
+            };
+            store.apply_to_temp(r, None)
+        });
+        let fed = (|| -> Result<_, StoreError> {
+            let mut tar = store.temp_tar()?;
+            loop {
+                let mut buf = free.try_recv().unwrap_or_default();
+                buf.resize(PIPE_CHUNK, 0);
+                let n = read_full(&mut layer, &mut buf).map_err(read_err)?;
+                if n == 0 {
+                    break;
+                }
+                buf.truncate(n);
+                tar.write_all(&buf).map_err(|source| StoreError::Io {
+                    action: "write",
+                    path: store.layout().layer_tars(),
+                    source,
+                })?;
+                if tx.send(buf).is_err() {
+                    // The applying side stopped: its error says why.
+                    break;
+                }
+            }
+            Ok(tar)
+        })();
+        drop(tx);
+        let applied = worker
+            .join()
+            .unwrap_or_else(|_| Err(read_err(io::Error::other("layer apply thread panicked"))));
+        let tar = fed?;
+        let mut temp = applied?;
+        temp.attach_tar(tar)?;
+        Ok(temp)
+    })
+}
+
+/// Read up to `buf.len()` bytes, fewer only at the end of `r`.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
 }
 
 fn write_file(path: &Path, data: &[u8]) -> Result<(), StoreError> {

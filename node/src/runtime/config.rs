@@ -23,6 +23,21 @@ pub struct ShimConfig {
     pub runtime_root: PathBuf,
     /// The json-file log, e.g. `<state>/<id>-json.log`.
     pub log_path: PathBuf,
+    /// Log rotation and healthcheck; absent in files of older agents.
+    #[serde(default)]
+    pub options: ShimOptions,
+}
+
+/// Per-container settings of the shim beyond the run spec (`HostConfig.LogConfig`,
+/// `Config.Healthcheck`), resolved by the controller.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShimOptions {
+    /// When to rotate the json-file log (`--log-opt max-size,max-file`).
+    #[serde(default)]
+    pub log: crate::runtime::jsonlog::LogRotation,
+    /// The healthcheck to run, if any.
+    #[serde(default)]
+    pub health: Option<crate::runtime::health::HealthSpec>,
 }
 
 /// Why `shim.json` could not be read or written.

@@ -483,6 +483,64 @@ async fn feed_stdin(mut rd: OwnedReadHalf, fd: tokio::io::unix::AsyncFd<OwnedFd>
     tracing::debug!(fd = fd.as_raw_fd(), "exec stdin ends");
 }
 
+/// Run `spec` to its end without a client (a healthcheck): its exit code and up to
+/// `crate::runtime::health::MAX_OUTPUT` + 1 bytes of stdout and stderr; `None` for the code
+/// when it ran past `timeout` (it is then killed).
+pub(super) async fn run_captured(
+    shim: &Rc<Shim>,
+    spec: &ExecSpec,
+    timeout: Duration,
+) -> Result<(Option<i32>, Vec<u8>), ExecError> {
+    let launched = launch(shim, spec)?;
+    let pid = launched.pid;
+    let (tx, mut rx) = mpsc::channel::<(u8, Vec<u8>)>(64);
+    for (n, fd) in launched.outputs {
+        tokio::task::spawn_local(pump(n, fd, tx.clone()));
+    }
+    drop(tx);
+    tokio::task::spawn_local(watch_pid(shim.clone(), pid));
+    let mut exit_rx = launched.exit;
+    let mut code: Option<i32> = None;
+    let mut output = Vec::new();
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
+    let drain = tokio::time::sleep(Duration::MAX / 4);
+    tokio::pin!(drain);
+    let mut timed_out = false;
+    loop {
+        tokio::select! {
+            out = rx.recv() => match out {
+                Some((_, data)) => {
+                    // One byte more than is kept, so the caller can tell it was cut.
+                    let room = (crate::runtime::health::MAX_OUTPUT + 1).saturating_sub(output.len());
+                    output.extend_from_slice(&data[..data.len().min(room)]);
+                }
+                None if code.is_some() || timed_out => break,
+                None => {
+                    code = Some((&mut exit_rx).await.unwrap_or(-1));
+                    break;
+                }
+            },
+            c = &mut exit_rx, if code.is_none() && !timed_out => {
+                code = Some(c.unwrap_or(-1));
+                drain.as_mut().reset(tokio::time::Instant::now() + DRAIN_WAIT);
+            },
+            _ = &mut deadline, if code.is_none() && !timed_out => {
+                timed_out = true;
+                // Still registered with the reaper, so the PID is still ours.
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                drain.as_mut().reset(tokio::time::Instant::now() + DRAIN_WAIT);
+            },
+            _ = &mut drain, if code.is_some() || timed_out => break,
+        }
+    }
+    let _ = std::fs::remove_file(exec_json(shim, &spec.exec_id));
+    Ok((if timed_out { None } else { code }, output))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

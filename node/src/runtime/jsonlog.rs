@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::fs::File;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use wharf_protocol::shim::STDERR;
 
 /// Longest piece of a line kept in memory before it is written as a partial entry
@@ -100,23 +100,105 @@ pub fn format_entry(stream: u8, data: &[u8], time: DateTime<Utc>) -> Vec<u8> {
     out
 }
 
+/// When the json-file log is rotated (`--log-opt max-size=…,max-file=…`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct LogRotation {
+    /// Rotate once the file holds this many bytes; 0 never rotates.
+    pub max_size: u64,
+    /// Files kept, the current one included (`<log>`, `<log>.1`, …); 0 counts as 1.
+    pub max_file: u32,
+}
+
+impl LogRotation {
+    /// Whether a file of `size` bytes must be rotated before the next write (Docker checks
+    /// before writing, so a file may exceed `max_size` by one batch).
+    pub fn due(&self, size: u64) -> bool {
+        self.max_size > 0 && size >= self.max_size
+    }
+
+    /// The renames of a rotation, oldest first, for the log at `path`: `(from, to)`;
+    /// with `max_file` ≤ 1 there are none (the file is truncated instead).
+    pub fn renames(&self, path: &Path) -> Vec<(PathBuf, PathBuf)> {
+        let keep = self.max_file.max(1);
+        let mut out = Vec::new();
+        for n in (1..keep).rev() {
+            let from = if n == 1 {
+                path.to_path_buf()
+            } else {
+                rotated_path(path, n - 1)
+            };
+            out.push((from, rotated_path(path, n)));
+        }
+        out
+    }
+}
+
+/// `<log>.<n>`: the `n`-th newest rotated file of the log at `path`.
+pub fn rotated_path(path: &Path, n: u32) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(format!(".{n}"));
+    PathBuf::from(s)
+}
+
 /// Appends a container's output to its json-file log.
 pub struct JsonLogWriter {
     file: File,
     splitters: [LineSplitter; 2],
+    path: PathBuf,
+    rotation: LogRotation,
+    size: u64,
 }
 
 impl JsonLogWriter {
-    /// Open (create or append to) the log at `path`.
+    /// Open (create or append to) the log at `path`, never rotated.
     pub fn open(path: &Path) -> std::io::Result<JsonLogWriter> {
+        JsonLogWriter::open_rotating(path, LogRotation::default())
+    }
+
+    /// Open (create or append to) the log at `path`, rotated as `rotation` says.
+    pub fn open_rotating(path: &Path, rotation: LogRotation) -> std::io::Result<JsonLogWriter> {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)?;
+        let size = file.metadata()?.len();
         Ok(JsonLogWriter {
             file,
             splitters: Default::default(),
+            path: path.to_path_buf(),
+            rotation,
+            size,
         })
+    }
+
+    /// Append `buf`, rotating first if the file is full.
+    fn append(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        if self.rotation.due(self.size) {
+            self.rotate()?;
+        }
+        self.file.write_all(buf)?;
+        self.size += buf.len() as u64;
+        Ok(())
+    }
+
+    fn rotate(&mut self) -> std::io::Result<()> {
+        let renames = self.rotation.renames(&self.path);
+        if renames.is_empty() {
+            self.file.set_len(0)?;
+        } else {
+            for (from, to) in renames {
+                match std::fs::rename(&from, &to) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+            }
+            self.file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)?;
+        }
+        self.size = 0;
+        Ok(())
     }
 
     fn splitter(&mut self, stream: u8) -> &mut LineSplitter {
@@ -125,20 +207,28 @@ impl JsonLogWriter {
 
     /// Log a chunk of `stream` output received at `now`.
     pub fn write(&mut self, stream: u8, data: &[u8], now: DateTime<Utc>) -> std::io::Result<()> {
+        let entries = self.splitter(stream).push(data);
+        if self.rotation.max_size > 0 {
+            // Rotation is decided per entry, as Docker does.
+            for entry in entries {
+                self.append(&format_entry(stream, &entry, now))?;
+            }
+            return Ok(());
+        }
         let mut buf = Vec::new();
-        for entry in self.splitter(stream).push(data) {
+        for entry in entries {
             buf.extend(format_entry(stream, &entry, now));
         }
         if buf.is_empty() {
             return Ok(());
         }
-        self.file.write_all(&buf)
+        self.append(&buf)
     }
 
     /// Write out unfinished lines of `stream`; called when the stream ends.
     pub fn finish(&mut self, stream: u8, now: DateTime<Utc>) -> std::io::Result<()> {
         match self.splitter(stream).flush() {
-            Some(rest) => self.file.write_all(&format_entry(stream, &rest, now)),
+            Some(rest) => self.append(&format_entry(stream, &rest, now)),
             None => Ok(()),
         }
     }
@@ -185,5 +275,47 @@ mod tests {
         assert!(String::from_utf8(line)
             .unwrap()
             .starts_with("{\"log\":\"\u{fffd}\\n\",\"stream\":\"stderr\""));
+    }
+
+    #[test]
+    fn rotation_keeps_max_file_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c-json.log");
+        let rot = LogRotation {
+            max_size: 100,
+            max_file: 3,
+        };
+        assert_eq!(
+            rot.renames(&path),
+            vec![
+                (rotated_path(&path, 1), rotated_path(&path, 2)),
+                (path.clone(), rotated_path(&path, 1)),
+            ]
+        );
+        let t = Utc.timestamp_opt(1_700_000_000, 0).unwrap();
+        let mut w = JsonLogWriter::open_rotating(&path, rot).unwrap();
+        for i in 0..20 {
+            w.write(1, format!("line {i}\n").as_bytes(), t).unwrap();
+        }
+        assert!(rotated_path(&path, 2).exists());
+        assert!(!rotated_path(&path, 3).exists());
+        assert!(std::fs::metadata(&path).unwrap().len() < 200);
+        let last = std::fs::read_to_string(&path).unwrap();
+        assert!(last.contains("line 19"), "{last}");
+        let mut one = JsonLogWriter::open_rotating(
+            &dir.path().join("d-json.log"),
+            LogRotation {
+                max_size: 10,
+                max_file: 1,
+            },
+        )
+        .unwrap();
+        one.write(1, b"a\n", t).unwrap();
+        one.write(1, b"b\n", t).unwrap();
+        let only = std::fs::read_to_string(dir.path().join("d-json.log")).unwrap();
+        assert!(
+            only.contains("\"b\\n\"") && !only.contains("\"a\\n\""),
+            "{only}"
+        );
     }
 }

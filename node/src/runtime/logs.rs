@@ -65,6 +65,22 @@ pub fn read_log_entries(path: &Path) -> Result<Vec<LogEntry>, LogError> {
     follower.read_available()
 }
 
+/// The entries of the rotated files of the log at `path` (`<log>.N` … `<log>.1`), oldest
+/// first; `docker logs` shows them before the current file's.
+pub fn read_rotated_entries(path: &Path) -> Result<Vec<LogEntry>, LogError> {
+    let mut n = 1;
+    while crate::runtime::jsonlog::rotated_path(path, n).exists() {
+        n += 1;
+    }
+    let mut out = Vec::new();
+    for k in (1..n).rev() {
+        out.extend(read_log_entries(&crate::runtime::jsonlog::rotated_path(
+            path, k,
+        ))?);
+    }
+    Ok(out)
+}
+
 /// Reads a log incrementally: each call returns the entries completed since the last.
 pub struct LogFollower {
     path: PathBuf,
@@ -128,6 +144,13 @@ impl LogFollower {
         })?;
         self.offset += n as u64;
         self.partial.extend_from_slice(&buf);
+        if n == 0 && self.rotated() {
+            // The shim rotated the log: what we hold is complete; go on with the new file.
+            self.file = None;
+            self.offset = 0;
+            self.partial.clear();
+            return self.read_available();
+        }
         let mut out = Vec::new();
         let mut start = 0;
         while let Some(i) = self.partial[start..].iter().position(|&b| b == b'\n') {
@@ -138,6 +161,18 @@ impl LogFollower {
         }
         self.partial.drain(..start);
         Ok(out)
+    }
+
+    /// Whether the file at the path is no longer the one being read.
+    fn rotated(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let Some(file) = self.file.as_ref() else {
+            return false;
+        };
+        match (file.metadata(), std::fs::metadata(&self.path)) {
+            (Ok(open), Ok(now)) => open.ino() != now.ino() || open.dev() != now.dev(),
+            _ => false,
+        }
     }
 
     /// Wait for new entries: returns the next non-empty batch, or `None` once `stop` has
@@ -203,6 +238,36 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn rotated_files_come_first_and_followers_move_on() {
+        use crate::runtime::jsonlog::{rotated_path, JsonLogWriter, LogRotation};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r-json.log");
+        let rot = LogRotation {
+            max_size: 120,
+            max_file: 10,
+        };
+        let mut w = JsonLogWriter::open_rotating(&path, rot).unwrap();
+        let mut follower = LogFollower::open(&path, 0).unwrap();
+        let mut followed = Vec::new();
+        let now = chrono::Utc::now();
+        for i in 0..12 {
+            w.write(1, format!("n{i}\n").as_bytes(), now).unwrap();
+            followed.extend(follower.read_available().unwrap());
+        }
+        assert!(rotated_path(&path, 2).exists());
+        let mut all = read_rotated_entries(&path).unwrap();
+        all.extend(read_log_entries(&path).unwrap());
+        let text = |v: &[LogEntry]| -> Vec<String> {
+            v.iter()
+                .map(|e| String::from_utf8_lossy(&e.data).trim().to_string())
+                .collect()
+        };
+        let want: Vec<String> = (0..12).map(|i| format!("n{i}")).collect();
+        assert_eq!(text(&all), want);
+        assert_eq!(text(&followed), want, "a follower reads across rotations");
     }
 
     #[tokio::test]

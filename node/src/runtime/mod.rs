@@ -26,6 +26,7 @@ pub mod etc_files;
 pub mod exec;
 pub mod exit;
 pub mod framing;
+pub mod health;
 pub mod jsonlog;
 pub mod logs;
 pub mod lookup;
@@ -40,8 +41,8 @@ mod stdio;
 pub mod user;
 
 pub use client::{attach, exec, read_exit, AttachEvent, AttachStream, ShimClient};
-pub use config::{ShimConfig, StatePaths, SHIM_CONFIG_VERSION};
-pub use logs::{read_log_entries, LogEntry, LogFollower};
+pub use config::{ShimConfig, ShimOptions, StatePaths, SHIM_CONFIG_VERSION};
+pub use logs::{read_log_entries, read_rotated_entries, LogEntry, LogFollower};
 pub use shim::shim_main;
 pub use spawn::spawn_shim;
 pub use spec::{build_spec, RuntimePlan};

@@ -122,8 +122,53 @@ pub fn resolve_devices(plan: &mut RuntimePlan) -> Result<(), PrepareError> {
             },
         });
     }
+    if plan.host.privileged {
+        for d in host_devices(Path::new("/dev")) {
+            if !out.iter().any(|o| o.path == d.path) {
+                out.push(d);
+            }
+        }
+    }
     plan.devices = out;
     Ok(())
+}
+
+/// Every device node under `dir` (the host's /dev), as runc's `HostDevices` finds them
+/// for `--privileged`: not in `pts`, `shm`, `fd`, `mqueue` and hidden directories, not
+/// the console, not `ptmx` (the container gets its own).
+pub fn host_devices(dir: &Path) -> Vec<HostDevice> {
+    let mut out = vec![];
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        let path = e.path();
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        let ft = meta.file_type();
+        if ft.is_dir() {
+            if !matches!(name.as_ref(), "pts" | "shm" | "fd" | "mqueue") && !name.starts_with('.') {
+                out.extend(host_devices(&path));
+            }
+            continue;
+        }
+        if !(ft.is_char_device() || ft.is_block_device()) || name == "console" || name == "ptmx" {
+            continue;
+        }
+        let rdev = meta.rdev();
+        out.push(HostDevice {
+            path: path.display().to_string(),
+            block: ft.is_block_device(),
+            major: i64::from(rustix::fs::major(rdev)),
+            minor: i64::from(rustix::fs::minor(rdev)),
+            file_mode: meta.permissions().mode() & 0o7777,
+            permissions: "rwm".to_string(),
+        });
+    }
+    out
 }
 
 /// Fill every empty volume of the plan with the image's content at its target, as Docker

@@ -12,6 +12,7 @@
 //!  SIGCHLD / pidfd ─► reaper ─► exit.json, waiters; Exit to attachers after the pumps end
 //!  shim.sock ─► connection: Hello, then Start | State | Kill | Wait | Delete | Attach
 //!                            | Exec (→ `exec`) | ResizeExec | Pause | Resume
+//!  Start ─► health loop (→ `health`, if configured) ─► exec the check ─► health.json
 //! ```
 //!
 //! Attachers registered before Start see all output: nothing is read before the process
@@ -61,6 +62,8 @@ pub(crate) struct Created {
     pub stdin: Option<OwnedFd>,
     /// The pty master of a TTY container, for resizes.
     pub pty: Option<OwnedFd>,
+    /// Log rotation and healthcheck.
+    pub options: crate::runtime::config::ShimOptions,
 }
 
 /// What changes while the shim runs.
@@ -99,6 +102,8 @@ pub(super) struct Shim {
     pub(super) pumps_left: watch::Sender<usize>,
     /// True once Delete has cleaned up: the loop ends.
     pub(super) shutdown: watch::Sender<bool>,
+    /// The healthcheck, started with the container.
+    pub(super) health: Option<crate::runtime::health::HealthSpec>,
 }
 
 /// Run the event loop until Delete; returns the shim's exit code.
@@ -128,7 +133,7 @@ async fn run(c: Created, listener: std::os::unix::net::UnixListener) -> i32 {
             return 1;
         }
     };
-    let log = match JsonLogWriter::open(&c.log_path) {
+    let log = match JsonLogWriter::open_rotating(&c.log_path, c.options.log) {
         Ok(w) => Some(w),
         Err(e) => {
             tracing::error!(path = %c.log_path.display(), error = %e, "open container log");
@@ -166,6 +171,7 @@ async fn run(c: Created, listener: std::os::unix::net::UnixListener) -> i32 {
         exited: watch::Sender::new(false),
         pumps_left: watch::Sender::new(c.outputs.len()),
         shutdown: watch::Sender::new(false),
+        health: c.options.health,
     });
     for (stream, fd) in c.outputs {
         tokio::task::spawn_local(stdio::pump(shim.clone(), stream, fd));
@@ -386,7 +392,7 @@ fn state(shim: &Shim) -> ShimState {
     }
 }
 
-fn start(shim: &Shim) -> Response {
+fn start(shim: &Rc<Shim>) -> Response {
     let status = shim.state.borrow().status;
     match status {
         Status::Created => {}
@@ -412,6 +418,10 @@ fn start(shim: &Shim) -> Response {
             }
             st.started_at_ns = now_ns();
             tracing::info!(id = %shim.id, pid = shim.pid, "container started");
+            if let Some(health) = shim.health.clone() {
+                crate::runtime::health::reset_health(shim.paths.dir());
+                tokio::task::spawn_local(crate::runtime::health::run(shim.clone(), health));
+            }
             Response::Started {
                 pid: u32::try_from(shim.pid).unwrap_or(0),
             }

@@ -373,6 +373,7 @@ fn create(
             outputs: stdio.outputs,
             stdin: stdio.stdin,
             pty: stdio.pty,
+            options: config.options.clone(),
         },
         listener,
     ))

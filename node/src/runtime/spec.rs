@@ -510,7 +510,8 @@ fn resources(plan: &RuntimePlan) -> Result<oci_spec::runtime::LinuxResources, Sp
         .allow(host.privileged)
         .access("rwm")
         .build()?];
-    for d in &plan.devices {
+    // Privileged containers are allowed every device already.
+    for d in plan.devices.iter().filter(|_| !host.privileged) {
         devices.push(
             LinuxDeviceCgroupBuilder::default()
                 .allow(true)
