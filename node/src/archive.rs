@@ -17,7 +17,7 @@
 
 use crate::image::apply::{apply_tar, clean, ApplyError, ApplyOptions};
 use crate::image::rwlayer::RwLayerError;
-use crate::image::tree::{write_tree, TreeMode};
+use crate::image::tree::{header_for, write_tree, Exact, TreeMode};
 use crate::image::{ImageStore, StoreError};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Stat};
 use std::ffi::OsStr;
@@ -406,43 +406,6 @@ pub fn stat_path(root: BorrowedFd<'_>, path: &str) -> Result<PathStat, ArchiveEr
         mtime_nanos: u32::try_from(st.st_mtime_nsec).unwrap_or(0),
         link_target,
     })
-}
-
-fn header_for(st: &Stat, kind: tar::EntryType) -> tar::Header {
-    let mut h = tar::Header::new_gnu();
-    h.set_entry_type(kind);
-    h.set_mode(st.st_mode & 0o7777);
-    h.set_uid(u64::from(st.st_uid));
-    h.set_gid(u64::from(st.st_gid));
-    h.set_mtime(u64::try_from(st.st_mtime).unwrap_or(0));
-    h.set_size(0);
-    h
-}
-
-/// Pads a short read with zeros, so a file that shrank mid-read keeps the tar valid.
-struct Exact<R> {
-    inner: R,
-    left: u64,
-}
-
-impl<R: Read> Read for Exact<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.left == 0 {
-            return Ok(0);
-        }
-        let want = buf
-            .len()
-            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
-        let n = match self.inner.read(&mut buf[..want])? {
-            0 => {
-                buf[..want].fill(0);
-                want
-            }
-            n => n,
-        };
-        self.left -= n as u64;
-        Ok(n)
-    }
 }
 
 /// `GET /containers/{id}/archive?path=`: write `path` inside `root` as a tar to `out`,

@@ -97,7 +97,8 @@ fn xattrs(fd: BorrowedFd<'_>) -> Vec<(String, Vec<u8>)> {
     out
 }
 
-fn header_for(st: &rustix::fs::Stat, kind: tar::EntryType) -> tar::Header {
+/// A tar header with `st`'s mode, owner and mtime, size 0, of entry type `kind`.
+pub(crate) fn header_for(st: &rustix::fs::Stat, kind: tar::EntryType) -> tar::Header {
     let mut h = tar::Header::new_gnu();
     h.set_entry_type(kind);
     h.set_mode(st.st_mode & 0o7777);
@@ -109,9 +110,11 @@ fn header_for(st: &rustix::fs::Stat, kind: tar::EntryType) -> tar::Header {
 }
 
 /// Pads a short read with zeros, so a file that shrank mid-read keeps the tar valid.
-struct Exact<R> {
-    inner: R,
-    left: u64,
+pub(crate) struct Exact<R> {
+    /// The file being read.
+    pub(crate) inner: R,
+    /// Bytes still owed to the tar entry.
+    pub(crate) left: u64,
 }
 
 impl<R: Read> Read for Exact<R> {
