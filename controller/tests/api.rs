@@ -323,6 +323,47 @@ fn docker_events_stream_and_replay_with_filters() {
         "{out}"
     );
 
+    // Volume events, and the attach of a foreground run.
+    w.docker_ok(&["volume", "create", "ev-vol"]);
+    w.docker_ok(&["volume", "rm", "ev-vol"]);
+    w.docker_ok(&["run", "--rm", "--name", "ev-att", "busybox", "true"]);
+    let out = w.docker_ok(&[
+        "events",
+        "--since",
+        "1m",
+        "--until",
+        &soon(),
+        "--filter",
+        "type=volume",
+        "--format",
+        "{{.Type}} {{.Action}} {{.Actor.ID}} {{.Actor.Attributes.driver}}",
+    ]);
+    assert!(
+        out.lines().any(|l| l == "volume create ev-vol local"),
+        "{out}"
+    );
+    assert!(
+        out.lines().any(|l| l == "volume destroy ev-vol local"),
+        "{out}"
+    );
+    let out = w.docker_ok(&[
+        "events",
+        "--since",
+        "1m",
+        "--until",
+        &soon(),
+        "--filter",
+        "container=ev-att",
+        "--format",
+        "{{.Action}}",
+    ]);
+    let actions: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        actions,
+        ["create", "attach", "start", "die", "destroy"],
+        "{out}"
+    );
+
     // Docker's JSON fields, as SDKs read them.
     let out = w.docker_ok(&[
         "events",

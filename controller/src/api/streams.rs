@@ -47,6 +47,7 @@ pub fn attach(
     let (want_stdin, want_out, want_err) = (q.bool("stdin"), q.bool("stdout"), q.bool("stderr"));
     let tty = c.run.tty;
     let detach_keys = super::exec::parse_detach_keys(q.get("detachKeys").unwrap_or(""))?;
+    engine.emit_container(&c, "attach", &[]);
     // Register before answering, so a start that follows at once cannot run ahead of us.
     let pending = if matches!(c.status, ContainerStatus::Running | ContainerStatus::Paused) {
         None

@@ -126,6 +126,12 @@ impl Engine {
         })
         .await?;
         info!(volume = %name, anonymous, "volume created");
+        self.emit(
+            super::events::EventType::Volume,
+            "create",
+            &name,
+            [("driver".to_string(), LOCAL_DRIVER.to_string())].into(),
+        );
         self.volume(&name)
     }
 
@@ -145,6 +151,12 @@ impl Engine {
             warn!(volume = %name, error = %e, "removing volume data failed");
         }
         info!(volume = %name, "volume removed");
+        self.emit(
+            super::events::EventType::Volume,
+            "destroy",
+            name,
+            [("driver".to_string(), LOCAL_DRIVER.to_string())].into(),
+        );
         Ok(())
     }
 
