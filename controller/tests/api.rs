@@ -663,3 +663,28 @@ fn slow_and_idle_connections_are_closed_while_others_are_served() {
     raw(&w, "slow", &[]);
     assert!(w.down().status.success());
 }
+
+#[test]
+fn docker_port_reports_no_published_ports_on_the_none_network() {
+    let mut w = Wharf::start();
+    load_busybox(&w);
+    w.docker_ok(&["run", "-d", "--name", "porty", "busybox", "sleep", "60"]);
+    assert_eq!(w.docker_ok(&["port", "porty"]), "");
+    let one = w.docker(&["port", "porty", "80"]);
+    assert_ne!(one.status.code(), Some(0));
+    assert!(
+        text(&one.stderr).contains("No public port '80' published for porty"),
+        "{}",
+        text(&one.stderr)
+    );
+    let missing = w.docker(&["port", "nope"]);
+    assert!(
+        text(&missing.stderr).contains("No such container: nope"),
+        "{}",
+        text(&missing.stderr)
+    );
+    w.docker_ok(&["rm", "-f", "porty"]);
+    let out = w.down();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(w.leftovers().is_empty(), "{:#?}", w.leftovers());
+}
