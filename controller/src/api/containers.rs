@@ -237,12 +237,8 @@ pub async fn start(engine: &Arc<Engine>, reference: &str) -> Result<Resp, ApiErr
     Ok(status(StatusCode::NO_CONTENT))
 }
 
-/// `POST /containers/{id}/stop?t=&signal=`.
-pub async fn stop(
-    engine: &Engine,
-    reference: &str,
-    req: &Request<Incoming>,
-) -> Result<Resp, ApiError> {
+/// The `t` (or `timeout`) and `signal` query parameters of stop and restart.
+fn stop_params(req: &Request<Incoming>) -> Result<(Option<i64>, Option<i32>), ApiError> {
     let q = Query::parse(req.uri().query());
     let timeout = q.int("t")?.or(q.int("timeout")?);
     let signal = match q.get("signal").filter(|s| !s.is_empty()) {
@@ -251,6 +247,16 @@ pub async fn stop(
             parse_signal(s).ok_or_else(|| ApiError::bad_request(format!("Invalid signal: {s}")))?,
         ),
     };
+    Ok((timeout, signal))
+}
+
+/// `POST /containers/{id}/stop?t=&signal=`.
+pub async fn stop(
+    engine: &Engine,
+    reference: &str,
+    req: &Request<Incoming>,
+) -> Result<Resp, ApiError> {
+    let (timeout, signal) = stop_params(req)?;
     engine.stop(reference, timeout, signal).await?;
     Ok(status(StatusCode::NO_CONTENT))
 }
@@ -335,14 +341,7 @@ pub async fn restart(
     reference: &str,
     req: &Request<Incoming>,
 ) -> Result<Resp, ApiError> {
-    let q = Query::parse(req.uri().query());
-    let timeout = q.int("t")?.or(q.int("timeout")?);
-    let signal = match q.get("signal").filter(|s| !s.is_empty()) {
-        None => None,
-        Some(s) => Some(
-            parse_signal(s).ok_or_else(|| ApiError::bad_request(format!("Invalid signal: {s}")))?,
-        ),
-    };
+    let (timeout, signal) = stop_params(req)?;
     engine.restart(reference, timeout, signal).await?;
     Ok(status(StatusCode::NO_CONTENT))
 }
