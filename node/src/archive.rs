@@ -16,10 +16,12 @@
 //! the view is the overlay alone.
 
 use crate::image::apply::{apply_tar, clean, ApplyError, ApplyOptions};
+use crate::image::mount::{with_private_overlay, PrivateMountError};
 use crate::image::rwlayer::RwLayerError;
 use crate::image::tree::{header_for, write_tree, Exact, TreeMode};
 use crate::image::{ImageStore, StoreError};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Stat};
+use rustix::mount::MountFlags;
 use std::ffi::OsStr;
 use std::io::{self, Read, Seek, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -212,47 +214,15 @@ where
         container: container_id.to_string(),
         source,
     })?;
-    let res = std::thread::scope(|s| {
-        s.spawn(|| -> Result<T, ArchiveError> {
-            let fail = |e: rustix::io::Errno| ArchiveError::Mount {
+    let res = with_private_overlay(&spec.cwd, &target, data, MountFlags::empty(), f)
+        .map_err(|e| match e {
+            PrivateMountError::Setup(source) => ArchiveError::Mount {
                 container: container_id.to_string(),
-                source: e.into(),
-            };
-            nix::sched::unshare(
-                nix::sched::CloneFlags::CLONE_NEWNS | nix::sched::CloneFlags::CLONE_FS,
-            )
-            .map_err(|e| fail(rustix::io::Errno::from_raw_os_error(e as i32)))?;
-            rustix::mount::mount_change(
-                "/",
-                rustix::mount::MountPropagationFlags::PRIVATE
-                    | rustix::mount::MountPropagationFlags::REC,
-            )
-            .map_err(fail)?;
-            rustix::process::chdir(&spec.cwd).map_err(fail)?;
-            let data = std::ffi::CString::new(data).map_err(|_| fail(rustix::io::Errno::INVAL))?;
-            rustix::mount::mount(
-                "overlay",
-                &target,
-                "overlay",
-                rustix::mount::MountFlags::empty(),
-                Some(data.as_c_str()),
-            )
-            .map_err(fail)?;
-            let res = rustix::fs::open(
-                &target,
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(fail)
-            .and_then(|root| f(root.as_fd()));
-            if let Err(e) = rustix::mount::unmount(&target, rustix::mount::UnmountFlags::DETACH) {
-                tracing::warn!(container = container_id, error = %e, "cannot unmount cp view");
-            }
-            res
+                source,
+            },
+            PrivateMountError::Thread => ArchiveError::Thread,
         })
-        .join()
-        .map_err(|_| ArchiveError::Thread)?
-    });
+        .and_then(|r| r);
     if let Err(e) = std::fs::remove_dir(&target) {
         tracing::warn!(path = %target.display(), error = %e, "cannot remove cp mount point");
     }

@@ -288,52 +288,21 @@ impl ImageStore {
         let data = super::layout::readonly_mount_data(&lowers)?;
         let target = self.layout().overlay().join(self.tmp_name("export"));
         std::fs::create_dir(&target).map_err(io_path("create", &target))?;
-        let cwd = spec.cwd.clone();
-        let container = container_id.to_string();
-        let t = target.clone();
-        let res = std::thread::scope(|s| {
-            s.spawn(move || -> Result<W, RwLayerError> {
-                let fail = |e: rustix::io::Errno| RwLayerError::Mount {
-                    container: container.clone(),
-                    source: e.into(),
-                };
-                nix::sched::unshare(
-                    nix::sched::CloneFlags::CLONE_NEWNS | nix::sched::CloneFlags::CLONE_FS,
-                )
-                .map_err(|e| fail(rustix::io::Errno::from_raw_os_error(e as i32)))?;
-                rustix::mount::mount_change(
-                    "/",
-                    rustix::mount::MountPropagationFlags::PRIVATE
-                        | rustix::mount::MountPropagationFlags::REC,
-                )
-                .map_err(fail)?;
-                rustix::process::chdir(&cwd).map_err(fail)?;
-                rustix::mount::mount(
-                    "overlay",
-                    &t,
-                    "overlay",
-                    rustix::mount::MountFlags::RDONLY,
-                    Some(
-                        std::ffi::CString::new(data)
-                            .map_err(|_| fail(rustix::io::Errno::INVAL))?
-                            .as_c_str(),
-                    ),
-                )
-                .map_err(fail)?;
-                let root = rustix::fs::open(
-                    &t,
-                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
-                .map_err(fail)?;
-                let res = write_tree(root.as_fd(), TreeMode::Export, out);
-                drop(root);
-                let _ = rustix::mount::unmount(&t, rustix::mount::UnmountFlags::DETACH);
-                res
-            })
-            .join()
-            .map_err(|_| RwLayerError::Thread)?
-        });
+        let res = super::mount::with_private_overlay(
+            &spec.cwd,
+            &target,
+            data,
+            rustix::mount::MountFlags::RDONLY,
+            |root| write_tree(root, TreeMode::Export, out),
+        )
+        .map_err(|e| match e {
+            super::mount::PrivateMountError::Setup(source) => RwLayerError::Mount {
+                container: container_id.to_string(),
+                source,
+            },
+            super::mount::PrivateMountError::Thread => RwLayerError::Thread,
+        })
+        .and_then(|r| r);
         if let Err(e) = std::fs::remove_dir(&target) {
             tracing::warn!(path = %target.display(), error = %e, "cannot remove export mount point");
         }
