@@ -213,8 +213,9 @@ impl Engine {
         }
         let store = self.agent.image_store().clone();
         for img in &list {
-            for d in &img.diff_ids {
-                if store.layer_tar_path(d).is_none() {
+            let chain = wharf_protocol::ChainId::chain(&img.diff_ids);
+            for (d, c) in img.diff_ids.iter().zip(&chain) {
+                if !store.has_layer_tar(c, d) {
                     return Err(ApiError::internal(format!(
                         "layer {d} has no stored tar on this host"
                     )));

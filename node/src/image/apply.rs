@@ -28,9 +28,11 @@
 //! - parents an archive does not list are created 0755 root:root (containerd copies them
 //!   from the lower layers instead; archives from `docker save` always list them).
 
+use super::tarsplit::SplitWriter;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps, XattrFlags};
 use rustix::fs::{Gid, Uid};
 use sha2::{Digest as _, Sha256};
+use std::cell::RefCell;
 use std::ffi::{OsStr, OsString};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -157,10 +159,46 @@ pub fn apply_tar(
     tee: Option<&mut dyn Write>,
     opts: &ApplyOptions,
 ) -> Result<Applied, ApplyError> {
+    let (digest, size) = apply_inner(root, reader, tee, opts, None, true)?;
+    Ok(Applied {
+        diff_id: digest.unwrap_or(DiffId(Digest([0; 32]))),
+        size,
+    })
+}
+
+/// Apply a layer tar to `root` recording its tar-split in `split` (see
+/// [`super::tarsplit`]): entries it replaces are moved to the split's stash instead of
+/// deleted. With `hash`, also returns the stream's sha256 (callers that hash the stream
+/// on another thread pass `false`). Returns that and the bytes of files written.
+pub(crate) fn apply_layer_split(
+    root: BorrowedFd<'_>,
+    reader: impl Read,
+    split: &RefCell<SplitWriter>,
+    hash: bool,
+) -> Result<(Option<DiffId>, u64), ApplyError> {
+    apply_inner(
+        root,
+        reader,
+        None,
+        &ApplyOptions::default(),
+        Some(split),
+        hash,
+    )
+}
+
+fn apply_inner<'a>(
+    root: BorrowedFd<'_>,
+    reader: impl Read,
+    tee: Option<&'a mut dyn Write>,
+    opts: &ApplyOptions,
+    split: Option<&'a RefCell<SplitWriter>>,
+    hash: bool,
+) -> Result<(Option<DiffId>, u64), ApplyError> {
     let mut hashed = HashReader {
         inner: reader,
-        hasher: Sha256::new(),
+        hasher: hash.then(Sha256::new),
         tee,
+        split,
     };
     let mut dirs: Vec<(Vec<u8>, i64)> = Vec::new();
     let mut size = 0u64;
@@ -168,7 +206,7 @@ pub fn apply_tar(
         let mut archive = tar::Archive::new(&mut hashed);
         for entry in archive.entries().map_err(ApplyError::Read)? {
             let mut entry = entry.map_err(ApplyError::Read)?;
-            size += apply_entry(root, &mut entry, &mut dirs, opts)?;
+            size += apply_entry(root, &mut entry, &mut dirs, opts, split)?;
         }
     }
     // Whatever follows the end-of-archive marker is part of the DiffID too.
@@ -176,26 +214,33 @@ pub fn apply_tar(
     for (path, mtime) in dirs {
         set_dir_mtime(root, &path, mtime);
     }
-    let digest: [u8; 32] = hashed.hasher.finalize().into();
-    Ok(Applied {
-        diff_id: DiffId(Digest(digest)),
-        size,
-    })
+    let digest = hashed.hasher.map(|h| {
+        let d: [u8; 32] = h.finalize().into();
+        DiffId(Digest(d))
+    });
+    Ok((digest, size))
 }
 
-/// Reads through, hashing (and optionally copying) every byte.
+/// Reads through, hashing (and optionally copying, and recording for a tar-split) every
+/// byte.
 struct HashReader<'a, R> {
     inner: R,
-    hasher: Sha256,
+    hasher: Option<Sha256>,
     tee: Option<&'a mut dyn Write>,
+    split: Option<&'a RefCell<SplitWriter>>,
 }
 
 impl<R: Read> Read for HashReader<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
+        if let Some(h) = self.hasher.as_mut() {
+            h.update(&buf[..n]);
+        }
         if let Some(t) = self.tee.as_mut() {
             t.write_all(&buf[..n])?;
+        }
+        if let Some(s) = self.split {
+            s.borrow_mut().observe(&buf[..n]);
         }
         Ok(n)
     }
@@ -239,6 +284,7 @@ fn apply_entry<R: Read>(
     entry: &mut tar::Entry<'_, R>,
     dirs: &mut Vec<(Vec<u8>, i64)>,
     opts: &ApplyOptions,
+    split: Option<&RefCell<SplitWriter>>,
 ) -> Result<u64, ApplyError> {
     let raw = entry.path_bytes().into_owned();
     let shown = String::from_utf8_lossy(&raw).into_owned();
@@ -281,7 +327,13 @@ fn apply_entry<R: Read>(
         } else if hidden.is_empty() || hidden == b"." || hidden == b".." {
             return Err(ApplyError::BadWhiteout { path: shown });
         } else {
-            remove_existing(parent.as_fd(), os(hidden), false, &shown)?;
+            let mut path = join(parents);
+            if !path.is_empty() {
+                path.push(b'/');
+            }
+            path.extend_from_slice(hidden);
+            let moved = split.map(|s| (s, path.as_slice()));
+            remove_existing(parent.as_fd(), os(hidden), false, &shown, moved)?;
             rustix::fs::mknodat(
                 &parent,
                 os(hidden),
@@ -300,10 +352,12 @@ fn apply_entry<R: Read>(
         meta.gid = Gid::from_raw(gid);
     }
     let leaf = os(leaf);
+    let full = join(&comps);
+    let moved = split.map(|s| (s, full.as_slice()));
     if kind.is_dir() {
         let parent = ensure_dir(root, parents, &shown)?;
         check_dir_non_dir(parent.as_fd(), leaf, true, opts, &shown)?;
-        remove_existing(parent.as_fd(), leaf, true, &shown)?;
+        remove_existing(parent.as_fd(), leaf, true, &shown, moved)?;
         match rustix::fs::mkdirat(&parent, leaf, Mode::from_raw_mode(0o700)) {
             Ok(()) | Err(rustix::io::Errno::EXIST) => {}
             Err(e) => return Err(os_err("create directory")(e)),
@@ -316,12 +370,12 @@ fn apply_entry<R: Read>(
         )
         .map_err(os_err("open directory"))?;
         set_meta(&fd, &meta, false, &shown)?;
-        dirs.push((join(&comps), meta.mtime));
+        dirs.push((full.clone(), meta.mtime));
         Ok(0)
     } else if matches!(kind, tar::EntryType::Regular | tar::EntryType::Continuous) {
         let parent = ensure_dir(root, parents, &shown)?;
         check_dir_non_dir(parent.as_fd(), leaf, false, opts, &shown)?;
-        remove_existing(parent.as_fd(), leaf, false, &shown)?;
+        remove_existing(parent.as_fd(), leaf, false, &shown, moved)?;
         let fd = rustix::fs::openat(
             &parent,
             leaf,
@@ -330,6 +384,10 @@ fn apply_entry<R: Read>(
         )
         .map_err(os_err("create file"))?;
         let expected = entry.size();
+        if let Some(s) = split {
+            s.borrow_mut()
+                .begin_file(&full, expected, entry.raw_file_position());
+        }
         let mut file = std::fs::File::from(fd);
         let got = copy_contents(entry, &mut file, expected).map_err(ApplyError::Read)?;
         if got != expected {
@@ -350,7 +408,7 @@ fn apply_entry<R: Read>(
             .into_owned();
         let parent = ensure_dir(root, parents, &shown)?;
         check_dir_non_dir(parent.as_fd(), leaf, false, opts, &shown)?;
-        remove_existing(parent.as_fd(), leaf, false, &shown)?;
+        remove_existing(parent.as_fd(), leaf, false, &shown, moved)?;
         rustix::fs::symlinkat(os(&target), &parent, leaf).map_err(os_err("create symlink"))?;
         rustix::fs::chownat(
             &parent,
@@ -399,7 +457,7 @@ fn apply_entry<R: Read>(
         }
         let parent = ensure_dir(root, parents, &shown)?;
         check_dir_non_dir(parent.as_fd(), leaf, false, opts, &shown)?;
-        remove_existing(parent.as_fd(), leaf, false, &shown)?;
+        remove_existing(parent.as_fd(), leaf, false, &shown, moved)?;
         rustix::fs::linkat(&src, "", &parent, leaf, AtFlags::EMPTY_PATH)
             .map_err(os_err("create hard link"))?;
         Ok(0)
@@ -585,12 +643,15 @@ fn check_dir_non_dir(
 }
 
 /// Make room for a new entry `name` in `parent`: remove what is there, unless both it and
-/// the new entry are directories (`keep_dir`), which merge.
+/// the new entry are directories (`keep_dir`), which merge. With `moved` (a tar-split
+/// being recorded, and the entry's path in the layer), what is there is moved to the
+/// split's stash instead, so the tar can still be regenerated.
 fn remove_existing(
     parent: BorrowedFd<'_>,
     name: &OsStr,
     keep_dir: bool,
     shown: &str,
+    moved: Option<(&RefCell<SplitWriter>, &[u8])>,
 ) -> Result<(), ApplyError> {
     let st = match rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW) {
         Ok(st) => st,
@@ -606,6 +667,10 @@ fn remove_existing(
     let is_dir = FileType::from_raw_mode(st.st_mode) == FileType::Directory;
     let res = if is_dir && keep_dir {
         return Ok(());
+    } else if let Some((split, path)) = moved {
+        let mut split = split.borrow_mut();
+        let n = split.moved(path).to_string();
+        rustix::fs::renameat(parent, name, &split.stash, n.as_str()).map_err(io::Error::from)
     } else if is_dir {
         remove_tree_at(parent, name)
     } else {

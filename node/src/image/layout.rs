@@ -7,11 +7,15 @@
 //!                              /lower       "l/<parent>:l/<grandparent>:..." (not on the bottom layer)
 //!                              /work        empty (non-bottom layers, as moby)
 //!                              /size        bytes of regular files in diff (wharf only)
+//!                              /tar-split   the layer tar minus file contents (wharf only;
+//!                                           `docker save` regenerates the tar from it + diff)
+//!                              /stash/<n>   entries the layer itself replaced (tar-split)
 //! <root>/overlay2/<container-id>/{diff,work,merged,link,lower}   writable layer
 //! <root>/overlay2/<container-id>-init/{diff,link}  mount points and /.dockerenv, below it
 //! <root>/overlay2/l/<short> -> ../<dir>/diff                     keeps mount data short
 //! <root>/overlay2/.tmp-*                    half-built dirs, removed at open
-//! <root>/image/layers/<diffid-hex>.tar      canonical uncompressed layer tar (for save)
+//! <root>/image/layers/<diffid-hex>.tar      canonical layer tar of layers made by commit or
+//!                                           import (loaded layers have a tar-split instead)
 //! <root>/image/tmp/                         spooled archives being loaded
 //! ```
 

@@ -206,6 +206,8 @@ struct Members {
     dir: PathBuf,
     files: HashMap<String, Member>,
     links: HashMap<String, String>,
+    /// Layer members already put in place, and the chain they were put at.
+    placed: HashMap<String, ChainId>,
 }
 
 impl Drop for Members {
@@ -272,6 +274,7 @@ impl Members {
             dir,
             files: HashMap::new(),
             links: HashMap::new(),
+            placed: HashMap::new(),
         };
         let mut archive = tar::Archive::new(reader);
         for (n, entry) in archive.entries().map_err(LoadError::Read)?.enumerate() {
@@ -329,7 +332,9 @@ impl Members {
         };
         let body = if looks_like_layer(head) {
             let res = match decompress(BufReader::with_capacity(LAYER_BUF, &mut h)) {
-                Ok((_, layer)) => store.apply_pipelined(layer),
+                // A plain layer is hashed by the reading thread, which has little else to
+                // do; a compressed one by the applying thread, while this one inflates.
+                Ok((c, layer)) => store.apply_pipelined(layer, c == Compression::None),
                 Err(source) => Err(StoreError::Apply {
                     diff_id: DiffId(Digest([0; 32])),
                     source: super::apply::ApplyError::Read(source),
@@ -634,7 +639,7 @@ impl ImageStore {
             let expected = diff_ids[i];
             let parent = i.checked_sub(1).map(|p| &chain[p]);
             let present = self.has_layer(&chain[i]);
-            if present && self.layer_tar_path(&expected).is_some() {
+            if present && self.has_layer_tar(&chain[i], &expected) {
                 tracing::debug!(layer = %chain[i], "layer already present");
                 continue;
             }
@@ -645,24 +650,30 @@ impl ImageStore {
             match &mut member.body {
                 Body::Applied(slot) => {
                     let res = match slot.take() {
-                        Some(Ok(temp)) => self.commit_temp(temp, parent, &chain[i], false),
+                        Some(Ok(temp)) => {
+                            let res = self.commit_temp(temp, parent, &chain[i], false);
+                            members.placed.insert(key.clone(), chain[i]);
+                            res
+                        }
                         Some(Err(e)) => Err(e),
-                        // Used by an earlier layer, whose tar is kept now: unpack that.
-                        None => match self.layer_tar_path(&expected) {
-                            Some(p) if !present => std::fs::File::open(&p)
-                                .map_err(|source| StoreError::Io {
-                                    action: "open",
-                                    path: p.clone(),
-                                    source,
-                                })
-                                .and_then(|f| {
+                        // Put in place by an earlier image at another chain: unpack its tar
+                        // again on this parent.
+                        None => match members.placed.get(key) {
+                            Some(earlier) if !present => {
+                                self.open_layer_tar(earlier, &expected).and_then(|tar| {
+                                    let r = tar.reader().map_err(|source| StoreError::Io {
+                                        action: "read",
+                                        path: tar.describe(),
+                                        source,
+                                    })?;
                                     self.unpack_layer(
                                         parent,
                                         &chain[i],
                                         &expected,
-                                        BufReader::with_capacity(LAYER_BUF, f),
+                                        BufReader::with_capacity(LAYER_BUF, r),
                                     )
-                                }),
+                                })
+                            }
                             _ => Err(StoreError::MissingLayer(expected)),
                         },
                     };

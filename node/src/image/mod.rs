@@ -21,6 +21,7 @@ pub mod mount;
 pub mod rwlayer;
 pub mod save;
 pub mod store;
+pub mod tarsplit;
 pub mod tree;
 
 pub use apply::ApplyError;
@@ -30,7 +31,7 @@ pub use load::{LoadError, LoadedImage};
 pub use mount::{mount_overlay, unmount};
 pub use rwlayer::{Change, ChangeKind, RwLayerError, SpooledLayer};
 pub use save::{PreparedSave, SaveError, SaveImage};
-pub use store::{ImageStore, StoreError};
+pub use store::{ImageStore, LayerPin, LayerTar, StoreError};
 
 #[cfg(test)]
 mod testutil;

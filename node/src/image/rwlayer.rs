@@ -255,7 +255,7 @@ impl ImageStore {
             Some(x) => x,
             None => return Ok(()),
         };
-        if self.has_layer(top) && self.layer_tar_path(&diff_id).is_some() {
+        if self.has_layer(top) && self.has_layer_tar(top, &diff_id) {
             return Ok(());
         }
         let f = std::fs::File::open(path).map_err(io_path("open", path))?;

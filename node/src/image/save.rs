@@ -12,12 +12,12 @@
 //! Layers are the canonical tars the store kept at load, so their sha256 is the DiffID the
 //! config names and `docker load` of the archive gives back the same image ID.
 
-use super::store::ImageStore;
+use super::store::{ImageStore, LayerTar, StoreError};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::path::PathBuf;
-use wharf_protocol::{DiffId, Digest};
+use wharf_protocol::{ChainId, DiffId, Digest};
 
 /// mtime of every archive member (Docker writes the Unix epoch too).
 const MTIME: u64 = 0;
@@ -37,6 +37,9 @@ pub enum SaveError {
         #[source]
         source: io::Error,
     },
+    /// A layer's tar could not be opened.
+    #[error("open layer tar: {0}")]
+    OpenLayer(#[source] StoreError),
     /// Writing the archive failed (usually: the client went away).
     #[error("write archive: {0}")]
     Write(#[source] io::Error),
@@ -211,7 +214,7 @@ fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
 /// be unlinked meanwhile (a collection after `rmi`) without harm.
 pub struct PreparedSave {
     plan: SavePlan,
-    tars: Vec<(DiffId, PathBuf, std::fs::File, u64)>,
+    tars: Vec<(DiffId, LayerTar)>,
     images: usize,
 }
 
@@ -228,28 +231,21 @@ impl ImageStore {
     pub fn prepare_save(&self, images: &[SaveImage]) -> Result<PreparedSave, SaveError> {
         let mut tars = Vec::new();
         let mut seen = std::collections::HashSet::new();
-        for d in images.iter().flat_map(|i| &i.diff_ids) {
-            if !seen.insert(*d) {
-                continue;
+        for img in images {
+            let chain = ChainId::chain(&img.diff_ids);
+            for (d, c) in img.diff_ids.iter().zip(&chain) {
+                if !seen.insert(*d) {
+                    continue;
+                }
+                if !self.has_layer_tar(c, d) {
+                    return Err(SaveError::MissingLayerTar(*d));
+                }
+                let tar = self.open_layer_tar(c, d).map_err(SaveError::OpenLayer)?;
+                tars.push((*d, tar));
             }
-            let p = self
-                .layer_tar_path(d)
-                .ok_or(SaveError::MissingLayerTar(*d))?;
-            let f = std::fs::File::open(&p).map_err(|source| SaveError::ReadLayer {
-                path: p.clone(),
-                source,
-            })?;
-            let len = f
-                .metadata()
-                .map_err(|source| SaveError::ReadLayer {
-                    path: p.clone(),
-                    source,
-                })?
-                .len();
-            tars.push((*d, p, f, len));
         }
         let sizes: std::collections::HashMap<DiffId, u64> =
-            tars.iter().map(|(d, _, _, len)| (*d, *len)).collect();
+            tars.iter().map(|(d, tar)| (*d, tar.len())).collect();
         let plan = save_plan(images, |d| sizes.get(d).copied().unwrap_or(0))?;
         Ok(PreparedSave {
             plan,
@@ -277,12 +273,18 @@ impl PreparedSave {
             io::empty(),
         )
         .map_err(w)?;
-        for (d, path, f, len) in tars {
+        for (d, tar) in tars {
+            let len = tar.len();
+            let path = tar.describe();
             let mut h = header(tar::EntryType::Regular, 0o644, len);
             // A layer tar that changed length under us would corrupt the archive: take
             // exactly `len` bytes and fail if fewer arrive.
+            let inner = tar.reader().map_err(|source| SaveError::ReadLayer {
+                path: path.clone(),
+                source,
+            })?;
             let mut r = CountingReader {
-                inner: io::Read::take(f, len),
+                inner: io::Read::take(inner, len),
                 n: 0,
             };
             b.append_data(&mut h, format!("blobs/sha256/{}", d.0.hex()), &mut r)
@@ -411,7 +413,7 @@ mod tests {
         assert_eq!(loaded[0].config, img.config);
         assert_eq!(loaded[0].repo_tags, ["t:1"]);
         assert_eq!(
-            std::fs::read(s2.layer_tar_path(&img.diff_ids[0]).unwrap()).unwrap(),
+            crate::image::testutil::layer_tar_bytes(&s2, &img.diff_ids, 0),
             base
         );
     }

@@ -6,13 +6,18 @@
 //! place. [`ImageStore::open`] removes what a crash left behind. Image metadata (configs,
 //! tags) is not kept here: the controller owns it.
 
-use super::apply::{apply_layer, ApplyError};
+use super::apply::{apply_layer_split, ApplyError};
 use super::layout::{self, Layout, MountSpec, MAX_LAYERS, TMP_PREFIX};
+use super::tarsplit::{SplitSource, SplitWriter, TarSplitError};
+use sha2::{Digest as _, Sha256};
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::io::{self, BufWriter, Read, Write};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::Mutex;
 use wharf_protocol::{ChainId, DiffId};
 
 /// Why a store operation failed.
@@ -83,6 +88,9 @@ pub enum StoreError {
     /// A store metadata file holds something this code never writes.
     #[error("corrupt layer metadata {0}")]
     Corrupt(PathBuf),
+    /// A layer's tar-split could not be read.
+    #[error(transparent)]
+    TarSplit(#[from] TarSplitError),
     /// `mount(2)` failed.
     #[error("mount overlay on {target}: {source}")]
     Mount {
@@ -123,45 +131,102 @@ struct Inner {
     layout: Layout,
     seq: AtomicU64,
     layer_lock: Arc<tokio::sync::RwLock<()>>,
+    /// Layer directories a `docker save` is reading: a collection leaves them.
+    pins: Mutex<HashMap<ChainId, usize>>,
+}
+
+/// Keeps layer directory `chain` from being collected while it lives.
+pub struct LayerPin {
+    store: ImageStore,
+    chain: ChainId,
+}
+
+impl Drop for LayerPin {
+    fn drop(&mut self) {
+        let mut pins = self
+            .store
+            .inner
+            .pins
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = pins.get_mut(&self.chain) {
+            *n -= 1;
+            if *n == 0 {
+                pins.remove(&self.chain);
+            }
+        }
+    }
+}
+
+/// Where `docker save` reads a layer's tar from: the kept canonical tar, or the layer's
+/// directory through its tar-split.
+pub enum LayerTar {
+    /// `image/layers/<diffid>.tar`, already open.
+    Kept {
+        /// Its path (for errors).
+        path: PathBuf,
+        /// The open file.
+        file: std::fs::File,
+        /// Its length.
+        len: u64,
+    },
+    /// Regenerated from `overlay2/<chain>/tar-split` and the layer's files.
+    Split {
+        /// The tar-split, read once.
+        source: SplitSource,
+        /// Keeps the directory from being collected meanwhile.
+        pin: LayerPin,
+    },
+}
+
+impl LayerTar {
+    /// Length of the tar.
+    pub fn len(&self) -> u64 {
+        match self {
+            LayerTar::Kept { len, .. } => *len,
+            LayerTar::Split { source, .. } => source.len(),
+        }
+    }
+
+    /// Whether the tar is empty (never for a valid layer).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The tar's bytes, from the start.
+    pub fn reader(&self) -> io::Result<Box<dyn Read + '_>> {
+        match self {
+            LayerTar::Kept { file, .. } => {
+                let mut f = file;
+                io::Seek::rewind(&mut f)?;
+                Ok(Box::new(f))
+            }
+            LayerTar::Split { source, .. } => {
+                Ok(Box::new(source.reader().map_err(io::Error::other)?))
+            }
+        }
+    }
+
+    /// Where the tar comes from, for errors.
+    pub fn describe(&self) -> PathBuf {
+        match self {
+            LayerTar::Kept { path, .. } => path.clone(),
+            LayerTar::Split { pin, .. } => pin
+                .store
+                .layout()
+                .layer_dir(&pin.chain)
+                .join(super::tarsplit::FILE_NAME),
+        }
+    }
 }
 
 /// Removes a half-built path on drop unless disarmed.
 struct TmpGuard(Option<PathBuf>);
 
-/// A copy of a layer tar being written beside the others; dropping it removes it.
-pub(crate) struct TempTar {
-    guard: TmpGuard,
-    path: PathBuf,
-    w: BufWriter<std::fs::File>,
-}
-
-impl Write for TempTar {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.w.write(buf)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.w.flush()
-    }
-}
-
-impl TempLayer {
-    /// Keep `tar` (written completely, its content checked by the caller to be this
-    /// layer's) as this layer's tar, instead of any copy made while applying.
-    pub(crate) fn attach_tar(&mut self, mut tar: TempTar) -> Result<(), StoreError> {
-        tar.w.flush().map_err(io_err("write", &tar.path))?;
-        self.tar = TmpGuard(tar.guard.0.take());
-        Ok(())
-    }
-}
-
-/// Write buffer of a layer tar being kept.
-const TAR_BUF: usize = 1 << 20;
-
-/// A layer applied to a temporary directory (and its tar kept beside the others), not yet
-/// in its ChainID place; dropping it removes both.
+/// A layer applied to a temporary directory (with its tar-split), not yet in its ChainID
+/// place; dropping it removes it.
 pub(crate) struct TempLayer {
     dir: TmpGuard,
-    tar: TmpGuard,
     /// sha256 of the uncompressed tar.
     pub(crate) diff_id: DiffId,
     /// Bytes of regular files written.
@@ -227,6 +292,7 @@ impl ImageStore {
                 layout,
                 seq: AtomicU64::new(0),
                 layer_lock: Arc::default(),
+                pins: Mutex::default(),
             }),
         })
     }
@@ -278,6 +344,63 @@ impl ImageStore {
         p.is_file().then_some(p)
     }
 
+    /// Whether `docker save` can give back the tar of layer `diff_id`, unpacked as
+    /// `chain`: its canonical tar is kept, or the layer directory has a tar-split.
+    pub fn has_layer_tar(&self, chain: &ChainId, diff_id: &DiffId) -> bool {
+        self.layout().layer_tar(diff_id).is_file()
+            || self
+                .layout()
+                .layer_dir(chain)
+                .join(super::tarsplit::FILE_NAME)
+                .is_file()
+    }
+
+    /// Open the tar of layer `diff_id` (unpacked as `chain`) for reading: the kept
+    /// canonical tar if there is one, otherwise the layer's tar-split, pinned so that a
+    /// collection leaves the layer until the result is dropped.
+    pub fn open_layer_tar(
+        &self,
+        chain: &ChainId,
+        diff_id: &DiffId,
+    ) -> Result<LayerTar, StoreError> {
+        let kept = self.layout().layer_tar(diff_id);
+        match std::fs::File::open(&kept) {
+            Ok(file) => {
+                let len = file.metadata().map_err(io_err("stat", &kept))?.len();
+                return Ok(LayerTar::Kept {
+                    path: kept,
+                    file,
+                    len,
+                });
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err("open", &kept)(e)),
+        }
+        let pin = self.pin(chain);
+        let dir = self.layout().layer_dir(chain);
+        if !dir.join(super::tarsplit::FILE_NAME).is_file() {
+            return Err(StoreError::MissingLayer(*diff_id));
+        }
+        let source = SplitSource::open(&dir, *diff_id).map_err(StoreError::TarSplit)?;
+        Ok(LayerTar::Split { source, pin })
+    }
+
+    /// Keep layer directory `chain` from being collected until the result is dropped.
+    pub fn pin(&self, chain: &ChainId) -> LayerPin {
+        let mut pins = self.inner.pins.lock().unwrap_or_else(|p| p.into_inner());
+        *pins.entry(*chain).or_default() += 1;
+        LayerPin {
+            store: self.clone(),
+            chain: *chain,
+        }
+    }
+
+    /// Whether a [`LayerPin`] of `chain` is alive.
+    pub(crate) fn is_pinned(&self, chain: &ChainId) -> bool {
+        let pins = self.inner.pins.lock().unwrap_or_else(|p| p.into_inner());
+        pins.contains_key(chain)
+    }
+
     /// Unpack the uncompressed layer tar `reader` as layer `chain` on top of `parent`
     /// (`None` for the bottom layer), checking its sha256 against `expected`; also keeps
     /// the tar as `image/layers/<diffid>.tar` if not there yet. Returns the layer's size.
@@ -298,12 +421,7 @@ impl ImageStore {
                 return Err(StoreError::MissingLayer(DiffId(p.0)));
             }
         }
-        let temp = if self.layout().layer_tar(expected).is_file() {
-            self.apply_to_temp(reader, Some(expected))
-        } else {
-            self.apply_pipelined(reader)
-        }
-        .map_err(|e| match e {
+        let temp = self.apply_pipelined(reader, true).map_err(|e| match e {
             StoreError::Apply { source, .. } => StoreError::Apply {
                 diff_id: *expected,
                 source,
@@ -320,13 +438,15 @@ impl ImageStore {
     }
 
     /// Apply the uncompressed layer tar `reader` to a fresh temporary directory (overlay
-    /// layer directories hold only their own changes, so no parent is needed); nothing is
-    /// synced, no tar is kept (see [`ImageStore::apply_pipelined`]). `expected` only names
-    /// the layer in errors. Dropping the result removes everything it made.
+    /// layer directories hold only their own changes, so no parent is needed), recording
+    /// its tar-split there; nothing is synced. With `hash`, the DiffID is computed here;
+    /// without, the caller sets it (see [`ImageStore::apply_pipelined`]). `expected` only
+    /// names the layer in errors. Dropping the result removes everything it made.
     pub(crate) fn apply_to_temp(
         &self,
         reader: impl Read,
         expected: Option<&DiffId>,
+        hash: bool,
     ) -> Result<TempLayer, StoreError> {
         let layout = self.layout();
         let tmp = layout.overlay().join(self.tmp_name("layer"));
@@ -335,44 +455,43 @@ impl ImageStore {
         std::fs::create_dir(&tmp).map_err(io_err("create", &tmp))?;
         std::fs::create_dir(&diff).map_err(io_err("create", &diff))?;
         let diff_fd = std::fs::File::open(&diff).map_err(io_err("open", &diff))?;
-        let applied =
-            apply_layer(diff_fd.as_fd(), reader, None).map_err(|source| StoreError::Apply {
-                diff_id: expected
-                    .copied()
-                    .unwrap_or(DiffId(wharf_protocol::Digest([0; 32]))),
-                source,
+        let split = SplitWriter::create(&tmp).map_err(io_err("create tar-split in", &tmp))?;
+        let split = RefCell::new(split);
+        let zero = DiffId(wharf_protocol::Digest([0; 32]));
+        let (digest, size) =
+            apply_layer_split(diff_fd.as_fd(), reader, &split, hash).map_err(|source| {
+                StoreError::Apply {
+                    diff_id: expected.copied().unwrap_or(zero),
+                    source,
+                }
             })?;
+        split
+            .into_inner()
+            .finish()
+            .map_err(io_err("write tar-split in", &tmp))?;
         Ok(TempLayer {
             dir: guard,
-            tar: TmpGuard(None),
-            diff_id: applied.diff_id,
-            size: applied.size,
+            diff_id: digest.unwrap_or(zero),
+            size,
         })
     }
 
-    /// [`ImageStore::apply_to_temp`] keeping the tar, reading `reader` on this thread
-    /// and applying on a second one.
-    pub(crate) fn apply_pipelined(&self, reader: impl Read) -> Result<TempLayer, StoreError> {
-        apply_pipelined(self, reader)
-    }
-
-    /// A fresh temporary file beside the layer tars, for a copy of a layer tar written
-    /// while another thread applies it; give it to [`TempLayer::attach_tar`].
-    pub(crate) fn temp_tar(&self) -> Result<TempTar, StoreError> {
-        let p = self.layout().layer_tars().join(self.tmp_name("layer"));
-        let guard = TmpGuard(Some(p.clone()));
-        let f = std::fs::File::create(&p).map_err(io_err("create", &p))?;
-        Ok(TempTar {
-            guard,
-            path: p,
-            w: BufWriter::with_capacity(TAR_BUF, f),
-        })
+    /// [`ImageStore::apply_to_temp`] reading `reader` on this thread and applying on a
+    /// second one. With `hash_here`, the DiffID is computed on this thread (the one with
+    /// less to do when `reader` is a plain tar); otherwise on the applying one (when this
+    /// one decompresses).
+    pub(crate) fn apply_pipelined(
+        &self,
+        reader: impl Read,
+        hash_here: bool,
+    ) -> Result<TempLayer, StoreError> {
+        apply_pipelined(self, reader, hash_here)
     }
 
     /// Put a layer applied by [`ImageStore::apply_to_temp`] (its DiffID checked by the
-    /// caller) in place as layer `chain` on top of `parent`, and its tar beside the others
-    /// unless one is there. With `sync`, its files are synced first; without, the caller
-    /// has synced the filesystem since the layer was applied. An already present layer
+    /// caller) in place as layer `chain` on top of `parent`, with its tar-split. With
+    /// `sync`, its files are synced first; without, the caller has synced the filesystem
+    /// since the layer was applied. An already present layer
     /// wins; the temporary is then removed. Returns the layer's size.
     pub(crate) fn commit_temp(
         &self,
@@ -425,19 +544,6 @@ impl ImageStore {
             tracing::info!(layer = %chain, diff_id = %temp.diff_id, size = temp.size, "layer unpacked");
             temp.size
         };
-        let tar_final = layout.layer_tar(&temp.diff_id);
-        if let Some(p) = temp.tar.0.clone() {
-            if !tar_final.is_file() {
-                if sync {
-                    std::fs::File::open(&p)
-                        .and_then(|f| f.sync_all())
-                        .map_err(io_err("sync", &p))?;
-                }
-                std::fs::rename(&p, &tar_final).map_err(io_err("rename", &p))?;
-                temp.tar.disarm();
-                sync_dir(&layout.layer_tars())?;
-            }
-        }
         Ok(size)
     }
 
@@ -822,11 +928,15 @@ impl Read for ChunkReader {
     }
 }
 
-/// [`ImageStore::apply_to_temp`] keeping the tar, on two threads: this one reads
-/// `reader` (decompressing, when it is a decompressor) and writes the tar copy; a second
-/// one hashes it (DiffID) and applies it. An error on this side wins over whatever the
-/// applying side made of the stream cut short.
-fn apply_pipelined(store: &ImageStore, mut layer: impl Read) -> Result<TempLayer, StoreError> {
+/// [`ImageStore::apply_to_temp`] on two threads: this one reads `reader`
+/// (decompressing, when it is a decompressor) and, with `hash_here`, hashes it (DiffID); a
+/// second one applies it. An error on this side wins over whatever the applying side made
+/// of the stream cut short.
+fn apply_pipelined(
+    store: &ImageStore,
+    mut layer: impl Read,
+    hash_here: bool,
+) -> Result<TempLayer, StoreError> {
     let read_err = |source| StoreError::Apply {
         diff_id: DiffId(wharf_protocol::Digest([0; 32])),
         source: ApplyError::Read(source),
@@ -841,10 +951,10 @@ fn apply_pipelined(store: &ImageStore, mut layer: impl Read) -> Result<TempLayer
                 cur: Vec::new(),
                 pos: 0,
             };
-            store.apply_to_temp(r, None)
+            store.apply_to_temp(r, None, !hash_here)
         });
         let fed = (|| -> Result<_, StoreError> {
-            let mut tar = store.temp_tar()?;
+            let mut hasher = hash_here.then(Sha256::new);
             loop {
                 let mut buf = free.try_recv().unwrap_or_default();
                 buf.resize(PIPE_CHUNK, 0);
@@ -853,25 +963,26 @@ fn apply_pipelined(store: &ImageStore, mut layer: impl Read) -> Result<TempLayer
                     break;
                 }
                 buf.truncate(n);
-                tar.write_all(&buf).map_err(|source| StoreError::Io {
-                    action: "write",
-                    path: store.layout().layer_tars(),
-                    source,
-                })?;
+                if let Some(h) = hasher.as_mut() {
+                    h.update(&buf);
+                }
                 if tx.send(buf).is_err() {
                     // The applying side stopped: its error says why.
                     break;
                 }
             }
-            Ok(tar)
+            Ok(hasher)
         })();
         drop(tx);
         let applied = worker
             .join()
             .unwrap_or_else(|_| Err(read_err(io::Error::other("layer apply thread panicked"))));
-        let tar = fed?;
+        let hasher = fed?;
         let mut temp = applied?;
-        temp.attach_tar(tar)?;
+        if let Some(h) = hasher {
+            let d: [u8; 32] = h.finalize().into();
+            temp.diff_id = DiffId(wharf_protocol::Digest(d));
+        }
         Ok(temp)
     })
 }

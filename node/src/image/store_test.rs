@@ -75,13 +75,9 @@ fn layers_are_stored_in_the_moby_layout() {
         .file_type()
         .is_char_device());
     assert_eq!(s.layers_size(&ids), 5 + 6 + 4);
-    for (l, id) in layers.iter().zip(&ids) {
-        let kept = s.layer_tar_path(id).unwrap();
-        assert_eq!(
-            &std::fs::read(kept).unwrap(),
-            l,
-            "the canonical tar is kept verbatim"
-        );
+    for (i, l) in layers.iter().enumerate() {
+        let kept = crate::image::testutil::layer_tar_bytes(&s, &ids, i);
+        assert_eq!(&kept, l, "the canonical tar is kept verbatim");
     }
     // Again: nothing changes.
     let before = tree(tmp.path());
@@ -276,4 +272,118 @@ fn one_hundred_twenty_eight_layers_mount() {
         std::fs::read_to_string(spec.target.join("top")).unwrap(),
         "127"
     );
+}
+
+/// A layer that replaces its own entries (as Docker allows): a file written twice, a
+/// directory replaced by a file, a file replaced by a whiteout and by a hard link, plus
+/// PAX long names, an empty file and trailing bytes after the end-of-archive blocks.
+fn self_replacing_layer() -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut add = |name: &str, kind: tar::EntryType, link: Option<&str>, data: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(0o644);
+        h.set_mtime(1000);
+        h.set_size(data.len() as u64);
+        match link {
+            Some(l) => b.append_link(&mut h, name, l).unwrap(),
+            None => b.append_data(&mut h, name, data).unwrap(),
+        }
+    };
+    add("a/", tar::EntryType::Directory, None, b"");
+    add("a/twice", tar::EntryType::Regular, None, b"first version\n");
+    add(
+        "a/twice",
+        tar::EntryType::Regular,
+        None,
+        b"second, longer version\n",
+    );
+    add("d/", tar::EntryType::Directory, None, b"");
+    add("d/inner", tar::EntryType::Regular, None, &[7u8; 3000]);
+    add("d", tar::EntryType::Regular, None, b"d is a file now\n");
+    add("gone", tar::EntryType::Regular, None, b"whited out\n");
+    add(".wh.gone", tar::EntryType::Regular, None, b"");
+    add(
+        "linked",
+        tar::EntryType::Regular,
+        None,
+        b"replaced by a link\n",
+    );
+    add("linked", tar::EntryType::Link, Some("a/twice"), b"");
+    add("empty", tar::EntryType::Regular, None, b"");
+    let long = format!("{}/long-name-file", "x".repeat(150));
+    add(&long, tar::EntryType::Regular, None, &[1u8; 70_000]);
+    let mut tar = b.into_inner().unwrap();
+    tar.extend_from_slice(b"trailing bytes after the archive");
+    tar
+}
+
+#[test]
+fn tar_split_gives_back_every_byte_of_a_self_replacing_layer() {
+    let (_tmp, s) = store();
+    let layer = self_replacing_layer();
+    let ids = unpack_all(&s, std::slice::from_ref(&layer));
+    let chain = ChainId::chain(&ids);
+    let dir = s.layout().layer_dir(&chain[0]);
+    // No canonical copy: the tar is regenerated from the layer's files.
+    assert!(s.layer_tar_path(&ids[0]).is_none());
+    assert!(dir.join("tar-split").is_file());
+    let diff = dir.join("diff");
+    assert_eq!(
+        std::fs::read(diff.join("a/twice")).unwrap(),
+        b"second, longer version\n"
+    );
+    assert_eq!(std::fs::read(diff.join("d")).unwrap(), b"d is a file now\n");
+    assert!(std::fs::symlink_metadata(diff.join("gone"))
+        .unwrap()
+        .file_type()
+        .is_char_device());
+    let back = crate::image::testutil::layer_tar_bytes(&s, &ids, 0);
+    assert_eq!(back.len(), layer.len());
+    assert!(back == layer, "regenerated tar differs");
+    // Replaced entries are kept outside the layer's diff, where no container sees them.
+    assert_eq!(
+        tree(&diff).iter().filter(|p| p.contains("inner")).count(),
+        0
+    );
+}
+
+#[test]
+fn a_changed_layer_file_fails_the_regenerated_tar_instead_of_lying() {
+    let (_tmp, s) = store();
+    let layers = two_layers();
+    let ids = unpack_all(&s, &layers);
+    let chain = ChainId::chain(&ids);
+    let f = s.layout().layer_dir(&chain[0]).join("diff/etc/motd");
+    // Same size, other bytes: only the digest check can notice.
+    std::fs::write(&f, b"HELLO\n").unwrap();
+    let tar = s.open_layer_tar(&chain[0], &ids[0]).unwrap();
+    let mut out = Vec::new();
+    let err = std::io::Read::read_to_end(&mut tar.reader().unwrap(), &mut out).unwrap_err();
+    assert!(err.to_string().contains("cannot be regenerated"), "{err}");
+    // Another size: refused when the file is reached.
+    std::fs::write(&f, b"HELLO, WORLD\n").unwrap();
+    let err = std::io::Read::read_to_end(&mut tar.reader().unwrap(), &mut Vec::new()).unwrap_err();
+    assert!(
+        err.to_string().contains("no longer a file of 6 bytes"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_layer_being_saved_is_not_collected_until_the_save_ends() {
+    let (_tmp, s) = store();
+    let layers = two_layers();
+    let ids = unpack_all(&s, &layers);
+    let chain = ChainId::chain(&ids);
+    let tar = s.open_layer_tar(&chain[1], &ids[1]).unwrap();
+    s.remove_unused_layers(&[ids[..1].to_vec()]).unwrap();
+    assert!(s.has_layer(&chain[1]), "pinned by the save");
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut tar.reader().unwrap(), &mut out).unwrap();
+    assert_eq!(out, layers[1]);
+    drop(tar);
+    s.remove_unused_layers(&[ids[..1].to_vec()]).unwrap();
+    assert!(!s.has_layer(&chain[1]));
+    assert!(s.has_layer(&chain[0]));
 }

@@ -110,3 +110,18 @@ pub fn mount(spec: &MountSpec) -> Mounted {
     .unwrap();
     Mounted(spec.target.clone())
 }
+
+/// The tar `docker save` would give for layer `i` of the chain `diff_ids` (its kept
+/// canonical tar or its tar-split, regenerated and checked against the DiffID).
+pub fn layer_tar_bytes(
+    s: &super::ImageStore,
+    diff_ids: &[wharf_protocol::DiffId],
+    i: usize,
+) -> Vec<u8> {
+    let chain = wharf_protocol::ChainId::chain(diff_ids);
+    let tar = s.open_layer_tar(&chain[i], &diff_ids[i]).unwrap();
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut tar.reader().unwrap(), &mut out).unwrap();
+    assert_eq!(out.len() as u64, tar.len());
+    out
+}
