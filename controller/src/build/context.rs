@@ -1,0 +1,195 @@
+//! The build context on disk: the request body unpacked into a private directory with
+//! the layer applier's rules (names confined, links resolved inside, devices skipped),
+//! `.dockerignore` applied, and removed when the build ends. Blocking.
+
+use super::copy::{open_root, read_in};
+use super::dockerfile::MAX_DOCKERFILE;
+use super::ignore::IgnoreRules;
+use super::BuildError;
+use std::io::{BufRead, BufReader, Read};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use wharf_node::image::apply::{apply_tar, ApplyOptions};
+
+/// A build's private directory (`context/` and spools); removed on drop.
+pub struct WorkDir {
+    /// The directory.
+    pub path: PathBuf,
+}
+
+impl WorkDir {
+    /// Create `DATA_DIR/build/<random>` with an empty `context/` in it.
+    pub fn create(data_dir: &Path) -> Result<WorkDir, BuildError> {
+        let path = data_dir
+            .join("build")
+            .join(hex::encode(rand::random::<[u8; 8]>()));
+        std::fs::create_dir_all(path.join("context"))
+            .map_err(|e| BuildError::Failed(format!("create build dir {}: {e}", path.display())))?;
+        Ok(WorkDir { path })
+    }
+
+    /// The unpacked context.
+    pub fn context(&self) -> PathBuf {
+        self.path.join("context")
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.path) {
+            tracing::warn!(path = %self.path.display(), error = %e, "cannot remove build dir");
+        }
+    }
+}
+
+/// Unpack the context tar (plain, gzip or zstd) from `body` into `dir`.
+pub fn unpack(body: impl Read, dir: &Path) -> Result<(), BuildError> {
+    let mut r = BufReader::with_capacity(64 * 1024, body);
+    let head = r
+        .fill_buf()
+        .map_err(|e| BuildError::Failed(format!("read build context: {e}")))?;
+    let input: Box<dyn Read> = if head.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::bufread::MultiGzDecoder::new(r))
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Box::new(
+            zstd::stream::read::Decoder::with_buffer(r)
+                .map_err(|e| BuildError::Failed(format!("read build context: {e}")))?,
+        )
+    } else {
+        Box::new(r)
+    };
+    let root = open_root(dir)?;
+    let opts = ApplyOptions {
+        plain_names: true,
+        ..ApplyOptions::default()
+    };
+    apply_tar(root.as_fd(), input, None, &opts)
+        .map_err(|e| BuildError::Failed(format!("invalid build context: {e}")))?;
+    Ok(())
+}
+
+/// Read the Dockerfile `name` of the context (inside it; symlinks cannot leave it).
+pub fn read_dockerfile(dir: &Path, name: &str) -> Result<String, BuildError> {
+    let root = open_root(dir)?;
+    let bytes = read_in(root.as_fd(), name, MAX_DOCKERFILE as u64)?
+        .ok_or_else(|| BuildError::Failed(format!("Cannot locate specified Dockerfile: {name}")))?;
+    if bytes.len() > MAX_DOCKERFILE {
+        return Err(BuildError::Failed(format!(
+            "the Dockerfile {name} is too large: more than {MAX_DOCKERFILE} bytes"
+        )));
+    }
+    String::from_utf8(bytes)
+        .map_err(|_| BuildError::Failed(format!("the Dockerfile {name} is not UTF-8 text")))
+}
+
+/// Apply the context's `.dockerignore`: remove what it excludes (the Dockerfile and
+/// `.dockerignore` stay, as with Docker, since they were read already).
+pub fn apply_dockerignore(dir: &Path) -> Result<(), BuildError> {
+    let root = open_root(dir)?;
+    let Some(text) = read_in(root.as_fd(), ".dockerignore", 1 << 20)? else {
+        return Ok(());
+    };
+    let rules = IgnoreRules::parse(&String::from_utf8_lossy(&text))
+        .map_err(|e| BuildError::Failed(format!("read .dockerignore: {e}")))?;
+    if rules.is_empty() {
+        return Ok(());
+    }
+    prune(dir, "", &rules)
+}
+
+/// Remove ignored entries below `dir/rel`; a directory whose every child is gone and
+/// that is itself ignored goes too.
+fn prune(dir: &Path, rel: &str, rules: &IgnoreRules) -> Result<(), BuildError> {
+    let here = if rel.is_empty() {
+        dir.to_path_buf()
+    } else {
+        dir.join(rel)
+    };
+    let rd = std::fs::read_dir(&here)
+        .map_err(|e| BuildError::Failed(format!("read build context {}: {e}", here.display())))?;
+    for entry in rd.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let child = if rel.is_empty() {
+            name.clone()
+        } else {
+            format!("{rel}/{name}")
+        };
+        let Ok(ft) = entry.file_type() else {
+            continue;
+        };
+        let ignored = rules.ignored(&child);
+        let path = entry.path();
+        if ft.is_dir() {
+            if ignored && !rules.has_exclusions() {
+                let _ = std::fs::remove_dir_all(&path);
+                continue;
+            }
+            prune(dir, &child, rules)?;
+            if ignored {
+                // Kept only if something below it was re-included.
+                let _ = std::fs::remove_dir(&path);
+            }
+        } else if ignored && rel.is_empty() && (name == ".dockerignore") {
+            continue;
+        } else if ignored {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dockerignore_removes_matches_and_keeps_reincluded_files() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path();
+        std::fs::write(
+            p.join(".dockerignore"),
+            "*.log\nbuild\n!build/keep\nsecret\n",
+        )
+        .unwrap();
+        std::fs::write(p.join("a.log"), "").unwrap();
+        std::fs::write(p.join("app.py"), "").unwrap();
+        std::fs::create_dir_all(p.join("build/sub")).unwrap();
+        std::fs::write(p.join("build/keep"), "").unwrap();
+        std::fs::write(p.join("build/sub/x.o"), "").unwrap();
+        std::fs::create_dir_all(p.join("secret")).unwrap();
+        std::fs::write(p.join("secret/key"), "").unwrap();
+        apply_dockerignore(p).unwrap();
+        assert!(!p.join("a.log").exists());
+        assert!(p.join("app.py").exists());
+        assert!(p.join("build/keep").exists());
+        assert!(!p.join("build/sub/x.o").exists());
+        assert!(!p.join("secret").exists());
+        assert!(p.join(".dockerignore").exists());
+    }
+
+    #[test]
+    fn hostile_context_entries_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(1);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::Regular);
+        // `set_path` refuses `..`, so the name is written raw.
+        h.as_gnu_mut().unwrap().name[..7].copy_from_slice(b"../evil");
+        h.set_cksum();
+        b.append(&h, &b"x"[..]).unwrap();
+        let tar = b.into_inner().unwrap();
+        let e = unpack(&tar[..], d.path()).unwrap_err();
+        assert!(matches!(e, BuildError::Failed(m) if m.contains("escapes")));
+        assert!(!d.path().parent().unwrap().join("evil").exists());
+    }
+
+    #[test]
+    fn dockerfile_is_read_inside_the_context() {
+        let d = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", d.path().join("Dockerfile")).unwrap();
+        let e = read_dockerfile(d.path(), "Dockerfile").unwrap_err();
+        assert!(matches!(e, BuildError::Failed(m) if m.contains("Cannot locate")));
+    }
+}
