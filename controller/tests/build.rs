@@ -68,15 +68,15 @@ fn no_containers(w: &Wharf) -> bool {
 }
 
 const SEEDS_1: &str = "FROM busybox
-RUN echo installing python > /python.txt && sleep 0.2
-RUN mkdir -p /opt/lib && echo flask flask-mysql > /opt/lib/pip.txt
+RUN echo installing python > /python.txt
+RUN mkdir -p /opt/lib && echo flask > /opt/lib/pip.txt
 COPY . /opt/source-code
 ENTRYPOINT [\"cat\"]
 ";
 
 const SEEDS_2: &str = "FROM busybox
-RUN echo installing python > /python.txt && sleep 0.2
-RUN mkdir -p /opt/lib && echo flask flask-mysql > /opt/lib/pip.txt
+RUN echo installing python > /python.txt
+RUN mkdir -p /opt/lib && echo flask > /opt/lib/pip.txt
 COPY app2.py /opt/source-code
 ENTRYPOINT [\"cat\"]
 ";
@@ -125,7 +125,7 @@ fn seeds_pair_reuses_exactly_the_two_shared_run_steps() {
             "/opt/source-code",
             "/opt/lib/pip.txt"
         ]),
-        "print('app two')\nflask flask-mysql\n"
+        "print('app two')\nflask\n"
     );
     // Building the first again hits the cache for every step, COPY included.
     let again = build_ok(&w, ctx.path(), &["-t", "app1"]);
@@ -134,6 +134,10 @@ fn seeds_pair_reuses_exactly_the_two_shared_run_steps() {
     std::fs::write(ctx.path().join("app.py"), "print('changed')\n").expect("write");
     let changed = build_ok(&w, ctx.path(), &["-t", "app1"]);
     assert_eq!(count(&changed, " ---> Using cache"), 2, "{changed}");
+    // -q prints the image ID only (the CLI takes it from the aux line).
+    let quiet = build_ok(&w, ctx.path(), &["-q", "-t", "app1"]);
+    let id = support::inspect(&w, "{{.Id}}", "app1");
+    assert_eq!(quiet.trim(), id);
     // --no-cache runs everything.
     let fresh = build_ok(&w, ctx.path(), &["--no-cache", "-t", "app1"]);
     assert_eq!(count(&fresh, " ---> Using cache"), 0, "{fresh}");

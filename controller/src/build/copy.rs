@@ -600,6 +600,41 @@ mod tests {
     }
 
     #[test]
+    fn add_unpacks_local_archives_and_refuses_escaping_entries() {
+        let d = ctx();
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(2);
+        h.set_mode(0o600);
+        h.set_uid(5);
+        h.set_entry_type(tar::EntryType::Regular);
+        b.append_data(&mut h, "pkg/f", &b"hi"[..]).unwrap();
+        std::fs::write(d.path().join("ok.tar"), b.into_inner().unwrap()).unwrap();
+        let root = open_root(d.path()).unwrap();
+        let mut s = spec(&["ok.tar"], "opt", true);
+        s.unpack_archives = true;
+        let got = names(collect(root.as_fd(), &s, d.path()).unwrap());
+        assert_eq!(got, [("opt/pkg/f".to_string(), 5, 0o600)], "owners kept");
+
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(1);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::Regular);
+        h.as_gnu_mut().unwrap().name[..9].copy_from_slice(b"../../etc");
+        h.set_cksum();
+        b.append(&h, &b"x"[..]).unwrap();
+        std::fs::write(d.path().join("evil.tar"), b.into_inner().unwrap()).unwrap();
+        let mut s = spec(&["evil.tar"], "opt", true);
+        s.unpack_archives = true;
+        let e = collect(root.as_fd(), &s, d.path()).err();
+        assert!(matches!(e, Some(CopyError::ArchiveEscape { .. })), "{e:?}");
+        // COPY does not unpack.
+        let got = names(collect(root.as_fd(), &spec(&["ok.tar"], "opt", true), d.path()).unwrap());
+        assert_eq!(got[0].0, "opt/ok.tar");
+    }
+
+    #[test]
     fn escapes_and_missing_sources_are_refused() {
         let d = ctx();
         let root = open_root(d.path()).unwrap();

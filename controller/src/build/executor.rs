@@ -339,7 +339,7 @@ impl<'a> Builder<'a> {
             None => {
                 // `FROM scratch` and nothing else: an image with no layers, as Docker.
                 let key = Value::Object(st.config.clone());
-                let id = self.commit(&mut st, key, None, None, "").await?;
+                let id = self.commit(&mut st, key, None, None).await?;
                 Ok(id)
             }
         }
@@ -601,7 +601,7 @@ impl<'a> Builder<'a> {
         if self.try_cache(st, &key).await? {
             return Ok(());
         }
-        let id = self.commit(st, key, layer, None, "").await?;
+        let id = self.commit(st, key, layer, None).await?;
         self.out.stream(&format!(" ---> {}\n", short(&id))).await
     }
 
@@ -613,7 +613,6 @@ impl<'a> Builder<'a> {
         key: Value,
         layer: Option<DiffId>,
         container: Option<&ContainerId>,
-        _note: &str,
     ) -> Result<ImageId, BuildError> {
         let created = now_rfc3339();
         let mut full = st.full.clone();
@@ -727,20 +726,22 @@ impl<'a> Builder<'a> {
         let layer = tokio::task::spawn_blocking(move || store.commit_rw_layer(c.as_str(), &parent))
             .await
             .map_err(join_err)??;
-        self.commit(st, key, layer, Some(cid), "").await
+        self.commit(st, key, layer, Some(cid)).await
     }
 
-    async fn finish_container(&mut self, cid: &ContainerId) -> Result<(), BuildError> {
-        if self.opts.rm {
+    /// After a step's commit: a `RUN` container (`shown`) is removed with `rm` and says
+    /// so, as Docker; the never-started containers of `COPY`/`ADD`/`WORKDIR` always go.
+    async fn finish_container(&mut self, cid: &ContainerId, shown: bool) -> Result<(), BuildError> {
+        if !shown || self.opts.rm {
             self.engine.remove(cid.as_str(), true).await?;
+        }
+        if shown && self.opts.rm {
             self.out
                 .stream(&format!(
                     " ---> Removed intermediate container {}\n",
                     cid.short()
                 ))
                 .await?;
-        } else {
-            self.leftover.retain(|c| c != cid);
         }
         self.leftover.retain(|c| c != cid);
         Ok(())
@@ -785,7 +786,7 @@ impl<'a> Builder<'a> {
             });
         }
         let id = self.commit_container(st, key, &cid).await?;
-        self.finish_container(&cid).await?;
+        self.finish_container(&cid, true).await?;
         self.out.stream(&format!(" ---> {}\n", short(&id))).await
     }
 
@@ -928,7 +929,7 @@ impl<'a> Builder<'a> {
         .await
         .map_err(join_err)??;
         let id = self.commit_container(st, key, &cid).await?;
-        self.finish_container(&cid).await?;
+        self.finish_container(&cid, false).await?;
         self.out.stream(&format!(" ---> {}\n", short(&id))).await
     }
 
@@ -1080,7 +1081,7 @@ impl<'a> Builder<'a> {
             })
             .await
             .map_err(join_err)??;
-            let id = self.commit(st, key, Some(diff), None, "").await?;
+            let id = self.commit(st, key, Some(diff), None).await?;
             return self.out.stream(&format!(" ---> {}\n", short(&id))).await;
         }
         let cid = self.create(st, &strings(key.get("Cmd")), st.env()).await?;
@@ -1128,7 +1129,7 @@ impl<'a> Builder<'a> {
         .map_err(join_err)?
         .map_err(|e| copy_fail(&kw, e))?;
         let id = self.commit_container(st, key, &cid).await?;
-        self.finish_container(&cid).await?;
+        self.finish_container(&cid, false).await?;
         self.out.stream(&format!(" ---> {}\n", short(&id))).await
     }
 
@@ -1171,6 +1172,14 @@ impl<'a> Builder<'a> {
     /// Tag `id` with every `t` and report, as the classic builder ends.
     pub async fn finish(&self, id: &ImageId) -> Result<(), BuildError> {
         self.out.aux(&id.to_string()).await?;
+        if self.opts.quiet {
+            // As moby's router: with `q` the one stream line is the image ID, which the
+            // CLI prints.
+            let line = serde_json::json!({"stream": format!("{id}\n")});
+            let mut text = line.to_string();
+            text.push_str("\r\n");
+            self.out.raw(bytes::Bytes::from(text)).await?;
+        }
         self.out
             .stream(&format!("Successfully built {}\n", short(id)))
             .await?;
