@@ -23,6 +23,7 @@ pub mod copy;
 pub mod dockerfile;
 pub mod executor;
 pub mod ignore;
+pub mod metadata;
 
 use bytes::Bytes;
 use serde_json::json;
