@@ -555,3 +555,24 @@ fn a_run_that_never_ends_is_cancelled_with_its_client() {
         w.leftovers()
     );
 }
+
+#[test]
+fn docker_py_builds_a_raw_context_with_its_dockerignore() {
+    let w = loaded();
+    let out = std::process::Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/build_py.py"))
+        .env_remove("REQUESTS_CA_BUNDLE")
+        .env_remove("CURL_CA_BUNDLE")
+        .env_remove("DOCKER_HOST")
+        .env_remove("DOCKER_TLS_VERIFY")
+        .env_remove("DOCKER_CERT_PATH")
+        .env("WHARF_URL", format!("https://127.0.0.1:{}", w.port))
+        .env("WHARF_CERT_DIR", w.data_dir().join("client"))
+        .output()
+        .expect("run python3");
+    let report = text(&out.stderr);
+    eprintln!("{report}");
+    assert!(out.status.success(), "{report}\n--- wharf log ---\n{}", w.log());
+    assert_eq!(report.matches(") ... ok").count(), 2, "{report}");
+    assert!(no_containers(&w));
+}
