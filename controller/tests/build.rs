@@ -572,7 +572,11 @@ fn docker_py_builds_a_raw_context_with_its_dockerignore() {
         .expect("run python3");
     let report = text(&out.stderr);
     eprintln!("{report}");
-    assert!(out.status.success(), "{report}\n--- wharf log ---\n{}", w.log());
+    assert!(
+        out.status.success(),
+        "{report}\n--- wharf log ---\n{}",
+        w.log()
+    );
     assert_eq!(report.matches(") ... ok").count(), 2, "{report}");
     assert!(no_containers(&w));
 }
