@@ -138,6 +138,24 @@ fn seeds_pair_reuses_exactly_the_two_shared_run_steps() {
     let quiet = build_ok(&w, ctx.path(), &["-q", "-t", "app1"]);
     let id = support::inspect(&w, "{{.Id}}", "app1");
     assert_eq!(quiet.trim(), id);
+    // --cache-from and --pull are accepted (local images are the cache; nothing is
+    // pulled); --rm=false keeps the RUN containers.
+    let kept = build_ok(
+        &w,
+        ctx.path(),
+        &[
+            "--no-cache",
+            "--rm=false",
+            "--cache-from",
+            "busybox",
+            "--pull",
+            "-t",
+            "app1",
+        ],
+    );
+    assert!(kept.contains("this host has no registry"), "{kept}");
+    assert_eq!(w.docker_ok(&["ps", "-aq"]).lines().count(), 2);
+    w.docker_ok(&["container", "prune", "-f"]);
     // --no-cache runs everything.
     let fresh = build_ok(&w, ctx.path(), &["--no-cache", "-t", "app1"]);
     assert_eq!(count(&fresh, " ---> Using cache"), 0, "{fresh}");
@@ -274,6 +292,13 @@ CMD ["cat", "version"]
         w.docker_ok(&["run", "--rm", "cfg", "cat", "where"]),
         "/srv/app/sub\n"
     );
+    // The escape directive: a backtick continues lines, a backslash is a plain character.
+    let esc = context(&[(
+        "Dockerfile",
+        "# escape=`\nFROM busybox\nRUN echo 'C:\\dir' `\n    > /path.txt\nCMD [\"cat\", \"/path.txt\"]\n",
+    )]);
+    build_ok(&w, esc.path(), &["-t", "esc"]);
+    assert_eq!(w.docker_ok(&["run", "--rm", "esc"]), "C:\\dir\n");
     // Another build arg value reruns the RUN only (its cache key holds the args).
     let other = build_ok(
         &w,
@@ -313,18 +338,24 @@ COPY --from=builder /out/app.bin /usr/local/bin/
 FROM scratch AS minimal
 COPY --from=builder /out /
 COPY --from=0 /bin/busybox /bin/cat
+COPY --from=busybox /bin/busybox /bin/busybox
 CMD [\"/bin/cat\", \"/app.bin\"]
 ";
     let ctx = context(&[("Dockerfile", df)]);
     let out = build_ok(&w, ctx.path(), &["-t", "ms"]);
-    assert!(out.contains("Step 1/8 : FROM busybox AS builder"), "{out}");
+    assert!(out.contains("Step 1/9 : FROM busybox AS builder"), "{out}");
     assert_eq!(w.docker_ok(&["run", "--rm", "ms"]), "compiled\n");
     assert_eq!(
         w.docker_ok(&["run", "--rm", "ms", "/bin/cat", "/extra.txt"]),
         "extra\n"
     );
     let layers = support::inspect(&w, "{{len .RootFS.Layers}}", "ms");
-    assert_eq!(layers, "2", "scratch + two COPY layers");
+    assert_eq!(layers, "3", "scratch + three COPY layers");
+    assert_eq!(
+        w.docker_ok(&["run", "--rm", "ms", "/bin/busybox", "echo", "from an image"]),
+        "from an image\n",
+        "COPY --from an image name"
+    );
     let out = build_ok(&w, ctx.path(), &["--target", "builder", "-t", "ms-builder"]);
     assert!(out.contains("Step 2/2 :"), "only the target stage: {out}");
     assert_eq!(
@@ -417,7 +448,7 @@ fn bad_input_is_refused_with_clear_errors() {
     let cases: &[(&str, &str)] = &[
         (
             "FROM busybox\nFROBNICATE now\n",
-            "unknown instruction: FROBNICATE",
+            "Error response from daemon: dockerfile parse error on line 2: unknown instruction: FROBNICATE",
         ),
         (
             "FROM nosuchimage:1\nRUN true\n",

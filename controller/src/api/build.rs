@@ -116,12 +116,18 @@ pub async fn build(engine: Arc<Engine>, req: Request<Incoming>) -> Result<Resp, 
             }
         }
     });
+    // As dockerd: what fails before the build starts (the context, the Dockerfile) is an
+    // HTTP error, which the CLI prints as `Error response from daemon: …`.
+    let df = prepare(&work, &opts, rx).await.map_err(|e| match e {
+        BuildError::Failed(m) => ApiError::bad_request(m),
+        e => ApiError::bad_request(format!("{e:?}")),
+    })?;
     let (out_tx, resp) = streaming("application/json");
     let span = tracing::info_span!("build", work = %work.path.display());
     tokio::spawn(
         async move {
             let out = Output::new(out_tx, opts.quiet);
-            let res = run(&engine, &opts, &out, &work, rx).await;
+            let res = run(&engine, &opts, &out, &work, &df).await;
             match res {
                 Ok(id) => info!(image = %id, "built"),
                 Err(e) => {
@@ -138,13 +144,12 @@ pub async fn build(engine: Arc<Engine>, req: Request<Incoming>) -> Result<Resp, 
     Ok(resp)
 }
 
-async fn run(
-    engine: &Arc<Engine>,
-    opts: &BuildOptions,
-    out: &Output,
+/// Unpack the context, read its Dockerfile, apply `.dockerignore`, parse.
+async fn prepare(
     work: &WorkDir,
+    opts: &BuildOptions,
     rx: mpsc::Receiver<Result<Bytes, io::Error>>,
-) -> Result<wharf_protocol::ImageId, BuildError> {
+) -> Result<dockerfile::Dockerfile, BuildError> {
     let ctx = work.context();
     let c = ctx.clone();
     tokio::task::spawn_blocking(move || {
@@ -157,17 +162,25 @@ async fn run(
     .await
     .map_err(|e| BuildError::Failed(format!("context task failed: {e}")))??;
     let name = opts.dockerfile.clone();
-    let c = ctx.clone();
     let text = tokio::task::spawn_blocking(move || -> Result<String, BuildError> {
-        let text = context::read_dockerfile(&c, &name)?;
-        context::apply_dockerignore(&c)?;
+        let text = context::read_dockerfile(&ctx, &name)?;
+        context::apply_dockerignore(&ctx)?;
         Ok(text)
     })
     .await
     .map_err(|e| BuildError::Failed(format!("context task failed: {e}")))??;
-    let df = dockerfile::parse(&text)?;
+    Ok(dockerfile::parse(&text)?)
+}
+
+async fn run(
+    engine: &Arc<Engine>,
+    opts: &BuildOptions,
+    out: &Output,
+    work: &WorkDir,
+    df: &dockerfile::Dockerfile,
+) -> Result<wharf_protocol::ImageId, BuildError> {
     let mut b = Builder::new(engine, opts, out, work.path.clone());
-    let id = b.run(&df).await?;
+    let id = b.run(df).await?;
     b.finish(&id).await?;
     Ok(id)
 }
