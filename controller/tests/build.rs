@@ -186,6 +186,14 @@ fn seeds_pair_reuses_exactly_the_two_shared_run_steps() {
         "{history}"
     );
     assert!(history.contains("#(nop) COPY file:"), "{history}");
+    // rmi takes the intermediate images only app2 used (its COPY step), as Docker; the
+    // shared RUN steps stay for app1.
+    let before = w.docker_ok(&["images", "-aq"]).lines().count();
+    let rmi = w.docker_ok(&["rmi", "app2"]);
+    assert!(rmi.contains("Untagged: app2:latest"), "{rmi}");
+    let after = w.docker_ok(&["images", "-aq"]).lines().count();
+    assert_eq!(before - after, 2);
+    assert!(w.docker_ok(&["images", "-aq"]).contains(&step2_image));
 }
 
 #[test]
@@ -231,6 +239,7 @@ RUN echo "$VERSION-$FLAVOUR" > version && pwd > where
 LABEL org.example.version=$VERSION "with space"="a b"
 EXPOSE 8080 53/udp
 VOLUME ["/data"]
+RUN ls -d /data
 USER 1000:1000
 STOPSIGNAL SIGINT
 HEALTHCHECK --interval=5s --retries=2 CMD echo ok
@@ -326,6 +335,12 @@ CMD ["cat", "version"]
         ],
     );
     assert!(!same.contains(" ---> Running in "), "{same}");
+    assert!(no_containers(&w));
+    assert_eq!(
+        w.docker_ok(&["volume", "ls", "-q"]).trim(),
+        "",
+        "the RUN containers' anonymous volumes are removed with them"
+    );
 }
 
 #[test]

@@ -40,6 +40,29 @@ pub fn parents(state: &ClusterState) -> std::collections::HashMap<ImageId, Strin
         .collect()
 }
 
+/// The build steps' images that go with `image` when it is deleted, nearest first (moby's
+/// parent-chain delete): each parent that has no tag, no other child and no container.
+/// Call before `image` itself is removed.
+pub fn removable_parents(state: &ClusterState, image: &ImageId) -> Vec<ImageId> {
+    let parents = parents(state);
+    let mut out = vec![];
+    let mut current = *image;
+    while let Some(p) = parents.get(&current) {
+        let Some(pid) = state.images.keys().find(|id| id.to_string() == *p).copied() else {
+            break;
+        };
+        let tagged = state.tags.values().any(|t| *t == pid);
+        let children = parents.values().filter(|x| **x == *p).count();
+        let used = state.containers.values().any(|c| c.run.image_id == pid);
+        if tagged || children != 1 || used || out.contains(&pid) {
+            break;
+        }
+        out.push(pid);
+        current = pid;
+    }
+    out
+}
+
 impl CacheIndex for ClusterState {
     fn probe(&self, parent: Option<&ImageId>, key: &Value) -> Option<ImageId> {
         let want = parent.map(|p| p.to_string());
@@ -147,6 +170,35 @@ mod tests {
         let mut other_env = run.clone();
         other_env["Env"] = json!(["PATH=/bin", "A=1"]);
         assert_eq!(s.probe(Some(&base), &other_env), None);
+    }
+
+    #[test]
+    fn a_deleted_image_takes_its_untagged_single_child_parents() {
+        let mut s = ClusterState::default();
+        let base = put(&mut s, json!({"config": {}}));
+        s.apply(&Command::Tag {
+            reference: "busybox:latest".into(),
+            image: base,
+        })
+        .unwrap();
+        let step = |s: &mut ClusterState, parent: ImageId, n: &str| {
+            put(
+                s,
+                json!({"parent": parent.to_string(), "container_config": {"Cmd": [n]}}),
+            )
+        };
+        let a = step(&mut s, base, "a");
+        let b = step(&mut s, a, "b");
+        let c = step(&mut s, b, "c");
+        assert_eq!(
+            removable_parents(&s, &c),
+            vec![b, a],
+            "stops at the tagged base"
+        );
+        // A second child of `a` keeps it.
+        let _d = step(&mut s, a, "d");
+        assert_eq!(removable_parents(&s, &c), vec![b]);
+        assert_eq!(removable_parents(&s, &base), vec![]);
     }
 
     #[test]

@@ -306,6 +306,9 @@ impl Engine {
             out.push(DeleteItem::Untagged(t.clone()));
         }
         if plan.delete {
+            let chain = self
+                .store
+                .read(|s| crate::build::cache::removable_parents(s, &plan.image));
             let cmd = if plan.forced {
                 Command::RemoveImageForced { image: plan.image }
             } else {
@@ -314,6 +317,12 @@ impl Engine {
             self.propose(cmd).await?;
             self.emit_image(&plan.image, &plan.image.to_string(), "delete");
             out.push(DeleteItem::Deleted(plan.image.to_string()));
+            // A built image's intermediate images go with it, as with Docker.
+            for parent in chain {
+                self.propose(Command::RemoveImage { image: parent }).await?;
+                self.emit_image(&parent, &parent.to_string(), "delete");
+                out.push(DeleteItem::Deleted(parent.to_string()));
+            }
             let freed = self.collect_layers().await?;
             out.extend(
                 freed

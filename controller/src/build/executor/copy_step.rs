@@ -317,8 +317,8 @@ impl Builder<'_> {
                     })
                 })
                 .await;
-                if let Err(e) = self.engine.remove(cid.as_str(), true).await {
-                    warn!(container = %cid.short(), error = %e.message, "removing copy container failed");
+                if let Err(BuildError::Failed(e)) = self.remove_container(&cid).await {
+                    warn!(container = %cid.short(), error = %e, "removing copy container failed");
                 }
                 Ok(res.map_err(join_err)??.map_err(BuildError::from)?)
             }

@@ -165,7 +165,7 @@ impl<'a> Builder<'a> {
         let res = self.run_inner(df).await;
         if res.is_err() && self.opts.force_rm {
             for c in std::mem::take(&mut self.leftover) {
-                let _ = self.engine.remove(c.as_str(), true).await;
+                let _ = self.remove_container(&c).await;
             }
         }
         res
@@ -578,11 +578,22 @@ impl<'a> Builder<'a> {
         self.commit(st, key, layer, Some(cid)).await
     }
 
+    /// Remove a build container and the anonymous volumes the image's `VOLUME`s gave it
+    /// (as Docker's builder removes with `RemoveVolume`).
+    async fn remove_container(&self, cid: &ContainerId) -> Result<(), BuildError> {
+        let record = self.engine.container(cid.as_str()).ok();
+        self.engine.remove(cid.as_str(), true).await?;
+        if let Some(c) = record {
+            self.engine.remove_anonymous_volumes(&c).await;
+        }
+        Ok(())
+    }
+
     /// After a step's commit: a `RUN` container (`shown`) is removed with `rm` and says
     /// so, as Docker; the never-started containers of `COPY`/`ADD`/`WORKDIR` always go.
     async fn finish_container(&mut self, cid: &ContainerId, shown: bool) -> Result<(), BuildError> {
         if !shown || self.opts.rm {
-            self.engine.remove(cid.as_str(), true).await?;
+            self.remove_container(cid).await?;
         }
         if shown && self.opts.rm {
             self.out

@@ -123,8 +123,8 @@ impl Builder<'_> {
     /// The client went away: kill and remove the build container.
     async fn cancel(&mut self, cid: &ContainerId) {
         info!(container = %cid.short(), "build cancelled, removing its container");
-        if let Err(e) = self.engine.remove(cid.as_str(), true).await {
-            warn!(container = %cid.short(), error = %e.message, "removing build container failed");
+        if let Err(BuildError::Failed(e)) = self.remove_container(cid).await {
+            warn!(container = %cid.short(), error = %e, "removing build container failed");
         }
         self.leftover.retain(|c| c != cid);
     }
