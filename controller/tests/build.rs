@@ -201,18 +201,26 @@ fn a_failing_run_exits_with_its_code() {
     let w = loaded();
     let ctx = context(&[(
         "Dockerfile",
-        "FROM busybox\nRUN echo before && exit 3\nRUN echo never\n",
+        "FROM busybox\nRUN echo before && sleep 2 && exit 3\nRUN echo never\n",
     )]);
     let out = build(&w, ctx.path(), &["-t", "broken"]);
     assert_eq!(out.status.code(), Some(3));
     let err = text(&out.stderr);
     assert!(
-        err.contains("The command '/bin/sh -c echo before && exit 3' returned a non-zero code: 3"),
+        err.contains(
+            "The command '/bin/sh -c echo before && sleep 2 && exit 3' returned a non-zero code: 3"
+        ),
         "{err}"
     );
     assert!(
         text(&out.stdout).contains("before"),
         "RUN output is streamed"
+    );
+    // The keep-alive whitespace sent while the step is silent shows nothing.
+    assert!(
+        !text(&out.stdout).contains("before\n\n"),
+        "{}",
+        text(&out.stdout)
     );
     assert!(!text(&out.stdout).contains("Step 3/3"));
     // As Docker: the failed step's container stays without --force-rm.

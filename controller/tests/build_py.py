@@ -58,7 +58,8 @@ class Build(unittest.TestCase):
         self.assertEqual(sorted(out.split()), [".dockerignore", "Dockerfile", "app.py"])
 
     def test_failing_run_raises_build_error(self):
-        ctx = context({"Dockerfile": b"FROM busybox\nRUN exit 7\n"})
+        # The step prints nothing for a while: the keep-alive whitespace must not upset the SDK.
+        ctx = context({"Dockerfile": b"FROM busybox\nRUN sleep 2 && exit 7\n"})
         with self.assertRaises(docker.errors.BuildError) as cm:
             self.d.images.build(fileobj=ctx, custom_context=True, forcerm=True)
         self.assertIn("returned a non-zero code: 7", str(cm.exception))
