@@ -91,6 +91,11 @@ impl Read for ChannelReader {
 /// `POST /build`.
 pub async fn build(engine: Arc<Engine>, req: Request<Incoming>) -> Result<Resp, ApiError> {
     let q = Query::parse(req.uri().query());
+    if let Some(remote) = q.get("remote").filter(|r| !r.is_empty()) {
+        return Err(ApiError::bad_request(format!(
+            "remote build context {remote}: fetching it needs network access, which this host does not have; build from a local directory or tar"
+        )));
+    }
     let opts = options(&q)?;
     let work = WorkDir::create(engine.agent().data_dir())
         .map_err(|e| ApiError::internal(format!("{e:?}")))?;
@@ -183,4 +188,40 @@ async fn run(
     let id = b.run(df).await?;
     b.finish(&id).await?;
     Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(s: &str) -> Query {
+        Query::parse(Some(s))
+    }
+
+    #[test]
+    fn query_parameters_as_the_cli_sends_them() {
+        let o = options(&q(
+            "t=app%3A1&t=app%3Alatest&dockerfile=sub%2FDockerfile&buildargs=%7B%22A%22%3A%221%22%2C%22B%22%3Anull%7D&nocache=1&rm=0&forcerm=1&q=true&labels=%7B%22k%22%3A%22v%22%7D&target=build&cachefrom=%5B%22busybox%22%5D&pull=1&version=1",
+        ))
+        .unwrap();
+        assert_eq!(o.tags, ["app:1", "app:latest"]);
+        assert_eq!(o.dockerfile, "sub/Dockerfile");
+        assert_eq!(o.build_args.get("A"), Some(&Some("1".to_string())));
+        assert_eq!(o.build_args.get("B"), Some(&None));
+        assert!(o.no_cache && !o.rm && o.force_rm && o.quiet && o.pull);
+        assert_eq!(o.labels.get("k").map(String::as_str), Some("v"));
+        assert_eq!(o.target, "build");
+        assert_eq!(o.cache_from, ["busybox"]);
+    }
+
+    #[test]
+    fn defaults_and_bad_values() {
+        let o = options(&q("")).unwrap();
+        assert_eq!(o.dockerfile, "Dockerfile");
+        assert!(o.rm, "rm defaults to true");
+        assert!(!o.no_cache && !o.force_rm && !o.quiet);
+        assert!(options(&q("buildargs=%7Bnot")).is_err());
+        assert!(options(&q("t=Bad%20Name")).is_err());
+        assert!(options(&q("cachefrom=x")).is_err());
+    }
 }

@@ -82,8 +82,9 @@ pub fn read_dockerfile(dir: &Path, name: &str) -> Result<String, BuildError> {
         .map_err(|_| BuildError::Failed(format!("the Dockerfile {name} is not UTF-8 text")))
 }
 
-/// Apply the context's `.dockerignore`: remove what it excludes (the Dockerfile and
-/// `.dockerignore` stay, as with Docker, since they were read already).
+/// Apply the context's `.dockerignore`: remove what it excludes, the Dockerfile and
+/// `.dockerignore` included when listed (they were read already), as Docker does, so that
+/// `COPY` does not see them.
 pub fn apply_dockerignore(dir: &Path) -> Result<(), BuildError> {
     let root = open_root(dir)?;
     let Some(text) = read_in(root.as_fd(), ".dockerignore", 1 << 20)? else {
@@ -129,8 +130,6 @@ fn prune(dir: &Path, rel: &str, rules: &IgnoreRules) -> Result<(), BuildError> {
                 // Kept only if something below it was re-included.
                 let _ = std::fs::remove_dir(&path);
             }
-        } else if ignored && rel.is_empty() && (name == ".dockerignore") {
-            continue;
         } else if ignored {
             let _ = std::fs::remove_file(&path);
         }
@@ -164,7 +163,7 @@ mod tests {
         assert!(p.join("build/keep").exists());
         assert!(!p.join("build/sub/x.o").exists());
         assert!(!p.join("secret").exists());
-        assert!(p.join(".dockerignore").exists());
+        assert!(p.join(".dockerignore").exists(), "kept when not listed");
     }
 
     #[test]
