@@ -12,7 +12,7 @@
 //! names are cleaned and refused when they climb out, and the container side applies them
 //! with the layer applier, which refuses links and names that leave the root.
 
-use super::ignore::{clean_rel, glob_match, has_wildcards};
+use super::ignore::{clean_rel, has_wildcards, pattern_regex};
 use flate2::read::MultiGzDecoder;
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 use sha2::{Digest as _, Sha256};
@@ -133,9 +133,12 @@ fn glob(root: BorrowedFd<'_>, pattern: &str) -> Vec<String> {
             let Ok(dir) = rustix::fs::Dir::read_from(&fd) else {
                 continue;
             };
+            let Ok(re) = pattern_regex(comp, false) else {
+                continue;
+            };
             for e in dir.flatten() {
                 let name = String::from_utf8_lossy(e.file_name().to_bytes()).into_owned();
-                if name == "." || name == ".." || !glob_match(comp, &name) {
+                if name == "." || name == ".." || !re.is_match(&name) {
                     continue;
                 }
                 let p = if base.is_empty() {

@@ -377,6 +377,23 @@ pub fn expand(
     env: &dyn Fn(&str) -> Option<String>,
     escape: char,
 ) -> Result<String, ExpandError> {
+    expand_at(word, env, escape, 0)
+}
+
+/// How deep `${a:-${b:-…}}` may nest: a hostile Dockerfile must not exhaust the stack.
+const MAX_NESTING: usize = 32;
+
+fn expand_at(
+    word: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    escape: char,
+    depth: usize,
+) -> Result<String, ExpandError> {
+    if depth > MAX_NESTING {
+        return Err(ExpandError::BadSubstitution(
+            "substitutions nested too deeply".to_string(),
+        ));
+    }
     let chars: Vec<char> = word.chars().collect();
     let mut out = String::new();
     let mut i = 0;
@@ -425,14 +442,14 @@ pub fn expand(
                         continue;
                     }
                     if d == '$' {
-                        i = dollar(&chars, i, env, escape, &mut out)?;
+                        i = dollar(&chars, i, env, escape, depth, &mut out)?;
                         continue;
                     }
                     out.push(d);
                     i += 1;
                 }
             }
-            '$' => i = dollar(&chars, i, env, escape, &mut out)?,
+            '$' => i = dollar(&chars, i, env, escape, depth, &mut out)?,
             c => {
                 out.push(c);
                 i += 1;
@@ -448,6 +465,7 @@ fn dollar(
     i: usize,
     env: &dyn Fn(&str) -> Option<String>,
     escape: char,
+    nesting: usize,
     out: &mut String,
 ) -> Result<usize, ExpandError> {
     let name_char = |c: char| c.is_ascii_alphanumeric() || c == '_';
@@ -493,7 +511,7 @@ fn dollar(
             } else {
                 return Err(ExpandError::BadSubstitution(inner));
             };
-            let sub = |w: &str| expand(w, env, escape);
+            let sub = |w: &str| expand_at(w, env, escape, nesting + 1);
             let v = match op {
                 "" => val.unwrap_or_default(),
                 ":-" => match val {

@@ -133,3 +133,11 @@ fn env_and_label_pairs() {
     assert!(name_values("LABEL", "novalue", &e, '\\').is_err());
     assert!(name_values("ENV", "K", &e, '\\').is_err());
 }
+
+#[test]
+fn deeply_nested_substitutions_are_refused_not_recursed() {
+    let e = env(&[]);
+    let word = format!("{}x{}", "${A:-".repeat(100_000), "}".repeat(100_000));
+    assert!(expand(&word, &e, '\\').is_err());
+    assert_eq!(expand("${A:-${B:-${C:-deep}}}", &e, '\\').unwrap(), "deep");
+}

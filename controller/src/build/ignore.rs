@@ -36,6 +36,16 @@ pub fn clean_rel(p: &str) -> String {
     out.join("/")
 }
 
+/// Clean an absolute slash path to its components below the root (no leading `/`):
+/// `..` stops at the root, as Go's `path.Clean("/../x")` is `/x`.
+pub fn clean_abs(p: &str) -> String {
+    let mut r = clean_rel(p);
+    while r == ".." || r.starts_with("../") {
+        r = r.get(3..).unwrap_or("").to_string();
+    }
+    r
+}
+
 /// The regular expression for `pattern`; `double_star` gives `**` its `.dockerignore`
 /// meaning (any number of directories), else it is two `*`.
 pub fn pattern_regex(pattern: &str, double_star: bool) -> Result<Regex, PatternError> {
@@ -199,6 +209,9 @@ mod tests {
         assert_eq!(clean_rel("../x"), "../x");
         assert_eq!(clean_rel("a/../../x"), "../x");
         assert_eq!(clean_rel("."), "");
+        assert_eq!(clean_abs("/../../x/./y"), "x/y");
+        assert_eq!(clean_abs("/.."), "");
+        assert_eq!(clean_abs("/..a/b"), "..a/b");
     }
 
     #[test]

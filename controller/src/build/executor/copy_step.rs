@@ -6,7 +6,7 @@ use super::{fail, join_err, short, Builder, Source, StageState};
 use crate::build::cache::nop_cmd_string;
 use crate::build::copy::{self, CopySpec};
 use crate::build::dockerfile::Instruction;
-use crate::build::ignore::clean_rel;
+use crate::build::ignore::{clean_abs, clean_rel};
 use crate::build::metadata::strings;
 use crate::build::BuildError;
 use serde_json::{json, Value};
@@ -33,7 +33,7 @@ impl Builder<'_> {
         } else {
             format!("{}/{w}", if cur.is_empty() { "/" } else { cur.as_str() })
         };
-        let dir = format!("/{}", clean_rel(&joined));
+        let dir = format!("/{}", clean_abs(&joined));
         st.config.insert("WorkingDir".into(), json!(dir));
         let mut key = st.config.clone();
         key.insert(
@@ -178,10 +178,7 @@ impl Builder<'_> {
             )
         };
         let syntax_dir = dest_raw.ends_with('/') || dest_raw == "." || dest_raw.ends_with("/.");
-        let dest = clean_rel(&dest_path);
-        if dest.starts_with("..") {
-            return Err(fail(ins, format!("invalid destination {dest_raw}")));
-        }
+        let dest = clean_abs(&dest_path);
         let mut spec = CopySpec {
             keyword: kw.clone(),
             sources: sources.clone(),
