@@ -2,14 +2,57 @@
 //! the layer applier's rules (names confined, links resolved inside, devices skipped),
 //! `.dockerignore` applied, and removed when the build ends. Blocking.
 
-use super::copy::{open_root, read_in};
+use super::copy::{open_root, read_in, CopyError};
 use super::dockerfile::MAX_DOCKERFILE;
-use super::ignore::IgnoreRules;
-use super::BuildError;
-use std::io::{BufRead, BufReader, Read};
+use super::ignore::{IgnoreRules, PatternError};
+use std::io::{self, BufRead, BufReader, Read};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use wharf_node::image::apply::{apply_tar, ApplyOptions};
+use wharf_node::image::apply::{apply_tar, ApplyError, ApplyOptions};
+
+/// Why the context could not be prepared; the texts are Docker's where it has one.
+#[derive(Debug, thiserror::Error)]
+pub enum ContextError {
+    /// The build directory could not be created.
+    #[error("create build dir {path}: {source}")]
+    Create {
+        /// The directory.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The body could not be read or decompressed.
+    #[error("read build context: {0}")]
+    Read(#[source] io::Error),
+    /// The context tar is not valid or has hostile entries.
+    #[error("invalid build context: {0}")]
+    Unpack(#[source] ApplyError),
+    /// No Dockerfile by that name.
+    #[error("Cannot locate specified Dockerfile: {0}")]
+    NoDockerfile(String),
+    /// The Dockerfile is bigger than [`MAX_DOCKERFILE`].
+    #[error("the Dockerfile {0} is too large: more than {MAX_DOCKERFILE} bytes")]
+    TooLarge(String),
+    /// The Dockerfile is not text.
+    #[error("the Dockerfile {0} is not UTF-8 text")]
+    NotText(String),
+    /// A `.dockerignore` pattern is invalid.
+    #[error("read .dockerignore: {0}")]
+    Ignore(#[source] PatternError),
+    /// Reading a context file failed.
+    #[error(transparent)]
+    File(#[from] CopyError),
+    /// Listing the context failed.
+    #[error("read build context {path}: {source}")]
+    List {
+        /// The directory.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+}
 
 /// A build's private directory (`context/` and spools); removed on drop.
 pub struct WorkDir {
@@ -19,13 +62,14 @@ pub struct WorkDir {
 
 impl WorkDir {
     /// Create `DATA_DIR/build/<random>` with an empty `context/` in it.
-    pub fn create(data_dir: &Path) -> Result<WorkDir, BuildError> {
+    pub fn create(data_dir: &Path) -> Result<WorkDir, ContextError> {
         let path = data_dir
             .join("build")
             .join(hex::encode(rand::random::<[u8; 8]>()));
-        std::fs::create_dir_all(path.join("context"))
-            .map_err(|e| BuildError::Failed(format!("create build dir {}: {e}", path.display())))?;
-        Ok(WorkDir { path })
+        match std::fs::create_dir_all(path.join("context")) {
+            Ok(()) => Ok(WorkDir { path }),
+            Err(source) => Err(ContextError::Create { path, source }),
+        }
     }
 
     /// The unpacked context.
@@ -43,18 +87,13 @@ impl Drop for WorkDir {
 }
 
 /// Unpack the context tar (plain, gzip or zstd) from `body` into `dir`.
-pub fn unpack(body: impl Read, dir: &Path) -> Result<(), BuildError> {
+pub fn unpack(body: impl Read, dir: &Path) -> Result<(), ContextError> {
     let mut r = BufReader::with_capacity(64 * 1024, body);
-    let head = r
-        .fill_buf()
-        .map_err(|e| BuildError::Failed(format!("read build context: {e}")))?;
+    let head = r.fill_buf().map_err(ContextError::Read)?;
     let input: Box<dyn Read> = if head.starts_with(&[0x1f, 0x8b]) {
         Box::new(flate2::bufread::MultiGzDecoder::new(r))
     } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Box::new(
-            zstd::stream::read::Decoder::with_buffer(r)
-                .map_err(|e| BuildError::Failed(format!("read build context: {e}")))?,
-        )
+        Box::new(zstd::stream::read::Decoder::with_buffer(r).map_err(ContextError::Read)?)
     } else {
         Box::new(r)
     };
@@ -63,35 +102,31 @@ pub fn unpack(body: impl Read, dir: &Path) -> Result<(), BuildError> {
         plain_names: true,
         ..ApplyOptions::default()
     };
-    apply_tar(root.as_fd(), input, None, &opts)
-        .map_err(|e| BuildError::Failed(format!("invalid build context: {e}")))?;
+    apply_tar(root.as_fd(), input, None, &opts).map_err(ContextError::Unpack)?;
     Ok(())
 }
 
 /// Read the Dockerfile `name` of the context (inside it; symlinks cannot leave it).
-pub fn read_dockerfile(dir: &Path, name: &str) -> Result<String, BuildError> {
+pub fn read_dockerfile(dir: &Path, name: &str) -> Result<String, ContextError> {
     let root = open_root(dir)?;
     let bytes = read_in(root.as_fd(), name, MAX_DOCKERFILE as u64)?
-        .ok_or_else(|| BuildError::Failed(format!("Cannot locate specified Dockerfile: {name}")))?;
+        .ok_or_else(|| ContextError::NoDockerfile(name.to_string()))?;
     if bytes.len() > MAX_DOCKERFILE {
-        return Err(BuildError::Failed(format!(
-            "the Dockerfile {name} is too large: more than {MAX_DOCKERFILE} bytes"
-        )));
+        return Err(ContextError::TooLarge(name.to_string()));
     }
-    String::from_utf8(bytes)
-        .map_err(|_| BuildError::Failed(format!("the Dockerfile {name} is not UTF-8 text")))
+    String::from_utf8(bytes).map_err(|_| ContextError::NotText(name.to_string()))
 }
 
 /// Apply the context's `.dockerignore`: remove what it excludes, the Dockerfile and
 /// `.dockerignore` included when listed (they were read already), as Docker does, so that
 /// `COPY` does not see them.
-pub fn apply_dockerignore(dir: &Path) -> Result<(), BuildError> {
+pub fn apply_dockerignore(dir: &Path) -> Result<(), ContextError> {
     let root = open_root(dir)?;
     let Some(text) = read_in(root.as_fd(), ".dockerignore", 1 << 20)? else {
         return Ok(());
     };
-    let rules = IgnoreRules::parse(&String::from_utf8_lossy(&text))
-        .map_err(|e| BuildError::Failed(format!("read .dockerignore: {e}")))?;
+    let rules =
+        IgnoreRules::parse(&String::from_utf8_lossy(&text)).map_err(ContextError::Ignore)?;
     if rules.is_empty() {
         return Ok(());
     }
@@ -100,14 +135,16 @@ pub fn apply_dockerignore(dir: &Path) -> Result<(), BuildError> {
 
 /// Remove ignored entries below `dir/rel`; a directory whose every child is gone and
 /// that is itself ignored goes too.
-fn prune(dir: &Path, rel: &str, rules: &IgnoreRules) -> Result<(), BuildError> {
+fn prune(dir: &Path, rel: &str, rules: &IgnoreRules) -> Result<(), ContextError> {
     let here = if rel.is_empty() {
         dir.to_path_buf()
     } else {
         dir.join(rel)
     };
-    let rd = std::fs::read_dir(&here)
-        .map_err(|e| BuildError::Failed(format!("read build context {}: {e}", here.display())))?;
+    let rd = std::fs::read_dir(&here).map_err(|source| ContextError::List {
+        path: here.clone(),
+        source,
+    })?;
     for entry in rd.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let child = if rel.is_empty() {
@@ -180,7 +217,8 @@ mod tests {
         b.append(&h, &b"x"[..]).unwrap();
         let tar = b.into_inner().unwrap();
         let e = unpack(&tar[..], d.path()).unwrap_err();
-        assert!(matches!(e, BuildError::Failed(m) if m.contains("escapes")));
+        assert!(matches!(e, ContextError::Unpack(_)), "{e}");
+        assert!(e.to_string().contains("escapes"), "{e}");
         assert!(!d.path().parent().unwrap().join("evil").exists());
     }
 
@@ -189,6 +227,6 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink("/etc/hostname", d.path().join("Dockerfile")).unwrap();
         let e = read_dockerfile(d.path(), "Dockerfile").unwrap_err();
-        assert!(matches!(e, BuildError::Failed(m) if m.contains("Cannot locate")));
+        assert!(matches!(e, ContextError::NoDockerfile(_)), "{e}");
     }
 }
