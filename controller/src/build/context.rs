@@ -61,8 +61,18 @@ pub struct WorkDir {
 }
 
 impl WorkDir {
-    /// Create `DATA_DIR/build/<random>` with an empty `context/` in it.
+    /// Create `DATA_DIR/build/<random>` with an empty `context/` in it. The first build
+    /// of a process first removes what a killed process left in `DATA_DIR/build` (one
+    /// process serves a data dir, so nothing else can be using it).
     pub fn create(data_dir: &Path) -> Result<WorkDir, ContextError> {
+        static SWEPT: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+        {
+            let mut swept = SWEPT.lock().unwrap_or_else(|p| p.into_inner());
+            if !swept.iter().any(|d| d == data_dir) {
+                let _ = std::fs::remove_dir_all(data_dir.join("build"));
+                swept.push(data_dir.to_path_buf());
+            }
+        }
         let path = data_dir
             .join("build")
             .join(hex::encode(rand::random::<[u8; 8]>()));
@@ -201,6 +211,21 @@ mod tests {
         assert!(!p.join("build/sub/x.o").exists());
         assert!(!p.join("secret").exists());
         assert!(p.join(".dockerignore").exists(), "kept when not listed");
+    }
+
+    #[test]
+    fn the_first_build_sweeps_what_a_killed_process_left() {
+        let d = tempfile::tempdir().unwrap();
+        let stale = d.path().join("build/0123456789abcdef/context");
+        std::fs::create_dir_all(&stale).unwrap();
+        let w = WorkDir::create(d.path()).unwrap();
+        assert!(!stale.exists());
+        let second = WorkDir::create(d.path()).unwrap();
+        assert!(w.context().exists(), "a running build's dir is not swept");
+        drop(second);
+        let p = w.path.clone();
+        drop(w);
+        assert!(!p.exists());
     }
 
     #[test]
