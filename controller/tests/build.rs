@@ -130,6 +130,24 @@ fn seeds_pair_reuses_exactly_the_two_shared_run_steps() {
     // Building the first again hits the cache for every step, COPY included.
     let again = build_ok(&w, ctx.path(), &["-t", "app1"]);
     assert_eq!(count(&again, " ---> Using cache"), 4, "{again}");
+    // A new mtime alone is no change (the hash leaves times out); a new mode is.
+    let f = std::fs::File::options()
+        .write(true)
+        .open(ctx.path().join("app.py"))
+        .expect("open");
+    f.set_modified(std::time::SystemTime::now() - Duration::from_secs(3600))
+        .expect("mtime");
+    drop(f);
+    let touched = build_ok(&w, ctx.path(), &["-t", "app1"]);
+    assert_eq!(count(&touched, " ---> Using cache"), 4, "{touched}");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        ctx.path().join("app.py"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .expect("chmod");
+    let moded = build_ok(&w, ctx.path(), &["-t", "app1"]);
+    assert_eq!(count(&moded, " ---> Using cache"), 2, "{moded}");
     // A changed file changes the COPY step only.
     std::fs::write(ctx.path().join("app.py"), "print('changed')\n").expect("write");
     let changed = build_ok(&w, ctx.path(), &["-t", "app1"]);
