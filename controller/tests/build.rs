@@ -334,6 +334,15 @@ CMD ["cat", "version"]
     )]);
     build_ok(&w, esc.path(), &["-t", "esc"]);
     assert_eq!(w.docker_ok(&["run", "--rm", "esc"]), "C:\\dir\n");
+    // A child build runs the ONBUILD trigger first and does not pass it on.
+    let child = context(&[("Dockerfile", "FROM cfg\nLABEL child=1\n")]);
+    let out = build_ok(&w, child.path(), &["-t", "child"]);
+    assert!(out.contains("# Executing 1 build trigger"), "{out}");
+    assert!(out.contains("child\n"), "the trigger ran: {out}");
+    assert_eq!(
+        support::inspect(&w, "{{json .Config.OnBuild}}", "child"),
+        "null"
+    );
     // Another build arg value reruns the RUN only (its cache key holds the args).
     let other = build_ok(
         &w,

@@ -322,6 +322,26 @@ impl<'a> Builder<'a> {
                 cmd_set: false,
             }
         };
+        let triggers = strings(st.config.get("OnBuild"));
+        if !triggers.is_empty() {
+            // As Docker: the base image's ONBUILD triggers run first, as steps of this
+            // stage without step lines, and are not passed on.
+            st.config.insert("OnBuild".into(), Value::Null);
+            let n = triggers.len();
+            self.out
+                .stream(&format!(
+                    "# Executing {n} build trigger{}\n",
+                    if n == 1 { "" } else { "s" }
+                ))
+                .await?;
+            let text = format!("FROM scratch\n{}\n", triggers.join("\n"));
+            let parsed = dockerfile::parse(&text).map_err(|e| fail(&stage.from, e))?;
+            for df_stage in &parsed.stages {
+                for ins in &df_stage.instructions {
+                    self.instruction(&mut st, ins).await?;
+                }
+            }
+        }
         for ins in &stage.instructions {
             self.announce(ins).await?;
             self.instruction(&mut st, ins).await?;
