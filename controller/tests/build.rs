@@ -212,6 +212,15 @@ fn seeds_pair_reuses_exactly_the_two_shared_run_steps() {
     let after = w.docker_ok(&["images", "-aq"]).lines().count();
     assert_eq!(before - after, 2);
     assert!(w.docker_ok(&["images", "-aq"]).contains(&step2_image));
+    // `image prune` removes the dangling finals of earlier app1 builds with the step images
+    // only they used, but not the cache app1 still builds on.
+    let before = w.docker_ok(&["images", "-aq"]).lines().count();
+    w.docker_ok(&["image", "prune", "-f"]);
+    let after = w.docker_ok(&["images", "-aq"]).lines().count();
+    assert!(after < before, "{before} -> {after}");
+    assert!(w.docker_ok(&["images", "-aq"]).contains(&step2_image));
+    let again = build_ok(&w, ctx.path(), &["-t", "app1"]);
+    assert_eq!(count(&again, " ---> Using cache"), 4, "{again}");
 }
 
 #[test]
