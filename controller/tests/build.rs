@@ -448,6 +448,8 @@ COPY *.txt /texts/
 COPY --chown=1000:2000 --chmod=0700 dir /owned
 ADD bundle.tar.gz /unpacked/
 ADD plain.txt /plain-added.txt
+COPY --chown=app:users a.txt /home/named/
+COPY b.txt /tmp/
 COPY keep.md ignored.log* /docs/
 CMD [\"sh\"]
 ",
@@ -479,6 +481,16 @@ CMD [\"sh\"]
     );
     assert_eq!(run("cat /unpacked/pkg/readme"), "from the archive\n");
     assert_eq!(run("cat /plain-added.txt"), "just a file\n");
+    assert_eq!(
+        run("stat -c '%U:%G' /home/named/a.txt"),
+        "app:users\n",
+        "--chown by name, from the image's /etc/passwd and /etc/group"
+    );
+    assert_eq!(
+        run("stat -c '%a' /tmp"),
+        "1777\n",
+        "an existing destination directory keeps its mode"
+    );
     assert_eq!(
         run("ls /docs"),
         "keep.md\n",
