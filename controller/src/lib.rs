@@ -4,6 +4,7 @@
 #![recursion_limit = "256"]
 
 pub mod api;
+pub mod build;
 pub mod certs;
 pub mod docker_types;
 pub mod engine;

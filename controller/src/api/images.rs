@@ -356,10 +356,19 @@ fn parse_list_filter(raw: Option<&str>) -> Result<ListFilter, ApiError> {
 pub fn list(engine: &Engine, req: &Request<Incoming>) -> Result<Resp, ApiError> {
     let q = Query::parse(req.uri().query());
     let filter = parse_list_filter(q.get("filters"))?;
+    let all = q.bool("all");
     let entries: Vec<serde_json::Value> = engine.store().read(|s| {
+        // Build steps' images are parents of the next step's: untagged, they are shown
+        // with `-a` only, as Docker's intermediate images.
+        let parents = crate::build::cache::parents(s);
+        let is_parent: std::collections::HashSet<&String> = parents.values().collect();
         s.images
             .values()
             .filter_map(|img| {
+                let parent = parents.get(&img.id).cloned().unwrap_or_default();
+                if !all && tags_of(s, img).is_empty() && is_parent.contains(&img.id.to_string()) {
+                    return None;
+                }
                 let cfg: ImageConfigFile = serde_json::from_slice(&img.config).unwrap_or_default();
                 let labels = cfg
                     .config
@@ -385,7 +394,7 @@ pub fn list(engine: &Engine, req: &Request<Incoming>) -> Result<Resp, ApiError> 
                 }
                 Some(json!({
                     "Id": img.id.to_string(),
-                    "ParentId": "",
+                    "ParentId": parent,
                     "RepoTags": tags,
                     "RepoDigests": [],
                     "Created": created_secs(&cfg),
@@ -439,7 +448,7 @@ pub fn inspect(engine: &Engine, name: &str) -> Result<Resp, ApiError> {
             "Id": img.id.to_string(),
             "RepoTags": tags,
             "RepoDigests": [],
-            "Parent": "",
+            "Parent": crate::build::cache::parent_of(&cfg).unwrap_or(""),
             "Comment": cfg.get("comment").cloned().unwrap_or(json!("")),
             "Created": parsed.created.clone().unwrap_or_default(),
             "DockerVersion": cfg.get("docker_version").cloned().unwrap_or(json!("")),

@@ -11,6 +11,7 @@
 //! The listener kinds differ only in how a connection is accepted ([`Listener`]).
 
 pub mod archive;
+pub mod build;
 pub mod containers;
 pub mod error;
 pub mod events;
@@ -228,6 +229,7 @@ async fn route(engine: Arc<Engine>, req: Request<Incoming>) -> Result<Resp, ApiE
             let id = id.to_string();
             archive::put(&engine, &id, req).await
         }
+        (&Method::POST, ["build"]) => build::build(engine.clone(), req).await,
         (&Method::POST, ["commit"]) => images::commit(&engine, &req).await,
         (&Method::POST, ["containers", "create"]) => containers::create(&engine, req).await,
         (&Method::GET, ["containers", "json"]) => containers::list(&engine, &req),

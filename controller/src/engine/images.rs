@@ -307,6 +307,9 @@ impl Engine {
             out.push(DeleteItem::Untagged(t.clone()));
         }
         if plan.delete {
+            let chain = self
+                .store
+                .read(|s| crate::build::cache::removable_parents(s, &plan.image));
             let cmd = if plan.forced {
                 Command::RemoveImageForced { image: plan.image }
             } else {
@@ -315,6 +318,12 @@ impl Engine {
             self.propose(cmd).await?;
             self.emit_image(&plan.image, &plan.image.to_string(), "delete");
             out.push(DeleteItem::Deleted(plan.image.to_string()));
+            // A built image's intermediate images go with it, as with Docker.
+            for parent in chain {
+                self.propose(Command::RemoveImage { image: parent }).await?;
+                self.emit_image(&parent, &parent.to_string(), "delete");
+                out.push(DeleteItem::Deleted(parent.to_string()));
+            }
             let freed = self.collect_layers().await?;
             out.extend(
                 freed
@@ -333,17 +342,38 @@ impl Engine {
         let lock = self.agent.image_store().layer_lock();
         let _held = lock.write().await;
         let victims: Vec<(ImageId, Vec<String>)> = self.store.read(|s| {
-            s.images
+            // Without `all`, as Docker: build steps' images (parents of another image) are
+            // not dangling; they go with the dangling image they lead to.
+            let parents = crate::build::cache::parents(s);
+            let is_parent: std::collections::HashSet<&String> = parents.values().collect();
+            let top = s
+                .images
                 .keys()
+                .filter(|id| all || !is_parent.contains(&id.to_string()))
                 .filter(|id| !s.containers.values().any(|c| c.run.image_id == **id))
+                .copied()
+                .collect::<Vec<_>>();
+            let mut ids = top.clone();
+            if !all {
+                for id in &top {
+                    if !s.tags.values().any(|t| t == id) {
+                        for p in crate::build::cache::removable_parents(s, id) {
+                            if !ids.contains(&p) {
+                                ids.push(p);
+                            }
+                        }
+                    }
+                }
+            }
+            ids.into_iter()
                 .map(|id| {
                     let tags: Vec<String> = s
                         .tags
                         .iter()
-                        .filter(|(_, t)| *t == id)
+                        .filter(|(_, t)| **t == id)
                         .map(|(r, _)| r.clone())
                         .collect();
-                    (*id, tags)
+                    (id, tags)
                 })
                 .filter(|(_, tags)| all || tags.is_empty())
                 .collect()

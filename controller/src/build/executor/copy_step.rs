@@ -1,0 +1,358 @@
+//! `COPY`/`ADD` and `WORKDIR`: sources collected (and hashed) first for the cache key,
+//! then written into a container's root filesystem, whose writable layer becomes the step's
+//! layer (`FROM scratch`: the collected tar is the layer itself).
+
+use super::{fail, join_err, short, Builder, Source, StageState};
+use crate::build::cache::nop_cmd_string;
+use crate::build::copy::{self, CopySpec};
+use crate::build::dockerfile::Instruction;
+use crate::build::ignore::{clean_abs, clean_rel};
+use crate::build::metadata::strings;
+use crate::build::BuildError;
+use serde_json::{json, Value};
+use std::os::fd::AsFd;
+use tracing::warn;
+use wharf_node::archive::{self, ArchiveError, ExtractOptions};
+use wharf_protocol::DiffId;
+
+impl Builder<'_> {
+    pub(super) async fn workdir_step(
+        &mut self,
+        st: &mut StageState,
+        ins: &Instruction,
+    ) -> Result<(), BuildError> {
+        let w = self.expand(st, ins, &ins.rest)?;
+        let cur = st
+            .config
+            .get("WorkingDir")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let joined = if w.starts_with('/') {
+            w.clone()
+        } else {
+            format!("{}/{w}", if cur.is_empty() { "/" } else { cur.as_str() })
+        };
+        let dir = format!("/{}", clean_abs(&joined));
+        st.config.insert("WorkingDir".into(), json!(dir));
+        let mut key = st.config.clone();
+        key.insert(
+            "Cmd".into(),
+            json!(nop_cmd_string(&st.shell(), &format!("WORKDIR {dir}"))),
+        );
+        let key = Value::Object(key);
+        if st.image.is_none() {
+            return self.cached_or(st, key, None).await;
+        }
+        if self.try_cache(st, &key).await? {
+            return Ok(());
+        }
+        // As Docker: the directory is created in the image when it is missing.
+        let cid = self.create(st, &strings(key.get("Cmd")), st.env()).await?;
+        self.leftover.push(cid.clone());
+        let store = self.engine.agent().image_store().clone();
+        let work = self.work.clone();
+        let c = cid.clone();
+        let rel = clean_rel(&dir);
+        tokio::task::spawn_blocking(move || {
+            archive::with_root(&store, c.as_str(), |root| {
+                if rel.is_empty() || copy::is_dir_in(root, &rel) {
+                    return Ok(());
+                }
+                let mut spool = archive::spool_file(&work).map_err(|e| ArchiveError::Io {
+                    action: "create workdir spool",
+                    path: rel.clone(),
+                    source: e,
+                })?;
+                let mut b = tar::Builder::new(&mut spool);
+                let mut h = tar::Header::new_gnu();
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_mode(0o755);
+                h.set_size(0);
+                h.set_mtime(chrono::Utc::now().timestamp().max(0) as u64);
+                let wr = |e: std::io::Error| ArchiveError::Io {
+                    action: "write workdir spool",
+                    path: rel.clone(),
+                    source: e,
+                };
+                b.append_data(&mut h, format!("{rel}/"), std::io::empty())
+                    .map_err(wr)?;
+                b.finish().map_err(wr)?;
+                drop(b);
+                archive::extract_archive(root, "/", &mut spool, &ExtractOptions::default())
+            })
+        })
+        .await
+        .map_err(join_err)??;
+        let id = self.commit_container(st, key, &cid).await?;
+        self.finish_container(&cid, false).await?;
+        self.out.stream(&format!(" ---> {}\n", short(&id))).await
+    }
+
+    pub(super) async fn copy_step(
+        &mut self,
+        st: &mut StageState,
+        ins: &Instruction,
+    ) -> Result<(), BuildError> {
+        let kw = ins.keyword.clone();
+        let words = match &ins.json {
+            Some(w) => w
+                .iter()
+                .map(|x| self.expand(st, ins, &dockerfile_quote(x)))
+                .collect::<Result<Vec<_>, _>>()?,
+            None => self.expand_words(st, ins, &ins.rest)?,
+        };
+        if words.len() < 2 {
+            return Err(fail(ins, format!("{kw} requires at least two arguments")));
+        }
+        let (dest_raw, sources) = words
+            .split_last()
+            .map(|(d, s)| (d.clone(), s.to_vec()))
+            .unwrap_or_default();
+        if kw == "ADD" {
+            if let Some(url) = sources.iter().find(|s| {
+                s.starts_with("http://") || s.starts_with("https://") || s.starts_with("git@")
+            }) {
+                return Err(fail(
+                    ins,
+                    format!("cannot fetch {url}: remote sources need network access, which this builder does not have; download it into the build context and ADD the file"),
+                ));
+            }
+        }
+        let from = match ins.flag("from") {
+            None => Source::Context,
+            Some(f) => {
+                let f = self.expand(st, ins, f)?;
+                let lower = f.to_ascii_lowercase();
+                let by_name = self
+                    .stages
+                    .iter()
+                    .rev()
+                    .find(|(n, _)| n.as_deref() == Some(lower.as_str()))
+                    .map(|(_, id)| *id);
+                let by_index = f
+                    .parse::<usize>()
+                    .ok()
+                    .and_then(|i| self.stages.get(i).map(|(_, id)| *id));
+                match by_name.or(by_index) {
+                    Some(id) => Source::Image(id),
+                    None => Source::Image(
+                        self.engine
+                            .image(&f)
+                            .map_err(|e| fail(ins, format!("{e} (COPY --from={f})")))?
+                            .id,
+                    ),
+                }
+            }
+        };
+        if kw == "ADD" && ins.flag("from").is_some() {
+            return Err(fail(ins, "ADD does not support --from; use COPY"));
+        }
+        let chmod = match ins.flag("chmod") {
+            None => None,
+            Some(m) => Some(
+                u32::from_str_radix(m, 8)
+                    .ok()
+                    .filter(|m| *m <= 0o7777)
+                    .ok_or_else(|| fail(ins, format!("invalid chmod parameter: {m}")))?,
+            ),
+        };
+        let chown = ins
+            .flag("chown")
+            .map(|c| self.expand(st, ins, c))
+            .transpose()?;
+        let numeric = chown.as_deref().and_then(numeric_owner);
+        let by_name = chown.clone().filter(|_| numeric.is_none());
+        let cur = st
+            .config
+            .get("WorkingDir")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let dest_path = if dest_raw.starts_with('/') {
+            dest_raw.clone()
+        } else {
+            format!(
+                "{}/{dest_raw}",
+                if cur.is_empty() { "/" } else { cur.as_str() }
+            )
+        };
+        let syntax_dir = dest_raw.ends_with('/') || dest_raw == "." || dest_raw.ends_with("/.");
+        let dest = clean_abs(&dest_path);
+        let mut spec = CopySpec {
+            keyword: kw.clone(),
+            sources: sources.clone(),
+            dest: dest.clone(),
+            dest_is_dir: syntax_dir || dest.is_empty(),
+            chmod,
+            owner: numeric.unwrap_or((0, 0)),
+            unpack_archives: kw == "ADD",
+            dest_missing: false,
+        };
+        // Collect the sources first: the cache key needs their content hash.
+        let mut collected = self
+            .collect(&from, &spec)
+            .await
+            .map_err(|e| prefixed(&kw, e))?;
+        let chown_part = chown
+            .as_ref()
+            .map(|c| format!("--chown={c} "))
+            .unwrap_or_default();
+        let chmod_part = ins
+            .flag("chmod")
+            .map(|c| format!("--chmod={c} "))
+            .unwrap_or_default();
+        let comment = format!(
+            "{kw} {chown_part}{chmod_part}{} in {} ",
+            collected.hash,
+            if dest_raw.starts_with('/') {
+                dest_raw.clone()
+            } else {
+                format!("/{dest}")
+            }
+        );
+        let mut key = st.config.clone();
+        key.insert("Cmd".into(), json!(nop_cmd_string(&st.shell(), &comment)));
+        let key = Value::Object(key);
+        if self.try_cache(st, &key).await? {
+            return Ok(());
+        }
+        let store = self.engine.agent().image_store().clone();
+        if st.image.is_none() {
+            // FROM scratch: the collected tar is the first layer as it is.
+            if by_name.is_some() {
+                return Err(fail(ins, "--chown with a user name needs /etc/passwd, which a scratch image does not have"));
+            }
+            let lock = store.layer_lock();
+            let _held = lock.read().await;
+            let s = store.clone();
+            let spool = collected.spool;
+            let diff = tokio::task::spawn_blocking(move || -> Result<DiffId, BuildError> {
+                let layer = s.spool_import(spool)?;
+                s.add_spooled_layer(&[], &layer)?;
+                Ok(layer.diff_id())
+            })
+            .await
+            .map_err(join_err)??;
+            let id = self.commit(st, key, Some(diff), None).await?;
+            return self.out.stream(&format!(" ---> {}\n", short(&id))).await;
+        }
+        let cid = self.create(st, &strings(key.get("Cmd")), st.env()).await?;
+        self.leftover.push(cid.clone());
+        {
+            // `COPY file /existing-dir` copies into that directory, as Docker; a missing
+            // destination directory is created with the copy's owner and mode.
+            let s = store.clone();
+            let c = cid.clone();
+            let d = dest.clone();
+            let is_dir = tokio::task::spawn_blocking(move || {
+                archive::with_root(&s, c.as_str(), |root| Ok(copy::is_dir_in(root, &d)))
+            })
+            .await
+            .map_err(join_err)??;
+            let mut again = false;
+            if is_dir && !spec.dest_is_dir && sources.len() == 1 {
+                spec.dest_is_dir = true;
+                again = true;
+            }
+            if !is_dir && collected.hash.starts_with("dir:") {
+                spec.dest_missing = true;
+                again = true;
+            }
+            if again {
+                collected = self
+                    .collect(&from, &spec)
+                    .await
+                    .map_err(|e| prefixed(&kw, e))?;
+            }
+        }
+        let c = cid.clone();
+        let mut spool = collected.spool;
+        let opts = ExtractOptions {
+            no_overwrite_dir_non_dir: false,
+            chown_to_user: by_name,
+        };
+        let s = store.clone();
+        tokio::task::spawn_blocking(move || {
+            archive::with_root(&s, c.as_str(), |root| {
+                archive::extract_archive(root, "/", &mut spool, &opts)
+            })
+        })
+        .await
+        .map_err(join_err)?
+        .map_err(|e| copy_fail(&kw, e))?;
+        let id = self.commit_container(st, key, &cid).await?;
+        self.finish_container(&cid, false).await?;
+        self.out.stream(&format!(" ---> {}\n", short(&id))).await
+    }
+
+    /// Collect `spec`'s sources from the context or from an image's filesystem.
+    async fn collect(&self, from: &Source, spec: &CopySpec) -> Result<copy::Collected, BuildError> {
+        let work = self.work.clone();
+        let spec2 = spec.clone();
+        match from {
+            Source::Context => {
+                let ctx = work.join("context");
+                tokio::task::spawn_blocking(move || {
+                    let root = copy::open_root(&ctx)?;
+                    Ok(copy::collect(root.as_fd(), &spec2, &work)?)
+                })
+                .await
+                .map_err(join_err)?
+            }
+            Source::Image(id) => {
+                // A container on that image (never started) gives its filesystem.
+                let body = json!({"Image": id.to_string(), "Cmd": ["#(nop) COPY --from"], "HostConfig": {"NetworkMode": "none"}});
+                let bytes = serde_json::to_vec(&body)
+                    .map_err(|e| BuildError::Failed(format!("encode container: {e}")))?;
+                let cid = self.engine.create_container(None, &bytes).await?;
+                let store = self.engine.agent().image_store().clone();
+                let c = cid.clone();
+                let res = tokio::task::spawn_blocking(move || {
+                    archive::with_root(&store, c.as_str(), |root| {
+                        Ok(copy::collect(root, &spec2, &work))
+                    })
+                })
+                .await;
+                if let Err(BuildError::Failed(e)) = self.remove_container(&cid).await {
+                    warn!(container = %cid.short(), error = %e, "removing copy container failed");
+                }
+                Ok(res.map_err(join_err)??.map_err(BuildError::from)?)
+            }
+        }
+    }
+}
+
+fn prefixed(kw: &str, e: BuildError) -> BuildError {
+    match e {
+        BuildError::Failed(m) => BuildError::Failed(format!("{kw} failed: {m}")),
+        e => e,
+    }
+}
+
+fn copy_fail(kw: &str, e: impl std::fmt::Display) -> BuildError {
+    BuildError::Failed(format!("{kw} failed: {e}"))
+}
+
+/// `--chown=uid[:gid]` as numbers, if it is numeric.
+fn numeric_owner(s: &str) -> Option<(u64, u64)> {
+    let (u, g) = s.split_once(':').unwrap_or((s, s));
+    Some((u.parse().ok()?, g.parse().ok()?))
+}
+
+/// A JSON-form word is expanded without word splitting: quote it for [`dockerfile::expand`].
+fn dockerfile_quote(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chown_numbers() {
+        assert_eq!(numeric_owner("10:20"), Some((10, 20)));
+        assert_eq!(numeric_owner("10"), Some((10, 10)));
+        assert_eq!(numeric_owner("app:20"), None);
+    }
+}
