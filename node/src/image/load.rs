@@ -1,11 +1,12 @@
 //! `docker load`: reading a `docker save` archive into the layer store, in one pass.
 //!
 //! ```text
-//!  archive stream ──► member (sha256 = blob digest)
-//!     layer (gzip/zstd/tar magic) ─► decompress ─► tar copy (image/layers/.tmp-*)
-//!                                        └─ chunks ─► 2nd thread: sha256 (DiffID),
-//!                                                     apply to overlay2/.tmp-*/diff
-//!     small member (JSON) ─► memory;   large other member ─► spool (image/tmp/.tmp-load-*)
+//!  archive stream ──► member
+//!     layer (gzip/zstd/tar magic) ─► decompress ─► chunks ─► 2nd thread: sha256 (DiffID)
+//!                                                      └─► 3rd thread: apply to
+//!                                                          overlay2/.tmp-*/diff + tar-split
+//!     other member (sha256 = blob digest) ─► memory if small (JSON), else spool
+//!                                            (image/tmp/.tmp-load-*)
 //!  end of archive ─► manifest.json ─► config ─► rootfs.diff_ids checked ─► syncfs
 //!                 ─► each layer renamed to overlay2/<ChainID> (link, lower, size)
 //! ```
@@ -195,8 +196,9 @@ enum Body {
 }
 
 struct Member {
-    /// sha256 of the member's bytes; `None` for an uncompressed layer that failed to
-    /// apply (for one that applied, this is its DiffID, computed once).
+    /// sha256 of the member's bytes, checked against a `blobs/sha256/<hex>` name; for an
+    /// uncompressed layer its DiffID (computed once, `None` if it failed to apply); `None`
+    /// for a compressed layer, whose content the DiffID check covers.
     sha: Option<Digest>,
     body: Body,
 }
@@ -323,18 +325,17 @@ impl Members {
         let mut head = [0u8; 512];
         let got = read_full(entry, &mut head).map_err(LoadError::Read)?;
         let head = &head[..got];
-        // An uncompressed layer's bytes are its DiffID's: applying hashes them once.
-        let plain_layer = looks_like_layer(head) && Compression::detect(head) == Compression::None;
+        // A layer is not hashed here: applying it hashes its uncompressed bytes, which
+        // for a plain layer are its blob's too. A compressed blob's own digest is not
+        // checked (as moby's load): the DiffID check covers its content.
         let mut h = Hashing {
             inner: head.chain(entry),
-            hasher: (!plain_layer).then(Sha256::new),
+            hasher: (!looks_like_layer(head)).then(Sha256::new),
             n: 0,
         };
         let body = if looks_like_layer(head) {
             let res = match decompress(BufReader::with_capacity(LAYER_BUF, &mut h)) {
-                // A plain layer is hashed by the reading thread, which has little else to
-                // do; a compressed one by the applying thread, while this one inflates.
-                Ok((c, layer)) => store.apply_pipelined(layer, c == Compression::None),
+                Ok((_, layer)) => store.apply_pipelined(layer),
                 Err(source) => Err(StoreError::Apply {
                     diff_id: DiffId(Digest([0; 32])),
                     source: super::apply::ApplyError::Read(source),
@@ -359,9 +360,10 @@ impl Members {
                 got: h.n,
             });
         }
+        let plain_layer = Compression::detect(head) == Compression::None;
         let sha = match (h.hasher, &body) {
             (Some(hasher), _) => Some(Digest(hasher.finalize().into())),
-            (None, Body::Applied(Some(Ok(t)))) => Some(t.diff_id.0),
+            (None, Body::Applied(Some(Ok(t)))) if plain_layer => Some(t.diff_id.0),
             (None, _) => None,
         };
         Ok(Member { sha, body })

@@ -421,7 +421,7 @@ impl ImageStore {
                 return Err(StoreError::MissingLayer(DiffId(p.0)));
             }
         }
-        let temp = self.apply_pipelined(reader, true).map_err(|e| match e {
+        let temp = self.apply_pipelined(reader).map_err(|e| match e {
             StoreError::Apply { source, .. } => StoreError::Apply {
                 diff_id: *expected,
                 source,
@@ -476,16 +476,10 @@ impl ImageStore {
         })
     }
 
-    /// [`ImageStore::apply_to_temp`] reading `reader` on this thread and applying on a
-    /// second one. With `hash_here`, the DiffID is computed on this thread (the one with
-    /// less to do when `reader` is a plain tar); otherwise on the applying one (when this
-    /// one decompresses).
-    pub(crate) fn apply_pipelined(
-        &self,
-        reader: impl Read,
-        hash_here: bool,
-    ) -> Result<TempLayer, StoreError> {
-        apply_pipelined(self, reader, hash_here)
+    /// [`ImageStore::apply_to_temp`] reading `reader` on this thread, hashing and
+    /// applying it on two others (see [`apply_pipelined`]).
+    pub(crate) fn apply_pipelined(&self, reader: impl Read) -> Result<TempLayer, StoreError> {
+        apply_pipelined(self, reader)
     }
 
     /// Put a layer applied by [`ImageStore::apply_to_temp`] (its DiffID checked by the
@@ -896,17 +890,16 @@ impl ImageStore {
     }
 }
 
-/// Chunks handed from the reading thread to the applying one.
+/// Chunks in flight to each of the hashing and applying threads.
 const PIPE_DEPTH: usize = 4;
 
 /// Size of those chunks.
 const PIPE_CHUNK: usize = 1 << 20;
 
-/// The applying side of [`apply_pipelined`]: chunks in, used buffers back.
+/// The applying side of [`apply_pipelined`]: shared chunks in.
 struct ChunkReader {
-    rx: std::sync::mpsc::Receiver<Vec<u8>>,
-    back: std::sync::mpsc::SyncSender<Vec<u8>>,
-    cur: Vec<u8>,
+    rx: std::sync::mpsc::Receiver<Arc<Vec<u8>>>,
+    cur: Arc<Vec<u8>>,
     pos: usize,
 }
 
@@ -916,9 +909,8 @@ impl Read for ChunkReader {
             let Ok(next) = self.rx.recv() else {
                 return Ok(0);
             };
-            let used = std::mem::replace(&mut self.cur, next);
-            // The reader allocates a new buffer when none comes back.
-            let _ = self.back.try_send(used);
+            // Dropping the used chunk lets the reader reuse it.
+            self.cur = next;
             self.pos = 0;
         }
         let n = buf.len().min(self.cur.len() - self.pos);
@@ -928,61 +920,73 @@ impl Read for ChunkReader {
     }
 }
 
-/// [`ImageStore::apply_to_temp`] on two threads: this one reads `reader`
-/// (decompressing, when it is a decompressor) and, with `hash_here`, hashes it (DiffID); a
-/// second one applies it. An error on this side wins over whatever the applying side made
-/// of the stream cut short.
-fn apply_pipelined(
-    store: &ImageStore,
-    mut layer: impl Read,
-    hash_here: bool,
-) -> Result<TempLayer, StoreError> {
+/// [`ImageStore::apply_to_temp`] on three threads, so that hashing, the costliest step,
+/// has a core to itself:
+///
+/// ```text
+///  this thread: read `layer` (decompressing) ──chunk──► hashing thread: sha256 (DiffID)
+///                                            └─chunk──► applying thread: tar ─► diff/
+/// ```
+///
+/// Chunks are shared, and reused once both threads dropped them. An error on the reading
+/// side wins over whatever the applying side made of the stream cut short.
+fn apply_pipelined(store: &ImageStore, mut layer: impl Read) -> Result<TempLayer, StoreError> {
     let read_err = |source| StoreError::Apply {
         diff_id: DiffId(wharf_protocol::Digest([0; 32])),
         source: ApplyError::Read(source),
     };
     std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(PIPE_DEPTH);
-        let (back, free) = std::sync::mpsc::sync_channel::<Vec<u8>>(PIPE_DEPTH + 2);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Arc<Vec<u8>>>(PIPE_DEPTH);
+        let (htx, hrx) = std::sync::mpsc::sync_channel::<Arc<Vec<u8>>>(PIPE_DEPTH);
         let worker = scope.spawn(move || {
             let r = ChunkReader {
                 rx,
-                back,
-                cur: Vec::new(),
+                cur: Arc::default(),
                 pos: 0,
             };
-            store.apply_to_temp(r, None, !hash_here)
+            store.apply_to_temp(r, None, false)
         });
-        let fed = (|| -> Result<_, StoreError> {
-            let mut hasher = hash_here.then(Sha256::new);
+        let hasher = scope.spawn(move || {
+            let mut h = Sha256::new();
+            for chunk in hrx {
+                h.update(chunk.as_slice());
+            }
+            let d: [u8; 32] = h.finalize().into();
+            DiffId(wharf_protocol::Digest(d))
+        });
+        let fed = (|| -> Result<(), StoreError> {
+            let mut pool: Vec<Arc<Vec<u8>>> = Vec::new();
             loop {
-                let mut buf = free.try_recv().unwrap_or_default();
+                let mut chunk = match pool.iter().position(|c| Arc::strong_count(c) == 1) {
+                    Some(i) => pool.swap_remove(i),
+                    None => Arc::default(),
+                };
+                // Unique here (a free pooled chunk or a new one), so this never copies.
+                let buf = Arc::make_mut(&mut chunk);
                 buf.resize(PIPE_CHUNK, 0);
-                let n = read_full(&mut layer, &mut buf).map_err(read_err)?;
+                let n = read_full(&mut layer, buf).map_err(read_err)?;
                 if n == 0 {
-                    break;
+                    return Ok(());
                 }
                 buf.truncate(n);
-                if let Some(h) = hasher.as_mut() {
-                    h.update(&buf);
-                }
-                if tx.send(buf).is_err() {
+                if htx.send(chunk.clone()).is_err() || tx.send(chunk.clone()).is_err() {
                     // The applying side stopped: its error says why.
-                    break;
+                    return Ok(());
                 }
+                pool.push(chunk);
             }
-            Ok(hasher)
         })();
         drop(tx);
+        drop(htx);
         let applied = worker
             .join()
             .unwrap_or_else(|_| Err(read_err(io::Error::other("layer apply thread panicked"))));
-        let hasher = fed?;
+        let diff_id = hasher
+            .join()
+            .map_err(|_| read_err(io::Error::other("layer hash thread panicked")));
+        fed?;
         let mut temp = applied?;
-        if let Some(h) = hasher {
-            let d: [u8; 32] = h.finalize().into();
-            temp.diff_id = DiffId(wharf_protocol::Digest(d));
-        }
+        temp.diff_id = diff_id?;
         Ok(temp)
     })
 }
