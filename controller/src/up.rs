@@ -110,6 +110,8 @@ async fn open_instance(s: &Settings) -> anyhow::Result<Instance> {
         data_dir: s.data_dir.clone(),
         wharf_exe: std::env::current_exe().context("find the wharf executable")?,
         cgroup_parent: cgroup_parent(&s.data_dir),
+        bridge_name: s.bridge_name.clone(),
+        bridge_subnet: s.bridge_subnet()?,
     })
     .context("open the agent")?;
     let engine = Engine::new(store.clone(), agent, NodeId(s.node_id));
@@ -127,6 +129,10 @@ pub async fn up(s: Settings) -> anyhow::Result<()> {
     // A client.env from an earlier run must not announce readiness before we are ready.
     let _ = std::fs::remove_file(&env_path);
     let inst = open_instance(&s).await?;
+    inst.engine
+        .init_network()
+        .await
+        .map_err(|e| anyhow::anyhow!("set up networking: {}", e.message))?;
     inst.engine.recover();
     let listener = tokio::net::TcpListener::bind(s.api_addr)
         .await
@@ -334,6 +340,7 @@ pub async fn down(s: Settings) -> anyhow::Result<()> {
     let inst = open_instance(&s).await?;
     let before = inst.store.read(|st| st.containers.len());
     inst.engine.remove_all().await;
+    inst.engine.teardown_network().await;
     let left = inst.store.read(|st| st.containers.len());
     inst.store.shutdown().await.context("raft shutdown")?;
     for m in mounts_below(&s.data_dir) {

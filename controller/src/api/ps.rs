@@ -147,7 +147,12 @@ pub fn select<'a>(
                     && exited.contains(&c.exit_code))
         })
         .filter(|c| !f.contains("health") || f.exact_match("health", &health(c)))
-        .filter(|_| f.exact_match("network", "none"))
+        .filter(|c| {
+            !f.contains("network")
+                || crate::engine::network::network_names(state, c)
+                    .iter()
+                    .any(|n| f.exact_match("network", n))
+        })
         .filter(|_| f.exact_match("is-task", "false"))
         // Linux containers have no isolation technology (Docker shows "").
         .filter(|_| f.exact_match("isolation", ""))

@@ -11,11 +11,14 @@
 //! The leader chooses IDs, names and times and puts them into the commands.
 
 mod archive;
+pub mod dns;
 pub mod events;
 mod exec;
 pub mod health;
 pub mod images;
 mod lifecycle;
+pub mod network;
+mod network_ops;
 mod volumes;
 pub use volumes::PruneFilter;
 
@@ -119,6 +122,8 @@ pub struct Engine {
     events: events::EventBus,
     /// Exec instances by ID (memory only, as Docker).
     execs: Mutex<HashMap<String, ExecRecord>>,
+    /// The embedded DNS resolvers of user networks.
+    dns: dns::DnsServers,
 }
 
 impl Engine {
@@ -132,6 +137,7 @@ impl Engine {
             locks: Mutex::default(),
             events: events::EventBus::new(),
             execs: Mutex::default(),
+            dns: dns::DnsServers::default(),
         })
     }
 
@@ -383,6 +389,8 @@ impl Engine {
                 "can't create 'AutoRemove' container with restart policy",
             ));
         }
+        let mut host_config = host_config;
+        self.check_network_request(&mut host_config, &raw)?;
         let (host, volume_needs) = self.resolve_host_config(&req, &run_cfg)?;
         let run = ContainerRunSpec {
             id: id.clone(),
@@ -442,6 +450,12 @@ impl Engine {
                 Err(e) => return Err(e.into()),
             }
         }
+        if let Err(e) = self.connect_at_create(&record, body).await {
+            let _ = self
+                .propose(Command::RemoveContainer { id: id.clone() })
+                .await;
+            return Err(e);
+        }
         if let Err(e) = self.ensure_volumes(&volume_needs).await {
             warn!(container = %id.short(), error = %e, "volumes failed, rolling back");
             let _ = self
@@ -478,7 +492,9 @@ impl Engine {
         }
         // A previous run's shim may still be finishing.
         self.agent.cleanup(&c.id).await;
-        match self.agent.start_with(&c.run, self.shim_options(&c)).await {
+        let net = self.prepare_network(&c).await?;
+        let options = Self::with_netns(self.shim_options(&c), &net);
+        match self.agent.start_networked(&c.run, options, net.setup).await {
             Ok(pid) => {
                 self.propose(Command::ContainerStarted {
                     id: c.id.clone(),
@@ -513,6 +529,7 @@ impl Engine {
                     error: message.clone(),
                 })
                 .await?;
+                self.network_released(&c.id).await;
                 self.emit_container(&c, "die", &[("exitCode", exit_code.to_string())]);
                 if c.auto_remove {
                     self.remove_locked(&c.id).await?;
@@ -572,6 +589,7 @@ impl Engine {
             warn!(container = %id.short(), error = %e, "recording exit failed");
             return;
         }
+        self.network_released(id).await;
         if let Ok(c) = self.container(id.as_str()) {
             self.emit_container(&c, "die", &[("exitCode", exit_code.to_string())]);
         }
