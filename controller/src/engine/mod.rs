@@ -492,7 +492,13 @@ impl Engine {
         }
         // A previous run's shim may still be finishing.
         self.agent.cleanup(&c.id).await;
-        let net = self.prepare_network(&c).await?;
+        let net = match self.prepare_network(&c).await {
+            Ok(net) => net,
+            Err(e) => {
+                self.network_start_failed(&c, &e).await?;
+                return Err(e);
+            }
+        };
         let options = Self::with_netns(self.shim_options(&c), &net);
         match self.agent.start_networked(&c.run, options, net.setup).await {
             Ok(pid) => {

@@ -311,11 +311,7 @@ impl Engine {
         if let Some(o) = host_config.as_object_mut() {
             o.insert("NetworkMode".into(), json!(mode.shown()));
         }
-        if let NetworkMode::Network(n) = &mode {
-            if self.store().read(|s| find_network(s, n).is_none()) {
-                return Err(ApiError::not_found(format!("network {n} not found")));
-            }
-        }
+        // As Docker: a network that does not exist yet is only an error at start.
         port_requests(host_config, config, &Value::Null)?;
         Ok(())
     }
@@ -331,7 +327,7 @@ impl Engine {
             return Ok(());
         };
         let Some(n) = self.store().read(|s| find_network(s, &name).cloned()) else {
-            return Err(ApiError::not_found(format!("network {name} not found")));
+            return Ok(());
         };
         let req: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
         let aliases = endpoint_aliases(&req, &n.name, &name);
@@ -374,7 +370,29 @@ impl Engine {
                     ..none
                 });
             }
-            NetworkMode::Network(_) => {}
+            NetworkMode::Network(name) => {
+                let n = self
+                    .store()
+                    .read(|s| find_network(s, &name).cloned())
+                    .ok_or_else(|| {
+                        ApiError::not_found(format!(
+                            "failed to set up container networking: network {name} not found"
+                        ))
+                    })?;
+                let connected = self.store().read(|s| {
+                    s.connections
+                        .get(&c.id)
+                        .is_some_and(|m| m.contains_key(&n.id))
+                });
+                if !connected {
+                    self.propose(Command::ConnectContainer {
+                        id: c.id.clone(),
+                        network: n.id.clone(),
+                        aliases: vec![],
+                    })
+                    .await?;
+                }
+            }
         }
         let (hc, cfg, _) = Self::net_json(c);
         let requests = port_requests(&hc, &cfg, &self.image_config_json(c))?;
@@ -537,6 +555,30 @@ impl Engine {
             }
             Ok((eps, plans))
         })
+    }
+
+    /// A start that failed in [`Engine::prepare_network`] (nothing was set up): record the
+    /// failure as Docker does (exit 128 with the error), drop waiting attachers, and remove
+    /// an `--rm` container so that `docker run --rm` returns.
+    pub(super) async fn network_start_failed(
+        &self,
+        c: &ContainerRecord,
+        e: &ApiError,
+    ) -> Result<(), ApiError> {
+        self.agent().cancel_pending(&c.id);
+        self.propose(Command::ContainerExited {
+            id: c.id.clone(),
+            exit_code: 128,
+            oom_killed: false,
+            at_ns: now_ns(),
+            error: e.message.clone(),
+        })
+        .await?;
+        self.emit_container(c, "die", &[("exitCode", "128".to_string())]);
+        if c.auto_remove {
+            self.remove_locked(&c.id).await?;
+        }
+        Ok(())
     }
 
     /// After a container stopped (its endpoints freed by `ContainerExited`), or a start
