@@ -1,8 +1,9 @@
 //! `wharf up` and `wharf down`: the single-host cluster's process life.
 //!
 //! Start-up order: lock DATA_DIR → certificates → Raft state (recovery) → agent →
-//! re-adopt running containers → API listeners (mutual-TLS TCP, the unix socket, and the
-//! loopback plain TCP of `--insecure-api-addr`) → `client.env` written atomically. The
+//! API listeners bound (mutual-TLS TCP, the unix socket, and the loopback plain TCP of
+//! `--insecure-api-addr`) → networking (bridges, endpoints, rules) → re-adopt running
+//! containers → serve → `client.env` written atomically. The
 //! file's presence therefore means "ready". SIGTERM/SIGINT stop the API and Raft and leave
 //! containers running under their shims (live-restore).
 
@@ -129,11 +130,6 @@ pub async fn up(s: Settings) -> anyhow::Result<()> {
     // A client.env from an earlier run must not announce readiness before we are ready.
     let _ = std::fs::remove_file(&env_path);
     let inst = open_instance(&s).await?;
-    inst.engine
-        .init_network()
-        .await
-        .map_err(|e| anyhow::anyhow!("set up networking: {}", e.message))?;
-    inst.engine.recover();
     let listener = tokio::net::TcpListener::bind(s.api_addr)
         .await
         .with_context(|| format!("listen on {}", s.api_addr))?;
@@ -149,6 +145,12 @@ pub async fn up(s: Settings) -> anyhow::Result<()> {
     }
     listeners.push(Listener::Unix(bind_unix_socket(&s.unix_socket)?));
     let socket_identity = file_identity(&s.unix_socket);
+    // Networking after the listeners: an instance that cannot listen changes nothing.
+    if let Err(e) = inst.engine.init_network().await {
+        let _ = std::fs::remove_file(&s.unix_socket);
+        bail!("set up networking: {}", e.message);
+    }
+    inst.engine.recover();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut servers = vec![];
     for l in listeners {

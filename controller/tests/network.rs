@@ -481,10 +481,20 @@ fn live_restore_keeps_ports_and_a_crash_leaks_nothing() {
 
     // wharf down: no bridge, veth or chain of this instance is left.
     let bridge = names(&w).default_bridge(&w.data_dir());
+    let net_id = w.docker_ok(&["network", "inspect", "-f", "{{.Id}}", "bridge"]);
+    let keep_id = inspect(&w, "{{.Id}}", "keep");
+    let veth = wharf_node::network::names::host_veth(&keep_id, net_id.trim());
+    assert!(
+        links().contains(&format!(" {veth}@")),
+        "{veth}: {}",
+        links()
+    );
     let out = w.down();
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(!links().contains(&format!(" {bridge}:")), "{}", links());
+    assert!(!links().contains(&veth), "{}", links());
     assert_eq!(iptables_text(&w), "");
+    assert!(w.leftovers().is_empty(), "{:#?}", w.leftovers());
 }
 
 #[test]
