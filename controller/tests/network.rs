@@ -519,3 +519,36 @@ fn explicit_bridge_name_and_subnet() {
     ]);
     assert_eq!(out.trim(), subnet);
 }
+
+#[test]
+fn connect_and_disconnect_a_running_container() {
+    let w = loaded();
+    w.docker_ok(&["network", "create", "side"]);
+    w.docker_ok(&["run", "-d", "--name", "multi", "busybox", "sleep", "600"]);
+    w.docker_ok(&["network", "connect", "--alias", "m2", "side", "multi"]);
+    let side_ip = inspect(&w, "{{.NetworkSettings.Networks.side.IPAddress}}", "multi");
+    assert!(!side_ip.is_empty());
+    let addrs = w.docker_ok(&["exec", "multi", "ip", "-o", "-4", "addr"]);
+    assert!(
+        addrs.contains(&format!("eth1    inet {side_ip}/")),
+        "{addrs}"
+    );
+    let out = w.docker_ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "side",
+        "busybox",
+        "nslookup",
+        "m2",
+    ]);
+    assert!(out.contains(&side_ip), "{out}");
+    w.docker_ok(&["network", "disconnect", "side", "multi"]);
+    let addrs = w.docker_ok(&["exec", "multi", "ip", "-o", "-4", "addr"]);
+    assert!(!addrs.contains("eth1"), "{addrs}");
+    assert_eq!(
+        inspect(&w, "{{len .NetworkSettings.Networks}}", "multi"),
+        "1"
+    );
+    w.docker_ok(&["network", "rm", "side"]);
+}
