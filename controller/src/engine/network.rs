@@ -253,11 +253,18 @@ impl Engine {
             info!(container = %id.short(), "freeing the endpoints of a container that is not running");
             self.propose(Command::ReleaseEndpoints { id }).await?;
         }
-        let held = self
-            .store()
-            .read(|s| ports_in_use(s.endpoints.values().flatten(), node));
-        for m in held {
-            if let Err(e) = self.agent().net().reserve(&m) {
+        let held: Vec<(ContainerId, PortMapping)> = self.store().read(|s| {
+            s.endpoints
+                .iter()
+                .flat_map(|(id, eps)| {
+                    eps.iter()
+                        .filter(|e| e.node == node)
+                        .flat_map(move |e| e.ports.iter().map(move |p| (id.clone(), *p)))
+                })
+                .collect()
+        });
+        for (id, m) in held {
+            if let Err(e) = self.agent().net().reserve(id.as_str(), &m) {
                 warn!(error = %e, "could not hold a published port again");
             }
         }
@@ -278,21 +285,15 @@ impl Engine {
             .map_err(|e| ApiError::internal(e.to_string()))
     }
 
-    /// Make the kernel's rules and port reservations equal what the state says.
+    /// Make the kernel's rules equal what the state says.
     pub async fn sync_network_rules(&self) -> Result<(), ApiError> {
         let node = self.node;
-        let (set, ports) = self.store().read(|s| {
-            (
-                rule_set(s, node),
-                ports_in_use(s.endpoints.values().flatten(), node),
-            )
-        });
+        let store = self.store().clone();
         let net = self.agent().net().clone();
-        let res = tokio::task::spawn_blocking(move || net.sync_rules(&set))
+        tokio::task::spawn_blocking(move || net.sync_rules(|| store.read(|s| rule_set(s, node))))
             .await
-            .map_err(blocking_err)?;
-        self.agent().net().release_ports(&ports);
-        res.map_err(|e| ApiError::internal(e.to_string()))
+            .map_err(blocking_err)?
+            .map_err(|e| ApiError::internal(e.to_string()))
     }
 
     /// Check a create request's network settings before the container is recorded:
@@ -399,23 +400,17 @@ impl Engine {
         let mut last_err = None;
         for _ in 0..5 {
             let (eps, plans) = self.choose_endpoints(c, &requests)?;
-            let mut held = vec![];
             let mut failed = None;
             for p in eps.iter().flat_map(|e| e.ports.iter()) {
-                match self.agent().net().reserve(p) {
-                    Ok(()) => held.push(*p),
+                match self.agent().net().reserve(c.id.as_str(), p) {
+                    Ok(()) => {}
                     Err(e) => {
                         failed = Some(e.to_string());
                         break;
                     }
                 }
             }
-            let release = |engine: &Engine| {
-                let keep = engine
-                    .store()
-                    .read(|s| ports_in_use(s.endpoints.values().flatten(), engine.node));
-                engine.agent().net().release_ports(&keep);
-            };
+            let release = |engine: &Engine| engine.agent().net().release_ports(c.id.as_str());
             if let Some(message) = failed {
                 release(self);
                 return Err(ApiError::internal(format!(
@@ -456,6 +451,7 @@ impl Engine {
                     .propose(Command::ReleaseEndpoints { id: c.id.clone() })
                     .await;
                 let _ = self.sync_network_rules().await;
+                self.agent().net().release_ports(c.id.as_str());
                 return Err(e);
             }
             let hosts = eps
@@ -592,6 +588,7 @@ impl Engine {
         if let Err(e) = self.sync_network_rules().await {
             warn!(container = %id.short(), error = %e, "network rules not updated");
         }
+        self.agent().net().release_ports(id.as_str());
     }
 
     /// The shim options with the container's network namespace.

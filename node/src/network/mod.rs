@@ -4,7 +4,7 @@
 //!
 //! ```text
 //!  controller (decides: networks, IPs, host ports in the Raft state)
-//!      │ ensure_bridge / attach(pid, plans) / sync_rules(RuleSet) / reserve, release_ports
+//!      │ ensure_bridge / attach(pid, plans) / sync_rules(|| RuleSet) / reserve, release_ports
 //!      ▼
 //!  NetHost ──► netlink (bridge, veth, addresses, routes; netlink-packet-route)
 //!          ──► iptables-restore --noflush of the instance's own chains (rules.rs)
@@ -121,7 +121,7 @@ pub struct NetHost {
     names: InstanceNames,
     default_bridge: String,
     default_subnet: Subnet,
-    reservations: Mutex<HashMap<PortMapping, OwnedFd>>,
+    reservations: Mutex<HashMap<PortMapping, (String, OwnedFd)>>,
     applied: Mutex<Option<RuleSet>>,
 }
 
@@ -252,17 +252,19 @@ impl NetHost {
         .map_err(|_| netns("configuring thread panicked".into()))?
     }
 
-    /// Make the instance's chains hold exactly `set`; nothing runs when `set` is what
-    /// this process applied last.
-    pub fn sync_rules(&self, set: &RuleSet) -> Result<(), NetError> {
+    /// Make the instance's chains hold exactly the rule set `current` returns; it is
+    /// called under the lock, so concurrent callers never apply an older state after a
+    /// newer one. Nothing runs when the set is what this process applied last.
+    pub fn sync_rules(&self, current: impl FnOnce() -> RuleSet) -> Result<(), NetError> {
         let mut applied = self.applied.lock().unwrap_or_else(|p| p.into_inner());
-        if applied.as_ref() == Some(set) {
+        let set = current();
+        if applied.as_ref() == Some(&set) {
             return Ok(());
         }
-        let text = rules::restore_text(&self.names, set);
+        let text = rules::restore_text(&self.names, &set);
         *applied = None;
         run_with_stdin("iptables-restore", &["-w", "--noflush"], &text)?;
-        *applied = Some(set.clone());
+        *applied = Some(set);
         Ok(())
     }
 
@@ -300,12 +302,20 @@ impl NetHost {
         }
     }
 
-    /// Hold host port `m` with a bound, idle socket so that no other program or instance
-    /// takes it; already held by this agent is fine.
-    pub fn reserve(&self, m: &PortMapping) -> Result<(), NetError> {
+    /// Hold host port `m` for `owner` (a container ID) with a bound, idle socket so that
+    /// no other program or instance takes it; already held for the same owner is fine.
+    pub fn reserve(&self, owner: &str, m: &PortMapping) -> Result<(), NetError> {
         let mut held = self.reservations.lock().unwrap_or_else(|p| p.into_inner());
-        if held.contains_key(m) {
-            return Ok(());
+        match held.get(m) {
+            Some((o, _)) if o == owner => return Ok(()),
+            Some(_) => {
+                return Err(NetError::PortBusy {
+                    addr: m.host_ip,
+                    port: m.host_port,
+                    message: "port is already allocated".into(),
+                })
+            }
+            None => {}
         }
         let fd = bind_port(m).map_err(|e| NetError::PortBusy {
             addr: m.host_ip,
@@ -316,14 +326,14 @@ impl NetHost {
                 e.desc().to_string()
             },
         })?;
-        held.insert(*m, fd);
+        held.insert(*m, (owner.to_string(), fd));
         Ok(())
     }
 
-    /// Let go of every held port not in `keep`.
-    pub fn release_ports(&self, keep: &[PortMapping]) {
+    /// Let go of every port held for `owner`.
+    pub fn release_ports(&self, owner: &str) {
         let mut held = self.reservations.lock().unwrap_or_else(|p| p.into_inner());
-        held.retain(|m, _| keep.contains(m));
+        held.retain(|_, (o, _)| o != owner);
     }
 }
 
