@@ -172,6 +172,21 @@ pub fn rule_set(s: &ClusterState, node: NodeId) -> RuleSet {
     RuleSet { bridges, publishes }
 }
 
+/// Containers holding endpoints although they do not run (wharf was killed between
+/// recording a start's endpoints and the start, or the container died while wharf was
+/// down): their addresses and ports are to be freed at boot.
+pub fn stale_endpoints(s: &ClusterState) -> Vec<ContainerId> {
+    s.endpoints
+        .keys()
+        .filter(|id| {
+            !s.containers.get(*id).is_some_and(|c| {
+                matches!(c.status, ContainerStatus::Running | ContainerStatus::Paused)
+            })
+        })
+        .cloned()
+        .collect()
+}
+
 /// What a starting container needs from the agent for its network.
 pub struct NetStart {
     /// Its network namespace.
@@ -238,17 +253,7 @@ impl Engine {
                     .await;
             }
         }
-        let stale: Vec<ContainerId> = self.store().read(|s| {
-            s.endpoints
-                .keys()
-                .filter(|id| {
-                    !s.containers.get(*id).is_some_and(|c| {
-                        matches!(c.status, ContainerStatus::Running | ContainerStatus::Paused)
-                    })
-                })
-                .cloned()
-                .collect()
-        });
+        let stale: Vec<ContainerId> = self.store().read(stale_endpoints);
         for id in stale {
             info!(container = %id.short(), "freeing the endpoints of a container that is not running");
             self.propose(Command::ReleaseEndpoints { id }).await?;
@@ -899,6 +904,119 @@ pub fn new_network(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn state_with_endpoint(status: ContainerStatus) -> (ClusterState, ContainerId) {
+        let mut s = ClusterState::default();
+        let net = new_network(
+            &s,
+            NodeId(1),
+            "front",
+            Some(Subnet::parse("10.77.0.0/24").unwrap()),
+            None,
+            BTreeMap::new(),
+            &[],
+            "ab".repeat(32),
+            0,
+        )
+        .unwrap();
+        s.apply(&Command::CreateNetwork {
+            network: net.clone(),
+        })
+        .unwrap();
+        let id = ContainerId::from_bytes([3; 32]);
+        let rec = ContainerRecord {
+            id: id.clone(),
+            name: "web".parse().unwrap(),
+            created_ns: 1,
+            node: NodeId(1),
+            image_ref: "busybox".into(),
+            run: wharf_protocol::agent::ContainerRunSpec {
+                id: id.clone(),
+                image_id: wharf_protocol::ImageId(wharf_protocol::Digest::of(b"x")),
+                diff_ids: vec![],
+                args: vec!["true".into()],
+                env: vec![],
+                working_dir: "/".into(),
+                user: String::new(),
+                hostname: "h".into(),
+                tty: false,
+                open_stdin: false,
+                stop_signal: 15,
+                host: Default::default(),
+            },
+            config_json: "{}".into(),
+            host_config_json: r#"{"NetworkMode":"front"}"#.into(),
+            auto_remove: false,
+            status,
+            pid: 0,
+            exit_code: 0,
+            started_ns: 0,
+            finished_ns: 0,
+            oom_killed: false,
+            error: String::new(),
+        };
+        s.apply(&Command::CreateContainer {
+            container: Box::new(rec),
+        })
+        .unwrap();
+        s.apply(&Command::ConnectContainer {
+            id: id.clone(),
+            network: net.id.clone(),
+            aliases: vec![],
+        })
+        .unwrap();
+        let ip = Ipv4Addr::new(10, 77, 0, 2);
+        s.apply(&Command::AttachEndpoints {
+            id: id.clone(),
+            endpoints: vec![Endpoint {
+                network: net.id.clone(),
+                ip,
+                mac: mac_for(ip),
+                ports: vec![PortMapping {
+                    proto: wharf_protocol::network::Proto::Tcp,
+                    container_port: 80,
+                    host_ip: Ipv4Addr::UNSPECIFIED,
+                    host_port: 8080,
+                }],
+                aliases: vec![],
+                node: NodeId(1),
+            }],
+        })
+        .unwrap();
+        (s, id)
+    }
+
+    #[test]
+    fn rules_follow_the_endpoints_and_stale_ones_are_found() {
+        let (s, id) = state_with_endpoint(ContainerStatus::Running);
+        let set = rule_set(&s, NodeId(1));
+        assert_eq!(set.bridges.len(), 1);
+        assert_eq!(set.bridges[0].bridge, "br-abababababab");
+        assert_eq!(set.publishes.len(), 1);
+        assert_eq!(
+            (set.publishes[0].container_ip, set.publishes[0].host_port),
+            (Ipv4Addr::new(10, 77, 0, 2), 8080)
+        );
+        assert!(
+            rule_set(&s, NodeId(2)).publishes.is_empty(),
+            "other nodes publish nothing"
+        );
+        assert!(stale_endpoints(&s).is_empty());
+        let (s, _) = state_with_endpoint(ContainerStatus::Created);
+        assert_eq!(stale_endpoints(&s), vec![id]);
+        let shown = network_settings_json(
+            &s,
+            &s.containers.values().next().unwrap().clone(),
+            &json!({}),
+            &BTreeSet::new(),
+        );
+        assert_eq!(shown["Ports"]["80/tcp"][0]["HostPort"], "8080");
+        assert_eq!(shown["Networks"]["front"]["IPAddress"], "10.77.0.2");
+        assert_eq!(
+            shown["IPAddress"], "",
+            "top-level fields are the default bridge's only"
+        );
+    }
 
     #[test]
     fn modes_parse_like_docker() {
