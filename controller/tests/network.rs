@@ -181,6 +181,11 @@ fn published_port_serves_http_to_the_host_another_netns_and_loopback() {
     );
     let ps = w.docker_ok(&["ps", "--format", "{{.Ports}}"]);
     assert!(ps.contains(&format!("0.0.0.0:{port}->80/tcp")), "{ps}");
+    let by_port = |f: &str| w.docker_ok(&["ps", "--filter", f, "--format", "{{.Names}}"]);
+    assert_eq!(by_port("publish=80").trim(), "web");
+    assert_eq!(by_port("publish=70-90/tcp").trim(), "web");
+    assert_eq!(by_port("publish=80/udp").trim(), "");
+    assert_eq!(by_port("expose=80").trim(), "web");
     // Outbound: the container reaches the host through its gateway.
     let out = w.docker_ok(&["exec", "web", "sh", "-c", "ip route; ping -c 1 -W 2 $(ip route | awk '/default/ {print $3}') >/dev/null && echo gw-ok"]);
     assert!(out.contains(&format!("default via {gw}")), "{out}");

@@ -164,7 +164,22 @@ pub fn select<'a>(
                         .any(|v| v == m.target || (!m.source.is_empty() && v == m.source))
                 })
         })
-        .filter(|_| !f.contains("expose") && !f.contains("publish"))
+        .filter(|c| {
+            let (published, exposed) = crate::engine::network::port_keys(c);
+            let matches = |key: &str, ports: &[(u16, wharf_protocol::network::Proto)]| {
+                !f.contains(key)
+                    || f.values(key).any(|v| {
+                        crate::engine::network::parse_port_filter(v).is_some_and(
+                            |(lo, hi, proto)| {
+                                ports
+                                    .iter()
+                                    .any(|(p, pr)| *pr == proto && (lo..=hi).contains(p))
+                            },
+                        )
+                    })
+            };
+            matches("publish", &published) && matches("expose", &exposed)
+        })
         .filter(|c| {
             ancestors
                 .as_ref()

@@ -22,7 +22,8 @@ use wharf_node::network::{AttachPlan, NetworkSetup};
 use wharf_node::runtime::{NetnsMode, ShimOptions};
 use wharf_protocol::network::{
     ips_in_use, mac_for, mac_text, parse_binding, parse_port_key, pick_ip, pick_port, port_taken,
-    ports_in_use, valid_network_name, Endpoint, NetworkRecord, PortMapping, PortRequest, Subnet,
+    ports_in_use, valid_network_name, Endpoint, NetworkRecord, PortMapping, PortRequest, Proto,
+    Subnet,
 };
 use wharf_protocol::state::{ClusterState, Command, ContainerRecord, ContainerStatus, StateError};
 use wharf_protocol::{ContainerId, NodeId};
@@ -655,6 +656,36 @@ pub fn ps_ports_json(s: &ClusterState, c: &ContainerRecord) -> Value {
     Value::Array(out)
 }
 
+/// A container port and its protocol.
+pub type PortKey = (u16, Proto);
+
+/// The container ports `c` publishes (`PortBindings`) and exposes (`ExposedPorts` and
+/// the published ones), for `docker ps --filter publish=/expose=`.
+pub fn port_keys(c: &ContainerRecord) -> (Vec<PortKey>, Vec<PortKey>) {
+    let (hc, cfg, _) = Engine::net_json(c);
+    let keys = |v: Option<&Value>| -> Vec<PortKey> {
+        v.and_then(Value::as_object)
+            .map(|o| o.keys().filter_map(|k| parse_port_key(k).ok()).collect())
+            .unwrap_or_default()
+    };
+    let published = keys(hc.get("PortBindings"));
+    let mut exposed = keys(cfg.get("ExposedPorts"));
+    exposed.extend(published.iter().copied());
+    (published, exposed)
+}
+
+/// A `publish`/`expose` filter value: `80`, `80/udp`, `8000-8080/tcp`.
+pub fn parse_port_filter(v: &str) -> Option<(u16, u16, Proto)> {
+    let (ports, proto) = v.split_once('/').unwrap_or((v, "tcp"));
+    let proto = match proto {
+        "tcp" => Proto::Tcp,
+        "udp" => Proto::Udp,
+        _ => return None,
+    };
+    let (lo, hi) = ports.split_once('-').unwrap_or((ports, ports));
+    Some((lo.parse().ok()?, hi.parse().ok()?, proto))
+}
+
 /// Names of the networks `c` is on (`none`/`host` for those modes).
 pub fn network_names(s: &ClusterState, c: &ContainerRecord) -> Vec<String> {
     match mode_of(c) {
@@ -1016,6 +1047,17 @@ mod tests {
             shown["IPAddress"], "",
             "top-level fields are the default bridge's only"
         );
+    }
+
+    #[test]
+    fn port_filters_parse() {
+        assert_eq!(parse_port_filter("80"), Some((80, 80, Proto::Tcp)));
+        assert_eq!(parse_port_filter("53/udp"), Some((53, 53, Proto::Udp)));
+        assert_eq!(
+            parse_port_filter("8000-8080/tcp"),
+            Some((8000, 8080, Proto::Tcp))
+        );
+        assert_eq!(parse_port_filter("x"), None);
     }
 
     #[test]
