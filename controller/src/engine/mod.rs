@@ -527,6 +527,7 @@ impl Engine {
                 } else {
                     128
                 };
+                self.network_released(&c.id).await;
                 self.propose(Command::ContainerExited {
                     id: c.id.clone(),
                     exit_code,
@@ -535,7 +536,6 @@ impl Engine {
                     error: message.clone(),
                 })
                 .await?;
-                self.network_released(&c.id).await;
                 self.emit_container(&c, "die", &[("exitCode", exit_code.to_string())]);
                 if c.auto_remove {
                     self.remove_locked(&c.id).await?;
@@ -582,6 +582,9 @@ impl Engine {
             ),
         };
         info!(container = %id.short(), exit_code, "exited");
+        // Free addresses, ports and rules before the exit is visible, so that a `docker
+        // stop` that returns finds the port free.
+        self.network_released(id).await;
         if let Err(e) = self
             .propose(Command::ContainerExited {
                 id: id.clone(),
@@ -595,7 +598,6 @@ impl Engine {
             warn!(container = %id.short(), error = %e, "recording exit failed");
             return;
         }
-        self.network_released(id).await;
         if let Ok(c) = self.container(id.as_str()) {
             self.emit_container(&c, "die", &[("exitCode", exit_code.to_string())]);
         }
