@@ -19,6 +19,7 @@ pub mod images;
 mod lifecycle;
 pub mod network;
 mod network_ops;
+mod network_view;
 mod volumes;
 pub use volumes::PruneFilter;
 
