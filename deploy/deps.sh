@@ -10,6 +10,8 @@ packages=(
   libseccomp-dev    # youki's libcontainer (seccomp)
   busybox-static    # the test image is built from /bin/busybox
   iptables
+  iproute2          # network tests: a netns + veth of their own (ip netns, ip link)
+  wget              # network tests: fetch a published port from that netns
   curl              # TLS tests
   ca-certificates
 )

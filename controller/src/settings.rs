@@ -72,6 +72,14 @@ pub struct Settings {
     /// Plain-HTTP API listener without authentication; loopback addresses only.
     #[arg(long, env = "WHARF_INSECURE_API_ADDR")]
     pub insecure_api_addr: Option<SocketAddr>,
+
+    /// Name of the default bridge (default: `wharf0` for /var/lib/wharf, else `wh-<hash of DATA_DIR>`).
+    #[arg(long, env = "WHARF_BRIDGE_NAME")]
+    pub bridge_name: Option<String>,
+
+    /// IPv4 subnet of the default bridge, e.g. 10.200.0.0/24 (default: a free 10.128.0.0/10 /24 chosen per DATA_DIR).
+    #[arg(long, env = "WHARF_BRIDGE_SUBNET")]
+    pub bridge_subnet: Option<String>,
 }
 
 /// The TOML file: every key optional, unknown keys refused.
@@ -85,6 +93,8 @@ struct SettingsFile {
     log: Option<String>,
     unix_socket: Option<PathBuf>,
     insecure_api_addr: Option<SocketAddr>,
+    bridge_name: Option<String>,
+    bridge_subnet: Option<String>,
 }
 
 impl Settings {
@@ -133,6 +143,21 @@ impl Settings {
         if let (true, Some(v)) = (from_default("insecure_api_addr"), file.insecure_api_addr) {
             self.insecure_api_addr = Some(v);
         }
+        if let (true, Some(v)) = (from_default("bridge_name"), file.bridge_name) {
+            self.bridge_name = Some(v);
+        }
+        if let (true, Some(v)) = (from_default("bridge_subnet"), file.bridge_subnet) {
+            self.bridge_subnet = Some(v);
+        }
+    }
+
+    /// The parsed `--bridge-subnet`, if given.
+    pub fn bridge_subnet(&self) -> Result<Option<wharf_protocol::network::Subnet>, SettingsError> {
+        self.bridge_subnet
+            .as_deref()
+            .map(wharf_protocol::network::Subnet::parse)
+            .transpose()
+            .map_err(|e| SettingsError::Invalid(format!("--bridge-subnet: {e}")))
     }
 
     /// Refuse a plain-HTTP listener that is not on a loopback address (pure).
@@ -190,6 +215,8 @@ mod tests {
             log: "info".into(),
             unix_socket: "/run/wharf/docker.sock".into(),
             insecure_api_addr: None,
+            bridge_name: None,
+            bridge_subnet: None,
         }
     }
 

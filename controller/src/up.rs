@@ -1,8 +1,9 @@
 //! `wharf up` and `wharf down`: the single-host cluster's process life.
 //!
 //! Start-up order: lock DATA_DIR → certificates → Raft state (recovery) → agent →
-//! re-adopt running containers → API listeners (mutual-TLS TCP, the unix socket, and the
-//! loopback plain TCP of `--insecure-api-addr`) → `client.env` written atomically. The
+//! API listeners bound (mutual-TLS TCP, the unix socket, and the loopback plain TCP of
+//! `--insecure-api-addr`) → networking (bridges, endpoints, rules) → re-adopt running
+//! containers → serve → `client.env` written atomically. The
 //! file's presence therefore means "ready". SIGTERM/SIGINT stop the API and Raft and leave
 //! containers running under their shims (live-restore).
 
@@ -110,6 +111,8 @@ async fn open_instance(s: &Settings) -> anyhow::Result<Instance> {
         data_dir: s.data_dir.clone(),
         wharf_exe: std::env::current_exe().context("find the wharf executable")?,
         cgroup_parent: cgroup_parent(&s.data_dir),
+        bridge_name: s.bridge_name.clone(),
+        bridge_subnet: s.bridge_subnet()?,
     })
     .context("open the agent")?;
     let engine = Engine::new(store.clone(), agent, NodeId(s.node_id));
@@ -127,7 +130,6 @@ pub async fn up(s: Settings) -> anyhow::Result<()> {
     // A client.env from an earlier run must not announce readiness before we are ready.
     let _ = std::fs::remove_file(&env_path);
     let inst = open_instance(&s).await?;
-    inst.engine.recover();
     let listener = tokio::net::TcpListener::bind(s.api_addr)
         .await
         .with_context(|| format!("listen on {}", s.api_addr))?;
@@ -143,6 +145,12 @@ pub async fn up(s: Settings) -> anyhow::Result<()> {
     }
     listeners.push(Listener::Unix(bind_unix_socket(&s.unix_socket)?));
     let socket_identity = file_identity(&s.unix_socket);
+    // Networking after the listeners: an instance that cannot listen changes nothing.
+    if let Err(e) = inst.engine.init_network().await {
+        let _ = std::fs::remove_file(&s.unix_socket);
+        bail!("set up networking: {}", e.message);
+    }
+    inst.engine.recover();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut servers = vec![];
     for l in listeners {
@@ -334,6 +342,7 @@ pub async fn down(s: Settings) -> anyhow::Result<()> {
     let inst = open_instance(&s).await?;
     let before = inst.store.read(|st| st.containers.len());
     inst.engine.remove_all().await;
+    inst.engine.teardown_network().await;
     let left = inst.store.read(|st| st.containers.len());
     inst.store.shutdown().await.context("raft shutdown")?;
     for m in mounts_below(&s.data_dir) {

@@ -115,8 +115,13 @@ fn container_filesystem_is_dockers() {
     );
     w.docker_ok(&["rm", &id]);
 
-    // Only a loopback interface, and it is up (IFF_UP|IFF_LOOPBACK = 0x9).
-    assert_eq!(run(&w, &[], &["ls", "/sys/class/net"]), "lo\n");
+    // The default bridge network gives eth0 beside the loopback; `--network none` only a
+    // loopback interface, and it is up (IFF_UP|IFF_LOOPBACK = 0x9).
+    assert_eq!(run(&w, &[], &["ls", "/sys/class/net"]), "eth0\nlo\n");
+    assert_eq!(
+        run(&w, &["--network", "none"], &["ls", "/sys/class/net"]),
+        "lo\n"
+    );
     assert_eq!(run(&w, &[], &["cat", "/sys/class/net/lo/flags"]), "0x9\n");
 
     // Minimal /dev.

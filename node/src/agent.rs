@@ -53,6 +53,9 @@ pub enum AgentError {
     /// A blocking task died.
     #[error("agent task failed: {0}")]
     Join(String),
+    /// The container's network could not be set up.
+    #[error(transparent)]
+    Network(#[from] crate::network::NetError),
 }
 
 /// How an agent is set up.
@@ -64,6 +67,10 @@ pub struct AgentConfig {
     pub wharf_exe: PathBuf,
     /// Parent cgroup of every container of this instance (unique per data dir).
     pub cgroup_parent: String,
+    /// The default bridge's name (`--bridge-name`); derived from the data dir if `None`.
+    pub bridge_name: Option<String>,
+    /// The default bridge's subnet (`--bridge-subnet`); chosen per instance if `None`.
+    pub bridge_subnet: Option<wharf_protocol::network::Subnet>,
 }
 
 struct PendingAttach {
@@ -77,6 +84,7 @@ pub struct Agent {
     cfg: Arc<AgentConfig>,
     images: ImageStore,
     pending: Arc<Mutex<HashMap<ContainerId, Vec<PendingAttach>>>>,
+    net: Arc<crate::network::NetHost>,
 }
 
 /// A `Read` over chunks sent from async code, so blocking parsers can consume a request body.
@@ -110,11 +118,23 @@ impl Agent {
             path: containers,
             source,
         })?;
+        let net = crate::network::NetHost::new(
+            &cfg.data_dir,
+            cfg.bridge_name.clone(),
+            cfg.bridge_subnet,
+            &[],
+        )?;
         Ok(Agent {
             cfg: Arc::new(cfg),
             images,
             pending: Arc::default(),
+            net: Arc::new(net),
         })
+    }
+
+    /// The host's network side: bridges, veths, rules, port reservations.
+    pub fn net(&self) -> &Arc<crate::network::NetHost> {
+        &self.net
     }
 
     /// The folder holding a container's runtime state.
@@ -192,15 +212,33 @@ impl Agent {
         spec: &ContainerRunSpec,
         options: runtime::ShimOptions,
     ) -> Result<u32, AgentError> {
+        self.start_networked(spec, options, crate::network::NetworkSetup::default())
+            .await
+    }
+
+    /// [`Agent::start_with`] that also gives the container the interfaces of
+    /// `setup.plans` (before its process runs), its `/etc/hosts` lines and name servers.
+    pub async fn start_networked(
+        &self,
+        spec: &ContainerRunSpec,
+        options: runtime::ShimOptions,
+        setup: crate::network::NetworkSetup,
+    ) -> Result<u32, AgentError> {
+        let crate::network::NetworkSetup { plans, hosts, dns } = setup;
         let dir = self.state_dir(&spec.id);
         let mount = self
             .images
             .rw_mount_spec(spec.id.as_str(), &spec.diff_ids)?;
         // A previous run's exit record and socket belong to that run.
         let _ = std::fs::remove_file(dir.join("exit.json"));
+        let mut run = crate::volumes::resolve_sources(spec, &self.volumes());
+        run.host.extra_hosts.extend(hosts);
+        if run.host.dns.is_empty() {
+            run.host.dns = dns;
+        }
         let config = ShimConfig {
             version: runtime::SHIM_CONFIG_VERSION,
-            run: crate::volumes::resolve_sources(spec, &self.volumes()),
+            run,
             mount,
             cgroups_path: format!("/{}/{}", self.cfg.cgroup_parent, spec.id.as_str()),
             runtime_root: self.cfg.data_dir.join("runtime"),
@@ -221,6 +259,13 @@ impl Agent {
             let _ = p.reply.send(stream);
         }
         let mut client = ShimClient::connect(&dir).await?;
+        if !plans.is_empty() {
+            let created = client.state().await?.pid;
+            let net = self.net.clone();
+            tokio::task::spawn_blocking(move || net.attach(created, &plans))
+                .await
+                .map_err(|e| AgentError::Join(e.to_string()))??;
+        }
         let pid = client.start().await?;
         info!(container = %spec.id.short(), pid, "started");
         Ok(pid)

@@ -8,6 +8,8 @@
 pub mod agent;
 pub mod codec;
 pub mod ids;
+pub mod network;
+mod network_state;
 pub mod shim;
 pub mod state;
 

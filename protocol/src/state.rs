@@ -6,6 +6,7 @@
 
 use crate::agent::ContainerRunSpec;
 use crate::ids::{ContainerId, ContainerName, ImageId, NodeId};
+use crate::network::{Endpoint, NetworkRecord};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -222,6 +223,46 @@ pub enum Command {
         /// The policy will start it again after its back-off (Docker's "restarting").
         restarting: bool,
     },
+    /// Add a network; refused if its name is taken or its subnet overlaps another
+    /// network of the same node.
+    CreateNetwork {
+        /// The new network.
+        network: NetworkRecord,
+    },
+    /// Forget a network; refused while a container is connected to it.
+    RemoveNetwork {
+        /// Its ID.
+        id: String,
+    },
+    /// Connect a container to a network (from its next start on), with aliases.
+    ConnectContainer {
+        /// Which container.
+        id: ContainerId,
+        /// The network's ID.
+        network: String,
+        /// Extra names on that network.
+        aliases: Vec<String>,
+    },
+    /// Disconnect a container from a network.
+    DisconnectContainer {
+        /// Which container.
+        id: ContainerId,
+        /// The network's ID.
+        network: String,
+    },
+    /// Record the addresses and published ports a starting container holds; refused if
+    /// an address or host port is taken. Its previous endpoints are replaced.
+    AttachEndpoints {
+        /// Which container.
+        id: ContainerId,
+        /// One per network.
+        endpoints: Vec<Endpoint>,
+    },
+    /// Free the addresses and host ports of a container (it stopped).
+    ReleaseEndpoints {
+        /// Which container.
+        id: ContainerId,
+    },
 }
 
 /// Why a command was refused; the state is unchanged.
@@ -260,6 +301,45 @@ pub enum StateError {
         /// Full IDs of the containers using it.
         containers: Vec<String>,
     },
+    /// No network of that ID or name.
+    #[error("network {0} not found")]
+    NoSuchNetwork(String),
+    /// A network of that name exists.
+    #[error("network with name {0} already exists")]
+    NetworkNameInUse(String),
+    /// The subnet overlaps another network's.
+    #[error("invalid pool request: Pool overlaps with other one on this address space")]
+    SubnetOverlap,
+    /// Containers are connected to the network.
+    #[error("error while removing network: network {name} id {id} has active endpoints")]
+    NetworkInUse {
+        /// The network's name.
+        name: String,
+        /// Its ID.
+        id: String,
+    },
+    /// An address is held by another container or outside the subnet.
+    #[error("Address already in use: {0}")]
+    AddressInUse(String),
+    /// A host port is published already.
+    #[error("Bind for {0} failed: port is already allocated")]
+    PortInUse(String),
+    /// The container is already connected to the network.
+    #[error("endpoint with name {container} already exists in network {network}")]
+    AlreadyConnected {
+        /// The container's name.
+        container: String,
+        /// The network's name.
+        network: String,
+    },
+    /// The container is not connected to the network.
+    #[error("container {container} is not connected to network {network}")]
+    NotConnected {
+        /// The container's ID.
+        container: String,
+        /// The network's name.
+        network: String,
+    },
 }
 
 /// The outcome of applying one command.
@@ -280,6 +360,15 @@ pub struct ClusterState {
     /// Restart-policy bookkeeping by container (absent: never restarted, not stopped).
     #[serde(default)]
     pub restarts: BTreeMap<ContainerId, RestartState>,
+    /// Networks by ID.
+    #[serde(default)]
+    pub networks: BTreeMap<String, NetworkRecord>,
+    /// The networks each container is connected to (network ID → aliases).
+    #[serde(default)]
+    pub connections: BTreeMap<ContainerId, BTreeMap<String, Vec<String>>>,
+    /// The live endpoints of running containers.
+    #[serde(default)]
+    pub endpoints: BTreeMap<ContainerId, Vec<Endpoint>>,
 }
 
 /// What the restart policy remembers about a container.
@@ -362,10 +451,13 @@ impl ClusterState {
                 c.oom_killed = *oom_killed;
                 c.finished_ns = *at_ns;
                 c.error = error.clone();
+                self.endpoints.remove(id);
                 Ok(())
             }
             Command::RemoveContainer { id } => {
                 self.restarts.remove(id);
+                self.connections.remove(id);
+                self.endpoints.remove(id);
                 self.containers
                     .remove(id)
                     .map(|_| ())
@@ -448,6 +540,12 @@ impl ClusterState {
                 );
                 Ok(())
             }
+            Command::CreateNetwork { .. }
+            | Command::RemoveNetwork { .. }
+            | Command::ConnectContainer { .. }
+            | Command::DisconnectContainer { .. }
+            | Command::AttachEndpoints { .. }
+            | Command::ReleaseEndpoints { .. } => crate::network_state::apply(self, cmd),
         }
     }
 

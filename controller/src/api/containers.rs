@@ -87,7 +87,7 @@ fn list_entry(state: &ClusterState, c: &ContainerRecord, now: i64) -> serde_json
         "ImageID": c.run.image_id.to_string(),
         "Command": c.run.args.join(" "),
         "Created": c.created_ns / 1_000_000_000,
-        "Ports": [],
+        "Ports": crate::engine::network::ps_ports_json(state, c),
         "Labels": labels,
         "State": super::ps::shown_status(state, c),
         "Status": if super::ps::is_restarting(state, c) {
@@ -100,8 +100,8 @@ fn list_entry(state: &ClusterState, c: &ContainerRecord, now: i64) -> serde_json
         } else {
             status_text(c, now)
         },
-        "HostConfig": {"NetworkMode": "none"},
-        "NetworkSettings": {"Networks": {}},
+        "HostConfig": {"NetworkMode": crate::engine::network::mode_of(c).shown()},
+        "NetworkSettings": {"Networks": crate::engine::network::ps_networks_json(state, c)},
         "Mounts": [],
     })
 }
@@ -178,7 +178,7 @@ pub fn inspect(engine: &Engine, reference: &str) -> Result<Resp, ApiError> {
             "LogConfig".into(),
             json!({"Type": "json-file", "Config": log_opts}),
         );
-        o.entry("NetworkMode").or_insert(json!("none"));
+        o.entry("NetworkMode").or_insert(json!("bridge"));
         o.entry("AutoRemove").or_insert(json!(c.auto_remove));
         o.entry("RestartPolicy")
             .or_insert(json!({"Name": "no", "MaximumRetryCount": 0}));
@@ -226,7 +226,7 @@ pub fn inspect(engine: &Engine, reference: &str) -> Result<Resp, ApiError> {
             "GraphDriver": {"Name": "overlay2", "Data": {"WorkDir": state_dir.display().to_string()}},
             "Mounts": engine.mounts_json(&c),
             "Config": config,
-            "NetworkSettings": {"Networks": {}, "Ports": {}},
+            "NetworkSettings": engine.network_settings(&c),
         }),
     ))
 }

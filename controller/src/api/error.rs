@@ -58,6 +58,14 @@ impl From<wharf_protocol::state::StateError> for ApiError {
             S::NoSuchContainer(_) | S::NoSuchImage(_) => StatusCode::NOT_FOUND,
             S::NoSuchVolume(_) => StatusCode::NOT_FOUND,
             S::VolumeInUse { .. } => StatusCode::CONFLICT,
+            S::NoSuchNetwork(_) => StatusCode::NOT_FOUND,
+            S::NetworkNameInUse(_) | S::NetworkInUse { .. } | S::AlreadyConnected { .. } => {
+                StatusCode::CONFLICT
+            }
+            S::SubnetOverlap => StatusCode::BAD_REQUEST,
+            S::NotConnected { .. } | S::AddressInUse(_) | S::PortInUse(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         };
         ApiError::new(status, e.to_string())
     }

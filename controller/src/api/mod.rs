@@ -18,6 +18,7 @@ pub mod events;
 pub mod exec;
 pub mod http;
 pub mod images;
+pub mod networks;
 pub mod ps;
 pub mod stats;
 pub mod streams;
@@ -276,6 +277,19 @@ async fn route(engine: Arc<Engine>, req: Request<Incoming>) -> Result<Resp, ApiE
         (&Method::GET, ["volumes"]) => volumes::list(&engine, &req),
         (&Method::GET, ["volumes", name]) => volumes::inspect(&engine, name),
         (&Method::DELETE, ["volumes", name]) => volumes::remove(&engine, name, &req).await,
+        (&Method::POST, ["networks", "create"]) => networks::create(&engine, req).await,
+        (&Method::POST, ["networks", "prune"]) => networks::prune(&engine).await,
+        (&Method::GET, ["networks"]) => networks::list(&engine, &req),
+        (&Method::GET, ["networks", id]) => networks::inspect(&engine, id),
+        (&Method::DELETE, ["networks", id]) => networks::remove(&engine, id).await,
+        (&Method::POST, ["networks", id, "connect"]) => {
+            let id = id.to_string();
+            networks::connect(&engine, &id, req).await
+        }
+        (&Method::POST, ["networks", id, "disconnect"]) => {
+            let id = id.to_string();
+            networks::disconnect(&engine, &id, req).await
+        }
         _ => Err(ApiError::not_found("page not found")),
     }
 }

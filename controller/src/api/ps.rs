@@ -147,7 +147,12 @@ pub fn select<'a>(
                     && exited.contains(&c.exit_code))
         })
         .filter(|c| !f.contains("health") || f.exact_match("health", &health(c)))
-        .filter(|_| f.exact_match("network", "none"))
+        .filter(|c| {
+            !f.contains("network")
+                || crate::engine::network::network_names(state, c)
+                    .iter()
+                    .any(|n| f.exact_match("network", n))
+        })
         .filter(|_| f.exact_match("is-task", "false"))
         // Linux containers have no isolation technology (Docker shows "").
         .filter(|_| f.exact_match("isolation", ""))
@@ -159,7 +164,22 @@ pub fn select<'a>(
                         .any(|v| v == m.target || (!m.source.is_empty() && v == m.source))
                 })
         })
-        .filter(|_| !f.contains("expose") && !f.contains("publish"))
+        .filter(|c| {
+            let (published, exposed) = crate::engine::network::port_keys(c);
+            let matches = |key: &str, ports: &[(u16, wharf_protocol::network::Proto)]| {
+                !f.contains(key)
+                    || f.values(key).any(|v| {
+                        crate::engine::network::parse_port_filter(v).is_some_and(
+                            |(lo, hi, proto)| {
+                                ports
+                                    .iter()
+                                    .any(|(p, pr)| *pr == proto && (lo..=hi).contains(p))
+                            },
+                        )
+                    })
+            };
+            matches("publish", &published) && matches("expose", &exposed)
+        })
         .filter(|c| {
             ancestors
                 .as_ref()

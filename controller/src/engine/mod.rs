@@ -11,11 +11,15 @@
 //! The leader chooses IDs, names and times and puts them into the commands.
 
 mod archive;
+pub mod dns;
 pub mod events;
 mod exec;
 pub mod health;
 pub mod images;
 mod lifecycle;
+pub mod network;
+mod network_ops;
+mod network_view;
 mod volumes;
 pub use volumes::PruneFilter;
 
@@ -119,6 +123,8 @@ pub struct Engine {
     events: events::EventBus,
     /// Exec instances by ID (memory only, as Docker).
     execs: Mutex<HashMap<String, ExecRecord>>,
+    /// The embedded DNS resolvers of user networks.
+    dns: dns::DnsServers,
 }
 
 impl Engine {
@@ -132,6 +138,7 @@ impl Engine {
             locks: Mutex::default(),
             events: events::EventBus::new(),
             execs: Mutex::default(),
+            dns: dns::DnsServers::default(),
         })
     }
 
@@ -383,6 +390,8 @@ impl Engine {
                 "can't create 'AutoRemove' container with restart policy",
             ));
         }
+        let mut host_config = host_config;
+        self.check_network_request(&mut host_config, &raw)?;
         let (host, volume_needs) = self.resolve_host_config(&req, &run_cfg)?;
         let run = ContainerRunSpec {
             id: id.clone(),
@@ -442,6 +451,12 @@ impl Engine {
                 Err(e) => return Err(e.into()),
             }
         }
+        if let Err(e) = self.connect_at_create(&record, body).await {
+            let _ = self
+                .propose(Command::RemoveContainer { id: id.clone() })
+                .await;
+            return Err(e);
+        }
         if let Err(e) = self.ensure_volumes(&volume_needs).await {
             warn!(container = %id.short(), error = %e, "volumes failed, rolling back");
             let _ = self
@@ -478,7 +493,15 @@ impl Engine {
         }
         // A previous run's shim may still be finishing.
         self.agent.cleanup(&c.id).await;
-        match self.agent.start_with(&c.run, self.shim_options(&c)).await {
+        let net = match self.prepare_network(&c).await {
+            Ok(net) => net,
+            Err(e) => {
+                self.network_start_failed(&c, &e).await?;
+                return Err(e);
+            }
+        };
+        let options = Self::with_netns(self.shim_options(&c), &net);
+        match self.agent.start_networked(&c.run, options, net.setup).await {
             Ok(pid) => {
                 self.propose(Command::ContainerStarted {
                     id: c.id.clone(),
@@ -505,6 +528,7 @@ impl Engine {
                 } else {
                     128
                 };
+                self.network_released(&c.id).await;
                 self.propose(Command::ContainerExited {
                     id: c.id.clone(),
                     exit_code,
@@ -559,6 +583,9 @@ impl Engine {
             ),
         };
         info!(container = %id.short(), exit_code, "exited");
+        // Free addresses, ports and rules before the exit is visible, so that a `docker
+        // stop` that returns finds the port free.
+        self.network_released(id).await;
         if let Err(e) = self
             .propose(Command::ContainerExited {
                 id: id.clone(),

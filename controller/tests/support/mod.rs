@@ -208,7 +208,8 @@ impl Wharf {
         out
     }
 
-    /// Mounts, processes and cgroups of this instance still present.
+    /// Mounts, processes, cgroups, the default bridge and iptables rules of this instance
+    /// still present.
     pub fn leftovers(&self) -> Vec<String> {
         let data = self.data_dir();
         let mut left = vec![];
@@ -231,6 +232,23 @@ impl Wharf {
                         "process {}: {cmd}",
                         e.file_name().to_string_lossy()
                     ));
+                }
+            }
+        }
+        let names = wharf_node::network::names::InstanceNames::for_data_dir(&data);
+        let bridge = names.default_bridge(&data);
+        if Path::new("/sys/class/net").join(&bridge).exists() {
+            left.push(format!("bridge {bridge}"));
+        }
+        for table in ["nat", "filter"] {
+            if let Ok(out) = Command::new("iptables")
+                .args(["-w", "-t", table, "-S"])
+                .output()
+            {
+                for l in String::from_utf8_lossy(&out.stdout).lines() {
+                    if l.contains(&names.tag) {
+                        left.push(format!("iptables -t {table} {l}"));
+                    }
                 }
             }
         }

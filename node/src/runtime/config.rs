@@ -38,6 +38,21 @@ pub struct ShimOptions {
     /// The healthcheck to run, if any.
     #[serde(default)]
     pub health: Option<crate::runtime::health::HealthSpec>,
+    /// The container's network namespace (`--network`).
+    #[serde(default)]
+    pub netns: NetnsMode,
+}
+
+/// Which network namespace a container runs in.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NetnsMode {
+    /// A new one of its own (`none`, `bridge` and user networks).
+    #[default]
+    Own,
+    /// The host's (`--network host`).
+    Host,
+    /// Another container's, by its `/proc/<pid>/ns/net` path (`--network container:<id>`).
+    Join(PathBuf),
 }
 
 /// Why `shim.json` could not be read or written.

@@ -41,7 +41,7 @@ mod stdio;
 pub mod user;
 
 pub use client::{attach, exec, read_exit, AttachEvent, AttachStream, ShimClient};
-pub use config::{ShimConfig, ShimOptions, StatePaths, SHIM_CONFIG_VERSION};
+pub use config::{NetnsMode, ShimConfig, ShimOptions, StatePaths, SHIM_CONFIG_VERSION};
 pub use logs::{read_log_entries, read_rotated_entries, LogEntry, LogFollower};
 pub use shim::shim_main;
 pub use spawn::spawn_shim;

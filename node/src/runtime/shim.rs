@@ -244,6 +244,7 @@ fn create(
     let group = lookup::read_in_root(&rootfs, "/etc/group");
     let user = user::resolve_user(&run.user, passwd.as_deref(), group.as_deref())?;
     let mut plan = spec::plan(run, rootfs.clone(), user, &config.cgroups_path);
+    plan.netns = config.options.netns.clone();
     crate::runtime::prepare::write_etc_files(&mut plan, paths.dir())?;
     crate::runtime::prepare::resolve_devices(&mut plan)?;
     crate::runtime::prepare::read_cap_bounding(&mut plan);
@@ -352,7 +353,9 @@ fn create(
         .pid()
         .map(|p| p.as_raw())
         .ok_or_else(|| SetupError::Create("created container has no pid".into()))?;
-    crate::runtime::prepare::loopback_up(pid)?;
+    if plan.netns == crate::runtime::config::NetnsMode::Own {
+        crate::runtime::prepare::loopback_up(pid)?;
+    }
 
     let _ = std::fs::remove_file(paths.socket());
     let listener = UnixListener::bind(socket_path(paths.dir(), Some(&dir_fd), "shim.sock"))

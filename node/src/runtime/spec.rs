@@ -90,6 +90,8 @@ pub struct RuntimePlan {
     /// The shim's bounding set (bit N = capability N); capabilities outside it cannot be
     /// granted and are left out, as runc does. `None`: not known, grant as asked.
     pub cap_bounding: Option<u64>,
+    /// The network namespace to run in.
+    pub netns: crate::runtime::config::NetnsMode,
 }
 
 /// The per-container network files in the state directory.
@@ -270,6 +272,7 @@ pub fn plan(
         etc_files: None,
         devices: Vec::new(),
         cap_bounding: None,
+        netns: Default::default(),
     }
 }
 
@@ -693,11 +696,24 @@ pub fn build_spec(plan: &RuntimePlan) -> Result<Spec, SpecError> {
     if !host.ipc_host {
         kinds.push(LinuxNamespaceType::Ipc);
     }
-    kinds.push(LinuxNamespaceType::Network);
-    let namespaces = kinds
+    let mut namespaces = kinds
         .into_iter()
         .map(|typ| LinuxNamespaceBuilder::default().typ(typ).build())
         .collect::<Result<Vec<_>, _>>()?;
+    match &plan.netns {
+        crate::runtime::config::NetnsMode::Own => namespaces.push(
+            LinuxNamespaceBuilder::default()
+                .typ(LinuxNamespaceType::Network)
+                .build()?,
+        ),
+        crate::runtime::config::NetnsMode::Host => {}
+        crate::runtime::config::NetnsMode::Join(path) => namespaces.push(
+            LinuxNamespaceBuilder::default()
+                .typ(LinuxNamespaceType::Network)
+                .path(path.clone())
+                .build()?,
+        ),
+    }
     let devices = plan
         .devices
         .iter()

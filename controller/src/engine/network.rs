@@ -1,0 +1,728 @@
+//! Container networking in the engine: which network a container joins, the addresses
+//! and host ports it gets (chosen here, on the leader, and recorded through Raft), and
+//! the agent calls that make the kernel match.
+//!
+//! ```text
+//!  start:  mode (HostConfig.NetworkMode) ─► pick IP + host ports ─► reserve host ports
+//!          ─► AttachEndpoints (Raft) ─► rules from state ─► agent: veth in the netns ─► run
+//!  exit:   ContainerExited (Raft; frees the endpoints) ─► rules from state ─► free ports
+//!  boot:   bridges of every network ─► drop endpoints of containers that do not run
+//!          (killed mid-setup) ─► reserve the ports of running ones ─► rules from state
+//! ```
+
+pub use super::network_view::{
+    network_names, network_settings_json, parse_port_filter, port_keys, ps_networks_json,
+    ps_ports_json, PortKey,
+};
+use super::{find_container, now_ns, Engine};
+use crate::api::error::ApiError;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use tracing::{info, warn};
+use wharf_node::network::names::{host_veth, user_bridge};
+use wharf_node::network::rules::{BridgeRule, PublishRule, RuleSet};
+use wharf_node::network::{AttachPlan, NetworkSetup};
+use wharf_node::runtime::{NetnsMode, ShimOptions};
+use wharf_protocol::network::{
+    ips_in_use, mac_for, parse_binding, parse_port_key, pick_ip, pick_port, port_taken,
+    ports_in_use, valid_network_name, Endpoint, NetworkRecord, PortMapping, PortRequest, Subnet,
+};
+use wharf_protocol::state::{ClusterState, Command, ContainerRecord, ContainerStatus, StateError};
+use wharf_protocol::{ContainerId, NodeId};
+
+/// The network a container asked for (`HostConfig.NetworkMode`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NetworkMode {
+    /// Only loopback.
+    None,
+    /// The host's network namespace.
+    Host,
+    /// Another container's network namespace.
+    Container(String),
+    /// A bridge network by name or ID (`bridge` is the default one).
+    Network(String),
+}
+
+impl NetworkMode {
+    /// Parse Docker's `NetworkMode` text; empty and `default` mean `bridge`.
+    pub fn parse(text: &str) -> NetworkMode {
+        match text {
+            "" | "default" | "bridge" => NetworkMode::Network("bridge".into()),
+            "none" => NetworkMode::None,
+            "host" => NetworkMode::Host,
+            t => match t.strip_prefix("container:") {
+                Some(c) => NetworkMode::Container(c.to_string()),
+                None => NetworkMode::Network(t.to_string()),
+            },
+        }
+    }
+
+    /// The text inspect shows.
+    pub fn shown(&self) -> String {
+        match self {
+            NetworkMode::None => "none".into(),
+            NetworkMode::Host => "host".into(),
+            NetworkMode::Container(c) => format!("container:{c}"),
+            NetworkMode::Network(n) => n.clone(),
+        }
+    }
+}
+
+/// The mode recorded in a container's `HostConfig`.
+pub fn mode_of(c: &ContainerRecord) -> NetworkMode {
+    let hc: Value = serde_json::from_str(&c.host_config_json).unwrap_or(Value::Null);
+    NetworkMode::parse(hc.get("NetworkMode").and_then(Value::as_str).unwrap_or(""))
+}
+
+/// A network by name, full ID or unique ID prefix.
+pub fn find_network<'a>(s: &'a ClusterState, reference: &str) -> Option<&'a NetworkRecord> {
+    if let Some(n) = s.networks.values().find(|n| n.name == reference) {
+        return Some(n);
+    }
+    if let Some(n) = s.networks.get(reference) {
+        return Some(n);
+    }
+    let mut hits = s.networks.values().filter(|n| n.id.starts_with(reference));
+    match (hits.next(), hits.next()) {
+        (Some(n), None) if !reference.is_empty() => Some(n),
+        _ => None,
+    }
+}
+
+/// Ports the container publishes: `PortBindings`, plus with `PublishAllPorts` every
+/// exposed port (request and image) without a binding, on an ephemeral host port.
+pub fn port_requests(
+    host_config: &Value,
+    config: &Value,
+    image_config: &Value,
+) -> Result<Vec<PortRequest>, ApiError> {
+    let bad = |e: wharf_protocol::network::PortSpecError| ApiError::bad_request(e.to_string());
+    let mut out = vec![];
+    if let Some(b) = host_config.get("PortBindings").and_then(Value::as_object) {
+        for (key, list) in b {
+            let list = list.as_array().cloned().unwrap_or_default();
+            if list.is_empty() {
+                out.push(parse_binding(key, "", "").map_err(bad)?);
+            }
+            for e in list {
+                let ip = e.get("HostIp").and_then(Value::as_str).unwrap_or("");
+                let port = e.get("HostPort").and_then(Value::as_str).unwrap_or("");
+                out.push(parse_binding(key, ip, port).map_err(bad)?);
+            }
+        }
+    }
+    if host_config.get("PublishAllPorts").and_then(Value::as_bool) == Some(true) {
+        for key in exposed_ports(config, image_config)? {
+            let (port, proto) = parse_port_key(&key).map_err(bad)?;
+            if !out
+                .iter()
+                .any(|r| r.container_port == port && r.proto == proto)
+            {
+                out.push(parse_binding(&key, "", "").map_err(bad)?);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `ExposedPorts` of the request and the image, as `port/proto` keys.
+pub fn exposed_ports(config: &Value, image_config: &Value) -> Result<BTreeSet<String>, ApiError> {
+    let mut keys = BTreeSet::new();
+    for v in [config.get("ExposedPorts"), image_config.get("ExposedPorts")]
+        .into_iter()
+        .flatten()
+    {
+        if let Some(o) = v.as_object() {
+            for k in o.keys() {
+                let (port, proto) =
+                    parse_port_key(k).map_err(|e| ApiError::bad_request(e.to_string()))?;
+                keys.insert(format!("{port}/{}", proto.as_str()));
+            }
+        }
+    }
+    Ok(keys)
+}
+
+/// The instance's rule set for the networks and endpoints of `node` in `s` (pure).
+pub fn rule_set(s: &ClusterState, node: NodeId) -> RuleSet {
+    let bridges = s
+        .networks
+        .values()
+        .filter(|n| n.node == node)
+        .map(|n| BridgeRule {
+            bridge: n.bridge.clone(),
+            subnet: n.subnet,
+        })
+        .collect();
+    let mut publishes = vec![];
+    for eps in s.endpoints.values() {
+        for e in eps.iter().filter(|e| e.node == node) {
+            let Some(n) = s.networks.get(&e.network) else {
+                continue;
+            };
+            for p in &e.ports {
+                publishes.push(PublishRule {
+                    bridge: n.bridge.clone(),
+                    container_ip: e.ip,
+                    proto: p.proto,
+                    container_port: p.container_port,
+                    host_ip: p.host_ip,
+                    host_port: p.host_port,
+                });
+            }
+        }
+    }
+    RuleSet { bridges, publishes }
+}
+
+/// Containers holding endpoints although they do not run (wharf was killed between
+/// recording a start's endpoints and the start, or the container died while wharf was
+/// down): their addresses and ports are to be freed at boot.
+pub fn stale_endpoints(s: &ClusterState) -> Vec<ContainerId> {
+    s.endpoints
+        .keys()
+        .filter(|id| {
+            !s.containers.get(*id).is_some_and(|c| {
+                matches!(c.status, ContainerStatus::Running | ContainerStatus::Paused)
+            })
+        })
+        .cloned()
+        .collect()
+}
+
+/// What a starting container needs from the agent for its network.
+pub struct NetStart {
+    /// Its network namespace.
+    pub netns: NetnsMode,
+    /// Interfaces, hosts lines and name servers.
+    pub setup: NetworkSetup,
+}
+
+fn blocking_err(e: tokio::task::JoinError) -> ApiError {
+    ApiError::internal(format!("network task failed: {e}"))
+}
+
+impl Engine {
+    fn net_json(c: &ContainerRecord) -> (Value, Value, Value) {
+        let hc: Value = serde_json::from_str(&c.host_config_json).unwrap_or(Value::Null);
+        let cfg: Value = serde_json::from_str(&c.config_json).unwrap_or(Value::Null);
+        (hc, cfg, Value::Null)
+    }
+
+    fn image_config_json(&self, c: &ContainerRecord) -> Value {
+        self.store()
+            .read(|s| s.images.get(&c.run.image_id).map(|i| i.config.clone()))
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .and_then(|v| v.get("config").cloned())
+            .unwrap_or(Value::Null)
+    }
+
+    /// Boot-time reconcile: the default network exists, every bridge of this node is up,
+    /// endpoints of containers that no longer run are freed (a crash mid-start), ports of
+    /// running ones are held again and the rules equal the state.
+    pub async fn init_network(&self) -> Result<(), ApiError> {
+        let node = self.node;
+        let has_default = self
+            .store()
+            .read(|s| s.networks.values().any(|n| n.default && n.node == node));
+        if !has_default {
+            let (bridge, subnet) = self.agent().net().default_bridge();
+            let network = NetworkRecord {
+                id: hex::encode(rand::random::<[u8; 32]>()),
+                name: "bridge".into(),
+                driver: "bridge".into(),
+                subnet,
+                gateway: subnet.gateway(),
+                bridge: bridge.to_string(),
+                node,
+                labels: BTreeMap::new(),
+                created_ns: now_ns(),
+                default: true,
+            };
+            self.propose(Command::CreateNetwork { network }).await?;
+        }
+        let networks: Vec<NetworkRecord> = self.store().read(|s| {
+            s.networks
+                .values()
+                .filter(|n| n.node == node)
+                .cloned()
+                .collect()
+        });
+        for n in networks {
+            self.ensure_bridge(&n).await?;
+            if !n.default {
+                self.dns
+                    .start(self.store().clone(), n.id.clone(), n.gateway)
+                    .await;
+            }
+        }
+        let stale: Vec<ContainerId> = self.store().read(stale_endpoints);
+        for id in stale {
+            info!(container = %id.short(), "freeing the endpoints of a container that is not running");
+            self.propose(Command::ReleaseEndpoints { id }).await?;
+        }
+        let held: Vec<(ContainerId, PortMapping)> = self.store().read(|s| {
+            s.endpoints
+                .iter()
+                .flat_map(|(id, eps)| {
+                    eps.iter()
+                        .filter(|e| e.node == node)
+                        .flat_map(move |e| e.ports.iter().map(move |p| (id.clone(), *p)))
+                })
+                .collect()
+        });
+        for (id, m) in held {
+            if let Err(e) = self.agent().net().reserve(id.as_str(), &m) {
+                warn!(error = %e, "could not hold a published port again");
+            }
+        }
+        let net = self.agent().net().clone();
+        tokio::task::spawn_blocking(move || net.ensure_jumps())
+            .await
+            .map_err(blocking_err)?
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        self.sync_network_rules().await
+    }
+
+    async fn ensure_bridge(&self, n: &NetworkRecord) -> Result<(), ApiError> {
+        let net = self.agent().net().clone();
+        let (bridge, subnet, gateway) = (n.bridge.clone(), n.subnet, n.gateway);
+        tokio::task::spawn_blocking(move || net.ensure_bridge(&bridge, subnet, gateway))
+            .await
+            .map_err(blocking_err)?
+            .map_err(|e| ApiError::internal(e.to_string()))
+    }
+
+    /// Make the kernel's rules equal what the state says.
+    pub async fn sync_network_rules(&self) -> Result<(), ApiError> {
+        let node = self.node;
+        let store = self.store().clone();
+        let net = self.agent().net().clone();
+        tokio::task::spawn_blocking(move || net.sync_rules(|| store.read(|s| rule_set(s, node))))
+            .await
+            .map_err(blocking_err)?
+            .map_err(|e| ApiError::internal(e.to_string()))
+    }
+
+    /// Check a create request's network settings before the container is recorded:
+    /// the network exists, the port specs parse.
+    pub(super) fn check_network_request(
+        &self,
+        host_config: &mut Value,
+        config: &Value,
+    ) -> Result<(), ApiError> {
+        let mode = NetworkMode::parse(
+            host_config
+                .get("NetworkMode")
+                .and_then(Value::as_str)
+                .unwrap_or(""),
+        );
+        if let Some(o) = host_config.as_object_mut() {
+            o.insert("NetworkMode".into(), json!(mode.shown()));
+        }
+        // As Docker: a network that does not exist yet is only an error at start.
+        port_requests(host_config, config, &Value::Null)?;
+        Ok(())
+    }
+
+    /// Record the network a new container joins (its `NetworkMode`) with the aliases of
+    /// the create request's `NetworkingConfig`.
+    pub(super) async fn connect_at_create(
+        &self,
+        c: &ContainerRecord,
+        body: &[u8],
+    ) -> Result<(), ApiError> {
+        let NetworkMode::Network(name) = mode_of(c) else {
+            return Ok(());
+        };
+        let Some(n) = self.store().read(|s| find_network(s, &name).cloned()) else {
+            return Ok(());
+        };
+        let req: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        let aliases = endpoint_aliases(&req, &n.name, &name);
+        self.propose(Command::ConnectContainer {
+            id: c.id.clone(),
+            network: n.id,
+            aliases,
+        })
+        .await
+    }
+
+    /// Decide and record a starting container's network: addresses, host ports (held
+    /// before they are recorded), rules. On error nothing stays allocated.
+    pub(super) async fn prepare_network(&self, c: &ContainerRecord) -> Result<NetStart, ApiError> {
+        let none = NetStart {
+            netns: NetnsMode::Own,
+            setup: NetworkSetup::default(),
+        };
+        match mode_of(c) {
+            NetworkMode::None => return Ok(none),
+            NetworkMode::Host => {
+                return Ok(NetStart {
+                    netns: NetnsMode::Host,
+                    ..none
+                })
+            }
+            NetworkMode::Container(r) => {
+                let target = self
+                    .store()
+                    .read(|s| find_container(s, &r).and_then(|id| s.containers.get(&id).cloned()))
+                    .ok_or_else(|| ApiError::no_such_container(&r))?;
+                if target.status != ContainerStatus::Running || target.pid == 0 {
+                    return Err(ApiError::conflict(format!(
+                        "cannot join network namespace of a non running container: {}",
+                        target.id
+                    )));
+                }
+                return Ok(NetStart {
+                    netns: NetnsMode::Join(format!("/proc/{}/ns/net", target.pid).into()),
+                    ..none
+                });
+            }
+            NetworkMode::Network(name) => {
+                let n = self
+                    .store()
+                    .read(|s| find_network(s, &name).cloned())
+                    .ok_or_else(|| {
+                        ApiError::not_found(format!(
+                            "failed to set up container networking: network {name} not found"
+                        ))
+                    })?;
+                let connected = self.store().read(|s| {
+                    s.connections
+                        .get(&c.id)
+                        .is_some_and(|m| m.contains_key(&n.id))
+                });
+                if !connected {
+                    self.propose(Command::ConnectContainer {
+                        id: c.id.clone(),
+                        network: n.id.clone(),
+                        aliases: vec![],
+                    })
+                    .await?;
+                }
+            }
+        }
+        let (hc, cfg, _) = Self::net_json(c);
+        let requests = port_requests(&hc, &cfg, &self.image_config_json(c))?;
+        let mut last_err = None;
+        for _ in 0..5 {
+            let (eps, plans) = self.choose_endpoints(c, &requests)?;
+            let mut failed = None;
+            for p in eps.iter().flat_map(|e| e.ports.iter()) {
+                match self.agent().net().reserve(c.id.as_str(), p) {
+                    Ok(()) => {}
+                    Err(e) => {
+                        failed = Some(e.to_string());
+                        break;
+                    }
+                }
+            }
+            let release = |engine: &Engine| engine.agent().net().release_ports(c.id.as_str());
+            if let Some(message) = failed {
+                release(self);
+                return Err(ApiError::internal(format!(
+                    "driver failed programming external connectivity on endpoint {}: {message}",
+                    c.name
+                )));
+            }
+            match self
+                .store()
+                .propose(Command::AttachEndpoints {
+                    id: c.id.clone(),
+                    endpoints: eps.clone(),
+                })
+                .await?
+            {
+                Ok(()) => {}
+                // Another start took the address or an ephemeral port: choose again.
+                Err(e @ StateError::AddressInUse(_)) => {
+                    release(self);
+                    last_err = Some(e);
+                    continue;
+                }
+                Err(e @ StateError::PortInUse(_)) if requests.iter().all(|r| r.host_port == 0) => {
+                    release(self);
+                    last_err = Some(e);
+                    continue;
+                }
+                Err(e) => {
+                    release(self);
+                    return Err(ApiError::internal(format!(
+                        "driver failed programming external connectivity on endpoint {}: {e}",
+                        c.name
+                    )));
+                }
+            }
+            if let Err(e) = self.sync_network_rules().await {
+                let _ = self
+                    .propose(Command::ReleaseEndpoints { id: c.id.clone() })
+                    .await;
+                let _ = self.sync_network_rules().await;
+                self.agent().net().release_ports(c.id.as_str());
+                return Err(e);
+            }
+            let hosts = eps
+                .first()
+                .map(|e| vec![format!("{}:{}", c.run.hostname, e.ip)])
+                .unwrap_or_default();
+            // On a user network the embedded resolver (on the gateway) answers names.
+            let dns = self.store().read(|s| {
+                eps.first()
+                    .and_then(|e| s.networks.get(&e.network))
+                    .filter(|n| !n.default)
+                    .map(|n| vec![n.gateway.to_string()])
+                    .unwrap_or_default()
+            });
+            return Ok(NetStart {
+                netns: NetnsMode::Own,
+                setup: NetworkSetup { plans, hosts, dns },
+            });
+        }
+        Err(last_err.map_or_else(|| ApiError::internal("no address"), ApiError::from))
+    }
+
+    /// Addresses and host ports for the container's networks, from the current state.
+    fn choose_endpoints(
+        &self,
+        c: &ContainerRecord,
+        requests: &[PortRequest],
+    ) -> Result<(Vec<Endpoint>, Vec<AttachPlan>), ApiError> {
+        let node = self.node;
+        let primary = match mode_of(c) {
+            NetworkMode::Network(n) => n,
+            _ => String::new(),
+        };
+        self.store().read(|s| {
+            let conns = s.connections.get(&c.id).cloned().unwrap_or_default();
+            let mut nets: Vec<(&NetworkRecord, Vec<String>)> = conns
+                .iter()
+                .filter_map(|(id, aliases)| s.networks.get(id).map(|n| (n, aliases.clone())))
+                .collect();
+            // The network of NetworkMode first: it carries the default route and the ports.
+            nets.sort_by_key(|(n, _)| !(n.name == primary || n.id == primary));
+            let others = || {
+                s.endpoints
+                    .iter()
+                    .filter(|(id, _)| **id != c.id)
+                    .flat_map(|(_, e)| e)
+            };
+            let mut used_ports = ports_in_use(others(), node);
+            let mut eps = vec![];
+            let mut plans = vec![];
+            for (i, (n, aliases)) in nets.iter().enumerate() {
+                let ip = pick_ip(&n.subnet, n.gateway, &ips_in_use(others(), &n.id))
+                    .ok_or_else(|| {
+                        ApiError::internal(format!("no available IPv4 addresses on network {}", n.name))
+                    })?;
+                let mut ports = vec![];
+                if i == 0 {
+                    for r in requests {
+                        let mut m = PortMapping {
+                            proto: r.proto,
+                            container_port: r.container_port,
+                            host_ip: r.host_ip,
+                            host_port: r.host_port,
+                        };
+                        if m.host_port == 0 {
+                            m.host_port = pick_port(&used_ports, &m, rand::random())
+                                .ok_or_else(|| ApiError::internal("no free host port"))?;
+                        } else if port_taken(&used_ports, &m) {
+                            return Err(ApiError::internal(format!(
+                                "driver failed programming external connectivity on endpoint {}: Bind for {}:{} failed: port is already allocated",
+                                c.name, m.host_ip, m.host_port
+                            )));
+                        }
+                        used_ports.push(m);
+                        ports.push(m);
+                    }
+                }
+                let mac = mac_for(ip);
+                plans.push(AttachPlan {
+                    host_veth: host_veth(c.id.as_str(), &n.id),
+                    ifname: format!("eth{i}"),
+                    bridge: n.bridge.clone(),
+                    ip,
+                    prefix: n.subnet.prefix,
+                    gateway: n.gateway,
+                    mac,
+                    default_route: i == 0,
+                });
+                eps.push(Endpoint {
+                    network: n.id.clone(),
+                    ip,
+                    mac,
+                    ports,
+                    aliases: aliases.clone(),
+                    node,
+                });
+            }
+            Ok((eps, plans))
+        })
+    }
+
+    /// A start that failed in [`Engine::prepare_network`] (nothing was set up): record the
+    /// failure as Docker does (exit 128 with the error), drop waiting attachers, and remove
+    /// an `--rm` container so that `docker run --rm` returns.
+    pub(super) async fn network_start_failed(
+        &self,
+        c: &ContainerRecord,
+        e: &ApiError,
+    ) -> Result<(), ApiError> {
+        self.agent().cancel_pending(&c.id);
+        self.propose(Command::ContainerExited {
+            id: c.id.clone(),
+            exit_code: 128,
+            oom_killed: false,
+            at_ns: now_ns(),
+            error: e.message.clone(),
+        })
+        .await?;
+        self.emit_container(c, "die", &[("exitCode", "128".to_string())]);
+        if c.auto_remove {
+            self.remove_locked(&c.id).await?;
+        }
+        Ok(())
+    }
+
+    /// After a container stopped (its endpoints freed by `ContainerExited`), or a start
+    /// failed: rules and port reservations follow the state.
+    pub(super) async fn network_released(&self, id: &ContainerId) {
+        if self.store().read(|s| s.endpoints.contains_key(id)) {
+            let _ = self
+                .propose(Command::ReleaseEndpoints { id: id.clone() })
+                .await;
+        }
+        if let Err(e) = self.sync_network_rules().await {
+            warn!(container = %id.short(), error = %e, "network rules not updated");
+        }
+        self.agent().net().release_ports(id.as_str());
+    }
+
+    /// The shim options with the container's network namespace.
+    pub(super) fn with_netns(mut options: ShimOptions, start: &NetStart) -> ShimOptions {
+        options.netns = start.netns.clone();
+        options
+    }
+
+    /// `wharf down`: remove the instance's rules and bridges (records stay in the state).
+    pub async fn teardown_network(&self) {
+        let node = self.node;
+        let bridges: Vec<String> = self.store().read(|s| {
+            s.networks
+                .values()
+                .filter(|n| n.node == node)
+                .map(|n| n.bridge.clone())
+                .collect()
+        });
+        let net = self.agent().net().clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            net.remove_rules();
+            let default = net.default_bridge().0.to_string();
+            for b in bridges.iter().chain(std::iter::once(&default)) {
+                if let Err(e) = net.remove_bridge(b) {
+                    warn!(bridge = %b, error = %e, "bridge not removed");
+                }
+            }
+        })
+        .await;
+    }
+
+    /// `NetworkSettings` of inspect and the `Ports`/`NetworkSettings` of `docker ps`.
+    pub fn network_settings(&self, c: &ContainerRecord) -> Value {
+        let (hc, cfg, _) = Self::net_json(c);
+        let exposed = exposed_ports(&cfg, &self.image_config_json(c)).unwrap_or_default();
+        self.store()
+            .read(|s| network_settings_json(s, c, &hc, &exposed))
+    }
+
+    /// The `Ports` list of `docker ps`.
+    pub fn ps_ports(&self, c: &ContainerRecord) -> Value {
+        self.store().read(|s| ps_ports_json(s, c))
+    }
+}
+
+/// Aliases for network `name` (or as the user typed it, `typed`) in a create body's
+/// `NetworkingConfig.EndpointsConfig`.
+fn endpoint_aliases(req: &Value, name: &str, typed: &str) -> Vec<String> {
+    let eps = req
+        .get("NetworkingConfig")
+        .and_then(|n| n.get("EndpointsConfig"));
+    let ep = eps
+        .and_then(|e| e.get(name))
+        .or_else(|| eps.and_then(|e| e.get(typed)));
+    ep.and_then(|e| e.get("Aliases"))
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A new user network's record: the subnet given, or the first free `/24` of
+/// 10.192.0.0/10 that overlaps neither another network of the node nor a host route.
+#[allow(clippy::too_many_arguments)]
+pub fn new_network(
+    s: &ClusterState,
+    node: NodeId,
+    name: &str,
+    subnet: Option<Subnet>,
+    gateway: Option<Ipv4Addr>,
+    labels: BTreeMap<String, String>,
+    routes: &[Subnet],
+    id: String,
+    seed: u16,
+) -> Result<NetworkRecord, ApiError> {
+    if !valid_network_name(name) {
+        return Err(ApiError::bad_request(format!(
+            "invalid network name \"{name}\": only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+        )));
+    }
+    let taken: Vec<Subnet> = s
+        .networks
+        .values()
+        .filter(|n| n.node == node)
+        .map(|n| n.subnet)
+        .collect();
+    let subnet = match subnet {
+        Some(sn) => sn,
+        None => (0..16384u32)
+            .map(|i| {
+                let n = (u32::from(seed) + i) % 16384;
+                Subnet {
+                    addr: Ipv4Addr::new(10, 192 + (n / 256) as u8, (n % 256) as u8, 0),
+                    prefix: 24,
+                }
+            })
+            .find(|c| !taken.iter().chain(routes).any(|t| t.overlaps(c)))
+            .ok_or_else(|| {
+                ApiError::internal("could not find an available, non-overlapping IPv4 address pool")
+            })?,
+    };
+    let gateway = gateway.unwrap_or_else(|| subnet.gateway());
+    if !subnet.contains(gateway) {
+        return Err(ApiError::bad_request(format!(
+            "invalid gateway {gateway}: not in subnet {subnet}"
+        )));
+    }
+    Ok(NetworkRecord {
+        bridge: user_bridge(&id),
+        id,
+        name: name.to_string(),
+        driver: "bridge".into(),
+        subnet,
+        gateway,
+        node,
+        labels,
+        created_ns: now_ns(),
+        default: false,
+    })
+}
+
+#[cfg(test)]
+#[path = "network_test.rs"]
+mod tests;

@@ -1,0 +1,276 @@
+//! User-defined networks: `docker network create / rm / connect / disconnect / prune`.
+//! A network is recorded through Raft first, then its bridge is made on the agent.
+
+use super::network::{find_network, new_network};
+use super::{find_container, Engine};
+use crate::api::error::ApiError;
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use tracing::{info, warn};
+use wharf_node::network::names::host_veth;
+use wharf_node::network::AttachPlan;
+use wharf_protocol::network::{ips_in_use, mac_for, pick_ip, Endpoint, NetworkRecord, Subnet};
+use wharf_protocol::state::{Command, ContainerStatus};
+
+/// The names Docker reserves for its predefined networks.
+pub const PREDEFINED: [&str; 3] = ["bridge", "host", "none"];
+
+impl Engine {
+    /// A network by name, ID or unique ID prefix, or 404 as Docker words it.
+    pub fn network(&self, reference: &str) -> Result<NetworkRecord, ApiError> {
+        self.store()
+            .read(|s| find_network(s, reference).cloned())
+            .ok_or_else(|| ApiError::not_found(format!("network {reference} not found")))
+    }
+
+    /// `POST /networks/create`: record the network, then make its bridge.
+    pub async fn create_network(
+        &self,
+        name: &str,
+        subnet: Option<&str>,
+        gateway: Option<&str>,
+        labels: BTreeMap<String, String>,
+    ) -> Result<NetworkRecord, ApiError> {
+        if PREDEFINED.contains(&name) {
+            return Err(ApiError::new(
+                http::StatusCode::FORBIDDEN,
+                format!("operation is not permitted on predefined {name} network "),
+            ));
+        }
+        let subnet = subnet
+            .map(Subnet::parse)
+            .transpose()
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let gateway = gateway
+            .map(|g| {
+                g.parse::<Ipv4Addr>()
+                    .map_err(|_| ApiError::bad_request(format!("invalid gateway address {g}")))
+            })
+            .transpose()?;
+        let routes = self.agent().net().host_routes();
+        let mut record = self.store().read(|s| {
+            new_network(
+                s,
+                self.node,
+                name,
+                subnet,
+                gateway,
+                labels,
+                &routes,
+                hex::encode(rand::random::<[u8; 32]>()),
+                rand::random::<u16>(),
+            )
+        })?;
+        if subnet.is_some() && routes.iter().any(|r| r.overlaps(&record.subnet)) {
+            return Err(ApiError::bad_request(
+                "invalid pool request: Pool overlaps with other one on this address space",
+            ));
+        }
+        record.created_ns = super::now_ns();
+        self.propose(Command::CreateNetwork {
+            network: record.clone(),
+        })
+        .await?;
+        let net = self.agent().net().clone();
+        let (b, sn, gw) = (record.bridge.clone(), record.subnet, record.gateway);
+        let made = tokio::task::spawn_blocking(move || net.ensure_bridge(&b, sn, gw))
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))
+            .and_then(|r| r.map_err(|e| ApiError::internal(e.to_string())));
+        if let Err(e) = made {
+            let _ = self
+                .propose(Command::RemoveNetwork {
+                    id: record.id.clone(),
+                })
+                .await;
+            self.remove_bridge(&record.bridge).await;
+            return Err(e);
+        }
+        if let Err(e) = self.sync_network_rules().await {
+            warn!(error = %e.message, "rules for the new network");
+        }
+        self.dns
+            .start(self.store().clone(), record.id.clone(), record.gateway)
+            .await;
+        self.emit_network(&record, "create", &[]);
+        info!(network = %record.name, subnet = %record.subnet, "network created");
+        Ok(record)
+    }
+
+    async fn remove_bridge(&self, bridge: &str) {
+        let net = self.agent().net().clone();
+        let b = bridge.to_string();
+        let _ = tokio::task::spawn_blocking(move || net.remove_bridge(&b)).await;
+    }
+
+    /// `DELETE /networks/{id}`: 409 while containers are connected.
+    pub async fn remove_network(&self, reference: &str) -> Result<(), ApiError> {
+        if PREDEFINED.contains(&reference) {
+            return Err(ApiError::new(
+                http::StatusCode::FORBIDDEN,
+                format!("{reference} is a pre-defined network and cannot be removed"),
+            ));
+        }
+        let n = self.network(reference)?;
+        if n.default {
+            return Err(ApiError::new(
+                http::StatusCode::FORBIDDEN,
+                format!("{} is a pre-defined network and cannot be removed", n.name),
+            ));
+        }
+        self.propose(Command::RemoveNetwork { id: n.id.clone() })
+            .await?;
+        if let Err(e) = self.sync_network_rules().await {
+            warn!(error = %e.message, "rules after removing a network");
+        }
+        self.dns.stop(&n.id);
+        self.remove_bridge(&n.bridge).await;
+        self.emit_network(&n, "destroy", &[]);
+        Ok(())
+    }
+
+    /// `POST /networks/prune`: remove user networks no container is connected to.
+    pub async fn prune_networks(&self) -> Result<Vec<String>, ApiError> {
+        let unused: Vec<String> = self.store().read(|s| {
+            s.networks
+                .values()
+                .filter(|n| !n.default && !s.connections.values().any(|c| c.contains_key(&n.id)))
+                .map(|n| n.id.clone())
+                .collect()
+        });
+        let mut removed = vec![];
+        for id in unused {
+            let n = self.network(&id)?;
+            if self.remove_network(&id).await.is_ok() {
+                removed.push(n.name);
+            }
+        }
+        Ok(removed)
+    }
+
+    /// `POST /networks/{id}/connect`: record the connection; a running container gets
+    /// its interface on that network at once.
+    pub async fn connect_network(
+        &self,
+        reference: &str,
+        container: &str,
+        aliases: Vec<String>,
+    ) -> Result<(), ApiError> {
+        let n = self.network(reference)?;
+        let c = self.container(container)?;
+        match super::network::mode_of(&c) {
+            super::network::NetworkMode::Network(_) => {}
+            _ => {
+                return Err(ApiError::bad_request(
+                    "container sharing network namespace with another container or host cannot be connected to any other network",
+                ))
+            }
+        }
+        let lock = self.lock_for(&c.id);
+        let _guard = lock.lock().await;
+        self.propose(Command::ConnectContainer {
+            id: c.id.clone(),
+            network: n.id.clone(),
+            aliases: aliases.clone(),
+        })
+        .await?;
+        let c = self.container(c.id.as_str())?;
+        if c.status == ContainerStatus::Running && c.pid != 0 {
+            let mut eps = self
+                .store()
+                .read(|s| s.endpoints.get(&c.id).cloned().unwrap_or_default());
+            let ip = self
+                .store()
+                .read(|s| {
+                    pick_ip(
+                        &n.subnet,
+                        n.gateway,
+                        &ips_in_use(s.endpoints.values().flatten(), &n.id),
+                    )
+                })
+                .ok_or_else(|| {
+                    ApiError::internal(format!("no available IPv4 addresses on network {}", n.name))
+                })?;
+            let plan = AttachPlan {
+                host_veth: host_veth(c.id.as_str(), &n.id),
+                ifname: format!("eth{}", eps.len()),
+                bridge: n.bridge.clone(),
+                ip,
+                prefix: n.subnet.prefix,
+                gateway: n.gateway,
+                mac: mac_for(ip),
+                default_route: eps.is_empty(),
+            };
+            eps.push(Endpoint {
+                network: n.id.clone(),
+                ip,
+                mac: mac_for(ip),
+                ports: vec![],
+                aliases,
+                node: self.node,
+            });
+            self.propose(Command::AttachEndpoints {
+                id: c.id.clone(),
+                endpoints: eps,
+            })
+            .await?;
+            let net = self.agent().net().clone();
+            let pid = c.pid;
+            let res = tokio::task::spawn_blocking(move || net.attach(pid, &[plan]))
+                .await
+                .map_err(|e| ApiError::internal(e.to_string()))?;
+            if let Err(e) = res {
+                let _ = self
+                    .propose(Command::DisconnectContainer {
+                        id: c.id.clone(),
+                        network: n.id.clone(),
+                    })
+                    .await;
+                return Err(ApiError::internal(e.to_string()));
+            }
+        }
+        self.emit_network(&n, "connect", &[("container", c.id.to_string())]);
+        Ok(())
+    }
+
+    /// `POST /networks/{id}/disconnect`: forget the connection; a running container loses
+    /// its interface on that network.
+    pub async fn disconnect_network(
+        &self,
+        reference: &str,
+        container: &str,
+    ) -> Result<(), ApiError> {
+        let n = self.network(reference)?;
+        let id = self
+            .store()
+            .read(|s| find_container(s, container))
+            .ok_or_else(|| ApiError::no_such_container(container))?;
+        let lock = self.lock_for(&id);
+        let _guard = lock.lock().await;
+        self.propose(Command::DisconnectContainer {
+            id: id.clone(),
+            network: n.id.clone(),
+        })
+        .await?;
+        let veth = host_veth(id.as_str(), &n.id);
+        let net = self.agent().net().clone();
+        let _ = tokio::task::spawn_blocking(move || net.remove_bridge(&veth)).await;
+        if let Err(e) = self.sync_network_rules().await {
+            warn!(error = %e.message, "rules after disconnect");
+        }
+        self.emit_network(&n, "disconnect", &[("container", id.to_string())]);
+        Ok(())
+    }
+
+    fn emit_network(&self, n: &NetworkRecord, action: &str, extra: &[(&str, String)]) {
+        let mut attrs: BTreeMap<String, String> = [
+            ("name".to_string(), n.name.clone()),
+            ("type".to_string(), n.driver.clone()),
+        ]
+        .into();
+        for (k, v) in extra {
+            attrs.insert((*k).to_string(), v.clone());
+        }
+        self.emit(super::events::EventType::Network, action, &n.id, attrs);
+    }
+}
