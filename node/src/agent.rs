@@ -332,8 +332,12 @@ impl Agent {
     pub async fn cleanup(&self, id: &ContainerId) {
         let dir = self.state_dir(id);
         if let Ok(mut client) = ShimClient::connect(&dir).await {
-            if let Err(e) = client.delete().await {
-                warn!(container = %id.short(), error = %e, "shim delete failed");
+            let shim_pid = client.shim_pid();
+            match client.delete().await {
+                // The shim exits once it answered: wait for that, so that nothing of the
+                // container outlives its cleanup (a `wharf down` right after sees no shim).
+                Ok(()) => wait_gone(shim_pid).await,
+                Err(e) => warn!(container = %id.short(), error = %e, "shim delete failed"),
             }
         } else {
             // No shim (killed, or the host rebooted): remove libcontainer's stale state
@@ -464,4 +468,23 @@ impl Agent {
     pub fn data_dir(&self) -> &Path {
         &self.cfg.data_dir
     }
+}
+
+/// Wait (up to 5 s) until process `pid` has exited (gone, or a zombie).
+async fn wait_gone(pid: u32) {
+    for _ in 0..2500 {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => return,
+            // The state follows the parenthesised command name.
+            Ok(stat)
+                if stat
+                    .rsplit_once(')')
+                    .is_some_and(|(_, r)| r.trim_start().starts_with('Z')) =>
+            {
+                return
+            }
+            Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(2)).await,
+        }
+    }
+    warn!(pid, "shim still running 5 s after delete");
 }
