@@ -83,7 +83,7 @@ impl Cli {
         if !out.status.success() {
             bail!(
                 "docker {}: {}",
-                args.join(" "),
+                args.first().copied().unwrap_or_default(),
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }

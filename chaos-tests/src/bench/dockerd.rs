@@ -69,7 +69,7 @@ pub fn ensure_installed() -> Result<String> {
 }
 
 /// A running private `containerd` + `dockerd`; both stopped, their mounts, cgroups and
-/// root removed on drop.
+/// files (but the logs) removed on drop.
 pub struct Dockerd {
     dockerd: Option<Child>,
     containerd: Option<Child>,
@@ -360,7 +360,10 @@ impl Drop for Dockerd {
             let _ = std::fs::remove_dir("/run/containerd/s");
             let _ = std::fs::remove_dir("/run/containerd");
         }
-        let _ = std::fs::remove_dir_all(&self.root);
+        // Everything but the logs (the harness keeps them when it fails).
+        for sub in ["data", "exec", "containerd", "docker-config"] {
+            let _ = std::fs::remove_dir_all(self.root.join(sub));
+        }
     }
 }
 

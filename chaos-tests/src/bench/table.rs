@@ -103,7 +103,7 @@ impl Row {
         if let Some(max) = t.max_ratio {
             match self.ratio() {
                 Some(r) if r <= max => {}
-                Some(r) => missed.push(format!("ratio {r:.2} > {max}")),
+                Some(r) => missed.push(format!("ratio {r:.3} > {max}")),
                 None => return Verdict::Unknown,
             }
         }
@@ -270,7 +270,7 @@ mod tests {
         assert_eq!(
             missed,
             Verdict::Missed(vec![
-                "ratio 0.33 > 0.3".into(),
+                "ratio 0.333 > 0.3".into(),
                 "0.080 s over floor > 0.05".into()
             ])
         );
@@ -316,8 +316,8 @@ mod tests {
             "{md}"
         );
         assert!(lines[3].contains("| not judged |"), "{md}");
-        assert!(lines[4].contains("**missed** (ratio 2.00 > 0.5)"), "{md}");
-        assert!(md.contains("Missed targets: `docker run --rm busybox true` (ratio 2.00 > 0.5)."));
+        assert!(lines[4].contains("**missed** (ratio 2.000 > 0.5)"), "{md}");
+        assert!(md.contains("Missed targets: `docker run --rm busybox true` (ratio 2.000 > 0.5)."));
     }
 
     #[test]

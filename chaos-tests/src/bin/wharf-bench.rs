@@ -127,13 +127,29 @@ fn main() -> Result<()> {
     let installed = dockerd::ensure_installed()?;
     let work = cases::work_dir(&args.dir)?;
     let result = run(&args, work.path(), &installed);
-    if let Err(e) = &result {
-        eprintln!(
-            "wharf-bench failed: {e:#}\n(logs were under {}, removed)",
-            work.path().display()
-        );
+    if let Err(e) = result {
+        let logs = keep_logs(work.path(), &args.out);
+        drop(work);
+        eprintln!("wharf-bench failed: {e:#}\n{logs}");
+        std::process::exit(1);
     }
-    result
+    Ok(())
+}
+
+/// Copy the daemons' logs beside `out` (`OUT.logs/`) before the work dir goes.
+fn keep_logs(work: &std::path::Path, out: &std::path::Path) -> String {
+    let dest = out.with_extension("logs");
+    if std::fs::create_dir_all(&dest).is_err() {
+        return String::new();
+    }
+    for (from, name) in [
+        ("wharf/wharf.log", "wharf.log"),
+        ("dockerd/dockerd.log", "dockerd.log"),
+        ("dockerd/containerd.log", "containerd.log"),
+    ] {
+        let _ = std::fs::copy(work.join(from), dest.join(name));
+    }
+    format!("daemon logs kept in {}", dest.display())
 }
 
 fn log(msg: &str) {
