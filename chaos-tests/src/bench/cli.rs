@@ -35,7 +35,8 @@ pub struct Cli {
 }
 
 /// The CLI to use: the first `docker` on `PATH` that is not Debian's `/usr/bin/docker`
-/// (docker.io ships an old CLI there), else `/usr/local/bin/docker`.
+/// (docker.io ships an old CLI there), else `/usr/local/bin/docker`, else Debian's (both
+/// engines still get the same client; the table names its version).
 pub fn find_docker() -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
@@ -44,8 +45,10 @@ pub fn find_docker() -> Option<PathBuf> {
             p.is_file() && std::fs::canonicalize(p).is_ok_and(|c| c != Path::new("/usr/bin/docker"))
         })
         .or_else(|| {
-            let p = PathBuf::from("/usr/local/bin/docker");
-            p.is_file().then_some(p)
+            ["/usr/local/bin/docker", "/usr/bin/docker"]
+                .into_iter()
+                .map(PathBuf::from)
+                .find(|p| p.is_file())
         })
 }
 

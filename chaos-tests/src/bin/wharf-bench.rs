@@ -52,7 +52,7 @@ struct Args {
     memory_containers: usize,
     tls: bool,
     wharf: PathBuf,
-    docker: PathBuf,
+    docker: Option<PathBuf>,
     dir: PathBuf,
     out: PathBuf,
 }
@@ -68,7 +68,7 @@ fn parse_args() -> Result<Args> {
         memory_containers: 20,
         tls: false,
         wharf: cases::default_wharf().context("no path for the wharf binary")?,
-        docker: cli::find_docker().unwrap_or_else(|| PathBuf::from("/usr/local/bin/docker")),
+        docker: None,
         dir: PathBuf::from("/var/tmp"),
         out: PathBuf::from("wharf-bench.md"),
     };
@@ -87,7 +87,7 @@ fn parse_args() -> Result<Args> {
             "--memory-containers" => a.memory_containers = value()?.parse()?,
             "--tls" => a.tls = true,
             "--wharf" => a.wharf = PathBuf::from(value()?),
-            "--docker" => a.docker = PathBuf::from(value()?),
+            "--docker" => a.docker = Some(PathBuf::from(value()?)),
             "--dir" => a.dir = PathBuf::from(value()?),
             "--out" => a.out = PathBuf::from(value()?),
             "-h" | "--help" => {
@@ -112,9 +112,6 @@ fn parse_args() -> Result<Args> {
             a.wharf.display()
         );
     }
-    if !a.docker.is_file() {
-        bail!("no docker CLI found: pass --docker PATH");
-    }
     Ok(a)
 }
 
@@ -125,8 +122,14 @@ fn main() -> Result<()> {
     }
     signals::install()?;
     let installed = dockerd::ensure_installed()?;
+    let docker = args
+        .docker
+        .clone()
+        .or_else(cli::find_docker)
+        .filter(|d| d.is_file())
+        .context("no docker CLI found: pass --docker PATH")?;
     let work = cases::work_dir(&args.dir)?;
-    let result = run(&args, work.path(), &installed);
+    let result = run(&args, &docker, work.path(), &installed);
     if let Err(e) = result {
         let logs = keep_logs(work.path(), &args.out);
         drop(work);
@@ -156,7 +159,12 @@ fn log(msg: &str) {
     eprintln!("[{}] {msg}", host::utc_now());
 }
 
-fn run(args: &Args, work: &std::path::Path, installed: &str) -> Result<()> {
+fn run(
+    args: &Args,
+    docker: &std::path::Path,
+    work: &std::path::Path,
+    installed: &str,
+) -> Result<()> {
     let started = host::utc_now();
     let load_start = host::load();
 
@@ -179,19 +187,19 @@ fn run(args: &Args, work: &std::path::Path, installed: &str) -> Result<()> {
     let w = wharf_chaos_tests::bench::wharf::WharfDaemon::start(&args.wharf, &work.join("wharf"))?;
     log("starting containerd + dockerd");
     let (ca, cert, key) = w.server_certs();
-    let d = dockerd::Dockerd::start(&work.join("dockerd"), &args.docker, (&ca, &cert, &key))?;
+    let d = dockerd::Dockerd::start(&work.join("dockerd"), docker, (&ca, &cert, &key))?;
     let client_certs = w.client_certs();
     let wharf_pids = || w.pids();
     let dockerd_pids = || d.pids();
     let bench = Bench {
         wharf: Engine {
             name: "Wharf",
-            cli: w.cli(&args.docker, args.tls),
+            cli: w.cli(docker, args.tls),
             pids: &wharf_pids,
         },
         dockerd: Engine {
             name: "dockerd",
-            cli: d.cli_with(&args.docker, args.tls.then_some(client_certs.as_path())),
+            cli: d.cli_with(docker, args.tls.then_some(client_certs.as_path())),
             pids: &dockerd_pids,
         },
         runs: args.runs,
@@ -253,11 +261,8 @@ fn run(args: &Args, work: &std::path::Path, installed: &str) -> Result<()> {
 
     let versions = format!(
         "docker CLI {} (`{}`); {}; {}; {}; wharf {} (`{}`)",
-        host::version_of(
-            &args.docker,
-            &["version", "--format", "{{.Client.Version}}"]
-        ),
-        args.docker.display(),
+        host::version_of(docker, &["version", "--format", "{{.Client.Version}}"]),
+        docker.display(),
         host::version_of(
             &dockerd::which("dockerd").unwrap_or_default(),
             &["--version"]
