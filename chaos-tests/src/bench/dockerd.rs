@@ -4,7 +4,7 @@
 //!
 //! ```text
 //!  ROOT/containerd/{containerd.toml, root/, state/, containerd.sock}   private containerd
-//!  ROOT/{data/, exec/, dockerd.pid, daemon.json, docker.sock}          private dockerd
+//!  ROOT/{data/, exec/, dockerd.pid, daemon.json, key.json, docker.sock} private dockerd
 //!      -H unix://ROOT/docker.sock  -H tcp://127.0.0.1:PORT (--tlsverify, Wharf's CA + cert)
 //!      --bridge none --iptables=false --ip-masq=false --cgroup-parent wharf-bench-dockerd-PID
 //! ```
