@@ -160,13 +160,14 @@ fn side(s: &Side, unit: Unit) -> String {
     }
 }
 
-/// A message fit for a table cell: first line, no pipes, at most 120 characters.
+/// A message fit for a table cell: the first line that names an error (else the first
+/// line), no pipes, at most 120 characters.
 fn one_line(e: &str) -> String {
-    let line = e
-        .lines()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("")
-        .trim();
+    let mut lines = e.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.clone().next().unwrap_or("");
+    let line = lines
+        .find(|l| l.contains("rror") && !l.contains("DEPRECATED"))
+        .unwrap_or(first);
     let mut s: String = line.replace('|', "/").chars().take(120).collect();
     if line.chars().count() > 120 {
         s.push('…');
@@ -292,7 +293,9 @@ mod tests {
             row(secs(0.05), secs(0.2), t, Some(0.02)),
             row(
                 Side::Failed(
-                    "docker build: Error response from daemon: not implemented\nmore".into(),
+                    "docker build: DEPRECATED: The legacy builder is deprecated\n  Install buildx\n\
+                     Error response from daemon: page not found\nmore"
+                        .into(),
                 ),
                 secs(2.0),
                 t,
@@ -311,8 +314,7 @@ mod tests {
             "{md}"
         );
         assert!(
-            lines[3]
-                .contains("| error: docker build: Error response from daemon: not implemented |"),
+            lines[3].contains("| error: Error response from daemon: page not found |"),
             "{md}"
         );
         assert!(lines[3].contains("| not judged |"), "{md}");
