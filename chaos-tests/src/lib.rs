@@ -1,7 +1,8 @@
 //! Test support for Wharf: generated images ([`images`]) that unit and integration tests
 //! load into a real store, so no test depends on a registry or on files outside the repo
-//! other than `/bin/busybox`.
+//! other than `/bin/busybox`; and the benches' building blocks ([`bench`]).
 
+pub mod bench;
 pub mod images;
 
 pub use images::{busybox_image_tar, layer_tar, write_save_tar, ImageSpec, LayerEntry};

@@ -14,8 +14,12 @@
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+use wharf_chaos_tests::bench::cli::{find_docker, Cli};
+use wharf_chaos_tests::bench::host::{machine, utc_now};
+use wharf_chaos_tests::bench::procmem::memory_kib;
+use wharf_chaos_tests::bench::raw::RawRuntime;
+use wharf_chaos_tests::bench::wharf::WharfDaemon;
 
 /// Runs not counted, before each measured series.
 const WARM_UP: usize = 3;
@@ -69,189 +73,6 @@ fn measure(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<(f64, f64)>
     Ok(stats(&mut samples))
 }
 
-/// A container of busybox `true` straight through libcontainer: the floor of any engine.
-struct RawRuntime {
-    bundle: PathBuf,
-    root: PathBuf,
-    cgroup_parent: String,
-    n: usize,
-}
-
-impl RawRuntime {
-    fn new(dir: &Path) -> Result<RawRuntime> {
-        let bundle = dir.join("bundle");
-        let rootfs = bundle.join("rootfs");
-        std::fs::create_dir_all(&rootfs)?;
-        let layer = wharf_chaos_tests::layer_tar(&wharf_chaos_tests::images::busybox_rootfs()?)
-            .context("busybox layer")?;
-        tar::Archive::new(layer.as_slice())
-            .unpack(&rootfs)
-            .context("unpack busybox")?;
-        let cgroup_parent = format!("wharf-bench-{}", std::process::id());
-        let mut spec = oci_spec::runtime::Spec::default();
-        let mut process = spec.process().clone().context("default process")?;
-        process.set_args(Some(vec!["/bin/true".to_string()]));
-        process.set_terminal(Some(false));
-        spec.set_process(Some(process));
-        let mut linux = spec.linux().clone().context("default linux")?;
-        linux.set_cgroups_path(Some(PathBuf::from(format!("/{cgroup_parent}/raw"))));
-        spec.set_linux(Some(linux));
-        spec.save(bundle.join("config.json"))
-            .context("write config.json")?;
-        Ok(RawRuntime {
-            bundle,
-            root: dir.join("state"),
-            cgroup_parent,
-            n: 0,
-        })
-    }
-
-    fn run_once(&mut self) -> Result<()> {
-        use libcontainer::container::builder::ContainerBuilder;
-        use libcontainer::syscall::syscall::SyscallType;
-        self.n += 1;
-        let id = format!("bench{}", self.n);
-        let mut container = ContainerBuilder::new(id, SyscallType::default())
-            .with_root_path(&self.root)
-            .context("libcontainer root")?
-            .as_init(&self.bundle)
-            .with_systemd(false)
-            .with_detach(true)
-            .build()
-            .context("libcontainer create")?;
-        container.start().context("libcontainer start")?;
-        let pid = container.pid().context("no pid")?.as_raw();
-        nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None)?;
-        container.delete(true)?;
-        Ok(())
-    }
-
-    fn cleanup(&self) {
-        if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {
-            for e in rd.flatten() {
-                let _ = std::fs::remove_dir(e.path().join(&self.cgroup_parent).join("raw"));
-                let _ = std::fs::remove_dir(e.path().join(&self.cgroup_parent));
-            }
-        }
-    }
-}
-
-/// A running `wharf up` and a `docker` pointed at its unix socket.
-struct Wharf {
-    child: Child,
-    wharf: PathBuf,
-    data: PathBuf,
-    socket: PathBuf,
-    config: PathBuf,
-}
-
-impl Wharf {
-    fn start(wharf: &Path, dir: &Path) -> Result<Wharf> {
-        std::fs::create_dir_all(dir)?;
-        let data = dir.join("data");
-        let socket = dir.join("docker.sock");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let log = std::fs::File::create(dir.join("wharf.log"))?;
-        let child = Command::new(wharf)
-            .args(["up", "--data-dir"])
-            .arg(&data)
-            .args(["--api-addr", &format!("127.0.0.1:{port}")])
-            .arg("--unix-socket")
-            .arg(&socket)
-            .env("WHARF_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .context("spawn wharf up")?;
-        let w = Wharf {
-            child,
-            wharf: wharf.to_path_buf(),
-            data: data.clone(),
-            socket,
-            config: dir.join("docker-config"),
-        };
-        std::fs::create_dir_all(&w.config)?;
-        let deadline = Instant::now() + Duration::from_secs(90);
-        while !data.join("client.env").exists() {
-            if Instant::now() > deadline {
-                bail!(
-                    "wharf up not ready; see {}",
-                    dir.join("wharf.log").display()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(w)
-    }
-
-    fn docker(&self, args: &[&str]) -> Result<Output> {
-        let out = Command::new("docker")
-            .env("DOCKER_HOST", format!("unix://{}", self.socket.display()))
-            .env_remove("DOCKER_TLS_VERIFY")
-            .env_remove("DOCKER_CERT_PATH")
-            .env_remove("DOCKER_CONTEXT")
-            .env("DOCKER_CONFIG", &self.config)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .context("run docker")?;
-        if !out.status.success() {
-            bail!(
-                "docker {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(out)
-    }
-
-    fn down(mut self) {
-        let _ = Command::new(&self.wharf)
-            .args(["down", "--data-dir"])
-            .arg(&self.data)
-            .output();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `(Rss, Pss)` of process `pid` in KiB, from `/proc/PID/smaps_rollup`.
-fn memory_kib(pid: u32) -> Result<(u64, u64)> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))?;
-    let field = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    Ok((field("Rss:"), field("Pss:")))
-}
-
-fn machine() -> String {
-    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let mem_kib: u64 = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find_map(|l| l.strip_prefix("MemTotal:"))
-                .and_then(|v| v.split_whitespace().next().and_then(|v| v.parse().ok()))
-        })
-        .unwrap_or(0);
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    format!(
-        "nproc={nproc}, memory={:.1} GiB, kernel {}",
-        mem_kib as f64 / 1024.0 / 1024.0,
-        kernel.trim()
-    )
-}
-
 fn main() -> Result<()> {
     let args = parse_args()?;
     let dir = tempfile::Builder::new()
@@ -269,25 +90,25 @@ fn main() -> Result<()> {
         args.runs
     );
 
-    let mut raw = RawRuntime::new(&dir.path().join("raw")).context("raw bundle")?;
-    let raw_result = measure(args.runs, || raw.run_once()).context("raw libcontainer run");
-    raw.cleanup();
-    let (raw_med, raw_p90) = raw_result?;
+    let (raw_med, raw_p90) = {
+        let mut raw = RawRuntime::new(&dir.path().join("raw")).context("raw bundle")?;
+        measure(args.runs, || raw.run_once()).context("raw libcontainer run")?
+    };
 
     let image = wharf_chaos_tests::busybox_image_tar(dir.path(), "busybox:latest")?;
-    let w = Wharf::start(&args.wharf, &dir.path().join("wharf"))?;
-    let result = run_wharf(&w, &image, args.runs, (raw_med, raw_p90));
-    w.down();
-    result
+    let w = WharfDaemon::start(&args.wharf, &dir.path().join("wharf"))?;
+    let docker = find_docker().context("no docker CLI on PATH")?;
+    let cli = w.cli(&docker, false);
+    run_wharf(&w, &cli, &image, args.runs, (raw_med, raw_p90))
 }
 
-fn run_wharf(w: &Wharf, image: &Path, runs: usize, raw: (f64, f64)) -> Result<()> {
-    w.docker(&["load", "-i", &image.display().to_string()])?;
-    let cli = measure(runs, || w.docker(&["version"]).map(drop))?;
+fn run_wharf(w: &WharfDaemon, d: &Cli, image: &Path, runs: usize, raw: (f64, f64)) -> Result<()> {
+    d.run(&["load", "-i", &image.display().to_string()])?;
+    let cli = measure(runs, || d.run(&["version"]).map(drop))?;
     let run = measure(runs, || {
-        w.docker(&["run", "--rm", "busybox", "true"]).map(drop)
+        d.run(&["run", "--rm", "busybox", "true"]).map(drop)
     })?;
-    w.docker(&[
+    d.run(&[
         "run",
         "-d",
         "--name",
@@ -296,11 +117,11 @@ fn run_wharf(w: &Wharf, image: &Path, runs: usize, raw: (f64, f64)) -> Result<()
         "sleep",
         "600",
     ])?;
-    let exec = measure(runs, || w.docker(&["exec", "bench-exec", "true"]).map(drop))?;
+    let exec = measure(runs, || d.run(&["exec", "bench-exec", "true"]).map(drop))?;
     std::thread::sleep(Duration::from_secs(2));
-    let wharf_mem = memory_kib(w.child.id())?;
+    let wharf_mem = memory_kib(w.pid())?;
     let id = String::from_utf8_lossy(
-        &w.docker(&["inspect", "--format", "{{.Id}}", "bench-exec"])?
+        &d.run(&["inspect", "--format", "{{.Id}}", "bench-exec"])?
             .stdout,
     )
     .trim()
@@ -311,7 +132,7 @@ fn run_wharf(w: &Wharf, image: &Path, runs: usize, raw: (f64, f64)) -> Result<()
             .trim()
             .parse()?;
     let shim_mem = memory_kib(shim_pid)?;
-    w.docker(&["rm", "-f", "bench-exec"])?;
+    d.run(&["rm", "-f", "bench-exec"])?;
 
     let floor = (cli.0 + raw.0, cli.1 + raw.1);
     println!();
@@ -349,12 +170,4 @@ fn run_wharf(w: &Wharf, image: &Path, runs: usize, raw: (f64, f64)) -> Result<()
         shim_mem.0, shim_mem.1
     );
     Ok(())
-}
-
-fn utc_now() -> String {
-    let out = Command::new("date")
-        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
-    out.unwrap_or_default()
 }

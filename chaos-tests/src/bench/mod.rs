@@ -1,0 +1,24 @@
+//! The pieces of the benches (`wharf-bench`, `wharf-bench-run`): a private `wharf up`
+//! ([`wharf`]), a private Docker Engine beside it ([`dockerd`]), the one `docker` CLI both
+//! are driven with ([`cli`]), the floors ([`raw`], [`floors`]), the inputs ([`data`]), the
+//! cases ([`cases`]), and the pure summary and table code ([`stats`], [`table`]).
+//!
+//! ```text
+//!   wharf-bench ──► cases ──► Cli (docker 28.x) ──► WharfDaemon (wharf up, temp data dir)
+//!        │                                     └──► Dockerd (private containerd + dockerd)
+//!        ├──► floors: RawRuntime (libcontainer), sha256 / write+fsync / unzstd
+//!        └──► table::render ──► Markdown file (and the README)
+//! ```
+
+pub mod cases;
+pub mod cli;
+pub mod data;
+pub mod dockerd;
+pub mod floors;
+pub mod host;
+pub mod procmem;
+pub mod raw;
+pub mod signals;
+pub mod stats;
+pub mod table;
+pub mod wharf;
