@@ -72,6 +72,11 @@ pub struct Settings {
     /// Plain-HTTP API listener without authentication; loopback addresses only.
     #[arg(long, env = "WHARF_INSECURE_API_ADDR")]
     pub insecure_api_addr: Option<SocketAddr>,
+
+    /// The init binary `docker run --init` runs as the container's PID 1 (a static tini),
+    /// bind-mounted read-only at /sbin/docker-init.
+    #[arg(long, env = "WHARF_INIT_PATH", default_value = "/usr/bin/tini-static")]
+    pub init_path: PathBuf,
 }
 
 /// The TOML file: every key optional, unknown keys refused.
@@ -85,6 +90,7 @@ struct SettingsFile {
     log: Option<String>,
     unix_socket: Option<PathBuf>,
     insecure_api_addr: Option<SocketAddr>,
+    init_path: Option<PathBuf>,
 }
 
 impl Settings {
@@ -132,6 +138,9 @@ impl Settings {
         }
         if let (true, Some(v)) = (from_default("insecure_api_addr"), file.insecure_api_addr) {
             self.insecure_api_addr = Some(v);
+        }
+        if let (true, Some(v)) = (from_default("init_path"), file.init_path) {
+            self.init_path = v;
         }
     }
 
@@ -190,6 +199,7 @@ mod tests {
             log: "info".into(),
             unix_socket: "/run/wharf/docker.sock".into(),
             insecure_api_addr: None,
+            init_path: "/usr/bin/tini-static".into(),
         }
     }
 
@@ -220,6 +230,9 @@ mod tests {
         s.resolve(file, |_| Some(ValueSource::DefaultValue));
         assert_eq!(s.unix_socket, PathBuf::from("/tmp/w.sock"));
         assert_eq!(s.insecure_api_addr, Some("127.0.0.1:2375".parse().unwrap()));
+        let file: SettingsFile = toml::from_str("init_path = \"/opt/tini\"").unwrap();
+        s.resolve(file, |_| Some(ValueSource::DefaultValue));
+        assert_eq!(s.init_path, PathBuf::from("/opt/tini"));
     }
 
     #[test]

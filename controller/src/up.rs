@@ -110,6 +110,7 @@ async fn open_instance(s: &Settings) -> anyhow::Result<Instance> {
         data_dir: s.data_dir.clone(),
         wharf_exe: std::env::current_exe().context("find the wharf executable")?,
         cgroup_parent: cgroup_parent(&s.data_dir),
+        init_path: s.init_path.clone(),
     })
     .context("open the agent")?;
     let engine = Engine::new(store.clone(), agent, NodeId(s.node_id));

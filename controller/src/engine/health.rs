@@ -202,6 +202,7 @@ impl Engine {
             // Checked at create; a record that no longer parses rotates nothing.
             log: log_rotation(&host_config).unwrap_or_default(),
             health: config.get("Healthcheck").and_then(health_spec),
+            init: host_config.get("Init").and_then(Value::as_bool) == Some(true),
         }
     }
 

@@ -24,6 +24,7 @@ pub mod client;
 pub mod config;
 pub mod etc_files;
 pub mod exec;
+pub mod exec_seccomp;
 pub mod exit;
 pub mod framing;
 pub mod health;

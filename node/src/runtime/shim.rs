@@ -244,6 +244,7 @@ fn create(
     let group = lookup::read_in_root(&rootfs, "/etc/group");
     let user = user::resolve_user(&run.user, passwd.as_deref(), group.as_deref())?;
     let mut plan = spec::plan(run, rootfs.clone(), user, &config.cgroups_path);
+    plan.init = config.init_path.clone();
     crate::runtime::prepare::write_etc_files(&mut plan, paths.dir())?;
     crate::runtime::prepare::resolve_devices(&mut plan)?;
     crate::runtime::prepare::read_cap_bounding(&mut plan);
