@@ -249,6 +249,7 @@ pub(super) async fn serve(
     shim.exec_ptys.borrow_mut().remove(&spec.exec_id);
     let _ = std::fs::remove_file(exec_json(&shim, &spec.exec_id));
     tracing::info!(id = %shim.id, exec = %spec.exec_id, code, "exec ended");
+    crate::runtime::footprint::give_back();
     let exit = Exit {
         code,
         oom_killed: false,
@@ -331,6 +332,7 @@ fn launch(shim: &Shim, spec: &ExecSpec) -> Result<Launched, ExecError> {
     if launched.is_err() {
         let _ = std::fs::remove_file(&json_path);
     }
+    crate::runtime::footprint::give_back();
     launched
 }
 
@@ -544,6 +546,7 @@ pub(super) async fn run_captured(
         }
     }
     let _ = std::fs::remove_file(exec_json(shim, &spec.exec_id));
+    crate::runtime::footprint::give_back();
     Ok((if timed_out { None } else { code }, output))
 }
 

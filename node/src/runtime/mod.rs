@@ -26,6 +26,7 @@ pub mod etc_files;
 pub mod exec;
 pub mod exec_seccomp;
 pub mod exit;
+pub mod footprint;
 pub mod framing;
 pub mod health;
 pub mod jsonlog;

@@ -351,7 +351,11 @@ async fn connection(shim: Rc<Shim>, mut stream: UnixStream) -> Result<(), Framin
                 )
                 .await?
             }
-            Request::Start => write_frame(&mut stream, &start(&shim)).await?,
+            Request::Start => {
+                let started = start(&shim);
+                crate::runtime::footprint::give_back();
+                write_frame(&mut stream, &started).await?
+            }
             Request::State => write_frame(&mut stream, &Response::State(state(&shim))).await?,
             Request::Kill { signal } => write_frame(&mut stream, &kill(&shim, signal)).await?,
             Request::Resize { height, width } => {

@@ -182,6 +182,7 @@ pub fn shim_main(state_dir: &Path) -> i32 {
     match create(&paths, &mut mounted) {
         Ok((created, listener)) => {
             tracing::info!(id = %created.id, pid = created.pid, "container created");
+            crate::runtime::footprint::give_back();
             ready.ok();
             server::serve(created, listener)
         }
