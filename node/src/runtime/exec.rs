@@ -249,7 +249,7 @@ pub(super) async fn serve(
     shim.exec_ptys.borrow_mut().remove(&spec.exec_id);
     let _ = std::fs::remove_file(exec_json(&shim, &spec.exec_id));
     tracing::info!(id = %shim.id, exec = %spec.exec_id, code, "exec ended");
-    crate::runtime::footprint::give_back();
+    shim.activity.notify_one();
     let exit = Exit {
         code,
         oom_killed: false,
@@ -546,7 +546,7 @@ pub(super) async fn run_captured(
         }
     }
     let _ = std::fs::remove_file(exec_json(shim, &spec.exec_id));
-    crate::runtime::footprint::give_back();
+    shim.activity.notify_one();
     Ok((if timed_out { None } else { code }, output))
 }
 
