@@ -19,7 +19,7 @@
 //! decisions.
 
 /// Bytes of stack kept below the current frame when the dead part is dropped.
-const STACK_MARGIN: usize = 64 * 1024;
+const STACK_MARGIN: usize = 16 * 1024;
 
 /// Address ranges (`start..end`) of the mappings of `exe` in `/proc/self/smaps` text
 /// that hold only page-cache pages: read-only (`r--p`, `r-xp`) and without any anonymous
@@ -157,14 +157,14 @@ Anonymous:            80 kB
     #[test]
     fn the_stack_below_the_margin_is_dead() {
         let (start, end) = (0x7ffd_0000_0000usize, 0x7ffd_0004_0000usize);
-        // sp near the top: everything from the bottom to sp - 64 KiB (page aligned).
+        // sp near the top: everything from the bottom to sp - 16 KiB (page aligned).
         let sp = end - 0x1234;
         assert_eq!(
             dead_stack(MAPS, sp, 4096),
             Some((start, (sp - STACK_MARGIN) / 4096 * 4096))
         );
         // Too shallow, or not on this stack: nothing.
-        assert_eq!(dead_stack(MAPS, start + 0x8000, 4096), None);
+        assert_eq!(dead_stack(MAPS, start + 0x2000, 4096), None);
         assert_eq!(dead_stack(MAPS, 0x1000, 4096), None);
         assert_eq!(dead_stack("", sp, 4096), None);
     }
