@@ -286,7 +286,8 @@ async fn reaper(shim: Rc<Shim>) {
             Some(()) = async { sigchld.as_mut()?.recv().await } => {}
             Some(()) = async { pidfd.as_ref()?.readable().await.ok().map(|mut g| g.retain_ready()) },
                 if watch_pidfd => {}
-            _ = tick.tick() => {}
+            // Polling only without a SIGCHLD handler: an idle shim does not wake up.
+            _ = tick.tick(), if sigchld.is_none() => {}
             _ = shim.reap_kick.notified() => {}
             _ = shutdown.wait_for(|d| *d) => return,
         }
