@@ -9,6 +9,7 @@ packages=(
   libclang-dev      # bindgen for RocksDB
   libseccomp-dev    # youki's libcontainer (seccomp)
   busybox-static    # the test image is built from /bin/busybox
+  tini              # /usr/bin/tini-static: the init of `docker run --init`
   iptables
   iproute2          # network tests: a netns + veth of their own (ip netns, ip link)
   wget              # network tests: fetch a published port from that netns

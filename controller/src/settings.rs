@@ -80,6 +80,10 @@ pub struct Settings {
     /// IPv4 subnet of the default bridge, e.g. 10.200.0.0/24 (default: a free 10.128.0.0/10 /24 chosen per DATA_DIR).
     #[arg(long, env = "WHARF_BRIDGE_SUBNET")]
     pub bridge_subnet: Option<String>,
+    /// The init binary `docker run --init` runs as the container's PID 1 (a static tini),
+    /// bind-mounted read-only at /sbin/docker-init.
+    #[arg(long, env = "WHARF_INIT_PATH", default_value = "/usr/bin/tini-static")]
+    pub init_path: PathBuf,
 }
 
 /// The TOML file: every key optional, unknown keys refused.
@@ -95,6 +99,7 @@ struct SettingsFile {
     insecure_api_addr: Option<SocketAddr>,
     bridge_name: Option<String>,
     bridge_subnet: Option<String>,
+    init_path: Option<PathBuf>,
 }
 
 impl Settings {
@@ -142,6 +147,9 @@ impl Settings {
         }
         if let (true, Some(v)) = (from_default("insecure_api_addr"), file.insecure_api_addr) {
             self.insecure_api_addr = Some(v);
+        }
+        if let (true, Some(v)) = (from_default("init_path"), file.init_path) {
+            self.init_path = v;
         }
         if let (true, Some(v)) = (from_default("bridge_name"), file.bridge_name) {
             self.bridge_name = Some(v);
@@ -217,6 +225,7 @@ mod tests {
             insecure_api_addr: None,
             bridge_name: None,
             bridge_subnet: None,
+            init_path: "/usr/bin/tini-static".into(),
         }
     }
 
@@ -247,6 +256,9 @@ mod tests {
         s.resolve(file, |_| Some(ValueSource::DefaultValue));
         assert_eq!(s.unix_socket, PathBuf::from("/tmp/w.sock"));
         assert_eq!(s.insecure_api_addr, Some("127.0.0.1:2375".parse().unwrap()));
+        let file: SettingsFile = toml::from_str("init_path = \"/opt/tini\"").unwrap();
+        s.resolve(file, |_| Some(ValueSource::DefaultValue));
+        assert_eq!(s.init_path, PathBuf::from("/opt/tini"));
     }
 
     #[test]

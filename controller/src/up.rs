@@ -113,6 +113,7 @@ async fn open_instance(s: &Settings) -> anyhow::Result<Instance> {
         cgroup_parent: cgroup_parent(&s.data_dir),
         bridge_name: s.bridge_name.clone(),
         bridge_subnet: s.bridge_subnet()?,
+        init_path: s.init_path.clone(),
     })
     .context("open the agent")?;
     let engine = Engine::new(store.clone(), agent, NodeId(s.node_id));

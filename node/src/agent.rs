@@ -56,6 +56,17 @@ pub enum AgentError {
     /// The container's network could not be set up.
     #[error(transparent)]
     Network(#[from] crate::network::NetError),
+    /// `--init` was asked for and the init binary is missing or not a file.
+    #[error(
+        "--init: cannot use the init binary {path}: {source} (install Debian's tini package, \
+         or point wharf's --init-path at a static init such as tini-static)"
+    )]
+    Init {
+        /// The configured init binary.
+        path: PathBuf,
+        /// Why it cannot be used.
+        source: std::io::Error,
+    },
 }
 
 /// How an agent is set up.
@@ -71,6 +82,8 @@ pub struct AgentConfig {
     pub bridge_name: Option<String>,
     /// The default bridge's subnet (`--bridge-subnet`); chosen per instance if `None`.
     pub bridge_subnet: Option<wharf_protocol::network::Subnet>,
+    /// The init binary of `docker run --init` (bound at `/sbin/docker-init`).
+    pub init_path: PathBuf,
 }
 
 struct PendingAttach {
@@ -229,6 +242,11 @@ impl Agent {
         let mount = self
             .images
             .rw_mount_spec(spec.id.as_str(), &spec.diff_ids)?;
+        let init_path = if options.init {
+            Some(self.init_binary()?)
+        } else {
+            None
+        };
         // A previous run's exit record and socket belong to that run.
         let _ = std::fs::remove_file(dir.join("exit.json"));
         let mut run = crate::volumes::resolve_sources(spec, &self.volumes());
@@ -244,6 +262,7 @@ impl Agent {
             runtime_root: self.cfg.data_dir.join("runtime"),
             log_path: self.log_path(&spec.id),
             options,
+            init_path,
         };
         config.write(&dir)?;
         runtime::spawn_shim(&self.cfg.wharf_exe, &dir).await?;
@@ -269,6 +288,21 @@ impl Agent {
         let pid = client.start().await?;
         info!(container = %spec.id.short(), pid, "started");
         Ok(pid)
+    }
+
+    /// The configured init binary for `--init`, if it is an executable file.
+    fn init_binary(&self) -> Result<PathBuf, AgentError> {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.cfg.init_path.clone();
+        let unusable = |source| AgentError::Init {
+            path: path.clone(),
+            source,
+        };
+        let meta = std::fs::metadata(&path).map_err(unusable)?;
+        if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+            return Err(unusable(std::io::Error::other("not an executable file")));
+        }
+        Ok(path)
     }
 
     /// The health state the container's shim last recorded; `None` without a healthcheck.

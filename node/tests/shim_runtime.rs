@@ -118,6 +118,7 @@ impl Fixture {
             runtime_root: self.runtime_root.clone(),
             log_path: self.log_path(),
             options: Default::default(),
+            init_path: None,
         };
         config.write(&self.state).unwrap();
     }

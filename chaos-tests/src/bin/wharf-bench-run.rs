@@ -6,7 +6,8 @@
 //!  docker version                       (the CLI alone: its floor)
 //!  docker run --rm busybox true         (beside floor = CLI + raw)
 //!  docker exec c true                   (beside the same floor)
-//!  RSS / PSS of the idle wharf process and of one shim (/proc/PID/smaps_rollup)
+//!  RSS / PSS of the idle wharf process and of one shim (/proc/PID/smaps_rollup),
+//!  and the shim's by kind of mapping (/proc/PID/smaps)
 //! ```
 //!
 //! Run as root: `cargo build --release -p wharf-controller --bin wharf && cargo run
@@ -118,8 +119,6 @@ fn run_wharf(w: &WharfDaemon, d: &Cli, image: &Path, runs: usize, raw: (f64, f64
         "600",
     ])?;
     let exec = measure(runs, || d.run(&["exec", "bench-exec", "true"]).map(drop))?;
-    std::thread::sleep(Duration::from_secs(2));
-    let wharf_mem = memory_kib(w.pid())?;
     let id = String::from_utf8_lossy(
         &d.run(&["inspect", "--format", "{{.Id}}", "bench-exec"])?
             .stdout,
@@ -131,7 +130,13 @@ fn run_wharf(w: &WharfDaemon, d: &Cli, image: &Path, runs: usize, raw: (f64, f64
             .context("shim.pid")?
             .trim()
             .parse()?;
+    // Idle: the shim gives back what the execs touched after a second of quiet.
+    std::thread::sleep(Duration::from_secs(3));
+    let wharf_mem = memory_kib(w.pid())?;
     let shim_mem = memory_kib(shim_pid)?;
+    let shim_smaps = std::fs::read_to_string(format!("/proc/{shim_pid}/smaps"))?;
+    let wharf_exe = std::fs::read_link(format!("/proc/{shim_pid}/exe"))?;
+    let shim_parts = breakdown(&shim_smaps, &wharf_exe.to_string_lossy());
     d.run(&["rm", "-f", "bench-exec"])?;
 
     let floor = (cli.0 + raw.0, cli.1 + raw.1);
@@ -169,5 +174,108 @@ fn run_wharf(w: &WharfDaemon, d: &Cli, image: &Path, runs: usize, raw: (f64, f64
         "| shim of `busybox sleep` | {} | {} |",
         shim_mem.0, shim_mem.1
     );
+    println!();
+    println!("| shim, by mapping | RSS KiB | PSS KiB | private dirty KiB |");
+    println!("|---|---|---|---|");
+    for (what, m) in shim_parts {
+        println!("| {what} | {} | {} | {} |", m.rss, m.pss, m.private_dirty);
+    }
     Ok(())
+}
+
+/// Memory of a group of mappings, in KiB.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Mem {
+    rss: u64,
+    pss: u64,
+    private_dirty: u64,
+}
+
+/// `/proc/PID/smaps` summed by kind of mapping: the `wharf` binary's code, its read-only
+/// data (with the relocated `.data.rel.ro`/GOT), its writable data, the heap, the stack,
+/// other anonymous memory (`.bss`, malloc's mmaps, runtime buffers) and shared libraries.
+fn breakdown(smaps: &str, exe: &str) -> Vec<(&'static str, Mem)> {
+    const KINDS: [&str; 7] = [
+        "wharf code (r-x)",
+        "wharf read-only data (r--)",
+        "wharf writable data (rw-)",
+        "heap",
+        "stack",
+        "other anonymous (.bss, mmaps)",
+        "shared libraries and vdso",
+    ];
+    let mut sums = [Mem::default(); 7];
+    let mut kind = None;
+    for line in smaps.lines() {
+        let mut f = line.splitn(6, ' ');
+        let (Some(range), Some(perms)) = (f.next(), f.next()) else {
+            continue;
+        };
+        if range.contains('-') && range.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            let path = f.nth(3).map(str::trim).unwrap_or("");
+            kind = Some(match (path, perms) {
+                (p, "r-xp") if p == exe => 0,
+                (p, "r--p") if p == exe => 1,
+                (p, _) if p == exe => 2,
+                ("[heap]", _) => 3,
+                ("[stack]", _) => 4,
+                ("", _) => 5,
+                _ => 6,
+            });
+            continue;
+        }
+        let Some(k) = kind else { continue };
+        let kib = |rest: &str| -> u64 {
+            rest.split_whitespace()
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        if let Some(v) = line.strip_prefix("Rss:") {
+            sums[k].rss += kib(v);
+        } else if let Some(v) = line.strip_prefix("Pss:") {
+            sums[k].pss += kib(v);
+        } else if let Some(v) = line.strip_prefix("Private_Dirty:") {
+            sums[k].private_dirty += kib(v);
+        }
+    }
+    KINDS.into_iter().zip(sums).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smaps_are_summed_by_kind() {
+        let smaps = "\
+00200000-0082b000 r--p 00000000 fe:00 1 /usr/bin/wharf
+Rss:                 100 kB
+Pss:                  50 kB
+Private_Dirty:         0 kB
+0082b000-01eaa000 r-xp 0062a000 fe:00 1 /usr/bin/wharf
+Rss:                 400 kB
+Pss:                 200 kB
+01ff9000-02026000 rw-p 00000000 00:00 0 
+Rss:                  8 kB
+Pss:                   8 kB
+Private_Dirty:         8 kB
+02026000-020aa000 rw-p 00000000 00:00 0                                  [heap]
+Rss:                  30 kB
+Pss:                  30 kB
+Private_Dirty:        30 kB
+7f0000000000-7f0000100000 r-xp 00000000 fe:01 456 /usr/lib/x86_64-linux-gnu/libc.so.6
+Rss:                 800 kB
+Pss:                  20 kB
+";
+        let parts = breakdown(smaps, "/usr/bin/wharf");
+        let get = |name: &str| parts.iter().find(|(n, _)| n.starts_with(name)).unwrap().1;
+        assert_eq!(get("wharf code").rss, 400);
+        assert_eq!(get("wharf code").pss, 200);
+        assert_eq!(get("wharf read-only").pss, 50);
+        assert_eq!(get("heap").private_dirty, 30);
+        assert_eq!(get("other anonymous").rss, 8);
+        assert_eq!(get("shared libraries").pss, 20);
+        assert_eq!(get("stack"), Mem::default());
+    }
 }

@@ -203,6 +203,7 @@ impl Engine {
             log: log_rotation(&host_config).unwrap_or_default(),
             health: config.get("Healthcheck").and_then(health_spec),
             netns: Default::default(),
+            init: host_config.get("Init").and_then(Value::as_bool) == Some(true),
         }
     }
 

@@ -26,6 +26,9 @@ pub struct ShimConfig {
     /// Log rotation and healthcheck; absent in files of older agents.
     #[serde(default)]
     pub options: ShimOptions,
+    /// `--init`: the host's init binary, bound at `/sbin/docker-init` and run as PID 1.
+    #[serde(default)]
+    pub init_path: Option<PathBuf>,
 }
 
 /// Per-container settings of the shim beyond the run spec (`HostConfig.LogConfig`,
@@ -38,6 +41,9 @@ pub struct ShimOptions {
     /// The healthcheck to run, if any.
     #[serde(default)]
     pub health: Option<crate::runtime::health::HealthSpec>,
+    /// Run an init as PID 1 (`--init`, `HostConfig.Init`).
+    #[serde(default)]
+    pub init: bool,
     /// The container's network namespace (`--network`).
     #[serde(default)]
     pub netns: NetnsMode,

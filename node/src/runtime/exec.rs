@@ -10,12 +10,14 @@
 //!  agent ── Stdin / CloseStdin ►── process stdin
 //! ```
 //!
+//! The process gets the container's seccomp filter through [`exec_seccomp`].
 //! The tenant process is cloned with `CLONE_PARENT` and no exit signal, so its end is
 //! seen through a pidfd, which wakes the reaper. Building runs synchronously on the
 //! shim's single thread, so no reap can happen before the process is registered.
 //! [`exec_process`] and [`merge_env`] are the pure decisions.
 
 use crate::runtime::config::{socket_path, write_atomic};
+use crate::runtime::exec_seccomp;
 use crate::runtime::exit::now_ns;
 use crate::runtime::framing::{read_frame, write_frame, FramingError};
 use crate::runtime::lookup::{self, LookupError};
@@ -247,6 +249,7 @@ pub(super) async fn serve(
     shim.exec_ptys.borrow_mut().remove(&spec.exec_id);
     let _ = std::fs::remove_file(exec_json(&shim, &spec.exec_id));
     tracing::info!(id = %shim.id, exec = %spec.exec_id, code, "exec ended");
+    shim.activity.notify_one();
     let exit = Exit {
         code,
         oom_killed: false,
@@ -281,17 +284,15 @@ fn launch(shim: &Shim, spec: &ExecSpec) -> Result<Launched, ExecError> {
         return Err(ExecError::BadId(spec.exec_id.clone()));
     }
     let config_json = shim.paths.bundle().join("config.json");
-    let base = Spec::load(&config_json)
-        .map_err(|e| ExecError::Spec {
-            path: config_json.clone(),
-            message: e.to_string(),
-        })?
-        .process()
-        .clone()
-        .ok_or_else(|| ExecError::Spec {
-            path: config_json.clone(),
-            message: "no process".into(),
-        })?;
+    let container = Spec::load(&config_json).map_err(|e| ExecError::Spec {
+        path: config_json.clone(),
+        message: e.to_string(),
+    })?;
+    let seccomp = container.linux().as_ref().and_then(|l| l.seccomp().clone());
+    let base = container.process().clone().ok_or_else(|| ExecError::Spec {
+        path: config_json.clone(),
+        message: "no process".into(),
+    })?;
     let user = if spec.user.is_empty() {
         None
     } else {
@@ -315,6 +316,8 @@ fn launch(shim: &Shim, spec: &ExecSpec) -> Result<Launched, ExecError> {
         error,
     })?;
     lookup::resolve_command(&shim.rootfs, &spec.args, &env, &cwd)?;
+    // The container's seccomp filter, which libcontainer's tenant builder leaves out.
+    let (process, filter) = exec_seccomp::plan(&process, seccomp.as_ref());
 
     let json_path = exec_json(shim, &spec.exec_id);
     let json = serde_json::to_vec(&process).map_err(|e| ExecError::Io {
@@ -325,10 +328,11 @@ fn launch(shim: &Shim, spec: &ExecSpec) -> Result<Launched, ExecError> {
         what: "write exec process",
         source,
     })?;
-    let launched = build(shim, spec, &json_path);
+    let launched = build(shim, spec, &json_path, filter);
     if launched.is_err() {
         let _ = std::fs::remove_file(&json_path);
     }
+    crate::runtime::footprint::give_back();
     launched
 }
 
@@ -345,10 +349,14 @@ fn build(
     shim: &Shim,
     spec: &ExecSpec,
     process_json: &std::path::Path,
+    filter: Option<exec_seccomp::FilterPlan>,
 ) -> Result<Launched, ExecError> {
-    let builder = ContainerBuilder::new(shim.id.clone(), SyscallType::default())
+    let mut builder = ContainerBuilder::new(shim.id.clone(), SyscallType::default())
         .with_root_path(&shim.runtime_root)
         .map_err(|e| ExecError::Tenant(error_chain(&e)))?;
+    if let Some(filter) = filter {
+        builder = builder.with_executor(exec_seccomp::FilterExecutor::new(filter));
+    }
     let dir_fd = File::open(shim.paths.dir()).map_err(io("open state dir"))?;
     let tenant = |b: ContainerBuilder| {
         b.as_tenant()
@@ -538,6 +546,7 @@ pub(super) async fn run_captured(
         }
     }
     let _ = std::fs::remove_file(exec_json(shim, &spec.exec_id));
+    shim.activity.notify_one();
     Ok((if timed_out { None } else { code }, output))
 }
 

@@ -13,6 +13,7 @@
 //!  shim.sock ─► connection: Hello, then Start | State | Kill | Wait | Delete | Attach
 //!                            | Exec (→ `exec`) | ResizeExec | Pause | Resume
 //!  Start ─► health loop (→ `health`, if configured) ─► exec the check ─► health.json
+//!  connection / exec end ─► 1 s quiet ─► footprint::give_back
 //! ```
 //!
 //! Attachers registered before Start see all output: nothing is read before the process
@@ -96,6 +97,8 @@ pub(super) struct Shim {
     pub(super) exec_ptys: RefCell<HashMap<String, Rc<OwnedFd>>>,
     /// Wakes the reaper (an exec process ended: it sends no SIGCHLD).
     pub(super) reap_kick: Notify,
+    /// Something happened (a connection, an exec's end): give memory back once quiet.
+    pub(super) activity: Notify,
     /// True once the exit is recorded.
     pub(super) exited: watch::Sender<bool>,
     /// Output pumps still reading.
@@ -168,6 +171,7 @@ async fn run(c: Created, listener: std::os::unix::net::UnixListener) -> i32 {
         execs: RefCell::default(),
         exec_ptys: RefCell::default(),
         reap_kick: Notify::new(),
+        activity: Notify::new(),
         exited: watch::Sender::new(false),
         pumps_left: watch::Sender::new(c.outputs.len()),
         shutdown: watch::Sender::new(false),
@@ -177,12 +181,14 @@ async fn run(c: Created, listener: std::os::unix::net::UnixListener) -> i32 {
         tokio::task::spawn_local(stdio::pump(shim.clone(), stream, fd));
     }
     tokio::task::spawn_local(reaper(shim.clone()));
+    tokio::task::spawn_local(give_back_when_quiet(shim.clone()));
 
     let mut shutdown = shim.shutdown.subscribe();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
+                    shim.activity.notify_one();
                     let shim = shim.clone();
                     tokio::task::spawn_local(async move {
                         if let Err(e) = connection(shim, stream).await {
@@ -200,6 +206,26 @@ async fn run(c: Created, listener: std::os::unix::net::UnixListener) -> i32 {
     }
     tracing::info!(id = %shim.id, "shim exits");
     0
+}
+
+/// How long the shim must be quiet before it gives memory back.
+const QUIET: Duration = Duration::from_secs(1);
+
+/// After each burst of activity, once nothing happened for [`QUIET`], give back the
+/// code pages and heap the burst touched ([`crate::runtime::footprint`]).
+async fn give_back_when_quiet(shim: Rc<Shim>) {
+    let mut shutdown = shim.shutdown.subscribe();
+    loop {
+        tokio::select! {
+            _ = shim.activity.notified() => {}
+            _ = shutdown.wait_for(|d| *d) => return,
+        }
+        while tokio::time::timeout(QUIET, shim.activity.notified())
+            .await
+            .is_ok()
+        {}
+        crate::runtime::footprint::give_back();
+    }
 }
 
 /// Reap the container's process and any orphan; record the exit once.
@@ -260,7 +286,8 @@ async fn reaper(shim: Rc<Shim>) {
             Some(()) = async { sigchld.as_mut()?.recv().await } => {}
             Some(()) = async { pidfd.as_ref()?.readable().await.ok().map(|mut g| g.retain_ready()) },
                 if watch_pidfd => {}
-            _ = tick.tick() => {}
+            // Polling only without a SIGCHLD handler: an idle shim does not wake up.
+            _ = tick.tick(), if sigchld.is_none() => {}
             _ = shim.reap_kick.notified() => {}
             _ = shutdown.wait_for(|d| *d) => return,
         }

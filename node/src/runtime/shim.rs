@@ -182,6 +182,7 @@ pub fn shim_main(state_dir: &Path) -> i32 {
     match create(&paths, &mut mounted) {
         Ok((created, listener)) => {
             tracing::info!(id = %created.id, pid = created.pid, "container created");
+            crate::runtime::footprint::give_back();
             ready.ok();
             server::serve(created, listener)
         }
@@ -245,6 +246,7 @@ fn create(
     let user = user::resolve_user(&run.user, passwd.as_deref(), group.as_deref())?;
     let mut plan = spec::plan(run, rootfs.clone(), user, &config.cgroups_path);
     plan.netns = config.options.netns.clone();
+    plan.init = config.init_path.clone();
     crate::runtime::prepare::write_etc_files(&mut plan, paths.dir())?;
     crate::runtime::prepare::resolve_devices(&mut plan)?;
     crate::runtime::prepare::read_cap_bounding(&mut plan);

@@ -92,6 +92,23 @@ pub struct RuntimePlan {
     pub cap_bounding: Option<u64>,
     /// The network namespace to run in.
     pub netns: crate::runtime::config::NetnsMode,
+    /// `--init`: the host's init binary, bound read-only at [`INIT_PATH`] and run as PID 1
+    /// with the container's argv after `--`.
+    pub init: Option<PathBuf>,
+}
+
+/// Where `--init` puts the init binary in the container (Docker's place for docker-init).
+pub const INIT_PATH: &str = "/sbin/docker-init";
+
+/// The process' argv: `args`, behind the init and `--` for `--init` (as Docker).
+pub fn process_args(plan: &RuntimePlan) -> Vec<String> {
+    match plan.init {
+        Some(_) => [INIT_PATH.to_string(), "--".to_string()]
+            .into_iter()
+            .chain(plan.args.iter().cloned())
+            .collect(),
+        None => plan.args.clone(),
+    }
 }
 
 /// The per-container network files in the state directory.
@@ -273,6 +290,7 @@ pub fn plan(
         devices: Vec::new(),
         cap_bounding: None,
         netns: Default::default(),
+        init: None,
     }
 }
 
@@ -493,6 +511,16 @@ fn all_mounts(plan: &RuntimePlan) -> Result<Vec<Mount>, SpecError> {
             }
         }
     }
+    if let Some(init) = &plan.init {
+        rest.push(
+            MountBuilder::default()
+                .destination(INIT_PATH)
+                .typ("bind")
+                .source(init)
+                .options(vec!["bind".to_string(), "ro".to_string()])
+                .build()?,
+        );
+    }
     for m in user {
         rest.push(user_mount(m)?);
     }
@@ -673,19 +701,16 @@ pub fn build_spec(plan: &RuntimePlan) -> Result<Spec, SpecError> {
     let process = ProcessBuilder::default()
         .terminal(plan.tty)
         .user(user.build()?)
-        .args(plan.args.clone())
+        .args(process_args(plan))
         .env(plan.env.clone())
         .cwd(plan.cwd.clone())
         .capabilities(capabilities)
         .rlimits(rlimits);
     // Left unset unless asked for: libcontainer loads seccomp before dropping
-    // capabilities only when the field is absent.
-    let process = if host.no_new_privileges {
-        process.no_new_privileges(true)
-    } else {
-        process
-    }
-    .build()?;
+    // capabilities only when the field is absent. The builder fills unset fields from
+    // oci-spec's `Process::default()`, which sets it, so it is set explicitly here.
+    let mut process = process.build()?;
+    process.set_no_new_privileges(host.no_new_privileges.then_some(true));
 
     let mut kinds = vec![];
     if !host.pid_host {

@@ -372,6 +372,23 @@ fn seccomp_unless_privileged_or_unconfined() {
 }
 
 #[test]
+fn no_new_privileges_only_when_asked_for() {
+    let nnp = |host: HostSpec| {
+        spec_of(host)
+            .process()
+            .as_ref()
+            .unwrap()
+            .no_new_privileges()
+    };
+    assert_eq!(nnp(HostSpec::default()), None);
+    let asked = HostSpec {
+        no_new_privileges: true,
+        ..Default::default()
+    };
+    assert_eq!(nnp(asked), Some(true));
+}
+
+#[test]
 fn local_driver_options_mount_the_device() {
     let opts = |kv: &[(&str, &str)]| {
         kv.iter()
@@ -416,4 +433,42 @@ fn local_driver_options_mount_the_device() {
     assert_eq!(b.typ().as_deref(), Some("bind"));
     assert_eq!(b.source().as_deref(), Some(std::path::Path::new("/srv")));
     assert_eq!(b.options().as_ref().unwrap(), &["bind", "ro"]);
+}
+
+#[test]
+fn init_runs_first_from_a_read_only_bind() {
+    let mut p = plan(&run_with(HostSpec::default()), "/m".into(), root(), "/p/c");
+    p.args = vec!["sh".into(), "-c".into(), "sleep 1".into()];
+    let without = build_spec(&p).unwrap();
+    assert!(!dests(&without).contains(&INIT_PATH.to_string()));
+    assert_eq!(
+        without
+            .process()
+            .as_ref()
+            .unwrap()
+            .args()
+            .as_deref()
+            .unwrap(),
+        ["sh", "-c", "sleep 1"]
+    );
+
+    p.init = Some("/usr/bin/tini-static".into());
+    let spec = build_spec(&p).unwrap();
+    assert_eq!(
+        spec.process().as_ref().unwrap().args().as_deref().unwrap(),
+        ["/sbin/docker-init", "--", "sh", "-c", "sleep 1"]
+    );
+    let m = spec
+        .mounts()
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|m| m.destination() == std::path::Path::new(INIT_PATH))
+        .expect("init mount");
+    assert_eq!(m.typ().as_deref(), Some("bind"));
+    assert_eq!(
+        m.source().as_deref(),
+        Some(std::path::Path::new("/usr/bin/tini-static"))
+    );
+    assert_eq!(m.options().as_deref().unwrap(), ["bind", "ro"]);
 }
