@@ -351,6 +351,8 @@ pub async fn down(s: Settings) -> anyhow::Result<()> {
             warn!(mount = %m.display(), error = %e, "unmount failed");
         }
     }
+    // Shims that outlived their container (none, normally) go too.
+    wharf_node::runtime::orphans::kill_shims_of(&s.data_dir.join("containers"));
     remove_cgroups(&cgroup_parent(&s.data_dir));
     remove_stale_socket(&s.unix_socket);
     let _ = std::fs::remove_file(s.client_env_path());

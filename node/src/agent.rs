@@ -367,13 +367,18 @@ impl Agent {
         let dir = self.state_dir(id);
         if let Ok(mut client) = ShimClient::connect(&dir).await {
             let shim_pid = client.shim_pid();
-            match client.delete().await {
-                // The shim exits once it answered: wait for that, so that nothing of the
-                // container outlives its cleanup (a `wharf down` right after sees no shim).
-                Ok(()) => wait_gone(shim_pid).await,
-                Err(e) => warn!(container = %id.short(), error = %e, "shim delete failed"),
+            if let Err(e) = client.delete().await {
+                warn!(container = %id.short(), error = %e, "shim delete failed");
+            }
+            // The shim exits once it answered: wait for that, so that nothing of the
+            // container outlives its cleanup (a `wharf down` right after sees no shim);
+            // one that does not is killed.
+            if !wait_gone(shim_pid).await {
+                runtime::orphans::kill_shims_of(&dir);
             }
         } else {
+            // A shim that no longer answers must not outlive its container either.
+            runtime::orphans::kill_shims_of(&dir);
             // No shim (killed, or the host rebooted): remove libcontainer's stale state
             // and the container's cgroup ourselves.
             let root = self.cfg.data_dir.join("runtime");
@@ -504,21 +509,22 @@ impl Agent {
     }
 }
 
-/// Wait (up to 5 s) until process `pid` has exited (gone, or a zombie).
-async fn wait_gone(pid: u32) {
+/// Wait (up to 5 s) until process `pid` has exited (gone, or a zombie); false if it has not.
+async fn wait_gone(pid: u32) -> bool {
     for _ in 0..2500 {
         match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            Err(_) => return,
+            Err(_) => return true,
             // The state follows the parenthesised command name.
             Ok(stat)
                 if stat
                     .rsplit_once(')')
                     .is_some_and(|(_, r)| r.trim_start().starts_with('Z')) =>
             {
-                return
+                return true
             }
             Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(2)).await,
         }
     }
     warn!(pid, "shim still running 5 s after delete");
+    false
 }

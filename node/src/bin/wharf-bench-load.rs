@@ -145,7 +145,10 @@ fn archive(path: &Path, plain: &[Vec<u8>], blobs: &[Vec<u8>]) -> std::io::Result
     }
     add(format!("blobs/sha256/{}", hex(&config)), &config)?;
     add("manifest.json".into(), &manifest)?;
-    b.into_inner()?.flush()
+    // Synced here, so that the load's own sync does not also write out the archive (a
+    // client's archive arrives over a socket, not as dirty pages of the same disk).
+    let f = b.into_inner()?.into_inner().map_err(|e| e.into_error())?;
+    f.sync_all()
 }
 
 fn mbps(bytes: usize, secs: f64) -> f64 {

@@ -32,6 +32,7 @@ pub mod health;
 pub mod jsonlog;
 pub mod logs;
 pub mod lookup;
+pub mod orphans;
 pub mod prepare;
 pub mod seccomp;
 pub mod server;
