@@ -332,7 +332,8 @@ fn launch(shim: &Shim, spec: &ExecSpec) -> Result<Launched, ExecError> {
     if launched.is_err() {
         let _ = std::fs::remove_file(&json_path);
     }
-    crate::runtime::footprint::give_back();
+    // Memory the launch touched is given back once the shim is quiet
+    // (`server::give_back_when_quiet`), not here, where the client waits.
     launched
 }
 

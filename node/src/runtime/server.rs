@@ -13,7 +13,7 @@
 //!  shim.sock ─► connection: Hello, then Start | State | Kill | Wait | Delete | Attach
 //!                            | Exec (→ `exec`) | ResizeExec | Pause | Resume
 //!  Start ─► health loop (→ `health`, if configured) ─► exec the check ─► health.json
-//!  connection / exec end ─► 1 s quiet ─► footprint::give_back
+//!  create, connection, exec end ─► 1 s quiet ─► footprint::give_back
 //! ```
 //!
 //! Attachers registered before Start see all output: nothing is read before the process
@@ -182,6 +182,8 @@ async fn run(c: Created, listener: std::os::unix::net::UnixListener) -> i32 {
     }
     tokio::task::spawn_local(reaper(shim.clone()));
     tokio::task::spawn_local(give_back_when_quiet(shim.clone()));
+    // Creating the container was a burst too: give back what it touched once quiet.
+    shim.activity.notify_one();
 
     let mut shutdown = shim.shutdown.subscribe();
     loop {

@@ -182,7 +182,8 @@ pub fn shim_main(state_dir: &Path) -> i32 {
     match create(&paths, &mut mounted) {
         Ok((created, listener)) => {
             tracing::info!(id = %created.id, pid = created.pid, "container created");
-            crate::runtime::footprint::give_back();
+            // What create touched is given back once the shim is quiet, not while the
+            // client waits for its container to start.
             ready.ok();
             server::serve(created, listener)
         }
