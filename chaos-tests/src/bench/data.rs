@@ -55,38 +55,43 @@ pub fn big_image_tar(out: &Path, layers: Vec<Vec<u8>>) -> Result<()> {
     )
 }
 
-/// The base image's Dockerfile (built as `bench-base`).
-pub const DOCKERFILE_BASE: &str = "\
+/// The seeds' first Dockerfile, on busybox: two RUN steps that do measurable work (in the
+/// seeds: `apt-get install`, `pip install`), then the copied source and an entrypoint.
+pub const DOCKERFILE_1: &str = "\
 FROM busybox
-RUN mkdir -p /app/etc && echo base > /app/etc/role
-COPY files/ /app/files/
-RUN find /app/files -type f | wc -l > /app/etc/count
-ENV APP_HOME=/app
+RUN i=0; while [ $i -lt 20000 ]; do echo \"package $i\"; i=$((i+1)); done > /packages.txt
+RUN mkdir -p /opt/lib && sort -r /packages.txt > /opt/lib/installed && wc -l < /opt/lib/installed > /opt/lib/count
+COPY . /opt/source-code
+ENTRYPOINT [\"sh\", \"/opt/source-code/app.sh\"]
 ";
 
-/// The app image's Dockerfile (built as `bench-app`, `FROM bench-base`).
-pub const DOCKERFILE_APP: &str = "\
-FROM bench-base
-WORKDIR /app
-COPY app.sh /app/app.sh
-RUN sh /app/app.sh > /app/etc/out
-ENV MODE=bench
-LABEL org.example.bench=app
-CMD [\"sh\", \"/app/app.sh\"]
+/// The seeds' second Dockerfile: the same first three instructions, then only `app2.sh`.
+pub const DOCKERFILE_2: &str = "\
+FROM busybox
+RUN i=0; while [ $i -lt 20000 ]; do echo \"package $i\"; i=$((i+1)); done > /packages.txt
+RUN mkdir -p /opt/lib && sort -r /packages.txt > /opt/lib/installed && wc -l < /opt/lib/installed > /opt/lib/count
+COPY app2.sh /opt/source-code
+ENTRYPOINT [\"sh\", \"/opt/source-code/app2.sh\"]
 ";
 
-/// Write the build context under `dir`: both Dockerfiles, `app.sh` and 64 files of 16 KiB
-/// under `files/`; returns the context dir.
+/// Change the copied source of both Dockerfiles (`app.sh`, `app2.sh`) to version `n`, as a
+/// developer's edit before a warm rebuild.
+pub fn edit_source(ctx: &Path, n: u64) -> Result<()> {
+    std::fs::write(ctx.join("app.sh"), format!("echo \"app version {n}\"\n"))?;
+    std::fs::write(ctx.join("app2.sh"), format!("echo \"app2 version {n}\"\n"))?;
+    Ok(())
+}
+
+/// Write the build context under `dir`: both Dockerfiles, `app.sh`, `app2.sh` and 64 files
+/// of 16 KiB under `files/` (the source the first Dockerfile copies); returns the context
+/// dir.
 pub fn build_context(dir: &Path) -> Result<PathBuf> {
     let ctx = dir.join("build-context");
     let files = ctx.join("files");
     std::fs::create_dir_all(&files)?;
-    std::fs::write(ctx.join("Dockerfile.base"), DOCKERFILE_BASE)?;
-    std::fs::write(ctx.join("Dockerfile.app"), DOCKERFILE_APP)?;
-    std::fs::write(
-        ctx.join("app.sh"),
-        "i=0; while [ $i -lt 200 ]; do echo \"line $i\"; i=$((i+1)); done\n",
-    )?;
+    std::fs::write(ctx.join("Dockerfile.1"), DOCKERFILE_1)?;
+    std::fs::write(ctx.join("Dockerfile.2"), DOCKERFILE_2)?;
+    edit_source(&ctx, 0)?;
     for i in 0..64u64 {
         std::fs::write(
             files.join(format!("f{i}.bin")),
