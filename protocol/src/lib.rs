@@ -7,6 +7,8 @@
 
 pub mod agent;
 pub mod codec;
+#[cfg(any(test, feature = "test-fixtures"))]
+pub mod fixtures;
 pub mod ids;
 pub mod network;
 mod network_state;

@@ -121,10 +121,9 @@ pub(crate) fn apply(s: &mut ClusterState, cmd: &Command) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use crate::agent::ContainerRunSpec;
-    use crate::ids::{ContainerId, Digest, ImageId, NodeId};
+    use crate::ids::{ContainerId, NodeId};
     use crate::network::{mac_for, Endpoint, NetworkRecord, PortMapping, Proto, Subnet};
-    use crate::state::{ClusterState, Command, ContainerRecord, ContainerStatus, StateError};
+    use crate::state::{ClusterState, Command, StateError};
     use std::net::Ipv4Addr;
 
     fn net(id: &str, name: &str, subnet: &str) -> NetworkRecord {
@@ -145,37 +144,7 @@ mod tests {
 
     fn container(s: &mut ClusterState, n: u8) -> ContainerId {
         let id = ContainerId::from_bytes([n; 32]);
-        let rec = ContainerRecord {
-            id: id.clone(),
-            name: format!("c{n}").parse().unwrap(),
-            created_ns: 1,
-            node: NodeId(1),
-            image_ref: "busybox".into(),
-            run: ContainerRunSpec {
-                id: id.clone(),
-                image_id: ImageId(Digest::of(b"x")),
-                diff_ids: vec![],
-                args: vec!["true".into()],
-                env: vec![],
-                working_dir: "/".into(),
-                user: String::new(),
-                hostname: "h".into(),
-                tty: false,
-                open_stdin: false,
-                stop_signal: 15,
-                host: Default::default(),
-            },
-            config_json: "{}".into(),
-            host_config_json: "{}".into(),
-            auto_remove: false,
-            status: ContainerStatus::Created,
-            pid: 0,
-            exit_code: 0,
-            started_ns: 0,
-            finished_ns: 0,
-            oom_killed: false,
-            error: String::new(),
-        };
+        let rec = crate::fixtures::container(n, &format!("c{n}"));
         s.apply(&Command::CreateContainer {
             container: Box::new(rec),
         })

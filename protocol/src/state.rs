@@ -573,38 +573,11 @@ mod tests {
     }
 
     fn container(n: u8, name: &str, img: &ImageRecord) -> ContainerRecord {
-        let id = ContainerId::from_bytes([n; 32]);
-        ContainerRecord {
-            id: id.clone(),
-            name: name.parse().unwrap(),
-            created_ns: 5,
-            node: NodeId(1),
-            image_ref: "busybox".into(),
-            run: ContainerRunSpec {
-                id,
-                image_id: img.id,
-                diff_ids: img.diff_ids.clone(),
-                args: vec!["true".into()],
-                env: vec![],
-                working_dir: "/".into(),
-                user: String::new(),
-                hostname: "h".into(),
-                tty: false,
-                open_stdin: false,
-                stop_signal: 15,
-                host: Default::default(),
-            },
-            config_json: "{}".into(),
-            host_config_json: "{}".into(),
-            auto_remove: false,
-            status: ContainerStatus::Created,
-            pid: 0,
-            exit_code: 0,
-            started_ns: 0,
-            finished_ns: 0,
-            oom_killed: false,
-            error: String::new(),
-        }
+        let mut c = crate::fixtures::container(n, name);
+        c.created_ns = 5;
+        c.run.image_id = img.id;
+        c.run.diff_ids = img.diff_ids.clone();
+        c
     }
 
     #[test]

@@ -154,42 +154,15 @@ pub async fn stats(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use wharf_protocol::agent::ContainerRunSpec;
-    use wharf_protocol::{ContainerId, Digest, ImageId, NodeId};
+    use wharf_protocol::{Digest, ImageId};
 
     fn record() -> ContainerRecord {
-        let id = ContainerId::from_bytes([3; 32]);
-        ContainerRecord {
-            id: id.clone(),
-            name: "web".parse().unwrap(),
-            created_ns: 1,
-            node: NodeId(1),
-            image_ref: "busybox".into(),
-            run: ContainerRunSpec {
-                id,
-                image_id: ImageId(Digest([1; 32])),
-                diff_ids: vec![],
-                args: vec!["true".into()],
-                env: vec![],
-                working_dir: "/".into(),
-                user: String::new(),
-                hostname: "h".into(),
-                tty: false,
-                open_stdin: false,
-                stop_signal: 15,
-                host: Default::default(),
-            },
-            config_json: "{}".into(),
-            host_config_json: "{}".into(),
-            auto_remove: false,
-            status: ContainerStatus::Running,
-            pid: 9,
-            exit_code: 0,
-            started_ns: 1,
-            finished_ns: 0,
-            oom_killed: false,
-            error: String::new(),
-        }
+        let mut c = wharf_protocol::fixtures::container(3, "web");
+        c.run.image_id = ImageId(Digest([1; 32]));
+        c.status = ContainerStatus::Running;
+        c.pid = 9;
+        c.started_ns = 1;
+        c
     }
 
     #[test]

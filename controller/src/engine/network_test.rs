@@ -22,37 +22,9 @@ fn state_with_endpoint(status: ContainerStatus) -> (ClusterState, ContainerId) {
     })
     .unwrap();
     let id = ContainerId::from_bytes([3; 32]);
-    let rec = ContainerRecord {
-        id: id.clone(),
-        name: "web".parse().unwrap(),
-        created_ns: 1,
-        node: NodeId(1),
-        image_ref: "busybox".into(),
-        run: wharf_protocol::agent::ContainerRunSpec {
-            id: id.clone(),
-            image_id: wharf_protocol::ImageId(wharf_protocol::Digest::of(b"x")),
-            diff_ids: vec![],
-            args: vec!["true".into()],
-            env: vec![],
-            working_dir: "/".into(),
-            user: String::new(),
-            hostname: "h".into(),
-            tty: false,
-            open_stdin: false,
-            stop_signal: 15,
-            host: Default::default(),
-        },
-        config_json: "{}".into(),
-        host_config_json: r#"{"NetworkMode":"front"}"#.into(),
-        auto_remove: false,
-        status,
-        pid: 0,
-        exit_code: 0,
-        started_ns: 0,
-        finished_ns: 0,
-        oom_killed: false,
-        error: String::new(),
-    };
+    let mut rec = wharf_protocol::fixtures::container(3, "web");
+    rec.host_config_json = r#"{"NetworkMode":"front"}"#.into();
+    rec.status = status;
     s.apply(&Command::CreateContainer {
         container: Box::new(rec),
     })

@@ -5,12 +5,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use openraft::{BasicNode, Entry, EntryPayload, LogId, Membership, SnapshotPolicy};
-use wharf_protocol::agent::ContainerRunSpec;
 use wharf_protocol::codec;
-use wharf_protocol::state::{
-    ClusterState, Command, ContainerRecord, ContainerStatus, ImageRecord, StateError,
-};
-use wharf_protocol::{ContainerId, DiffId, Digest, ImageId, NodeId};
+use wharf_protocol::state::{ClusterState, Command, ContainerRecord, ImageRecord, StateError};
+use wharf_protocol::{ContainerId, DiffId, Digest, ImageId};
 
 use super::store::default_config;
 use super::{RaftError, Store, TypeConfig};
@@ -29,38 +26,11 @@ fn image(n: u8) -> ImageRecord {
 }
 
 fn container(n: u8, name: &str, img: &ImageRecord) -> ContainerRecord {
-    let id = ContainerId::from_bytes([n; 32]);
-    ContainerRecord {
-        id: id.clone(),
-        name: name.parse().unwrap(),
-        created_ns: 5,
-        node: NodeId(1),
-        image_ref: "busybox".into(),
-        run: ContainerRunSpec {
-            id,
-            image_id: img.id,
-            diff_ids: img.diff_ids.clone(),
-            args: vec!["true".into()],
-            env: vec![],
-            working_dir: "/".into(),
-            user: String::new(),
-            hostname: "h".into(),
-            tty: false,
-            open_stdin: false,
-            stop_signal: 15,
-            host: Default::default(),
-        },
-        config_json: "{}".into(),
-        host_config_json: "{}".into(),
-        auto_remove: false,
-        status: ContainerStatus::Created,
-        pid: 0,
-        exit_code: 0,
-        started_ns: 0,
-        finished_ns: 0,
-        oom_killed: false,
-        error: String::new(),
-    }
+    let mut c = wharf_protocol::fixtures::container(n, name);
+    c.created_ns = 5;
+    c.run.image_id = img.id;
+    c.run.diff_ids = img.diff_ids.clone();
+    c
 }
 
 fn create(n: u8, name: &str, img: &ImageRecord) -> Command {
