@@ -237,10 +237,10 @@ impl ImageStore {
                 if !seen.insert(*d) {
                     continue;
                 }
-                if !self.has_layer_tar(c, d) {
-                    return Err(SaveError::MissingLayerTar(*d));
-                }
-                let tar = self.open_layer_tar(c, d).map_err(SaveError::OpenLayer)?;
+                let tar = self.open_layer_tar(c, d).map_err(|e| match e {
+                    StoreError::MissingLayer(_) => SaveError::MissingLayerTar(*d),
+                    e => SaveError::OpenLayer(e),
+                })?;
                 tars.push((*d, tar));
             }
         }
