@@ -631,6 +631,7 @@ pub fn extract_archive(
         plain_names: true,
         no_overwrite_dir_non_dir: opts.no_overwrite_dir_non_dir,
         chown,
+        direct_io: false,
     };
     match apply_tar(root, &mut *spool, None, &apply) {
         Ok(_) => Ok(()),

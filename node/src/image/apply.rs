@@ -28,6 +28,7 @@
 //! - parents an archive does not list are created 0755 root:root (containerd copies them
 //!   from the lower layers instead; archives from `docker save` always list them).
 
+use super::copy::Copier;
 use super::tarsplit::SplitWriter;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps, XattrFlags};
 use rustix::fs::{Gid, Uid};
@@ -137,6 +138,10 @@ pub struct ApplyOptions {
     pub no_overwrite_dir_non_dir: bool,
     /// Own every entry by this uid and gid instead of the archive's (`docker cp -a`).
     pub chown: Option<(u32, u32)>,
+    /// Write files of at least [`super::copy::DIRECT_MIN`] bytes with `O_DIRECT` where the
+    /// filesystem allows it (see [`super::copy`]); for layers put into the store, not for
+    /// files copied into a container.
+    pub direct_io: bool,
 }
 
 /// Apply the uncompressed layer tar `reader` to the directory `root` (normally empty),
@@ -176,14 +181,11 @@ pub(crate) fn apply_layer_split(
     split: &RefCell<SplitWriter>,
     hash: bool,
 ) -> Result<(Option<DiffId>, u64), ApplyError> {
-    apply_inner(
-        root,
-        reader,
-        None,
-        &ApplyOptions::default(),
-        Some(split),
-        hash,
-    )
+    let opts = ApplyOptions {
+        direct_io: true,
+        ..ApplyOptions::default()
+    };
+    apply_inner(root, reader, None, &opts, Some(split), hash)
 }
 
 fn apply_inner<'a>(
@@ -202,13 +204,14 @@ fn apply_inner<'a>(
     };
     let mut dirs: Vec<(Vec<u8>, i64)> = Vec::new();
     let mut size = 0u64;
-    {
+    Copier::run(opts.direct_io, |copier| -> Result<(), ApplyError> {
         let mut archive = tar::Archive::new(&mut hashed);
         for entry in archive.entries().map_err(ApplyError::Read)? {
             let mut entry = entry.map_err(ApplyError::Read)?;
-            size += apply_entry(root, &mut entry, &mut dirs, opts, split)?;
+            size += apply_entry(root, &mut entry, &mut dirs, opts, split, copier)?;
         }
-    }
+        copier.finish_all()
+    })?;
     // Whatever follows the end-of-archive marker is part of the DiffID too.
     io::copy(&mut hashed, &mut io::sink()).map_err(ApplyError::Read)?;
     for (path, mtime) in dirs {
@@ -285,6 +288,7 @@ fn apply_entry<R: Read>(
     dirs: &mut Vec<(Vec<u8>, i64)>,
     opts: &ApplyOptions,
     split: Option<&RefCell<SplitWriter>>,
+    copier: &mut Copier,
 ) -> Result<u64, ApplyError> {
     let raw = entry.path_bytes().into_owned();
     let shown = String::from_utf8_lossy(&raw).into_owned();
@@ -388,8 +392,10 @@ fn apply_entry<R: Read>(
             s.borrow_mut()
                 .begin_file(&full, expected, entry.raw_file_position());
         }
-        let mut file = std::fs::File::from(fd);
-        let got = copy_contents(entry, &mut file, expected).map_err(ApplyError::Read)?;
+        let file = std::sync::Arc::new(std::fs::File::from(fd));
+        let name = shown.clone();
+        let finish = Box::new(move |f: &std::fs::File| set_meta(f, &meta, true, &name));
+        let got = copier.copy(entry, &file, expected, &shown, finish)?;
         if got != expected {
             return Err(ApplyError::Truncated {
                 path: shown,
@@ -397,7 +403,6 @@ fn apply_entry<R: Read>(
                 got,
             });
         }
-        set_meta(&file, &meta, true, &shown)?;
         Ok(got)
     } else if kind.is_symlink() {
         let target = entry
@@ -467,28 +472,6 @@ fn apply_entry<R: Read>(
     } else {
         tracing::warn!(path = %shown, kind = ?kind, "skipping unsupported tar entry type");
         Ok(0)
-    }
-}
-
-/// Largest buffer a file's contents are copied through (`io::copy` uses 8 KiB, which
-/// costs a write call per 8 KiB of a layer).
-const COPY_BUF: usize = 1 << 20;
-
-/// Copy a regular file's contents (`size` bytes expected) through one buffer of up to
-/// [`COPY_BUF`]; returns the bytes copied.
-fn copy_contents(src: &mut impl Read, dst: &mut impl Write, size: u64) -> io::Result<u64> {
-    let len = usize::try_from(size).unwrap_or(COPY_BUF).clamp(1, COPY_BUF);
-    let mut buf = vec![0u8; len];
-    let mut total = 0u64;
-    loop {
-        let n = match src.read(&mut buf) {
-            Ok(0) => return Ok(total),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        dst.write_all(&buf[..n])?;
-        total += n as u64;
     }
 }
 

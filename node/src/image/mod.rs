@@ -14,6 +14,7 @@
 //! layer data and layer metadata live here.
 
 pub mod apply;
+mod copy;
 pub mod gc;
 pub mod layout;
 pub mod load;

@@ -891,10 +891,14 @@ impl ImageStore {
 }
 
 /// Chunks in flight to each of the hashing and applying threads.
-const PIPE_DEPTH: usize = 4;
+const PIPE_DEPTH: usize = 16;
 
-/// Size of those chunks.
-const PIPE_CHUNK: usize = 1 << 20;
+/// Size of those chunks: small enough that a chunk is still in the cache when both
+/// threads read it.
+const PIPE_CHUNK: usize = 256 << 10;
+
+/// Nice value of the hashing thread (see [`apply_pipelined`]).
+const HASHER_NICE: i32 = -5;
 
 /// The applying side of [`apply_pipelined`]: shared chunks in.
 struct ChunkReader {
@@ -947,6 +951,11 @@ fn apply_pipelined(store: &ImageStore, mut layer: impl Read) -> Result<TempLayer
             store.apply_to_temp(r, None, false)
         });
         let hasher = scope.spawn(move || {
+            // The hash is the load's critical path (the other threads together need less
+            // than a core): ahead of this load's own reading and applying threads, so that
+            // they fill the other core instead of taking turns with it. Best effort (it
+            // needs CAP_SYS_NICE); the thread ends with the layer.
+            let _ = rustix::process::setpriority_process(None, HASHER_NICE);
             let mut h = Sha256::new();
             for chunk in hrx {
                 h.update(chunk.as_slice());

@@ -387,3 +387,31 @@ fn a_layer_being_saved_is_not_collected_until_the_save_ends() {
     assert!(!s.has_layer(&chain[1]));
     assert!(s.has_layer(&chain[0]));
 }
+
+#[test]
+fn layers_with_large_files_written_directly_give_back_every_byte() {
+    let (_tmp, s) = store();
+    let big = |len: usize, seed: u8| -> Vec<u8> {
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(31) ^ seed)
+            .collect()
+    };
+    let first = big(3 << 20, 1);
+    let second = big((2 << 20) + 777, 2);
+    let other = big(1 << 20, 3);
+    let layer = RawTar::default()
+        .dir("data/", 0o755)
+        .file("data/big", 0o644, &first)
+        .file("data/other", 0o600, &other)
+        // A later entry replaces the first version, which the tar-split must keep.
+        .file("data/big", 0o644, &second)
+        .finish();
+    let ids = unpack_all(&s, std::slice::from_ref(&layer));
+    let chain = ChainId::chain(&ids);
+    let diff = s.layout().layer_dir(&chain[0]).join("diff");
+    assert!(std::fs::read(diff.join("data/big")).unwrap() == second);
+    assert!(std::fs::read(diff.join("data/other")).unwrap() == other);
+    let back = crate::image::testutil::layer_tar_bytes(&s, &ids, 0);
+    assert_eq!(back.len(), layer.len());
+    assert!(back == layer, "regenerated tar differs");
+}
