@@ -377,8 +377,13 @@ impl Agent {
                 runtime::orphans::kill_shims_of(&dir);
             }
         } else {
-            // A shim that no longer answers must not outlive its container either.
-            runtime::orphans::kill_shims_of(&dir);
+            // A shim that no longer answers must not outlive its container either. One
+            // that was deleted (or never ran) left neither its pid file nor its socket:
+            // then there is no process to look for, and the scan of /proc is skipped.
+            let paths = runtime::config::StatePaths::new(&dir);
+            if paths.pid().exists() || paths.socket().exists() {
+                runtime::orphans::kill_shims_of(&dir);
+            }
             // No shim (killed, or the host rebooted): remove libcontainer's stale state
             // and the container's cgroup ourselves.
             let root = self.cfg.data_dir.join("runtime");
@@ -511,6 +516,31 @@ impl Agent {
 
 /// Wait (up to 5 s) until process `pid` has exited (gone, or a zombie); false if it has not.
 async fn wait_gone(pid: u32) -> bool {
+    const LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+    // A pidfd turns readable the moment the process exits: no polling interval added to
+    // every container's removal. Polling /proc stays as the fallback.
+    let pidfd = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .map(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()));
+    match pidfd {
+        Some(Err(rustix::io::Errno::SRCH)) => return true,
+        Some(Ok(fd)) => {
+            // SAFETY: an OwnedFd keeps its fd open and the same until it is dropped, and
+            // the AsyncFd owns it for its whole life.
+            let registered = unsafe {
+                tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+            };
+            if let Ok(fd) = registered {
+                if tokio::time::timeout(LIMIT, fd.readable()).await.is_ok() {
+                    return true;
+                }
+                warn!(pid, "shim still running 5 s after delete");
+                return false;
+            }
+        }
+        _ => {}
+    }
     for _ in 0..2500 {
         match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
             Err(_) => return true,

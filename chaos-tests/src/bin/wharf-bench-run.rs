@@ -2,7 +2,8 @@
 //! prints, measured on this machine in this run, the floors and the end-to-end figures:
 //!
 //! ```text
-//!  raw libcontainer create+start+exit   (busybox `true`, plain rootfs dir, no shim)
+//!  raw libcontainer create+start+exit   (busybox `true`, plain rootfs dir, no shim; each after
+//!                                       100 ms idle, the floor, and back to back, shown beside)
 //!  docker version                       (the CLI alone: its floor)
 //!  docker run --rm busybox true         (beside floor = CLI + raw)
 //!  docker exec c true                   (beside the same floor)
@@ -91,19 +92,31 @@ fn main() -> Result<()> {
         args.runs
     );
 
-    let (raw_med, raw_p90) = {
+    let (raw, raw_b2b) = {
         let mut raw = RawRuntime::new(&dir.path().join("raw")).context("raw bundle")?;
-        measure(args.runs, || raw.run_once()).context("raw libcontainer run")?
+        let b2b = measure(args.runs, || raw.run_once()).context("raw libcontainer run")?;
+        let mut samples = Vec::with_capacity(args.runs);
+        for _ in 0..args.runs {
+            samples.push(raw.run_after_idle().context("raw libcontainer run")?);
+        }
+        (stats(&mut samples), b2b)
     };
 
     let image = wharf_chaos_tests::busybox_image_tar(dir.path(), "busybox:latest")?;
     let w = WharfDaemon::start(&args.wharf, &dir.path().join("wharf"))?;
     let docker = find_docker().context("no docker CLI on PATH")?;
     let cli = w.cli(&docker, false);
-    run_wharf(&w, &cli, &image, args.runs, (raw_med, raw_p90))
+    run_wharf(&w, &cli, &image, args.runs, raw, raw_b2b)
 }
 
-fn run_wharf(w: &WharfDaemon, d: &Cli, image: &Path, runs: usize, raw: (f64, f64)) -> Result<()> {
+fn run_wharf(
+    w: &WharfDaemon,
+    d: &Cli,
+    image: &Path,
+    runs: usize,
+    raw: (f64, f64),
+    raw_b2b: (f64, f64),
+) -> Result<()> {
     d.run(&["load", "-i", &image.display().to_string()])?;
     let cli = measure(runs, || d.run(&["version"]).map(drop))?;
     let run = measure(runs, || {
@@ -144,8 +157,14 @@ fn run_wharf(w: &WharfDaemon, d: &Cli, image: &Path, runs: usize, raw: (f64, f64
     println!("| what | median s | p90 s | floor (CLI + raw) median s | over floor s |");
     println!("|---|---|---|---|---|");
     println!(
-        "| raw libcontainer create+start+exit | {:.4} | {:.4} | | |",
-        raw.0, raw.1
+        "| raw libcontainer create+start+exit, after {} ms idle (the floor) | {:.4} | {:.4} | | |",
+        wharf_chaos_tests::bench::raw::IDLE_BEFORE.as_millis(),
+        raw.0,
+        raw.1
+    );
+    println!(
+        "| raw libcontainer create+start+exit, back to back (not a floor: skips the cgroup grace period) | {:.4} | {:.4} | | |",
+        raw_b2b.0, raw_b2b.1
     );
     println!(
         "| `docker version` (CLI floor) | {:.4} | {:.4} | | |",
