@@ -42,6 +42,16 @@ enum Role {
         #[arg(long)]
         state_dir: PathBuf,
     },
+    /// Fork shims for the agent (started by the agent, not by hand).
+    #[command(hide = true)]
+    ShimZygote {
+        /// The containers folder of the instance (names the process for `wharf down`).
+        #[arg(long)]
+        containers_dir: PathBuf,
+        /// Blank room in the command line for the forked shims' own.
+        #[arg(long, default_value = "")]
+        room: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -69,6 +79,10 @@ fn main() {
     // The shim must not start a multi-threaded runtime before it creates the container.
     if let Role::Shim { state_dir } = &cli.role {
         std::process::exit(wharf_node::runtime::shim_main(state_dir));
+    }
+    // Neither may the zygote: it forks shims.
+    if let Role::ShimZygote { .. } = &cli.role {
+        std::process::exit(wharf_node::runtime::zygote::zygote_main());
     }
     let sub = matches.subcommand().map(|(_, m)| m.clone());
     let code = match run(cli.role, sub) {
@@ -118,6 +132,8 @@ fn run(role: Role, sub: Option<clap::ArgMatches>) -> anyhow::Result<()> {
             println!("wrote {}/{{ca,cert,key}}.pem for {name}", out.display());
             Ok(())
         }
-        Role::Shim { .. } => unreachable!("dispatched before the runtime starts"),
+        Role::Shim { .. } | Role::ShimZygote { .. } => {
+            unreachable!("dispatched before the runtime starts")
+        }
     }
 }

@@ -936,3 +936,88 @@ fn docker_py_exec_and_lifecycle() {
     );
     assert_clean(&mut w);
 }
+
+/// `/proc/PID/cmdline` with NULs as spaces and trailing blanks dropped.
+fn cmdline(pid: u32) -> String {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    text(&raw).replace('\0', " ").trim_end().to_string()
+}
+
+fn pid_in(path: &Path) -> u32 {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .trim()
+        .parse()
+        .expect("pid")
+}
+
+#[test]
+fn shims_are_forked_by_the_zygote_which_is_replaced_when_killed_and_ends_with_wharf() {
+    let mut w = loaded();
+    let data = w.data_dir();
+    let id = w.docker_ok(&["run", "-d", "--name", "z1", "busybox", "sleep", "600"]);
+    let state = data.join("containers").join(id.trim());
+    let shim = pid_in(&state.join("shim.pid"));
+    // A forked shim reads like an exec'ed one, for `ps` and for `wharf down`'s sweep.
+    assert_eq!(
+        cmdline(shim),
+        format!(
+            "{} shim --state-dir {}",
+            support::wharf_bin(),
+            state.display()
+        )
+    );
+    let zygote_file = data.join("shim-zygote.pid");
+    let zygote = pid_in(&zygote_file);
+    assert!(
+        cmdline(zygote).starts_with(&format!(
+            "{} shim-zygote --containers-dir {}",
+            support::wharf_bin(),
+            data.join("containers").display()
+        )),
+        "{}",
+        cmdline(zygote)
+    );
+    // The shim shares the zygote's start-up pages: its parent is not the agent, and it
+    // is not the zygote itself.
+    assert_ne!(shim, zygote);
+
+    // A killed zygote is replaced at the next start; containers keep working.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(zygote as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill zygote");
+    assert_eq!(
+        w.docker_ok(&["run", "--rm", "busybox", "echo", "after"])
+            .trim(),
+        "after"
+    );
+    let second = pid_in(&zygote_file);
+    assert_ne!(second, zygote);
+    assert!(Path::new(&format!("/proc/{second}")).exists());
+    assert_eq!(
+        w.docker_ok(&["exec", "z1", "echo", "still"]).trim(),
+        "still"
+    );
+
+    // The zygote ends with `wharf up` (SIGTERM: containers stay for live-restore), and
+    // is started again by the next one.
+    let status = w.stop_process();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        eventually(10, || !Path::new(&format!("/proc/{second}/cmdline"))
+            .exists()
+            || cmdline(second).is_empty()),
+        "zygote {second} outlived wharf up: {}",
+        cmdline(second)
+    );
+    assert!(
+        Path::new(&format!("/proc/{shim}")).exists(),
+        "shim died with wharf up"
+    );
+    w.spawn();
+    assert_eq!(w.docker_ok(&["exec", "z1", "echo", "back"]).trim(), "back");
+    w.docker_ok(&["rm", "-f", "z1"]);
+    assert_clean(&mut w);
+}

@@ -98,6 +98,8 @@ pub struct Agent {
     images: ImageStore,
     pending: Arc<Mutex<HashMap<ContainerId, Vec<PendingAttach>>>>,
     net: Arc<crate::network::NetHost>,
+    /// Forks the shims (see [`runtime::zygote`]); started on the first container.
+    zygote: Arc<runtime::zygote::Zygote>,
 }
 
 /// A `Read` over chunks sent from async code, so blocking parsers can consume a request body.
@@ -137,11 +139,17 @@ impl Agent {
             cfg.bridge_subnet,
             &[],
         )?;
+        let zygote = runtime::zygote::Zygote::new(
+            &cfg.wharf_exe,
+            &cfg.data_dir.join("containers"),
+            &cfg.data_dir.join(runtime::zygote::PID_FILE),
+        );
         Ok(Agent {
             cfg: Arc::new(cfg),
             images,
             pending: Arc::default(),
             net: Arc::new(net),
+            zygote: Arc::new(zygote),
         })
     }
 
@@ -265,7 +273,7 @@ impl Agent {
             init_path,
         };
         config.write(&dir)?;
-        runtime::spawn_shim(&self.cfg.wharf_exe, &dir).await?;
+        runtime::spawn::spawn_shim_via(&self.zygote, &self.cfg.wharf_exe, &dir).await?;
         let waiting = self
             .pending
             .lock()

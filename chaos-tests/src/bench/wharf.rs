@@ -116,10 +116,17 @@ impl WharfDaemon {
         )
     }
 
-    /// Pids of every process of this engine: `wharf up` and the shims of its containers
-    /// (from `containers/*/shim.pid`), not the containers' own processes.
+    /// Pids of every process of this engine: `wharf up`, its shim zygote and the shims of
+    /// its containers (from `containers/*/shim.pid`), not the containers' own processes.
     pub fn pids(&self) -> Vec<u32> {
         let mut pids = vec![self.child.id()];
+        // The shim zygote, which forks the shims, is part of the engine too.
+        if let Some(pid) = std::fs::read_to_string(self.data.join("shim-zygote.pid"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        {
+            pids.push(pid);
+        }
         if let Ok(rd) = std::fs::read_dir(self.data.join("containers")) {
             for e in rd.flatten() {
                 if let Some(pid) = std::fs::read_to_string(e.path().join("shim.pid"))

@@ -147,6 +147,12 @@ fn run_wharf(
     std::thread::sleep(Duration::from_secs(3));
     let wharf_mem = memory_kib(w.pid())?;
     let shim_mem = memory_kib(shim_pid)?;
+    // The zygote that forks the shims (its start-up pages are shared with every shim).
+    let zygote_mem = std::fs::read_to_string(w.data.join("shim-zygote.pid"))
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .map(memory_kib)
+        .transpose()?;
     let shim_smaps = std::fs::read_to_string(format!("/proc/{shim_pid}/smaps"))?;
     let wharf_exe = std::fs::read_link(format!("/proc/{shim_pid}/exe"))?;
     let shim_parts = breakdown(&shim_smaps, &wharf_exe.to_string_lossy());
@@ -193,6 +199,13 @@ fn run_wharf(
         "| shim of `busybox sleep` | {} | {} |",
         shim_mem.0, shim_mem.1
     );
+    match zygote_mem {
+        Some(z) => println!(
+            "| shim zygote (one per agent; forks every shim) | {} | {} |",
+            z.0, z.1
+        ),
+        None => println!("| shim zygote | not running (shims exec'ed) | |"),
+    }
     println!();
     println!("| shim, by mapping | RSS KiB | PSS KiB | private dirty KiB |");
     println!("|---|---|---|---|");

@@ -42,6 +42,7 @@ pub mod spawn;
 pub mod spec;
 mod stdio;
 pub mod user;
+pub mod zygote;
 
 pub use client::{attach, exec, read_exit, AttachEvent, AttachStream, ShimClient};
 pub use config::{NetnsMode, ShimConfig, ShimOptions, StatePaths, SHIM_CONFIG_VERSION};

@@ -1,4 +1,5 @@
-//! Shim processes found by their command line (`wharf shim --state-dir <dir>`), for when a
+//! Shim processes found by their command line (`wharf shim --state-dir <dir>`, and the
+//! shim zygote's `wharf shim-zygote --containers-dir <dir>`), for when a
 //! shim no longer answers on its socket: the agent kills such a shim when it cleans up its
 //! container, and `wharf down` kills every shim of its data directory that is left.
 
@@ -9,8 +10,14 @@ use std::path::Path;
 /// it. Pure.
 pub fn is_shim_of(cmdline: &[u8], dir: &Path) -> bool {
     let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-    matches!(args.as_slice(), [_, b"shim", b"--state-dir", state, ..]
-        if Path::new(std::ffi::OsStr::from_bytes(state)).starts_with(dir))
+    let under = |p: &[u8]| Path::new(std::ffi::OsStr::from_bytes(p)).starts_with(dir);
+    match args.as_slice() {
+        [_, b"shim", b"--state-dir", state, ..] => under(state),
+        // The zygote that forks the shims of a containers directory (a forked shim sets
+        // its own command line to the first form).
+        [_, b"shim-zygote", b"--containers-dir", containers, ..] => under(containers),
+        _ => false,
+    }
 }
 
 /// PIDs of the live shims whose state directory is `dir` or below it.
@@ -66,5 +73,17 @@ mod tests {
             dir
         ));
         assert!(!is_shim_of(b"", dir));
+        // The zygote of this containers directory, not another instance's.
+        let zygote = b"/usr/bin/wharf\0shim-zygote\0--containers-dir\0/var/lib/wharf/containers\0";
+        assert!(is_shim_of(zygote, dir));
+        assert!(is_shim_of(zygote, Path::new("/var/lib/wharf")));
+        assert!(!is_shim_of(
+            zygote,
+            Path::new("/var/lib/wharf/containers/abc")
+        ));
+        assert!(!is_shim_of(
+            b"/usr/bin/wharf\0shim-zygote\0--containers-dir\0/var/lib/wharf2/containers\0",
+            dir
+        ));
     }
 }

@@ -143,7 +143,24 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
 /// calling process returns at once (0) after forking the daemonized shim, which runs the
 /// container until an agent sends Delete.
 pub fn shim_main(state_dir: &Path) -> i32 {
-    let ready = ReadyPipe::from_env();
+    shim_main_ready(state_dir, ReadyPipe::from_env())
+}
+
+/// [`shim_main`] in a process forked by [`crate::runtime::zygote`], which hands over the
+/// ready pipe's write end itself.
+pub(crate) fn shim_main_with(state_dir: &Path, ready: Option<OwnedFd>) -> i32 {
+    shim_main_ready(state_dir, ReadyPipe(ready.map(File::from)))
+}
+
+/// Report on the ready pipe `ready` that no shim could be started.
+pub(crate) fn report_failure(ready: Option<OwnedFd>, message: &str) {
+    ReadyPipe(ready.map(File::from)).fail(&ShimErrorReport {
+        kind: ErrorKind::Other,
+        message: message.to_string(),
+    });
+}
+
+fn shim_main_ready(state_dir: &Path, ready: ReadyPipe) -> i32 {
     let threads = thread_count();
     if threads > 1 {
         ready.fail(&ShimErrorReport {

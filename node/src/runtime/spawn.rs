@@ -5,6 +5,7 @@
 
 use crate::runtime::config::StatePaths;
 use crate::runtime::shim::{ShimErrorReport, READY_FD_ENV};
+use crate::runtime::zygote::Zygote;
 use crate::runtime::{ErrorKind, RuntimeError};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
@@ -43,6 +44,43 @@ pub fn parse_verdict(line: &[u8]) -> Option<Verdict> {
 /// [`ErrorKind::CommandNotFound`]).
 pub async fn spawn_shim(wharf_exe: &Path, state_dir: &Path) -> Result<(), RuntimeError> {
     spawn_shim_with_timeout(wharf_exe, state_dir, SPAWN_TIMEOUT).await
+}
+
+/// [`spawn_shim`] through the agent's shim zygote ([`super::zygote`]), which forks the
+/// shim instead of exec'ing `wharf shim`; falls back to that when the zygote cannot be
+/// used.
+pub async fn spawn_shim_via(
+    zygote: &std::sync::Arc<Zygote>,
+    wharf_exe: &Path,
+    state_dir: &Path,
+) -> Result<(), RuntimeError> {
+    let paths = StatePaths::new(state_dir);
+    let _ = std::fs::remove_file(paths.error());
+    let (read_end, write_end) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| RuntimeError::Launch {
+            exe: wharf_exe.to_path_buf(),
+            source: e.into(),
+        })?;
+    let z = zygote.clone();
+    let dir = state_dir.to_path_buf();
+    let forked = tokio::task::spawn_blocking(move || {
+        let res = z.fork_shim(&dir, &write_end);
+        // Our copy of the write end goes, so the pipe ends when the shim's does.
+        drop(write_end);
+        res
+    })
+    .await;
+    match forked {
+        Ok(Ok(())) => wait_verdict(read_end, &paths, state_dir, SPAWN_TIMEOUT).await,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "shim zygote unavailable; exec'ing the shim");
+            spawn_shim(wharf_exe, state_dir).await
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "shim zygote request failed; exec'ing the shim");
+            spawn_shim(wharf_exe, state_dir).await
+        }
+    }
 }
 
 /// [`spawn_shim`] with a custom time limit.
@@ -90,7 +128,16 @@ pub async fn spawn_shim_with_timeout(
     // The launcher forks the shim and exits at once.
     let status = launcher.wait().await.map_err(launch)?;
     tracing::debug!(?status, state_dir = %state_dir.display(), "shim launcher exited");
+    wait_verdict(read_end, &paths, state_dir, limit).await
+}
 
+/// Wait (at most `limit`) for the shim's verdict on the ready pipe's read end.
+async fn wait_verdict(
+    read_end: OwnedFd,
+    paths: &StatePaths,
+    state_dir: &Path,
+    limit: Duration,
+) -> Result<(), RuntimeError> {
     let read = tokio::time::timeout(limit, read_line(read_end)).await;
     match read {
         Ok(Ok(line)) if !line.is_empty() => match parse_verdict(&line) {
@@ -104,7 +151,7 @@ pub async fn spawn_shim_with_timeout(
                 message: format!("shim said {:?}", String::from_utf8_lossy(&line)),
             }),
         },
-        Ok(_) => Err(failure_from_files(&paths)),
+        Ok(_) => Err(failure_from_files(paths)),
         Err(_) => Err(RuntimeError::Timeout {
             state_dir: state_dir.to_path_buf(),
             secs: limit.as_secs(),
