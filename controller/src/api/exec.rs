@@ -156,10 +156,23 @@ pub async fn relay(
     let want_stdin = opts.stdin;
     let tty = opts.tty;
     let mut scanner = DetachScanner::new(opts.detach_keys.clone());
+    // Ends the input as a detach when the output side saw the client go first: aborting
+    // the task instead would drop the shim stream's input half, which the shim takes as
+    // the end of the container's stdin, and a later `docker attach` could not type.
+    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
     let stdin_task = tokio::spawn(async move {
         let mut buf = vec![0u8; 32 * 1024];
         loop {
-            match client_rd.read(&mut buf).await {
+            let read = tokio::select! {
+                r = client_rd.read(&mut buf) => r,
+                _ = &mut stop_rx => {
+                    if want_stdin {
+                        let _ = input.detach().await;
+                    }
+                    return;
+                }
+            };
+            match read {
                 Ok(0) | Err(_) => {
                     // As Docker: the end of a TTY client's input leaves the terminal open;
                     // a TTY client only ends its input when it detaches (the CLI handles
@@ -208,10 +221,16 @@ pub async fn relay(
             _ = detach.notified() => break RelayEnd::Detached,
         }
     };
+    if end == RelayEnd::Detached {
+        // The input ends as a detach, whichever side noticed first (see `stop_tx`).
+        let _ = stop_tx.send(());
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), stdin_task).await;
+    } else {
+        stdin_task.abort();
+    }
     if end == RelayEnd::Detached && drain_after_detach {
         let _ = client_wr.flush().await;
         let _ = client_wr.shutdown().await;
-        stdin_task.abort();
         let end = loop {
             match events.next().await {
                 Ok(Some(AttachEvent::Exit(e))) => break RelayEnd::Exit(e.code),
@@ -225,7 +244,6 @@ pub async fn relay(
     on_end(end);
     let _ = client_wr.flush().await;
     let _ = client_wr.shutdown().await;
-    stdin_task.abort();
 }
 
 /// The 101 answer of attach and exec start.
