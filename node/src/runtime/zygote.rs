@@ -47,6 +47,10 @@ pub fn zygote_main() -> i32 {
         sock.as_raw_fd(),
         nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
     );
+    // Start-up touched code this loop never runs again (argument parsing and the like):
+    // give it back. The heap and `.bss` the static constructors wrote stay: they are what
+    // the shims share.
+    super::footprint::give_back();
     loop {
         let (dir, ready) = match receive(&sock) {
             Ok(Some(req)) => req,
