@@ -534,12 +534,7 @@ async fn wait_gone(pid: u32) -> bool {
     match pidfd {
         Some(Err(rustix::io::Errno::SRCH)) => return true,
         Some(Ok(fd)) => {
-            // SAFETY: an OwnedFd keeps its fd open and the same until it is dropped, and
-            // the AsyncFd owns it for its whole life.
-            let registered = unsafe {
-                tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
-            };
-            if let Ok(fd) = registered {
+            if let Ok(fd) = runtime::register_fd(fd) {
                 if tokio::time::timeout(LIMIT, fd.readable()).await.is_ok() {
                     return true;
                 }

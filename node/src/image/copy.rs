@@ -409,8 +409,9 @@ fn set_direct(f: &File, on: bool) -> bool {
     rustix::fs::fcntl_setfl(f, flags).is_ok()
 }
 
-/// Read until `buf` is full or `src` ends; the bytes read.
-fn read_full(src: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+/// Read until `buf` is full or `src` ends; the bytes read (fewer than `buf.len()` only at
+/// the end of `src`).
+pub(crate) fn read_full(src: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut got = 0;
     while got < buf.len() {
         match src.read(&mut buf[got..]) {

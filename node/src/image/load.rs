@@ -20,6 +20,7 @@
 //! not match its DiffID leaves the store as it was.
 
 use super::apply::clean;
+use super::copy::read_full;
 use super::store::{ImageStore, StoreError, TempLayer};
 use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
@@ -248,20 +249,6 @@ impl<R: Read> Read for Hashing<R> {
         self.n += n as u64;
         Ok(n)
     }
-}
-
-/// Read up to `buf.len()` bytes, fewer only at the end of `r`.
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut got = 0;
-    while got < buf.len() {
-        match r.read(&mut buf[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(got)
 }
 
 impl Members {

@@ -7,6 +7,7 @@
 //! tags) is not kept here: the controller owns it.
 
 use super::apply::{apply_layer_split, ApplyError};
+use super::copy::read_full;
 use super::layout::{self, Layout, MountSpec, MAX_LAYERS, TMP_PREFIX};
 use super::tarsplit::{SplitSource, SplitWriter, TarSplitError};
 use sha2::{Digest as _, Sha256};
@@ -998,20 +999,6 @@ fn apply_pipelined(store: &ImageStore, mut layer: impl Read) -> Result<TempLayer
         temp.diff_id = diff_id?;
         Ok(temp)
     })
-}
-
-/// Read up to `buf.len()` bytes, fewer only at the end of `r`.
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut got = 0;
-    while got < buf.len() {
-        match r.read(&mut buf[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(got)
 }
 
 fn write_file(path: &Path, data: &[u8]) -> Result<(), StoreError> {

@@ -50,6 +50,7 @@ pub use logs::{read_log_entries, read_rotated_entries, LogEntry, LogFollower};
 pub use shim::shim_main;
 pub use spawn::spawn_shim;
 pub use spec::{build_spec, RuntimePlan};
+pub(crate) use stdio::register as register_fd;
 pub use wharf_protocol::shim::{ErrorKind, ExecSpec, Exit, ShimState, Status};
 
 /// Why talking to, or starting, a shim failed.

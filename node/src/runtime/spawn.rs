@@ -70,17 +70,13 @@ pub async fn spawn_shim_via(
         res
     })
     .await;
-    match forked {
-        Ok(Ok(())) => wait_verdict(read_end, &paths, state_dir, SPAWN_TIMEOUT).await,
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "shim zygote unavailable; exec'ing the shim");
-            spawn_shim(wharf_exe, state_dir).await
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "shim zygote request failed; exec'ing the shim");
-            spawn_shim(wharf_exe, state_dir).await
-        }
-    }
+    let why = match forked {
+        Ok(Ok(())) => return wait_verdict(read_end, &paths, state_dir, SPAWN_TIMEOUT).await,
+        Ok(Err(e)) => e.to_string(),
+        Err(e) => e.to_string(),
+    };
+    tracing::warn!(error = %why, "shim zygote unavailable; exec'ing the shim");
+    spawn_shim(wharf_exe, state_dir).await
 }
 
 /// [`spawn_shim`] with a custom time limit.
@@ -106,22 +102,9 @@ pub async fn spawn_shim_with_timeout(
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    // SAFETY: the closure runs between fork and exec and calls only async-signal-safe
-    // functions (dup2, fcntl, setsid) on fds that exist in the child.
+    // SAFETY: see `hand_over_fd`.
     unsafe {
-        cmd.pre_exec(move || {
-            if child_fd == READY_FD {
-                if libc::fcntl(READY_FD, libc::F_SETFD, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            } else if libc::dup2(child_fd, READY_FD) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
+        cmd.pre_exec(hand_over_fd(child_fd, READY_FD));
     }
     let mut launcher = cmd.spawn().map_err(launch)?;
     drop(write_end);
@@ -129,6 +112,32 @@ pub async fn spawn_shim_with_timeout(
     let status = launcher.wait().await.map_err(launch)?;
     tracing::debug!(?status, state_dir = %state_dir.display(), "shim launcher exited");
     wait_verdict(read_end, &paths, state_dir, limit).await
+}
+
+/// The `pre_exec` closure of a launched helper (shim or zygote): the child's copy of
+/// `child_fd` becomes fd `target`, kept across exec, and the child gets its own session.
+/// It calls only async-signal-safe functions (dup2, fcntl, setsid) on fds that exist in
+/// the child, so it is fit to run between fork and exec.
+pub(super) fn hand_over_fd(
+    child_fd: i32,
+    target: i32,
+) -> impl FnMut() -> std::io::Result<()> + Send + Sync + 'static {
+    move || {
+        // SAFETY: plain system calls on integer fds of this (child) process.
+        unsafe {
+            if child_fd == target {
+                if libc::fcntl(target, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            } else if libc::dup2(child_fd, target) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Wait (at most `limit`) for the shim's verdict on the ready pipe's read end.

@@ -28,7 +28,7 @@ pub(super) fn nonblocking(fd: OwnedFd) -> std::io::Result<AsyncFd<OwnedFd>> {
     register(fd)
 }
 
-pub(super) fn register(fd: OwnedFd) -> std::io::Result<AsyncFd<OwnedFd>> {
+pub(crate) fn register(fd: OwnedFd) -> std::io::Result<AsyncFd<OwnedFd>> {
     // SAFETY: an OwnedFd keeps its fd open and the same until it is dropped, and the
     // AsyncFd owns it for its whole life.
     Ok(unsafe { AsyncFd::register(fd) }?)

@@ -250,22 +250,12 @@ impl Zygote {
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
-        // SAFETY: the closure runs between fork and exec and calls only async-signal-safe
-        // functions (dup2, fcntl, setsid) on fds that exist in the child.
+        // SAFETY: see `spawn::hand_over_fd`.
         unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
-                if child_fd == ZYGOTE_FD {
-                    if libc::fcntl(ZYGOTE_FD, libc::F_SETFD, 0) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                } else if libc::dup2(child_fd, ZYGOTE_FD) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                if libc::setsid() < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
+            std::os::unix::process::CommandExt::pre_exec(
+                &mut cmd,
+                super::spawn::hand_over_fd(child_fd, ZYGOTE_FD),
+            );
         }
         let child = cmd.spawn()?;
         drop(theirs);
