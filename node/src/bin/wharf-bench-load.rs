@@ -7,7 +7,11 @@
 //!      floors: sha256 · gunzip · unzstd · write+fsync        (MB/s of uncompressed bytes)
 //!      load:   ImageStore::load(archive) into a fresh store  (per variant)
 //!      apply:  ImageStore::unpack_layer(uncompressed layer)  (no archive, no spool)
+//!      after each, untimed: every file of every layer compared with the generated tar
 //! ```
+//!
+//! A load whose files differ from the source fails the bench: a fast wrong load never
+//! counts.
 
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
@@ -52,14 +56,20 @@ fn parse_args() -> Result<Args, String> {
 }
 
 /// Layer contents: files of 4 MiB, alternately pseudo-random and repetitive text, so the
-/// compressed variants compress like real images do (about 2:1) without being trivial.
+/// compressed variants compress like real images do (about 2:1) without being trivial;
+/// every third file is 24 MiB and a few KiB, longer than the store's buffer pool and not
+/// a whole number of blocks.
 fn layer(seed: u64, bytes: usize) -> std::io::Result<Vec<u8>> {
     let mut b = tar::Builder::new(Vec::with_capacity(bytes + bytes / 64));
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let file = 4 << 20;
     let mut written = 0;
     let mut n = 0;
     while written < bytes {
+        let file = if n % 3 == 2 {
+            (24 << 20) + 3891
+        } else {
+            4 << 20
+        };
         let len = file.min(bytes - written);
         let mut data = Vec::with_capacity(len + 8);
         if n % 2 == 0 {
@@ -80,9 +90,9 @@ fn layer(seed: u64, bytes: usize) -> std::io::Result<Vec<u8>> {
         }
         data.truncate(len);
         let mut h = tar::Header::new_gnu();
-        h.set_mode(0o644);
+        h.set_mode(if n % 2 == 0 { 0o755 } else { 0o640 });
         h.set_size(len as u64);
-        h.set_mtime(1_704_067_200);
+        h.set_mtime(1_704_067_200 + n as u64);
         b.append_data(&mut h, format!("data/{seed}/{n}.bin"), data.as_slice())?;
         written += len;
         n += 1;
@@ -226,6 +236,57 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// Check that the layers of `diff_ids` in `store` hold exactly the regular files of the
+/// generated tars `plain`: content, size, mode and mtime.
+fn verify(
+    store: &ImageStore,
+    plain: &[Vec<u8>],
+    diff_ids: &[DiffId],
+) -> Result<(), Box<dyn std::error::Error>> {
+    use std::os::unix::fs::MetadataExt;
+    let chain = ChainId::chain(diff_ids);
+    if diff_ids.len() != plain.len() {
+        return Err(format!("loaded {} layers of {}", diff_ids.len(), plain.len()).into());
+    }
+    let mut files = 0;
+    for (i, layer) in plain.iter().enumerate() {
+        let diff = store.layout().layer_dir(&chain[i]).join("diff");
+        for entry in tar::Archive::new(layer.as_slice()).entries()? {
+            let mut entry = entry?;
+            let name = entry.path()?.into_owned();
+            let (mode, mtime) = (entry.header().mode()?, entry.header().mtime()?);
+            let mut want = Vec::new();
+            entry.read_to_end(&mut want)?;
+            let path = diff.join(&name);
+            let meta = std::fs::symlink_metadata(&path)?;
+            let got = std::fs::read(&path)?;
+            if got.len() != want.len() || Sha256::digest(&got) != Sha256::digest(&want) {
+                return Err(format!(
+                    "layer {i} {}: {} bytes differ from the source's {}",
+                    name.display(),
+                    got.len(),
+                    want.len()
+                )
+                .into());
+            }
+            if meta.mode() & 0o7777 != mode || meta.mtime() != mtime as i64 {
+                return Err(format!(
+                    "layer {i} {}: mode {:o} mtime {} instead of {mode:o} {mtime}",
+                    name.display(),
+                    meta.mode() & 0o7777,
+                    meta.mtime()
+                )
+                .into());
+            }
+            files += 1;
+        }
+    }
+    if files == 0 {
+        return Err("no file checked".into());
+    }
+    Ok(())
+}
+
 /// One measured step: its name, MB/s and decompression floor (compressed variants).
 type Row = (String, f64, Option<f64>);
 
@@ -359,13 +420,16 @@ fn measure(
         let store_dir = work.join(format!("store-{}", v.name()));
         let store = ImageStore::open(&store_dir)?;
         disk_floor()?;
-        let (res, t) = timed(|| -> Result<(), Box<dyn std::error::Error>> {
+        let (res, t) = timed(|| -> Result<_, Box<dyn std::error::Error>> {
             let mut f = std::fs::File::open(&path)?;
-            store.load(&mut f as &mut dyn Read)?;
-            Ok(())
+            Ok(store.load(&mut f as &mut dyn Read)?)
         });
-        res?;
+        let loaded = res?;
         let load = mbps(total, t);
+        let [image] = loaded.as_slice() else {
+            return Err(format!("{} images loaded instead of one", loaded.len()).into());
+        };
+        verify(&store, plain, &image.diff_ids)?;
         std::fs::remove_dir_all(&store_dir)?;
         std::fs::remove_file(&path)?;
         rows.push((format!("load {}", v.name()), load, floor_decompress));
@@ -389,6 +453,7 @@ fn measure(
     });
     res?;
     let apply = mbps(total, t);
+    verify(&store, plain, &ids)?;
     std::fs::remove_dir_all(&store_dir)?;
     rows.push(("apply uncompressed".into(), apply, None));
     Ok((sha, disks, rows))

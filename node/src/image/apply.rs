@@ -101,6 +101,26 @@ pub enum ApplyError {
         /// What the entry is.
         new: &'static str,
     },
+    /// A regular file's size on disk, once all its contents were written, differs from
+    /// what its entry declares.
+    #[error("layer entry {path:?}: wrote {got} bytes, entry declares {expected}")]
+    SizeMismatch {
+        /// The entry.
+        path: String,
+        /// Its declared size.
+        expected: u64,
+        /// The file's size on disk.
+        got: u64,
+    },
+    /// A file's writes or metadata were not all carried out when the layer was done:
+    /// the layer is not committed.
+    #[error("layer entry {path:?}: not finished: {detail}")]
+    Unfinished {
+        /// The entry, or "" when the writer lost count of which.
+        path: String,
+        /// What was left.
+        detail: String,
+    },
     /// A system call on the entry failed.
     #[error("layer entry {path:?}: {what}: {source}")]
     Os {

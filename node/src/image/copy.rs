@@ -46,7 +46,7 @@ pub const DIRECT_MIN: u64 = 1 << 20;
 const DIRECT_ALIGN: usize = 4096;
 
 /// Buffers per copier: one being filled while the others are written.
-const BUFFERS: usize = 6;
+pub(crate) const BUFFERS: usize = 6;
 
 /// A [`COPY_BUF`]-byte buffer aligned for `O_DIRECT` (the heap block does not move when
 /// the buffer is sent to the writer thread and back).
@@ -78,17 +78,26 @@ struct Job {
 /// What is left to do once a file's contents are on disk: set its metadata.
 pub(crate) type Finish = Box<dyn FnOnce(&File) -> Result<(), ApplyError>>;
 
-/// A file whose blocks are being written.
+/// A file whose blocks are being written. It is queued before its first block is
+/// submitted, so every finished job belongs to the oldest queued file: jobs come back in
+/// the order they were submitted, and a file's jobs all follow the previous file's.
 struct Pending {
     file: Arc<File>,
     /// The entry's name, for errors.
     path: String,
-    /// Its jobs not finished yet.
+    /// Its jobs submitted and not finished yet.
     jobs: usize,
+    /// Whether all its blocks have been submitted (until then `jobs == 0` does not mean
+    /// the file is written).
+    sealed: bool,
+    /// Its size as the archive declares it: the file must have it once complete.
+    size: u64,
     /// The bytes after the last whole block, and where they go.
     tail: Vec<u8>,
     tail_at: u64,
-    finish: Finish,
+    /// What to run once its contents are on disk; `None` for a file whose entry ended
+    /// early (the apply fails; its blocks are only waited for).
+    finish: Option<Finish>,
 }
 
 /// A finished job and what its `pwrite` returned.
@@ -109,6 +118,10 @@ pub(crate) struct Copier {
     pending: VecDeque<Pending>,
     /// The first failure of a write or a finish, returned by the next call.
     failed: Option<ApplyError>,
+    /// Files handed to [`Copier::copy`] whole, and files finished: equal once
+    /// [`Copier::finish_all`] succeeds, or the apply fails.
+    started: u64,
+    finished: u64,
 }
 
 impl Copier {
@@ -121,6 +134,8 @@ impl Copier {
             writer: None,
             pending: VecDeque::new(),
             failed: None,
+            started: 0,
+            finished: 0,
         };
         if !direct {
             return f(&mut copier);
@@ -169,17 +184,38 @@ impl Copier {
         self.free.push(buf);
         let got = res?;
         if got == size {
+            self.started += 1;
+            check_size(file, size, path)?;
             finish(file)?;
+            self.finished += 1;
         }
         Ok(got)
     }
 
-    /// Wait for every file being written and finish each; the first error.
+    /// Wait for every file being written and finish each; the first error. Fails, too,
+    /// if any file handed to [`Copier::copy`] whole was not finished: a layer is never
+    /// committed with a file whose tail or metadata was not written.
     pub(crate) fn finish_all(&mut self) -> Result<(), ApplyError> {
         while self.writer.as_ref().is_some_and(|w| w.in_flight > 0) {
             self.finish_one();
         }
-        self.check()
+        self.check()?;
+        if let Some(p) = self.pending.front() {
+            return Err(ApplyError::Unfinished {
+                path: p.path.clone(),
+                detail: format!("{} of its writes not done", p.jobs),
+            });
+        }
+        if self.started != self.finished {
+            return Err(ApplyError::Unfinished {
+                path: String::new(),
+                detail: format!(
+                    "the layer writer finished {} of {} files",
+                    self.finished, self.started
+                ),
+            });
+        }
+        Ok(())
     }
 
     fn check(&mut self) -> Result<(), ApplyError> {
@@ -189,8 +225,8 @@ impl Copier {
         }
     }
 
-    /// The direct part of [`Copier::copy`]: whole blocks queued for the writer, the file
-    /// queued to be finished after them.
+    /// The direct part of [`Copier::copy`]: the file queued, whole blocks submitted to
+    /// the writer, the file finished after its last one (see [`Pending`]).
     fn copy_direct(
         &mut self,
         src: &mut impl Read,
@@ -199,9 +235,50 @@ impl Copier {
         path: &str,
         finish: Finish,
     ) -> Result<u64, ApplyError> {
+        self.pending.push_back(Pending {
+            file: file.clone(),
+            path: path.to_string(),
+            jobs: 0,
+            sealed: false,
+            size,
+            tail: Vec::new(),
+            tail_at: 0,
+            finish: None,
+        });
+        let res = self.submit_blocks(src, file, path);
+        // Sealed whatever happened: its submitted blocks still come back.
+        let Some(p) = self.pending.back_mut() else {
+            return Err(ApplyError::Unfinished {
+                path: path.to_string(),
+                detail: "its queue entry is gone".to_string(),
+            });
+        };
+        p.sealed = true;
+        let (offset, tail) = res?;
+        if offset == size {
+            self.started += 1;
+            p.tail_at = offset - tail.len() as u64;
+            p.tail = tail;
+            p.finish = Some(finish);
+        }
+        if p.jobs == 0 {
+            if let Some(p) = self.pending.pop_back() {
+                self.complete(p);
+            }
+        }
+        Ok(offset)
+    }
+
+    /// Read the entry through buffers, submitting each buffer's whole blocks for the
+    /// newest queued file; returns the bytes read and the last partial block.
+    fn submit_blocks(
+        &mut self,
+        src: &mut impl Read,
+        file: &Arc<File>,
+        path: &str,
+    ) -> Result<(u64, Vec<u8>), ApplyError> {
         let mut offset = 0u64;
-        let mut jobs = 0;
-        let tail = loop {
+        loop {
             let mut buf = self.take().map_err(|e| write_err(path, e))?;
             let n = match read_full(src, buf.slice()) {
                 Ok(n) => n,
@@ -220,33 +297,18 @@ impl Copier {
                     len: aligned,
                 })
                 .map_err(|e| write_err(path, e))?;
-                jobs += 1;
+                if let Some(p) = self.pending.back_mut() {
+                    p.jobs += 1;
+                }
             } else {
                 self.free.push(buf);
             }
             offset += n as u64;
             // `read_full` falls short only at the end of the entry.
             if n < COPY_BUF {
-                break tail;
-            }
-        };
-        if offset == size {
-            let tail_at = offset - tail.len() as u64;
-            let p = Pending {
-                file: file.clone(),
-                path: path.to_string(),
-                jobs,
-                tail,
-                tail_at,
-                finish,
-            };
-            if jobs == 0 {
-                self.complete(p);
-            } else {
-                self.pending.push_back(p);
+                return Ok((offset, tail));
             }
         }
-        Ok(offset)
     }
 
     fn submit(&mut self, job: Job) -> io::Result<()> {
@@ -300,17 +362,23 @@ impl Copier {
         };
         let file = job.file;
         self.free.push(job.buf);
-        // Jobs come back in the order they were queued, so this is the oldest file's.
-        let Some(front) = self.pending.front_mut() else {
+        // Jobs come back in the order they were submitted, and a file is queued before
+        // its first job: this job is the oldest queued file's.
+        let Some(front) = self
+            .pending
+            .front_mut()
+            .filter(|p| Arc::ptr_eq(&p.file, &file))
+        else {
+            self.fail(ApplyError::Unfinished {
+                path: String::new(),
+                detail: "a finished write matches no queued file".to_string(),
+            });
             return;
         };
-        if !Arc::ptr_eq(&front.file, &file) {
-            return;
-        }
         front.jobs -= 1;
-        let done = front.jobs == 0;
-        if let Err(e) = res {
-            let err = write_err(&front.path, e);
+        let err = res.err().map(|e| write_err(&front.path, e));
+        let done = front.sealed && front.jobs == 0;
+        if let Some(err) = err {
             self.fail(err);
         }
         if done {
@@ -320,8 +388,12 @@ impl Copier {
         }
     }
 
-    /// A file whose blocks are all written: its tail, then its metadata.
+    /// A file whose blocks are all written: its tail, its size checked, then its
+    /// metadata. A file whose entry ended early is left as it is.
     fn complete(&mut self, p: Pending) {
+        let Some(finish) = p.finish else {
+            return;
+        };
         let res = (|| {
             if !p.tail.is_empty() {
                 if !set_direct(&p.file, false) {
@@ -334,10 +406,12 @@ impl Copier {
                     .write_all_at(&p.tail, p.tail_at)
                     .map_err(|e| write_err(&p.path, e))?;
             }
-            (p.finish)(&p.file)
+            check_size(&p.file, p.size, &p.path)?;
+            finish(&p.file)
         })();
-        if let Err(e) = res {
-            self.fail(e);
+        match res {
+            Ok(()) => self.finished += 1,
+            Err(e) => self.fail(e),
         }
     }
 
@@ -354,6 +428,19 @@ fn finish_buffered(job: &mut Job, written: usize) -> io::Result<()> {
     let (len, offset) = (job.len, job.offset);
     job.file
         .write_all_at(&job.buf.slice()[written..len], offset + written as u64)
+}
+
+/// Fail unless `file` holds exactly the `size` bytes its entry declares.
+fn check_size(file: &File, size: u64, path: &str) -> Result<(), ApplyError> {
+    let got = file.metadata().map_err(|e| write_err(path, e))?.len();
+    if got != size {
+        return Err(ApplyError::SizeMismatch {
+            path: path.to_string(),
+            expected: size,
+            got,
+        });
+    }
+    Ok(())
 }
 
 fn write_err(path: &str, source: io::Error) -> ApplyError {
@@ -422,4 +509,144 @@ pub(crate) fn read_full(src: &mut impl Read, buf: &mut [u8]) -> io::Result<usize
         }
     }
     Ok(got)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file() -> (tempfile::TempDir, Arc<File>) {
+        let dir = tempfile::tempdir().unwrap();
+        let f = File::create(dir.path().join("f")).unwrap();
+        (dir, Arc::new(f))
+    }
+
+    #[test]
+    fn a_file_left_queued_fails_the_layer() {
+        let (_dir, f) = file();
+        let err = Copier::run(true, |c| {
+            c.pending.push_back(Pending {
+                file: f.clone(),
+                path: "big".into(),
+                jobs: 1,
+                sealed: true,
+                size: 8192,
+                tail: Vec::new(),
+                tail_at: 0,
+                finish: Some(Box::new(|_| Ok(()))),
+            });
+            c.finish_all()
+        })
+        .unwrap_err();
+        assert!(
+            matches!(err, ApplyError::Unfinished { ref path, .. } if path == "big"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_file_started_and_never_finished_fails_the_layer() {
+        let err = Copier::run(true, |c| {
+            c.started += 1;
+            c.finish_all()
+        })
+        .unwrap_err();
+        assert!(matches!(err, ApplyError::Unfinished { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn a_file_shorter_than_its_entry_is_not_finished() {
+        let (_dir, f) = file();
+        let finished = std::rc::Rc::new(std::cell::Cell::new(false));
+        let set = finished.clone();
+        let err = Copier::run(true, |c| {
+            c.pending.push_back(Pending {
+                file: f.clone(),
+                path: "short".into(),
+                jobs: 0,
+                sealed: true,
+                size: 10,
+                tail: b"12345".to_vec(),
+                tail_at: 0,
+                finish: Some(Box::new(move |_| {
+                    set.set(true);
+                    Ok(())
+                })),
+            });
+            c.started += 1;
+            let p = c.pending.pop_front().unwrap();
+            c.complete(p);
+            c.finish_all()
+        })
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ApplyError::SizeMismatch {
+                    expected: 10,
+                    got: 5,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(!finished.get(), "metadata set on a short file");
+    }
+
+    #[test]
+    fn every_size_around_the_thresholds_lands_whole_with_its_metadata_set_once() {
+        let sizes = [
+            0,
+            1,
+            4095,
+            4096,
+            4097,
+            DIRECT_MIN as usize - 1,
+            DIRECT_MIN as usize,
+            DIRECT_MIN as usize + 1,
+            COPY_BUF - 1,
+            COPY_BUF,
+            COPY_BUF + 1,
+            BUFFERS * COPY_BUF - 1,
+            BUFFERS * COPY_BUF,
+            BUFFERS * COPY_BUF + 1,
+            3 * BUFFERS * COPY_BUF + 4097,
+        ];
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let finished = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        Copier::run(true, |c| {
+            for (i, size) in sizes.iter().enumerate() {
+                let data: Vec<u8> = (0..*size).map(|j| (j * 7 + i) as u8).collect();
+                let f = Arc::new(File::create(dir.path().join(i.to_string())).unwrap());
+                let done = finished.clone();
+                let got = c
+                    .copy(
+                        &mut data.as_slice(),
+                        &f,
+                        *size as u64,
+                        &i.to_string(),
+                        Box::new(move |_| {
+                            done.borrow_mut().push(i);
+                            Ok(())
+                        }),
+                    )
+                    .unwrap();
+                assert_eq!(got, *size as u64);
+            }
+            c.finish_all().unwrap();
+        });
+        let mut done = finished.borrow().clone();
+        done.sort();
+        assert_eq!(done, (0..sizes.len()).collect::<Vec<_>>());
+        for (i, size) in sizes.iter().enumerate() {
+            let data = std::fs::read(dir.path().join(i.to_string())).unwrap();
+            assert_eq!(data.len(), *size, "file {i}");
+            assert!(
+                data.iter()
+                    .enumerate()
+                    .all(|(j, b)| *b == (j * 7 + i) as u8),
+                "file {i} differs"
+            );
+        }
+    }
 }

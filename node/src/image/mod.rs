@@ -35,4 +35,6 @@ pub use save::{PreparedSave, SaveError, SaveImage};
 pub use store::{ImageStore, LayerPin, LayerTar, StoreError};
 
 #[cfg(test)]
+mod copy_test;
+#[cfg(test)]
 mod testutil;
