@@ -5,7 +5,7 @@
 
 use crate::runtime::config::StatePaths;
 use crate::runtime::shim::{ShimErrorReport, READY_FD_ENV};
-use crate::runtime::zygote::Zygote;
+use crate::runtime::zygote::{ForkError, Zygote};
 use crate::runtime::{ErrorKind, RuntimeError};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
@@ -71,8 +71,12 @@ pub async fn spawn_shim_via(
     })
     .await;
     let why = match forked {
-        Ok(Ok(())) => return wait_verdict(read_end, &paths, state_dir, SPAWN_TIMEOUT).await,
-        Ok(Err(e)) => e.to_string(),
+        // A shim may be on its way even unacknowledged: its verdict (or the pipe's end,
+        // once every holder of the write end is gone) decides; never exec a second one.
+        Ok(Ok(())) | Ok(Err(ForkError::Unacknowledged(_))) => {
+            return wait_verdict(read_end, &paths, state_dir, SPAWN_TIMEOUT).await
+        }
+        Ok(Err(e @ ForkError::NotAsked(_))) => e.to_string(),
         Err(e) => e.to_string(),
     };
     tracing::warn!(error = %why, "shim zygote unavailable; exec'ing the shim");

@@ -202,33 +202,45 @@ impl Zygote {
     }
 
     /// Ask the zygote to fork the shim of `state_dir`, handing it `ready` (the write end
-    /// of the ready pipe). An error means no shim was asked for: exec one instead.
-    pub fn fork_shim(&self, state_dir: &Path, ready: &OwnedFd) -> std::io::Result<()> {
+    /// of the ready pipe). [`ForkError::NotAsked`] means no shim was asked for: exec one
+    /// instead. [`ForkError::Unacknowledged`] means the request was delivered but its
+    /// acknowledgement did not come: a shim may be on its way, so the caller must wait on
+    /// the ready pipe, never ask for a second one (two shims of one container).
+    pub fn fork_shim(&self, state_dir: &Path, ready: &OwnedFd) -> Result<(), ForkError> {
         let path = state_dir.as_os_str().as_bytes();
         if path.len() > MAX_PATH {
-            return Err(std::io::Error::other("state directory path too long"));
+            return Err(ForkError::NotAsked(std::io::Error::other(
+                "state directory path too long",
+            )));
         }
         let mut guard = self.running.lock().unwrap_or_else(|p| p.into_inner());
         for attempt in 0..2 {
             let running = match guard.take() {
                 Some(r) => r,
-                None => self.start()?,
+                None => self.start().map_err(ForkError::NotAsked)?,
             };
-            match send(&running.sock, path, ready).and_then(|()| acknowledged(&running.sock)) {
-                Ok(()) => {
-                    *guard = Some(running);
-                    return Ok(());
-                }
-                Err(e) => {
+            let res = match send(&running.sock, path, ready) {
+                Ok(()) => acknowledged(&running.sock).map_err(ForkError::Unacknowledged),
+                Err(e) => Err(ForkError::NotAsked(e)),
+            };
+            if res.is_ok() {
+                *guard = Some(running);
+                return Ok(());
+            }
+            let Running { sock, mut child } = running;
+            drop(sock);
+            let _ = child.kill();
+            let _ = child.wait();
+            match res {
+                Err(ForkError::NotAsked(e)) => {
                     tracing::warn!(error = %e, attempt, "shim zygote gone; starting another");
-                    let Running { sock, mut child } = running;
-                    drop(sock);
-                    let _ = child.kill();
-                    let _ = child.wait();
                 }
+                other => return other,
             }
         }
-        Err(std::io::Error::other("shim zygote unavailable"))
+        Err(ForkError::NotAsked(std::io::Error::other(
+            "shim zygote unavailable",
+        )))
     }
 
     fn start(&self) -> std::io::Result<Running> {
@@ -281,6 +293,18 @@ impl Drop for Zygote {
             let _ = std::fs::remove_file(&self.pid_file);
         }
     }
+}
+
+/// Why [`Zygote::fork_shim`] did not get a fork acknowledged.
+#[derive(Debug, thiserror::Error)]
+pub enum ForkError {
+    /// No request reached a zygote: no shim was asked for.
+    #[error("shim zygote unavailable: {0}")]
+    NotAsked(#[source] std::io::Error),
+    /// A request reached the zygote, which then did not acknowledge it in time (or closed
+    /// its socket): it may have forked the shim.
+    #[error("shim zygote did not acknowledge a fork: {0}")]
+    Unacknowledged(#[source] std::io::Error),
 }
 
 /// Wait (at most [`ACK_WAIT`]) for the zygote's word that it forked the shim.
