@@ -1,7 +1,8 @@
 //! How the network commands change [`ClusterState`]: pure, like the rest of `apply`.
 //! The leader chooses addresses and ports; this only checks and records them.
 
-use crate::network::{port_taken, ports_in_use};
+use crate::ids::ContainerId;
+use crate::network::{ips_in_use, mac_for, pick_ip, port_taken, ports_in_use, Endpoint};
 use crate::state::{ClusterState, Command, Response, StateError};
 
 /// Apply one of the network commands; other commands are left to `ClusterState::apply`.
@@ -78,38 +79,32 @@ pub(crate) fn apply(s: &mut ClusterState, cmd: &Command) -> Response {
             }
             Ok(())
         }
-        Command::AttachEndpoints { id, endpoints } => {
-            if !s.containers.contains_key(id) {
-                return Err(StateError::NoSuchContainer(id.to_string()));
-            }
-            let others = || {
-                s.endpoints
-                    .iter()
-                    .filter(|(c, _)| *c != id)
-                    .flat_map(|(_, e)| e)
-            };
-            for (i, e) in endpoints.iter().enumerate() {
+        Command::AttachEndpoints { id, endpoints } => attach(s, id, endpoints.clone()),
+        Command::AllocateEndpoints { id, endpoints } => {
+            let mut chosen = endpoints.clone();
+            for i in 0..chosen.len() {
+                if !chosen[i].ip.is_unspecified() {
+                    continue;
+                }
                 let n = s
                     .networks
-                    .get(&e.network)
-                    .ok_or_else(|| StateError::NoSuchNetwork(e.network.clone()))?;
-                let clash = others().any(|o| o.network == e.network && o.ip == e.ip);
-                if !n.subnet.contains(e.ip) || e.ip == n.gateway || clash {
-                    return Err(StateError::AddressInUse(e.ip.to_string()));
-                }
-                let mut used = ports_in_use(others(), e.node);
-                used.extend(endpoints[..i].iter().flat_map(|p| p.ports.iter().copied()));
-                for (j, p) in e.ports.iter().enumerate() {
-                    if port_taken(&used, p) || port_taken(&e.ports[..j], p) {
-                        return Err(StateError::PortInUse(format!(
-                            "{}:{}",
-                            p.host_ip, p.host_port
-                        )));
-                    }
-                }
+                    .get(&chosen[i].network)
+                    .ok_or_else(|| StateError::NoSuchNetwork(chosen[i].network.clone()))?;
+                // Others' addresses and those already chosen for this container.
+                let mut used = ips_in_use(
+                    s.endpoints
+                        .iter()
+                        .filter(|(c, _)| *c != id)
+                        .flat_map(|(_, e)| e),
+                    &n.id,
+                );
+                used.extend(chosen.iter().filter(|e| e.network == n.id).map(|e| e.ip));
+                let ip = pick_ip(&n.subnet, n.gateway, &used)
+                    .ok_or_else(|| StateError::NoFreeAddress(n.name.clone()))?;
+                chosen[i].ip = ip;
+                chosen[i].mac = mac_for(ip);
             }
-            s.endpoints.insert(id.clone(), endpoints.clone());
-            Ok(())
+            attach(s, id, chosen)
         }
         Command::ReleaseEndpoints { id } => {
             s.endpoints.remove(id);
@@ -117,6 +112,45 @@ pub(crate) fn apply(s: &mut ClusterState, cmd: &Command) -> Response {
         }
         _ => Ok(()),
     }
+}
+
+/// Record `endpoints` for container `id` once each address is free and inside its
+/// subnet, and each host port free on its node.
+fn attach(s: &mut ClusterState, id: &ContainerId, endpoints: Vec<Endpoint>) -> Response {
+    if !s.containers.contains_key(id) {
+        return Err(StateError::NoSuchContainer(id.to_string()));
+    }
+    let others = || {
+        s.endpoints
+            .iter()
+            .filter(|(c, _)| *c != id)
+            .flat_map(|(_, e)| e)
+    };
+    for (i, e) in endpoints.iter().enumerate() {
+        let n = s
+            .networks
+            .get(&e.network)
+            .ok_or_else(|| StateError::NoSuchNetwork(e.network.clone()))?;
+        let clash = others().any(|o| o.network == e.network && o.ip == e.ip)
+            || endpoints[..i]
+                .iter()
+                .any(|o| o.network == e.network && o.ip == e.ip);
+        if !n.subnet.contains(e.ip) || e.ip == n.gateway || clash {
+            return Err(StateError::AddressInUse(e.ip.to_string()));
+        }
+        let mut used = ports_in_use(others(), e.node);
+        used.extend(endpoints[..i].iter().flat_map(|p| p.ports.iter().copied()));
+        for (j, p) in e.ports.iter().enumerate() {
+            if port_taken(&used, p) || port_taken(&e.ports[..j], p) {
+                return Err(StateError::PortInUse(format!(
+                    "{}:{}",
+                    p.host_ip, p.host_port
+                )));
+            }
+        }
+    }
+    s.endpoints.insert(id.clone(), endpoints);
+    Ok(())
 }
 
 #[cfg(test)]
@@ -292,5 +326,61 @@ mod tests {
         .unwrap();
         s.apply(&Command::ReleaseEndpoints { id: c2 }).unwrap();
         assert!(s.endpoints.is_empty());
+    }
+
+    #[test]
+    fn allocation_in_log_order_gives_every_container_its_own_address_until_the_subnet_is_full() {
+        let mut s = ClusterState::default();
+        s.apply(&Command::CreateNetwork {
+            network: net("a", "small", "10.60.0.0/29"),
+        })
+        .unwrap();
+        let choose = |s: &mut ClusterState, c: &ContainerId| {
+            s.apply(&Command::AllocateEndpoints {
+                id: c.clone(),
+                endpoints: vec![ep("a", [0, 0, 0, 0], 0)],
+            })
+        };
+        // A /29 holds .2 to .6 (.1 is the gateway, .7 the broadcast address): five
+        // containers whose starts were all decided on the same view get five addresses.
+        let ids: Vec<ContainerId> = (1..=6).map(|n| container(&mut s, n)).collect();
+        for c in &ids[..5] {
+            choose(&mut s, c).unwrap();
+        }
+        let mut got: Vec<Ipv4Addr> = ids[..5].iter().map(|c| s.endpoints[c][0].ip).collect();
+        assert!(got.iter().all(|ip| s
+            .endpoints
+            .values()
+            .flatten()
+            .any(|e| e.ip == *ip && e.mac == mac_for(*ip))));
+        got.sort();
+        got.dedup();
+        assert_eq!(got.len(), 5, "{got:?}");
+        let before = s.clone();
+        assert_eq!(
+            choose(&mut s, &ids[5]),
+            Err(StateError::NoFreeAddress("small".into()))
+        );
+        assert_eq!(s, before, "a refused allocation changes nothing");
+        // The address a stopped container held goes to the next start, once.
+        let freed = s.endpoints[&ids[2]][0].ip;
+        s.apply(&Command::ReleaseEndpoints { id: ids[2].clone() })
+            .unwrap();
+        choose(&mut s, &ids[5]).unwrap();
+        assert_eq!(s.endpoints[&ids[5]][0].ip, freed);
+        assert_eq!(
+            choose(&mut s, &ids[2]),
+            Err(StateError::NoFreeAddress("small".into()))
+        );
+        // An address given explicitly is checked as before.
+        s.apply(&Command::ReleaseEndpoints { id: ids[0].clone() })
+            .unwrap();
+        assert_eq!(
+            s.apply(&Command::AllocateEndpoints {
+                id: ids[0].clone(),
+                endpoints: vec![ep("a", [10, 60, 0, 3], 0)],
+            }),
+            Err(StateError::AddressInUse("10.60.0.3".into()))
+        );
     }
 }

@@ -263,6 +263,16 @@ pub enum Command {
         /// Which container.
         id: ContainerId,
     },
+    /// As [`Command::AttachEndpoints`], except that an endpoint whose `ip` is unspecified
+    /// (`0.0.0.0`) is given the lowest free address of its network here, in log order,
+    /// with its MAC: concurrent starts can never be handed the same address, and none is
+    /// refused because another start took the address it had looked at.
+    AllocateEndpoints {
+        /// Which container.
+        id: ContainerId,
+        /// One per network; `ip` unspecified for "choose".
+        endpoints: Vec<Endpoint>,
+    },
 }
 
 /// Why a command was refused; the state is unchanged.
@@ -340,6 +350,9 @@ pub enum StateError {
         /// The network's name.
         network: String,
     },
+    /// Every address of the network's subnet is held.
+    #[error("no available IPv4 addresses on network {0}")]
+    NoFreeAddress(String),
 }
 
 /// The outcome of applying one command.
@@ -545,7 +558,8 @@ impl ClusterState {
             | Command::ConnectContainer { .. }
             | Command::DisconnectContainer { .. }
             | Command::AttachEndpoints { .. }
-            | Command::ReleaseEndpoints { .. } => crate::network_state::apply(self, cmd),
+            | Command::ReleaseEndpoints { .. }
+            | Command::AllocateEndpoints { .. } => crate::network_state::apply(self, cmd),
         }
     }
 

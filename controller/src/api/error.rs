@@ -63,7 +63,7 @@ impl From<wharf_protocol::state::StateError> for ApiError {
                 StatusCode::CONFLICT
             }
             S::SubnetOverlap => StatusCode::BAD_REQUEST,
-            S::NotConnected { .. } | S::AddressInUse(_) | S::PortInUse(_) => {
+            S::NotConnected { .. } | S::AddressInUse(_) | S::PortInUse(_) | S::NoFreeAddress(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
         };

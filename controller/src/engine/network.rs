@@ -25,11 +25,36 @@ use wharf_node::network::rules::{BridgeRule, PublishRule, RuleSet};
 use wharf_node::network::{AttachPlan, NetworkSetup};
 use wharf_node::runtime::{NetnsMode, ShimOptions};
 use wharf_protocol::network::{
-    ips_in_use, mac_for, parse_binding, parse_port_key, pick_ip, pick_port, port_taken,
-    ports_in_use, valid_network_name, Endpoint, NetworkRecord, PortMapping, PortRequest, Subnet,
+    parse_binding, parse_port_key, pick_port, port_taken, ports_in_use, valid_network_name,
+    Endpoint, NetworkRecord, PortMapping, PortRequest, Subnet,
 };
 use wharf_protocol::state::{ClusterState, Command, ContainerRecord, ContainerStatus, StateError};
 use wharf_protocol::{ContainerId, NodeId};
+
+/// Times a start chooses its ephemeral host ports again after a concurrent start (or
+/// another program on the host) took one: each try loses only to a start that won.
+const MAX_PORT_TRIES: usize = 16;
+
+/// How the agent sets up the interfaces of recorded endpoints `eps` of container `id`:
+/// `eth0` on the first (default route), then one per further network, in order.
+pub fn attach_plans(s: &ClusterState, id: &ContainerId, eps: &[Endpoint]) -> Vec<AttachPlan> {
+    eps.iter()
+        .enumerate()
+        .filter_map(|(i, e)| {
+            let n = s.networks.get(&e.network)?;
+            Some(AttachPlan {
+                host_veth: host_veth(id.as_str(), &n.id),
+                ifname: format!("eth{i}"),
+                bridge: n.bridge.clone(),
+                ip: e.ip,
+                prefix: n.subnet.prefix,
+                gateway: n.gateway,
+                mac: e.mac,
+                default_route: i == 0,
+            })
+        })
+        .collect()
+}
 
 /// The network a container asked for (`HostConfig.NetworkMode`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -406,22 +431,27 @@ impl Engine {
         }
         let (hc, cfg, _) = Self::net_json(c);
         let requests = port_requests(&hc, &cfg, &self.image_config_json(c))?;
+        let ephemeral = requests.iter().any(|r| r.host_port == 0);
         let mut last_err = None;
-        for _ in 0..5 {
-            let (eps, plans) = self.choose_endpoints(c, &requests)?;
+        // Addresses are chosen in the log (AllocateEndpoints), so no start is refused for
+        // one; the loop is for ephemeral host ports, chosen here and bound on the host,
+        // which a concurrent start (or another program) may have taken meanwhile.
+        for _ in 0..MAX_PORT_TRIES {
+            let eps = self.choose_endpoints(c, &requests)?;
             let mut failed = None;
             for p in eps.iter().flat_map(|e| e.ports.iter()) {
-                match self.agent().net().reserve(c.id.as_str(), p) {
-                    Ok(()) => {}
-                    Err(e) => {
-                        failed = Some(e.to_string());
-                        break;
-                    }
+                if let Err(e) = self.agent().net().reserve(c.id.as_str(), p) {
+                    failed = Some(e.to_string());
+                    break;
                 }
             }
             let release = |engine: &Engine| engine.agent().net().release_ports(c.id.as_str());
             if let Some(message) = failed {
                 release(self);
+                if ephemeral {
+                    last_err = Some(ApiError::internal(message));
+                    continue;
+                }
                 return Err(ApiError::internal(format!(
                     "driver failed programming external connectivity on endpoint {}: {message}",
                     c.name
@@ -429,23 +459,22 @@ impl Engine {
             }
             match self
                 .store()
-                .propose(Command::AttachEndpoints {
+                .propose(Command::AllocateEndpoints {
                     id: c.id.clone(),
-                    endpoints: eps.clone(),
+                    endpoints: eps,
                 })
                 .await?
             {
                 Ok(()) => {}
-                // Another start took the address or an ephemeral port: choose again.
-                Err(e @ StateError::AddressInUse(_)) => {
+                // Another start recorded the ephemeral port first: choose again.
+                Err(e @ StateError::PortInUse(_)) if ephemeral => {
                     release(self);
-                    last_err = Some(e);
+                    last_err = Some(e.into());
                     continue;
                 }
-                Err(e @ StateError::PortInUse(_)) if requests.iter().all(|r| r.host_port == 0) => {
+                Err(e @ StateError::NoFreeAddress(_)) => {
                     release(self);
-                    last_err = Some(e);
-                    continue;
+                    return Err(ApiError::internal(e.to_string()));
                 }
                 Err(e) => {
                     release(self);
@@ -455,6 +484,11 @@ impl Engine {
                     )));
                 }
             }
+            let (eps, plans) = self.store().read(|s| {
+                let eps = s.endpoints.get(&c.id).cloned().unwrap_or_default();
+                let plans = attach_plans(s, &c.id, &eps);
+                (eps, plans)
+            });
             if let Err(e) = self.sync_network_rules().await {
                 let _ = self
                     .propose(Command::ReleaseEndpoints { id: c.id.clone() })
@@ -480,15 +514,18 @@ impl Engine {
                 setup: NetworkSetup { plans, hosts, dns },
             });
         }
-        Err(last_err.map_or_else(|| ApiError::internal("no address"), ApiError::from))
+        Err(last_err.unwrap_or_else(|| ApiError::internal("no free host port")))
     }
 
-    /// Addresses and host ports for the container's networks, from the current state.
+    /// The container's endpoints to allocate, from the current state: one per network
+    /// it is connected to, the network of its `NetworkMode` first (it carries the default
+    /// route and the published ports), each address left unspecified for the log to
+    /// choose (`AllocateEndpoints`), ephemeral host ports chosen here.
     fn choose_endpoints(
         &self,
         c: &ContainerRecord,
         requests: &[PortRequest],
-    ) -> Result<(Vec<Endpoint>, Vec<AttachPlan>), ApiError> {
+    ) -> Result<Vec<Endpoint>, ApiError> {
         let node = self.node;
         let primary = match mode_of(c) {
             NetworkMode::Network(n) => n,
@@ -500,22 +537,16 @@ impl Engine {
                 .iter()
                 .filter_map(|(id, aliases)| s.networks.get(id).map(|n| (n, aliases.clone())))
                 .collect();
-            // The network of NetworkMode first: it carries the default route and the ports.
             nets.sort_by_key(|(n, _)| !(n.name == primary || n.id == primary));
-            let others = || {
+            let mut used_ports = ports_in_use(
                 s.endpoints
                     .iter()
                     .filter(|(id, _)| **id != c.id)
-                    .flat_map(|(_, e)| e)
-            };
-            let mut used_ports = ports_in_use(others(), node);
+                    .flat_map(|(_, e)| e),
+                node,
+            );
             let mut eps = vec![];
-            let mut plans = vec![];
             for (i, (n, aliases)) in nets.iter().enumerate() {
-                let ip = pick_ip(&n.subnet, n.gateway, &ips_in_use(others(), &n.id))
-                    .ok_or_else(|| {
-                        ApiError::internal(format!("no available IPv4 addresses on network {}", n.name))
-                    })?;
                 let mut ports = vec![];
                 if i == 0 {
                     for r in requests {
@@ -538,27 +569,16 @@ impl Engine {
                         ports.push(m);
                     }
                 }
-                let mac = mac_for(ip);
-                plans.push(AttachPlan {
-                    host_veth: host_veth(c.id.as_str(), &n.id),
-                    ifname: format!("eth{i}"),
-                    bridge: n.bridge.clone(),
-                    ip,
-                    prefix: n.subnet.prefix,
-                    gateway: n.gateway,
-                    mac,
-                    default_route: i == 0,
-                });
                 eps.push(Endpoint {
                     network: n.id.clone(),
-                    ip,
-                    mac,
+                    ip: Ipv4Addr::UNSPECIFIED,
+                    mac: [0; 6],
                     ports,
                     aliases: aliases.clone(),
                     node,
                 });
             }
-            Ok((eps, plans))
+            Ok(eps)
         })
     }
 

@@ -8,8 +8,7 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use tracing::{info, warn};
 use wharf_node::network::names::host_veth;
-use wharf_node::network::AttachPlan;
-use wharf_protocol::network::{ips_in_use, mac_for, pick_ip, Endpoint, NetworkRecord, Subnet};
+use wharf_protocol::network::{Endpoint, NetworkRecord, Subnet};
 use wharf_protocol::state::{Command, ContainerStatus};
 
 /// The names Docker reserves for its predefined networks.
@@ -179,41 +178,44 @@ impl Engine {
             let mut eps = self
                 .store()
                 .read(|s| s.endpoints.get(&c.id).cloned().unwrap_or_default());
-            let ip = self
-                .store()
-                .read(|s| {
-                    pick_ip(
-                        &n.subnet,
-                        n.gateway,
-                        &ips_in_use(s.endpoints.values().flatten(), &n.id),
-                    )
-                })
-                .ok_or_else(|| {
-                    ApiError::internal(format!("no available IPv4 addresses on network {}", n.name))
-                })?;
-            let plan = AttachPlan {
-                host_veth: host_veth(c.id.as_str(), &n.id),
-                ifname: format!("eth{}", eps.len()),
-                bridge: n.bridge.clone(),
-                ip,
-                prefix: n.subnet.prefix,
-                gateway: n.gateway,
-                mac: mac_for(ip),
-                default_route: eps.is_empty(),
-            };
+            // The address is chosen in the log, so a concurrent start or connect cannot
+            // be handed the same one.
             eps.push(Endpoint {
                 network: n.id.clone(),
-                ip,
-                mac: mac_for(ip),
+                ip: Ipv4Addr::UNSPECIFIED,
+                mac: [0; 6],
                 ports: vec![],
                 aliases,
                 node: self.node,
             });
-            self.propose(Command::AttachEndpoints {
-                id: c.id.clone(),
-                endpoints: eps,
-            })
-            .await?;
+            let recorded = self
+                .propose(Command::AllocateEndpoints {
+                    id: c.id.clone(),
+                    endpoints: eps,
+                })
+                .await;
+            let plan = recorded.and_then(|()| {
+                self.store()
+                    .read(|s| {
+                        let eps = s.endpoints.get(&c.id).cloned().unwrap_or_default();
+                        super::network::attach_plans(s, &c.id, &eps)
+                            .into_iter()
+                            .find(|p| p.bridge == n.bridge)
+                    })
+                    .ok_or_else(|| ApiError::internal("endpoint not recorded"))
+            });
+            let plan = match plan {
+                Ok(p) => p,
+                Err(e) => {
+                    let _ = self
+                        .propose(Command::DisconnectContainer {
+                            id: c.id.clone(),
+                            network: n.id.clone(),
+                        })
+                        .await;
+                    return Err(e);
+                }
+            };
             let net = self.agent().net().clone();
             let pid = c.pid;
             let res = tokio::task::spawn_blocking(move || net.attach(pid, &[plan]))

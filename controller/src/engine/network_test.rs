@@ -1,7 +1,7 @@
 //! Unit tests of [`super`]: modes, port requests, subnets, rules and `NetworkSettings`.
 
 use super::*;
-use wharf_protocol::network::Proto;
+use wharf_protocol::network::{mac_for, Proto};
 
 fn state_with_endpoint(status: ContainerStatus) -> (ClusterState, ContainerId) {
     let mut s = ClusterState::default();
