@@ -1,0 +1,242 @@
+//! Bursts of mixed operations from many stock `docker` clients at once against one
+//! `wharf up`: runs on the default bridge and on a user network, with and without
+//! published ports, execs into running containers, volume create/remove, `rm -f` of
+//! running containers, network connect/disconnect. No operation may fail for a reason the
+//! client did not cause, every container that ran must have printed its output, and
+//! afterwards no address, host port, mount, cgroup, shim or iptables rule may be left.
+//!
+//! The counts are printed; a run that did fewer operations than it states fails.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::sync::{Barrier, Mutex};
+use support::{loaded, text, Wharf};
+
+/// Clients at once, rounds each.
+const CLIENTS: usize = 16;
+const ROUNDS: usize = 3;
+
+/// What the clients did and what went wrong.
+#[derive(Default)]
+struct Tally {
+    done: usize,
+    failures: Vec<String>,
+    /// Host ports handed out to published ports.
+    ports: BTreeSet<u16>,
+}
+
+/// Run `docker ARGS`, count it, and record a failure (or, with `want`, output that does
+/// not contain it).
+fn op(w: &Wharf, tally: &Mutex<Tally>, args: &[&str], want: Option<&str>) -> String {
+    let out = w.docker_cmd().args(args).output().expect("run docker");
+    let stdout = text(&out.stdout);
+    let mut t = tally.lock().unwrap();
+    t.done += 1;
+    let bad_output = want.is_some_and(|w| !stdout.contains(w));
+    if !out.status.success() || bad_output {
+        t.failures.push(format!(
+            "docker {}: exit {:?}, stdout {:?}, stderr {:?}",
+            args.join(" "),
+            out.status.code(),
+            stdout.trim(),
+            text(&out.stderr).trim()
+        ));
+    }
+    stdout
+}
+
+/// One client's rounds; `i` names what it makes.
+fn client(w: &Wharf, tally: &Mutex<Tally>, start: &Barrier, i: usize) {
+    for r in 0..ROUNDS {
+        // Every client's round starts at once: a burst, as a parallel test suite makes.
+        start.wait();
+        let tag = format!("{i}-{r}");
+        let said = format!("ran-{tag}");
+        // Short-lived runs, on the default bridge and on the user network with an
+        // ephemeral published port.
+        op(
+            w,
+            tally,
+            &["run", "--rm", "busybox", "echo", &said],
+            Some(&said),
+        );
+        op(
+            w,
+            tally,
+            &[
+                "run",
+                "--rm",
+                "--network",
+                "stressnet",
+                "-p",
+                "80",
+                "busybox",
+                "echo",
+                &said,
+            ],
+            Some(&said),
+        );
+        // An exec into one of the long-running containers.
+        let target = format!("target{}", i % 4);
+        let exec_said = format!("exec-{tag}");
+        op(
+            w,
+            tally,
+            &["exec", &target, "echo", &exec_said],
+            Some(&exec_said),
+        );
+        // A volume made and removed.
+        let vol = format!("stressvol-{tag}");
+        op(w, tally, &["volume", "create", &vol], Some(&vol));
+        op(w, tally, &["volume", "rm", &vol], Some(&vol));
+        // A running container with a published port, connected to and disconnected from
+        // the user network, then removed by force while it runs.
+        let name = format!("k-{tag}");
+        op(
+            w,
+            tally,
+            &[
+                "run", "-d", "--name", &name, "-p", "80", "busybox", "sleep", "600",
+            ],
+            None,
+        );
+        let port = op(w, tally, &["port", &name, "80/tcp"], Some(":"));
+        if let Some(p) = port
+            .lines()
+            .next()
+            .and_then(|l| l.rsplit(':').next())
+            .and_then(|p| p.trim().parse::<u16>().ok())
+        {
+            tally.lock().unwrap().ports.insert(p);
+        }
+        op(w, tally, &["network", "connect", "stressnet", &name], None);
+        op(
+            w,
+            tally,
+            &["network", "disconnect", "stressnet", &name],
+            None,
+        );
+        op(w, tally, &["rm", "-f", &name], Some(&name));
+    }
+}
+
+/// Operations one client does per round (as in [`client`]).
+const OPS_PER_ROUND: usize = 10;
+
+#[test]
+fn concurrent_mixed_operations_all_succeed_and_leave_nothing_behind() {
+    let w = loaded();
+    w.docker_ok(&["network", "create", "stressnet"]);
+    for t in 0..4 {
+        let name = format!("target{t}");
+        let net = if t % 2 == 0 { "bridge" } else { "stressnet" };
+        w.docker_ok(&[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--network",
+            net,
+            "busybox",
+            "sleep",
+            "600",
+        ]);
+    }
+    let tally = Mutex::new(Tally::default());
+    let start = Barrier::new(CLIENTS);
+    std::thread::scope(|s| {
+        for i in 0..CLIENTS {
+            let (w, tally, start) = (&w, &tally, &start);
+            s.spawn(move || client(w, tally, start, i));
+        }
+    });
+    let t = tally.into_inner().unwrap();
+    let stated = CLIENTS * ROUNDS * OPS_PER_ROUND;
+    eprintln!(
+        "stress: {} clients x {} rounds: {} operations done of {stated}, {} failed, {} host ports handed out",
+        CLIENTS,
+        ROUNDS,
+        t.done,
+        t.failures.len(),
+        t.ports.len()
+    );
+    assert!(
+        t.failures.is_empty(),
+        "{} operations failed:\n{}\n--- wharf log ---\n{}",
+        t.failures.len(),
+        t.failures.join("\n"),
+        w.log()
+    );
+    assert_eq!(t.done, stated, "fewer operations than stated");
+    assert_eq!(
+        t.ports.len(),
+        CLIENTS * ROUNDS,
+        "every running container gets its own host port"
+    );
+
+    for t in 0..4 {
+        w.docker_ok(&["rm", "-f", &format!("target{t}")]);
+    }
+    assert_eq!(w.docker_ok(&["ps", "-aq"]).trim(), "");
+    assert_eq!(w.docker_ok(&["volume", "ls", "-q"]).trim(), "");
+    for net in ["bridge", "stressnet"] {
+        assert_eq!(
+            w.docker_ok(&["network", "inspect", "-f", "{{len .Containers}}", net])
+                .trim(),
+            "0",
+            "addresses left on {net}"
+        );
+    }
+    // Every host port handed out is free again.
+    for p in &t.ports {
+        assert!(
+            std::net::TcpListener::bind(("0.0.0.0", *p)).is_ok(),
+            "host port {p} still held"
+        );
+    }
+    let data = w.data_dir();
+    let needle = data.to_string_lossy().into_owned();
+    let mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| m.starts_with(&needle))
+        .map(String::from)
+        .collect();
+    assert!(mounts.is_empty(), "mounts left: {mounts:?}");
+    let shims: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains("shim --state-dir") && c.contains(&needle))
+        .collect();
+    assert!(shims.is_empty(), "shims left: {shims:?}");
+    let parent = wharf_controller::up::cgroup_parent(&data);
+    for e in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        let p = e.path().join(&parent);
+        let children: Vec<_> = std::fs::read_dir(&p)
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|c| c.path().is_dir())
+                    .map(|c| c.path())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(children.is_empty(), "cgroups left: {children:?}");
+    }
+    let tag = wharf_node::network::names::InstanceNames::for_data_dir(&data).tag;
+    for table in ["nat", "filter"] {
+        let out = std::process::Command::new("iptables")
+            .args(["-w", "-t", table, "-S"])
+            .output()
+            .expect("iptables");
+        let rules: Vec<String> = text(&out.stdout)
+            .lines()
+            .filter(|l| l.contains(&tag) && l.contains("DNAT"))
+            .map(String::from)
+            .collect();
+        assert!(rules.is_empty(), "port rules left: {rules:?}");
+    }
+}
