@@ -240,3 +240,57 @@ fn concurrent_mixed_operations_all_succeed_and_leave_nothing_behind() {
         assert!(rules.is_empty(), "port rules left: {rules:?}");
     }
 }
+
+/// `docker ARGS` from `n` clients at once; their outputs.
+fn burst(w: &Wharf, n: usize, args: &[&str]) -> Vec<std::process::Output> {
+    let start = Barrier::new(n);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..n)
+            .map(|_| {
+                let start = &start;
+                s.spawn(move || {
+                    start.wait();
+                    w.docker_cmd().args(args).output().expect("run docker")
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+#[test]
+fn names_asked_for_at_once_are_handed_out_once() {
+    let w = loaded();
+    // A container name: one create wins, the others get Docker's conflict.
+    let outs = burst(&w, 10, &["create", "--name", "same", "busybox", "true"]);
+    let won = outs.iter().filter(|o| o.status.success()).count();
+    assert_eq!(won, 1, "one create of a name succeeds");
+    for o in outs.iter().filter(|o| !o.status.success()) {
+        let err = text(&o.stderr);
+        assert!(err.contains("is already in use by container"), "{err}");
+    }
+    assert_eq!(w.docker_ok(&["ps", "-aq"]).lines().count(), 1);
+    // A network name: one create wins.
+    let outs = burst(&w, 10, &["network", "create", "samenet"]);
+    assert_eq!(outs.iter().filter(|o| o.status.success()).count(), 1);
+    for o in outs.iter().filter(|o| !o.status.success()) {
+        let err = text(&o.stderr);
+        assert!(err.contains("already exists"), "{err}");
+    }
+    // A volume name: creating an existing volume is not an error (as Docker); one volume.
+    let outs = burst(&w, 10, &["volume", "create", "samevol"]);
+    assert!(outs.iter().all(|o| o.status.success()));
+    assert_eq!(w.docker_ok(&["volume", "ls", "-q"]).trim(), "samevol");
+    // Exec IDs: execs started at once into one container each run once, with their
+    // own output.
+    w.docker_ok(&["run", "-d", "--name", "busy", "busybox", "sleep", "600"]);
+    let outs = burst(&w, 10, &["exec", "busy", "sh", "-c", "echo $$"]);
+    let pids: BTreeSet<String> = outs
+        .iter()
+        .map(|o| {
+            assert!(o.status.success(), "{}", text(&o.stderr));
+            text(&o.stdout).trim().to_string()
+        })
+        .collect();
+    assert_eq!(pids.len(), 10, "each exec is its own process: {pids:?}");
+}
