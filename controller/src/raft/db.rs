@@ -53,9 +53,11 @@ impl Db {
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         opts.set_compression_type(DBCompressionType::None);
+        bound_memory_and_files(&mut opts);
         let cfs = [CF_LOGS, CF_META, CF_SM].map(|name| {
             let mut cf_opts = Options::default();
             cf_opts.set_compression_type(DBCompressionType::None);
+            bound_memory_and_files(&mut cf_opts);
             ColumnFamilyDescriptor::new(name, cf_opts)
         });
         let db = rocksdb::DB::open_cf_descriptors(&opts, dir, cfs).map_err(|source| {
@@ -134,6 +136,24 @@ impl Db {
         }
         Ok(())
     }
+}
+
+/// Memtable size of each column family. RocksDB's default (64 MiB, three of them) let a
+/// daemon that writes the Raft log and the state on every container event grow by every
+/// byte written until a memtable filled, and keep as much WAL on disk: a long-running
+/// host must not grow with the number of containers it has ever run.
+const WRITE_BUFFER: usize = 4 << 20;
+
+/// Bounds on what the database keeps in memory and on disk however long it runs: small
+/// memtables (flushed to SST files, where compaction drops purged logs and replaced
+/// states), a WAL recycled once its memtables are flushed, and few RocksDB info logs.
+fn bound_memory_and_files(opts: &mut Options) {
+    opts.set_write_buffer_size(WRITE_BUFFER);
+    opts.set_max_write_buffer_number(2);
+    opts.set_db_write_buffer_size(3 * WRITE_BUFFER);
+    opts.set_max_total_wal_size(2 * WRITE_BUFFER as u64);
+    opts.set_keep_log_file_num(2);
+    opts.set_max_log_file_size(1 << 20);
 }
 
 /// Encode `value` with the Wharf codec for storing as `what`.
