@@ -238,7 +238,11 @@ fn run(
             "run" => rows.push(bench.run_rm(fl)?),
             "detach" => rows.push(bench.run_detached_rm(fl)?),
             "exec" => rows.push(bench.exec(fl)?),
-            "concurrent" => rows.push(bench.concurrent(args.concurrent, fl, host::cores())?),
+            "concurrent" => {
+                for network in ["none", "bridge"] {
+                    rows.push(bench.concurrent(args.concurrent, network, fl, host::cores())?);
+                }
+            }
             "ps" => rows.push(bench.ps(args.containers, fl)?),
             "build" => {
                 let ctx = data::build_context(work)?;
