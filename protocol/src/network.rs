@@ -119,6 +119,15 @@ pub struct NetworkRecord {
     pub created_ns: i64,
     /// The agent's default network (`bridge`): no name resolution, cannot be removed.
     pub default: bool,
+    /// `docker network create --internal`: no route out of the host, no NAT, no
+    /// published ports; its containers reach each other only.
+    pub internal: bool,
+    /// Containers of the network may reach each other (`-o
+    /// com.docker.network.bridge.enable_icc`, default true).
+    pub icc: bool,
+    /// Outbound traffic is masqueraded to the host's address (`-o
+    /// com.docker.network.bridge.enable_ip_masquerade`, default true).
+    pub masquerade: bool,
 }
 
 /// Transport protocol of a published port.

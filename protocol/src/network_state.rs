@@ -139,6 +139,9 @@ mod tests {
             labels: Default::default(),
             created_ns: 1,
             default: false,
+            internal: false,
+            icc: true,
+            masquerade: true,
         }
     }
 

@@ -153,6 +153,9 @@ pub fn rule_set(s: &ClusterState, node: NodeId) -> RuleSet {
         .map(|n| BridgeRule {
             bridge: n.bridge.clone(),
             subnet: n.subnet,
+            internal: n.internal,
+            icc: n.icc,
+            masquerade: n.masquerade,
         })
         .collect();
     let mut publishes = vec![];
@@ -239,6 +242,9 @@ impl Engine {
                 labels: BTreeMap::new(),
                 created_ns: now_ns(),
                 default: true,
+                internal: false,
+                icc: true,
+                masquerade: true,
             };
             self.propose(Command::CreateNetwork { network }).await?;
         }
@@ -720,6 +726,9 @@ pub fn new_network(
         labels,
         created_ns: now_ns(),
         default: false,
+        internal: false,
+        icc: true,
+        masquerade: true,
     })
 }
 
