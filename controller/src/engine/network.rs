@@ -560,7 +560,8 @@ impl Engine {
                         ApiError::internal(format!("no available IPv4 addresses on network {}", n.name))
                     })?;
                 let mut ports = vec![];
-                if i == 0 {
+                // As Docker: ports are not published from an internal network.
+                if i == 0 && !n.internal {
                     for r in requests {
                         let mut m = PortMapping {
                             proto: r.proto,
@@ -590,7 +591,8 @@ impl Engine {
                     prefix: n.subnet.prefix,
                     gateway: n.gateway,
                     mac,
-                    default_route: i == 0,
+                    // An internal network gives no route out; the first other one does.
+                    default_route: !n.internal && !plans.iter().any(|p: &AttachPlan| p.default_route),
                 });
                 eps.push(Endpoint {
                     network: n.id.clone(),

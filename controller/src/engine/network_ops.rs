@@ -197,7 +197,14 @@ impl Engine {
                 prefix: n.subnet.prefix,
                 gateway: n.gateway,
                 mac: mac_for(ip),
-                default_route: eps.is_empty(),
+                default_route: !n.internal
+                    && !self.store().read(|s| {
+                        eps.iter().any(|e| {
+                            s.networks
+                                .get(&e.network)
+                                .is_some_and(|other| !other.internal)
+                        })
+                    }),
             };
             eps.push(Endpoint {
                 network: n.id.clone(),
