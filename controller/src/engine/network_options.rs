@@ -53,6 +53,14 @@ pub enum OptionError {
     /// A feature Wharf does not have, named as the CLI's flag.
     #[error("{0} is not supported by wharf")]
     Unsupported(String),
+    /// As [`OptionError::Unsupported`], with what to do instead.
+    #[error("{what} is not supported by wharf; {instead}")]
+    Instead {
+        /// The feature, named as the CLI's flag.
+        what: &'static str,
+        /// What to use instead.
+        instead: &'static str,
+    },
     /// A combination Docker refuses, with Docker's words.
     #[error("{0}")]
     Conflict(&'static str),
@@ -319,9 +327,10 @@ pub fn check_run(body: &Value, host_config: &Value) -> Result<(), OptionError> {
         ));
     }
     if given(host_config.get("Links")) {
-        return Err(unsupported(
-            "legacy container links (--link); put the containers on a user-defined network and use the container's name",
-        ));
+        return Err(OptionError::Instead {
+            what: "legacy container links (--link)",
+            instead: "put the containers on a user-defined network and reach them by name",
+        });
     }
     if given(body.get("MacAddress")) {
         return Err(unsupported("a fixed MAC address (--mac-address)"));
@@ -330,7 +339,10 @@ pub fn check_run(body: &Value, host_config: &Value) -> Result<(), OptionError> {
         return Err(unsupported("a domain name (--domainname)"));
     }
     if given(body.get("NetworkDisabled")) {
-        return Err(unsupported("NetworkDisabled; use --network none"));
+        return Err(OptionError::Instead {
+            what: "NetworkDisabled",
+            instead: "use --network none",
+        });
     }
     for (name, ep) in endpoints_config(body) {
         if NetworkMode::parse(name) != mode {
