@@ -420,6 +420,25 @@ fn options_without_effect_are_refused_with_a_clear_message() {
     }
     let all = w.docker_ok(&["ps", "-a", "--format", "{{.Names}}"]);
     assert_eq!(all.trim(), "target", "a refused create left a container");
+    let out = w.docker(&[
+        "network",
+        "connect",
+        "--ip",
+        "10.250.8.9",
+        "plain",
+        "target",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("(--ip, --ip6) is not supported"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        inspect(&w, "{{len .NetworkSettings.Networks}}", "target"),
+        "1",
+        "a refused connect connected"
+    );
 }
 
 /// A network namespace beyond the host, joined by a veth with a /30 of its own; deleted

@@ -5,7 +5,7 @@
 use super::error::ApiError;
 use super::http::{json, read_body, status, Filters, Query, Resp};
 use crate::engine::network::find_network;
-use crate::engine::network_options::{parse_create, shown_options};
+use crate::engine::network_options::{check_endpoint, parse_create, shown_options};
 use crate::engine::Engine;
 use http::{Request, StatusCode};
 use hyper::body::Incoming;
@@ -191,6 +191,10 @@ pub async fn connect(
         .get("Container")
         .and_then(Value::as_str)
         .unwrap_or_default();
+    if let Some(ep) = body.get("EndpointConfig") {
+        let n = engine.network(reference)?;
+        check_endpoint(!n.default, ep)?;
+    }
     let aliases: Vec<String> = body
         .get("EndpointConfig")
         .and_then(|e| e.get("Aliases"))

@@ -269,9 +269,42 @@ pub fn endpoints_config(body: &Value) -> Vec<(&str, &Value)> {
         .unwrap_or_default()
 }
 
-/// True when `name` (as in `NetworkMode` or `EndpointsConfig`) is the default bridge.
-fn is_default_bridge(name: &str) -> bool {
-    NetworkMode::parse(name) == NetworkMode::Network("bridge".into())
+/// True when `name` (as in `NetworkMode` or `EndpointsConfig`) is a user-defined network,
+/// not the default bridge, `host`, `none` or `container:`.
+fn user_defined(name: &str) -> bool {
+    match NetworkMode::parse(name) {
+        NetworkMode::Network(n) => n != "bridge",
+        _ => false,
+    }
+}
+
+/// Check one endpoint's settings (`EndpointsConfig` of a create, `EndpointConfig` of
+/// `docker network connect`) on a network that is `user_defined` or not.
+pub fn check_endpoint(user_defined: bool, ep: &Value) -> Result<(), OptionError> {
+    let ipam = ep.get("IPAMConfig").cloned().unwrap_or(Value::Null);
+    if given(ipam.get("IPv4Address")) || given(ipam.get("IPv6Address")) {
+        return Err(unsupported("a fixed address (--ip, --ip6)"));
+    }
+    if given(ipam.get("LinkLocalIPs")) {
+        return Err(unsupported("link-local addresses (--link-local-ip)"));
+    }
+    if given(ep.get("MacAddress")) {
+        return Err(unsupported("a fixed MAC address (--mac-address)"));
+    }
+    if given(ep.get("Links")) {
+        return Err(unsupported("legacy container links (--link)"));
+    }
+    if given(ep.get("DriverOpts")) {
+        return Err(unsupported(
+            "endpoint driver options (--network driver-opt=, --driver-opt)",
+        ));
+    }
+    if !user_defined && given(ep.get("Aliases")) {
+        return Err(OptionError::Conflict(
+            "network-scoped aliases are only supported for user-defined networks",
+        ));
+    }
+    Ok(())
 }
 
 /// Check the network settings of a `POST /containers/create` body (`body` the whole
@@ -356,29 +389,7 @@ pub fn check_run(body: &Value, host_config: &Value) -> Result<(), OptionError> {
                 )),
             }
         }
-        let ipam = ep.get("IPAMConfig").cloned().unwrap_or(Value::Null);
-        if given(ipam.get("IPv4Address")) || given(ipam.get("IPv6Address")) {
-            return Err(unsupported("a fixed address (--ip, --ip6)"));
-        }
-        if given(ipam.get("LinkLocalIPs")) {
-            return Err(unsupported("link-local addresses (--link-local-ip)"));
-        }
-        if given(ep.get("MacAddress")) {
-            return Err(unsupported("a fixed MAC address (--mac-address)"));
-        }
-        if given(ep.get("Links")) {
-            return Err(unsupported("legacy container links (--link)"));
-        }
-        if given(ep.get("DriverOpts")) {
-            return Err(unsupported(
-                "endpoint driver options (--network driver-opt=)",
-            ));
-        }
-        if is_default_bridge(name) && given(ep.get("Aliases")) {
-            return Err(OptionError::Conflict(
-                "network-scoped aliases are only supported for user-defined networks",
-            ));
-        }
+        check_endpoint(user_defined(name), ep)?;
     }
     Ok(())
 }

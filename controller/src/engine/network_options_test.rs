@@ -192,4 +192,22 @@ fn run_conflicts_are_refused_with_dockers_words() {
     let ok = json!({"HostConfig": {"NetworkMode": "host"},
         "NetworkingConfig": {"EndpointsConfig": {"host": {}}}});
     check_run(&ok, &ok["HostConfig"]).unwrap();
+    let m = run_refused(json!({"HostConfig": {"NetworkMode": "host"},
+        "NetworkingConfig": {"EndpointsConfig": {"host": {"Aliases": ["x"]}}}}));
+    assert_eq!(
+        m,
+        "network-scoped aliases are only supported for user-defined networks"
+    );
+}
+
+#[test]
+fn network_connect_endpoint_settings_are_checked_too() {
+    check_endpoint(true, &json!({"Aliases": ["db"]})).unwrap();
+    check_endpoint(false, &json!({"Aliases": null, "IPAMConfig": {}})).unwrap();
+    assert!(check_endpoint(false, &json!({"Aliases": ["db"]})).is_err());
+    let m = check_endpoint(true, &json!({"IPAMConfig": {"IPv4Address": "10.9.0.9"}}))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(m, "a fixed address (--ip, --ip6) is not supported by wharf");
+    assert!(check_endpoint(true, &json!({"DriverOpts": {"a": "b"}})).is_err());
 }
