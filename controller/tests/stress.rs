@@ -234,7 +234,7 @@ fn concurrent_mixed_operations_all_succeed_and_leave_nothing_behind() {
             .expect("iptables");
         let rules: Vec<String> = text(&out.stdout)
             .lines()
-            .filter(|l| l.contains(&tag) && l.contains("DNAT"))
+            .filter(|l| l.contains(&tag) && l.contains("-j DNAT"))
             .map(String::from)
             .collect();
         assert!(rules.is_empty(), "port rules left: {rules:?}");

@@ -66,6 +66,46 @@ mod tests {
     use crate::ids::{ContainerId, Digest, ImageId};
     use crate::state::Command;
 
+    /// A network record as every data dir holds one (the default `bridge`): its layout
+    /// must not change without a state format version and a migration (settings such as
+    /// `--internal` are kept in its labels for that reason).
+    #[test]
+    fn golden_bytes_of_a_network_record() {
+        use crate::network::{NetworkRecord, Subnet};
+        let n = NetworkRecord {
+            id: "n1".into(),
+            name: "b".into(),
+            driver: "bridge".into(),
+            subnet: Subnet::parse("10.1.2.0/24").unwrap(),
+            gateway: std::net::Ipv4Addr::new(10, 1, 2, 1),
+            bridge: "br0".into(),
+            node: crate::ids::NodeId(7),
+            labels: [("k".to_string(), "v".to_string())].into(),
+            created_ns: 9,
+            default: true,
+        };
+        let bytes = encode(&n).unwrap();
+        let mut want = vec![1u8];
+        let text = |s: &str| {
+            let mut v = (s.len() as u64).to_le_bytes().to_vec();
+            v.extend(s.as_bytes());
+            v
+        };
+        want.extend(text("n1"));
+        want.extend(text("b"));
+        want.extend(text("bridge"));
+        want.extend([10, 1, 2, 0, 24, 10, 1, 2, 1]);
+        want.extend(text("br0"));
+        want.extend(7u64.to_le_bytes());
+        want.extend(1u64.to_le_bytes());
+        want.extend(text("k"));
+        want.extend(text("v"));
+        want.extend(9i64.to_le_bytes());
+        want.push(1);
+        assert_eq!(bytes, want);
+        assert_eq!(decode::<NetworkRecord>(&bytes).unwrap(), n);
+    }
+
     #[test]
     fn golden_bytes_of_a_command() {
         let cmd = Command::ContainerStarted {

@@ -113,12 +113,69 @@ pub struct NetworkRecord {
     pub bridge: String,
     /// The node whose bridge it is (bridge networks are local to one agent).
     pub node: NodeId,
-    /// User labels.
+    /// User labels, and the network's settings under the keys of [`SETTING_KEYS`] (read
+    /// them with [`NetworkRecord::internal`] and its siblings, show users
+    /// [`NetworkRecord::user_labels`]). The settings live here, not in fields of their own,
+    /// so that the record's encoding, and with it every data dir made before they existed,
+    /// stays readable.
     pub labels: BTreeMap<String, String>,
     /// Creation time, ns since the epoch.
     pub created_ns: i64,
     /// The agent's default network (`bridge`): no name resolution, cannot be removed.
     pub default: bool,
+}
+
+/// Key of [`NetworkRecord::labels`] set to `true` for `docker network create --internal`.
+pub const KEY_INTERNAL: &str = "com.docker.network.internal";
+/// Key of [`NetworkRecord::labels`] set to `false` for `-o
+/// com.docker.network.bridge.enable_icc=false`.
+pub const KEY_ICC: &str = "com.docker.network.bridge.enable_icc";
+/// Key of [`NetworkRecord::labels`] set to `false` for `-o
+/// com.docker.network.bridge.enable_ip_masquerade=false`.
+pub const KEY_MASQUERADE: &str = "com.docker.network.bridge.enable_ip_masquerade";
+/// The label keys that hold a network's settings rather than a user's labels.
+pub const SETTING_KEYS: [&str; 3] = [KEY_INTERNAL, KEY_ICC, KEY_MASQUERADE];
+
+impl NetworkRecord {
+    /// `docker network create --internal`: no route out of the host, no NAT, no
+    /// published ports; its containers reach each other only.
+    pub fn internal(&self) -> bool {
+        self.labels.get(KEY_INTERNAL).is_some_and(|v| v == "true")
+    }
+
+    /// Containers of the network may reach each other (default true).
+    pub fn icc(&self) -> bool {
+        self.labels.get(KEY_ICC).is_none_or(|v| v != "false")
+    }
+
+    /// Outbound traffic is masqueraded to the host's address (default true).
+    pub fn masquerade(&self) -> bool {
+        self.labels.get(KEY_MASQUERADE).is_none_or(|v| v != "false")
+    }
+
+    /// Record the network's settings (only those that differ from the defaults).
+    pub fn set_settings(&mut self, internal: bool, icc: bool, masquerade: bool) {
+        for (key, value, default) in [
+            (KEY_INTERNAL, internal, false),
+            (KEY_ICC, icc, true),
+            (KEY_MASQUERADE, masquerade, true),
+        ] {
+            if value == default {
+                self.labels.remove(key);
+            } else {
+                self.labels.insert(key.to_string(), value.to_string());
+            }
+        }
+    }
+
+    /// The labels a user gave, without the settings' keys.
+    pub fn user_labels(&self) -> BTreeMap<String, String> {
+        self.labels
+            .iter()
+            .filter(|(k, _)| !SETTING_KEYS.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
 }
 
 /// Transport protocol of a published port.
@@ -335,6 +392,33 @@ pub fn valid_network_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn settings_live_in_labels_and_are_not_shown_as_user_labels() {
+        let subnet = Subnet::parse("10.9.0.0/24").unwrap();
+        let mut n = NetworkRecord {
+            id: "n".into(),
+            name: "n".into(),
+            driver: "bridge".into(),
+            subnet,
+            gateway: subnet.gateway(),
+            bridge: "br-n".into(),
+            node: NodeId(1),
+            labels: [("tier".to_string(), "db".to_string())].into(),
+            created_ns: 0,
+            default: false,
+        };
+        assert!(!n.internal() && n.icc() && n.masquerade(), "defaults");
+        n.set_settings(true, false, false);
+        assert!(n.internal() && !n.icc() && !n.masquerade());
+        assert_eq!(
+            n.user_labels(),
+            [("tier".to_string(), "db".to_string())].into()
+        );
+        n.set_settings(false, true, true);
+        assert!(!n.internal() && n.icc() && n.masquerade());
+        assert_eq!(n.labels.len(), 1, "defaults leave no key behind");
+    }
 
     fn sn(s: &str) -> Subnet {
         Subnet::parse(s).unwrap()

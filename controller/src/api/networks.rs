@@ -5,11 +5,11 @@
 use super::error::ApiError;
 use super::http::{json, read_body, status, Filters, Query, Resp};
 use crate::engine::network::find_network;
+use crate::engine::network_options::{check_endpoint, parse_create, shown_options};
 use crate::engine::Engine;
 use http::{Request, StatusCode};
 use hyper::body::Incoming;
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
 use wharf_protocol::network::{mac_text, NetworkRecord};
 use wharf_protocol::state::ClusterState;
 
@@ -66,7 +66,7 @@ pub fn network_json(s: &ClusterState, n: &NetworkRecord) -> Value {
             );
         }
     }
-    let mut options = BTreeMap::new();
+    let mut options = shown_options(n.icc(), n.masquerade());
     options.insert("com.docker.network.bridge.name", n.bridge.clone());
     if n.default {
         options.insert("com.docker.network.bridge.default_bridge", "true".into());
@@ -84,14 +84,14 @@ pub fn network_json(s: &ClusterState, n: &NetworkRecord) -> Value {
             "Options": null,
             "Config": [{"Subnet": n.subnet.to_string(), "Gateway": n.gateway.to_string()}],
         },
-        "Internal": false,
+        "Internal": n.internal(),
         "Attachable": false,
         "Ingress": false,
         "ConfigFrom": {"Network": ""},
         "ConfigOnly": false,
         "Containers": containers,
         "Options": options,
-        "Labels": n.labels,
+        "Labels": n.user_labels(),
     })
 }
 
@@ -105,7 +105,7 @@ pub fn list(engine: &Engine, req: &Request<Incoming>) -> Result<Resp, ApiError> 
         .read(|s| {
             s.networks
                 .values()
-                .map(|n| (n.default, n.labels.clone(), network_json(s, n)))
+                .map(|n| (n.default, n.user_labels(), network_json(s, n)))
                 .collect::<Vec<_>>()
         })
         .into_iter()
@@ -159,47 +159,15 @@ fn body_json(body: &[u8]) -> Result<Value, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))
 }
 
-/// `POST /networks/create` → 201 `{"Id", "Warning"}`.
+/// `POST /networks/create` → 201 `{"Id", "Warning"}`; options Wharf does not carry out
+/// are refused (400) by [`parse_create`].
 pub async fn create(engine: &Engine, req: Request<Incoming>) -> Result<Resp, ApiError> {
     let body = body_json(&read_body(req.into_body()).await?)?;
-    let name = body.get("Name").and_then(Value::as_str).unwrap_or_default();
-    if name.is_empty() {
+    let request = parse_create(&body)?;
+    if request.name.is_empty() {
         return Err(ApiError::bad_request("network name must not be empty"));
     }
-    let driver = body
-        .get("Driver")
-        .and_then(Value::as_str)
-        .unwrap_or("bridge");
-    if !driver.is_empty() && driver != "bridge" {
-        return Err(ApiError::not_found(format!(
-            "plugin \"{driver}\" not found"
-        )));
-    }
-    let config = body
-        .get("IPAM")
-        .and_then(|i| i.get("Config"))
-        .and_then(Value::as_array)
-        .and_then(|c| c.first().cloned())
-        .unwrap_or(Value::Null);
-    let labels: BTreeMap<String, String> = body
-        .get("Labels")
-        .cloned()
-        .and_then(|l| serde_json::from_value(l).ok())
-        .unwrap_or_default();
-    let n = engine
-        .create_network(
-            name,
-            config
-                .get("Subnet")
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty()),
-            config
-                .get("Gateway")
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty()),
-            labels,
-        )
-        .await?;
+    let n = engine.create_network(request).await?;
     Ok(json(
         StatusCode::CREATED,
         &json!({"Id": n.id, "Warning": ""}),
@@ -223,6 +191,10 @@ pub async fn connect(
         .get("Container")
         .and_then(Value::as_str)
         .unwrap_or_default();
+    if let Some(ep) = body.get("EndpointConfig") {
+        let n = engine.network(reference)?;
+        check_endpoint(!n.default, ep)?;
+    }
     let aliases: Vec<String> = body
         .get("EndpointConfig")
         .and_then(|e| e.get("Aliases"))

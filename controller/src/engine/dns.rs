@@ -1,6 +1,9 @@
 //! The embedded DNS resolver of user networks (Docker's 127.0.0.11, here on the network's
 //! gateway address): containers on a user network resolve each other's names, aliases and
-//! short IDs; every other query is forwarded to the host's name servers.
+//! short IDs; every other query is forwarded to the host's name servers, except from an
+//! `--internal` network (no way out of the host, as Docker: the answer is SERVFAIL).
+//! Only queries from the network's own subnet are answered, so that a container cannot
+//! learn the addresses of another network through that network's gateway.
 //!
 //! ```text
 //!  container ──udp/53──► gateway IP (wharf, one task per user network)
@@ -98,6 +101,38 @@ pub fn answer(query: &[u8], resolve: impl Fn(&str) -> Vec<Ipv4Addr>) -> Answer {
     }
 }
 
+/// The reply to a query that is not ours and may not be forwarded (from an internal
+/// network): SERVFAIL, so that the client gives up at once instead of timing out.
+pub fn not_forwarded(query: &[u8]) -> Answer {
+    let Ok(packet) = Packet::parse(query) else {
+        return Answer::Drop;
+    };
+    let mut reply = Packet::new_reply(packet.id());
+    reply.set_flags(PacketFlag::RECURSION_AVAILABLE);
+    reply.questions = packet.questions.clone();
+    *reply.rcode_mut() = RCODE::ServerFailure;
+    match reply.build_bytes_vec() {
+        Ok(b) => Answer::Reply(b),
+        Err(_) => Answer::Drop,
+    }
+}
+
+/// What the resolver of network `network` does with `query` from `from` (pure): drop it
+/// unless it comes from the network's subnet; answer it from the state; forward it, or
+/// from an internal network refuse it.
+pub fn decide(s: &ClusterState, network: &str, from: Ipv4Addr, query: &[u8]) -> Answer {
+    let Some(n) = s.networks.get(network) else {
+        return Answer::Drop;
+    };
+    if !n.subnet.contains(from) {
+        return Answer::Drop;
+    }
+    match answer(query, |name| lookup(s, network, name)) {
+        Answer::Forward if n.internal() => not_forwarded(query),
+        a => a,
+    }
+}
+
 /// The host's name servers (`/etc/resolv.conf`; loopback ones work from the host).
 fn upstreams() -> Vec<SocketAddr> {
     let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
@@ -169,8 +204,11 @@ impl DnsServers {
                 let Ok((n, from)) = sock.recv_from(&mut buf).await else {
                     continue;
                 };
+                let SocketAddr::V4(from_v4) = from else {
+                    continue;
+                };
                 let query = buf[..n].to_vec();
-                let decided = store.read(|s| answer(&query, |name| lookup(s, &net, name)));
+                let decided = store.read(|s| decide(s, &net, *from_v4.ip(), &query));
                 let sock = sock.clone();
                 match decided {
                     Answer::Reply(bytes) => {
@@ -254,5 +292,40 @@ mod tests {
             Answer::Forward
         );
         assert_eq!(answer(b"\x01", known), Answer::Drop);
+    }
+    #[test]
+    fn internal_networks_do_not_forward_and_other_subnets_get_nothing() {
+        use wharf_protocol::network::{NetworkRecord, Subnet};
+        let mut s = ClusterState::default();
+        let subnet = Subnet::parse("10.192.5.0/24").unwrap();
+        let mut net = NetworkRecord {
+            id: "n".into(),
+            name: "back".into(),
+            driver: "bridge".into(),
+            subnet,
+            gateway: subnet.gateway(),
+            bridge: "br-n".into(),
+            node: wharf_protocol::NodeId(1),
+            labels: Default::default(),
+            created_ns: 1,
+            default: false,
+        };
+        s.networks.insert("n".into(), net.clone());
+        let inside = Ipv4Addr::new(10, 192, 5, 9);
+        let q = query("example.com", TYPE::A);
+        assert_eq!(decide(&s, "n", inside, &q), Answer::Forward);
+        assert_eq!(
+            decide(&s, "n", Ipv4Addr::new(10, 192, 6, 9), &q),
+            Answer::Drop,
+            "a query from another network's address"
+        );
+        assert_eq!(decide(&s, "gone", inside, &q), Answer::Drop);
+        net.set_settings(true, true, true);
+        s.networks.insert("n".into(), net);
+        let Answer::Reply(bytes) = decide(&s, "n", inside, &q) else {
+            panic!("expected a refusal");
+        };
+        let p = Packet::parse(&bytes).unwrap();
+        assert_eq!((p.id(), p.rcode()), (7, RCODE::ServerFailure));
     }
 }

@@ -19,6 +19,7 @@ pub mod images;
 mod lifecycle;
 pub mod network;
 mod network_ops;
+pub mod network_options;
 mod network_view;
 mod volumes;
 pub use volumes::PruneFilter;
@@ -391,7 +392,7 @@ impl Engine {
             ));
         }
         let mut host_config = host_config;
-        self.check_network_request(&mut host_config, &raw)?;
+        self.check_network_request(&mut host_config, &raw, body)?;
         let (host, volume_needs) = self.resolve_host_config(&req, &run_cfg)?;
         let run = ContainerRunSpec {
             id: id.clone(),

@@ -10,6 +10,7 @@
 //!          (killed mid-setup) ─► reserve the ports of running ones ─► rules from state
 //! ```
 
+use super::network_options::{check_run, endpoints_config};
 pub use super::network_view::{
     network_names, network_settings_json, parse_port_filter, port_keys, ps_networks_json,
     ps_ports_json, PortKey,
@@ -38,22 +39,25 @@ const MAX_PORT_TRIES: usize = 16;
 /// How the agent sets up the interfaces of recorded endpoints `eps` of container `id`:
 /// `eth0` on the first (default route), then one per further network, in order.
 pub fn attach_plans(s: &ClusterState, id: &ContainerId, eps: &[Endpoint]) -> Vec<AttachPlan> {
-    eps.iter()
-        .enumerate()
-        .filter_map(|(i, e)| {
-            let n = s.networks.get(&e.network)?;
-            Some(AttachPlan {
-                host_veth: host_veth(id.as_str(), &n.id),
-                ifname: format!("eth{i}"),
-                bridge: n.bridge.clone(),
-                ip: e.ip,
-                prefix: n.subnet.prefix,
-                gateway: n.gateway,
-                mac: e.mac,
-                default_route: i == 0,
-            })
-        })
-        .collect()
+    let mut plans: Vec<AttachPlan> = Vec::new();
+    for (i, e) in eps.iter().enumerate() {
+        let Some(n) = s.networks.get(&e.network) else {
+            continue;
+        };
+        // An internal network gives no route out; the first other one does.
+        let default_route = !n.internal() && !plans.iter().any(|p| p.default_route);
+        plans.push(AttachPlan {
+            host_veth: host_veth(id.as_str(), &n.id),
+            ifname: format!("eth{i}"),
+            bridge: n.bridge.clone(),
+            ip: e.ip,
+            prefix: n.subnet.prefix,
+            gateway: n.gateway,
+            mac: e.mac,
+            default_route,
+        });
+    }
+    plans
 }
 
 /// The network a container asked for (`HostConfig.NetworkMode`).
@@ -178,6 +182,9 @@ pub fn rule_set(s: &ClusterState, node: NodeId) -> RuleSet {
         .map(|n| BridgeRule {
             bridge: n.bridge.clone(),
             subnet: n.subnet,
+            internal: n.internal(),
+            icc: n.icc(),
+            masquerade: n.masquerade(),
         })
         .collect();
     let mut publishes = vec![];
@@ -310,13 +317,21 @@ impl Engine {
         self.sync_network_rules().await
     }
 
-    async fn ensure_bridge(&self, n: &NetworkRecord) -> Result<(), ApiError> {
+    /// Make network `n`'s bridge (and, for `enable_icc=false`, let iptables see bridged
+    /// traffic).
+    pub(super) async fn ensure_bridge(&self, n: &NetworkRecord) -> Result<(), ApiError> {
         let net = self.agent().net().clone();
-        let (bridge, subnet, gateway) = (n.bridge.clone(), n.subnet, n.gateway);
-        tokio::task::spawn_blocking(move || net.ensure_bridge(&bridge, subnet, gateway))
-            .await
-            .map_err(blocking_err)?
-            .map_err(|e| ApiError::internal(e.to_string()))
+        let (bridge, subnet, gateway, icc) = (n.bridge.clone(), n.subnet, n.gateway, n.icc());
+        tokio::task::spawn_blocking(move || {
+            net.ensure_bridge(&bridge, subnet, gateway)?;
+            if !icc {
+                net.ensure_bridge_netfilter()?;
+            }
+            Ok::<(), wharf_node::network::NetError>(())
+        })
+        .await
+        .map_err(blocking_err)?
+        .map_err(|e| ApiError::internal(e.to_string()))
     }
 
     /// Make the kernel's rules equal what the state says.
@@ -331,12 +346,16 @@ impl Engine {
     }
 
     /// Check a create request's network settings before the container is recorded:
-    /// the network exists, the port specs parse.
+    /// options Wharf does not carry out are refused, the port specs parse, the extra
+    /// networks of `NetworkingConfig` exist (`body` is the whole request).
     pub(super) fn check_network_request(
         &self,
         host_config: &mut Value,
         config: &Value,
+        body: &[u8],
     ) -> Result<(), ApiError> {
+        let request: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        check_run(&request, host_config)?;
         let mode = NetworkMode::parse(
             host_config
                 .get("NetworkMode")
@@ -346,32 +365,56 @@ impl Engine {
         if let Some(o) = host_config.as_object_mut() {
             o.insert("NetworkMode".into(), json!(mode.shown()));
         }
-        // As Docker: a network that does not exist yet is only an error at start.
+        // As Docker: a network that does not exist yet is only an error at start; the
+        // further ones (`docker run --network a --network b`) are connected at create.
         port_requests(host_config, config, &Value::Null)?;
+        for (name, _) in extra_networks(&request, &mode) {
+            if self.store().read(|s| find_network(s, name).is_none()) {
+                return Err(ApiError::not_found(format!("network {name} not found")));
+            }
+        }
         Ok(())
     }
 
-    /// Record the network a new container joins (its `NetworkMode`) with the aliases of
-    /// the create request's `NetworkingConfig`.
+    /// Record the networks a new container joins (its `NetworkMode`, and the further ones
+    /// of `docker run --network a --network b`) with the aliases of the create request's
+    /// `NetworkingConfig`.
     pub(super) async fn connect_at_create(
         &self,
         c: &ContainerRecord,
         body: &[u8],
     ) -> Result<(), ApiError> {
-        let NetworkMode::Network(name) = mode_of(c) else {
-            return Ok(());
-        };
-        let Some(n) = self.store().read(|s| find_network(s, &name).cloned()) else {
+        let mode = mode_of(c);
+        let NetworkMode::Network(name) = &mode else {
             return Ok(());
         };
         let req: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-        let aliases = endpoint_aliases(&req, &n.name, &name);
-        self.propose(Command::ConnectContainer {
-            id: c.id.clone(),
-            network: n.id,
-            aliases,
-        })
-        .await
+        let primary = self.store().read(|s| find_network(s, name).cloned());
+        if let Some(n) = &primary {
+            let aliases = endpoint_aliases(&req, &n.name, name);
+            self.propose(Command::ConnectContainer {
+                id: c.id.clone(),
+                network: n.id.clone(),
+                aliases,
+            })
+            .await?;
+        }
+        for (typed, ep) in extra_networks(&req, &mode) {
+            let extra = self
+                .store()
+                .read(|s| find_network(s, typed).cloned())
+                .ok_or_else(|| ApiError::not_found(format!("network {typed} not found")))?;
+            if primary.as_ref().is_some_and(|n| n.id == extra.id) {
+                continue;
+            }
+            self.propose(Command::ConnectContainer {
+                id: c.id.clone(),
+                network: extra.id,
+                aliases: string_list(ep.get("Aliases")),
+            })
+            .await?;
+        }
+        Ok(())
     }
 
     /// Decide and record a starting container's network: addresses, host ports (held
@@ -548,7 +591,8 @@ impl Engine {
             let mut eps = vec![];
             for (i, (n, aliases)) in nets.iter().enumerate() {
                 let mut ports = vec![];
-                if i == 0 {
+                // As Docker: ports are not published from an internal network.
+                if i == 0 && !n.internal() {
                     for r in requests {
                         let mut m = PortMapping {
                             proto: r.proto,
@@ -661,6 +705,26 @@ impl Engine {
     pub fn ps_ports(&self, c: &ContainerRecord) -> Value {
         self.store().read(|s| ps_ports_json(s, c))
     }
+}
+
+/// The networks of a create body's `NetworkingConfig.EndpointsConfig` beyond the one of
+/// its network mode (`docker run --network a --network b`), with their settings.
+fn extra_networks<'a>(req: &'a Value, mode: &NetworkMode) -> Vec<(&'a str, &'a Value)> {
+    endpoints_config(req)
+        .into_iter()
+        .filter(|(name, _)| NetworkMode::parse(name) != *mode)
+        .collect()
+}
+
+fn string_list(v: Option<&Value>) -> Vec<String> {
+    v.and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Aliases for network `name` (or as the user typed it, `typed`) in a create body's

@@ -2,6 +2,7 @@
 //! A network is recorded through Raft first, then its bridge is made on the agent.
 
 use super::network::{find_network, new_network};
+use super::network_options::NetworkCreate;
 use super::{find_container, Engine};
 use crate::api::error::ApiError;
 use std::collections::BTreeMap;
@@ -22,25 +23,25 @@ impl Engine {
             .ok_or_else(|| ApiError::not_found(format!("network {reference} not found")))
     }
 
-    /// `POST /networks/create`: record the network, then make its bridge.
-    pub async fn create_network(
-        &self,
-        name: &str,
-        subnet: Option<&str>,
-        gateway: Option<&str>,
-        labels: BTreeMap<String, String>,
-    ) -> Result<NetworkRecord, ApiError> {
+    /// `POST /networks/create`: record the network, then make its bridge; the rules
+    /// follow (isolation from the other networks, `--internal`, `enable_icc`).
+    pub async fn create_network(&self, req: NetworkCreate) -> Result<NetworkRecord, ApiError> {
+        let name = req.name.as_str();
         if PREDEFINED.contains(&name) {
             return Err(ApiError::new(
                 http::StatusCode::FORBIDDEN,
                 format!("operation is not permitted on predefined {name} network "),
             ));
         }
-        let subnet = subnet
+        let subnet = req
+            .subnet
+            .as_deref()
             .map(Subnet::parse)
             .transpose()
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
-        let gateway = gateway
+        let gateway = req
+            .gateway
+            .as_deref()
             .map(|g| {
                 g.parse::<Ipv4Addr>()
                     .map_err(|_| ApiError::bad_request(format!("invalid gateway address {g}")))
@@ -54,7 +55,7 @@ impl Engine {
                 name,
                 subnet,
                 gateway,
-                labels,
+                req.labels.clone(),
                 &routes,
                 hex::encode(rand::random::<[u8; 32]>()),
                 rand::random::<u16>(),
@@ -66,17 +67,12 @@ impl Engine {
             ));
         }
         record.created_ns = super::now_ns();
+        record.set_settings(req.internal, req.icc, req.masquerade);
         self.propose(Command::CreateNetwork {
             network: record.clone(),
         })
         .await?;
-        let net = self.agent().net().clone();
-        let (b, sn, gw) = (record.bridge.clone(), record.subnet, record.gateway);
-        let made = tokio::task::spawn_blocking(move || net.ensure_bridge(&b, sn, gw))
-            .await
-            .map_err(|e| ApiError::internal(e.to_string()))
-            .and_then(|r| r.map_err(|e| ApiError::internal(e.to_string())));
-        if let Err(e) = made {
+        if let Err(e) = self.ensure_bridge(&record).await {
             let _ = self
                 .propose(Command::RemoveNetwork {
                     id: record.id.clone(),

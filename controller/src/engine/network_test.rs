@@ -89,6 +89,26 @@ fn rules_follow_the_endpoints_and_stale_ones_are_found() {
 }
 
 #[test]
+fn rules_carry_internal_icc_and_masquerade_of_each_network() {
+    let (mut s, _) = state_with_endpoint(ContainerStatus::Running);
+    let id = s.networks.keys().next().unwrap().clone();
+    assert_eq!(
+        rule_set(&s, NodeId(1)).bridges[0],
+        BridgeRule {
+            bridge: "br-abababababab".into(),
+            subnet: Subnet::parse("10.77.0.0/24").unwrap(),
+            internal: false,
+            icc: true,
+            masquerade: true,
+        }
+    );
+    let n = s.networks.get_mut(&id).unwrap();
+    n.set_settings(true, false, false);
+    let b = &rule_set(&s, NodeId(1)).bridges[0];
+    assert!(b.internal && !b.icc && !b.masquerade);
+}
+
+#[test]
 fn port_filters_parse() {
     assert_eq!(parse_port_filter("80"), Some((80, 80, Proto::Tcp)));
     assert_eq!(parse_port_filter("53/udp"), Some((53, 53, Proto::Udp)));

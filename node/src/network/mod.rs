@@ -196,6 +196,28 @@ impl NetHost {
         Ok(())
     }
 
+    /// Let iptables see the traffic between the ports of a bridge (`br_netfilter`,
+    /// `net.bridge.bridge-nf-call-iptables=1`), without which a network's
+    /// `enable_icc=false` rule never matches; call before creating such a network, as
+    /// dockerd does. The module is loaded when its sysctl is missing.
+    pub fn ensure_bridge_netfilter(&self) -> Result<(), NetError> {
+        const PATH: &str = "/proc/sys/net/bridge/bridge-nf-call-iptables";
+        if !Path::new(PATH).exists() {
+            match Command::new("modprobe")
+                .arg("br_netfilter")
+                .stdin(Stdio::null())
+                .output()
+            {
+                Ok(out) if out.status.success() => {}
+                Ok(out) => {
+                    warn!(error = %String::from_utf8_lossy(&out.stderr).trim(), "modprobe br_netfilter failed")
+                }
+                Err(e) => warn!(error = %e, "modprobe br_netfilter failed"),
+            }
+        }
+        sysctl(PATH, "1")
+    }
+
     /// Delete bridge `name` (its veths go with their containers); absent is fine.
     pub fn remove_bridge(&self, name: &str) -> Result<(), NetError> {
         if let Some(index) = index_of(name) {

@@ -23,6 +23,10 @@ pub struct InstanceNames {
     pub post_chain: String,
     /// filter chain of forwarded traffic (jumped to from FORWARD).
     pub fwd_chain: String,
+    /// filter chain dropping traffic that enters one of the instance's bridges after
+    /// leaving another (jumped to from the forward chain; Docker's
+    /// DOCKER-ISOLATION-STAGE-2).
+    pub iso_chain: String,
 }
 
 impl InstanceNames {
@@ -34,6 +38,7 @@ impl InstanceNames {
             nat_chain: format!("WHARF-{tag}"),
             post_chain: format!("WHARF-{tag}-POST"),
             fwd_chain: format!("WHARF-{tag}-FWD"),
+            iso_chain: format!("WHARF-{tag}-ISO"),
             tag,
         }
     }

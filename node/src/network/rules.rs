@@ -6,8 +6,27 @@
 //!  nat    PREROUTING  -m addrtype --dst-type LOCAL -j WHARF-<tag>       DNAT of published ports
 //!  nat    OUTPUT      -m addrtype --dst-type LOCAL -j WHARF-<tag>       (also from 127.0.0.1)
 //!  nat    POSTROUTING -j WHARF-<tag>-POST                               outbound NAT, loopback, hairpin
-//!  filter FORWARD     -j WHARF-<tag>-FWD                                accept published / outbound
+//!  filter FORWARD     -j WHARF-<tag>-FWD                                isolation, accept published / outbound
+//!                        └─ -j WHARF-<tag>-ISO                          drop: into another bridge of the instance
 //! ```
+//!
+//! The forward chain, in order (Docker Engine's DOCKER-ISOLATION-STAGE-1/2, internal
+//! networks and inter-container communication):
+//!
+//! ```text
+//!  -i B ! -o B, not DNAT'd          -> ISO: -o <any bridge of the instance> DROP   (isolation)
+//!  internal B: ! -s net -o B        DROP                                           (nothing in)
+//!              -i B ! -d net        DROP                                           (nothing out)
+//!  -o B RELATED,ESTABLISHED         ACCEPT                                         (replies)
+//!  icc off: -i B -o B               DROP                                           (no container to container)
+//!  -i B                             ACCEPT                                         (among the network, and out)
+//!  published port, DNAT'd, -o B     ACCEPT                                         (not on internal networks)
+//!  -o B                             DROP
+//! ```
+//!
+//! Only connections to a published port that came through a host address (DNAT'd) cross
+//! from one bridge to another; a container's address is reachable from its own networks
+//! and from the host only. Internal networks get no NAT and no published ports.
 //!
 //! Every change rewrites the own chains in one `iptables-restore --noflush` transaction
 //! (a declared chain is flushed first), so the rules always equal what the state says,
@@ -24,6 +43,12 @@ pub struct BridgeRule {
     pub bridge: String,
     /// Its subnet.
     pub subnet: Subnet,
+    /// `--internal`: traffic stays within the subnet; no NAT, no published ports.
+    pub internal: bool,
+    /// Containers on the bridge may reach each other.
+    pub icc: bool,
+    /// Outbound traffic from the subnet is masqueraded.
+    pub masquerade: bool,
 }
 
 /// One published port of a running container.
@@ -54,9 +79,22 @@ pub struct RuleSet {
 
 /// The `iptables-restore --noflush` input that makes the instance's chains hold `set`.
 pub fn restore_text(names: &InstanceNames, set: &RuleSet) -> String {
-    let (nat, post, fwd) = (&names.nat_chain, &names.post_chain, &names.fwd_chain);
+    let (nat, post, fwd, iso) = (
+        &names.nat_chain,
+        &names.post_chain,
+        &names.fwd_chain,
+        &names.iso_chain,
+    );
+    let internal = |bridge: &str| set.bridges.iter().any(|b| b.bridge == bridge && b.internal);
+    // Internal networks publish nothing, whatever the endpoints say.
+    let publishes: Vec<&PublishRule> = set
+        .publishes
+        .iter()
+        .filter(|p| !internal(&p.bridge))
+        .collect();
+    let outbound: Vec<&BridgeRule> = set.bridges.iter().filter(|b| !b.internal).collect();
     let mut out = format!("*nat\n:{nat} - [0:0]\n:{post} - [0:0]\n");
-    for p in &set.publishes {
+    for p in &publishes {
         let proto = p.proto.as_str();
         let dst = if p.host_ip.is_unspecified() {
             String::new()
@@ -68,17 +106,19 @@ pub fn restore_text(names: &InstanceNames, set: &RuleSet) -> String {
             p.host_port, p.container_ip, p.container_port
         ));
     }
-    for b in &set.bridges {
-        out.push_str(&format!(
-            "-A {post} -s {} ! -o {} -j MASQUERADE\n",
-            b.subnet, b.bridge
-        ));
+    for b in &outbound {
+        if b.masquerade {
+            out.push_str(&format!(
+                "-A {post} -s {} ! -o {} -j MASQUERADE\n",
+                b.subnet, b.bridge
+            ));
+        }
         out.push_str(&format!(
             "-A {post} -o {} -m addrtype --src-type LOCAL -j MASQUERADE\n",
             b.bridge
         ));
     }
-    for p in &set.publishes {
+    for p in &publishes {
         let proto = p.proto.as_str();
         out.push_str(&format!(
             "-A {post} -s {ip}/32 -d {ip}/32 -p {proto} -m {proto} --dport {} -j MASQUERADE\n",
@@ -86,18 +126,42 @@ pub fn restore_text(names: &InstanceNames, set: &RuleSet) -> String {
             ip = p.container_ip
         ));
     }
-    out.push_str(&format!("COMMIT\n*filter\n:{fwd} - [0:0]\n"));
+    out.push_str(&format!(
+        "COMMIT\n*filter\n:{fwd} - [0:0]\n:{iso} - [0:0]\n"
+    ));
     for b in &set.bridges {
+        out.push_str(&format!(
+            "-A {fwd} -i {b} ! -o {b} -m conntrack ! --ctstate DNAT -j {iso}\n",
+            b = b.bridge
+        ));
+        out.push_str(&format!("-A {iso} -o {} -j DROP\n", b.bridge));
+    }
+    for b in set.bridges.iter().filter(|b| b.internal) {
+        out.push_str(&format!(
+            "-A {fwd} ! -s {} -o {} -j DROP\n",
+            b.subnet, b.bridge
+        ));
+        out.push_str(&format!(
+            "-A {fwd} -i {} ! -d {} -j DROP\n",
+            b.bridge, b.subnet
+        ));
+    }
+    for b in &outbound {
         out.push_str(&format!(
             "-A {fwd} -o {} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n",
             b.bridge
         ));
+    }
+    for b in set.bridges.iter().filter(|b| !b.icc) {
+        out.push_str(&format!("-A {fwd} -i {b} -o {b} -j DROP\n", b = b.bridge));
+    }
+    for b in &set.bridges {
         out.push_str(&format!("-A {fwd} -i {} -j ACCEPT\n", b.bridge));
     }
-    for p in &set.publishes {
+    for p in &publishes {
         let proto = p.proto.as_str();
         out.push_str(&format!(
-            "-A {fwd} -d {}/32 -o {} -p {proto} -m {proto} --dport {} -j ACCEPT\n",
+            "-A {fwd} -d {}/32 -o {} -p {proto} -m {proto} --dport {} -m conntrack --ctstate DNAT -j ACCEPT\n",
             p.container_ip, p.bridge, p.container_port
         ));
     }
@@ -147,57 +211,10 @@ pub fn chains(names: &InstanceNames) -> Vec<(&'static str, String)> {
         ("nat", names.nat_chain.clone()),
         ("nat", names.post_chain.clone()),
         ("filter", names.fwd_chain.clone()),
+        ("filter", names.iso_chain.clone()),
     ]
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::path::Path;
-
-    #[test]
-    fn rule_text_publishes_masquerades_and_accepts() {
-        let names = InstanceNames::for_data_dir(Path::new("/x"));
-        let set = RuleSet {
-            bridges: vec![BridgeRule {
-                bridge: "wh-1".into(),
-                subnet: Subnet::parse("10.130.4.0/24").unwrap(),
-            }],
-            publishes: vec![PublishRule {
-                bridge: "wh-1".into(),
-                container_ip: Ipv4Addr::new(10, 130, 4, 2),
-                proto: Proto::Tcp,
-                container_port: 80,
-                host_ip: Ipv4Addr::LOCALHOST,
-                host_port: 8080,
-            }],
-        };
-        let text = restore_text(&names, &set);
-        let nat = &names.nat_chain;
-        assert!(text.starts_with(&format!("*nat\n:{nat} - [0:0]\n")));
-        assert!(text.contains(&format!(
-            "-A {nat} -d 127.0.0.1/32 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 10.130.4.2:80\n"
-        )));
-        assert!(text.contains("-s 10.130.4.0/24 ! -o wh-1 -j MASQUERADE"));
-        assert!(text
-            .contains("-s 10.130.4.2/32 -d 10.130.4.2/32 -p tcp -m tcp --dport 80 -j MASQUERADE"));
-        let accept = text.find("--dport 80 -j ACCEPT").unwrap();
-        let drop = text.find("-o wh-1 -j DROP").unwrap();
-        assert!(
-            accept < drop,
-            "published ports are accepted before the drop"
-        );
-        assert_eq!(text.matches("COMMIT").count(), 2);
-    }
-
-    #[test]
-    fn an_empty_set_still_declares_and_so_flushes_every_chain() {
-        let names = InstanceNames::for_data_dir(Path::new("/x"));
-        let text = restore_text(&names, &RuleSet::default());
-        for (_, c) in chains(&names) {
-            assert!(text.contains(&format!(":{c} - [0:0]")));
-        }
-        assert!(!text.contains("-A "));
-        assert_eq!(jumps(&names).len(), 4);
-    }
-}
+#[path = "rules_test.rs"]
+mod tests;
