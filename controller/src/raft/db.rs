@@ -54,9 +54,16 @@ impl Db {
         opts.create_missing_column_families(true);
         opts.set_compression_type(DBCompressionType::None);
         bound_memory_and_files(&mut opts);
+        // One small block cache for the three families, instead of RocksDB's default of
+        // one per family (32 MiB each): the state is read from memory, the log mostly
+        // from memtables, so a cache this size holds what is read back.
+        let cache = rocksdb::Cache::new_lru_cache(BLOCK_CACHE);
+        let mut table = rocksdb::BlockBasedOptions::default();
+        table.set_block_cache(&cache);
         let cfs = [CF_LOGS, CF_META, CF_SM].map(|name| {
             let mut cf_opts = Options::default();
             cf_opts.set_compression_type(DBCompressionType::None);
+            cf_opts.set_block_based_table_factory(&table);
             bound_memory_and_files(&mut cf_opts);
             ColumnFamilyDescriptor::new(name, cf_opts)
         });
@@ -143,6 +150,9 @@ impl Db {
 /// byte written until a memtable filled, and keep as much WAL on disk: a long-running
 /// host must not grow with the number of containers it has ever run.
 const WRITE_BUFFER: usize = 4 << 20;
+
+/// Size of the block cache the column families share.
+const BLOCK_CACHE: usize = 2 << 20;
 
 /// Bounds on what the database keeps in memory and on disk however long it runs: small
 /// memtables (flushed to SST files, where compaction drops purged logs and replaced
