@@ -254,7 +254,7 @@ fn open_in(root: BorrowedFd<'_>, comps: &[Vec<u8>], flags: OFlags) -> rustix::io
     } else {
         comps.join(&b'/')
     };
-    rustix::fs::openat2(
+    crate::resolve::openat2(
         root,
         os(&joined),
         flags | OFlags::CLOEXEC,

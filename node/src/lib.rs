@@ -8,6 +8,7 @@ pub mod agent;
 pub mod archive;
 pub mod image;
 pub mod network;
+pub mod resolve;
 pub mod runtime;
 pub mod stats;
 pub mod volumes;

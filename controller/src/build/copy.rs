@@ -102,7 +102,7 @@ pub struct Collected {
 /// Open `rel` below `root`, every symlink resolved inside it.
 fn open_in(root: BorrowedFd<'_>, rel: &str, flags: OFlags) -> rustix::io::Result<OwnedFd> {
     let p = if rel.is_empty() { "." } else { rel };
-    rustix::fs::openat2(
+    wharf_node::resolve::openat2(
         root,
         p,
         flags | OFlags::CLOEXEC,

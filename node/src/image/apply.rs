@@ -468,7 +468,7 @@ fn apply_entry<R: Read>(
         if target == comps {
             return Ok(0);
         }
-        let src = rustix::fs::openat2(
+        let src = crate::resolve::openat2(
             root,
             os(&join(&target)),
             OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
@@ -578,7 +578,7 @@ fn set_meta(fd: impl AsFd, meta: &Meta, with_times: bool, shown: &str) -> Result
 
 fn resolve_dir(root: BorrowedFd<'_>, path: &[u8]) -> rustix::io::Result<OwnedFd> {
     let path: &[u8] = if path.is_empty() { b"." } else { path };
-    rustix::fs::openat2(
+    crate::resolve::openat2(
         root,
         os(path),
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -724,7 +724,7 @@ pub fn remove_tree_at(parent: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
 }
 
 fn set_dir_mtime(root: BorrowedFd<'_>, path: &[u8], mtime: i64) {
-    let fd = rustix::fs::openat2(
+    let fd = crate::resolve::openat2(
         root,
         os(path),
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,

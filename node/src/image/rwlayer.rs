@@ -313,7 +313,7 @@ impl ImageStore {
 /// Whether `rel` exists in the lower layers (uppermost first), a whiteout hiding it.
 fn in_lowers(lowers: &[OwnedFd], rel: &[u8]) -> bool {
     for l in lowers {
-        let fd = rustix::fs::openat2(
+        let fd = crate::resolve::openat2(
             l,
             OsStr::from_bytes(rel),
             OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,

@@ -430,7 +430,7 @@ impl SplitSource {
         let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let resolve = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
         let fd = match self.moves.locate(path, seq) {
-            None => rustix::fs::openat2(
+            None => crate::resolve::openat2(
                 &self.diff,
                 std::ffi::OsStr::from_bytes(path),
                 flags,
@@ -452,7 +452,7 @@ impl SplitSource {
                         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                         Mode::empty(),
                     )?;
-                    rustix::fs::openat2(
+                    crate::resolve::openat2(
                         &dir,
                         std::ffi::OsStr::from_bytes(rest),
                         flags,

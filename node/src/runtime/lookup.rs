@@ -143,7 +143,7 @@ pub fn open_in_root(root: &File, path: &str, flags: OFlags) -> std::io::Result<O
     } else {
         OFlags::CLOEXEC | OFlags::NOCTTY
     };
-    Ok(rustix::fs::openat2(
+    Ok(crate::resolve::openat2(
         root,
         rel,
         flags | extra,
