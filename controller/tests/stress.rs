@@ -293,4 +293,44 @@ fn names_asked_for_at_once_are_handed_out_once() {
         })
         .collect();
     assert_eq!(pids.len(), 10, "each exec is its own process: {pids:?}");
+    // Builds at once, each with steps that run containers: each gets its own.
+    let builds = 4;
+    let ctx: Vec<std::path::PathBuf> = (0..builds)
+        .map(|i| {
+            let d = w.dir.path().join(format!("ctx{i}"));
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(
+                d.join("Dockerfile"),
+                format!("FROM busybox\nRUN echo step-{i} > /f\nRUN cat /f > /g\n"),
+            )
+            .unwrap();
+            d
+        })
+        .collect();
+    let start = Barrier::new(builds);
+    let outs: Vec<std::process::Output> = std::thread::scope(|s| {
+        let handles: Vec<_> = ctx
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                let (w, start) = (&w, &start);
+                s.spawn(move || {
+                    start.wait();
+                    let tag = format!("built{i}");
+                    w.docker_cmd()
+                        .env("DOCKER_BUILDKIT", "0")
+                        .args(["build", "-q", "-t", &tag])
+                        .arg(d)
+                        .output()
+                        .expect("run docker")
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (i, o) in outs.iter().enumerate() {
+        assert!(o.status.success(), "build {i}: {}", text(&o.stderr));
+        let got = w.docker_ok(&["run", "--rm", &format!("built{i}"), "cat", "/g"]);
+        assert_eq!(got.trim(), format!("step-{i}"));
+    }
 }
