@@ -12,7 +12,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
-use support::{eventually, free_port, inspect, loaded, text, Wharf};
+use support::{eventually, free_port, inspect, iptables_text, loaded, text, Wharf};
 use wharf_node::network::names::InstanceNames;
 
 /// `GET /` on `addr`, the body if the server answered.
@@ -37,22 +37,6 @@ fn serve(w: &Wharf, name: &str, extra: &[&str], body: &str) {
 
 fn names(w: &Wharf) -> InstanceNames {
     InstanceNames::for_data_dir(&w.data_dir())
-}
-
-fn iptables_text(w: &Wharf) -> String {
-    let tag = names(w).tag;
-    let mut all = String::new();
-    for table in ["nat", "filter"] {
-        let out = Command::new("iptables")
-            .args(["-w", "-t", table, "-S"])
-            .output()
-            .expect("iptables");
-        for l in text(&out.stdout).lines().filter(|l| l.contains(&tag)) {
-            all.push_str(l);
-            all.push('\n');
-        }
-    }
-    all
 }
 
 /// Interfaces of this instance: its bridges (`wh-<tag>`, `br-…` of its networks) and veths.

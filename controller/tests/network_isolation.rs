@@ -15,7 +15,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
-use support::{eventually, free_port, inspect, loaded, text, Wharf};
+use support::{eventually, free_port, inspect, iptables_text, loaded, text, Wharf};
 use wharf_node::network::names::InstanceNames;
 
 /// A container serving `body` over HTTP on port 80 with busybox httpd.
@@ -81,23 +81,6 @@ fn http_get(addr: &str) -> Option<String> {
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     out.contains("200 OK").then_some(out)
-}
-
-/// The instance's iptables rules (`-S` lines of its own chains and jumps).
-fn iptables_text(w: &Wharf) -> String {
-    let tag = InstanceNames::for_data_dir(&w.data_dir()).tag;
-    let mut all = String::new();
-    for table in ["nat", "filter"] {
-        let out = Command::new("iptables")
-            .args(["-w", "-t", table, "-S"])
-            .output()
-            .expect("iptables");
-        for l in text(&out.stdout).lines().filter(|l| l.contains(&tag)) {
-            all.push_str(l);
-            all.push('\n');
-        }
-    }
-    all
 }
 
 #[test]

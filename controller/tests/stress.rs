@@ -226,19 +226,12 @@ fn concurrent_mixed_operations_all_succeed_and_leave_nothing_behind() {
             .unwrap_or_default();
         assert!(children.is_empty(), "cgroups left: {children:?}");
     }
-    let tag = wharf_node::network::names::InstanceNames::for_data_dir(&data).tag;
-    for table in ["nat", "filter"] {
-        let out = std::process::Command::new("iptables")
-            .args(["-w", "-t", table, "-S"])
-            .output()
-            .expect("iptables");
-        let rules: Vec<String> = text(&out.stdout)
-            .lines()
-            .filter(|l| l.contains(&tag) && l.contains("-j DNAT"))
-            .map(String::from)
-            .collect();
-        assert!(rules.is_empty(), "port rules left: {rules:?}");
-    }
+    let rules: Vec<String> = support::iptables_text(&w)
+        .lines()
+        .filter(|l| l.contains("-j DNAT"))
+        .map(String::from)
+        .collect();
+    assert!(rules.is_empty(), "port rules left: {rules:?}");
 }
 
 /// `docker ARGS` from `n` clients at once; their outputs.

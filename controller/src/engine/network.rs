@@ -736,15 +736,7 @@ fn endpoint_aliases(req: &Value, name: &str, typed: &str) -> Vec<String> {
     let ep = eps
         .and_then(|e| e.get(name))
         .or_else(|| eps.and_then(|e| e.get(typed)));
-    ep.and_then(|e| e.get("Aliases"))
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default()
+    string_list(ep.and_then(|e| e.get("Aliases")))
 }
 
 /// A new user network's record: the subnet given, or the first free `/24` of

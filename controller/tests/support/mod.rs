@@ -288,6 +288,23 @@ pub fn busybox_tar() -> PathBuf {
     .clone()
 }
 
+/// The instance's iptables rules (`-S` lines of its own chains and jumps).
+pub fn iptables_text(w: &Wharf) -> String {
+    let tag = wharf_node::network::names::InstanceNames::for_data_dir(&w.data_dir()).tag;
+    let mut all = String::new();
+    for table in ["nat", "filter"] {
+        let out = Command::new("iptables")
+            .args(["-w", "-t", table, "-S"])
+            .output()
+            .expect("iptables");
+        for l in text(&out.stdout).lines().filter(|l| l.contains(&tag)) {
+            all.push_str(l);
+            all.push('\n');
+        }
+    }
+    all
+}
+
 /// Bytes as text, for assertions on CLI output.
 pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
