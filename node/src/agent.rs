@@ -280,10 +280,18 @@ impl Agent {
             .map(|mut p| p.remove(&spec.id).unwrap_or_default())
             .unwrap_or_default();
         for p in waiting {
+            // An attacher that went away meanwhile gets nothing; one that goes away now
+            // lets go of the stdin it would have held, without closing it.
+            if p.reply.is_closed() {
+                continue;
+            }
             let stream = runtime::attach(&dir, p.stdin)
                 .await
                 .map_err(AgentError::from);
-            let _ = p.reply.send(stream);
+            if let Err(Ok(stream)) = p.reply.send(stream) {
+                let (_, mut input) = stream.into_split();
+                let _ = input.detach().await;
+            }
         }
         let mut client = ShimClient::connect(&dir).await?;
         if !plans.is_empty() {

@@ -14,6 +14,7 @@
 use super::error::ApiError;
 use super::http::{json, read_body, status, Query, Resp};
 use super::streams::frame;
+use super::upgrade::{wait_answer_read, PeerSocket};
 use crate::engine::{Engine, ExecCreate, ExecRecord};
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
@@ -125,10 +126,17 @@ pub enum RelayEnd {
 /// What a relay carries, as the client asked for it.
 #[derive(Clone, Debug)]
 pub struct RelayOptions {
-    /// Raw output (TTY) instead of stdcopy frames.
+    /// The process has a terminal: the end of the client's input leaves it open.
     pub tty: bool,
+    /// Output as raw bytes instead of stdcopy frames (a TTY container's attach; an exec
+    /// started with `Tty`, which is the client's choice, whatever the exec's terminal).
+    pub raw: bool,
     /// Forward the client's input to the process.
     pub stdin: bool,
+    /// The end of the client's input closes the process' stdin (a container's
+    /// `StdinOnce`, always for an exec, as moby's `CloseStdin`); else the stdin stays open
+    /// for the next attach.
+    pub stdin_once: bool,
     /// Forward stdout.
     pub stdout: bool,
     /// Forward stderr.
@@ -154,6 +162,7 @@ pub async fn relay(
     let detach = Arc::new(tokio::sync::Notify::new());
     let detach_tx = detach.clone();
     let want_stdin = opts.stdin;
+    let stdin_once = opts.stdin_once;
     let tty = opts.tty;
     let mut scanner = DetachScanner::new(opts.detach_keys.clone());
     // Ends the input as a detach when the output side saw the client go first: aborting
@@ -180,8 +189,10 @@ pub async fn relay(
                     if want_stdin && tty {
                         let _ = input.detach().await;
                         detach_tx.notify_one();
-                    } else if want_stdin {
+                    } else if want_stdin && stdin_once {
                         let _ = input.close_stdin().await;
+                    } else if want_stdin {
+                        let _ = input.detach().await;
                     }
                     return;
                 }
@@ -209,7 +220,7 @@ pub async fn relay(
                     if (stream == 1 && !opts.stdout) || (stream == 2 && !opts.stderr) {
                         continue;
                     }
-                    let bytes = if opts.tty { data } else { frame(stream, &data) };
+                    let bytes = if opts.raw { data } else { frame(stream, &data) };
                     if client_wr.write_all(&bytes).await.is_err() {
                         // The client is gone; the process goes on as after a detach.
                         break RelayEnd::Detached;
@@ -246,8 +257,8 @@ pub async fn relay(
     let _ = client_wr.shutdown().await;
 }
 
-/// The 101 answer of attach and exec start.
-pub fn upgrade_response(tty: bool) -> Resp {
+/// The 101 answer of attach and exec start; `raw` for an unframed stream.
+pub fn upgrade_response(raw: bool) -> Resp {
     let mut r = Response::new(super::http::empty());
     *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = r.headers_mut();
@@ -258,7 +269,7 @@ pub fn upgrade_response(tty: bool) -> Resp {
     h.insert(http::header::UPGRADE, HeaderValue::from_static("tcp"));
     h.insert(
         http::header::CONTENT_TYPE,
-        HeaderValue::from_static(if tty {
+        HeaderValue::from_static(if raw {
             "application/vnd.docker.raw-stream"
         } else {
             "application/vnd.docker.multiplexed-stream"
@@ -285,6 +296,9 @@ pub async fn create(
 #[serde(rename_all = "PascalCase", default)]
 struct ExecStart {
     detach: bool,
+    /// The client reads the stream raw; without it the stream is framed, even for an exec
+    /// with a terminal (moby's `postContainerExecStart`; docker-py's `exec_start(tty=)`).
+    tty: bool,
     console_size: Option<[u16; 2]>,
 }
 
@@ -323,7 +337,10 @@ pub async fn start(
         return Ok(status(StatusCode::OK));
     }
     let tty = record.config.tty;
+    // The client's choice of a raw or a framed stream, not the exec's terminal.
+    let raw = opts.tty;
     let keys = parse_detach_keys(&record.config.detach_keys)?;
+    let peer = parts.extensions.get::<PeerSocket>().copied();
     tokio::spawn(async move {
         let upgraded = match hyper::upgrade::on(Request::from_parts(parts, ())).await {
             Ok(u) => u,
@@ -333,13 +350,16 @@ pub async fn start(
                 return;
             }
         };
+        // The process starts once the client has read the answer: its first bytes
+        // cannot arrive with the headers (see `upgrade`).
+        wait_answer_read(peer).await;
         let mut io = TokioIo::new(upgraded);
         let stream = match engine.start_exec(&record, true).await {
             Ok(s) => s,
             Err(message) => {
                 // As moby: the stream is established, so the error goes to stdout.
                 let text = format!("{message}\r\n");
-                let bytes = if tty {
+                let bytes = if raw {
                     Bytes::from(text)
                 } else {
                     frame(1, text.as_bytes())
@@ -349,7 +369,8 @@ pub async fn start(
                 return;
             }
         };
-        if let (true, Some([h, w])) = (tty, opts.console_size) {
+        // As moby: no console size for a client that does not read a terminal's stream.
+        if let (true, true, Some([h, w])) = (tty, raw, opts.console_size) {
             if let Err(e) = engine.resize_exec(&record.id, h, w).await {
                 debug!(error = %e.message, "initial exec resize");
             }
@@ -358,7 +379,9 @@ pub async fn start(
         let c = &record.config;
         let relay_opts = RelayOptions {
             tty,
+            raw,
             stdin: c.attach_stdin,
+            stdin_once: true,
             stdout: c.attach_stdout,
             stderr: c.attach_stderr,
             detach_keys: keys,
@@ -372,7 +395,7 @@ pub async fn start(
         })
         .await;
     });
-    Ok(upgrade_response(tty))
+    Ok(upgrade_response(raw))
 }
 
 /// `GET /exec/{id}/json`.

@@ -23,6 +23,7 @@ pub mod ps;
 pub mod stats;
 pub mod streams;
 pub mod system;
+pub mod upgrade;
 pub mod volumes;
 
 use crate::engine::Engine;
@@ -30,6 +31,7 @@ use ::http::{Method, Request};
 use error::ApiError;
 use http::{add_common_headers, Resp};
 use hyper::body::Incoming;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -135,32 +137,41 @@ pub async fn serve(
                                 return;
                             }
                         };
-                        serve_connection(tls, engine).await;
+                        serve_connection(tls, None, engine).await;
                     }
                     .instrument(info_span!("conn", %peer)),
                 );
             }
             (Accepted::Tcp(tcp, peer), None) => {
+                let fd = upgrade::PeerSocket {
+                    fd: tcp.as_raw_fd(),
+                };
                 tokio::spawn(
-                    serve_connection(tcp, engine)
+                    serve_connection(tcp, Some(fd), engine)
                         .instrument(info_span!("conn", %peer, tls = false)),
                 );
             }
             (Accepted::Unix(s), _) => {
+                let fd = upgrade::PeerSocket { fd: s.as_raw_fd() };
                 tokio::spawn(
-                    serve_connection(s, engine).instrument(info_span!("conn", peer = "unix")),
+                    serve_connection(s, Some(fd), engine)
+                        .instrument(info_span!("conn", peer = "unix")),
                 );
             }
         }
     }
 }
 
-async fn serve_connection<S>(stream: S, engine: Arc<Engine>)
+/// Serve one connection; `peer` is its socket when not TLS (see [`upgrade`]).
+async fn serve_connection<S>(stream: S, peer: Option<upgrade::PeerSocket>, engine: Arc<Engine>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let io = hyper_util::rt::TokioIo::new(stream);
-    let svc = hyper::service::service_fn(move |req| {
+    let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        if let Some(peer) = peer {
+            req.extensions_mut().insert(peer);
+        }
         let engine = engine.clone();
         async move { Ok::<_, std::convert::Infallible>(handle(engine, req).await) }
     });
@@ -241,7 +252,7 @@ async fn route(engine: Arc<Engine>, req: Request<Incoming>) -> Result<Resp, ApiE
         (&Method::POST, ["containers", id, "wait"]) => containers::wait(engine.clone(), id, &req),
         (&Method::POST, ["containers", id, "attach"]) => {
             let id = id.to_string();
-            streams::attach(engine, &id, req)
+            streams::attach(engine, &id, req).await
         }
         (&Method::POST, ["containers", id, "resize"]) => {
             let (h, w) = exec::resize_size(&req)?;

@@ -8,12 +8,14 @@
 
 use super::error::ApiError;
 use super::http::{streaming, Query, Resp};
-use crate::engine::Engine;
+use super::upgrade::{wait_answer_read, PeerSocket};
+use crate::engine::{AttachSource, Engine};
 use bytes::{BufMut, Bytes, BytesMut};
-use http::{HeaderValue, Request, Response, StatusCode};
+use http::Request;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use std::sync::Arc;
+use tokio::io::AsyncWriteExt;
 use tracing::debug;
 use wharf_node::runtime::logs::LogFollower;
 use wharf_protocol::state::ContainerStatus;
@@ -36,8 +38,12 @@ fn stream_content_type(tty: bool) -> &'static str {
     }
 }
 
-/// `POST /containers/{id}/attach`: answer 101 at once, then carry the stream.
-pub fn attach(
+/// `POST /containers/{id}/attach?logs=&stream=&stdin=&stdout=&stderr=`, as moby's
+/// `ContainerAttach`: with `logs`, the log so far (the selected streams); with `stream`,
+/// then the live output (of the next start if the container does not run) until it exits
+/// or the client detaches; without `stream`, the connection closes after the log, whatever
+/// the container's state.
+pub async fn attach(
     engine: Arc<Engine>,
     reference: &str,
     req: Request<Incoming>,
@@ -45,44 +51,81 @@ pub fn attach(
     let c = engine.container(reference)?;
     let q = Query::parse(req.uri().query());
     let (want_stdin, want_out, want_err) = (q.bool("stdin"), q.bool("stdout"), q.bool("stderr"));
+    let (logs, stream) = (q.bool("logs"), q.bool("stream"));
     let tty = c.run.tty;
+    let stdin_once = serde_json::from_str::<serde_json::Value>(&c.config_json)
+        .ok()
+        .and_then(|v| v.get("StdinOnce").and_then(|b| b.as_bool()))
+        .unwrap_or(false);
     let detach_keys = super::exec::parse_detach_keys(q.get("detachKeys").unwrap_or(""))?;
-    engine.emit_container(&c, "attach", &[]);
-    // Register before answering, so a start that follows at once cannot run ahead of us.
-    let pending = if matches!(c.status, ContainerStatus::Running | ContainerStatus::Paused) {
-        None
+    if c.status == ContainerStatus::Paused {
+        return Err(ApiError::conflict(format!(
+            "container {reference} is paused, unpause the container before attach"
+        )));
+    }
+    if c.status == ContainerStatus::Exited && engine.restart_state(&c.id).restarting {
+        return Err(ApiError::conflict(format!(
+            "container {reference} is restarting, wait until the container is running"
+        )));
+    }
+    let backlog = if logs {
+        let path = engine.agent().log_path(&c.id);
+        let mut entries = wharf_node::runtime::read_rotated_entries(&path)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        entries.extend(
+            wharf_node::runtime::read_log_entries(&path)
+                .map_err(|e| ApiError::internal(e.to_string()))?,
+        );
+        let render = Render {
+            tty,
+            stdout: want_out,
+            stderr: want_err,
+            ..Render::default()
+        };
+        entries.iter().filter_map(|e| render.entry(e)).collect()
     } else {
-        Some(engine.agent().attach_after_start(&c.id, want_stdin))
+        Vec::new()
     };
+    // Opened before answering: the output that follows the answer is all there, and a
+    // start that follows at once cannot run ahead of us.
+    let source = if stream {
+        Some(engine.open_attach(&c.id, want_stdin).await?)
+    } else {
+        None
+    };
+    engine.emit_container(&c, "attach", &[]);
+    let peer = req.extensions().get::<PeerSocket>().copied();
     let id = c.id.clone();
-    let agent = engine.agent().clone();
     tokio::spawn(async move {
         let upgraded = match hyper::upgrade::on(req).await {
             Ok(u) => u,
             Err(e) => {
-                debug!(error = %e, "attach upgrade failed");
-                agent.cancel_pending(&id);
-                return;
+                // A registration for the next start is dropped with `source`.
+                debug!(container = %id.short(), error = %e, "attach upgrade failed");
+                return let_go(source).await;
             }
         };
-        let stream = match pending {
-            Some(rx) => match rx.await {
+        wait_answer_read(peer).await;
+        let mut io = TokioIo::new(upgraded);
+        for b in &backlog {
+            if io.write_all(b).await.is_err() {
+                return let_go(source).await;
+            }
+        }
+        let stream = match source {
+            Some(AttachSource::Running(s)) => s,
+            Some(AttachSource::NextStart(rx)) => match rx.await {
                 Ok(Ok(s)) => s,
-                _ => return,
+                _ => return end_stream(io).await,
             },
-            None => match agent.attach(&id, want_stdin).await {
-                Ok(s) => s,
-                Err(e) => {
-                    debug!(error = %e, "attach to running container failed");
-                    return;
-                }
-            },
+            Some(AttachSource::Gone) | None => return end_stream(io).await,
         };
-        let io = TokioIo::new(upgraded);
         let (events, stdin) = stream.into_split();
         let opts = super::exec::RelayOptions {
             tty,
+            raw: tty,
             stdin: want_stdin,
+            stdin_once,
             stdout: want_out,
             stderr: want_err,
             detach_keys,
@@ -90,19 +133,65 @@ pub fn attach(
         // The container's exit is recorded by the engine's monitor, not here.
         super::exec::relay(io, events, stdin, opts, false, |_| {}).await;
     });
-    let mut r = Response::new(super::http::empty());
-    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let h = r.headers_mut();
-    h.insert(
-        http::header::CONNECTION,
-        HeaderValue::from_static("Upgrade"),
-    );
-    h.insert(http::header::UPGRADE, HeaderValue::from_static("tcp"));
-    h.insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static(stream_content_type(tty)),
-    );
-    Ok(r)
+    Ok(super::exec::upgrade_response(tty))
+}
+
+/// Give up an attach's stream without ending the container's stdin (dropping a stream
+/// that carries stdin would close it, as a client's end of input does).
+async fn let_go(source: Option<AttachSource>) {
+    if let Some(AttachSource::Running(stream)) = source {
+        let (_, mut input) = stream.into_split();
+        let _ = input.detach().await;
+    }
+}
+
+/// Close an upgraded stream that has nothing more to carry.
+async fn end_stream(mut io: TokioIo<hyper::upgrade::Upgraded>) {
+    let _ = io.flush().await;
+    let _ = io.shutdown().await;
+}
+
+/// How log entries are shown: which streams, which times, framed or raw.
+#[derive(Clone, Copy, Debug, Default)]
+struct Render {
+    /// Raw bytes (TTY container) instead of stdcopy frames.
+    tty: bool,
+    stdout: bool,
+    stderr: bool,
+    timestamps: bool,
+    /// Entries before this time (ns) are left out; 0 for none.
+    since: i64,
+    /// Entries after this time (ns) are left out; 0 for none.
+    until: i64,
+}
+
+impl Render {
+    /// The bytes of one entry, or `None` if it is not shown.
+    fn entry(&self, e: &wharf_node::runtime::LogEntry) -> Option<Bytes> {
+        if (e.stream == 1 && !self.stdout) || (e.stream == 2 && !self.stderr) {
+            return None;
+        }
+        if self.since != 0 || self.until != 0 {
+            let t = chrono::DateTime::parse_from_rfc3339(&e.time)
+                .ok()
+                .and_then(|t| t.timestamp_nanos_opt())
+                .unwrap_or(0);
+            if (self.since != 0 && t < self.since) || (self.until != 0 && t > self.until) {
+                return None;
+            }
+        }
+        let mut data = Vec::with_capacity(e.data.len() + 32);
+        if self.timestamps {
+            data.extend_from_slice(e.time.as_bytes());
+            data.push(b' ');
+        }
+        data.extend_from_slice(&e.data);
+        Some(if self.tty {
+            Bytes::from(data)
+        } else {
+            frame(e.stream, &data)
+        })
+    }
 }
 
 /// Parse `since`/`until` (Unix seconds, possibly fractional) to ns; 0 when absent.
@@ -163,34 +252,19 @@ pub fn logs(
         let skip = first.len().saturating_sub(n);
         first.drain(..skip);
     }
+    let render = Render {
+        tty,
+        stdout: want_out,
+        stderr: want_err,
+        timestamps,
+        since,
+        until,
+    };
     let (out, resp) = streaming(stream_content_type(tty));
     let id = c.id.clone();
     tokio::spawn(async move {
-        let render = |e: &wharf_node::runtime::LogEntry| -> Option<Bytes> {
-            if (e.stream == 1 && !want_out) || (e.stream == 2 && !want_err) {
-                return None;
-            }
-            let t = chrono::DateTime::parse_from_rfc3339(&e.time)
-                .ok()
-                .and_then(|t| t.timestamp_nanos_opt())
-                .unwrap_or(0);
-            if (since != 0 && t < since) || (until != 0 && t > until) {
-                return None;
-            }
-            let mut data = Vec::with_capacity(e.data.len() + 32);
-            if timestamps {
-                data.extend_from_slice(e.time.as_bytes());
-                data.push(b' ');
-            }
-            data.extend_from_slice(&e.data);
-            Some(if tty {
-                Bytes::from(data)
-            } else {
-                frame(e.stream, &data)
-            })
-        };
         for e in &first {
-            if let Some(b) = render(e) {
+            if let Some(b) = render.entry(e) {
                 if out.send(b).await.is_err() {
                     return;
                 }
@@ -227,7 +301,7 @@ pub fn logs(
                 batch = follower.next_batch(&mut stop_rx) => match batch {
                     Ok(Some(entries)) => {
                         for e in &entries {
-                            if let Some(b) = render(e) {
+                            if let Some(b) = render.entry(e) {
                                 if out.send(b).await.is_err() {
                                     watcher.abort();
                                     return;

@@ -38,7 +38,9 @@ pub struct ExecCreate {
     pub user: String,
     /// Working directory; empty for the container's.
     pub working_dir: String,
-    /// Docker's detach keys for this exec (`ctrl-p,ctrl-q` when empty).
+    /// Docker's detach keys for this exec (`ctrl-p,ctrl-q` when empty). docker-py sends
+    /// them as `detachKeys` (Go's JSON decoding ignores the case of names).
+    #[serde(alias = "detachKeys")]
     pub detach_keys: String,
     /// Extended privileges (accepted and shown; the process gets the container's).
     pub privileged: bool,
@@ -290,5 +292,9 @@ mod tests {
         assert_eq!(c.working_dir, "/tmp");
         let c: ExecCreate = serde_json::from_str("{}").unwrap();
         assert_eq!(c, ExecCreate::default());
+        // docker-py's spelling, from the client config's `detachKeys`.
+        let c: ExecCreate =
+            serde_json::from_str(r#"{"Cmd":["sh"],"detachKeys":"ctrl-a"}"#).unwrap();
+        assert_eq!(c.detach_keys, "ctrl-a");
     }
 }

@@ -11,6 +11,7 @@
 //! The leader chooses IDs, names and times and puts them into the commands.
 
 mod archive;
+mod attach;
 pub mod dns;
 pub mod events;
 mod exec;
@@ -24,6 +25,7 @@ mod network_view;
 mod volumes;
 pub use volumes::PruneFilter;
 
+pub use attach::AttachSource;
 pub use exec::{ExecCreate, ExecRecord};
 pub use lifecycle::{restart_decision, ExitFacts, RestartPolicy};
 
@@ -113,6 +115,9 @@ pub enum WaitCondition {
     /// Return once the container is removed.
     Removed,
 }
+
+/// How long a SIGKILL of `docker kill` waits for the exit to be recorded (moby: 10 s).
+const KILL_WAIT: Duration = Duration::from_secs(10);
 
 /// The controller's engine; one per controller process.
 pub struct Engine {
@@ -739,7 +744,25 @@ impl Engine {
         }
         self.note_manual_stop(&c.id).await;
         self.emit_container(&c, "kill", &[("signal", signal.to_string())]);
-        self.agent.kill(&c.id, signal).await?;
+        let sent = self.agent.kill(&c.id, signal).await;
+        if signal == libc::SIGKILL {
+            // As moby's `Kill`: SIGKILL returns once the exit is recorded, so that an
+            // inspect that follows sees it and a remove is not refused. (A shim that
+            // refused because the process had just exited is waited for the same way.)
+            let not_running = |c: Option<&ContainerRecord>| {
+                c.is_none_or(|c| {
+                    !matches!(c.status, ContainerStatus::Running | ContainerStatus::Paused)
+                })
+            };
+            if self.wait_state(&c.id, Some(KILL_WAIT), not_running).await {
+                return Ok(());
+            }
+            sent?;
+            return Err(ApiError::internal(
+                "tried to kill container, but did not receive an exit event",
+            ));
+        }
+        sent?;
         // As Docker: the stop signal thaws a paused container so it can act on it (the
         // shim thaws after SIGKILL itself).
         if c.status == ContainerStatus::Paused && signal == c.run.stop_signal && signal != 9 {

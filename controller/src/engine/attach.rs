@@ -1,0 +1,64 @@
+//! Which run's stream an attach gets (`docker attach`, the attach of `docker run` and
+//! `docker start -a`, the SDK's `attach`).
+//!
+//! ```text
+//!  attach ─► container lock ─► running?  ─► shim stream, open before the 101 answer
+//!                           └► otherwise ─► registered for the next start (the agent
+//!                                           hands the stream over before the process runs)
+//!  start  ─► container lock ─► spawn shim ─► pending attachers ─► run ─► ContainerStarted
+//! ```
+//!
+//! The decision is taken under the container's lock, which a start holds from before its
+//! shim is spawned until the run is recorded: an attach can no longer see `created` (or
+//! `exited`) while a start has already handed out the streams of its run, and then wait
+//! for a start that has already happened.
+
+use super::Engine;
+use crate::api::error::ApiError;
+use tokio::sync::oneshot;
+use tracing::debug;
+use wharf_node::agent::AgentError;
+use wharf_node::runtime::AttachStream;
+use wharf_protocol::state::ContainerStatus;
+use wharf_protocol::ContainerId;
+
+/// Where an attach's stream comes from.
+pub enum AttachSource {
+    /// The container runs: its output from now on, then its exit.
+    Running(AttachStream),
+    /// The container runs but its shim could not be reached (it is exiting): nothing to
+    /// stream.
+    Gone,
+    /// The container does not run: the stream of its next start (dropped if the start
+    /// fails or the container is removed).
+    NextStart(oneshot::Receiver<Result<AttachStream, AgentError>>),
+}
+
+impl Engine {
+    /// Open the stream of an attach to container `id`, with its stdin if `stdin`; call
+    /// before answering the client, so that none of the output that follows the answer
+    /// is missed.
+    pub async fn open_attach(
+        &self,
+        id: &ContainerId,
+        stdin: bool,
+    ) -> Result<AttachSource, ApiError> {
+        let lock = self.lock_for(id);
+        let _guard = lock.lock().await;
+        let c = self.container(id.as_str())?;
+        match c.status {
+            ContainerStatus::Running | ContainerStatus::Paused => {
+                match self.agent.attach(id, stdin).await {
+                    Ok(stream) => Ok(AttachSource::Running(stream)),
+                    Err(e) => {
+                        debug!(container = %id.short(), error = %e, "attach to running container failed");
+                        Ok(AttachSource::Gone)
+                    }
+                }
+            }
+            _ => Ok(AttachSource::NextStart(
+                self.agent.attach_after_start(id, stdin),
+            )),
+        }
+    }
+}
