@@ -3,6 +3,7 @@
 //! ```text
 //!   cf `logs`: index (u64 big endian) -> Entry          written by LogStore, fsynced
 //!   cf `meta`: "vote" | "committed" | "last_purged"     written by LogStore
+//!              "format" -> the state format (u32), stamped at open
 //!   cf `sm`:   "applied" -> last applied, membership and ClusterState
 //!              "snapshot" -> the last snapshot (meta + encoded ClusterState)
 //! ```
@@ -33,6 +34,16 @@ pub(super) const KEY_VOTE: &[u8] = b"vote";
 pub(super) const KEY_COMMITTED: &[u8] = b"committed";
 /// Key of the last purged log id in [`CF_META`].
 pub(super) const KEY_LAST_PURGED: &[u8] = b"last_purged";
+/// Key of the state format in [`CF_META`]: which layout the log entries, the applied
+/// state and the snapshot are written in.
+pub(super) const KEY_FORMAT: &[u8] = b"format";
+
+/// The state format this build writes and the newest it reads. A database without the
+/// key predates it and is in format 1. A change to the encoding of anything stored
+/// (a field added to a record, a command's layout) raises it, with a migration from
+/// every older format at open.
+pub(super) const STATE_FORMAT: u32 = 1;
+
 /// Key of the applied state in [`CF_SM`].
 pub(super) const KEY_APPLIED: &[u8] = b"applied";
 /// Key of the current snapshot in [`CF_SM`].
@@ -73,10 +84,34 @@ impl Db {
                 source,
             }
         })?;
-        Ok(Db {
+        let db = Db {
             db,
             path: dir.to_path_buf(),
-        })
+        };
+        db.check_format()?;
+        Ok(db)
+    }
+
+    /// Refuse a database of a newer state format; stamp one without a format (new, or
+    /// made before formats were recorded, which is format 1) with this build's.
+    fn check_format(&self) -> Result<(), RaftError> {
+        match self.get::<u32>(CF_META, KEY_FORMAT, "state format")? {
+            Some(found) if found > STATE_FORMAT => Err(RaftError::NewerFormat {
+                path: self.path.clone(),
+                found,
+                supported: STATE_FORMAT,
+            }),
+            Some(_) => Ok(()),
+            None => {
+                let mut batch = WriteBatch::default();
+                batch.put_cf(
+                    self.cf(CF_META),
+                    KEY_FORMAT,
+                    encode(&STATE_FORMAT, "state format")?,
+                );
+                self.write(batch, true, "state format")
+            }
+        }
     }
 
     /// The database directory.

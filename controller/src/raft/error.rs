@@ -123,6 +123,17 @@ pub enum RaftError {
     /// The Raft task did not end cleanly.
     #[error("shut down raft: {0}")]
     Shutdown(#[source] tokio::task::JoinError),
+    /// The database was written by a newer Wharf, in a state format this build cannot
+    /// read; nothing was changed.
+    #[error("raft database {path} holds state format {found}; this build of wharf reads formats up to {supported}: run the newer wharf, or restore a backup made by this one")]
+    NewerFormat {
+        /// The database directory.
+        path: PathBuf,
+        /// The format recorded in it.
+        found: u32,
+        /// The newest format this build reads.
+        supported: u32,
+    },
     /// Raft's storage tasks kept the database open after shutdown.
     #[error("raft storage still holds the database {secs}s after shutdown")]
     Release {

@@ -356,3 +356,70 @@ fn log_entries_round_trip_through_the_codec() {
         assert_eq!(format!("{back:?}"), format!("{entry:?}"));
     }
 }
+
+#[tokio::test]
+async fn a_database_of_a_newer_state_format_is_refused_and_left_as_it_is() {
+    use super::db::{encode, Db, CF_META, KEY_FORMAT, STATE_FORMAT};
+    let dir = tempfile::tempdir().unwrap();
+    {
+        // A database this build made, then stamped by a newer wharf.
+        let db = Db::open(dir.path()).unwrap();
+        assert_eq!(
+            db.get::<u32>(CF_META, KEY_FORMAT, "format").unwrap(),
+            Some(STATE_FORMAT),
+            "a new database is stamped with this build's format"
+        );
+        let mut batch = rocksdb::WriteBatch::default();
+        batch.put_cf(
+            db.cf(CF_META),
+            KEY_FORMAT,
+            encode(&(STATE_FORMAT + 1), "format").unwrap(),
+        );
+        db.write(batch, true, "format").unwrap();
+    }
+    let err = Store::open(dir.path(), 1, ADDR.into()).await.err().unwrap();
+    assert!(
+        matches!(err, RaftError::NewerFormat { found, supported, .. }
+            if found == STATE_FORMAT + 1 && supported == STATE_FORMAT),
+        "{err}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("state format {}", STATE_FORMAT + 1))
+            && text.contains(&format!("formats up to {STATE_FORMAT}")),
+        "{text}"
+    );
+    let db = Db::open(dir.path()).err().unwrap();
+    assert!(
+        matches!(db, RaftError::NewerFormat { .. }),
+        "still refused: {db}"
+    );
+}
+
+#[tokio::test]
+async fn a_database_made_before_formats_were_recorded_is_stamped_format_one() {
+    use super::db::{Db, CF_META, KEY_FORMAT};
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path()).await;
+        store
+            .propose(Command::PutImage { image: image(1) })
+            .await
+            .unwrap()
+            .unwrap();
+        close(store).await;
+    }
+    {
+        // As a build before this one left it: no format key.
+        let db = Db::open(dir.path()).unwrap();
+        db.rocks().delete_cf(db.cf(CF_META), KEY_FORMAT).unwrap();
+    }
+    let store = open(dir.path()).await;
+    assert_eq!(store.read(|s| s.images.len()), 1);
+    close(store).await;
+    let db = Db::open(dir.path()).unwrap();
+    assert_eq!(
+        db.get::<u32>(CF_META, KEY_FORMAT, "format").unwrap(),
+        Some(1)
+    );
+}
