@@ -423,3 +423,63 @@ async fn a_database_made_before_formats_were_recorded_is_stamped_format_one() {
         Some(1)
     );
 }
+
+/// The Raft database of a `wharf up` data dir made with the build of 2026-12-07 (state
+/// format 1): an imported image, a volume, a user network with a label, an internal
+/// network without icc, and containers created, exited (code 3) and running with a
+/// published port (its daemon stopped with SIGTERM, as for an upgrade). Every later
+/// build must open it and see all of it, or migrate it: this is what a user's data dir
+/// holds when they upgrade.
+#[tokio::test]
+async fn a_data_dir_of_state_format_one_opens_with_everything_in_it() {
+    use wharf_protocol::state::ContainerStatus;
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/raft/fixtures/format1-raft.tar");
+    let dir = tempfile::tempdir().unwrap();
+    tar::Archive::new(std::fs::File::open(&fixture).unwrap())
+        .unpack(dir.path())
+        .unwrap();
+    let store = open(dir.path()).await;
+    let s = store.read(|s| s.clone());
+    close(store).await;
+
+    let image = s
+        .tags
+        .get("fixture/busybox:1")
+        .expect("the imported image's tag");
+    assert!(s.images.contains_key(image));
+    assert!(s.volumes.contains_key("fxvol"));
+    let status = |name: &str| {
+        s.containers
+            .values()
+            .find(|c| c.name.as_str() == name)
+            .map(|c| (c.status, c.exit_code, c.pid != 0))
+            .unwrap_or_else(|| panic!("container {name}"))
+    };
+    assert_eq!(status("fx-created"), (ContainerStatus::Created, 0, false));
+    assert_eq!(status("fx-exited"), (ContainerStatus::Exited, 3, false));
+    assert_eq!(status("fx-running"), (ContainerStatus::Running, 0, true));
+    let running = s
+        .containers
+        .values()
+        .find(|c| c.name.as_str() == "fx-running")
+        .unwrap();
+    let ports: Vec<u16> = s.endpoints[&running.id]
+        .iter()
+        .flat_map(|e| e.ports.iter().map(|p| p.host_port))
+        .collect();
+    assert_eq!(ports, vec![18080]);
+    let net = |name: &str| {
+        s.networks
+            .values()
+            .find(|n| n.name == name)
+            .unwrap_or_else(|| panic!("network {name}"))
+    };
+    assert!(net("bridge").default);
+    assert_eq!(
+        net("fxnet").user_labels().get("tier").map(String::as_str),
+        Some("db")
+    );
+    assert!(!net("fxnet").internal() && net("fxnet").icc());
+    assert!(net("fxinternal").internal() && !net("fxinternal").icc());
+    assert!(net("fxinternal").masquerade());
+}
