@@ -69,6 +69,17 @@ pub enum AgentError {
     },
 }
 
+impl AgentError {
+    /// The kind of a shim's refusal (command not found, not executable, ...), so callers
+    /// decide on it instead of on the message; `None` for any other failure.
+    pub fn kind(&self) -> Option<wharf_protocol::shim::ErrorKind> {
+        match self {
+            AgentError::Runtime(e) => e.kind(),
+            _ => None,
+        }
+    }
+}
+
 /// How an agent is set up.
 #[derive(Clone, Debug)]
 pub struct AgentConfig {

@@ -83,6 +83,9 @@ pub enum ErrorKind {
     UnsupportedVersion,
     /// Anything else.
     Other,
+    /// The container's working directory cannot be made or entered, e.g. it is a file
+    /// (Docker: exit 126, "not a directory").
+    WorkingDirectory,
 }
 
 /// A process to run inside a running container (`docker exec`), resolved by the agent

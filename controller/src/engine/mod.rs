@@ -523,17 +523,7 @@ impl Engine {
                 self.agent.cancel_pending(&c.id);
                 self.agent.cleanup(&c.id).await;
                 let message = e.to_string();
-                let exit_code = if message.contains("executable file not found")
-                    || message.contains("no such file or directory")
-                {
-                    127
-                } else if message.contains("permission denied")
-                    || message.contains("not a directory")
-                {
-                    126
-                } else {
-                    128
-                };
+                let exit_code = start_failure_exit_code(e.kind());
                 self.network_released(&c.id).await;
                 self.propose(Command::ContainerExited {
                     id: c.id.clone(),
@@ -872,10 +862,42 @@ impl Engine {
     }
 }
 
+/// The exit code Docker records for a container whose process could not be started
+/// (moby's `translateContainerdStartErr`): 127 when the command does not exist, 126 when
+/// it cannot be invoked (not executable, or its working directory is not one), 128
+/// otherwise.
+pub fn start_failure_exit_code(kind: Option<wharf_protocol::shim::ErrorKind>) -> i32 {
+    use wharf_protocol::shim::ErrorKind;
+    match kind {
+        Some(ErrorKind::CommandNotFound) => 127,
+        Some(ErrorKind::PermissionDenied | ErrorKind::WorkingDirectory) => 126,
+        _ => 128,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use wharf_protocol::{DiffId, Digest};
+
+    #[test]
+    fn start_failures_are_classified_by_kind_not_text() {
+        use wharf_protocol::shim::ErrorKind;
+        assert_eq!(
+            start_failure_exit_code(Some(ErrorKind::CommandNotFound)),
+            127
+        );
+        assert_eq!(
+            start_failure_exit_code(Some(ErrorKind::PermissionDenied)),
+            126
+        );
+        assert_eq!(
+            start_failure_exit_code(Some(ErrorKind::WorkingDirectory)),
+            126
+        );
+        assert_eq!(start_failure_exit_code(Some(ErrorKind::Other)), 128);
+        assert_eq!(start_failure_exit_code(None), 128);
+    }
 
     #[test]
     fn references_normalise_like_docker() {

@@ -116,6 +116,7 @@ impl SetupError {
                 ErrorKind::CommandNotFound
             }
             SetupError::Command(LookupError::PermissionDenied(_)) => ErrorKind::PermissionDenied,
+            SetupError::WorkingDir { .. } => ErrorKind::WorkingDirectory,
             SetupError::Config(ConfigError::Version { .. }) => ErrorKind::UnsupportedVersion,
             _ => ErrorKind::Other,
         }
