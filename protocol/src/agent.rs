@@ -164,3 +164,90 @@ pub struct HostSpec {
     /// Set the process' no_new_privs bit (`--security-opt no-new-privileges`).
     pub no_new_privileges: bool,
 }
+
+// ---------------------------------------------------------------------------------------
+// The agent protocol's messages. Framing, streams and flow control: [`crate::wire`].
+
+pub mod container;
+
+/// What a controller asks of an agent; each request opens one call (see [`crate::wire`]).
+/// bincode does not describe itself: new variants go at the end.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AgentRequest {
+    /// A container's lifecycle, processes and files.
+    Container(container::ContainerRequest),
+}
+
+/// The one answer of a call.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AgentResponse {
+    /// Carried out; nothing to report.
+    Done,
+    /// Not carried out, or carried out only in part (then the failure says so).
+    Failed(AgentFailure),
+    /// The answer of a [`container::ContainerRequest`] that returns something.
+    Container(container::ContainerResponse),
+}
+
+/// What an agent reports without being asked, on call 0.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AgentEvent {
+    /// The layers the host holds changed.
+    Layers {
+        /// Layers now held, by DiffID.
+        added: Vec<DiffId>,
+        /// Layers no longer held.
+        removed: Vec<DiffId>,
+    },
+}
+
+/// What kind of failure a call met; the controller maps it to its own errors (and those
+/// to Docker's status codes) by kind, never by message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FailureKind {
+    /// Anything not covered below.
+    Internal,
+    /// The container has no running process (shim gone, exited).
+    NotRunning,
+    /// The object asked for is not on this host.
+    NotFound,
+    /// The request itself is wrong (a path that is not a directory, a bad tar).
+    InvalidInput,
+    /// The request conflicts with what the host holds (a port in use, a name taken).
+    Conflict,
+    /// The agent could not be reached or went away during the call.
+    Unavailable,
+    /// The request needs a newer agent protocol than the peer speaks.
+    Unsupported,
+}
+
+/// Why a call failed: its kind, the shim's kind for a process that could not be
+/// started, and the text for people.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentFailure {
+    /// What kind of failure.
+    pub kind: FailureKind,
+    /// For a process that could not start: the shim's kind (not found, permission, ...).
+    pub shim: Option<crate::shim::ErrorKind>,
+    /// What failed and on what, lowercase.
+    pub message: String,
+}
+
+impl AgentFailure {
+    /// A failure of `kind` with `message`.
+    pub fn new(kind: FailureKind, message: impl Into<String>) -> AgentFailure {
+        AgentFailure {
+            kind,
+            shim: None,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for AgentFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for AgentFailure {}

@@ -14,5 +14,6 @@ pub mod network;
 mod network_state;
 pub mod shim;
 pub mod state;
+pub mod wire;
 
 pub use ids::{ChainId, ContainerId, ContainerName, DiffId, Digest, IdError, ImageId, NodeId};

@@ -1,0 +1,116 @@
+//! Agent requests about one container: its lifecycle, processes, files and counters.
+
+use super::ContainerRunSpec;
+use crate::shim::{ExecSpec, Exit};
+use crate::ContainerId;
+use serde::{Deserialize, Serialize};
+
+/// A request about a container (see [`super::AgentRequest::Container`]).
+/// bincode does not describe itself: new variants go at the end.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ContainerRequest {
+    /// Make the writable layer and state folder; nothing runs. Answer: `Done`.
+    Create {
+        /// What to run.
+        spec: ContainerRunSpec,
+    },
+    /// Attach to the process' stdio. Answer: `Done` once the attach is set up, then the
+    /// process' output as items (`Output`, ending with `Exit`); stdin as items the other
+    /// way. With `next_start`, the stream is that of the container's next start: the
+    /// answer comes at once and the items once the start has happened; a start that
+    /// fails, or a removal, aborts the stream.
+    Attach {
+        /// The container.
+        id: ContainerId,
+        /// Take stdin as well.
+        stdin: bool,
+        /// Wait for the next start instead of attaching to the running process.
+        next_start: bool,
+    },
+    /// Drop attaches waiting for a start that will not come. Answer: `Done`.
+    CancelAttaches {
+        /// The container.
+        id: ContainerId,
+    },
+    /// Send a signal to the main process. Answer: `Done`, or `NotRunning`.
+    Kill {
+        /// The container.
+        id: ContainerId,
+        /// The signal number.
+        signal: i32,
+    },
+    /// Wait for the main process to end. Answer: `Exited`.
+    Wait {
+        /// The container.
+        id: ContainerId,
+    },
+    /// Release what a finished run holds (shim, mount, cgroup). Answer: `Done`.
+    Cleanup {
+        /// The container.
+        id: ContainerId,
+    },
+    /// Remove a container that no longer runs: writable layer, logs, state. Answer: `Done`.
+    Remove {
+        /// The container.
+        id: ContainerId,
+    },
+    /// Run a process in the running container. Answer: `ExecStarted`, then the stream as
+    /// for `Attach`.
+    Exec {
+        /// The container.
+        id: ContainerId,
+        /// What to run.
+        spec: ExecSpec,
+    },
+    /// Resize the container's terminal. Answer: `Done`.
+    Resize {
+        /// The container.
+        id: ContainerId,
+        /// Rows.
+        height: u16,
+        /// Columns.
+        width: u16,
+    },
+    /// Resize an exec process' terminal. Answer: `Done`.
+    ResizeExec {
+        /// The container.
+        id: ContainerId,
+        /// The exec instance.
+        exec_id: String,
+        /// Rows.
+        height: u16,
+        /// Columns.
+        width: u16,
+    },
+    /// Freeze (`true`) or thaw the container's processes. Answer: `Done`.
+    Pause {
+        /// The container.
+        id: ContainerId,
+        /// Freeze or thaw.
+        freeze: bool,
+    },
+    /// Host PIDs of the container's processes (`docker top`). Answer: `Pids`.
+    Pids {
+        /// The container.
+        id: ContainerId,
+    },
+}
+
+/// What a [`ContainerRequest`] answers beyond `Done`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ContainerResponse {
+    /// The process' host PID.
+    Started {
+        /// Host PID.
+        pid: u32,
+    },
+    /// How the process ended; `None` when it never ran and left no record.
+    Exited(Option<Exit>),
+    /// An exec process runs.
+    ExecStarted {
+        /// Its host PID.
+        pid: u32,
+    },
+    /// Host PIDs.
+    Pids(Vec<u32>),
+}
