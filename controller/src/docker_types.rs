@@ -578,7 +578,7 @@ pub fn resolve_host(
         }
     }
     for e in &hc.extra_hosts {
-        let ok = wharf_node::runtime::etc_files::split_extra_host(e)
+        let ok = wharf_protocol::runtime::split_extra_host(e)
             .is_some_and(|(_, ip)| ip.parse::<std::net::IpAddr>().is_ok() || ip == "host-gateway");
         if !ok {
             return Err(format!("invalid IP address in add-host: \"{e}\""));

@@ -472,7 +472,7 @@ fn live_restore_keeps_ports_and_a_crash_leaks_nothing() {
     let bridge = names(&w).default_bridge(&w.data_dir());
     let net_id = w.docker_ok(&["network", "inspect", "-f", "{{.Id}}", "bridge"]);
     let keep_id = inspect(&w, "{{.Id}}", "keep");
-    let veth = wharf_node::network::names::host_veth(&keep_id, net_id.trim());
+    let veth = wharf_protocol::network::host_veth(&keep_id, net_id.trim());
     assert!(
         links().contains(&format!(" {veth}@")),
         "{veth}: {}",

@@ -28,6 +28,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Mutex;
+pub use wharf_protocol::archive::{ExtractOptions, PathStat};
 
 /// Why a copy to or from a container failed.
 #[derive(Debug, thiserror::Error)]
@@ -100,35 +101,6 @@ fn io_err(action: &'static str, path: &[u8]) -> impl FnOnce(rustix::io::Errno) -
         path,
         source: e.into(),
     }
-}
-
-/// What `HEAD /containers/{id}/archive` reports about a path (Docker's
-/// `ContainerPathStat`, sent base64 JSON in `X-Docker-Container-Path-Stat`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PathStat {
-    /// Base name of the path as asked (`/` for the root).
-    pub name: String,
-    /// Size in bytes.
-    pub size: i64,
-    /// Go `os.FileMode` bits: permissions, plus type bits (directory `1<<31`, symlink
-    /// `1<<27`, ...).
-    pub mode: u32,
-    /// Modification time, seconds since the epoch.
-    pub mtime_secs: i64,
-    /// Nanoseconds part of the modification time.
-    pub mtime_nanos: u32,
-    /// For a symlink, its target fully resolved inside the container (absolute).
-    pub link_target: String,
-}
-
-/// What `PUT /containers/{id}/archive` may do beyond extracting.
-#[derive(Clone, Debug, Default)]
-pub struct ExtractOptions {
-    /// Refuse to replace a directory with a non-directory or the reverse.
-    pub no_overwrite_dir_non_dir: bool,
-    /// Own the new files by the container's user (`docker cp -a`): its `User` spec,
-    /// resolved against the container's `/etc/passwd` and `/etc/group`.
-    pub chown_to_user: Option<String>,
 }
 
 /// A container path as moby's `ResolvePath` reads it: absolute, cleaned lexically (`..`

@@ -13,42 +13,10 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+pub use wharf_protocol::runtime::CgroupSample;
 
 /// The kernel's `USER_HZ`: /proc/stat counts in 1/100 s on Linux.
 const USER_HZ: u64 = 100;
-
-/// One reading of a container's counters; missing files read as 0 or empty.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct CgroupSample {
-    /// Bytes charged to the group (`memory.usage_in_bytes`).
-    pub memory_usage: u64,
-    /// Peak of that (`memory.max_usage_in_bytes`).
-    pub memory_max_usage: u64,
-    /// The limit, capped at the host's memory (`memory.limit_in_bytes`).
-    pub memory_limit: u64,
-    /// OOM events counted by the group (`memory.failcnt`).
-    pub memory_failcnt: u64,
-    /// `memory.stat`.
-    pub memory_stat: BTreeMap<String, u64>,
-    /// CPU time of the group, ns (`cpuacct.usage`).
-    pub cpu_total_ns: u64,
-    /// Per CPU, ns (`cpuacct.usage_percpu`).
-    pub cpu_percpu_ns: Vec<u64>,
-    /// Kernel-mode time, ns.
-    pub cpu_kernel_ns: u64,
-    /// User-mode time, ns.
-    pub cpu_user_ns: u64,
-    /// `cpu.stat`: nr_periods, nr_throttled, throttled_time.
-    pub cpu_throttling: BTreeMap<String, u64>,
-    /// Host CPU time since boot, ns (from /proc/stat).
-    pub system_cpu_ns: u64,
-    /// Online CPUs.
-    pub online_cpus: u32,
-    /// Tasks in the group (`pids.current`).
-    pub pids_current: u64,
-    /// `pids.max`; `None` for `max`.
-    pub pids_limit: Option<u64>,
-}
 
 /// Parse a file of `key value` lines (memory.stat, cpu.stat).
 pub fn parse_kv(text: &str) -> BTreeMap<String, u64> {

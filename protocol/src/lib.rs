@@ -6,12 +6,15 @@
 //! control protocol ([`shim`]), and the one codec that puts them on the wire ([`codec`]).
 
 pub mod agent;
+pub mod archive;
 pub mod codec;
 #[cfg(any(test, feature = "test-fixtures"))]
 pub mod fixtures;
 pub mod ids;
+pub mod image;
 pub mod network;
 mod network_state;
+pub mod runtime;
 pub mod shim;
 pub mod state;
 pub mod wire;

@@ -11,6 +11,11 @@
 //! A host port is a resource of the node that publishes it: two endpoints on the same
 //! node may not publish the same `(protocol, host port)` on overlapping host addresses.
 //! The scheduler of a multi-host cluster reads [`ports_in_use`] for the same reason.
+//!
+//! What the controller hands an agent to carry out is here too: a starting container's
+//! interfaces ([`NetworkSetup`], [`AttachPlan`]), the instance's iptables rules
+//! ([`RuleSet`]) and the names of the kernel objects both sides must agree on
+//! ([`host_veth`], [`user_bridge`]).
 
 use crate::ids::NodeId;
 use serde::{Deserialize, Serialize};
@@ -389,6 +394,99 @@ pub fn valid_network_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
+/// One interface to give a container.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachPlan {
+    /// Host end of the veth.
+    pub host_veth: String,
+    /// Name inside the container (`eth0`, `eth1`, ...).
+    pub ifname: String,
+    /// The bridge to plug the host end into.
+    pub bridge: String,
+    /// The container's address.
+    pub ip: Ipv4Addr,
+    /// The subnet's prefix length.
+    pub prefix: u8,
+    /// The gateway; the default route goes there when `default_route`.
+    pub gateway: Ipv4Addr,
+    /// The container's MAC.
+    pub mac: [u8; 6],
+    /// Route everything not local through this interface.
+    pub default_route: bool,
+}
+
+/// What a starting container gets beyond its spec: interfaces, `/etc/hosts` lines
+/// (`name:ip`) and name servers (used unless the container sets `--dns`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkSetup {
+    /// Interfaces, the first one with the default route.
+    pub plans: Vec<AttachPlan>,
+    /// `name:ip` entries for `/etc/hosts`.
+    pub hosts: Vec<String>,
+    /// Name servers for `/etc/resolv.conf`.
+    pub dns: Vec<String>,
+}
+
+/// A bridge of the instance.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BridgeRule {
+    /// Interface name.
+    pub bridge: String,
+    /// Its subnet.
+    pub subnet: Subnet,
+    /// `--internal`: traffic stays within the subnet; no NAT, no published ports.
+    pub internal: bool,
+    /// Containers on the bridge may reach each other.
+    pub icc: bool,
+    /// Outbound traffic from the subnet is masqueraded.
+    pub masquerade: bool,
+}
+
+/// One published port of a running container.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishRule {
+    /// The bridge the container is on.
+    pub bridge: String,
+    /// The container's address.
+    pub container_ip: Ipv4Addr,
+    /// Protocol.
+    pub proto: Proto,
+    /// Port in the container.
+    pub container_port: u16,
+    /// Host address (`0.0.0.0`: every local address).
+    pub host_ip: Ipv4Addr,
+    /// Host port.
+    pub host_port: u16,
+}
+
+/// The whole iptables rule set of an instance, as the agent applies it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleSet {
+    /// Bridges, in a stable order.
+    pub bridges: Vec<BridgeRule>,
+    /// Published ports, in a stable order.
+    pub publishes: Vec<PublishRule>,
+}
+
+/// Linux's limit on interface names (IFNAMSIZ 16, with the final NUL).
+pub const IFNAME_MAX: usize = 15;
+
+/// The bridge of a user network: `br-` and the first 12 hex digits of its ID (Docker's).
+pub fn user_bridge(network_id: &str) -> String {
+    let hexid: String = network_id.chars().take(12).collect();
+    format!("br-{hexid}")
+}
+
+/// The host end of a container's veth on a network: `wv` and 13 hex digits of a digest of
+/// both IDs, so that it is stable across restarts of the agent and unique per endpoint.
+pub fn host_veth(container_id: &str, network_id: &str) -> String {
+    use sha2::{Digest as _, Sha256};
+    let d = Sha256::digest(format!("{container_id}/{network_id}").as_bytes());
+    let mut name = format!("wv{}", hex::encode(&d[..7]));
+    name.truncate(IFNAME_MAX);
+    name
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -544,5 +642,16 @@ mod tests {
         assert!(!valid_network_name("-x"));
         assert!(!valid_network_name(""));
         assert!(!valid_network_name("a b"));
+    }
+
+    #[test]
+    fn agent_names_are_stable() {
+        // Existing veths and bridges carry these names: they may not change.
+        assert_eq!(host_veth("c1", "n1"), "wv6f41f14b84861");
+        assert_eq!(
+            host_veth(&"a".repeat(64), &"b".repeat(64)).len(),
+            IFNAME_MAX
+        );
+        assert_eq!(user_bridge("0123456789abcdef"), "br-0123456789ab");
     }
 }

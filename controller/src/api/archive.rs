@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
-use wharf_node::archive::PathStat;
+use wharf_protocol::archive::PathStat;
 
 /// The header carrying a path's stat.
 const STAT_HEADER: &str = "X-Docker-Container-Path-Stat";

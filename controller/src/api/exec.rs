@@ -25,7 +25,7 @@ use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::debug;
 use wharf_node::runtime::client::{AttachInputSink, AttachOutputStream};
-use wharf_node::runtime::AttachEvent;
+use wharf_protocol::runtime::AttachEvent;
 
 /// Docker's default detach sequence, ctrl-p ctrl-q.
 pub const DEFAULT_DETACH_KEYS: [u8; 2] = [0x10, 0x11];

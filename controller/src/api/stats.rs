@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
-use wharf_node::stats::CgroupSample;
+use wharf_protocol::runtime::CgroupSample;
 use wharf_protocol::state::{ContainerRecord, ContainerStatus};
 
 /// Time between the two samples of a one-off reading, and between streamed readings.

@@ -167,7 +167,7 @@ struct Render {
 
 impl Render {
     /// The bytes of one entry, or `None` if it is not shown.
-    fn entry(&self, e: &wharf_node::runtime::LogEntry) -> Option<Bytes> {
+    fn entry(&self, e: &wharf_protocol::runtime::LogEntry) -> Option<Bytes> {
         if (e.stream == 1 && !self.stdout) || (e.stream == 2 && !self.stderr) {
             return None;
         }

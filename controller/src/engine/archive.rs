@@ -17,7 +17,8 @@ use http::StatusCode;
 use std::io::{self, Write};
 use tokio::sync::mpsc;
 use tracing::warn;
-use wharf_node::archive::{self, ArchiveError, ExtractOptions, PathStat};
+use wharf_node::archive::{self, ArchiveError};
+use wharf_protocol::archive::{ExtractOptions, PathStat};
 use wharf_protocol::state::{ContainerRecord, ContainerStatus};
 
 /// Bytes of a `GET` archive, chunk by chunk; an `Err` ends the transfer as failed.

@@ -14,7 +14,8 @@
 use super::Engine;
 use crate::api::error::ApiError;
 use tracing::info;
-use wharf_node::runtime::{AttachStream, ErrorKind, ExecSpec};
+use wharf_node::runtime::AttachStream;
+use wharf_protocol::shim::{ErrorKind, ExecSpec};
 use wharf_protocol::state::ContainerStatus;
 use wharf_protocol::ContainerId;
 

@@ -15,9 +15,7 @@ use crate::api::error::ApiError;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
-use wharf_node::runtime::health::{HealthSpec, HealthState};
-use wharf_node::runtime::jsonlog::LogRotation;
-use wharf_node::runtime::ShimOptions;
+use wharf_protocol::runtime::{HealthSpec, HealthState, LogRotation, ShimOptions};
 use wharf_protocol::state::ContainerRecord;
 use wharf_protocol::ContainerId;
 

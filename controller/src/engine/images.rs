@@ -28,7 +28,7 @@ use crate::api::error::ApiError;
 use serde_json::{json, Value};
 use stream::stream_from_blocking;
 use tracing::{info, warn};
-use wharf_node::image::{Change, SaveImage};
+use wharf_protocol::image::{Change, Collected, SaveImage};
 use wharf_protocol::state::{ClusterState, Command};
 use wharf_protocol::{DiffId, ImageId};
 
@@ -254,7 +254,7 @@ impl Engine {
     }
 
     /// Free the layers nothing needs any more; call with the layer lock held exclusively.
-    async fn collect_layers(&self) -> Result<wharf_node::image::Collected, ApiError> {
+    async fn collect_layers(&self) -> Result<Collected, ApiError> {
         let in_use = self.store.read(chains_in_use);
         let store = self.agent.image_store().clone();
         tokio::task::spawn_blocking(move || store.remove_unused_layers(&in_use))

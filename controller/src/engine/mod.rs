@@ -37,8 +37,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tracing::{info, warn};
 use wharf_node::agent::Agent;
-use wharf_node::runtime::Exit;
 use wharf_protocol::agent::ContainerRunSpec;
+use wharf_protocol::shim::Exit;
 use wharf_protocol::state::{ClusterState, Command, ContainerRecord, ContainerStatus, ImageRecord};
 use wharf_protocol::{ContainerId, ContainerName, ImageId, NodeId};
 

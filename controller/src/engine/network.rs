@@ -21,14 +21,12 @@ use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use tracing::{info, warn};
-use wharf_node::network::names::{host_veth, user_bridge};
-use wharf_node::network::rules::{BridgeRule, PublishRule, RuleSet};
-use wharf_node::network::{AttachPlan, NetworkSetup};
-use wharf_node::runtime::{NetnsMode, ShimOptions};
 use wharf_protocol::network::{
-    parse_binding, parse_port_key, pick_port, port_taken, ports_in_use, valid_network_name,
-    Endpoint, NetworkRecord, PortMapping, PortRequest, Subnet,
+    host_veth, parse_binding, parse_port_key, pick_port, port_taken, ports_in_use, user_bridge,
+    valid_network_name, AttachPlan, BridgeRule, Endpoint, NetworkRecord, NetworkSetup, PortMapping,
+    PortRequest, PublishRule, RuleSet, Subnet,
 };
+use wharf_protocol::runtime::{NetnsMode, ShimOptions};
 use wharf_protocol::state::{ClusterState, Command, ContainerRecord, ContainerStatus, StateError};
 use wharf_protocol::{ContainerId, NodeId};
 

@@ -8,8 +8,7 @@ use crate::api::error::ApiError;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use tracing::{info, warn};
-use wharf_node::network::names::host_veth;
-use wharf_protocol::network::{Endpoint, NetworkRecord, Subnet};
+use wharf_protocol::network::{host_veth, Endpoint, NetworkRecord, Subnet};
 use wharf_protocol::state::{Command, ContainerStatus};
 
 /// The names Docker reserves for its predefined networks.

@@ -10,16 +10,8 @@ use super::store::{ImageStore, StoreError};
 use std::collections::HashSet;
 use std::io;
 use std::path::Path;
+pub use wharf_protocol::image::Collected;
 use wharf_protocol::{ChainId, DiffId, Digest};
-
-/// What a collection removed.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Collected {
-    /// Unpacked layers removed, by ChainID.
-    pub layers: Vec<ChainId>,
-    /// Bytes of regular files they held (their `size` files).
-    pub bytes: u64,
-}
 
 /// The names among `layer_dirs` (ChainID hex) and `tar_names` (DiffID hex) that none of
 /// `in_use` (DiffID chains, bottom first) needs (pure).

@@ -26,6 +26,7 @@ use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
+pub use wharf_protocol::image::LoadedImage;
 use wharf_protocol::{ChainId, DiffId, Digest, ImageId};
 
 /// Largest `manifest.json` or image config read into memory.
@@ -141,21 +142,6 @@ pub enum LoadError {
     /// Unpacking a layer failed.
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-/// An image read from an archive; its config is for the controller to keep.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LoadedImage {
-    /// sha256 of `config`.
-    pub id: ImageId,
-    /// The config JSON, byte for byte as in the archive.
-    pub config: Vec<u8>,
-    /// `rootfs.diff_ids`, bottom first.
-    pub diff_ids: Vec<DiffId>,
-    /// `RepoTags` of `manifest.json`, e.g. `busybox:latest` (may be empty).
-    pub repo_tags: Vec<String>,
-    /// [`ImageStore::layers_size`] of the image.
-    pub size: u64,
 }
 
 #[derive(serde::Deserialize)]

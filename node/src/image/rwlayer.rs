@@ -23,6 +23,7 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+pub use wharf_protocol::image::{Change, ChangeKind};
 use wharf_protocol::{ChainId, DiffId, Digest};
 
 /// Why a writable-layer operation failed.
@@ -66,26 +67,6 @@ fn io_path(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> RwLay
         path,
         source,
     }
-}
-
-/// How a file differs from the image, as `GET /containers/{id}/changes` numbers it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ChangeKind {
-    /// `C`: present below and changed.
-    Modified = 0,
-    /// `A`: new.
-    Added = 1,
-    /// `D`: deleted.
-    Deleted = 2,
-}
-
-/// One entry of `docker diff`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Change {
-    /// Absolute path inside the container, e.g. `/tmp/x`.
-    pub path: String,
-    /// What happened to it.
-    pub kind: ChangeKind,
 }
 
 /// sha256 of the tar of an empty tree (two zero blocks): a commit that adds nothing.

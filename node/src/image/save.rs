@@ -17,6 +17,7 @@ use serde_json::json;
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::path::PathBuf;
+pub use wharf_protocol::image::SaveImage;
 use wharf_protocol::{ChainId, DiffId, Digest};
 
 /// mtime of every archive member (Docker writes the Unix epoch too).
@@ -52,17 +53,6 @@ pub enum SaveError {
         #[source]
         source: serde_json::Error,
     },
-}
-
-/// One image to write: what the controller keeps about it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SaveImage {
-    /// The config JSON exactly as stored (its sha256 is the image ID).
-    pub config: Vec<u8>,
-    /// `rootfs.diff_ids`, bottom first.
-    pub diff_ids: Vec<DiffId>,
-    /// `name:tag` references to record (empty when saved by ID).
-    pub repo_tags: Vec<String>,
 }
 
 /// The small JSON members of an archive and the blobs it needs: a pure function of the

@@ -29,6 +29,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use tracing::{info, warn};
+pub use wharf_protocol::network::{AttachPlan, NetworkSetup};
 use wharf_protocol::network::{PortMapping, Proto, Subnet};
 
 /// Why a network operation failed.
@@ -81,39 +82,6 @@ pub enum NetError {
     /// No default subnet is free of the host's routes.
     #[error("no free 10.128.0.0/10 subnet for the default bridge; set --bridge-subnet")]
     NoSubnet,
-}
-
-/// One interface to give a container.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AttachPlan {
-    /// Host end of the veth.
-    pub host_veth: String,
-    /// Name inside the container (`eth0`, `eth1`, ...).
-    pub ifname: String,
-    /// The bridge to plug the host end into.
-    pub bridge: String,
-    /// The container's address.
-    pub ip: Ipv4Addr,
-    /// The subnet's prefix length.
-    pub prefix: u8,
-    /// The gateway; the default route goes there when `default_route`.
-    pub gateway: Ipv4Addr,
-    /// The container's MAC.
-    pub mac: [u8; 6],
-    /// Route everything not local through this interface.
-    pub default_route: bool,
-}
-
-/// What a starting container gets beyond its spec: interfaces, `/etc/hosts` lines
-/// (`name:ip`) and name servers (used unless the container sets `--dns`).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct NetworkSetup {
-    /// Interfaces, the first one with the default route.
-    pub plans: Vec<AttachPlan>,
-    /// `name:ip` entries for `/etc/hosts`.
-    pub hosts: Vec<String>,
-    /// Name servers for `/etc/resolv.conf`.
-    pub dns: Vec<String>,
 }
 
 /// The network side of one agent.

@@ -5,9 +5,7 @@
 use sha2::{Digest, Sha256};
 use std::path::Path;
 use wharf_protocol::network::Subnet;
-
-/// Linux's limit on interface names (IFNAMSIZ 16, with the final NUL).
-pub const IFNAME_MAX: usize = 15;
+pub use wharf_protocol::network::{host_veth, user_bridge, IFNAME_MAX};
 
 /// The data directory of a default installation; its bridge is `wharf0`.
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/wharf";
@@ -65,21 +63,6 @@ impl InstanceNames {
             }
         })
     }
-}
-
-/// The bridge of a user network: `br-` and the first 12 hex digits of its ID (Docker's).
-pub fn user_bridge(network_id: &str) -> String {
-    let hexid: String = network_id.chars().take(12).collect();
-    format!("br-{hexid}")
-}
-
-/// The host end of a container's veth on a network: `wv` and 13 hex digits of a digest of
-/// both IDs, so that it is stable across restarts of the agent and unique per endpoint.
-pub fn host_veth(container_id: &str, network_id: &str) -> String {
-    let d = Sha256::digest(format!("{container_id}/{network_id}").as_bytes());
-    let mut name = format!("wv{}", hex::encode(&d[..7]));
-    name.truncate(IFNAME_MAX);
-    name
 }
 
 /// True if `name` is a valid Linux interface name.

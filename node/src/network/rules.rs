@@ -33,49 +33,7 @@
 //! after a crash too. Cleanup flushes and deletes the chains and removes the jumps.
 
 use super::names::InstanceNames;
-use std::net::Ipv4Addr;
-use wharf_protocol::network::{Proto, Subnet};
-
-/// A bridge of the instance.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BridgeRule {
-    /// Interface name.
-    pub bridge: String,
-    /// Its subnet.
-    pub subnet: Subnet,
-    /// `--internal`: traffic stays within the subnet; no NAT, no published ports.
-    pub internal: bool,
-    /// Containers on the bridge may reach each other.
-    pub icc: bool,
-    /// Outbound traffic from the subnet is masqueraded.
-    pub masquerade: bool,
-}
-
-/// One published port of a running container.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PublishRule {
-    /// The bridge the container is on.
-    pub bridge: String,
-    /// The container's address.
-    pub container_ip: Ipv4Addr,
-    /// Protocol.
-    pub proto: Proto,
-    /// Port in the container.
-    pub container_port: u16,
-    /// Host address (`0.0.0.0`: every local address).
-    pub host_ip: Ipv4Addr,
-    /// Host port.
-    pub host_port: u16,
-}
-
-/// The whole rule set of an instance.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RuleSet {
-    /// Bridges, in a stable order.
-    pub bridges: Vec<BridgeRule>,
-    /// Published ports, in a stable order.
-    pub publishes: Vec<PublishRule>,
-}
+pub use wharf_protocol::network::{BridgeRule, PublishRule, RuleSet};
 
 /// The `iptables-restore --noflush` input that makes the instance's chains hold `set`.
 pub fn restore_text(names: &InstanceNames, set: &RuleSet) -> String {

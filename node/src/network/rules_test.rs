@@ -3,7 +3,9 @@
 //! iptables matches they use (`-i -o -s -d -p --dport --ctstate`, each negatable).
 
 use super::*;
+use std::net::Ipv4Addr;
 use std::path::Path;
+use wharf_protocol::network::{Proto, Subnet};
 
 const ETH: &str = "eth0";
 

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use std::path::Path;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
+pub use wharf_protocol::runtime::AttachEvent;
 use wharf_protocol::shim::{
     AttachInput, AttachOutput, ErrorKind, ExecSpec, Exit, Request, Response, ShimState,
     PROTOCOL_VERSION,
@@ -174,20 +175,6 @@ impl ShimClient {
             other => Err(RuntimeError::Unexpected(format!("{other:?}"))),
         }
     }
-}
-
-/// What an attach stream delivers.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum AttachEvent {
-    /// Output: `stream` 1 (stdout) or 2 (stderr).
-    Output {
-        /// Stream number.
-        stream: u8,
-        /// The bytes.
-        data: Bytes,
-    },
-    /// The container exited; nothing follows.
-    Exit(Exit),
 }
 
 /// Attach to the container of `state_dir`: its output from now on, its exit, and (if

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use wharf_protocol::agent::ContainerRunSpec;
+pub use wharf_protocol::runtime::{NetnsMode, ShimOptions};
 
 /// The [`ShimConfig::version`] this build writes and reads.
 pub const SHIM_CONFIG_VERSION: u32 = 1;
@@ -29,36 +30,6 @@ pub struct ShimConfig {
     /// `--init`: the host's init binary, bound at `/sbin/docker-init` and run as PID 1.
     #[serde(default)]
     pub init_path: Option<PathBuf>,
-}
-
-/// Per-container settings of the shim beyond the run spec (`HostConfig.LogConfig`,
-/// `Config.Healthcheck`), resolved by the controller.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ShimOptions {
-    /// When to rotate the json-file log (`--log-opt max-size,max-file`).
-    #[serde(default)]
-    pub log: crate::runtime::jsonlog::LogRotation,
-    /// The healthcheck to run, if any.
-    #[serde(default)]
-    pub health: Option<crate::runtime::health::HealthSpec>,
-    /// Run an init as PID 1 (`--init`, `HostConfig.Init`).
-    #[serde(default)]
-    pub init: bool,
-    /// The container's network namespace (`--network`).
-    #[serde(default)]
-    pub netns: NetnsMode,
-}
-
-/// Which network namespace a container runs in.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub enum NetnsMode {
-    /// A new one of its own (`none`, `bridge` and user networks).
-    #[default]
-    Own,
-    /// The host's (`--network host`).
-    Host,
-    /// Another container's, by its `/proc/<pid>/ns/net` path (`--network container:<id>`).
-    Join(PathBuf),
 }
 
 /// Why `shim.json` could not be read or written.

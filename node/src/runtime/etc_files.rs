@@ -3,6 +3,8 @@
 //! shim reads the host's resolv.conf, writes the results into the container's state
 //! directory and bind-mounts them.
 
+pub use wharf_protocol::runtime::split_extra_host;
+
 /// Docker's fallback name servers when the host has only loopback ones (IPv4 only).
 pub const DEFAULT_NAMESERVERS: [&str; 2] = ["8.8.8.8", "8.8.4.4"];
 
@@ -23,14 +25,6 @@ pub fn hosts_file(extra_hosts: &[String]) -> String {
         }
     }
     out
-}
-
-/// Split an `ExtraHosts` entry (`name:ip` or `name=ip`) at its first separator.
-pub fn split_extra_host(entry: &str) -> Option<(&str, &str)> {
-    let at = entry.find([':', '='])?;
-    let (name, ip) = (&entry[..at], &entry[at + 1..]);
-    let ip = ip.trim_start_matches('[').trim_end_matches(']');
-    (!name.is_empty() && !ip.is_empty()).then_some((name, ip))
 }
 
 /// `/etc/hostname`.

@@ -11,6 +11,7 @@ use serde::Serialize;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+pub use wharf_protocol::runtime::{rotated_path, LogRotation};
 use wharf_protocol::shim::STDERR;
 
 /// Longest piece of a line kept in memory before it is written as a partial entry
@@ -98,46 +99,6 @@ pub fn format_entry(stream: u8, data: &[u8], time: DateTime<Utc>) -> Vec<u8> {
     let mut out = serde_json::to_vec(&line).unwrap_or_default();
     out.push(b'\n');
     out
-}
-
-/// When the json-file log is rotated (`--log-opt max-size=…,max-file=…`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct LogRotation {
-    /// Rotate once the file holds this many bytes; 0 never rotates.
-    pub max_size: u64,
-    /// Files kept, the current one included (`<log>`, `<log>.1`, …); 0 counts as 1.
-    pub max_file: u32,
-}
-
-impl LogRotation {
-    /// Whether a file of `size` bytes must be rotated before the next write (Docker checks
-    /// before writing, so a file may exceed `max_size` by one batch).
-    pub fn due(&self, size: u64) -> bool {
-        self.max_size > 0 && size >= self.max_size
-    }
-
-    /// The renames of a rotation, oldest first, for the log at `path`: `(from, to)`;
-    /// with `max_file` ≤ 1 there are none (the file is truncated instead).
-    pub fn renames(&self, path: &Path) -> Vec<(PathBuf, PathBuf)> {
-        let keep = self.max_file.max(1);
-        let mut out = Vec::new();
-        for n in (1..keep).rev() {
-            let from = if n == 1 {
-                path.to_path_buf()
-            } else {
-                rotated_path(path, n - 1)
-            };
-            out.push((from, rotated_path(path, n)));
-        }
-        out
-    }
-}
-
-/// `<log>.<n>`: the `n`-th newest rotated file of the log at `path`.
-pub fn rotated_path(path: &Path, n: u32) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(format!(".{n}"));
-    PathBuf::from(s)
 }
 
 /// Appends a container's output to its json-file log.

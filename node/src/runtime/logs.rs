@@ -6,21 +6,11 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+pub use wharf_protocol::runtime::LogEntry;
 use wharf_protocol::shim::{STDERR, STDOUT};
 
 /// How often a follower looks for new lines.
 const FOLLOW_POLL: Duration = Duration::from_millis(100);
-
-/// One entry of the log.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LogEntry {
-    /// 1 for stdout, 2 for stderr.
-    pub stream: u8,
-    /// The text, with its `\n` if it was a complete line.
-    pub data: Vec<u8>,
-    /// RFC 3339 time as written (for `--since`, `--timestamps`).
-    pub time: String,
-}
 
 /// Why the log could not be read.
 #[derive(Debug, thiserror::Error)]

@@ -12,7 +12,8 @@ use crate::build::BuildError;
 use serde_json::{json, Value};
 use std::os::fd::AsFd;
 use tracing::warn;
-use wharf_node::archive::{self, ArchiveError, ExtractOptions};
+use wharf_node::archive::{self, ArchiveError};
+use wharf_protocol::archive::ExtractOptions;
 use wharf_protocol::DiffId;
 
 impl Builder<'_> {

@@ -8,7 +8,7 @@ use crate::build::BuildError;
 use crate::engine::WaitCondition;
 use serde_json::{json, Value};
 use tracing::{info, warn};
-use wharf_node::runtime::AttachEvent;
+use wharf_protocol::runtime::AttachEvent;
 use wharf_protocol::ContainerId;
 
 impl Builder<'_> {

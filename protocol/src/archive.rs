@@ -1,0 +1,65 @@
+//! What the controller and an agent say about `docker cp`: the stat of a container path
+//! ([`PathStat`]) and how to extract into one ([`ExtractOptions`]).
+//!
+//! ```text
+//!  controller ──path, ExtractOptions──► agent ──► container rootfs
+//!  controller ◄──PathStat──────────────  agent ◄── container rootfs
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+/// What `HEAD /containers/{id}/archive` reports about a path (Docker's
+/// `ContainerPathStat`, sent base64 JSON in `X-Docker-Container-Path-Stat`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathStat {
+    /// Base name of the path as asked (`/` for the root).
+    pub name: String,
+    /// Size in bytes.
+    pub size: i64,
+    /// Go `os.FileMode` bits: permissions, plus type bits (directory `1<<31`, symlink
+    /// `1<<27`, ...).
+    pub mode: u32,
+    /// Modification time, seconds since the epoch.
+    pub mtime_secs: i64,
+    /// Nanoseconds part of the modification time.
+    pub mtime_nanos: u32,
+    /// For a symlink, its target fully resolved inside the container (absolute).
+    pub link_target: String,
+}
+
+/// What `PUT /containers/{id}/archive` may do beyond extracting.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExtractOptions {
+    /// Refuse to replace a directory with a non-directory or the reverse.
+    pub no_overwrite_dir_non_dir: bool,
+    /// Own the new files by the container's user (`docker cp -a`): its `User` spec,
+    /// resolved against the container's `/etc/passwd` and `/etc/group`.
+    pub chown_to_user: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{decode, encode};
+
+    #[test]
+    fn records_round_trip_through_the_codec() {
+        let stat = PathStat {
+            name: "x".into(),
+            size: 3,
+            mode: 1 << 27 | 0o777,
+            mtime_secs: -1,
+            mtime_nanos: 5,
+            link_target: "/y".into(),
+        };
+        assert_eq!(decode::<PathStat>(&encode(&stat).unwrap()).unwrap(), stat);
+        let opts = ExtractOptions {
+            no_overwrite_dir_non_dir: true,
+            chown_to_user: Some("1000:1000".into()),
+        };
+        assert_eq!(
+            decode::<ExtractOptions>(&encode(&opts).unwrap()).unwrap(),
+            opts
+        );
+    }
+}
