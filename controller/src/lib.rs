@@ -3,6 +3,7 @@
 
 #![recursion_limit = "256"]
 
+pub mod agent_client;
 pub mod api;
 pub mod build;
 pub mod certs;

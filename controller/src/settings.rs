@@ -84,6 +84,26 @@ pub struct Settings {
     /// bind-mounted read-only at /sbin/docker-init.
     #[arg(long, env = "WHARF_INIT_PATH", default_value = "/usr/bin/tini-static")]
     pub init_path: PathBuf,
+
+    /// How `wharf up`'s controller reaches its agent: `in-process` (frames over an
+    /// in-memory pipe) or `unix` (frames over DATA_DIR/agent.sock, as a separate agent).
+    #[arg(
+        long,
+        env = "WHARF_AGENT_TRANSPORT",
+        value_enum,
+        default_value = "in-process"
+    )]
+    pub agent_transport: AgentTransport,
+}
+
+/// How `wharf up`'s controller reaches its agent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AgentTransport {
+    /// Agent protocol frames over an in-memory pipe.
+    InProcess,
+    /// Agent protocol frames over a unix socket in the data dir.
+    Unix,
 }
 
 /// The TOML file: every key optional, unknown keys refused.
@@ -100,6 +120,7 @@ struct SettingsFile {
     bridge_name: Option<String>,
     bridge_subnet: Option<String>,
     init_path: Option<PathBuf>,
+    agent_transport: Option<AgentTransport>,
 }
 
 impl Settings {
@@ -156,6 +177,9 @@ impl Settings {
         }
         if let (true, Some(v)) = (from_default("bridge_subnet"), file.bridge_subnet) {
             self.bridge_subnet = Some(v);
+        }
+        if let (true, Some(v)) = (from_default("agent_transport"), file.agent_transport) {
+            self.agent_transport = v;
         }
     }
 
@@ -226,6 +250,7 @@ mod tests {
             bridge_name: None,
             bridge_subnet: None,
             init_path: "/usr/bin/tini-static".into(),
+            agent_transport: AgentTransport::InProcess,
         }
     }
 

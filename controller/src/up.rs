@@ -7,10 +7,14 @@
 //! file's presence therefore means "ready". SIGTERM/SIGINT stop the API and Raft and leave
 //! containers running under their shims (live-restore).
 
+use crate::agent_client::in_process::InProcess;
+use crate::agent_client::unix::UnixAgent;
+use crate::agent_client::{AgentClient, Agents};
 use crate::api::Listener;
 use crate::certs::{self, Authority};
 use crate::engine::Engine;
 use crate::raft::Store;
+use crate::settings::AgentTransport;
 use crate::settings::{client_env, Settings};
 use anyhow::{bail, Context};
 use nix::fcntl::{Flock, FlockArg};
@@ -116,7 +120,20 @@ async fn open_instance(s: &Settings) -> anyhow::Result<Instance> {
         init_path: s.init_path.clone(),
     })
     .context("open the agent")?;
-    let engine = Engine::new(store.clone(), agent, NodeId(s.node_id));
+    let node = NodeId(s.node_id);
+    let client: Arc<dyn AgentClient> = match s.agent_transport {
+        AgentTransport::InProcess => Arc::new(InProcess::start(agent.clone(), node)),
+        AgentTransport::Unix => {
+            let path = s.data_dir.join("agent.sock");
+            wharf_node::serve::listen_unix(agent.clone(), &path).context("serve the agent")?;
+            Arc::new(
+                UnixAgent::connect(&path, node)
+                    .await
+                    .context("connect to the agent")?,
+            )
+        }
+    };
+    let engine = Engine::new(store.clone(), agent, Agents::new(client), node);
     Ok(Instance {
         _lock: lock,
         store,

@@ -10,5 +10,6 @@ pub mod image;
 pub mod network;
 pub mod resolve;
 pub mod runtime;
+pub mod serve;
 pub mod stats;
 pub mod volumes;

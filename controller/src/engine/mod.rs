@@ -29,6 +29,7 @@ pub use attach::AttachSource;
 pub use exec::{ExecCreate, ExecRecord};
 pub use lifecycle::{restart_decision, ExitFacts, RestartPolicy};
 
+use crate::agent_client::Agents;
 use crate::api::error::ApiError;
 use crate::docker_types::{self, CreateConfig, ImageConfigFile};
 use crate::raft::Store;
@@ -123,6 +124,8 @@ const KILL_WAIT: Duration = Duration::from_secs(10);
 pub struct Engine {
     store: Store,
     agent: Agent,
+    /// Every call to a host goes through here (the agent protocol).
+    agents: Agents,
     node: NodeId,
     monitored: Mutex<HashSet<ContainerId>>,
     locks: Mutex<HashMap<ContainerId, Arc<tokio::sync::Mutex<()>>>>,
@@ -135,10 +138,11 @@ pub struct Engine {
 
 impl Engine {
     /// Build the engine over an open store and agent.
-    pub fn new(store: Store, agent: Agent, node: NodeId) -> Arc<Engine> {
+    pub fn new(store: Store, agent: Agent, agents: Agents, node: NodeId) -> Arc<Engine> {
         Arc::new(Engine {
             store,
             agent,
+            agents,
             node,
             monitored: Mutex::default(),
             locks: Mutex::default(),
@@ -203,6 +207,16 @@ impl Engine {
     /// The local agent.
     pub fn agent(&self) -> &Agent {
         &self.agent
+    }
+
+    /// The agents, reached through the agent protocol.
+    pub fn agents(&self) -> &Agents {
+        &self.agents
+    }
+
+    /// The node this controller's containers run on (the one agent of `wharf up`).
+    pub fn node(&self) -> NodeId {
+        self.node
     }
 
     fn lock_for(&self, id: &ContainerId) -> Arc<tokio::sync::Mutex<()>> {

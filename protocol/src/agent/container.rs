@@ -1,6 +1,8 @@
 //! Agent requests about one container: its lifecycle, processes, files and counters.
 
 use super::ContainerRunSpec;
+use crate::network::NetworkSetup;
+use crate::runtime::{CgroupSample, HealthState, ShimOptions};
 use crate::shim::{ExecSpec, Exit};
 use crate::ContainerId;
 use serde::{Deserialize, Serialize};
@@ -94,6 +96,26 @@ pub enum ContainerRequest {
         /// The container.
         id: ContainerId,
     },
+    /// Start a created or exited container: its shim, its interfaces, the attaches
+    /// waiting for it, then its process. Answer: `Started`.
+    Start {
+        /// What to run.
+        spec: ContainerRunSpec,
+        /// Log rotation, healthcheck, network namespace, init.
+        options: ShimOptions,
+        /// Interfaces, `/etc/hosts` lines and name servers.
+        setup: NetworkSetup,
+    },
+    /// The health the container's shim last recorded. Answer: `Health`.
+    Health {
+        /// The container.
+        id: ContainerId,
+    },
+    /// The container's cgroup counters (`docker stats`). Answer: `Stats`.
+    Stats {
+        /// The container.
+        id: ContainerId,
+    },
 }
 
 /// What a [`ContainerRequest`] answers beyond `Done`.
@@ -113,4 +135,8 @@ pub enum ContainerResponse {
     },
     /// Host PIDs.
     Pids(Vec<u32>),
+    /// The recorded health; `None` without a healthcheck.
+    Health(Option<HealthState>),
+    /// Counters.
+    Stats(CgroupSample),
 }

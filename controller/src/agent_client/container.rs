@@ -1,0 +1,350 @@
+//! Typed container calls, and [`AttachCall`], the stream of an attach or exec.
+
+use super::Agents;
+use bytes::Bytes;
+use wharf_link::{unexpected, ClientCall, ItemReceiver, ItemSender};
+use wharf_protocol::agent::container::{ContainerRequest, ContainerResponse};
+use wharf_protocol::agent::{AgentFailure, AgentRequest, AgentResponse, ContainerRunSpec};
+use wharf_protocol::network::NetworkSetup;
+use wharf_protocol::runtime::{AttachEvent, CgroupSample, HealthState, ShimOptions};
+use wharf_protocol::shim::{ExecSpec, Exit};
+use wharf_protocol::wire::StreamItem;
+use wharf_protocol::{ContainerId, NodeId};
+
+fn req(r: ContainerRequest) -> AgentRequest {
+    AgentRequest::Container(r)
+}
+
+fn container(what: &str, r: AgentResponse) -> Result<ContainerResponse, AgentFailure> {
+    match r {
+        AgentResponse::Container(c) => Ok(c),
+        other => Err(unexpected(what, &other)),
+    }
+}
+
+impl Agents {
+    /// Make a container's writable layer and state on `node`.
+    pub async fn create(&self, node: &NodeId, spec: &ContainerRunSpec) -> Result<(), AgentFailure> {
+        let spec = spec.clone();
+        self.done(node, req(ContainerRequest::Create { spec }))
+            .await
+    }
+
+    /// Start a container; returns its host PID.
+    pub async fn start(
+        &self,
+        node: &NodeId,
+        spec: &ContainerRunSpec,
+        options: ShimOptions,
+        setup: NetworkSetup,
+    ) -> Result<u32, AgentFailure> {
+        let r = req(ContainerRequest::Start {
+            spec: spec.clone(),
+            options,
+            setup,
+        });
+        match container("start", self.call(node, r).await?)? {
+            ContainerResponse::Started { pid } => Ok(pid),
+            other => Err(unexpected("start", &AgentResponse::Container(other))),
+        }
+    }
+
+    /// Attach to a running container's stdio.
+    pub async fn attach(
+        &self,
+        node: &NodeId,
+        id: &ContainerId,
+        stdin: bool,
+    ) -> Result<AttachCall, AgentFailure> {
+        self.open_attach(node, id, stdin, false).await
+    }
+
+    /// Register an attach to the container's next start; returns once the agent holds the
+    /// registration, so a start that follows cannot run ahead of it. Its items arrive
+    /// once the start has happened; a start that fails aborts it.
+    pub async fn attach_next_start(
+        &self,
+        node: &NodeId,
+        id: &ContainerId,
+        stdin: bool,
+    ) -> Result<AttachCall, AgentFailure> {
+        self.open_attach(node, id, stdin, true).await
+    }
+
+    async fn open_attach(
+        &self,
+        node: &NodeId,
+        id: &ContainerId,
+        stdin: bool,
+        next_start: bool,
+    ) -> Result<AttachCall, AgentFailure> {
+        let ClientCall {
+            response,
+            output,
+            input,
+        } = self.open(
+            node,
+            req(ContainerRequest::Attach {
+                id: id.clone(),
+                stdin,
+                next_start,
+            }),
+        )?;
+        response.get().await?;
+        Ok(AttachCall {
+            output: AttachOutput { rx: input },
+            input: AttachInput { tx: Some(output) },
+        })
+    }
+
+    /// Drop the attaches waiting for a start that will not come.
+    pub async fn cancel_attaches(&self, node: &NodeId, id: &ContainerId) {
+        let id = id.clone();
+        let _ = self
+            .done(node, req(ContainerRequest::CancelAttaches { id }))
+            .await;
+    }
+
+    /// Send `signal` to the container's main process.
+    pub async fn kill(
+        &self,
+        node: &NodeId,
+        id: &ContainerId,
+        signal: i32,
+    ) -> Result<(), AgentFailure> {
+        let id = id.clone();
+        self.done(node, req(ContainerRequest::Kill { id, signal }))
+            .await
+    }
+
+    /// Wait for the container's main process to end; `None` when it left no record.
+    pub async fn wait(
+        &self,
+        node: &NodeId,
+        id: &ContainerId,
+    ) -> Result<Option<Exit>, AgentFailure> {
+        let id = id.clone();
+        match container(
+            "wait",
+            self.call(node, req(ContainerRequest::Wait { id })).await?,
+        )? {
+            ContainerResponse::Exited(e) => Ok(e),
+            other => Err(unexpected("wait", &AgentResponse::Container(other))),
+        }
+    }
+
+    /// Release what a finished run holds.
+    pub async fn cleanup(&self, node: &NodeId, id: &ContainerId) -> Result<(), AgentFailure> {
+        let id = id.clone();
+        self.done(node, req(ContainerRequest::Cleanup { id })).await
+    }
+
+    /// Remove a container that no longer runs.
+    pub async fn remove(&self, node: &NodeId, id: &ContainerId) -> Result<(), AgentFailure> {
+        let id = id.clone();
+        self.done(node, req(ContainerRequest::Remove { id })).await
+    }
+
+    /// Run a process in the running container; returns its host PID and stream.
+    pub async fn exec(
+        &self,
+        node: &NodeId,
+        id: &ContainerId,
+        spec: ExecSpec,
+    ) -> Result<(u32, AttachCall), AgentFailure> {
+        let ClientCall {
+            response,
+            output,
+            input,
+        } = self.open(
+            node,
+            req(ContainerRequest::Exec {
+                id: id.clone(),
+                spec,
+            }),
+        )?;
+        match container("exec", response.get().await?)? {
+            ContainerResponse::ExecStarted { pid } => Ok((
+                pid,
+                AttachCall {
+                    output: AttachOutput { rx: input },
+                    input: AttachInput { tx: Some(output) },
+                },
+            )),
+            other => Err(unexpected("exec", &AgentResponse::Container(other))),
+        }
+    }
+
+    /// Resize the container's terminal.
+    pub async fn resize(
+        &self,
+        node: &NodeId,
+        id: &ContainerId,
+        height: u16,
+        width: u16,
+    ) -> Result<(), AgentFailure> {
+        let id = id.clone();
+        self.done(node, req(ContainerRequest::Resize { id, height, width }))
+            .await
+    }
+
+    /// Resize an exec process' terminal.
+    pub async fn resize_exec(
+        &self,
+        node: &NodeId,
+        id: &ContainerId,
+        exec_id: &str,
+        height: u16,
+        width: u16,
+    ) -> Result<(), AgentFailure> {
+        let r = ContainerRequest::ResizeExec {
+            id: id.clone(),
+            exec_id: exec_id.to_string(),
+            height,
+            width,
+        };
+        self.done(node, req(r)).await
+    }
+
+    /// Freeze (`true`) or thaw the container's processes.
+    pub async fn pause(
+        &self,
+        node: &NodeId,
+        id: &ContainerId,
+        freeze: bool,
+    ) -> Result<(), AgentFailure> {
+        let id = id.clone();
+        self.done(node, req(ContainerRequest::Pause { id, freeze }))
+            .await
+    }
+
+    /// Host PIDs of the container's processes.
+    pub async fn pids(&self, node: &NodeId, id: &ContainerId) -> Result<Vec<u32>, AgentFailure> {
+        let id = id.clone();
+        match container(
+            "pids",
+            self.call(node, req(ContainerRequest::Pids { id })).await?,
+        )? {
+            ContainerResponse::Pids(p) => Ok(p),
+            other => Err(unexpected("pids", &AgentResponse::Container(other))),
+        }
+    }
+
+    /// The health the container's shim last recorded.
+    pub async fn health(
+        &self,
+        node: &NodeId,
+        id: &ContainerId,
+    ) -> Result<Option<HealthState>, AgentFailure> {
+        let id = id.clone();
+        match container(
+            "health",
+            self.call(node, req(ContainerRequest::Health { id }))
+                .await?,
+        )? {
+            ContainerResponse::Health(h) => Ok(h),
+            other => Err(unexpected("health", &AgentResponse::Container(other))),
+        }
+    }
+
+    /// The container's cgroup counters.
+    pub async fn stats(
+        &self,
+        node: &NodeId,
+        id: &ContainerId,
+    ) -> Result<CgroupSample, AgentFailure> {
+        let id = id.clone();
+        match container(
+            "stats",
+            self.call(node, req(ContainerRequest::Stats { id })).await?,
+        )? {
+            ContainerResponse::Stats(s) => Ok(s),
+            other => Err(unexpected("stats", &AgentResponse::Container(other))),
+        }
+    }
+}
+
+/// The stream of an attach or exec: the process' output, then its exit; its stdin.
+pub struct AttachCall {
+    output: AttachOutput,
+    input: AttachInput,
+}
+
+impl AttachCall {
+    /// The next output or the exit; `None` after the exit.
+    pub async fn next(&mut self) -> Result<Option<AttachEvent>, AgentFailure> {
+        self.output.next().await
+    }
+
+    /// Separate the output and stdin halves.
+    pub fn into_split(self) -> (AttachOutput, AttachInput) {
+        (self.output, self.input)
+    }
+}
+
+/// The output half of an [`AttachCall`].
+pub struct AttachOutput {
+    rx: ItemReceiver,
+}
+
+impl AttachOutput {
+    /// The next output or the exit; `None` after the exit or the end of the stream; an
+    /// error when the agent aborted it (a start that failed, a lost agent).
+    pub async fn next(&mut self) -> Result<Option<AttachEvent>, AgentFailure> {
+        loop {
+            return match self.rx.recv().await? {
+                Some(StreamItem::Output { stream, data }) => Ok(Some(AttachEvent::Output {
+                    stream,
+                    data: Bytes::from(data),
+                })),
+                Some(StreamItem::Exit(e)) => Ok(Some(AttachEvent::Exit(e))),
+                Some(_) => continue,
+                None => Ok(None),
+            };
+        }
+    }
+}
+
+/// The stdin half of an [`AttachCall`]. Dropped, it lets go of stdin and leaves it open.
+pub struct AttachInput {
+    tx: Option<ItemSender>,
+}
+
+impl AttachInput {
+    async fn send(&mut self, item: StreamItem) -> Result<(), AgentFailure> {
+        match self.tx.as_mut() {
+            Some(tx) => tx.send(item).await,
+            None => Err(wharf_link::connection_lost()),
+        }
+    }
+
+    /// Send bytes to the process' stdin.
+    pub async fn send_stdin(&mut self, data: &[u8]) -> Result<(), AgentFailure> {
+        for chunk in data.chunks(wharf_protocol::wire::ITEM_BYTES) {
+            self.send(StreamItem::Stdin(chunk.to_vec())).await?;
+        }
+        Ok(())
+    }
+
+    /// Close the process' stdin (once every stdin attacher has).
+    pub async fn close_stdin(&mut self) -> Result<(), AgentFailure> {
+        self.send(StreamItem::CloseStdin).await
+    }
+
+    /// Stop sending stdin but leave it open (Docker's detach keys).
+    pub async fn detach(&mut self) -> Result<(), AgentFailure> {
+        let r = self.send(StreamItem::Detach).await;
+        if let Some(tx) = self.tx.take() {
+            tx.end();
+        }
+        r
+    }
+}
+
+impl Drop for AttachInput {
+    fn drop(&mut self) {
+        if let Some(tx) = self.tx.take() {
+            tx.end();
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! A fake agent for tests without root: it answers the agent protocol from memory (over
+//! the real frames, as youki's tests fake the kernel behind its `Syscall` trait), records
+//! what it was asked, and fails when told to.
+
+use super::{no_agent, AgentClient};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+use wharf_link::{ClientCall, ServerCall};
+use wharf_protocol::agent::container::{ContainerRequest, ContainerResponse};
+use wharf_protocol::agent::{AgentFailure, AgentRequest, AgentResponse, FailureKind};
+use wharf_protocol::runtime::CgroupSample;
+use wharf_protocol::shim::{ErrorKind, Exit};
+use wharf_protocol::{ContainerId, NodeId};
+
+/// A container as the fake holds it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FakeContainer {
+    /// Host PID while it runs.
+    pub pid: Option<u32>,
+    /// Its last exit.
+    pub exit: Option<Exit>,
+}
+
+/// What the fake holds and what it was asked.
+#[derive(Debug, Default)]
+pub struct FakeState {
+    /// Containers created and not removed.
+    pub containers: BTreeMap<ContainerId, FakeContainer>,
+    /// Every request, in order.
+    pub requests: Vec<AgentRequest>,
+    /// Containers whose start fails as a command that is not found.
+    pub fail_start: HashSet<ContainerId>,
+    /// Answer every call as a lost agent.
+    pub lost: bool,
+    next_pid: u32,
+}
+
+/// The fake agent of one node.
+pub struct FakeAgent {
+    node: NodeId,
+    client: wharf_link::Client,
+    state: Arc<Mutex<FakeState>>,
+    exits: watch::Sender<u64>,
+}
+
+impl FakeAgent {
+    /// A fake agent for `node`, with nothing on it.
+    pub fn new(node: NodeId) -> FakeAgent {
+        let state = Arc::new(Mutex::new(FakeState {
+            next_pid: 1000,
+            ..FakeState::default()
+        }));
+        let (exits, _) = watch::channel(0u64);
+        let (ours, theirs) = tokio::io::duplex(1024 * 1024);
+        let (r, w) = tokio::io::split(theirs);
+        let (s, x) = (state.clone(), exits.clone());
+        tokio::spawn(wharf_link::serve(
+            r,
+            w,
+            |_| {},
+            move |request, call| handle(s.clone(), x.clone(), request, call),
+        ));
+        let (r, w) = tokio::io::split(ours);
+        FakeAgent {
+            node,
+            client: wharf_link::connect(r, w),
+            state,
+            exits,
+        }
+    }
+
+    /// Look at or change what the fake holds.
+    pub fn with<T>(&self, f: impl FnOnce(&mut FakeState) -> T) -> T {
+        f(&mut self.state.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// End a running container's process with `code`, as if it exited by itself.
+    pub fn exit(&self, id: &ContainerId, code: i32) {
+        exit(&self.state, &self.exits, id, code);
+    }
+}
+
+impl AgentClient for FakeAgent {
+    fn open(&self, node: &NodeId, request: AgentRequest) -> Result<ClientCall, AgentFailure> {
+        if *node != self.node {
+            return Err(no_agent(node));
+        }
+        Ok(self.client.open(request))
+    }
+}
+
+fn exit(state: &Mutex<FakeState>, exits: &watch::Sender<u64>, id: &ContainerId, code: i32) {
+    let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(c) = s.containers.get_mut(id) {
+        if c.pid.take().is_some() {
+            c.exit = Some(Exit {
+                code,
+                oom_killed: false,
+                started_at_ns: 1,
+                finished_at_ns: 2,
+            });
+        }
+    }
+    drop(s);
+    exits.send_modify(|n| *n += 1);
+}
+
+fn not_found(id: &ContainerId) -> AgentFailure {
+    AgentFailure::new(
+        FailureKind::NotFound,
+        format!("no container {id} on this host"),
+    )
+}
+
+async fn handle(
+    state: Arc<Mutex<FakeState>>,
+    exits: watch::Sender<u64>,
+    request: AgentRequest,
+    mut call: ServerCall,
+) {
+    let lost = {
+        let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+        s.requests.push(request.clone());
+        s.lost
+    };
+    if lost {
+        return call.respond(AgentResponse::Failed(wharf_link::connection_lost()));
+    }
+    let AgentRequest::Container(request) = request;
+    use ContainerRequest as R;
+    let lock = || state.lock().unwrap_or_else(|e| e.into_inner());
+    let result = match request {
+        R::Create { spec } => {
+            lock().containers.insert(spec.id, FakeContainer::default());
+            Ok(AgentResponse::Done)
+        }
+        R::Start { spec, .. } => {
+            let mut s = lock();
+            let fail = s.fail_start.contains(&spec.id);
+            let pid = s.next_pid;
+            match s.containers.get_mut(&spec.id) {
+                None => Err(not_found(&spec.id)),
+                Some(_) if fail => Err(AgentFailure {
+                    kind: FailureKind::Internal,
+                    shim: Some(ErrorKind::CommandNotFound),
+                    message: "exec: \"nope\": executable file not found in $PATH".into(),
+                }),
+                Some(c) => {
+                    c.pid = Some(pid);
+                    s.next_pid += 1;
+                    Ok(AgentResponse::Container(ContainerResponse::Started { pid }))
+                }
+            }
+        }
+        R::Kill { id, signal } => {
+            let running = lock().containers.get(&id).is_some_and(|c| c.pid.is_some());
+            if running {
+                exit(&state, &exits, &id, 128 + signal);
+                Ok(AgentResponse::Done)
+            } else {
+                Err(AgentFailure::new(
+                    FailureKind::NotRunning,
+                    format!("container {id} is not running"),
+                ))
+            }
+        }
+        R::Wait { id } => {
+            let mut rx = exits.subscribe();
+            loop {
+                let now = lock().containers.get(&id).cloned();
+                match now {
+                    None => break Ok(AgentResponse::Container(ContainerResponse::Exited(None))),
+                    Some(c) if c.pid.is_none() => {
+                        break Ok(AgentResponse::Container(ContainerResponse::Exited(c.exit)))
+                    }
+                    Some(_) => {
+                        if rx.changed().await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+        R::Remove { id } => match lock().containers.remove(&id) {
+            Some(c) if c.pid.is_some() => Err(AgentFailure::new(
+                FailureKind::Conflict,
+                format!("container {id} is running"),
+            )),
+            _ => Ok(AgentResponse::Done),
+        },
+        R::Pids { id } => {
+            let pid = lock().containers.get(&id).and_then(|c| c.pid);
+            Ok(AgentResponse::Container(ContainerResponse::Pids(
+                pid.into_iter().collect(),
+            )))
+        }
+        R::Stats { .. } => Ok(AgentResponse::Container(ContainerResponse::Stats(
+            CgroupSample::default(),
+        ))),
+        R::Health { .. } => Ok(AgentResponse::Container(ContainerResponse::Health(None))),
+        R::Cleanup { .. }
+        | R::CancelAttaches { .. }
+        | R::Resize { .. }
+        | R::ResizeExec { .. }
+        | R::Pause { .. } => Ok(AgentResponse::Done),
+        R::Attach { .. } | R::Exec { .. } => Err(AgentFailure::new(
+            FailureKind::Unsupported,
+            "the fake agent runs no processes",
+        )),
+    };
+    call.respond_with(result);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent_client::Agents;
+    use wharf_protocol::agent::ContainerRunSpec;
+
+    fn spec(n: u8) -> ContainerRunSpec {
+        ContainerRunSpec {
+            id: format!("{n:064x}").parse().unwrap(),
+            image_id: wharf_protocol::ImageId(wharf_protocol::Digest::of(b"i")),
+            diff_ids: vec![],
+            args: vec!["true".into()],
+            env: vec![],
+            working_dir: "/".into(),
+            user: String::new(),
+            hostname: "h".into(),
+            tty: false,
+            open_stdin: false,
+            stop_signal: 15,
+            host: Default::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn typed_calls_reach_the_agent_of_their_node_only() {
+        let fake = Arc::new(FakeAgent::new(NodeId(1)));
+        let agents = Agents::new(fake.clone());
+        let s = spec(1);
+        agents.create(&NodeId(1), &s).await.unwrap();
+        let pid = agents
+            .start(&NodeId(1), &s, Default::default(), Default::default())
+            .await
+            .unwrap();
+        assert_eq!(agents.pids(&NodeId(1), &s.id).await.unwrap(), vec![pid]);
+        let waiter = {
+            let (a, id) = (agents.clone(), s.id.clone());
+            tokio::spawn(async move { a.wait(&NodeId(1), &id).await })
+        };
+        agents.kill(&NodeId(1), &s.id, 9).await.unwrap();
+        assert_eq!(waiter.await.unwrap().unwrap().unwrap().code, 137);
+        let err = agents.kill(&NodeId(1), &s.id, 9).await.unwrap_err();
+        assert_eq!(err.kind, FailureKind::NotRunning);
+        let err = agents.create(&NodeId(2), &s).await.unwrap_err();
+        assert_eq!(err.kind, FailureKind::Unavailable);
+        agents.remove(&NodeId(1), &s.id).await.unwrap();
+        assert!(fake.with(|st| st.containers.is_empty()));
+    }
+
+    #[tokio::test]
+    async fn a_start_failure_carries_the_shims_kind_across() {
+        let fake = Arc::new(FakeAgent::new(NodeId(1)));
+        let agents = Agents::new(fake.clone());
+        let s = spec(2);
+        fake.with(|st| st.fail_start.insert(s.id.clone()));
+        agents.create(&NodeId(1), &s).await.unwrap();
+        let err = agents
+            .start(&NodeId(1), &s, Default::default(), Default::default())
+            .await
+            .unwrap_err();
+        assert_eq!(err.shim, Some(ErrorKind::CommandNotFound));
+    }
+
+    #[tokio::test]
+    async fn a_lost_agent_answers_every_call_as_unavailable() {
+        let fake = Arc::new(FakeAgent::new(NodeId(1)));
+        let agents = Agents::new(fake.clone());
+        fake.with(|st| st.lost = true);
+        let err = agents.create(&NodeId(1), &spec(3)).await.unwrap_err();
+        assert_eq!(err.kind, FailureKind::Unavailable);
+    }
+}

@@ -1,0 +1,44 @@
+//! The agent of `wharf up`: in this process, but reached like any other, through the
+//! agent protocol's frames over an in-memory pipe. The one place besides the binary's
+//! wiring that names `wharf_node`.
+
+use super::{no_agent, AgentClient};
+use wharf_link::ClientCall;
+use wharf_protocol::agent::{AgentFailure, AgentRequest};
+use wharf_protocol::NodeId;
+
+/// Bytes the in-memory pipe holds each way before a writer waits.
+const PIPE: usize = 4 * 1024 * 1024;
+
+/// A connection to the agent running in this process.
+pub struct InProcess {
+    node: NodeId,
+    client: wharf_link::Client,
+}
+
+impl InProcess {
+    /// Serve `agent` as node `node` over an in-memory pipe and connect to it.
+    pub fn start(agent: wharf_node::agent::Agent, node: NodeId) -> InProcess {
+        let (ours, theirs) = tokio::io::duplex(PIPE);
+        let (r, w) = tokio::io::split(theirs);
+        tokio::spawn(async move {
+            if let Err(e) = wharf_node::serve::serve_connection(agent, r, w).await {
+                tracing::warn!(error = %e, "in-process agent connection ended");
+            }
+        });
+        let (r, w) = tokio::io::split(ours);
+        InProcess {
+            node,
+            client: wharf_link::connect(r, w),
+        }
+    }
+}
+
+impl AgentClient for InProcess {
+    fn open(&self, node: &NodeId, request: AgentRequest) -> Result<ClientCall, AgentFailure> {
+        if *node != self.node {
+            return Err(no_agent(node));
+        }
+        Ok(self.client.open(request))
+    }
+}

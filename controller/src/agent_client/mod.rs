@@ -1,0 +1,81 @@
+//! How the controller reaches a host: only through agent messages, addressed to a node.
+//!
+//! ```text
+//!  api/ ─► engine/ ─► Agents (typed calls) ─► dyn AgentClient ─► wharf_link::Client
+//!                                                 │                    │ frames
+//!                         in_process (wharf up) ──┤                    ▼
+//!                         unix socket ────────────┤        node: serve_connection ─► Agent
+//!                         fake (unit tests) ──────┘
+//! ```
+//!
+//! A remote agent plugs in as one more [`AgentClient`]: a connection per node over mutual
+//! TLS (QUIC or HTTP/2 streams), carrying the same frames.
+
+mod container;
+pub mod fake;
+pub mod in_process;
+pub mod unix;
+
+pub use container::AttachCall;
+
+use std::sync::Arc;
+use wharf_link::ClientCall;
+use wharf_protocol::agent::{AgentFailure, AgentRequest, AgentResponse, FailureKind};
+use wharf_protocol::NodeId;
+
+/// A way to reach the agents of the cluster: open a call on the agent of `node`.
+pub trait AgentClient: Send + Sync {
+    /// Open a call; fails at once when `node` has no agent this client reaches.
+    fn open(&self, node: &NodeId, request: AgentRequest) -> Result<ClientCall, AgentFailure>;
+}
+
+/// The typed calls of the agent protocol over an [`AgentClient`]; what the engine holds.
+#[derive(Clone)]
+pub struct Agents {
+    client: Arc<dyn AgentClient>,
+}
+
+impl Agents {
+    /// Typed calls over `client`.
+    pub fn new(client: Arc<dyn AgentClient>) -> Agents {
+        Agents { client }
+    }
+
+    /// Open a call with streams.
+    pub fn open(&self, node: &NodeId, request: AgentRequest) -> Result<ClientCall, AgentFailure> {
+        self.client.open(node, request)
+    }
+
+    /// A call without streams: its response, `Failed` as the error.
+    pub async fn call(
+        &self,
+        node: &NodeId,
+        request: AgentRequest,
+    ) -> Result<AgentResponse, AgentFailure> {
+        let ClientCall {
+            response,
+            output,
+            input,
+        } = self.client.open(node, request)?;
+        output.end();
+        let r = response.get().await;
+        drop(input);
+        r
+    }
+
+    /// A call that answers `Done`.
+    pub async fn done(&self, node: &NodeId, request: AgentRequest) -> Result<(), AgentFailure> {
+        match self.call(node, request).await? {
+            AgentResponse::Done => Ok(()),
+            other => Err(wharf_link::unexpected("a request", &other)),
+        }
+    }
+}
+
+/// The failure of a call to a node no client reaches.
+pub fn no_agent(node: &NodeId) -> AgentFailure {
+    AgentFailure::new(
+        FailureKind::Unavailable,
+        format!("no agent of node {node} is connected"),
+    )
+}

@@ -1,0 +1,86 @@
+//! The agent's side of the agent protocol: every request a controller sends over a
+//! connection ([`wharf_link`]) is carried out here on the host's [`Agent`].
+//!
+//! ```text
+//!  controller ── frames (unix socket, in-memory pipe) ──► serve_connection
+//!                                                            │ one task per call
+//!                                                            ▼
+//!                                     dispatch ─► container::handle ─► Agent ─► shims
+//! ```
+//!
+//! Host facts (paths, pids, locks) stay here; what crosses is what `wharf_protocol::agent`
+//! defines.
+
+mod container;
+
+use crate::agent::{Agent, AgentError};
+use std::path::Path;
+use tokio::net::UnixListener;
+use tracing::{info, warn};
+use wharf_link::ServerCall;
+use wharf_protocol::agent::{AgentFailure, AgentRequest, FailureKind};
+
+/// Serve one controller connection until it closes.
+pub async fn serve_connection<R, W>(agent: Agent, reader: R, writer: W) -> Result<(), String>
+where
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+    W: tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    wharf_link::serve(
+        reader,
+        writer,
+        |_| {},
+        move |request, call| dispatch(agent.clone(), request, call),
+    )
+    .await
+}
+
+/// Accept controller connections on the unix socket `path` (made, mode 0600) and serve
+/// each; returns once the socket listens.
+pub fn listen_unix(agent: Agent, path: &Path) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    info!(socket = %path.display(), "agent listens");
+    Ok(tokio::spawn(async move {
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    let agent = agent.clone();
+                    tokio::spawn(async move {
+                        let (r, w) = stream.into_split();
+                        if let Err(e) = serve_connection(agent, r, w).await {
+                            warn!(error = %e, "controller connection ended");
+                        }
+                    });
+                }
+                Err(e) => {
+                    warn!(error = %e, "agent socket accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }))
+}
+
+async fn dispatch(agent: Agent, request: AgentRequest, call: ServerCall) {
+    match request {
+        AgentRequest::Container(r) => container::handle(&agent, r, call).await,
+    }
+}
+
+/// What crosses the boundary of an agent failure: its kind, the shim's kind for a
+/// process that could not start, and the text.
+pub fn failure(e: &AgentError) -> AgentFailure {
+    let kind = match e {
+        AgentError::NotRunning(_) => FailureKind::NotRunning,
+        AgentError::Init { .. } => FailureKind::InvalidInput,
+        _ => FailureKind::Internal,
+    };
+    AgentFailure {
+        kind,
+        shim: e.kind(),
+        message: e.to_string(),
+    }
+}
