@@ -116,7 +116,7 @@ impl Client {
             );
             let _ = self.inner.frames.send(Frame {
                 call,
-                body: FrameBody::Request(request),
+                body: FrameBody::Request(Box::new(request)),
             });
         }
         let guard: Arc<dyn Send + Sync> = Arc::new(CallGuard {

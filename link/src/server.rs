@@ -133,7 +133,7 @@ where
                 hello = true;
             }
             _ if !hello => return Err("the first frame was not a Hello".into()),
-            FrameBody::Request(request) => start(&slots, &frames, &handler, frame.call, request)?,
+            FrameBody::Request(request) => start(&slots, &frames, &handler, frame.call, *request)?,
             FrameBody::Cancel => {
                 if let Some(slot) = conn::lock(&slots).remove(&frame.call) {
                     slot.credit.close();

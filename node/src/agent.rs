@@ -524,6 +524,15 @@ impl Agent {
         crate::stats::sample(Path::new("/sys/fs/cgroup"), &rel)
     }
 
+    /// Bytes the container uses: its state folder, and its writable layer's changes.
+    pub fn disk_usage(&self, id: &ContainerId) -> (u64, u64) {
+        let rw = self.images.layout().rw_dir(id.as_str()).join("diff");
+        (
+            crate::stats::dir_size(&self.state_dir(id)),
+            crate::stats::dir_size(&rw),
+        )
+    }
+
     /// The `local` volume driver's directories on this host.
     pub fn volumes(&self) -> crate::volumes::VolumeStore {
         crate::volumes::VolumeStore::new(&self.cfg.data_dir)

@@ -66,6 +66,26 @@ fn read(dir: &Path, file: &str) -> String {
     std::fs::read_to_string(dir.join(file)).unwrap_or_default()
 }
 
+/// Bytes of the regular files under `dir` (0 for what cannot be read); symlinks are not
+/// followed.
+pub fn dir_size(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => stack.push(e.path()),
+                Ok(m) if m.is_file() => total += m.len(),
+                _ => {}
+            }
+        }
+    }
+    total
+}
+
 /// Read the counters of the cgroup `rel` (`<parent>/<id>`) under `root` (/sys/fs/cgroup).
 pub fn sample(root: &Path, rel: &str) -> CgroupSample {
     let dir = |c: &str| -> PathBuf { root.join(c).join(rel) };

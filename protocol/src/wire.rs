@@ -68,7 +68,7 @@ pub enum FrameBody {
         version: u32,
     },
     /// Controller → agent: open a call.
-    Request(AgentRequest),
+    Request(Box<AgentRequest>),
     /// Agent → controller: the one answer of a call.
     Response(AgentResponse),
     /// Either way, after the request: one item of the call's stream.

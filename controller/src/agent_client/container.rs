@@ -264,6 +264,54 @@ impl Agents {
     }
 }
 
+/// Where a container's files are on its host.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ContainerPaths {
+    /// Its state folder.
+    pub state_dir: String,
+    /// Its json-file log.
+    pub log_path: String,
+}
+
+impl Agents {
+    /// Where the container's files are on its host (for `docker inspect`).
+    pub async fn paths(
+        &self,
+        node: &NodeId,
+        id: &ContainerId,
+    ) -> Result<ContainerPaths, AgentFailure> {
+        let id = id.clone();
+        match container(
+            "paths",
+            self.call(node, req(ContainerRequest::Paths { id })).await?,
+        )? {
+            ContainerResponse::Paths {
+                state_dir,
+                log_path,
+            } => Ok(ContainerPaths {
+                state_dir,
+                log_path,
+            }),
+            other => Err(unexpected("paths", &AgentResponse::Container(other))),
+        }
+    }
+
+    /// Bytes the container uses on its host: (state folder, writable layer changes).
+    pub async fn usage(&self, node: &NodeId, id: &ContainerId) -> Result<(u64, u64), AgentFailure> {
+        let id = id.clone();
+        match container(
+            "usage",
+            self.call(node, req(ContainerRequest::Usage { id })).await?,
+        )? {
+            ContainerResponse::Usage {
+                state_bytes,
+                rw_bytes,
+            } => Ok((state_bytes, rw_bytes)),
+            other => Err(unexpected("usage", &AgentResponse::Container(other))),
+        }
+    }
+}
+
 /// The stream of an attach or exec: the process' output, then its exit; its stdin.
 pub struct AttachCall {
     output: AttachOutput,

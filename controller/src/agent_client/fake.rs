@@ -199,6 +199,14 @@ async fn handle(
             CgroupSample::default(),
         ))),
         R::Health { .. } => Ok(AgentResponse::Container(ContainerResponse::Health(None))),
+        R::Paths { id } => Ok(AgentResponse::Container(ContainerResponse::Paths {
+            state_dir: format!("/fake/containers/{id}"),
+            log_path: format!("/fake/containers/{id}/{id}-json.log"),
+        })),
+        R::Usage { .. } => Ok(AgentResponse::Container(ContainerResponse::Usage {
+            state_bytes: 0,
+            rw_bytes: 0,
+        })),
         R::Cleanup { .. }
         | R::CancelAttaches { .. }
         | R::Resize { .. }

@@ -16,7 +16,7 @@ pub mod fake;
 pub mod in_process;
 pub mod unix;
 
-pub use container::AttachCall;
+pub use container::{AttachCall, AttachInput, AttachOutput, ContainerPaths};
 
 use std::sync::Arc;
 use wharf_link::ClientCall;

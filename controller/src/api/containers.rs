@@ -8,6 +8,7 @@ use http::{Request, StatusCode};
 use hyper::body::Incoming;
 use serde_json::json;
 use std::sync::Arc;
+use wharf_protocol::runtime::HealthState;
 use wharf_protocol::state::{ClusterState, ContainerRecord, ContainerStatus};
 
 /// Docker's zero time, for times that never happened.
@@ -107,18 +108,19 @@ fn list_entry(state: &ClusterState, c: &ContainerRecord, now: i64) -> serde_json
 }
 
 /// `GET /containers/json?all=&limit=&filters=` (the selection is [`super::ps::select`]).
-pub fn list(engine: &Engine, req: &Request<Incoming>) -> Result<Resp, ApiError> {
+pub async fn list(engine: &Engine, req: &Request<Incoming>) -> Result<Resp, ApiError> {
     let q = Query::parse(req.uri().query());
     let all = q.bool("all");
     let limit = q.int("limit")?;
     let filters = super::http::Filters::parse(q.get("filters"))?;
     let now = now_ns();
+    let healths = engine.health_of_running().await;
     let mut out: Vec<serde_json::Value> = engine.store().read(|s| {
         let health = |c: &ContainerRecord| -> String {
             match c.status {
-                ContainerStatus::Running => engine
-                    .health(&c.id)
-                    .map(|h| h.status)
+                ContainerStatus::Running => healths
+                    .get(&c.id)
+                    .map(|h| h.status.clone())
                     .unwrap_or_else(|| "none".to_string()),
                 _ => "none".to_string(),
             }
@@ -127,14 +129,17 @@ pub fn list(engine: &Engine, req: &Request<Incoming>) -> Result<Resp, ApiError> 
             .map(|items| items.into_iter().map(|c| list_entry(s, c, now)).collect())
     })?;
     for entry in &mut out {
-        add_health_status(engine, entry);
+        add_health_status(&healths, entry);
     }
     Ok(json(StatusCode::OK, &serde_json::Value::Array(out)))
 }
 
 /// Append `(healthy)`, `(health: starting)` or `(unhealthy)` to the STATUS of a running
 /// container with a healthcheck, as `docker ps` shows it.
-fn add_health_status(engine: &Engine, entry: &mut serde_json::Value) {
+fn add_health_status(
+    healths: &std::collections::HashMap<wharf_protocol::ContainerId, HealthState>,
+    entry: &mut serde_json::Value,
+) {
     let up = entry["State"] == "running";
     let Some(id) = entry["Id"].as_str().filter(|_| up) else {
         return;
@@ -142,15 +147,22 @@ fn add_health_status(engine: &Engine, entry: &mut serde_json::Value) {
     let Ok(id) = id.parse::<wharf_protocol::ContainerId>() else {
         return;
     };
-    if let (Some(h), Some(text)) = (engine.health(&id), entry["Status"].as_str()) {
+    if let (Some(h), Some(text)) = (healths.get(&id), entry["Status"].as_str()) {
         let status = format!("{text}{}", crate::engine::health::status_suffix(&h.status));
         entry["Status"] = json!(status);
     }
 }
 
 /// `GET /containers/{id}/json`.
-pub fn inspect(engine: &Engine, reference: &str) -> Result<Resp, ApiError> {
+pub async fn inspect(engine: &Engine, reference: &str) -> Result<Resp, ApiError> {
     let c = engine.container(reference)?;
+    let health = engine.health(&c.id).await;
+    let paths = engine
+        .agents()
+        .paths(&engine.node(), &c.id)
+        .await
+        .unwrap_or_default();
+    let state_dir = std::path::Path::new(&paths.state_dir);
     let mut config: serde_json::Value =
         serde_json::from_str(&c.config_json).unwrap_or_else(|_| json!({}));
     let mut host_config: serde_json::Value =
@@ -187,7 +199,6 @@ pub fn inspect(engine: &Engine, reference: &str) -> Result<Resp, ApiError> {
     let restarting = c.status == ContainerStatus::Exited && engine.restart_state(&c.id).restarting;
     let running =
         matches!(c.status, ContainerStatus::Running | ContainerStatus::Paused) || restarting;
-    let state_dir = engine.agent().state_dir(&c.id);
     Ok(json(
         StatusCode::OK,
         &json!({
@@ -207,13 +218,13 @@ pub fn inspect(engine: &Engine, reference: &str) -> Result<Resp, ApiError> {
                 "Error": c.error,
                 "StartedAt": rfc3339(c.started_ns),
                 "FinishedAt": rfc3339(c.finished_ns),
-                "Health": engine.health(&c.id),
+                "Health": health,
             },
             "Image": c.run.image_id.to_string(),
             "ResolvConfPath": state_dir.join("resolv.conf").display().to_string(),
             "HostnamePath": state_dir.join("hostname").display().to_string(),
             "HostsPath": state_dir.join("hosts").display().to_string(),
-            "LogPath": engine.agent().log_path(&c.id).display().to_string(),
+            "LogPath": paths.log_path,
             "Name": format!("/{}", c.name),
             "RestartCount": engine.restart_state(&c.id).count,
             "Driver": "overlay2",

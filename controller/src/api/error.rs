@@ -82,3 +82,17 @@ impl From<wharf_node::agent::AgentError> for ApiError {
         ApiError::internal(e.to_string())
     }
 }
+
+/// An agent's failure as Docker shows it: by its kind, with the agent's text.
+impl From<wharf_protocol::agent::AgentFailure> for ApiError {
+    fn from(e: wharf_protocol::agent::AgentFailure) -> ApiError {
+        use wharf_protocol::agent::FailureKind as K;
+        let status = match e.kind {
+            K::NotFound => StatusCode::NOT_FOUND,
+            K::InvalidInput => StatusCode::BAD_REQUEST,
+            K::Conflict | K::NotRunning => StatusCode::CONFLICT,
+            K::Internal | K::Unavailable | K::Unsupported => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, e.message)
+    }
+}

@@ -15,6 +15,7 @@ use super::error::ApiError;
 use super::http::{json, read_body, status, Query, Resp};
 use super::streams::frame;
 use super::upgrade::{wait_answer_read, PeerSocket};
+use crate::agent_client::{AttachInput, AttachOutput};
 use crate::engine::{Engine, ExecCreate, ExecRecord};
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
@@ -24,7 +25,6 @@ use serde_json::json;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::debug;
-use wharf_node::runtime::client::{AttachInputSink, AttachOutputStream};
 use wharf_protocol::runtime::AttachEvent;
 
 /// Docker's default detach sequence, ctrl-p ctrl-q.
@@ -151,8 +151,8 @@ pub struct RelayOptions {
 /// `drain_after_detach` (the shim stream is then read to its end), else with `Detached`.
 pub async fn relay(
     io: TokioIo<hyper::upgrade::Upgraded>,
-    mut events: AttachOutputStream,
-    mut input: AttachInputSink,
+    mut events: AttachOutput,
+    mut input: AttachInput,
     opts: RelayOptions,
     drain_after_detach: bool,
     on_end: impl FnOnce(RelayEnd) + Send + 'static,

@@ -257,7 +257,11 @@ pub async fn prune(engine: &Engine, req: &Request<Incoming>) -> Result<Resp, Api
     let mut deleted = vec![];
     let mut reclaimed: u64 = 0;
     for c in victims {
-        let size = dir_size(&engine.agent().state_dir(&c.id));
+        let size = engine
+            .agents()
+            .usage(&c.node, &c.id)
+            .await
+            .map_or(0, |u| u.0);
         match engine.remove(c.id.as_str(), false).await {
             Ok(()) => {
                 deleted.push(c.id.to_string());

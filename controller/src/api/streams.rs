@@ -114,10 +114,9 @@ pub async fn attach(
         }
         let stream = match source {
             Some(AttachSource::Running(s)) => s,
-            Some(AttachSource::NextStart(rx)) => match rx.await {
-                Ok(Ok(s)) => s,
-                _ => return end_stream(io).await,
-            },
+            // Its items come once the start has happened; a failed start aborts it,
+            // which ends the relay.
+            Some(AttachSource::NextStart(s)) => s,
             Some(AttachSource::Gone) | None => return end_stream(io).await,
         };
         let (events, stdin) = stream.into_split();

@@ -142,7 +142,7 @@ pub fn info(engine: &Engine) -> Resp {
 
 /// `GET /system/df`: disk usage of images (with how many containers use each), containers
 /// (their writable layers) and volumes, as `docker system df` reads it.
-pub fn df(engine: &Engine) -> Resp {
+pub async fn df(engine: &Engine) -> Resp {
     let (images, containers) = engine.store().read(|s| {
         let images: Vec<(wharf_protocol::state::ImageRecord, Vec<String>, usize)> = s
             .images
@@ -166,6 +166,16 @@ pub fn df(engine: &Engine) -> Resp {
             s.containers.values().cloned().collect();
         (images, containers)
     });
+    let mut rw_sizes = std::collections::HashMap::new();
+    for c in &containers {
+        // Its writable layer's changes, as the agent of its node counts them.
+        let rw = engine
+            .agents()
+            .usage(&c.node, &c.id)
+            .await
+            .map_or(0, |u| u.1);
+        rw_sizes.insert(c.id.clone(), rw);
+    }
     let layers_size: u64 = images.iter().map(|(img, _, _)| img.size).sum();
     let now = crate::engine::now_ns();
     let image_entries: Vec<serde_json::Value> = images
@@ -192,14 +202,7 @@ pub fn df(engine: &Engine) -> Resp {
     let container_entries: Vec<serde_json::Value> = containers
         .iter()
         .map(|c| {
-            // The writable layer lives in the agent's overlay2 folder under the container ID.
-            let rw = engine
-                .agent()
-                .data_dir()
-                .join("overlay2")
-                .join(c.id.as_str())
-                .join("diff");
-            let size_rw = super::ps::dir_size(&rw);
+            let size_rw = rw_sizes.get(&c.id).copied().unwrap_or(0);
             let image_size = images
                 .iter()
                 .find(|(img, _, _)| img.id == c.run.image_id)

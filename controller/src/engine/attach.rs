@@ -14,24 +14,23 @@
 //! for a start that has already happened.
 
 use super::Engine;
+use crate::agent_client::AttachCall;
 use crate::api::error::ApiError;
-use tokio::sync::oneshot;
 use tracing::debug;
-use wharf_node::agent::AgentError;
-use wharf_node::runtime::AttachStream;
 use wharf_protocol::state::ContainerStatus;
 use wharf_protocol::ContainerId;
 
 /// Where an attach's stream comes from.
 pub enum AttachSource {
     /// The container runs: its output from now on, then its exit.
-    Running(AttachStream),
+    Running(AttachCall),
     /// The container runs but its shim could not be reached (it is exiting): nothing to
     /// stream.
     Gone,
-    /// The container does not run: the stream of its next start (dropped if the start
-    /// fails or the container is removed).
-    NextStart(oneshot::Receiver<Result<AttachStream, AgentError>>),
+    /// The container does not run: the stream of its next start, registered with the
+    /// agent; its items come once the start has happened (aborted if the start fails or
+    /// the container is removed).
+    NextStart(AttachCall),
 }
 
 impl Engine {
@@ -48,7 +47,7 @@ impl Engine {
         let c = self.container(id.as_str())?;
         match c.status {
             ContainerStatus::Running | ContainerStatus::Paused => {
-                match self.agent.attach(id, stdin).await {
+                match self.agents.attach(&self.node, id, stdin).await {
                     Ok(stream) => Ok(AttachSource::Running(stream)),
                     Err(e) => {
                         debug!(container = %id.short(), error = %e, "attach to running container failed");
@@ -57,7 +56,7 @@ impl Engine {
                 }
             }
             _ => Ok(AttachSource::NextStart(
-                self.agent.attach_after_start(id, stdin),
+                self.agents.attach_next_start(&self.node, id, stdin).await?,
             )),
         }
     }

@@ -12,9 +12,9 @@
 //! ```
 
 use super::Engine;
+use crate::agent_client::AttachCall;
 use crate::api::error::ApiError;
 use tracing::info;
-use wharf_node::runtime::AttachStream;
 use wharf_protocol::shim::{ErrorKind, ExecSpec};
 use wharf_protocol::state::ContainerStatus;
 use wharf_protocol::ContainerId;
@@ -201,7 +201,7 @@ impl Engine {
         &self,
         record: &ExecRecord,
         want_stdin: bool,
-    ) -> Result<AttachStream, String> {
+    ) -> Result<AttachCall, String> {
         let spec = ExecSpec {
             exec_id: record.id.clone(),
             args: record.config.cmd.clone().unwrap_or_default(),
@@ -211,7 +211,7 @@ impl Engine {
             tty: record.config.tty,
             stdin: want_stdin && record.config.attach_stdin,
         };
-        match self.agent.exec(&record.container, spec).await {
+        match self.agents.exec(&self.node, &record.container, spec).await {
             Ok((pid, stream)) => {
                 if let Some(e) = self.execs_lock().get_mut(&record.id) {
                     e.running = true;
@@ -225,11 +225,7 @@ impl Engine {
                 Ok(stream)
             }
             Err(e) => {
-                let kind = match &e {
-                    wharf_node::agent::AgentError::Runtime(r) => r.kind(),
-                    _ => None,
-                };
-                self.finish_exec(&record.id, start_failure_code(kind));
+                self.finish_exec(&record.id, start_failure_code(e.shim));
                 Err(format!(
                     "OCI runtime exec failed: exec failed: unable to start container process: {e}: unknown"
                 ))
@@ -258,8 +254,8 @@ impl Engine {
         if !record.running {
             return Err(ApiError::conflict(format!("exec {id} is not running")));
         }
-        self.agent
-            .resize_exec(&record.container, id, height, width)
+        self.agents
+            .resize_exec(&self.node, &record.container, id, height, width)
             .await?;
         Ok(())
     }

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
 use wharf_protocol::runtime::{HealthSpec, HealthState, LogRotation, ShimOptions};
-use wharf_protocol::state::ContainerRecord;
+use wharf_protocol::state::{ContainerRecord, ContainerStatus};
 use wharf_protocol::ContainerId;
 
 /// How often the engine looks at a running container's health state for events.
@@ -206,8 +206,37 @@ impl Engine {
     }
 
     /// The health state the container's shim last recorded (`.State.Health`).
-    pub fn health(&self, id: &ContainerId) -> Option<HealthState> {
-        self.agent.health(id)
+    pub async fn health(&self, id: &ContainerId) -> Option<HealthState> {
+        match self.agents.health(&self.node, id).await {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::debug!(container = %id.short(), error = %e, "health not read");
+                None
+            }
+        }
+    }
+
+    /// The health of every running container of this node that has a healthcheck.
+    pub async fn health_of_running(&self) -> std::collections::HashMap<ContainerId, HealthState> {
+        let ids: Vec<ContainerId> = self.store.read(|s| {
+            s.containers
+                .values()
+                .filter(|c| c.node == self.node && c.status == ContainerStatus::Running)
+                .map(|c| c.id.clone())
+                .collect()
+        });
+        let mut out = std::collections::HashMap::new();
+        for id in ids {
+            let has_check = self
+                .container(id.as_str())
+                .is_ok_and(|c| self.shim_options(&c).health.is_some());
+            if has_check {
+                if let Some(h) = self.health(&id).await {
+                    out.insert(id, h);
+                }
+            }
+        }
+        out
     }
 
     /// Emit `health_status: <status>` events while a container with a healthcheck is
@@ -233,7 +262,7 @@ impl Engine {
                 if !monitored {
                     return;
                 }
-                let Some(state) = engine.agent.health(&id) else {
+                let Some(state) = engine.health(&id).await else {
                     continue;
                 };
                 if last.as_deref() == Some(state.status.as_str()) {

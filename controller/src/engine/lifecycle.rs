@@ -364,7 +364,7 @@ impl Engine {
                 )))
             }
         }
-        self.agent.pause(&c.id, freeze).await?;
+        self.agents.pause(&self.node, &c.id, freeze).await?;
         self.propose(Command::PauseContainer {
             id: c.id.clone(),
             paused: freeze,
@@ -420,7 +420,7 @@ impl Engine {
                 c.id
             )));
         }
-        let pids = self.agent.container_pids(&c.id);
+        let pids = self.agents.pids(&self.node, &c.id).await?;
         let args: Vec<&str> = if ps_args.trim().is_empty() {
             vec!["-ef"]
         } else {
@@ -452,7 +452,7 @@ impl Engine {
         if !c.run.tty {
             return Ok(());
         }
-        self.agent.resize(&c.id, height, width).await?;
+        self.agents.resize(&self.node, &c.id, height, width).await?;
         Ok(())
     }
 }

@@ -219,6 +219,14 @@ impl Engine {
         self.node
     }
 
+    /// Release what a finished run holds on its host; a failure is logged (the next
+    /// start or removal tries again).
+    async fn cleanup_run(&self, id: &ContainerId) {
+        if let Err(e) = self.agents.cleanup(&self.node, id).await {
+            warn!(container = %id.short(), error = %e, "cleanup failed");
+        }
+    }
+
     fn lock_for(&self, id: &ContainerId) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
         locks.entry(id.clone()).or_default().clone()
@@ -485,7 +493,7 @@ impl Engine {
             self.remove_anonymous_volumes(&record).await;
             return Err(e);
         }
-        if let Err(e) = self.agent.create(&record.run).await {
+        if let Err(e) = self.agents.create(&self.node, &record.run).await {
             warn!(container = %id.short(), error = %e, "create failed, rolling back");
             let _ = self
                 .propose(Command::RemoveContainer { id: id.clone() })
@@ -512,7 +520,7 @@ impl Engine {
             return Err(ApiError::not_modified());
         }
         // A previous run's shim may still be finishing.
-        self.agent.cleanup(&c.id).await;
+        self.cleanup_run(&c.id).await;
         let net = match self.prepare_network(&c).await {
             Ok(net) => net,
             Err(e) => {
@@ -521,7 +529,11 @@ impl Engine {
             }
         };
         let options = Self::with_netns(self.shim_options(&c), &net);
-        match self.agent.start_networked(&c.run, options, net.setup).await {
+        match self
+            .agents
+            .start(&self.node, &c.run, options, net.setup)
+            .await
+        {
             Ok(pid) => {
                 self.propose(Command::ContainerStarted {
                     id: c.id.clone(),
@@ -534,10 +546,10 @@ impl Engine {
                 Ok(())
             }
             Err(e) => {
-                self.agent.cancel_pending(&c.id);
-                self.agent.cleanup(&c.id).await;
-                let message = e.to_string();
-                let exit_code = start_failure_exit_code(e.kind());
+                self.agents.cancel_attaches(&self.node, &c.id).await;
+                self.cleanup_run(&c.id).await;
+                let message = e.message.clone();
+                let exit_code = start_failure_exit_code(e.shim);
                 self.network_released(&c.id).await;
                 self.propose(Command::ContainerExited {
                     id: c.id.clone(),
@@ -569,12 +581,21 @@ impl Engine {
         self.watch_health(id.clone());
         let engine = self.clone();
         tokio::spawn(async move {
-            let exit = engine.agent.wait(&id).await;
+            let waited = engine.agents.wait(&engine.node, &id).await;
             engine
                 .monitored
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&id);
+            // A lost agent says nothing about the container: it may still run, and is
+            // adopted when the agent is back.
+            let exit = match waited {
+                Ok(exit) => exit,
+                Err(e) => {
+                    warn!(container = %id.short(), error = %e, "waiting for the exit failed");
+                    return;
+                }
+            };
             let code = exit.map_or(255, |e| e.code);
             engine.handle_exit(&id, exit).await;
             let ran_for = engine.last_run_time(&id);
@@ -620,7 +641,7 @@ impl Engine {
         if c.status != ContainerStatus::Exited {
             return;
         }
-        self.agent.cleanup(id).await;
+        self.cleanup_run(id).await;
         if c.auto_remove {
             if let Err(e) = self.remove_locked(id).await {
                 warn!(container = %id.short(), error = %e, "auto-remove failed");
@@ -722,7 +743,7 @@ impl Engine {
         let not_running =
             |c: Option<&ContainerRecord>| c.is_none_or(|c| c.status != ContainerStatus::Running);
         self.emit_container(&c, "kill", &[("signal", sig.to_string())]);
-        if self.agent.kill(&c.id, sig).await.is_ok()
+        if self.agents.kill(&self.node, &c.id, sig).await.is_ok()
             && self.wait_state(&c.id, grace, not_running).await
         {
             self.emit_container(&c, "stop", &[]);
@@ -730,7 +751,7 @@ impl Engine {
         }
         info!(container = %c.id.short(), "stop timeout, sending SIGKILL");
         self.emit_container(&c, "kill", &[("signal", "9".to_string())]);
-        let _ = self.agent.kill(&c.id, 9).await;
+        let _ = self.agents.kill(&self.node, &c.id, 9).await;
         self.wait_state(&c.id, Some(Duration::from_secs(30)), not_running)
             .await;
         self.emit_container(&c, "stop", &[]);
@@ -748,7 +769,7 @@ impl Engine {
         }
         self.note_manual_stop(&c.id).await;
         self.emit_container(&c, "kill", &[("signal", signal.to_string())]);
-        let sent = self.agent.kill(&c.id, signal).await;
+        let sent = self.agents.kill(&self.node, &c.id, signal).await;
         if signal == libc::SIGKILL {
             // As moby's `Kill`: SIGKILL returns once the exit is recorded, so that an
             // inspect that follows sees it and a remove is not refused. (A shim that
@@ -793,7 +814,7 @@ impl Engine {
                     c.name
                 )));
             }
-            let _ = self.agent.kill(&c.id, 9).await;
+            let _ = self.agents.kill(&self.node, &c.id, 9).await;
             let stopped = self
                 .wait_state(&c.id, Some(Duration::from_secs(30)), |c| {
                     c.is_none_or(|c| {
@@ -827,7 +848,7 @@ impl Engine {
 
     async fn remove_locked(&self, id: &ContainerId) -> Result<(), ApiError> {
         let record = self.container(id.as_str()).ok();
-        self.agent.remove(id).await?;
+        self.agents.remove(&self.node, id).await?;
         self.propose(Command::RemoveContainer { id: id.clone() })
             .await?;
         self.forget_execs(id);
@@ -863,8 +884,8 @@ impl Engine {
                 })
             });
             if running {
-                let _ = self.agent.kill(&id, 9).await;
-                let exit = self.agent.wait(&id).await;
+                let _ = self.agents.kill(&self.node, &id, 9).await;
+                let exit = self.agents.wait(&self.node, &id).await.ok().flatten();
                 self.handle_exit(&id, exit).await;
             }
             if self.store.read(|s| s.containers.contains_key(&id)) {

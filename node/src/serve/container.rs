@@ -88,6 +88,20 @@ pub(super) async fn handle(agent: &Agent, request: ContainerRequest, mut call: S
         R::Pids { id } => answer(ContainerResponse::Pids(agent.container_pids(&id))),
         R::Health { id } => answer(ContainerResponse::Health(agent.health(&id))),
         R::Stats { id } => answer(ContainerResponse::Stats(agent.stats(&id))),
+        R::Paths { id } => answer(ContainerResponse::Paths {
+            state_dir: agent.state_dir(&id).display().to_string(),
+            log_path: agent.log_path(&id).display().to_string(),
+        }),
+        R::Usage { id } => {
+            let a = agent.clone();
+            match tokio::task::spawn_blocking(move || a.disk_usage(&id)).await {
+                Ok((state_bytes, rw_bytes)) => answer(ContainerResponse::Usage {
+                    state_bytes,
+                    rw_bytes,
+                }),
+                Err(e) => Err(failure(&AgentError::Join(e.to_string()))),
+            }
+        }
     };
     call.respond_with(result);
 }

@@ -116,6 +116,18 @@ pub enum ContainerRequest {
         /// The container.
         id: ContainerId,
     },
+    /// Where the container's files are on its host, as `docker inspect` shows them.
+    /// Answer: `Paths`.
+    Paths {
+        /// The container.
+        id: ContainerId,
+    },
+    /// Bytes the container uses on its host (`docker ps -s`, `system df`, prune).
+    /// Answer: `Usage`.
+    Usage {
+        /// The container.
+        id: ContainerId,
+    },
 }
 
 /// What a [`ContainerRequest`] answers beyond `Done`.
@@ -139,4 +151,18 @@ pub enum ContainerResponse {
     Health(Option<HealthState>),
     /// Counters.
     Stats(CgroupSample),
+    /// Host paths of a container.
+    Paths {
+        /// Its state folder (`hosts`, `resolv.conf`, `hostname` are in it).
+        state_dir: String,
+        /// Its json-file log.
+        log_path: String,
+    },
+    /// Bytes a container uses.
+    Usage {
+        /// Its state folder (logs, state), what `container prune` reclaims.
+        state_bytes: u64,
+        /// Its writable layer's changes (`SizeRw`).
+        rw_bytes: u64,
+    },
 }

@@ -62,8 +62,12 @@ impl Builder<'_> {
     /// Start `cid`, stream its output, and return its exit code. If the client goes away,
     /// the container is killed and removed.
     async fn run_container(&mut self, cid: &ContainerId) -> Result<i32, BuildError> {
-        let agent = self.engine.agent().clone();
-        let pending = agent.attach_after_start(cid, false);
+        let engine = self.engine.clone();
+        let pending = engine
+            .agents()
+            .attach_next_start(&engine.node(), cid, false)
+            .await
+            .map_err(|e| BuildError::Failed(e.message))?;
         if let Err(e) = self.engine.start(cid.as_str()).await {
             let code = self
                 .engine
@@ -73,10 +77,7 @@ impl Builder<'_> {
             self.out.stream(&format!("{}\n", e.message)).await?;
             return Ok(if code == 0 { 1 } else { code });
         }
-        let mut stream = match pending.await {
-            Ok(Ok(s)) => Some(s),
-            _ => None,
-        };
+        let mut stream = Some(pending);
         let mut code = None;
         // Whitespace between JSON lines, which clients skip: writing it is how a client
         // that went away is noticed while a step prints nothing.
