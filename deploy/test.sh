@@ -9,5 +9,9 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/wharf/target}"
 # The docker CLI must never reach a daemon other than the Wharf under test.
 unset DOCKER_HOST DOCKER_CONTEXT DOCKER_CERT_PATH DOCKER_TLS_VERIFY
 cargo fmt --all -- --check
+bash deploy/check-boundary.sh
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace 2>&1
+# The integration suite once more with `wharf up`'s agent behind a unix socket: nothing
+# may depend on the controller and the agent sharing a process.
+WHARF_AGENT_TRANSPORT=unix cargo test -p wharf-controller --test '*' 2>&1
