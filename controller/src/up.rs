@@ -169,6 +169,7 @@ pub async fn up(s: Settings) -> anyhow::Result<()> {
         bail!("set up networking: {}", e.message);
     }
     inst.engine.recover();
+    inst.engine.track_layers();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut servers = vec![];
     for l in listeners {

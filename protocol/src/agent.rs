@@ -169,13 +169,18 @@ pub struct HostSpec {
 // The agent protocol's messages. Framing, streams and flow control: [`crate::wire`].
 
 pub mod container;
+pub mod host;
 
 /// What a controller asks of an agent; each request opens one call (see [`crate::wire`]).
 /// bincode does not describe itself: new variants go at the end.
+// Requests are made once per call and travel boxed in frames: their size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AgentRequest {
     /// A container's lifecycle, processes and files.
     Container(container::ContainerRequest),
+    /// The host as a whole.
+    Host(host::HostRequest),
 }
 
 /// The one answer of a call.
@@ -187,18 +192,16 @@ pub enum AgentResponse {
     Failed(AgentFailure),
     /// The answer of a [`container::ContainerRequest`] that returns something.
     Container(container::ContainerResponse),
+    /// The answer of a [`host::HostRequest`].
+    Host(host::HostResponse),
 }
 
 /// What an agent reports without being asked, on call 0.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AgentEvent {
-    /// The layers the host holds changed.
-    Layers {
-        /// Layers now held, by DiffID.
-        added: Vec<DiffId>,
-        /// Layers no longer held.
-        removed: Vec<DiffId>,
-    },
+    /// The layers the host holds changed: all of them now (sent when they differ from
+    /// the last report on this connection).
+    Inventory(host::LayerInventory),
 }
 
 /// What kind of failure a call met; the controller maps it to its own errors (and those

@@ -12,6 +12,7 @@ pub mod codec;
 pub mod fixtures;
 pub mod ids;
 pub mod image;
+pub mod layer_state;
 pub mod network;
 mod network_state;
 pub mod runtime;

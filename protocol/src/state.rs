@@ -5,10 +5,10 @@
 //! controller that applies the log reaches the same state.
 
 use crate::agent::ContainerRunSpec;
-use crate::ids::{ContainerId, ContainerName, ImageId, NodeId};
+use crate::ids::{ContainerId, ContainerName, DiffId, ImageId, NodeId};
 use crate::network::{Endpoint, NetworkRecord};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// An image known to the cluster.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -273,6 +273,14 @@ pub enum Command {
         /// One per network; `ip` unspecified for "choose".
         endpoints: Vec<Endpoint>,
     },
+    /// Every layer `node` holds, by DiffID (from its agent's inventory), replacing what
+    /// was recorded for it.
+    LayerInventory {
+        /// The node.
+        node: NodeId,
+        /// The layers it holds, by DiffID.
+        layers: Vec<DiffId>,
+    },
 }
 
 /// Why a command was refused; the state is unchanged.
@@ -382,6 +390,9 @@ pub struct ClusterState {
     /// The live endpoints of running containers.
     #[serde(default)]
     pub endpoints: BTreeMap<ContainerId, Vec<Endpoint>>,
+    /// Which nodes hold each layer, by DiffID, as their agents report it (state format 2).
+    #[serde(default)]
+    pub layers: BTreeMap<DiffId, BTreeSet<NodeId>>,
 }
 
 /// What the restart policy remembers about a container.
@@ -560,6 +571,7 @@ impl ClusterState {
             | Command::AttachEndpoints { .. }
             | Command::ReleaseEndpoints { .. }
             | Command::AllocateEndpoints { .. } => crate::network_state::apply(self, cmd),
+            Command::LayerInventory { .. } => crate::layer_state::apply(self, cmd),
         }
     }
 

@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 use wharf_link::{ClientCall, ServerCall};
 use wharf_protocol::agent::container::{ContainerRequest, ContainerResponse};
-use wharf_protocol::agent::{AgentFailure, AgentRequest, AgentResponse, FailureKind};
+use wharf_protocol::agent::host::{HostRequest, HostResponse, LayerInventory};
+use wharf_protocol::agent::{AgentEvent, AgentFailure, AgentRequest, AgentResponse, FailureKind};
 use wharf_protocol::runtime::CgroupSample;
 use wharf_protocol::shim::{ErrorKind, Exit};
 use wharf_protocol::{ContainerId, NodeId};
@@ -33,6 +34,8 @@ pub struct FakeState {
     pub fail_start: HashSet<ContainerId>,
     /// Answer every call as a lost agent.
     pub lost: bool,
+    /// The layers the host holds.
+    pub inventory: LayerInventory,
     next_pid: u32,
 }
 
@@ -88,6 +91,16 @@ impl AgentClient for FakeAgent {
         }
         Ok(self.client.open(request))
     }
+
+    fn events(&self, node: &NodeId) -> Option<tokio::sync::mpsc::UnboundedReceiver<AgentEvent>> {
+        (*node == self.node)
+            .then(|| self.client.take_events())
+            .flatten()
+    }
+}
+
+fn lock_state(state: &Mutex<FakeState>) -> std::sync::MutexGuard<'_, FakeState> {
+    state.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn exit(state: &Mutex<FakeState>, exits: &watch::Sender<u64>, id: &ContainerId, code: i32) {
@@ -127,7 +140,13 @@ async fn handle(
     if lost {
         return call.respond(AgentResponse::Failed(wharf_link::connection_lost()));
     }
-    let AgentRequest::Container(request) = request;
+    let request = match request {
+        AgentRequest::Container(r) => r,
+        AgentRequest::Host(HostRequest::Inventory) => {
+            let inv = lock_state(&state).inventory.clone();
+            return call.respond(AgentResponse::Host(HostResponse::Inventory(inv)));
+        }
+    };
     use ContainerRequest as R;
     let lock = || state.lock().unwrap_or_else(|e| e.into_inner());
     let result = match request {

@@ -4,7 +4,7 @@
 
 use super::{no_agent, AgentClient};
 use wharf_link::ClientCall;
-use wharf_protocol::agent::{AgentFailure, AgentRequest};
+use wharf_protocol::agent::{AgentEvent, AgentFailure, AgentRequest};
 use wharf_protocol::NodeId;
 
 /// Bytes the in-memory pipe holds each way before a writer waits.
@@ -40,5 +40,11 @@ impl AgentClient for InProcess {
             return Err(no_agent(node));
         }
         Ok(self.client.open(request))
+    }
+
+    fn events(&self, node: &NodeId) -> Option<tokio::sync::mpsc::UnboundedReceiver<AgentEvent>> {
+        (*node == self.node)
+            .then(|| self.client.take_events())
+            .flatten()
     }
 }

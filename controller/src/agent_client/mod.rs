@@ -19,14 +19,20 @@ pub mod unix;
 pub use container::{AttachCall, AttachInput, AttachOutput, ContainerPaths};
 
 use std::sync::Arc;
+use tokio::sync::mpsc;
 use wharf_link::ClientCall;
-use wharf_protocol::agent::{AgentFailure, AgentRequest, AgentResponse, FailureKind};
+use wharf_protocol::agent::host::{HostRequest, HostResponse, LayerInventory};
+use wharf_protocol::agent::{AgentEvent, AgentFailure, AgentRequest, AgentResponse, FailureKind};
 use wharf_protocol::NodeId;
 
 /// A way to reach the agents of the cluster: open a call on the agent of `node`.
 pub trait AgentClient: Send + Sync {
     /// Open a call; fails at once when `node` has no agent this client reaches.
     fn open(&self, node: &NodeId, request: AgentRequest) -> Result<ClientCall, AgentFailure>;
+
+    /// The events the agent of `node` reports unasked; `None` after the first call for a
+    /// node (one consumer) or for a node this client does not reach.
+    fn events(&self, node: &NodeId) -> Option<mpsc::UnboundedReceiver<AgentEvent>>;
 }
 
 /// The typed calls of the agent protocol over an [`AgentClient`]; what the engine holds.
@@ -61,6 +67,22 @@ impl Agents {
         let r = response.get().await;
         drop(input);
         r
+    }
+
+    /// The events of the agent of `node` (one consumer).
+    pub fn events(&self, node: &NodeId) -> Option<mpsc::UnboundedReceiver<AgentEvent>> {
+        self.client.events(node)
+    }
+
+    /// The layers the host of `node` holds.
+    pub async fn inventory(&self, node: &NodeId) -> Result<LayerInventory, AgentFailure> {
+        match self
+            .call(node, AgentRequest::Host(HostRequest::Inventory))
+            .await?
+        {
+            AgentResponse::Host(HostResponse::Inventory(inv)) => Ok(inv),
+            other => Err(wharf_link::unexpected("inventory", &other)),
+        }
     }
 
     /// A call that answers `Done`.

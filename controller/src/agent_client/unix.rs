@@ -5,7 +5,7 @@
 use super::{no_agent, AgentClient};
 use std::path::Path;
 use wharf_link::ClientCall;
-use wharf_protocol::agent::{AgentFailure, AgentRequest};
+use wharf_protocol::agent::{AgentEvent, AgentFailure, AgentRequest};
 use wharf_protocol::NodeId;
 
 /// A connection to the agent listening on a unix socket.
@@ -32,5 +32,11 @@ impl AgentClient for UnixAgent {
             return Err(no_agent(node));
         }
         Ok(self.client.open(request))
+    }
+
+    fn events(&self, node: &NodeId) -> Option<tokio::sync::mpsc::UnboundedReceiver<AgentEvent>> {
+        (*node == self.node)
+            .then(|| self.client.take_events())
+            .flatten()
     }
 }

@@ -17,6 +17,7 @@ pub mod events;
 mod exec;
 pub mod health;
 pub mod images;
+mod layers;
 mod lifecycle;
 pub mod network;
 mod network_ops;

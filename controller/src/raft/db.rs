@@ -42,7 +42,7 @@ pub(super) const KEY_FORMAT: &[u8] = b"format";
 /// key predates it and is in format 1. A change to the encoding of anything stored
 /// (a field added to a record, a command's layout) raises it, with a migration from
 /// every older format at open.
-pub(super) const STATE_FORMAT: u32 = 1;
+pub(super) const STATE_FORMAT: u32 = 2;
 
 /// Key of the applied state in [`CF_SM`].
 pub(super) const KEY_APPLIED: &[u8] = b"applied";
@@ -92,16 +92,23 @@ impl Db {
         Ok(db)
     }
 
-    /// Refuse a database of a newer state format; stamp one without a format (new, or
-    /// made before formats were recorded, which is format 1) with this build's.
+    /// Refuse a database of a newer state format; migrate an older one (a database
+    /// with state but no format was made before formats were recorded: format 1); stamp
+    /// a new one with this build's.
     fn check_format(&self) -> Result<(), RaftError> {
+        let has_state = self.get_raw(CF_SM, KEY_APPLIED)?.is_some()
+            || self.get_raw(CF_META, KEY_VOTE)?.is_some();
         match self.get::<u32>(CF_META, KEY_FORMAT, "state format")? {
             Some(found) if found > STATE_FORMAT => Err(RaftError::NewerFormat {
                 path: self.path.clone(),
                 found,
                 supported: STATE_FORMAT,
             }),
+            Some(found) if found < STATE_FORMAT => {
+                super::migrate::migrate(self, found, STATE_FORMAT)
+            }
             Some(_) => Ok(()),
+            None if has_state => super::migrate::migrate(self, 1, STATE_FORMAT),
             None => {
                 let mut batch = WriteBatch::default();
                 batch.put_cf(
@@ -131,6 +138,17 @@ impl Db {
         self.db
             .cf_handle(name)
             .expect("column family created at open")
+    }
+
+    /// Whether `key` of column family `cf` holds a value (not decoded).
+    fn get_raw(&self, cf: &str, key: &[u8]) -> Result<Option<()>, RaftError> {
+        self.db
+            .get_pinned_cf(self.cf(cf), key)
+            .map(|v| v.map(|_| ()))
+            .map_err(|source| RaftError::Read {
+                what: "state format",
+                source,
+            })
     }
 
     /// Read and decode the value at `key` of column family `cf`, if any.

@@ -21,6 +21,7 @@
 mod db;
 mod error;
 mod log_store;
+mod migrate;
 pub mod network;
 mod state_machine;
 mod store;

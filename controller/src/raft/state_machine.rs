@@ -37,10 +37,10 @@ pub(super) struct Applied {
 
 /// A snapshot as stored under `sm/snapshot`.
 #[derive(Debug, Serialize, Deserialize)]
-struct StoredSnapshot {
-    meta: SnapshotMeta<u64, BasicNode>,
+pub(super) struct StoredSnapshot {
+    pub(super) meta: SnapshotMeta<u64, BasicNode>,
     /// The encoded [`ClusterState`].
-    data: Vec<u8>,
+    pub(super) data: Vec<u8>,
 }
 
 /// The applied state shared between the state machine and readers.

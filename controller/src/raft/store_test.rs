@@ -396,34 +396,6 @@ async fn a_database_of_a_newer_state_format_is_refused_and_left_as_it_is() {
     );
 }
 
-#[tokio::test]
-async fn a_database_made_before_formats_were_recorded_is_stamped_format_one() {
-    use super::db::{Db, CF_META, KEY_FORMAT};
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let store = open(dir.path()).await;
-        store
-            .propose(Command::PutImage { image: image(1) })
-            .await
-            .unwrap()
-            .unwrap();
-        close(store).await;
-    }
-    {
-        // As a build before this one left it: no format key.
-        let db = Db::open(dir.path()).unwrap();
-        db.rocks().delete_cf(db.cf(CF_META), KEY_FORMAT).unwrap();
-    }
-    let store = open(dir.path()).await;
-    assert_eq!(store.read(|s| s.images.len()), 1);
-    close(store).await;
-    let db = Db::open(dir.path()).unwrap();
-    assert_eq!(
-        db.get::<u32>(CF_META, KEY_FORMAT, "format").unwrap(),
-        Some(1)
-    );
-}
-
 /// The Raft database of a `wharf up` data dir made with the build of 2026-12-07 (state
 /// format 1): an imported image, a volume, a user network with a label, an internal
 /// network without icc, and containers created, exited (code 3) and running with a
@@ -441,6 +413,19 @@ async fn a_data_dir_of_state_format_one_opens_with_everything_in_it() {
     let store = open(dir.path()).await;
     let s = store.read(|s| s.clone());
     close(store).await;
+    {
+        use super::db::{Db, CF_META, KEY_FORMAT, STATE_FORMAT};
+        let db = Db::open(dir.path()).unwrap();
+        assert_eq!(
+            db.get::<u32>(CF_META, KEY_FORMAT, "format").unwrap(),
+            Some(STATE_FORMAT),
+            "migrated to this build's format"
+        );
+    }
+    assert!(
+        s.layers.is_empty(),
+        "where layers are is unknown until agents report"
+    );
 
     let image = s
         .tags

@@ -16,6 +16,7 @@
 pub mod apply;
 mod copy;
 pub mod gc;
+mod inventory;
 pub mod layout;
 pub mod load;
 pub mod mount;

@@ -12,10 +12,13 @@
 //! defines.
 
 mod container;
+mod host;
 
 use crate::agent::{Agent, AgentError};
 use std::path::Path;
+use std::sync::Arc;
 use tokio::net::UnixListener;
+use tokio::sync::Notify;
 use tracing::{info, warn};
 use wharf_link::ServerCall;
 use wharf_protocol::agent::{AgentFailure, AgentRequest, FailureKind};
@@ -26,13 +29,20 @@ where
     R: tokio::io::AsyncRead + Unpin + Send + 'static,
     W: tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    wharf_link::serve(
+    let changed = Arc::new(Notify::new());
+    let mut reporter = None;
+    let (a, c) = (agent.clone(), changed.clone());
+    let res = wharf_link::serve(
         reader,
         writer,
-        |_| {},
-        move |request, call| dispatch(agent.clone(), request, call),
+        |events| reporter = Some(tokio::spawn(host::report_inventory(a, events, c))),
+        move |request, call| dispatch(agent.clone(), changed.clone(), request, call),
     )
-    .await
+    .await;
+    if let Some(r) = reporter {
+        r.abort();
+    }
+    res
 }
 
 /// Accept controller connections on the unix socket `path` (made, mode 0600) and serve
@@ -64,9 +74,18 @@ pub fn listen_unix(agent: Agent, path: &Path) -> std::io::Result<tokio::task::Jo
     }))
 }
 
-async fn dispatch(agent: Agent, request: AgentRequest, call: ServerCall) {
+/// Carry out one request; `layers_changed` is told after one that may have added or
+/// removed layers, so the inventory is reported again.
+async fn dispatch(
+    agent: Agent,
+    layers_changed: Arc<Notify>,
+    request: AgentRequest,
+    call: ServerCall,
+) {
+    let _ = &layers_changed;
     match request {
         AgentRequest::Container(r) => container::handle(&agent, r, call).await,
+        AgentRequest::Host(r) => host::handle(&agent, r, call).await,
     }
 }
 

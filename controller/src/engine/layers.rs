@@ -1,0 +1,67 @@
+//! Where layers are: the engine keeps the replicated record of which node holds which
+//! layer in line with its agents' inventories (what scheduling by layer locality and peer
+//! transfer read).
+//!
+//! ```text
+//!  agent ── Inventory event ──► track_layers ──► inventory_command(state, node, inv)
+//!                                    ▲                 │ Some(cmd): differs
+//!  Raft apply (images change) ───────┘                 ▼
+//!                                              propose LayerInventory
+//! ```
+
+use super::Engine;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::{debug, warn};
+use wharf_protocol::agent::AgentEvent;
+use wharf_protocol::layer_state::inventory_command;
+
+/// A burst of state changes (a load recording many images) is reconciled once.
+const SETTLE: Duration = Duration::from_millis(200);
+
+impl Engine {
+    /// Keep the record of this node's layers in line with its agent's inventory, for as
+    /// long as the agent's events flow; call once at start-up.
+    pub fn track_layers(self: &Arc<Self>) {
+        let Some(mut events) = self.agents.events(&self.node) else {
+            warn!(node = %self.node, "no agent events: layer locations are not tracked");
+            return;
+        };
+        let engine = self.clone();
+        tokio::spawn(async move {
+            let node = engine.node;
+            let mut inventory = match engine.agents.inventory(&node).await {
+                Ok(inv) => inv,
+                Err(e) => {
+                    warn!(node = %node, error = %e, "layer inventory not read");
+                    return;
+                }
+            };
+            let mut applied = engine.store.watch();
+            loop {
+                if let Some(cmd) = engine
+                    .store
+                    .read(|s| inventory_command(s, node, &inventory))
+                {
+                    debug!(node = %node, "recording the node's layers");
+                    if let Err(e) = engine.store.propose(cmd).await {
+                        warn!(node = %node, error = %e, "layer locations not recorded");
+                    }
+                }
+                tokio::select! {
+                    ev = events.recv() => match ev {
+                        Some(AgentEvent::Inventory(inv)) => inventory = inv,
+                        None => return,
+                    },
+                    changed = applied.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                        tokio::time::sleep(SETTLE).await;
+                        applied.borrow_and_update();
+                    }
+                }
+            }
+        });
+    }
+}
