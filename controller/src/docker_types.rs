@@ -612,7 +612,8 @@ pub fn resolve_host(
         seccomp_unconfined,
         no_new_privileges,
     };
-    wharf_node::runtime::spec::validate_host(&host).map_err(|e| e.to_string())?;
+    // Capability and ulimit names and sysctls are checked by the agent that will run it
+    // (`Agents::check_host`): they are facts of its host's runtime.
     Ok((host, needs))
 }
 

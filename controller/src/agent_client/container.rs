@@ -4,7 +4,9 @@ use super::Agents;
 use bytes::Bytes;
 use wharf_link::{unexpected, ClientCall, ItemReceiver, ItemSender};
 use wharf_protocol::agent::container::{ContainerRequest, ContainerResponse};
-use wharf_protocol::agent::{AgentFailure, AgentRequest, AgentResponse, ContainerRunSpec};
+use wharf_protocol::agent::{
+    AgentFailure, AgentRequest, AgentResponse, ContainerRunSpec, HostSpec,
+};
 use wharf_protocol::network::NetworkSetup;
 use wharf_protocol::runtime::{AttachEvent, CgroupSample, HealthState, ShimOptions};
 use wharf_protocol::shim::{ExecSpec, Exit};
@@ -294,6 +296,13 @@ impl Agents {
             }),
             other => Err(unexpected("paths", &AgentResponse::Container(other))),
         }
+    }
+
+    /// Whether the host of `node` can run a container with `host`'s settings; an
+    /// `InvalidInput` failure says what is wrong.
+    pub async fn check_host(&self, node: &NodeId, host: &HostSpec) -> Result<(), AgentFailure> {
+        let host = host.clone();
+        self.done(node, req(ContainerRequest::Check { host })).await
     }
 
     /// Bytes the container uses on its host: (state folder, writable layer changes).

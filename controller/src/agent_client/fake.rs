@@ -227,6 +227,7 @@ async fn handle(
             rw_bytes: 0,
         })),
         R::Cleanup { .. }
+        | R::Check { .. }
         | R::CancelAttaches { .. }
         | R::Resize { .. }
         | R::ResizeExec { .. }

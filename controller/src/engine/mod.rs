@@ -422,6 +422,9 @@ impl Engine {
         let mut host_config = host_config;
         self.check_network_request(&mut host_config, &raw, body)?;
         let (host, volume_needs) = self.resolve_host_config(&req, &run_cfg)?;
+        // What only the host knows (its runtime's capability and ulimit names, which
+        // sysctls it namespaces) is checked by its agent before anything is recorded.
+        self.agents.check_host(&self.node, &host).await?;
         let run = ContainerRunSpec {
             id: id.clone(),
             image_id: image.id,

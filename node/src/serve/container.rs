@@ -92,6 +92,9 @@ pub(super) async fn handle(agent: &Agent, request: ContainerRequest, mut call: S
             state_dir: agent.state_dir(&id).display().to_string(),
             log_path: agent.log_path(&id).display().to_string(),
         }),
+        R::Check { host } => crate::runtime::spec::validate_host(&host)
+            .map(|()| AgentResponse::Done)
+            .map_err(|e| AgentFailure::new(FailureKind::InvalidInput, e.to_string())),
         R::Usage { id } => {
             let a = agent.clone();
             match tokio::task::spawn_blocking(move || a.disk_usage(&id)).await {

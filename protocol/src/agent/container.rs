@@ -1,6 +1,6 @@
 //! Agent requests about one container: its lifecycle, processes, files and counters.
 
-use super::ContainerRunSpec;
+use super::{ContainerRunSpec, HostSpec};
 use crate::network::NetworkSetup;
 use crate::runtime::{CgroupSample, HealthState, ShimOptions};
 use crate::shim::{ExecSpec, Exit};
@@ -127,6 +127,13 @@ pub enum ContainerRequest {
     Usage {
         /// The container.
         id: ContainerId,
+    },
+    /// Whether the host can run a container with these settings (capability and ulimit
+    /// names, sysctls), before it is recorded. Answer: `Done`, or an `InvalidInput`
+    /// failure saying what is wrong.
+    Check {
+        /// The settings.
+        host: HostSpec,
     },
 }
 
