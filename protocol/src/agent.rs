@@ -169,6 +169,8 @@ pub struct HostSpec {
 // The agent protocol's messages. Framing, streams and flow control: [`crate::wire`].
 
 pub mod container;
+pub mod network;
+pub mod volume;
 
 /// What a controller asks of an agent; each request opens one call (see [`crate::wire`]).
 /// bincode does not describe itself: new variants go at the end.
@@ -176,6 +178,10 @@ pub mod container;
 pub enum AgentRequest {
     /// A container's lifecycle, processes and files.
     Container(container::ContainerRequest),
+    /// The host's bridges, container interfaces, rules and port reservations.
+    Network(network::NetworkRequest),
+    /// The `local` volume driver's directories.
+    Volume(volume::VolumeRequest),
 }
 
 /// The one answer of a call.
@@ -187,6 +193,10 @@ pub enum AgentResponse {
     Failed(AgentFailure),
     /// The answer of a [`container::ContainerRequest`] that returns something.
     Container(container::ContainerResponse),
+    /// The answer of a [`network::NetworkRequest`] that returns something.
+    Network(network::NetworkResponse),
+    /// The answer of a [`volume::VolumeRequest`] that returns something.
+    Volume(volume::VolumeResponse),
 }
 
 /// What an agent reports without being asked, on call 0.

@@ -12,6 +12,8 @@
 //! defines.
 
 mod container;
+mod network;
+mod volume;
 
 use crate::agent::{Agent, AgentError};
 use std::path::Path;
@@ -67,6 +69,8 @@ pub fn listen_unix(agent: Agent, path: &Path) -> std::io::Result<tokio::task::Jo
 async fn dispatch(agent: Agent, request: AgentRequest, call: ServerCall) {
     match request {
         AgentRequest::Container(r) => container::handle(&agent, r, call).await,
+        AgentRequest::Network(r) => network::handle(&agent, r, call).await,
+        AgentRequest::Volume(r) => volume::handle(&agent, r, call).await,
     }
 }
 
