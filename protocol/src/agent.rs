@@ -175,6 +175,9 @@ pub mod volume;
 /// What a controller asks of an agent; each request opens one call (see [`crate::wire`]).
 /// bincode does not describe itself: new variants go at the end.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+// A request is built once and moved into its frame, which boxes it (`FrameBody::Request`):
+// the size of the small variants costs nothing worth another indirection.
+#[allow(clippy::large_enum_variant)]
 pub enum AgentRequest {
     /// A container's lifecycle, processes and files.
     Container(container::ContainerRequest),
