@@ -625,7 +625,7 @@ impl Engine {
         c: &ContainerRecord,
         e: &ApiError,
     ) -> Result<(), ApiError> {
-        self.agent().cancel_pending(&c.id);
+        self.agents.cancel_attaches(&self.node, &c.id).await;
         self.propose(Command::ContainerExited {
             id: c.id.clone(),
             exit_code: 128,
