@@ -8,7 +8,6 @@ cd "$(dirname "$0")/.."
 PENDING=(
   controller/src/engine/mod.rs
   controller/src/engine/archive.rs
-  controller/src/engine/network.rs
   controller/src/api/archive.rs
   controller/src/api/error.rs
   controller/src/api/streams.rs

@@ -134,6 +134,10 @@ async fn open_instance(s: &Settings) -> anyhow::Result<Instance> {
         }
     };
     let engine = Engine::new(store.clone(), agent, Agents::new(client), node);
+    engine
+        .learn_host()
+        .await
+        .map_err(|e| anyhow::anyhow!("ask the agent about its host: {}", e.message))?;
     Ok(Instance {
         _lock: lock,
         store,

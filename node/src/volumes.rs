@@ -54,7 +54,13 @@ impl VolumeStore {
         }
     }
 
-    /// The directory a container sees: `DATA_DIR/volumes/<name>/_data`.
+    /// The directory holding the volumes.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The directory a container sees: `DATA_DIR/volumes/<name>/_data`
+    /// ([`wharf_protocol::agent::volume::mountpoint`]).
     pub fn data_path(&self, name: &str) -> PathBuf {
         self.root.join(name).join("_data")
     }
@@ -139,6 +145,13 @@ mod tests {
         s.remove("data").unwrap();
         assert!(!tmp.path().join("volumes/data").exists());
         s.remove("data").unwrap();
+    }
+
+    #[test]
+    fn the_controller_sees_the_same_mountpoint() {
+        let s = VolumeStore::new(Path::new("/var/lib/w"));
+        let shown = wharf_protocol::agent::volume::mountpoint(&s.root().display().to_string(), "v");
+        assert_eq!(Path::new(&shown), s.data_path("v"));
     }
 
     #[test]

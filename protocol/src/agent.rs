@@ -170,17 +170,24 @@ pub struct HostSpec {
 
 pub mod container;
 pub mod host;
+pub mod network;
+pub mod volume;
 
 /// What a controller asks of an agent; each request opens one call (see [`crate::wire`]).
 /// bincode does not describe itself: new variants go at the end.
-// Requests are made once per call and travel boxed in frames: their size does not matter.
-#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+// A request is built once and moved into its frame, which boxes it (`FrameBody::Request`):
+// the size of the small variants costs nothing worth another indirection.
+#[allow(clippy::large_enum_variant)]
 pub enum AgentRequest {
     /// A container's lifecycle, processes and files.
     Container(container::ContainerRequest),
     /// The host as a whole.
     Host(host::HostRequest),
+    /// The host's bridges, container interfaces, rules and port reservations.
+    Network(network::NetworkRequest),
+    /// The `local` volume driver's directories.
+    Volume(volume::VolumeRequest),
 }
 
 /// The one answer of a call.
@@ -194,6 +201,10 @@ pub enum AgentResponse {
     Container(container::ContainerResponse),
     /// The answer of a [`host::HostRequest`].
     Host(host::HostResponse),
+    /// The answer of a [`network::NetworkRequest`] that returns something.
+    Network(network::NetworkResponse),
+    /// The answer of a [`volume::VolumeRequest`] that returns something.
+    Volume(volume::VolumeResponse),
 }
 
 /// What an agent reports without being asked, on call 0.

@@ -3,13 +3,16 @@
 //! what it was asked, and fails when told to.
 
 use super::{no_agent, AgentClient};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 use wharf_link::{ClientCall, ServerCall};
 use wharf_protocol::agent::container::{ContainerRequest, ContainerResponse};
 use wharf_protocol::agent::host::{HostRequest, HostResponse, LayerInventory};
+use wharf_protocol::agent::network::{NetworkHost, NetworkRequest, NetworkResponse};
+use wharf_protocol::agent::volume::{VolumeRequest, VolumeResponse};
 use wharf_protocol::agent::{AgentEvent, AgentFailure, AgentRequest, AgentResponse, FailureKind};
+use wharf_protocol::network::{PortMapping, Subnet};
 use wharf_protocol::runtime::CgroupSample;
 use wharf_protocol::shim::{ErrorKind, Exit};
 use wharf_protocol::{ContainerId, NodeId};
@@ -36,6 +39,10 @@ pub struct FakeState {
     pub lost: bool,
     /// The layers the host holds.
     pub inventory: LayerInventory,
+    /// Host ports held, with their owner.
+    pub ports: BTreeMap<PortMapping, ContainerId>,
+    /// Volumes whose directory exists.
+    pub volumes: BTreeSet<String>,
     next_pid: u32,
 }
 
@@ -126,6 +133,86 @@ fn not_found(id: &ContainerId) -> AgentFailure {
     )
 }
 
+/// The fake's network side: fixed host facts, port reservations from memory, the
+/// kernel calls accepted and forgotten.
+fn network(
+    state: &Mutex<FakeState>,
+    request: NetworkRequest,
+) -> Result<AgentResponse, AgentFailure> {
+    use NetworkRequest as R;
+    let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+    match request {
+        R::Host => Ok(AgentResponse::Network(NetworkResponse::Host(NetworkHost {
+            default_bridge: "wharf0".into(),
+            default_subnet: Subnet {
+                addr: std::net::Ipv4Addr::new(10, 128, 0, 0),
+                prefix: 24,
+            },
+            routes: vec![],
+        }))),
+        R::Attach { id, .. } => match s.containers.get(&id) {
+            Some(c) if c.pid.is_some() => Ok(AgentResponse::Done),
+            _ => Err(AgentFailure::new(
+                FailureKind::NotRunning,
+                format!("container {id} is not running"),
+            )),
+        },
+        R::Reserve { id, ports } => {
+            for p in ports {
+                match s.ports.get(&p) {
+                    Some(owner) if *owner != id => {
+                        return Err(AgentFailure::new(
+                            FailureKind::Conflict,
+                            format!(
+                                "Bind for {}:{} failed: port is already allocated",
+                                p.host_ip, p.host_port
+                            ),
+                        ))
+                    }
+                    _ => {
+                        s.ports.insert(p, id.clone());
+                    }
+                }
+            }
+            Ok(AgentResponse::Done)
+        }
+        R::Release { id } => {
+            s.ports.retain(|_, owner| *owner != id);
+            Ok(AgentResponse::Done)
+        }
+        R::EnsureBridge { .. }
+        | R::RemoveBridge { .. }
+        | R::Detach { .. }
+        | R::SyncRules { .. }
+        | R::EnsureJumps
+        | R::RemoveRules => Ok(AgentResponse::Done),
+    }
+}
+
+/// The fake's volumes: names in memory, every one empty.
+fn volume(state: &Mutex<FakeState>, request: VolumeRequest) -> Result<AgentResponse, AgentFailure> {
+    use VolumeRequest as R;
+    let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+    match request {
+        R::Root => Ok(AgentResponse::Volume(VolumeResponse::Root(
+            "/fake/volumes".into(),
+        ))),
+        R::Create { name } => {
+            s.volumes.insert(name);
+            Ok(AgentResponse::Done)
+        }
+        R::Remove { name } => {
+            s.volumes.remove(&name);
+            Ok(AgentResponse::Done)
+        }
+        R::Sizes { names } => Ok(AgentResponse::Volume(VolumeResponse::Sizes(vec![
+            0;
+            names
+                .len()
+        ]))),
+    }
+}
+
 async fn handle(
     state: Arc<Mutex<FakeState>>,
     exits: watch::Sender<u64>,
@@ -146,6 +233,8 @@ async fn handle(
             let inv = lock_state(&state).inventory.clone();
             return call.respond(AgentResponse::Host(HostResponse::Inventory(inv)));
         }
+        AgentRequest::Network(r) => return call.respond_with(network(&state, r)),
+        AgentRequest::Volume(r) => return call.respond_with(volume(&state, r)),
     };
     use ContainerRequest as R;
     let lock = || state.lock().unwrap_or_else(|e| e.into_inner());
@@ -300,6 +389,32 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err.shim, Some(ErrorKind::CommandNotFound));
+    }
+
+    #[tokio::test]
+    async fn a_port_held_for_another_container_is_a_conflict() {
+        let fake = Arc::new(FakeAgent::new(NodeId(1)));
+        let agents = Agents::new(fake.clone());
+        let (a, b) = (spec(4).id, spec(5).id);
+        let p = PortMapping {
+            proto: wharf_protocol::network::Proto::Tcp,
+            container_port: 80,
+            host_ip: std::net::Ipv4Addr::UNSPECIFIED,
+            host_port: 8080,
+        };
+        agents.reserve_ports(&NodeId(1), &a, vec![p]).await.unwrap();
+        agents.reserve_ports(&NodeId(1), &a, vec![p]).await.unwrap();
+        let err = agents
+            .reserve_ports(&NodeId(1), &b, vec![p])
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, FailureKind::Conflict);
+        assert_eq!(
+            err.message,
+            "Bind for 0.0.0.0:8080 failed: port is already allocated"
+        );
+        agents.release_ports(&NodeId(1), &a).await.unwrap();
+        agents.reserve_ports(&NodeId(1), &b, vec![p]).await.unwrap();
     }
 
     #[tokio::test]

@@ -14,7 +14,9 @@
 mod container;
 pub mod fake;
 pub mod in_process;
+mod network;
 pub mod unix;
+mod volume;
 
 pub use container::{AttachCall, AttachInput, AttachOutput, ContainerPaths};
 

@@ -227,13 +227,15 @@ pub async fn df(engine: &Engine) -> Resp {
             })
         })
         .collect();
-    let volume_entries: Vec<serde_json::Value> = engine
-        .volumes()
+    let volumes = engine.volumes();
+    let sizes = engine
+        .volume_sizes(volumes.iter().map(|v| v.name.clone()).collect())
+        .await;
+    let volume_entries: Vec<serde_json::Value> = volumes
         .iter()
-        .map(|v| {
+        .zip(sizes)
+        .map(|(v, size)| {
             let mut entry = super::volumes::volume_json(engine, v);
-            let size =
-                super::ps::dir_size(std::path::Path::new(&engine.volume_mountpoint(&v.name)));
             if let Some(o) = entry.as_object_mut() {
                 o.insert(
                     "UsageData".into(),

@@ -135,6 +135,11 @@ pub struct Engine {
     execs: Mutex<HashMap<String, ExecRecord>>,
     /// The embedded DNS resolvers of user networks.
     dns: dns::DnsServers,
+    /// Held while a rule set is computed from the state and applied, so that an older
+    /// set never lands after a newer one.
+    rules_lock: tokio::sync::Mutex<()>,
+    /// The directory of the node's volumes, as its agent told ([`Engine::learn_host`]).
+    volumes_root: std::sync::OnceLock<String>,
 }
 
 impl Engine {
@@ -150,6 +155,8 @@ impl Engine {
             events: events::EventBus::new(),
             execs: Mutex::default(),
             dns: dns::DnsServers::default(),
+            rules_lock: tokio::sync::Mutex::default(),
+            volumes_root: std::sync::OnceLock::new(),
         })
     }
 

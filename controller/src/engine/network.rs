@@ -21,6 +21,7 @@ use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use tracing::{info, warn};
+use wharf_protocol::agent::FailureKind;
 use wharf_protocol::network::{
     host_veth, parse_binding, parse_port_key, pick_port, port_taken, ports_in_use, user_bridge,
     valid_network_name, AttachPlan, BridgeRule, Endpoint, NetworkRecord, NetworkSetup, PortMapping,
@@ -229,8 +230,9 @@ pub struct NetStart {
     pub setup: NetworkSetup,
 }
 
-fn blocking_err(e: tokio::task::JoinError) -> ApiError {
-    ApiError::internal(format!("network task failed: {e}"))
+/// A failed network call on the agent, answered as today: 500 with the agent's text.
+fn agent_err(f: wharf_protocol::agent::AgentFailure) -> ApiError {
+    ApiError::internal(f.message)
 }
 
 impl Engine {
@@ -257,7 +259,8 @@ impl Engine {
             .store()
             .read(|s| s.networks.values().any(|n| n.default && n.node == node));
         if !has_default {
-            let (bridge, subnet) = self.agent().net().default_bridge();
+            let host = self.agents.network_host(&node).await.map_err(agent_err)?;
+            let (bridge, subnet) = (host.default_bridge, host.default_subnet);
             let network = NetworkRecord {
                 id: hex::encode(rand::random::<[u8; 32]>()),
                 name: "bridge".into(),
@@ -303,44 +306,40 @@ impl Engine {
                 .collect()
         });
         for (id, m) in held {
-            if let Err(e) = self.agent().net().reserve(id.as_str(), &m) {
+            if let Err(e) = self.agents.reserve_ports(&node, &id, vec![m]).await {
                 warn!(error = %e, "could not hold a published port again");
             }
         }
-        let net = self.agent().net().clone();
-        tokio::task::spawn_blocking(move || net.ensure_jumps())
-            .await
-            .map_err(blocking_err)?
-            .map_err(|e| ApiError::internal(e.to_string()))?;
+        self.agents.ensure_jumps(&node).await.map_err(agent_err)?;
         self.sync_network_rules().await
     }
 
     /// Make network `n`'s bridge (and, for `enable_icc=false`, let iptables see bridged
     /// traffic).
     pub(super) async fn ensure_bridge(&self, n: &NetworkRecord) -> Result<(), ApiError> {
-        let net = self.agent().net().clone();
-        let (bridge, subnet, gateway, icc) = (n.bridge.clone(), n.subnet, n.gateway, n.icc());
-        tokio::task::spawn_blocking(move || {
-            net.ensure_bridge(&bridge, subnet, gateway)?;
-            if !icc {
-                net.ensure_bridge_netfilter()?;
-            }
-            Ok::<(), wharf_node::network::NetError>(())
-        })
-        .await
-        .map_err(blocking_err)?
-        .map_err(|e| ApiError::internal(e.to_string()))
+        self.agents
+            .ensure_bridge(&self.node, &n.bridge, n.subnet, n.gateway, n.icc())
+            .await
+            .map_err(agent_err)
     }
 
-    /// Make the kernel's rules equal what the state says.
+    /// Make the kernel's rules equal what the state says: the set is computed from the
+    /// state and applied under one lock, so concurrent callers never apply an older
+    /// state after a newer one.
     pub async fn sync_network_rules(&self) -> Result<(), ApiError> {
-        let node = self.node;
-        let store = self.store().clone();
-        let net = self.agent().net().clone();
-        tokio::task::spawn_blocking(move || net.sync_rules(|| store.read(|s| rule_set(s, node))))
+        let _applying = self.rules_lock.lock().await;
+        let rules = self.store().read(|s| rule_set(s, self.node));
+        self.agents
+            .sync_rules(&self.node, rules)
             .await
-            .map_err(blocking_err)?
-            .map_err(|e| ApiError::internal(e.to_string()))
+            .map_err(agent_err)
+    }
+
+    /// Let go of the host ports held for container `id`.
+    async fn release_ports(&self, id: &ContainerId) {
+        if let Err(e) = self.agents.release_ports(&self.node, id).await {
+            warn!(container = %id.short(), error = %e, "host ports not released");
+        }
     }
 
     /// Check a create request's network settings before the container is recorded:
@@ -479,23 +478,17 @@ impl Engine {
         // which a concurrent start (or another program) may have taken meanwhile.
         for _ in 0..MAX_PORT_TRIES {
             let eps = self.choose_endpoints(c, &requests)?;
-            let mut failed = None;
-            for p in eps.iter().flat_map(|e| e.ports.iter()) {
-                if let Err(e) = self.agent().net().reserve(c.id.as_str(), p) {
-                    failed = Some(e.to_string());
-                    break;
-                }
-            }
-            let release = |engine: &Engine| engine.agent().net().release_ports(c.id.as_str());
-            if let Some(message) = failed {
-                release(self);
-                if ephemeral {
-                    last_err = Some(ApiError::internal(message));
+            let ports = eps.iter().flat_map(|e| e.ports.iter().copied()).collect();
+            if let Err(f) = self.agents.reserve_ports(&self.node, &c.id, ports).await {
+                self.release_ports(&c.id).await;
+                // A port taken meanwhile: an ephemeral one is chosen again.
+                if ephemeral && f.kind == FailureKind::Conflict {
+                    last_err = Some(ApiError::internal(f.message));
                     continue;
                 }
                 return Err(ApiError::internal(format!(
-                    "driver failed programming external connectivity on endpoint {}: {message}",
-                    c.name
+                    "driver failed programming external connectivity on endpoint {}: {}",
+                    c.name, f.message
                 )));
             }
             match self
@@ -509,16 +502,16 @@ impl Engine {
                 Ok(()) => {}
                 // Another start recorded the ephemeral port first: choose again.
                 Err(e @ StateError::PortInUse(_)) if ephemeral => {
-                    release(self);
+                    self.release_ports(&c.id).await;
                     last_err = Some(e.into());
                     continue;
                 }
                 Err(e @ StateError::NoFreeAddress(_)) => {
-                    release(self);
+                    self.release_ports(&c.id).await;
                     return Err(ApiError::internal(e.to_string()));
                 }
                 Err(e) => {
-                    release(self);
+                    self.release_ports(&c.id).await;
                     return Err(ApiError::internal(format!(
                         "driver failed programming external connectivity on endpoint {}: {e}",
                         c.name
@@ -535,7 +528,7 @@ impl Engine {
                     .propose(Command::ReleaseEndpoints { id: c.id.clone() })
                     .await;
                 let _ = self.sync_network_rules().await;
-                self.agent().net().release_ports(c.id.as_str());
+                self.release_ports(&c.id).await;
                 return Err(e);
             }
             let hosts = eps
@@ -632,7 +625,7 @@ impl Engine {
         c: &ContainerRecord,
         e: &ApiError,
     ) -> Result<(), ApiError> {
-        self.agent().cancel_pending(&c.id);
+        self.agents.cancel_attaches(&self.node, &c.id).await;
         self.propose(Command::ContainerExited {
             id: c.id.clone(),
             exit_code: 128,
@@ -659,7 +652,7 @@ impl Engine {
         if let Err(e) = self.sync_network_rules().await {
             warn!(container = %id.short(), error = %e, "network rules not updated");
         }
-        self.agent().net().release_ports(id.as_str());
+        self.release_ports(id).await;
     }
 
     /// The shim options with the container's network namespace.
@@ -678,17 +671,21 @@ impl Engine {
                 .map(|n| n.bridge.clone())
                 .collect()
         });
-        let net = self.agent().net().clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            net.remove_rules();
-            let default = net.default_bridge().0.to_string();
-            for b in bridges.iter().chain(std::iter::once(&default)) {
-                if let Err(e) = net.remove_bridge(b) {
-                    warn!(bridge = %b, error = %e, "bridge not removed");
-                }
+        if let Err(e) = self.agents.remove_rules(&node).await {
+            warn!(error = %e, "rules not removed");
+        }
+        let default = match self.agents.network_host(&node).await {
+            Ok(host) => vec![host.default_bridge],
+            Err(e) => {
+                warn!(error = %e, "default bridge unknown");
+                vec![]
             }
-        })
-        .await;
+        };
+        for b in bridges.iter().chain(&default) {
+            if let Err(e) = self.agents.remove_bridge(&node, b).await {
+                warn!(bridge = %b, error = %e, "bridge not removed");
+            }
+        }
     }
 
     /// `NetworkSettings` of inspect and the `Ports`/`NetworkSettings` of `docker ps`.

@@ -8,7 +8,7 @@ use crate::api::error::ApiError;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use tracing::{info, warn};
-use wharf_protocol::network::{host_veth, Endpoint, NetworkRecord, Subnet};
+use wharf_protocol::network::{Endpoint, NetworkRecord, Subnet};
 use wharf_protocol::state::{Command, ContainerStatus};
 
 /// The names Docker reserves for its predefined networks.
@@ -46,7 +46,12 @@ impl Engine {
                     .map_err(|_| ApiError::bad_request(format!("invalid gateway address {g}")))
             })
             .transpose()?;
-        let routes = self.agent().net().host_routes();
+        let routes = self
+            .agents
+            .network_host(&self.node)
+            .await
+            .map_err(|f| ApiError::internal(f.message))?
+            .routes;
         let mut record = self.store().read(|s| {
             new_network(
                 s,
@@ -92,9 +97,9 @@ impl Engine {
     }
 
     async fn remove_bridge(&self, bridge: &str) {
-        let net = self.agent().net().clone();
-        let b = bridge.to_string();
-        let _ = tokio::task::spawn_blocking(move || net.remove_bridge(&b)).await;
+        if let Err(e) = self.agents.remove_bridge(&self.node, bridge).await {
+            warn!(bridge, error = %e, "bridge not removed");
+        }
     }
 
     /// `DELETE /networks/{id}`: 409 while containers are connected.
@@ -211,11 +216,11 @@ impl Engine {
                     return Err(e);
                 }
             };
-            let net = self.agent().net().clone();
-            let pid = c.pid;
-            let res = tokio::task::spawn_blocking(move || net.attach(pid, &[plan]))
-                .await
-                .map_err(|e| ApiError::internal(e.to_string()))?;
+            // The agent finds the container's process itself: pids are host facts.
+            let res = self
+                .agents
+                .attach_interfaces(&self.node, &c.id, vec![plan])
+                .await;
             if let Err(e) = res {
                 let _ = self
                     .propose(Command::DisconnectContainer {
@@ -223,7 +228,7 @@ impl Engine {
                         network: n.id.clone(),
                     })
                     .await;
-                return Err(ApiError::internal(e.to_string()));
+                return Err(ApiError::internal(e.message));
             }
         }
         self.emit_network(&n, "connect", &[("container", c.id.to_string())]);
@@ -249,9 +254,7 @@ impl Engine {
             network: n.id.clone(),
         })
         .await?;
-        let veth = host_veth(id.as_str(), &n.id);
-        let net = self.agent().net().clone();
-        let _ = tokio::task::spawn_blocking(move || net.remove_bridge(&veth)).await;
+        let _ = self.agents.detach_interface(&self.node, &id, &n.id).await;
         if let Err(e) = self.sync_network_rules().await {
             warn!(error = %e.message, "rules after disconnect");
         }

@@ -69,9 +69,30 @@ impl Engine {
             .ok_or_else(|| ApiError::from(StateError::NoSuchVolume(name.to_string())))
     }
 
-    /// The directory a volume's data lives in on this host.
+    /// Ask the node's agent what the engine shows of its host (where volumes live); call
+    /// once, after [`Engine::new`] and before serving.
+    pub async fn learn_host(&self) -> Result<(), ApiError> {
+        let root = self.agents.volumes_root(&self.node).await?;
+        let _ = self.volumes_root.set(root);
+        Ok(())
+    }
+
+    /// The directory a volume's data lives in on its host.
     pub fn volume_mountpoint(&self, name: &str) -> String {
-        self.agent.volumes().data_path(name).display().to_string()
+        let root = self.volumes_root.get().map_or("", String::as_str);
+        wharf_protocol::agent::volume::mountpoint(root, name)
+    }
+
+    /// Bytes used by each volume of `names`, in order; 0 where the agent cannot tell.
+    pub async fn volume_sizes(&self, names: Vec<String>) -> Vec<u64> {
+        let n = names.len();
+        match self.agents.volume_sizes(&self.node, names).await {
+            Ok(sizes) => sizes,
+            Err(e) => {
+                warn!(error = %e, "volume sizes unknown");
+                vec![0; n]
+            }
+        }
     }
 
     /// The containers (full IDs) that mount the volume.
@@ -108,10 +129,10 @@ impl Engine {
         if let Ok(existing) = self.volume(&name) {
             return Ok(existing);
         }
-        self.agent
-            .volumes()
-            .create(&name)
-            .map_err(|e| ApiError::internal(e.to_string()))?;
+        self.agents
+            .create_volume(&self.node, &name)
+            .await
+            .map_err(|f| ApiError::internal(f.message))?;
         let record = VolumeRecord {
             name: name.clone(),
             driver: LOCAL_DRIVER.to_string(),
@@ -147,7 +168,7 @@ impl Engine {
             Err(e) if force && e.status == http::StatusCode::NOT_FOUND => return Ok(()),
             Err(e) => return Err(e),
         }
-        if let Err(e) = self.agent.volumes().remove(name) {
+        if let Err(e) = self.agents.remove_volume(&self.node, name).await {
             warn!(volume = %name, error = %e, "removing volume data failed");
         }
         info!(volume = %name, "volume removed");
@@ -181,7 +202,7 @@ impl Engine {
             if !self.volume_users(&v.name).is_empty() {
                 continue;
             }
-            let size = self.agent.volumes().size(&v.name);
+            let size = self.volume_sizes(vec![v.name.clone()]).await[0];
             if self.remove_volume(&v.name, false).await.is_ok() {
                 freed += size;
                 removed.push(v.name);

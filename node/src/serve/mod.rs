@@ -13,6 +13,8 @@
 
 mod container;
 mod host;
+mod network;
+mod volume;
 
 use crate::agent::{Agent, AgentError};
 use std::path::Path;
@@ -86,6 +88,8 @@ async fn dispatch(
     match request {
         AgentRequest::Container(r) => container::handle(&agent, r, call).await,
         AgentRequest::Host(r) => host::handle(&agent, r, call).await,
+        AgentRequest::Network(r) => network::handle(&agent, r, call).await,
+        AgentRequest::Volume(r) => volume::handle(&agent, r, call).await,
     }
 }
 
