@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 use wharf_link::{ClientCall, ServerCall};
 use wharf_protocol::agent::container::{ContainerRequest, ContainerResponse};
-use wharf_protocol::agent::host::{HostRequest, HostResponse, LayerInventory};
+use wharf_protocol::agent::host::{HostInfo, HostRequest, HostResponse, LayerInventory};
 use wharf_protocol::agent::network::{NetworkHost, NetworkRequest, NetworkResponse};
 use wharf_protocol::agent::volume::{VolumeRequest, VolumeResponse};
 use wharf_protocol::agent::{AgentEvent, AgentFailure, AgentRequest, AgentResponse, FailureKind};
@@ -232,6 +232,12 @@ async fn handle(
         AgentRequest::Host(HostRequest::Inventory) => {
             let inv = lock_state(&state).inventory.clone();
             return call.respond(AgentResponse::Host(HostResponse::Inventory(inv)));
+        }
+        AgentRequest::Host(HostRequest::Info) => {
+            let info = HostInfo {
+                root_dir: "/fake".into(),
+            };
+            return call.respond(AgentResponse::Host(HostResponse::Info(info)));
         }
         AgentRequest::Network(r) => return call.respond_with(network(&state, r)),
         AgentRequest::Volume(r) => return call.respond_with(volume(&state, r)),

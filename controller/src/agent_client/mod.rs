@@ -23,7 +23,7 @@ pub use container::{AttachCall, AttachInput, AttachOutput, ContainerPaths};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use wharf_link::ClientCall;
-use wharf_protocol::agent::host::{HostRequest, HostResponse, LayerInventory};
+use wharf_protocol::agent::host::{HostInfo, HostRequest, HostResponse, LayerInventory};
 use wharf_protocol::agent::{AgentEvent, AgentFailure, AgentRequest, AgentResponse, FailureKind};
 use wharf_protocol::NodeId;
 
@@ -84,6 +84,17 @@ impl Agents {
         {
             AgentResponse::Host(HostResponse::Inventory(inv)) => Ok(inv),
             other => Err(wharf_link::unexpected("inventory", &other)),
+        }
+    }
+
+    /// What `docker info` shows of the host of `node`.
+    pub async fn host_info(&self, node: &NodeId) -> Result<HostInfo, AgentFailure> {
+        match self
+            .call(node, AgentRequest::Host(HostRequest::Info))
+            .await?
+        {
+            AgentResponse::Host(HostResponse::Info(info)) => Ok(info),
+            other => Err(wharf_link::unexpected("info", &other)),
         }
     }
 

@@ -209,7 +209,7 @@ async fn route(engine: Arc<Engine>, req: Request<Incoming>) -> Result<Resp, ApiE
     match (&m, segs.as_slice()) {
         (&Method::GET | &Method::HEAD, ["_ping"]) => Ok(system::ping(&m)),
         (&Method::GET, ["version"]) => Ok(system::version()),
-        (&Method::GET, ["info"]) => Ok(system::info(&engine)),
+        (&Method::GET, ["info"]) => Ok(system::info(&engine).await),
         (&Method::GET, ["events"]) => events::events(engine.clone(), &req),
         (&Method::GET, ["system", "df"]) => Ok(system::df(&engine).await),
         (&Method::POST, ["containers", "prune"]) => ps::prune(&engine, &req).await,

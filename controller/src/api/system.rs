@@ -70,7 +70,12 @@ pub fn version() -> Resp {
 }
 
 /// `GET /info`.
-pub fn info(engine: &Engine) -> Resp {
+pub async fn info(engine: &Engine) -> Resp {
+    let host = engine
+        .agents()
+        .host_info(&engine.node())
+        .await
+        .unwrap_or_default();
     let (total, running, paused, images) = engine.store().read(|s| {
         let count = |st| s.containers.values().filter(|c| c.status == st).count();
         (
@@ -123,7 +128,7 @@ pub fn info(engine: &Engine) -> Resp {
             "IndexServerAddress": "https://index.docker.io/v1/",
             "NCPU": ncpu,
             "MemTotal": mem_total,
-            "DockerRootDir": engine.agent().data_dir().display().to_string(),
+            "DockerRootDir": host.root_dir,
             "Name": hostname(),
             "Labels": [],
             "ExperimentalBuild": false,

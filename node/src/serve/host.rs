@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 use wharf_link::{EventSender, ServerCall};
-use wharf_protocol::agent::host::{HostRequest, HostResponse, LayerInventory};
+use wharf_protocol::agent::host::{HostInfo, HostRequest, HostResponse, LayerInventory};
 use wharf_protocol::agent::{AgentEvent, AgentFailure, AgentResponse};
 
 /// How often the reporter looks even without being told that layers may have changed.
@@ -27,6 +27,9 @@ pub(super) async fn handle(agent: &Agent, request: HostRequest, mut call: Server
         HostRequest::Inventory => inventory(agent)
             .await
             .map(|inv| AgentResponse::Host(HostResponse::Inventory(inv))),
+        HostRequest::Info => Ok(AgentResponse::Host(HostResponse::Info(HostInfo {
+            root_dir: agent.data_dir().display().to_string(),
+        }))),
     };
     call.respond_with(result);
 }

@@ -10,6 +10,8 @@ use std::collections::BTreeSet;
 pub enum HostRequest {
     /// The layers the host holds. Answer: `Inventory`.
     Inventory,
+    /// What `docker info` shows of the host. Answer: `Info`.
+    Info,
 }
 
 /// What a [`HostRequest`] answers.
@@ -17,6 +19,15 @@ pub enum HostRequest {
 pub enum HostResponse {
     /// The layers the host holds.
     Inventory(LayerInventory),
+    /// What `docker info` shows of the host.
+    Info(HostInfo),
+}
+
+/// What `docker info` shows of a host.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostInfo {
+    /// The agent's data directory (`DockerRootDir`).
+    pub root_dir: String,
 }
 
 /// The layers a host holds: unpacked layers by chain (what containers run on) and the
