@@ -15,6 +15,7 @@ use wharf_protocol::agent::{AgentEvent, AgentFailure, AgentRequest, AgentRespons
 use wharf_protocol::network::{PortMapping, Subnet};
 use wharf_protocol::runtime::CgroupSample;
 use wharf_protocol::shim::{ErrorKind, Exit};
+use wharf_protocol::wire::StreamItem;
 use wharf_protocol::{ContainerId, NodeId};
 
 /// A container as the fake holds it.
@@ -52,6 +53,7 @@ pub struct FakeAgent {
     client: wharf_link::Client,
     state: Arc<Mutex<FakeState>>,
     exits: watch::Sender<u64>,
+    events: Arc<Mutex<Option<wharf_link::EventSender>>>,
 }
 
 impl FakeAgent {
@@ -65,10 +67,12 @@ impl FakeAgent {
         let (ours, theirs) = tokio::io::duplex(1024 * 1024);
         let (r, w) = tokio::io::split(theirs);
         let (s, x) = (state.clone(), exits.clone());
+        let events: Arc<Mutex<Option<wharf_link::EventSender>>> = Arc::default();
+        let e = events.clone();
         tokio::spawn(wharf_link::serve(
             r,
             w,
-            |_| {},
+            move |sender| *e.lock().unwrap_or_else(|p| p.into_inner()) = Some(sender),
             move |request, call| handle(s.clone(), x.clone(), request, call),
         ));
         let (r, w) = tokio::io::split(ours);
@@ -77,7 +81,17 @@ impl FakeAgent {
             client: wharf_link::connect(r, w),
             state,
             exits,
+            events,
         }
+    }
+
+    /// Report `event` as the agent does unasked; false before the connection is up.
+    pub fn report(&self, event: AgentEvent) -> bool {
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(|e| e.send(event))
     }
 
     /// Look at or change what the fake holds.
@@ -327,9 +341,43 @@ async fn handle(
         | R::Resize { .. }
         | R::ResizeExec { .. }
         | R::Pause { .. } => Ok(AgentResponse::Done),
-        R::Attach { .. } | R::Exec { .. } => Err(AgentFailure::new(
+        // An exec in a running container prints its argv and exits 0.
+        R::Exec { id, spec } => {
+            let running = lock().containers.get(&id).is_some_and(|c| c.pid.is_some());
+            if !running {
+                Err(AgentFailure::new(
+                    FailureKind::NotRunning,
+                    format!("container {id} is not running"),
+                ))
+            } else {
+                call.respond(AgentResponse::Container(ContainerResponse::ExecStarted {
+                    pid: 4242,
+                }));
+                let (_, _, mut out) = call.into_parts();
+                let line = format!("{}\n", spec.args.join(" ")).into_bytes();
+                let exit = Exit {
+                    code: 0,
+                    oom_killed: false,
+                    started_at_ns: 1,
+                    finished_at_ns: 2,
+                };
+                let sent = async {
+                    out.send(StreamItem::Output {
+                        stream: 1,
+                        data: line,
+                    })
+                    .await?;
+                    out.send(StreamItem::Exit(exit)).await
+                };
+                if sent.await.is_ok() {
+                    out.end();
+                }
+                return;
+            }
+        }
+        R::Attach { .. } => Err(AgentFailure::new(
             FailureKind::Unsupported,
-            "the fake agent runs no processes",
+            "the fake agent attaches to no process",
         )),
     };
     call.respond_with(result);
