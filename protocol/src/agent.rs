@@ -169,6 +169,7 @@ pub struct HostSpec {
 // The agent protocol's messages. Framing, streams and flow control: [`crate::wire`].
 
 pub mod container;
+pub mod image;
 
 /// What a controller asks of an agent; each request opens one call (see [`crate::wire`]).
 /// bincode does not describe itself: new variants go at the end.
@@ -176,6 +177,8 @@ pub mod container;
 pub enum AgentRequest {
     /// A container's lifecycle, processes and files.
     Container(container::ContainerRequest),
+    /// Images and layers: load, save, import, commit, diff, export, collection.
+    Image(image::ImageRequest),
 }
 
 /// The one answer of a call.
@@ -187,6 +190,8 @@ pub enum AgentResponse {
     Failed(AgentFailure),
     /// The answer of a [`container::ContainerRequest`] that returns something.
     Container(container::ContainerResponse),
+    /// The answer of an [`image::ImageRequest`] that returns something.
+    Image(image::ImageResponse),
 }
 
 /// What an agent reports without being asked, on call 0.

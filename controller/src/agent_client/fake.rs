@@ -127,7 +127,15 @@ async fn handle(
     if lost {
         return call.respond(AgentResponse::Failed(wharf_link::connection_lost()));
     }
-    let AgentRequest::Container(request) = request;
+    let request = match request {
+        AgentRequest::Container(r) => r,
+        AgentRequest::Image(_) => {
+            return call.respond(AgentResponse::Failed(AgentFailure::new(
+                FailureKind::Unsupported,
+                "the fake agent holds no images",
+            )))
+        }
+    };
     use ContainerRequest as R;
     let lock = || state.lock().unwrap_or_else(|e| e.into_inner());
     let result = match request {

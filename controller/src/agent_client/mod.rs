@@ -13,10 +13,12 @@
 
 mod container;
 pub mod fake;
+mod image;
 pub mod in_process;
 pub mod unix;
 
 pub use container::AttachCall;
+pub use image::Lease;
 
 use std::sync::Arc;
 use wharf_link::ClientCall;

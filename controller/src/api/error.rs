@@ -82,3 +82,19 @@ impl From<wharf_node::agent::AgentError> for ApiError {
         ApiError::internal(e.to_string())
     }
 }
+
+/// An agent's failure as Docker's status: by its kind, never by its text.
+impl From<wharf_protocol::agent::AgentFailure> for ApiError {
+    fn from(f: wharf_protocol::agent::AgentFailure) -> ApiError {
+        use wharf_protocol::agent::FailureKind as K;
+        let status = match f.kind {
+            K::NotFound => StatusCode::NOT_FOUND,
+            K::InvalidInput => StatusCode::BAD_REQUEST,
+            K::Conflict | K::NotRunning => StatusCode::CONFLICT,
+            K::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            K::Unsupported => StatusCode::NOT_IMPLEMENTED,
+            K::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, f.message)
+    }
+}

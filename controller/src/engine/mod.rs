@@ -270,15 +270,14 @@ impl Engine {
     }
 
     /// Load a `docker save` archive; returns the lines to stream to the client.
-    pub async fn load_images(
-        &self,
-        body: tokio::sync::mpsc::Receiver<Result<bytes::Bytes, std::io::Error>>,
-    ) -> Result<Vec<String>, ApiError> {
-        let loaded = self
-            .agent
-            .load_images(body)
+    /// The host leases the loaded layers until every image is recorded, so a collection
+    /// meanwhile (`rmi`, `image prune`) cannot free them.
+    pub async fn load_images(&self, body: images::ByteStream) -> Result<Vec<String>, ApiError> {
+        let (loaded, lease) = self
+            .agents
+            .load_images(&self.node, body)
             .await
-            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+            .map_err(|f| ApiError::bad_request(f.message))?;
         let mut lines = vec![];
         for img in loaded {
             self.propose(Command::PutImage {
@@ -306,6 +305,7 @@ impl Engine {
                 lines.push(format!("Loaded image: {reference}\n"));
             }
         }
+        lease.release().await;
         Ok(lines)
     }
 

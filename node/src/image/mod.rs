@@ -17,6 +17,7 @@ pub mod apply;
 mod copy;
 pub mod gc;
 pub mod layout;
+pub mod lease;
 pub mod load;
 pub mod mount;
 pub mod rwlayer;

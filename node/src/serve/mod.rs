@@ -12,6 +12,7 @@
 //! defines.
 
 mod container;
+mod image;
 
 use crate::agent::{Agent, AgentError};
 use std::path::Path;
@@ -20,17 +21,40 @@ use tracing::{info, warn};
 use wharf_link::ServerCall;
 use wharf_protocol::agent::{AgentFailure, AgentRequest, FailureKind};
 
+/// A controller connection, numbered by this agent; what it holds (leases, open
+/// collections) is let go when it closes.
+pub type ConnId = crate::image::lease::ConnId;
+
+static NEXT_CONN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// Lets go of what a connection holds when its serving ends or is dropped.
+struct ConnGuard {
+    agent: Agent,
+    conn: ConnId,
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.agent.image_store().leases().drop_connection(self.conn);
+    }
+}
+
 /// Serve one controller connection until it closes.
 pub async fn serve_connection<R, W>(agent: Agent, reader: R, writer: W) -> Result<(), String>
 where
     R: tokio::io::AsyncRead + Unpin + Send + 'static,
     W: tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let conn = NEXT_CONN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let _guard = ConnGuard {
+        agent: agent.clone(),
+        conn,
+    };
     wharf_link::serve(
         reader,
         writer,
         |_| {},
-        move |request, call| dispatch(agent.clone(), request, call),
+        move |request, call| dispatch(agent.clone(), conn, request, call),
     )
     .await
 }
@@ -64,9 +88,10 @@ pub fn listen_unix(agent: Agent, path: &Path) -> std::io::Result<tokio::task::Jo
     }))
 }
 
-async fn dispatch(agent: Agent, request: AgentRequest, call: ServerCall) {
+async fn dispatch(agent: Agent, conn: ConnId, request: AgentRequest, call: ServerCall) {
     match request {
         AgentRequest::Container(r) => container::handle(&agent, r, call).await,
+        AgentRequest::Image(r) => image::handle(&agent, conn, r, call).await,
     }
 }
 
