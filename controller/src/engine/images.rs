@@ -12,7 +12,9 @@
 //! chain still named by an image or a container is kept and the rest deleted. Load,
 //! import and commit get a lease on the layers they add and release it once their image
 //! is recorded; a collection never frees leased layers (see
-//! `wharf_protocol::agent::image`).
+//! `wharf_protocol::agent::image`). Apart from layers, `rmi` and `prune` decide under the
+//! engine's image-records lock held exclusively, while load, import and commit record an
+//! image and its tags under it shared.
 
 mod changes;
 mod create;
@@ -272,6 +274,7 @@ impl Engine {
         reference: &str,
         force: bool,
     ) -> Result<Vec<DeleteItem>, ApiError> {
+        let _deciding = self.image_records.write().await;
         let plan = self
             .store
             .read(|s| plan_delete(s, reference, force))
@@ -321,6 +324,7 @@ impl Engine {
     /// `POST /images/prune`: remove images no container uses, only dangling ones unless
     /// `all`; returns the lines and the bytes of layers freed.
     pub async fn prune_images(&self, all: bool) -> Result<(Vec<DeleteItem>, u64), ApiError> {
+        let _deciding = self.image_records.write().await;
         let victims: Vec<(ImageId, Vec<String>)> = self.store.read(|s| {
             // Without `all`, as Docker: build steps' images (parents of another image) are
             // not dangling; they go with the dangling image they lead to.

@@ -134,6 +134,11 @@ pub struct Engine {
     execs: Mutex<HashMap<String, ExecRecord>>,
     /// The embedded DNS resolvers of user networks.
     dns: dns::DnsServers,
+    /// Between recording new images and deciding which to remove: held shared while an
+    /// image and its tags are recorded (load, import, commit), exclusively while `rmi` and
+    /// `image prune` decide and remove, so they never see an image without its tags yet.
+    /// Only records: the layers on the host are kept by leases (see `images`).
+    image_records: tokio::sync::RwLock<()>,
 }
 
 impl Engine {
@@ -149,6 +154,7 @@ impl Engine {
             events: events::EventBus::new(),
             execs: Mutex::default(),
             dns: dns::DnsServers::default(),
+            image_records: tokio::sync::RwLock::default(),
         })
     }
 
@@ -278,6 +284,7 @@ impl Engine {
             .load_images(&self.node, body)
             .await
             .map_err(|f| ApiError::bad_request(f.message))?;
+        let recording = self.image_records.read().await;
         let mut lines = vec![];
         for img in loaded {
             self.propose(Command::PutImage {
@@ -305,6 +312,7 @@ impl Engine {
                 lines.push(format!("Loaded image: {reference}\n"));
             }
         }
+        drop(recording);
         lease.release().await;
         Ok(lines)
     }

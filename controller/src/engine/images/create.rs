@@ -74,6 +74,7 @@ impl Engine {
         reference: Option<String>,
     ) -> Result<ImageId, ApiError> {
         let id = ImageId(Digest::of(&config));
+        let _recording = self.image_records.read().await;
         self.propose(Command::PutImage {
             image: ImageRecord {
                 id,
