@@ -335,3 +335,124 @@ async fn forward_download(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent_client::AgentClient;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+    use wharf_link::ServerCall;
+    use wharf_protocol::agent::FailureKind;
+
+    struct Direct(wharf_link::Client);
+
+    impl AgentClient for Direct {
+        fn open(&self, _: &NodeId, request: AgentRequest) -> Result<ClientCall, AgentFailure> {
+            Ok(self.0.open(request))
+        }
+    }
+
+    /// Agents over an in-memory connection to `handler`; the requests it got.
+    fn agents<F, Fut>(handler: F) -> (Agents, Arc<Mutex<Vec<ImageRequest>>>)
+    where
+        F: Fn(ImageRequest, ServerCall) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (ours, theirs) = tokio::io::duplex(1 << 20);
+        let (r, w) = tokio::io::split(theirs);
+        let s = seen.clone();
+        tokio::spawn(wharf_link::serve(
+            r,
+            w,
+            |_| {},
+            move |request, call| {
+                let AgentRequest::Image(request) = request else {
+                    panic!("not an image request: {request:?}");
+                };
+                s.lock().unwrap().push(request.clone());
+                handler(request, call)
+            },
+        ));
+        let (r, w) = tokio::io::split(ours);
+        let client = Direct(wharf_link::connect(r, w));
+        (Agents::new(Arc::new(client)), seen)
+    }
+
+    fn body(len: usize) -> ByteStream {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            for _ in 0..len / (1 << 20) {
+                if tx.send(Ok(Bytes::from(vec![0u8; 1 << 20]))).await.is_err() {
+                    return;
+                }
+            }
+        });
+        rx
+    }
+
+    #[tokio::test]
+    async fn a_refused_upload_answers_without_waiting_for_the_rest_of_the_body() {
+        let (agents, _) = agents(|_, mut call| async move {
+            call.respond(AgentResponse::Failed(AgentFailure::new(
+                FailureKind::InvalidInput,
+                "archive/tar: invalid tar header",
+            )));
+        });
+        // Far more than the credit window: an upload that waited for room would hang.
+        let r = tokio::time::timeout(
+            Duration::from_secs(10),
+            agents.load_images(&NodeId(1), body(64 << 20)),
+        )
+        .await
+        .expect("the refusal arrives while the body is still being sent");
+        let err = r.err().expect("refused");
+        assert_eq!(err.kind, FailureKind::InvalidInput);
+        assert_eq!(err.message, "archive/tar: invalid tar header");
+    }
+
+    #[tokio::test]
+    async fn a_download_cut_by_the_agent_ends_with_an_error_not_a_short_archive() {
+        let (agents, _) = agents(|_, mut call| async move {
+            call.respond(AgentResponse::Done);
+            let _ = call.output.send(StreamItem::Bytes(b"head".to_vec())).await;
+            call.output
+                .abort(AgentFailure::new(FailureKind::Internal, "disk read failed"));
+        });
+        let mut s = agents.save_images(&NodeId(1), vec![]).await.unwrap();
+        assert_eq!(&s.recv().await.unwrap().unwrap()[..], b"head");
+        let err = s.recv().await.unwrap().unwrap_err();
+        assert_eq!(err.to_string(), "disk read failed");
+    }
+
+    #[tokio::test]
+    async fn a_lease_dropped_unreleased_is_released_in_the_background() {
+        let (agents, seen) = agents(|request, mut call| async move {
+            let r = match request {
+                ImageRequest::Commit { .. } => AgentResponse::Image(ImageResponse::Committed {
+                    diff_id: None,
+                    size: 0,
+                    lease: LeaseId(5),
+                }),
+                _ => AgentResponse::Done,
+            };
+            call.respond(r);
+        });
+        let id: ContainerId = format!("{:064x}", 1).parse().unwrap();
+        let (_, _, lease) = agents.commit_layer(&NodeId(1), &id, vec![]).await.unwrap();
+        drop(lease);
+        let released = || {
+            seen.lock()
+                .unwrap()
+                .contains(&ImageRequest::Release { lease: LeaseId(5) })
+        };
+        for _ in 0..100 {
+            if released() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the dropped lease was never released");
+    }
+}
