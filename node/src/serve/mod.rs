@@ -6,6 +6,7 @@
 //!                                                            │ one task per call
 //!                                                            ▼
 //!                                     dispatch ─► container::handle ─► Agent ─► shims
+//!                                              └► image::handle ─► ImageStore (leases)
 //! ```
 //!
 //! Host facts (paths, pids, locks) stay here; what crosses is what `wharf_protocol::agent`
