@@ -304,10 +304,11 @@ impl ImageStore {
         })
     }
 
-    /// The lock between adding layers and collecting unused ones: hold it shared from
-    /// adding layers (load, import, commit) until the controller has recorded the image,
-    /// and exclusively around [`ImageStore::remove_unused_layers`] and the record changes
-    /// that decide it, so a collection never frees a layer that is about to be used.
+    /// The lock between adding layers and collecting unused ones, held within one agent
+    /// call only: shared while a load, import or commit puts layers in place and leases
+    /// them, exclusively around a collection ([`ImageStore::collect`]), so a collection
+    /// never frees a layer that is about to be leased. What outlives the call (until the
+    /// controller has recorded the image) is the lease (see [`super::lease`]).
     pub fn layer_lock(&self) -> Arc<tokio::sync::RwLock<()>> {
         self.inner.layer_lock.clone()
     }
