@@ -14,13 +14,12 @@
 //! `shim.sock`, `exit.json`, `<id>-json.log`. The agent keeps nothing about a container
 //! in memory that it cannot rebuild from that folder, so it can restart at any time.
 
-use crate::image::{ImageStore, LoadedImage};
+use crate::image::ImageStore;
 use crate::runtime::{self, AttachStream, Exit, ShimClient, ShimConfig};
-use bytes::Bytes;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tracing::{info, warn};
 use wharf_protocol::agent::ContainerRunSpec;
 use wharf_protocol::ContainerId;
@@ -113,27 +112,6 @@ pub struct Agent {
     zygote: Arc<runtime::zygote::Zygote>,
 }
 
-/// A `Read` over chunks sent from async code, so blocking parsers can consume a request body.
-struct ChannelReader {
-    rx: mpsc::Receiver<Result<Bytes, std::io::Error>>,
-    current: Bytes,
-}
-
-impl std::io::Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.current.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(Ok(chunk)) => self.current = chunk,
-                Some(Err(e)) => return Err(e),
-                None => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current.split_to(n));
-        Ok(n)
-    }
-}
-
 impl Agent {
     /// Open the agent's stores under `cfg.data_dir`; call once at start-up.
     pub fn open(cfg: AgentConfig) -> Result<Agent, AgentError> {
@@ -177,32 +155,6 @@ impl Agent {
     /// The container's json-file log.
     pub fn log_path(&self, id: &ContainerId) -> PathBuf {
         self.state_dir(id).join(format!("{}-json.log", id.as_str()))
-    }
-
-    /// Load a `docker save` archive whose bytes arrive on `body`.
-    pub async fn load_images(
-        &self,
-        body: mpsc::Receiver<Result<Bytes, std::io::Error>>,
-    ) -> Result<Vec<LoadedImage>, AgentError> {
-        let images = self.images.clone();
-        let reader = ChannelReader {
-            rx: body,
-            current: Bytes::new(),
-        };
-        tokio::task::spawn_blocking(move || images.load(reader))
-            .await
-            .map_err(|e| AgentError::Join(e.to_string()))?
-            .map_err(AgentError::from)
-    }
-
-    /// Whether every layer of an image is on this host.
-    pub fn has_layers(&self, diff_ids: &[wharf_protocol::DiffId]) -> bool {
-        self.images.has_layers(diff_ids)
-    }
-
-    /// Bytes of an image's unpacked layers on this host.
-    pub fn layers_size(&self, diff_ids: &[wharf_protocol::DiffId]) -> u64 {
-        self.images.layers_size(diff_ids)
     }
 
     /// Prepare a container: its writable layer and state folder. Nothing runs yet.

@@ -170,6 +170,7 @@ pub struct HostSpec {
 
 pub mod container;
 pub mod host;
+pub mod image;
 pub mod network;
 pub mod volume;
 
@@ -188,6 +189,8 @@ pub enum AgentRequest {
     Network(network::NetworkRequest),
     /// The `local` volume driver's directories.
     Volume(volume::VolumeRequest),
+    /// Images and layers: load, save, import, commit, diff, export, collection.
+    Image(image::ImageRequest),
 }
 
 /// The one answer of a call.
@@ -205,6 +208,8 @@ pub enum AgentResponse {
     Network(network::NetworkResponse),
     /// The answer of a [`volume::VolumeRequest`] that returns something.
     Volume(volume::VolumeResponse),
+    /// The answer of an [`image::ImageRequest`] that returns something.
+    Image(image::ImageResponse),
 }
 
 /// What an agent reports without being asked, on call 0.

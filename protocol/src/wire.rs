@@ -60,6 +60,8 @@ pub struct Frame {
 }
 
 /// What a frame says.
+// Frames are built and moved one at a time (see `AgentRequest`).
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FrameBody {
     /// The first frame of each side, on call 0: the protocol version it speaks.

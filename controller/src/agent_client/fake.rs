@@ -255,6 +255,12 @@ async fn handle(
         }
         AgentRequest::Network(r) => return call.respond_with(network(&state, r)),
         AgentRequest::Volume(r) => return call.respond_with(volume(&state, r)),
+        AgentRequest::Image(_) => {
+            return call.respond(AgentResponse::Failed(AgentFailure::new(
+                FailureKind::Unsupported,
+                "the fake agent holds no images",
+            )))
+        }
     };
     use ContainerRequest as R;
     let lock = || state.lock().unwrap_or_else(|e| e.into_inner());

@@ -13,12 +13,14 @@
 
 mod container;
 pub mod fake;
+mod image;
 pub mod in_process;
 mod network;
 pub mod unix;
 mod volume;
 
 pub use container::{AttachCall, AttachInput, AttachOutput, ContainerPaths};
+pub use image::Lease;
 
 use std::sync::Arc;
 use tokio::sync::mpsc;

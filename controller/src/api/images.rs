@@ -13,23 +13,11 @@ use serde_json::json;
 use std::sync::Arc;
 use wharf_protocol::state::{ClusterState, ImageRecord};
 
-/// A shared hold on the layer lock, taken by [`body_stream`] when the body ends.
-type HeldLock = tokio::sync::OwnedRwLockReadGuard<()>;
-
-/// Feed a request body to a blocking consumer. Once the consumer stops (done, or failed
-/// early), the rest of the body is read and dropped, so the client can finish sending and
-/// read the answer instead of failing with a broken pipe.
-///
-/// With `lock_at_end`, the end of the body is held back until a shared hold on that lock
-/// is taken (and handed out through the returned receiver): a `docker load` spools the
-/// whole body before it unpacks anything, so the lock then covers the unpacking, but not
-/// a slow client's upload.
-fn body_stream(
-    req: Request<Incoming>,
-    lock_at_end: Option<Arc<tokio::sync::RwLock<()>>>,
-) -> (ByteStream, tokio::sync::oneshot::Receiver<HeldLock>) {
+/// Feed a request body to a consumer (an upload to the agent). Once the consumer stops
+/// (done, or failed early), the rest of the body is read and dropped, so the client can
+/// finish sending and read the answer instead of failing with a broken pipe.
+fn body_stream(req: Request<Incoming>) -> ByteStream {
     let (tx, rx) = tokio::sync::mpsc::channel(16);
-    let (held_tx, held_rx) = tokio::sync::oneshot::channel();
     let mut body = req.into_body();
     tokio::spawn(async move {
         let mut consumer = Some(tx);
@@ -50,12 +38,9 @@ fn body_stream(
                 }
             }
         }
-        if let (Some(lock), Some(_)) = (lock_at_end, consumer.as_ref()) {
-            let _ = held_tx.send(lock.read_owned().await);
-        }
         drop(consumer);
     });
-    (rx, held_rx)
+    rx
 }
 
 /// A 200 response whose body is `stream` (chunked); an error item aborts the body.
@@ -101,11 +86,10 @@ fn created_secs(cfg: &ImageConfigFile) -> i64 {
 
 /// `POST /images/load`: the body is a `docker save` tarball.
 pub async fn load(engine: Arc<Engine>, req: Request<Incoming>) -> Result<Resp, ApiError> {
-    // A shared hold on the layer lock, from the end of the upload until the images are
-    // recorded, keeps a layer collection (`rmi`, `prune`) from freeing the new layers.
-    let (rx, held) = body_stream(req, Some(engine.agent().image_store().layer_lock()));
+    // The host leases the loaded layers until the images are recorded, so a layer
+    // collection (`rmi`, `prune`) cannot free them meanwhile.
+    let rx = body_stream(req);
     let result = engine.load_images(rx).await;
-    drop(held);
     let (out, resp) = streaming("application/json");
     tokio::spawn(async move {
         match result {
@@ -123,15 +107,15 @@ pub async fn load(engine: Arc<Engine>, req: Request<Incoming>) -> Result<Resp, A
 }
 
 /// `GET /images/get?names=a&names=b`: a `docker save` archive, streamed.
-pub fn save(engine: &Engine, req: &Request<Incoming>) -> Result<Resp, ApiError> {
+pub async fn save(engine: &Engine, req: &Request<Incoming>) -> Result<Resp, ApiError> {
     let q = Query::parse(req.uri().query());
-    let stream = engine.save_images(q.all("names"))?;
+    let stream = engine.save_images(q.all("names")).await?;
     Ok(byte_stream_response(stream, "application/x-tar"))
 }
 
 /// `GET /images/{name}/get`: a `docker save` archive of one image, streamed.
-pub fn save_one(engine: &Engine, name: &str) -> Result<Resp, ApiError> {
-    let stream = engine.save_images(&[name.to_string()])?;
+pub async fn save_one(engine: &Engine, name: &str) -> Result<Resp, ApiError> {
+    let stream = engine.save_images(&[name.to_string()]).await?;
     Ok(byte_stream_response(stream, "application/x-tar"))
 }
 
@@ -217,8 +201,8 @@ pub async fn prune(engine: &Engine, req: &Request<Incoming>) -> Result<Resp, Api
 }
 
 /// `GET /images/{name}/history`.
-pub fn history(engine: &Engine, name: &str) -> Result<Resp, ApiError> {
-    Ok(json(StatusCode::OK, &engine.image_history(name)?))
+pub async fn history(engine: &Engine, name: &str) -> Result<Resp, ApiError> {
+    Ok(json(StatusCode::OK, &engine.image_history(name).await?))
 }
 
 /// `GET /containers/{id}/changes`.
@@ -232,8 +216,8 @@ pub async fn changes(engine: &Engine, id: &str) -> Result<Resp, ApiError> {
 }
 
 /// `GET /containers/{id}/export`: the container's filesystem as a tar stream.
-pub fn export(engine: &Engine, id: &str) -> Result<Resp, ApiError> {
-    let stream = engine.export_container(id)?;
+pub async fn export(engine: &Engine, id: &str) -> Result<Resp, ApiError> {
+    let stream = engine.export_container(id).await?;
     Ok(byte_stream_response(stream, "application/x-tar"))
 }
 
@@ -409,34 +393,28 @@ pub fn list(engine: &Engine, req: &Request<Incoming>) -> Result<Resp, ApiError> 
     Ok(json(StatusCode::OK, &serde_json::Value::Array(entries)))
 }
 
-/// `GraphDriver.Data` of an image as moby shows it: the top layer's dirs and the diff dirs
-/// below it, uppermost first; `null` for an image without layers.
-fn graph_driver_data(engine: &Engine, img: &ImageRecord) -> serde_json::Value {
-    let layout = engine.agent().image_store().layout();
-    let chain = wharf_protocol::ChainId::chain(&img.diff_ids);
-    let Some((top, below)) = chain.split_last() else {
-        return serde_json::Value::Null;
-    };
-    let dir = layout.layer_dir(top);
-    let mut data = json!({
-        "MergedDir": dir.join("merged").display().to_string(),
-        "UpperDir": dir.join("diff").display().to_string(),
-        "WorkDir": dir.join("work").display().to_string(),
-    });
-    if !below.is_empty() {
-        let lower: Vec<String> = below
-            .iter()
-            .rev()
-            .map(|c| layout.layer_dir(c).join("diff").display().to_string())
-            .collect();
-        data["LowerDir"] = json!(lower.join(":"));
-    }
-    data
+/// `GraphDriver.Data` of an image as moby shows it (the host's overlay dirs, which its
+/// agent knows); `null` for an image without layers.
+async fn graph_driver_data(
+    engine: &Engine,
+    img: &ImageRecord,
+) -> Result<serde_json::Value, ApiError> {
+    let data = engine
+        .agents()
+        .graph_driver(&engine.node(), &img.diff_ids)
+        .await
+        .map_err(|f| ApiError::internal(f.message))?;
+    Ok(if data.is_empty() {
+        serde_json::Value::Null
+    } else {
+        json!(data)
+    })
 }
 
 /// `GET /images/{name}/json`.
-pub fn inspect(engine: &Engine, name: &str) -> Result<Resp, ApiError> {
+pub async fn inspect(engine: &Engine, name: &str) -> Result<Resp, ApiError> {
     let img = engine.image(name)?;
+    let graph_driver = graph_driver_data(engine, &img).await?;
     let cfg: serde_json::Value = serde_json::from_slice(&img.config)
         .map_err(|e| ApiError::internal(format!("image config of {}: {e}", img.id)))?;
     let parsed: ImageConfigFile = serde_json::from_value(cfg.clone()).unwrap_or_default();
@@ -457,7 +435,7 @@ pub fn inspect(engine: &Engine, name: &str) -> Result<Resp, ApiError> {
             "Architecture": parsed.architecture,
             "Os": parsed.os,
             "Size": img.size,
-            "GraphDriver": {"Name": "overlay2", "Data": graph_driver_data(engine, &img)},
+            "GraphDriver": {"Name": "overlay2", "Data": graph_driver},
             "RootFS": {"Type": "layers", "Layers": layers},
             "Metadata": {"LastTagTime": "0001-01-01T00:00:00Z"},
         }),
@@ -482,7 +460,7 @@ pub async fn create(engine: Arc<Engine>, req: Request<Incoming>) -> Result<Resp,
             message: q.get("message").unwrap_or("").to_string(),
             platform: q.get("platform").unwrap_or("").to_string(),
         };
-        let (rx, _) = body_stream(req, None);
+        let rx = body_stream(req);
         let result = engine.import_image(rx, &import).await;
         let (out, resp) = streaming("application/json");
         tokio::spawn(async move {

@@ -217,15 +217,15 @@ async fn route(engine: Arc<Engine>, req: Request<Incoming>) -> Result<Resp, ApiE
         (&Method::GET, ["images", "json"]) => images::list(&engine, &req),
         (&Method::POST, ["images", "create"]) => images::create(engine.clone(), req).await,
         (&Method::GET, ["images", name @ .., "json"]) if !name.is_empty() => {
-            images::inspect(&engine, &name.join("/"))
+            images::inspect(&engine, &name.join("/")).await
         }
-        (&Method::GET, ["images", "get"]) => images::save(&engine, &req),
+        (&Method::GET, ["images", "get"]) => images::save(&engine, &req).await,
         (&Method::POST, ["images", "prune"]) => images::prune(&engine, &req).await,
         (&Method::GET, ["images", name @ .., "get"]) if !name.is_empty() => {
-            images::save_one(&engine, &name.join("/"))
+            images::save_one(&engine, &name.join("/")).await
         }
         (&Method::GET, ["images", name @ .., "history"]) if !name.is_empty() => {
-            images::history(&engine, &name.join("/"))
+            images::history(&engine, &name.join("/")).await
         }
         (&Method::POST, ["images", name @ .., "tag"]) if !name.is_empty() => {
             images::tag(&engine, &name.join("/"), &req).await
@@ -234,7 +234,7 @@ async fn route(engine: Arc<Engine>, req: Request<Incoming>) -> Result<Resp, ApiE
             images::remove(&engine, &name.join("/"), &req).await
         }
         (&Method::GET, ["containers", id, "changes"]) => images::changes(&engine, id).await,
-        (&Method::GET, ["containers", id, "export"]) => images::export(&engine, id),
+        (&Method::GET, ["containers", id, "export"]) => images::export(&engine, id).await,
         (&Method::HEAD, ["containers", id, "archive"]) => archive::stat(&engine, id, &req).await,
         (&Method::GET, ["containers", id, "archive"]) => archive::get(&engine, id, &req).await,
         (&Method::PUT, ["containers", id, "archive"]) => {

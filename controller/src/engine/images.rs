@@ -4,14 +4,17 @@
 //! ```text
 //!  API ──► Engine (this file; create.rs: import, commit) ──propose──► ClusterState
 //!            │  decisions: delete.rs (rmi rules), changes.rs (--change lines)   [pure]
-//!            └─spawn_blocking─► ImageStore (save, import, commit, diff, export, GC)
-//!                  bytes in/out: stream.rs (request chunks ⇄ Read/Write)
+//!            └─agent messages─► the host's layer store (save, import, commit, diff,
+//!                               export, collection); bytes as stream items
 //! ```
 //!
 //! Layers are freed by collection, not reference counts: after images are removed, every
-//! chain still named by an image or a container is kept and the rest deleted, all under
-//! the store's layer lock held exclusively, while load, import and commit hold it shared
-//! until their image is recorded.
+//! chain still named by an image or a container is kept and the rest deleted. Load,
+//! import and commit get a lease on the layers they add and release it once their image
+//! is recorded; a collection never frees leased layers (see
+//! `wharf_protocol::agent::image`). Apart from layers, `rmi` and `prune` decide under the
+//! engine's image-records lock held exclusively, while load, import and commit record an
+//! image and its tags under it shared.
 
 mod changes;
 mod create;
@@ -21,13 +24,13 @@ mod stream;
 pub use changes::{apply_changes, ChangeError};
 pub use create::{CommitRequest, ImportRequest};
 pub use delete::{plan_delete, DeleteError, DeletePlan};
-pub use stream::ByteStream;
+pub use stream::{stream_from_reader, ByteStream};
 
 use super::{normalize_reference, Engine};
 use crate::api::error::ApiError;
 use serde_json::{json, Value};
-use stream::stream_from_blocking;
 use tracing::{info, warn};
+use wharf_protocol::agent::AgentFailure;
 use wharf_protocol::image::{Change, Collected, SaveImage};
 use wharf_protocol::state::{ClusterState, Command};
 use wharf_protocol::{DiffId, ImageId};
@@ -170,8 +173,10 @@ pub fn history_rows(
     rows
 }
 
-fn join_err(e: tokio::task::JoinError) -> ApiError {
-    ApiError::internal(format!("image task failed: {e}"))
+/// A failure of the host's layer store, as a 500 whatever its kind (as before the
+/// agent protocol: these were internal errors of the store).
+fn store_err(f: AgentFailure) -> ApiError {
+    ApiError::internal(f.message)
 }
 
 impl Engine {
@@ -187,7 +192,7 @@ impl Engine {
 
     /// `GET /images/get?names=…`: check every name, then stream a `docker save` archive of
     /// them. An image named by tag carries that tag; one named by ID carries none.
-    pub fn save_images(&self, names: &[String]) -> Result<ByteStream, ApiError> {
+    pub async fn save_images(&self, names: &[String]) -> Result<ByteStream, ApiError> {
         if names.is_empty() {
             return Err(ApiError::bad_request("no images given to save"));
         }
@@ -211,30 +216,15 @@ impl Engine {
                 }
             }
         }
-        let store = self.agent.image_store().clone();
-        for img in &list {
-            let chain = wharf_protocol::ChainId::chain(&img.diff_ids);
-            for (d, c) in img.diff_ids.iter().zip(&chain) {
-                if !store.has_layer_tar(c, d) {
-                    return Err(ApiError::internal(format!(
-                        "layer {d} has no stored tar on this host"
-                    )));
-                }
-            }
-        }
+        let stream = self
+            .agents
+            .save_images(&self.node, list)
+            .await
+            .map_err(store_err)?;
         for id in &ids {
             self.emit_image(id, &id.to_string(), "save");
         }
-        let lock = store.layer_lock();
-        Ok(stream_from_blocking("save", move |w| {
-            // Only opening the layer tars needs the lock; a slow reader must not hold off
-            // `rmi` (an unlinked tar stays readable through its open file).
-            let prepared = {
-                let _held = lock.blocking_read();
-                store.prepare_save(&list).map_err(|e| e.to_string())?
-            };
-            prepared.write(w).map(|_| ()).map_err(|e| e.to_string())
-        }))
+        Ok(stream)
     }
 
     /// `POST /images/{name}/tag?repo=&tag=`.
@@ -253,14 +243,12 @@ impl Engine {
         Ok(())
     }
 
-    /// Free the layers nothing needs any more; call with the layer lock held exclusively.
+    /// Free the layers nothing needs any more (leased ones stay).
     async fn collect_layers(&self) -> Result<Collected, ApiError> {
-        let in_use = self.store.read(chains_in_use);
-        let store = self.agent.image_store().clone();
-        tokio::task::spawn_blocking(move || store.remove_unused_layers(&in_use))
+        self.agents
+            .collect_layers(&self.node, || self.store.read(chains_in_use))
             .await
-            .map_err(join_err)?
-            .map_err(|e| ApiError::internal(e.to_string()))
+            .map_err(store_err)
     }
 
     /// After a container is removed: if its image is already gone (`rmi -f` past it), free
@@ -270,8 +258,6 @@ impl Engine {
         if self.store.read(|s| s.images.contains_key(image)) {
             return;
         }
-        let lock = self.agent.image_store().layer_lock();
-        let _held = lock.write().await;
         match self.collect_layers().await {
             Ok(freed) if !freed.layers.is_empty() => {
                 info!(image = %image, layers = freed.layers.len(), "layers of a removed image freed")
@@ -288,8 +274,7 @@ impl Engine {
         reference: &str,
         force: bool,
     ) -> Result<Vec<DeleteItem>, ApiError> {
-        let lock = self.agent.image_store().layer_lock();
-        let _held = lock.write().await;
+        let _deciding = self.image_records.write().await;
         let plan = self
             .store
             .read(|s| plan_delete(s, reference, force))
@@ -339,8 +324,7 @@ impl Engine {
     /// `POST /images/prune`: remove images no container uses, only dangling ones unless
     /// `all`; returns the lines and the bytes of layers freed.
     pub async fn prune_images(&self, all: bool) -> Result<(Vec<DeleteItem>, u64), ApiError> {
-        let lock = self.agent.image_store().layer_lock();
-        let _held = lock.write().await;
+        let _deciding = self.image_records.write().await;
         let victims: Vec<(ImageId, Vec<String>)> = self.store.read(|s| {
             // Without `all`, as Docker: build steps' images (parents of another image) are
             // not dangling; they go with the dangling image they lead to.
@@ -404,16 +388,13 @@ impl Engine {
     }
 
     /// `GET /images/{name}/history`.
-    pub fn image_history(&self, reference: &str) -> Result<Value, ApiError> {
+    pub async fn image_history(&self, reference: &str) -> Result<Value, ApiError> {
         let img = self.image(reference)?;
-        let store = self.agent.image_store();
-        let sizes: Vec<u64> = (0..img.diff_ids.len())
-            .map(|i| {
-                store
-                    .layers_size(&img.diff_ids[..=i])
-                    .saturating_sub(store.layers_size(&img.diff_ids[..i]))
-            })
-            .collect();
+        let sizes = self
+            .agents
+            .layer_sizes(&self.node, &img.diff_ids)
+            .await
+            .map_err(store_err)?;
         let tags = self.tags_of(&img.id);
         Ok(Value::Array(history_rows(
             &img.id,
@@ -426,27 +407,22 @@ impl Engine {
     /// `GET /containers/{id}/changes`.
     pub async fn container_changes(&self, reference: &str) -> Result<Vec<Change>, ApiError> {
         let c = self.container(reference)?;
-        let store = self.agent.image_store().clone();
-        tokio::task::spawn_blocking(move || store.rw_changes(c.id.as_str()))
+        self.agents
+            .changes(&self.node, &c.id)
             .await
-            .map_err(join_err)?
-            .map_err(|e| ApiError::internal(e.to_string()))
+            .map_err(store_err)
     }
 
     /// `GET /containers/{id}/export`: a tar stream of the container's root filesystem.
-    pub fn export_container(&self, reference: &str) -> Result<ByteStream, ApiError> {
+    pub async fn export_container(&self, reference: &str) -> Result<ByteStream, ApiError> {
         let c = self.container(reference)?;
-        let store = self.agent.image_store().clone();
-        store
-            .rw_mount_spec(c.id.as_str(), &[])
-            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let stream = self
+            .agents
+            .export_rootfs(&self.node, &c.id)
+            .await
+            .map_err(store_err)?;
         self.emit_container(&c, "export", &[]);
-        Ok(stream_from_blocking("export", move |w| {
-            store
-                .export_rw(c.id.as_str(), w)
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        }))
+        Ok(stream)
     }
 }
 

@@ -140,6 +140,11 @@ pub struct Engine {
     rules_lock: tokio::sync::Mutex<()>,
     /// The directory of the node's volumes, as its agent told ([`Engine::learn_host`]).
     volumes_root: std::sync::OnceLock<String>,
+    /// Between recording new images and deciding which to remove: held shared while an
+    /// image and its tags are recorded (load, import, commit), exclusively while `rmi` and
+    /// `image prune` decide and remove, so they never see an image without its tags yet.
+    /// Only records: the layers on the host are kept by leases (see `images`).
+    image_records: tokio::sync::RwLock<()>,
 }
 
 impl Engine {
@@ -157,6 +162,7 @@ impl Engine {
             dns: dns::DnsServers::default(),
             rules_lock: tokio::sync::Mutex::default(),
             volumes_root: std::sync::OnceLock::new(),
+            image_records: tokio::sync::RwLock::default(),
         })
     }
 
@@ -286,15 +292,15 @@ impl Engine {
     }
 
     /// Load a `docker save` archive; returns the lines to stream to the client.
-    pub async fn load_images(
-        &self,
-        body: tokio::sync::mpsc::Receiver<Result<bytes::Bytes, std::io::Error>>,
-    ) -> Result<Vec<String>, ApiError> {
-        let loaded = self
-            .agent
-            .load_images(body)
+    /// The host leases the loaded layers until every image is recorded, so a collection
+    /// meanwhile (`rmi`, `image prune`) cannot free them.
+    pub async fn load_images(&self, body: images::ByteStream) -> Result<Vec<String>, ApiError> {
+        let (loaded, lease) = self
+            .agents
+            .load_images(&self.node, body)
             .await
-            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+            .map_err(|f| ApiError::bad_request(f.message))?;
+        let recording = self.image_records.read().await;
         let mut lines = vec![];
         for img in loaded {
             self.propose(Command::PutImage {
@@ -322,6 +328,8 @@ impl Engine {
                 lines.push(format!("Loaded image: {reference}\n"));
             }
         }
+        drop(recording);
+        lease.release().await;
         Ok(lines)
     }
 

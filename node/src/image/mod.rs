@@ -6,7 +6,8 @@
 //!                                                               │ per layer
 //!                                                    apply.rs (openat2-confined writes)
 //!  layout.rs: paths + MountSpec (pure) ──► mount.rs: mount(2)/umount2(2) (thin, in the shim)
-//!  save.rs: docker save · gc.rs: freeing unused layers · rwlayer.rs: diff, export,
+//!  save.rs: docker save · gc.rs: freeing unused layers · lease.rs: what a collection
+//!  keeps for the controller (layers added, image not yet recorded) · rwlayer.rs: diff, export,
 //!  commit and import (writable layers in, new layers out) · tree.rs: a tree as a tar
 //! ```
 //!
@@ -18,6 +19,7 @@ mod copy;
 pub mod gc;
 mod inventory;
 pub mod layout;
+pub mod lease;
 pub mod load;
 pub mod mount;
 pub mod rwlayer;

@@ -92,6 +92,9 @@ pub enum StoreError {
     /// A layer's tar-split could not be read.
     #[error(transparent)]
     TarSplit(#[from] TarSplitError),
+    /// A collection named a ticket this host does not know.
+    #[error(transparent)]
+    Lease(#[from] super::lease::LeaseError),
     /// `mount(2)` failed.
     #[error("mount overlay on {target}: {source}")]
     Mount {
@@ -134,6 +137,8 @@ struct Inner {
     layer_lock: Arc<tokio::sync::RwLock<()>>,
     /// Layer directories a `docker save` is reading: a collection leaves them.
     pins: Mutex<HashMap<ChainId, usize>>,
+    /// Layers added and not yet recorded by the controller, and open collections.
+    leases: Mutex<super::lease::Leases>,
 }
 
 /// Keeps layer directory `chain` from being collected while it lives.
@@ -294,16 +299,23 @@ impl ImageStore {
                 seq: AtomicU64::new(0),
                 layer_lock: Arc::default(),
                 pins: Mutex::default(),
+                leases: Mutex::default(),
             }),
         })
     }
 
-    /// The lock between adding layers and collecting unused ones: hold it shared from
-    /// adding layers (load, import, commit) until the controller has recorded the image,
-    /// and exclusively around [`ImageStore::remove_unused_layers`] and the record changes
-    /// that decide it, so a collection never frees a layer that is about to be used.
+    /// The lock between adding layers and collecting unused ones, held within one agent
+    /// call only: shared while a load, import or commit puts layers in place and leases
+    /// them, exclusively around a collection ([`ImageStore::collect`]), so a collection
+    /// never frees a layer that is about to be leased. What outlives the call (until the
+    /// controller has recorded the image) is the lease (see [`super::lease`]).
     pub fn layer_lock(&self) -> Arc<tokio::sync::RwLock<()>> {
         self.inner.layer_lock.clone()
+    }
+
+    /// The leases and open collections (see [`super::lease`]).
+    pub(crate) fn leases(&self) -> std::sync::MutexGuard<'_, super::lease::Leases> {
+        self.inner.leases.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Where everything lives.

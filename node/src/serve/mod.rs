@@ -6,6 +6,7 @@
 //!                                                            │ one task per call
 //!                                                            ▼
 //!                                     dispatch ─► container::handle ─► Agent ─► shims
+//!                                              └► image::handle ─► ImageStore (leases)
 //! ```
 //!
 //! Host facts (paths, pids, locks) stay here; what crosses is what `wharf_protocol::agent`
@@ -13,6 +14,7 @@
 
 mod container;
 mod host;
+mod image;
 mod network;
 mod volume;
 
@@ -25,12 +27,35 @@ use tracing::{info, warn};
 use wharf_link::ServerCall;
 use wharf_protocol::agent::{AgentFailure, AgentRequest, FailureKind};
 
+/// A controller connection, numbered by this agent; what it holds (leases, open
+/// collections) is let go when it closes.
+pub type ConnId = crate::image::lease::ConnId;
+
+static NEXT_CONN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// Lets go of what a connection holds when its serving ends or is dropped.
+struct ConnGuard {
+    agent: Agent,
+    conn: ConnId,
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.agent.image_store().leases().drop_connection(self.conn);
+    }
+}
+
 /// Serve one controller connection until it closes.
 pub async fn serve_connection<R, W>(agent: Agent, reader: R, writer: W) -> Result<(), String>
 where
     R: tokio::io::AsyncRead + Unpin + Send + 'static,
     W: tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let conn = NEXT_CONN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let _guard = ConnGuard {
+        agent: agent.clone(),
+        conn,
+    };
     let changed = Arc::new(Notify::new());
     let mut reporter = None;
     let (a, c) = (agent.clone(), changed.clone());
@@ -38,7 +63,7 @@ where
         reader,
         writer,
         |events| reporter = Some(tokio::spawn(host::report_inventory(a, events, c))),
-        move |request, call| dispatch(agent.clone(), changed.clone(), request, call),
+        move |request, call| dispatch(agent.clone(), conn, changed.clone(), request, call),
     )
     .await;
     if let Some(r) = reporter {
@@ -76,20 +101,24 @@ pub fn listen_unix(agent: Agent, path: &Path) -> std::io::Result<tokio::task::Jo
     }))
 }
 
-/// Carry out one request; `layers_changed` is told after one that may have added or
-/// removed layers, so the inventory is reported again.
+/// Carry out one request of connection `conn`; `layers_changed` is told after one that
+/// may have added or removed layers, so the inventory is reported again.
 async fn dispatch(
     agent: Agent,
+    conn: ConnId,
     layers_changed: Arc<Notify>,
     request: AgentRequest,
     call: ServerCall,
 ) {
-    let _ = &layers_changed;
     match request {
         AgentRequest::Container(r) => container::handle(&agent, r, call).await,
         AgentRequest::Host(r) => host::handle(&agent, r, call).await,
         AgentRequest::Network(r) => network::handle(&agent, r, call).await,
         AgentRequest::Volume(r) => volume::handle(&agent, r, call).await,
+        AgentRequest::Image(r) => {
+            image::handle(&agent, conn, r, call).await;
+            layers_changed.notify_one();
+        }
     }
 }
 

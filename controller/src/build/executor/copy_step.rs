@@ -14,7 +14,6 @@ use std::os::fd::AsFd;
 use tracing::warn;
 use wharf_node::archive::{self, ArchiveError};
 use wharf_protocol::archive::ExtractOptions;
-use wharf_protocol::DiffId;
 
 impl Builder<'_> {
     pub(super) async fn workdir_step(
@@ -218,26 +217,24 @@ impl Builder<'_> {
         if self.try_cache(st, &key).await? {
             return Ok(());
         }
-        let store = self.engine.agent().image_store().clone();
         if st.image.is_none() {
-            // FROM scratch: the collected tar is the first layer as it is.
+            // FROM scratch: the collected tar is the first layer as it is, leased by the
+            // host until the step's image is recorded.
             if by_name.is_some() {
                 return Err(fail(ins, "--chown with a user name needs /etc/passwd, which a scratch image does not have"));
             }
-            let lock = store.layer_lock();
-            let _held = lock.read().await;
-            let s = store.clone();
-            let spool = collected.spool;
-            let diff = tokio::task::spawn_blocking(move || -> Result<DiffId, BuildError> {
-                let layer = s.spool_import(spool)?;
-                s.add_spooled_layer(&[], &layer)?;
-                Ok(layer.diff_id())
-            })
-            .await
-            .map_err(join_err)??;
+            let body = crate::engine::images::stream_from_reader("copy", collected.spool);
+            let node = self.engine.node();
+            let (diff, _, lease) = self
+                .engine
+                .agents()
+                .import_layer(&node, Vec::new(), body)
+                .await?;
             let id = self.commit(st, key, Some(diff), None).await?;
+            lease.release().await;
             return self.out.stream(&format!(" ---> {}\n", short(&id))).await;
         }
+        let store = self.engine.agent().image_store().clone();
         let cid = self.create(st, &strings(key.get("Cmd")), st.env()).await?;
         self.leftover.push(cid.clone());
         {

@@ -443,7 +443,13 @@ impl<'a> Builder<'a> {
         let Some(rec) = hit else {
             return Ok(false);
         };
-        if !self.engine.agent().has_layers(&rec.diff_ids) {
+        let node = self.engine.node();
+        if !self
+            .engine
+            .agents()
+            .has_layers(&node, &rec.diff_ids)
+            .await?
+        {
             return Ok(false);
         }
         self.adopt(st, &rec);
@@ -523,7 +529,8 @@ impl<'a> Builder<'a> {
         let bytes = serde_json::to_vec(&full)
             .map_err(|e| BuildError::Failed(format!("encode image config: {e}")))?;
         let id = ImageId(Digest::of(&bytes));
-        let size = self.engine.agent().image_store().layers_size(&diff_ids);
+        let node = self.engine.node();
+        let size = self.engine.agents().layers_size(&node, &diff_ids).await?;
         self.engine
             .store()
             .propose(Command::PutImage {
@@ -587,15 +594,16 @@ impl<'a> Builder<'a> {
         key: Value,
         cid: &ContainerId,
     ) -> Result<ImageId, BuildError> {
-        let store = self.engine.agent().image_store().clone();
-        let lock = store.layer_lock();
-        let _held = lock.read().await;
-        let parent = st.diff_ids.clone();
-        let c = cid.clone();
-        let layer = tokio::task::spawn_blocking(move || store.commit_rw_layer(c.as_str(), &parent))
-            .await
-            .map_err(join_err)??;
-        self.commit(st, key, layer, Some(cid)).await
+        // The host leases the new layer until the step's image is recorded.
+        let node = self.engine.node();
+        let (layer, _, lease) = self
+            .engine
+            .agents()
+            .commit_layer(&node, cid, st.diff_ids.clone())
+            .await?;
+        let id = self.commit(st, key, layer, Some(cid)).await?;
+        lease.release().await;
+        Ok(id)
     }
 
     /// Remove a build container and the anonymous volumes the image's `VOLUME`s gave it

@@ -1,13 +1,12 @@
 //! New images built on this host: `docker import` (a root filesystem tarball) and
 //! `docker commit` (a container's writable layer), each a config written here and a layer
-//! added by the store.
+//! added by the host's agent, leased until the image is recorded.
 
-use super::stream::{BodyReader, ByteStream};
-use super::{apply_changes, join_err, repo_tag, ChangeError};
+use super::stream::ByteStream;
+use super::{apply_changes, repo_tag, store_err, ChangeError};
 use crate::api::error::ApiError;
 use crate::docker_types::{self, CreateConfig, ImageConfigFile};
 use crate::engine::{now_ns, Engine};
-use bytes::Bytes;
 use serde_json::{json, Map, Value};
 use tracing::{info, warn};
 use wharf_protocol::state::{Command, ContainerStatus, ImageRecord};
@@ -65,15 +64,17 @@ fn change_err(e: ChangeError) -> ApiError {
 }
 
 impl Engine {
-    /// Record a new image built on this host (import, commit) and tag it.
+    /// Record a new image built on this host (import, commit) and tag it; `size` is the
+    /// bytes of its layers on the host.
     async fn record_image(
         &self,
         config: Vec<u8>,
         diff_ids: Vec<DiffId>,
+        size: u64,
         reference: Option<String>,
     ) -> Result<ImageId, ApiError> {
         let id = ImageId(Digest::of(&config));
-        let size = self.agent.image_store().layers_size(&diff_ids);
+        let _recording = self.image_records.read().await;
         self.propose(Command::PutImage {
             image: ImageRecord {
                 id,
@@ -118,25 +119,12 @@ impl Engine {
                 "operating system is not supported: {os}"
             )));
         }
-        let store = self.agent.image_store().clone();
-        let reader = BodyReader {
-            rx: body,
-            current: Bytes::new(),
-        };
-        // Receiving the tarball needs no lock (a slow client must not hold off `rmi`);
-        // adding the layer does, until the image is recorded.
-        let s = store.clone();
-        let spooled = tokio::task::spawn_blocking(move || s.spool_import(reader))
-            .await
-            .map_err(join_err)?
-            .map_err(|e| ApiError::bad_request(e.to_string()))?;
-        let diff_id = spooled.diff_id();
-        let lock = store.layer_lock();
-        let _held = lock.read().await;
-        tokio::task::spawn_blocking(move || store.add_spooled_layer(&[], &spooled))
-            .await
-            .map_err(join_err)?
-            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        // The host leases the new layer until the image is recorded (a refused archive is
+        // InvalidInput: 400).
+        let (diff_id, size, lease) = self
+            .agents
+            .import_layer(&self.node, Vec::new(), body)
+            .await?;
         let created = now_rfc3339();
         let comment = if req.message.is_empty() {
             "Imported from -".to_string()
@@ -156,7 +144,10 @@ impl Engine {
         }
         let bytes = serde_json::to_vec(&config)
             .map_err(|e| ApiError::internal(format!("encode image config: {e}")))?;
-        let id = self.record_image(bytes, vec![diff_id], reference).await?;
+        let id = self
+            .record_image(bytes, vec![diff_id], size, reference)
+            .await?;
+        lease.release().await;
         self.emit_image(&id, &id.to_string(), "import");
         info!(image = %id, layer = %diff_id, "imported");
         Ok(id)
@@ -208,29 +199,23 @@ impl Engine {
         }
         apply_changes(&mut run_cfg, &req.changes).map_err(change_err)?;
 
-        let store = self.agent.image_store().clone();
-        let lock = store.layer_lock();
-        let _held = lock.read().await;
-        let (cid, parent) = (c.id.clone(), c.run.diff_ids.clone());
+        let parent = c.run.diff_ids.clone();
         // A consistent snapshot: freeze a running container while its layer is read, and
         // thaw it after whatever happened (a container the user paused stays paused).
         let freeze = req.pause && c.status == ContainerStatus::Running;
         if freeze {
-            self.agent
-                .pause(&c.id, true)
+            self.agents
+                .pause(&self.node, &c.id, true)
                 .await
                 .map_err(|e| ApiError::internal(format!("pause for commit: {e}")))?;
         }
-        let layer =
-            tokio::task::spawn_blocking(move || store.commit_rw_layer(cid.as_str(), &parent)).await;
+        let layer = self.agents.commit_layer(&self.node, &c.id, parent).await;
         if freeze {
-            if let Err(e) = self.agent.pause(&c.id, false).await {
+            if let Err(e) = self.agents.pause(&self.node, &c.id, false).await {
                 warn!(container = %c.id.short(), error = %e, "unpause after commit failed");
             }
         }
-        let new_layer = layer
-            .map_err(join_err)?
-            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let (new_layer, size, lease) = layer.map_err(store_err)?;
         let mut diff_ids = c.run.diff_ids.clone();
         diff_ids.extend(new_layer);
         let created = now_rfc3339();
@@ -270,7 +255,8 @@ impl Engine {
         }
         let bytes = serde_json::to_vec(&config)
             .map_err(|e| ApiError::internal(format!("encode image config: {e}")))?;
-        let id = self.record_image(bytes, diff_ids, reference).await?;
+        let id = self.record_image(bytes, diff_ids, size, reference).await?;
+        lease.release().await;
         self.emit_container(&c, "commit", &[]);
         info!(container = %c.id.short(), image = %id, "committed");
         Ok(id)

@@ -1,5 +1,5 @@
-//! Bytes between async HTTP bodies and the blocking image store: a `Read` over request
-//! chunks and a `Write` that sends response chunks.
+//! Bytes between blocking code and async bodies: a `Write` (or a local file) whose bytes
+//! become a stream of chunks.
 
 use bytes::Bytes;
 use std::io::{self, Read, Write};
@@ -44,27 +44,6 @@ impl Write for ChunkWriter {
     }
 }
 
-/// A `Read` over request body chunks, for blocking parsers.
-pub(super) struct BodyReader {
-    pub(super) rx: ByteStream,
-    pub(super) current: Bytes,
-}
-
-impl Read for BodyReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.current.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(Ok(chunk)) => self.current = chunk,
-                Some(Err(e)) => return Err(e),
-                None => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current.split_to(n));
-        Ok(n)
-    }
-}
-
 /// Run `f` with a writer whose bytes become the returned stream; a failure ends the stream
 /// with an error (the client sees a broken transfer, never a silently short archive).
 pub(super) fn stream_from_blocking<F>(what: &'static str, f: F) -> ByteStream
@@ -84,4 +63,17 @@ where
         }
     });
     rx
+}
+
+/// The bytes of `reader` (a local spool file) as a stream, read on a blocking thread; a
+/// read error ends the stream with an error.
+pub fn stream_from_reader<R: Read + Send + 'static>(
+    what: &'static str,
+    mut reader: R,
+) -> ByteStream {
+    stream_from_blocking(what, move |w| {
+        io::copy(&mut reader, w)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
 }
