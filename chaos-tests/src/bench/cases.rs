@@ -1,7 +1,7 @@
 //! The cases of the side-by-side bench, each run against both engines with the same CLI,
-//! alternating Wharf, dockerd, Wharf, dockerd after warm-up runs, each giving one [`Row`].
-//! A case that fails on one engine is reported as `error: …` for that engine and the
-//! bench goes on.
+//! alternating subject, baseline, subject, baseline (Wharf and dockerd, or a new and an
+//! old wharf) after warm-up runs, each giving one [`Row`]. A case that fails on one engine
+//! is reported as `error: …` for that engine and the bench goes on.
 
 use super::cli::Cli;
 use super::floors::LoadFloors;
@@ -17,20 +17,22 @@ pub const WARM_UP: usize = 2;
 
 /// One engine under test.
 pub struct Engine<'a> {
-    /// "Wharf" or "dockerd".
+    /// "Wharf", "dockerd", "new" or "old".
     pub name: &'static str,
     /// The CLI aimed at it.
     pub cli: Cli,
     /// Pids of its processes (engine, helpers, shims; not containers), for memory.
     pub pids: &'a (dyn Fn() -> Vec<u32> + Sync),
+    /// Whether `--network bridge` works on it (not on the bench's `--bridge none` dockerd).
+    pub bridge: bool,
 }
 
 /// Both engines and the run counts.
 pub struct Bench<'a> {
-    /// Wharf.
-    pub wharf: Engine<'a>,
-    /// dockerd.
-    pub dockerd: Engine<'a>,
+    /// The engine under test: Wharf, or the new wharf.
+    pub subject: Engine<'a>,
+    /// What it is measured against: dockerd, or the old wharf.
+    pub baseline: Engine<'a>,
     /// Measured runs of the quick cases.
     pub runs: usize,
     /// Measured runs of the slow cases (load, build, 50 concurrent runs).
@@ -73,12 +75,13 @@ impl Series {
 
 impl Bench<'_> {
     fn engines(&self) -> [&Engine<'_>; 2] {
-        [&self.wharf, &self.dockerd]
+        [&self.subject, &self.baseline]
     }
 
     /// Run `sample` (which returns the seconds it measured) `warm` times per engine, then
-    /// `runs` times alternating Wharf, dockerd; an engine whose sample fails keeps its
-    /// error and is skipped from then on.
+    /// `runs` times alternating subject, baseline (run i of one, run i of the other), so
+    /// that drift of the machine hits both; an engine whose sample fails keeps its error
+    /// and is skipped from then on.
     fn alternate(
         &self,
         warm: usize,
@@ -106,20 +109,20 @@ impl Bench<'_> {
                 }
             }
         }
-        let [w, d] = series;
-        Ok((w.side(), d.side()))
+        let [s, b] = series;
+        Ok((s.side(), b.side()))
     }
 
     /// `docker version` on each engine: the CLI's own floor (start-up plus one round trip).
     pub fn cli_floor(&self) -> Result<Row> {
-        let (wharf, dockerd) = self.alternate(WARM_UP, self.runs, |e| {
+        let (subject, baseline) = self.alternate(WARM_UP, self.runs, |e| {
             timed(|| e.cli.run(&["version"]).map(drop))
         })?;
         Ok(Row {
             case: "`docker version` (the CLI's floor)".into(),
             unit: Unit::Seconds,
-            wharf,
-            dockerd,
+            subject,
+            baseline,
             floor: None,
             target: Target::default(),
         })
@@ -127,7 +130,7 @@ impl Bench<'_> {
 
     /// `docker run --rm --network none busybox true`.
     pub fn run_rm(&self, floors: Floors) -> Result<Row> {
-        let (wharf, dockerd) = self.alternate(WARM_UP, self.runs, |e| {
+        let (subject, baseline) = self.alternate(WARM_UP, self.runs, |e| {
             timed(|| {
                 e.cli
                     .run(&["run", "--rm", "--network", "none", "busybox", "true"])
@@ -137,8 +140,8 @@ impl Bench<'_> {
         Ok(Row {
             case: "`docker run --rm --network none busybox true`".into(),
             unit: Unit::Seconds,
-            wharf,
-            dockerd,
+            subject,
+            baseline,
             floor: Some(Floor {
                 seconds: floors.cli + floors.raw,
                 what: format!("CLI {:.4} + raw {:.4}", floors.cli, floors.raw),
@@ -152,7 +155,7 @@ impl Bench<'_> {
 
     /// `docker run -d` of a sleeping busybox then `docker rm -f` of it, timed together.
     pub fn run_detached_rm(&self, floors: Floors) -> Result<Row> {
-        let (wharf, dockerd) = self.alternate(WARM_UP, self.runs, |e| {
+        let (subject, baseline) = self.alternate(WARM_UP, self.runs, |e| {
             timed(|| {
                 let id =
                     e.cli
@@ -163,8 +166,8 @@ impl Bench<'_> {
         Ok(Row {
             case: "`docker run -d … sleep` + `docker rm -f`".into(),
             unit: Unit::Seconds,
-            wharf,
-            dockerd,
+            subject,
+            baseline,
             floor: Some(Floor {
                 seconds: 2.0 * floors.cli + floors.raw,
                 what: "2 × CLI + raw".into(),
@@ -191,11 +194,11 @@ impl Bench<'_> {
                 ])
                 .map(drop)
         };
-        let ready = [up(&self.wharf), up(&self.dockerd)];
-        let (mut wharf, mut dockerd) = self.alternate(WARM_UP, self.runs, |e| {
+        let ready = [up(&self.subject), up(&self.baseline)];
+        let (mut subject, mut baseline) = self.alternate(WARM_UP, self.runs, |e| {
             timed(|| e.cli.run(&["exec", name, "true"]).map(drop))
         })?;
-        for (side, r) in [(&mut wharf, &ready[0]), (&mut dockerd, &ready[1])] {
+        for (side, r) in [(&mut subject, &ready[0]), (&mut baseline, &ready[1])] {
             if let Err(err) = r {
                 *side = Side::Failed(format!("{err:#}"));
             }
@@ -206,8 +209,8 @@ impl Bench<'_> {
         Ok(Row {
             case: "`docker exec c true`".into(),
             unit: Unit::Seconds,
-            wharf,
-            dockerd,
+            subject,
+            baseline,
             floor: Some(Floor {
                 seconds: floors.cli,
                 what: "CLI".into(),
@@ -222,7 +225,7 @@ impl Bench<'_> {
     /// `docker load -i` of the large image (removed, untimed, before each load).
     pub fn load(&self, tar: &Path, mib: usize, floors: &LoadFloors) -> Result<Row> {
         let tar = tar.display().to_string();
-        let (wharf, dockerd) = self.alternate(1, self.heavy_runs, |e| {
+        let (subject, baseline) = self.alternate(1, self.heavy_runs, |e| {
             let _ = e.cli.run(&["rmi", "-f", "bench-big:latest"]);
             timed(|| e.cli.run(&["load", "-q", "-i", &tar]).map(drop))
         })?;
@@ -232,8 +235,8 @@ impl Bench<'_> {
         Ok(Row {
             case: format!("`docker load` of a {mib} MiB image (uncompressed layers)"),
             unit: Unit::Seconds,
-            wharf,
-            dockerd,
+            subject,
+            baseline,
             floor: Some(Floor {
                 seconds: floors.floor(),
                 what: floors.describe(),
@@ -284,8 +287,8 @@ impl Bench<'_> {
             Row {
                 case: "`docker build` cold (the seeds' Dockerfile pair, `--no-cache`)".into(),
                 unit: Unit::Seconds,
-                wharf: cw,
-                dockerd: cd,
+                subject: cw,
+                baseline: cd,
                 floor: None,
                 target: Target::default(),
             },
@@ -293,8 +296,8 @@ impl Bench<'_> {
                 case: "`docker build` warm (the pair again after changing only the copied source)"
                     .into(),
                 unit: Unit::Seconds,
-                wharf: ww,
-                dockerd: wd,
+                subject: ww,
+                baseline: wd,
                 floor: None,
                 target: Target {
                     max_ratio: Some(0.5),
@@ -312,7 +315,7 @@ impl Bench<'_> {
             .into_iter()
             .map(|e| start_many(&e.cli, n, label))
             .collect();
-        let (mut wharf, mut dockerd) = self.alternate(WARM_UP, self.runs, |e| {
+        let (mut subject, mut baseline) = self.alternate(WARM_UP, self.runs, |e| {
             let mut out = String::new();
             let t = timed(|| {
                 out = e.cli.text(&["ps", "--no-trunc"])?;
@@ -324,7 +327,7 @@ impl Bench<'_> {
             }
             Ok(t)
         })?;
-        for (side, r) in [(&mut wharf, &ready[0]), (&mut dockerd, &ready[1])] {
+        for (side, r) in [(&mut subject, &ready[0]), (&mut baseline, &ready[1])] {
             if let Err(err) = r {
                 *side = Side::Failed(format!("{err:#}"));
             }
@@ -335,8 +338,8 @@ impl Bench<'_> {
         Ok(Row {
             case: format!("`docker ps` with {n} running containers"),
             unit: Unit::Seconds,
-            wharf,
-            dockerd,
+            subject,
+            baseline,
             floor: Some(Floor {
                 seconds: floors.cli,
                 what: "CLI".into(),
@@ -346,12 +349,12 @@ impl Bench<'_> {
     }
 
     /// `n` concurrent `docker run --rm --network NETWORK busybox true`, wall time of all;
-    /// on `bridge` (every run gets an address and a veth at once) Wharf only, as dockerd
-    /// runs with `--bridge none` here.
+    /// on `bridge` (every run gets an address and a veth at once) only on the engines with
+    /// a bridge (not dockerd, which runs with `--bridge none` here).
     pub fn concurrent(&self, n: usize, network: &str, floors: Floors, cores: usize) -> Result<Row> {
         let bridge = network == "bridge";
-        let (wharf, dockerd) = self.alternate(1, self.heavy_runs, |e| {
-            if bridge && e.name == "dockerd" {
+        let (subject, baseline) = self.alternate(1, self.heavy_runs, |e| {
+            if bridge && !e.bridge {
                 bail!("not measured");
             }
             timed(|| {
@@ -381,16 +384,19 @@ impl Bench<'_> {
             })
         })?;
         let floor = n as f64 * (floors.cli + floors.raw) / cores.max(1) as f64;
-        let dockerd = if bridge {
-            Side::NotApplicable("dockerd runs with `--bridge none` here".into())
+        let baseline = if bridge && !self.baseline.bridge {
+            Side::NotApplicable(format!(
+                "{} runs with `--bridge none` here",
+                self.baseline.name
+            ))
         } else {
-            dockerd
+            baseline
         };
         Ok(Row {
             case: format!("{n} concurrent `docker run --rm --network {network} busybox true`"),
             unit: Unit::Seconds,
-            wharf,
-            dockerd,
+            subject,
+            baseline,
             floor: Some(Floor {
                 seconds: floor,
                 what: format!("{n} × (CLI + raw) / {cores} cores"),
@@ -402,7 +408,8 @@ impl Bench<'_> {
         })
     }
 
-    /// PSS (and RSS) of every process of each engine, idle, with `n` running containers.
+    /// PSS (and RSS) of every process of each engine, idle, with `n` running containers:
+    /// read `runs` times 100 ms apart, alternating the engines, after 5 s to settle.
     pub fn memory(&self, n: usize) -> Result<Row> {
         let label = "wharf-bench=memory";
         let ready: Vec<Result<()>> = self
@@ -415,37 +422,44 @@ impl Bench<'_> {
             signals::check()?;
             std::thread::sleep(Duration::from_millis(100));
         }
-        let sides: Vec<Side> = self
-            .engines()
-            .into_iter()
-            .zip(&ready)
-            .map(|(e, r)| match r {
-                Err(err) => Side::Failed(format!("{err:#}")),
-                Ok(()) => {
+        // Per engine: PSS and RSS in MiB of each reading, and the processes last counted.
+        let mut readings: [(Vec<f64>, Vec<f64>, usize); 2] = Default::default();
+        for _ in 0..self.runs {
+            signals::check()?;
+            for ((e, r), (pss, rss, procs)) in
+                self.engines().into_iter().zip(&ready).zip(&mut readings)
+            {
+                if r.is_ok() {
                     let pids = (e.pids)();
-                    let (rss, pss) = super::procmem::total_kib(&pids);
-                    Side::Measured(
-                        Summary::single(pss as f64 / 1024.0),
-                        Some(format!(
-                            "RSS {:.1} MiB, {} processes",
-                            rss as f64 / 1024.0,
-                            pids.len()
-                        )),
-                    )
+                    let (r_kib, p_kib) = super::procmem::total_kib(&pids);
+                    pss.push(p_kib as f64 / 1024.0);
+                    rss.push(r_kib as f64 / 1024.0);
+                    *procs = pids.len();
                 }
-            })
-            .collect();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let mut sides = ready.iter().zip(readings).map(|(r, (pss, rss, procs))| {
+            match (r, Summary::of(&pss), Summary::of(&rss)) {
+                (Err(err), _, _) => Side::Failed(format!("{err:#}")),
+                (Ok(()), Some(pss), Some(rss)) => Side::Measured(
+                    pss,
+                    Some(format!("RSS {:.1} MiB, {procs} processes", rss.median)),
+                ),
+                (Ok(()), _, _) => Side::Failed("no readings".into()),
+            }
+        });
+        let (Some(subject), Some(baseline)) = (sides.next(), sides.next()) else {
+            bail!("two engines expected");
+        };
         for e in self.engines() {
             remove_labelled(&e.cli, label);
         }
-        let [wharf, dockerd]: [Side; 2] = sides
-            .try_into()
-            .map_err(|_| anyhow::anyhow!("two engines expected"))?;
         Ok(Row {
             case: format!("idle memory, PSS of the engine's processes, {n} running containers"),
             unit: Unit::Mib,
-            wharf,
-            dockerd,
+            subject,
+            baseline,
             floor: None,
             target: Target {
                 max_ratio: Some(0.5),
@@ -456,9 +470,13 @@ impl Bench<'_> {
 
     /// Wharf's bridge set-up cost: `docker run --rm --network bridge busybox true` minus
     /// the same with `--network none`, alternated on Wharf (dockerd runs `--bridge none`).
+    /// Against dockerd only: the subject is Wharf, the baseline a dockerd without bridge.
     pub fn bridge(&self) -> Result<Row> {
-        let w = &self.wharf.cli;
-        let na = Side::NotApplicable("dockerd runs with `--bridge none` here".into());
+        let w = &self.subject.cli;
+        let na = Side::NotApplicable(format!(
+            "{} runs with `--bridge none` here",
+            self.baseline.name
+        ));
         let probe = w.text(&[
             "run",
             "--rm",
@@ -468,7 +486,7 @@ impl Bench<'_> {
             "cat",
             "/sys/class/net/eth0/address",
         ]);
-        let wharf = match probe {
+        let subject = match probe {
             Err(e) => Side::Failed(format!("{e:#}")),
             Ok(mac) if mac.is_empty() => {
                 Side::Failed("no eth0 in a `--network bridge` container".into())
@@ -515,8 +533,8 @@ impl Bench<'_> {
             case: "bridge set-up: `run --rm --network bridge` minus `--network none` (Wharf only)"
                 .into(),
             unit: Unit::Seconds,
-            wharf,
-            dockerd: na,
+            subject,
+            baseline: na,
             floor: None,
             target: Target::default(),
         })

@@ -1,5 +1,5 @@
 //! Facts about this machine and this moment for the table's header: cores, memory,
-//! kernel, load, UTC date, and the versions of the programs compared.
+//! kernel, load, UTC date, and the versions (and digests) of the programs compared.
 
 use std::path::Path;
 use std::process::Command;
@@ -71,4 +71,22 @@ pub fn profile() -> &'static str {
     } else {
         "release"
     }
+}
+
+/// `wharf 0.1.0 (`PATH`, sha256 0123456789ab)`: what `--version` says and a short digest of
+/// the file, so that two builds of one version are told apart in the table's header.
+pub fn binary(path: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = std::fs::File::open(path)
+        .and_then(|mut f| {
+            let mut h = Sha256::new();
+            std::io::copy(&mut f, &mut h)?;
+            Ok(hex::encode(&h.finalize()[..6]))
+        })
+        .unwrap_or_else(|e| format!("unreadable: {e}"));
+    format!(
+        "{} (`{}`, sha256 {digest})",
+        version_of(path, &["--version"]),
+        path.display()
+    )
 }

@@ -1,11 +1,13 @@
 //! The pieces of the benches (`wharf-bench`, `wharf-bench-run`): a private `wharf up`
-//! ([`wharf`]), a private Docker Engine beside it ([`dockerd`]), the one `docker` CLI both
-//! are driven with ([`cli`]), the floors ([`raw`], [`floors`]), the inputs ([`data`]), the
-//! cases ([`cases`]), and the pure summary and table code ([`stats`], [`table`]).
+//! ([`wharf`]), a private Docker Engine beside it ([`dockerd`]) or a second `wharf up` of
+//! an older binary, the one `docker` CLI both are driven with ([`cli`]), the floors
+//! ([`raw`], [`floors`]), the inputs ([`data`]), the cases ([`cases`]), and the pure
+//! summary and table code ([`stats`], [`table`]).
 //!
 //! ```text
 //!   wharf-bench ──► cases ──► Cli (docker 28.x) ──► WharfDaemon (wharf up, temp data dir)
 //!        │                                     └──► Dockerd (private containerd + dockerd)
+//!        │                                          or, with --against, WharfDaemon (old)
 //!        ├──► floors: RawRuntime (libcontainer), sha256 / write+fsync / unzstd
 //!        └──► table::render ──► Markdown file (and the README)
 //! ```

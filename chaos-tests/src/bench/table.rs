@@ -1,5 +1,7 @@
-//! The side-by-side table: one [`Row`] per case with both engines' figures, the ratio
-//! Wharf/dockerd, the issue's target, the floor, and a verdict, rendered as Markdown.
+//! The side-by-side table: one [`Row`] per case with both engines' figures, their ratio,
+//! the bound, the floor, and a verdict, rendered as Markdown. Two comparisons share it
+//! ([`Comparison`]): Wharf against dockerd, judged by issue 8's targets, and a new wharf
+//! against an old one, judged by issue 16's no-regression bound ([`Regression`]).
 //! Pure: the harness fills rows, [`render`] turns them into the text written to the file
 //! and pasted into the README.
 
@@ -43,7 +45,7 @@ pub struct Floor {
     pub what: String,
 }
 
-/// The issue's target for a row; every bound given must hold for "met".
+/// Issue 8's target for a row against dockerd; every bound given must hold for "met".
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Target {
     /// Largest acceptable Wharf/dockerd ratio of medians.
@@ -59,41 +61,41 @@ pub struct Row {
     pub case: String,
     /// Unit of both sides' figures.
     pub unit: Unit,
-    /// Wharf's outcome.
-    pub wharf: Side,
-    /// dockerd's outcome.
-    pub dockerd: Side,
+    /// The engine under test: Wharf, or the new wharf.
+    pub subject: Side,
+    /// What it is measured against: dockerd, or the old wharf.
+    pub baseline: Side,
     /// The floor, where one exists.
     pub floor: Option<Floor>,
-    /// The issue's target, if any.
+    /// Issue 8's target against dockerd, if any (not used against an old wharf).
     pub target: Target,
 }
 
-/// How a row stands against its target.
+/// How a row stands against its bound.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Verdict {
-    /// No target for this row.
+    /// No bound for this row.
     None,
     /// Every bound holds.
     Met,
     /// These bounds were missed.
     Missed(Vec<String>),
-    /// A side failed, so the target cannot be judged.
+    /// A side failed, so the row cannot be judged.
     Unknown,
 }
 
 impl Row {
-    /// Wharf's median over dockerd's, when both were measured.
+    /// The subject's median over the baseline's, when both were measured.
     pub fn ratio(&self) -> Option<f64> {
-        ratio(self.wharf.median()?, self.dockerd.median()?)
+        ratio(self.subject.median()?, self.baseline.median()?)
     }
 
-    /// Wharf's median minus the floor, when both exist.
+    /// The subject's median minus the floor, when both exist.
     pub fn over_floor(&self) -> Option<f64> {
-        Some(self.wharf.median()? - self.floor.as_ref()?.seconds)
+        Some(self.subject.median()? - self.floor.as_ref()?.seconds)
     }
 
-    /// Judge the row against its target.
+    /// Judge the row against its issue 8 target.
     pub fn verdict(&self) -> Verdict {
         let t = self.target;
         if t.max_ratio.is_none() && t.max_over_floor.is_none() {
@@ -118,6 +120,98 @@ impl Row {
             Verdict::Met
         } else {
             Verdict::Missed(missed)
+        }
+    }
+}
+
+/// A no-regression bound of a new wharf against an old one: the new median may exceed
+/// the old one by at most `max_ratio` of it, or by at most `max_excess` seconds (either
+/// suffices; the seconds bound does not apply to memory).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Regression {
+    /// Largest acceptable new/old ratio of medians, e.g. 1.1.
+    pub max_ratio: f64,
+    /// Largest acceptable new − old of medians, seconds, e.g. 0.005.
+    pub max_excess: f64,
+}
+
+impl Regression {
+    /// Issue 16: "within 10% or 5 ms of today's build".
+    pub const ISSUE_16: Regression = Regression {
+        max_ratio: 1.1,
+        max_excess: 0.005,
+    };
+
+    /// Judge `row` (subject = new, baseline = old) against this bound.
+    pub fn verdict(&self, row: &Row) -> Verdict {
+        let (Some(new), Some(old)) = (row.subject.median(), row.baseline.median()) else {
+            return Verdict::Unknown;
+        };
+        let Some(r) = ratio(new, old) else {
+            return Verdict::Unknown;
+        };
+        let excess = new - old;
+        let within_time = row.unit == Unit::Seconds && excess <= self.max_excess;
+        if r <= self.max_ratio || within_time {
+            return Verdict::Met;
+        }
+        let mut why = vec![format!(
+            "{:+.1}% > {:.0}%",
+            (r - 1.0) * 100.0,
+            (self.max_ratio - 1.0) * 100.0
+        )];
+        if row.unit == Unit::Seconds {
+            why.push(format!(
+                "{:+.1} ms > {:.0} ms",
+                excess * 1e3,
+                self.max_excess * 1e3
+            ));
+        }
+        Verdict::Missed(why)
+    }
+
+    fn describe(&self, unit: Unit) -> String {
+        match unit {
+            Unit::Seconds => format!(
+                "≤ old × {} or ≤ old + {:.0} ms",
+                self.max_ratio,
+                self.max_excess * 1e3
+            ),
+            Unit::Mib => format!("≤ old × {}", self.max_ratio),
+        }
+    }
+}
+
+/// What the table compares: it names the columns and chooses how rows are judged.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Comparison {
+    /// Wharf against Docker Engine, each row against its issue 8 [`Target`].
+    Dockerd,
+    /// A new wharf against an old one, every row against the [`Regression`] bound.
+    OldWharf(Regression),
+}
+
+impl Comparison {
+    /// The names of the subject's and the baseline's columns.
+    pub fn names(&self) -> (&'static str, &'static str) {
+        match self {
+            Comparison::Dockerd => ("Wharf", "dockerd"),
+            Comparison::OldWharf(_) => ("new", "old"),
+        }
+    }
+
+    /// Judge `row` as this comparison does.
+    pub fn verdict(&self, row: &Row) -> Verdict {
+        match self {
+            Comparison::Dockerd => row.verdict(),
+            Comparison::OldWharf(bound) => bound.verdict(row),
+        }
+    }
+
+    fn bound(&self, row: &Row) -> String {
+        match self {
+            Comparison::Dockerd => target(&row.target),
+            Comparison::OldWharf(bound) => bound.describe(row.unit),
         }
     }
 }
@@ -184,21 +278,30 @@ fn target(t: &Target) -> String {
     }
 }
 
-/// The Markdown table of `rows` (header, one line per row) followed by a line naming the
-/// missed targets, if any.
-pub fn render(rows: &[Row]) -> String {
-    let mut out = String::from(
-        "| case | Wharf median (p10–p90) | dockerd median (p10–p90) | Wharf/dockerd | target | result | floor | Wharf − floor |\n\
+/// The Markdown table of `rows` as `cmp` names and judges them (header, one line per
+/// row) followed by a line naming the rows that missed their bound, if any.
+pub fn render(rows: &[Row], cmp: Comparison) -> String {
+    let (s, b) = cmp.names();
+    let (met, missed_word, missed_line) = match cmp {
+        Comparison::Dockerd => ("met", "missed", "Missed targets"),
+        Comparison::OldWharf(_) => ("ok", "over", "Over the bound"),
+    };
+    let mut out = format!(
+        "| case | {s} median (p10–p90) | {b} median (p10–p90) | {s}/{b} | {} | result | floor | {s} − floor |\n\
          |---|---|---|---|---|---|---|---|\n",
+        match cmp {
+            Comparison::Dockerd => "target",
+            Comparison::OldWharf(_) => "bound",
+        }
     );
     let mut missed = Vec::new();
     for r in rows {
-        let verdict = match r.verdict() {
+        let verdict = match cmp.verdict(r) {
             Verdict::None => String::new(),
-            Verdict::Met => "met".to_string(),
+            Verdict::Met => met.to_string(),
             Verdict::Missed(why) => {
                 missed.push(format!("{} ({})", r.case, why.join(", ")));
-                format!("**missed** ({})", why.join(", "))
+                format!("**{missed_word}** ({})", why.join(", "))
             }
             Verdict::Unknown => "not judged".to_string(),
         };
@@ -210,10 +313,10 @@ pub fn render(rows: &[Row]) -> String {
         out.push_str(&format!(
             "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
             r.case,
-            side(&r.wharf, r.unit),
-            side(&r.dockerd, r.unit),
+            side(&r.subject, r.unit),
+            side(&r.baseline, r.unit),
             r.ratio().map(|x| format!("{x:.2}")).unwrap_or_default(),
-            target(&r.target),
+            cmp.bound(r),
             verdict,
             floor,
             r.over_floor()
@@ -222,120 +325,11 @@ pub fn render(rows: &[Row]) -> String {
         ));
     }
     if !missed.is_empty() {
-        out.push_str(&format!("\nMissed targets: {}.\n", missed.join("; ")));
+        out.push_str(&format!("\n{missed_line}: {}.\n", missed.join("; ")));
     }
     out
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn secs(median: f64) -> Side {
-        Side::Measured(
-            Summary {
-                median,
-                p10: median * 0.9,
-                p90: median * 1.2,
-                n: 10,
-            },
-            None,
-        )
-    }
-
-    fn row(wharf: Side, dockerd: Side, target: Target, floor: Option<f64>) -> Row {
-        Row {
-            case: "`docker run --rm busybox true`".into(),
-            unit: Unit::Seconds,
-            wharf,
-            dockerd,
-            floor: floor.map(|seconds| Floor {
-                seconds,
-                what: "CLI + raw".into(),
-            }),
-            target,
-        }
-    }
-
-    #[test]
-    fn verdict_needs_every_bound() {
-        let t = Target {
-            max_ratio: Some(0.3),
-            max_over_floor: Some(0.05),
-        };
-        assert_eq!(
-            row(secs(0.06), secs(0.3), t, Some(0.02)).verdict(),
-            Verdict::Met
-        );
-        let missed = row(secs(0.10), secs(0.3), t, Some(0.02)).verdict();
-        assert_eq!(
-            missed,
-            Verdict::Missed(vec![
-                "ratio 0.333 > 0.3".into(),
-                "0.080 s over floor > 0.05".into()
-            ])
-        );
-        let failed = row(Side::Failed("boom".into()), secs(0.3), t, Some(0.02));
-        assert_eq!(failed.verdict(), Verdict::Unknown);
-        assert_eq!(
-            row(secs(1.0), secs(2.0), Target::default(), None).verdict(),
-            Verdict::None
-        );
-    }
-
-    #[test]
-    fn render_shows_errors_ratios_and_missed_targets() {
-        let t = Target {
-            max_ratio: Some(0.5),
-            max_over_floor: None,
-        };
-        let rows = vec![
-            row(secs(0.05), secs(0.2), t, Some(0.02)),
-            row(
-                Side::Failed(
-                    "docker build: DEPRECATED: The legacy builder is deprecated\n  Install buildx\n\
-                     Error response from daemon: page not found\nmore"
-                        .into(),
-                ),
-                secs(2.0),
-                t,
-                None,
-            ),
-            row(secs(0.4), secs(0.2), t, None),
-        ];
-        let md = render(&rows);
-        let lines: Vec<&str> = md.lines().collect();
-        assert!(
-            lines[2].contains("| 0.0500 s (0.0450–0.0600, n=10) | 0.200 s"),
-            "{md}"
-        );
-        assert!(
-            lines[2].contains("| 0.25 | ≤ 0.5 | met | 0.0200 s (CLI + raw) | +0.0300 s |"),
-            "{md}"
-        );
-        assert!(
-            lines[3].contains("| error: Error response from daemon: page not found |"),
-            "{md}"
-        );
-        assert!(lines[3].contains("| not judged |"), "{md}");
-        assert!(lines[4].contains("**missed** (ratio 2.000 > 0.5)"), "{md}");
-        assert!(md.contains("Missed targets: `docker run --rm busybox true` (ratio 2.000 > 0.5)."));
-    }
-
-    #[test]
-    fn memory_cells_carry_their_note() {
-        let r = Row {
-            case: "idle memory".into(),
-            unit: Unit::Mib,
-            wharf: Side::Measured(Summary::single(40.0), Some("RSS 60.0 MiB".into())),
-            dockerd: Side::NotApplicable("--bridge none".into()),
-            floor: None,
-            target: Target::default(),
-        };
-        let md = render(&[r]);
-        assert!(
-            md.contains("| 40.0 MiB; RSS 60.0 MiB | n/a (--bridge none) |"),
-            "{md}"
-        );
-    }
-}
+#[path = "table_test.rs"]
+mod tests;

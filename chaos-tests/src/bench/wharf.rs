@@ -1,5 +1,8 @@
 //! A `wharf up` of the bench's own: temporary data dir, free loopback port, private unix
-//! socket; `wharf down` on that data dir when dropped, even on error or Ctrl-C.
+//! socket; `wharf down` on that data dir when dropped, even on error or Ctrl-C. Two of
+//! them (a new and an old binary) run side by side without sharing anything: the
+//! default bridge, its subnet, the iptables chains (`WHARF-<tag>*`) and the cgroup parent
+//! are all derived by `wharf up` from the data dir.
 
 use super::cli::{Cli, Endpoint};
 use super::signals;
@@ -143,9 +146,14 @@ impl WharfDaemon {
 
 impl Drop for WharfDaemon {
     fn drop(&mut self) {
+        // The same socket as `up`: `down` removes it if stale, and must not touch the
+        // default /run/wharf/docker.sock of another instance.
         let _ = Command::new(&self.wharf)
             .args(["down", "--data-dir"])
             .arg(&self.data)
+            .arg("--unix-socket")
+            .arg(&self.socket)
+            .args(["--api-addr", &self.addr])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
