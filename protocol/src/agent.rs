@@ -169,6 +169,7 @@ pub struct HostSpec {
 // The agent protocol's messages. Framing, streams and flow control: [`crate::wire`].
 
 pub mod container;
+pub mod files;
 pub mod host;
 pub mod image;
 pub mod network;
@@ -191,6 +192,8 @@ pub enum AgentRequest {
     Volume(volume::VolumeRequest),
     /// Images and layers: load, save, import, commit, diff, export, collection.
     Image(image::ImageRequest),
+    /// A container's log and the paths of its root filesystem.
+    Files(files::FilesRequest),
 }
 
 /// The one answer of a call.
@@ -210,6 +213,8 @@ pub enum AgentResponse {
     Volume(volume::VolumeResponse),
     /// The answer of an [`image::ImageRequest`] that returns something.
     Image(image::ImageResponse),
+    /// The answer of a [`files::FilesRequest`] that returns something.
+    Files(files::FilesResponse),
 }
 
 /// What an agent reports without being asked, on call 0.

@@ -37,6 +37,43 @@ pub struct ExtractOptions {
     pub chown_to_user: Option<String>,
 }
 
+/// A container path as moby's `ResolvePath` reads it: absolute, cleaned lexically (`..`
+/// stops at `/`), and whether the last component is followed when it is a symlink (only
+/// when the path ends in `/` or `/.`). Pure.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContainerPath {
+    /// Components below the root.
+    pub comps: Vec<Vec<u8>>,
+    /// Follow a symlink in the last component.
+    pub follow_last: bool,
+}
+
+impl ContainerPath {
+    /// Parse `path` (relative paths are taken from `/`).
+    pub fn parse(path: &str) -> ContainerPath {
+        let mut comps: Vec<Vec<u8>> = Vec::new();
+        for c in path.as_bytes().split(|b| *b == b'/') {
+            match c {
+                b"" | b"." => {}
+                b".." => {
+                    comps.pop();
+                }
+                c => comps.push(c.to_vec()),
+            }
+        }
+        let follow_last = path.ends_with('/') || path.ends_with("/.") || path == ".";
+        ContainerPath { comps, follow_last }
+    }
+
+    /// The name an archive of this path uses for it: its last component, `/` for the root.
+    pub fn name(&self) -> String {
+        self.comps
+            .last()
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .unwrap_or_else(|| "/".to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

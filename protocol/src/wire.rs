@@ -108,6 +108,9 @@ pub enum StreamItem {
     CloseStdin,
     /// Stop sending stdin but leave it open (Docker's detach keys).
     Detach,
+    /// Entries of a container's log (`docker logs`), oldest first, a batch of at most
+    /// [`ITEM_BYTES`] of data (see [`crate::agent::files::log_batches`]).
+    LogEntries(Vec<crate::runtime::LogEntry>),
 }
 
 /// Why bytes could not be read as frames.

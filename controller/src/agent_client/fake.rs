@@ -261,6 +261,12 @@ async fn handle(
                 "the fake agent holds no images",
             )))
         }
+        AgentRequest::Files(_) => {
+            return call.respond(AgentResponse::Failed(AgentFailure::new(
+                FailureKind::Unsupported,
+                "the fake agent holds no files",
+            )))
+        }
     };
     use ContainerRequest as R;
     let lock = || state.lock().unwrap_or_else(|e| e.into_inner());

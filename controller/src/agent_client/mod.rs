@@ -13,6 +13,7 @@
 
 mod container;
 pub mod fake;
+mod files;
 mod image;
 pub mod in_process;
 mod network;
@@ -20,6 +21,7 @@ pub mod unix;
 mod volume;
 
 pub use container::{AttachCall, AttachInput, AttachOutput, ContainerPaths};
+pub use files::{ArchiveDownload, ArchiveUpload, LogStream};
 pub use image::Lease;
 
 use std::sync::Arc;

@@ -3,7 +3,7 @@
 //! ```text
 //!  HEAD ─► 200 + X-Docker-Container-Path-Stat (base64 JSON)   or 404
 //!  GET  ─► 200 application/x-tar (stream) + the same header
-//!  PUT  ─► body spooled to an unlinked temp file ─► Engine::archive_put ─► 200
+//!  PUT  ─► body streamed to the agent (spooled there) ─► Engine::archive_put ─► 200
 //! ```
 
 use super::error::ApiError;
@@ -13,7 +13,6 @@ use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use serde_json::json;
-use tokio::io::AsyncWriteExt;
 use wharf_protocol::archive::PathStat;
 
 /// The header carrying a path's stat.
@@ -93,8 +92,8 @@ pub async fn get(engine: &Engine, id: &str, req: &Request<Incoming>) -> Result<R
 }
 
 /// `PUT /containers/{id}/archive?path=&noOverwriteDirNonDir=&copyUIDGID=`: extract the
-/// tar body into the directory `path`. The body is spooled first (an unlinked file in
-/// the data directory), so nothing is written from a transfer that breaks off.
+/// tar body into the directory `path`. The agent spools the body first, so nothing is
+/// written from a transfer that breaks off.
 pub async fn put(engine: &Engine, id: &str, req: Request<Incoming>) -> Result<Resp, ApiError> {
     let (q, path) = path_param(&req);
     let mut body = req.into_body();
@@ -104,23 +103,26 @@ pub async fn put(engine: &Engine, id: &str, req: Request<Incoming>) -> Result<Re
         while let Some(Ok(_)) = body.frame().await {}
         return Err(e);
     }
-    let spool_err = |e: std::io::Error| ApiError::internal(format!("spool archive: {e}"));
-    let file = wharf_node::archive::spool_file(engine.agent().data_dir()).map_err(spool_err)?;
-    let mut out = tokio::fs::File::from_std(file);
-    while let Some(frame) = body.frame().await {
-        let frame =
-            frame.map_err(|e| ApiError::bad_request(format!("reading request body: {e}")))?;
-        if let Ok(data) = frame.into_data() {
-            out.write_all(&data).await.map_err(spool_err)?;
+    let chunks = Box::pin(futures_util::stream::unfold(body, |mut body| async move {
+        loop {
+            match body.frame().await? {
+                Ok(frame) => {
+                    if let Ok(data) = frame.into_data() {
+                        return Some((Ok(data), body));
+                    }
+                }
+                Err(e) => {
+                    let e = ApiError::bad_request(format!("reading request body: {e}"));
+                    return Some((Err(e), body));
+                }
+            }
         }
-    }
-    out.flush().await.map_err(spool_err)?;
-    let file = out.into_std().await;
+    }));
     engine
         .archive_put(
             id,
             &path,
-            file,
+            chunks,
             q.bool("noOverwriteDirNonDir"),
             q.bool("copyUIDGID"),
         )

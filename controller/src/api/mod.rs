@@ -277,7 +277,7 @@ async fn route(engine: Arc<Engine>, req: Request<Incoming>) -> Result<Resp, ApiE
         }
         (&Method::GET, ["exec", id, "json"]) => exec::inspect(&engine, id),
         (&Method::POST, ["exec", id, "resize"]) => exec::resize(&engine, id, &req).await,
-        (&Method::GET, ["containers", id, "logs"]) => streams::logs(engine.clone(), id, &req),
+        (&Method::GET, ["containers", id, "logs"]) => streams::logs(engine.clone(), id, &req).await,
         (&Method::DELETE, ["containers", id]) => containers::remove(&engine, id, &req).await,
         (&Method::GET, ["containers", id, "stats"]) => {
             let id = id.to_string();

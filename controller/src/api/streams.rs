@@ -17,7 +17,7 @@ use hyper_util::rt::TokioIo;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 use tracing::debug;
-use wharf_node::runtime::logs::LogFollower;
+use wharf_protocol::agent::files::LogQuery;
 use wharf_protocol::state::ContainerStatus;
 
 /// Docker's stdcopy frame: `[stream, 0, 0, 0, len u32 BE]` then the data.
@@ -212,7 +212,7 @@ fn parse_time(q: &Query, key: &str) -> Result<i64, ApiError> {
 }
 
 /// `GET /containers/{id}/logs`.
-pub fn logs(
+pub async fn logs(
     engine: Arc<Engine>,
     reference: &str,
     req: &Request<Incoming>,
@@ -227,53 +227,36 @@ pub fn logs(
     }
     let follow = q.bool("follow");
     let timestamps = q.bool("timestamps");
-    let tail: Option<usize> = match q.get("tail").unwrap_or("all") {
+    let tail: Option<u64> = match q.get("tail").unwrap_or("all") {
         "all" | "" => None,
         n => Some(
             n.parse()
                 .map_err(|_| ApiError::bad_request(format!("invalid tail: {n}")))?,
         ),
     };
-    let since = parse_time(&q, "since")?;
-    let until = parse_time(&q, "until")?;
-    let tty = c.run.tty;
-    let path = engine.agent().log_path(&c.id);
-    let mut follower =
-        LogFollower::open(&path, 0).map_err(|e| ApiError::internal(e.to_string()))?;
-    let mut first = wharf_node::runtime::read_rotated_entries(&path)
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    first.extend(
-        follower
-            .read_available()
-            .map_err(|e| ApiError::internal(e.to_string()))?,
-    );
-    if let Some(n) = tail {
-        let skip = first.len().saturating_sub(n);
-        first.drain(..skip);
-    }
-    let render = Render {
-        tty,
+    let query = LogQuery {
         stdout: want_out,
         stderr: want_err,
+        tail,
+        since_ns: parse_time(&q, "since")?,
+        until_ns: parse_time(&q, "until")?,
+        follow,
+    };
+    let tty = c.run.tty;
+    // The agent reads the log and selects the entries; here they are only rendered.
+    let mut entries = engine.agents().logs(&engine.node(), &c.id, query).await?;
+    let render = Render {
+        tty,
+        stdout: true,
+        stderr: true,
         timestamps,
-        since,
-        until,
+        ..Render::default()
     };
     let (out, resp) = streaming(stream_content_type(tty));
     let id = c.id.clone();
     tokio::spawn(async move {
-        for e in &first {
-            if let Some(b) = render.entry(e) {
-                if out.send(b).await.is_err() {
-                    return;
-                }
-            }
-        }
-        if !follow {
-            return;
-        }
         let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-        let watcher = {
+        let watcher = follow.then(|| {
             let engine = engine.clone();
             let id = id.clone();
             tokio::spawn(async move {
@@ -284,36 +267,39 @@ pub fn logs(
                             matches!(c.status, ContainerStatus::Running | ContainerStatus::Paused)
                         })
                     });
-                    if !running {
-                        let _ = stop_tx.send(true);
-                        return;
-                    }
-                    if rx.changed().await.is_err() {
+                    if !running || rx.changed().await.is_err() {
                         let _ = stop_tx.send(true);
                         return;
                     }
                 }
             })
-        };
-        loop {
+        });
+        let mut stopping = false;
+        'relay: loop {
             tokio::select! {
-                batch = follower.next_batch(&mut stop_rx) => match batch {
-                    Ok(Some(entries)) => {
-                        for e in &entries {
+                batch = entries.next() => match batch {
+                    Ok(Some(batch)) => {
+                        for e in &batch {
                             if let Some(b) = render.entry(e) {
                                 if out.send(b).await.is_err() {
-                                    watcher.abort();
-                                    return;
+                                    break 'relay;
                                 }
                             }
                         }
                     }
                     Ok(None) | Err(_) => break,
                 },
+                // The container stopped: the agent sends what it wrote, then ends.
+                _ = stop_rx.changed(), if !stopping => {
+                    stopping = true;
+                    entries.stop();
+                }
                 _ = out.closed() => break,
             }
         }
-        watcher.abort();
+        if let Some(w) = watcher {
+            w.abort();
+        }
     });
     Ok(resp)
 }

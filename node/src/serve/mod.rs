@@ -13,6 +13,7 @@
 //! defines.
 
 mod container;
+mod files;
 mod host;
 mod image;
 mod network;
@@ -119,6 +120,7 @@ async fn dispatch(
             image::handle(&agent, conn, r, call).await;
             layers_changed.notify_one();
         }
+        AgentRequest::Files(r) => files::handle(&agent, r, call).await,
     }
 }
 

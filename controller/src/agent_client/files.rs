@@ -1,0 +1,196 @@
+//! Typed files calls: a container's log ([`LogStream`]) and `docker cp` ([`ArchiveDownload`],
+//! [`ArchiveUpload`]).
+
+use super::Agents;
+use wharf_link::{unexpected, ClientCall, ItemReceiver, ItemSender};
+use wharf_protocol::agent::files::{FilesRequest, FilesResponse, LogQuery};
+use wharf_protocol::agent::{AgentFailure, AgentRequest, AgentResponse};
+use wharf_protocol::archive::{ExtractOptions, PathStat};
+use wharf_protocol::runtime::LogEntry;
+use wharf_protocol::wire::StreamItem;
+use wharf_protocol::{ContainerId, NodeId};
+
+fn req(r: FilesRequest) -> AgentRequest {
+    AgentRequest::Files(r)
+}
+
+fn path_stat(what: &str, r: AgentResponse) -> Result<PathStat, AgentFailure> {
+    match r {
+        AgentResponse::Files(FilesResponse::Stat(s)) => Ok(s),
+        other => Err(unexpected(what, &other)),
+    }
+}
+
+impl Agents {
+    /// Read the container's log as `query` selects it; returns once the agent has read
+    /// it up to now (a log that cannot be read fails here).
+    pub async fn logs(
+        &self,
+        node: &NodeId,
+        id: &ContainerId,
+        query: LogQuery,
+    ) -> Result<LogStream, AgentFailure> {
+        let follow = query.follow;
+        let ClientCall {
+            response,
+            output,
+            input,
+        } = self.open(
+            node,
+            req(FilesRequest::Logs {
+                id: id.clone(),
+                query,
+            }),
+        )?;
+        let stop = if follow {
+            Some(output)
+        } else {
+            output.end();
+            None
+        };
+        match response.get().await? {
+            AgentResponse::Done => Ok(LogStream { rx: input, stop }),
+            other => Err(unexpected("logs", &other)),
+        }
+    }
+
+    /// Stat `path` in the container.
+    pub async fn path_stat(
+        &self,
+        node: &NodeId,
+        id: &ContainerId,
+        path: &str,
+    ) -> Result<PathStat, AgentFailure> {
+        let r = req(FilesRequest::Stat {
+            id: id.clone(),
+            path: path.to_string(),
+        });
+        path_stat("stat", self.call(node, r).await?)
+    }
+
+    /// `path` of the container as a tar: its stat, then the bytes.
+    pub async fn archive_get(
+        &self,
+        node: &NodeId,
+        id: &ContainerId,
+        path: &str,
+    ) -> Result<(PathStat, ArchiveDownload), AgentFailure> {
+        let ClientCall {
+            response,
+            output,
+            input,
+        } = self.open(
+            node,
+            req(FilesRequest::Get {
+                id: id.clone(),
+                path: path.to_string(),
+            }),
+        )?;
+        output.end();
+        let stat = path_stat("get archive", response.get().await?)?;
+        Ok((stat, ArchiveDownload { rx: input }))
+    }
+
+    /// Begin extracting a tar into the directory `path` of the container: send the tar
+    /// with [`ArchiveUpload::send`], then [`ArchiveUpload::finish`].
+    pub fn archive_put(
+        &self,
+        node: &NodeId,
+        id: &ContainerId,
+        path: &str,
+        options: ExtractOptions,
+    ) -> Result<ArchiveUpload, AgentFailure> {
+        let call = self.open(
+            node,
+            req(FilesRequest::Put {
+                id: id.clone(),
+                path: path.to_string(),
+                options,
+            }),
+        )?;
+        Ok(ArchiveUpload { call })
+    }
+}
+
+/// The entries of a container's log, in batches, as the agent reads them.
+pub struct LogStream {
+    rx: ItemReceiver,
+    stop: Option<ItemSender>,
+}
+
+impl LogStream {
+    /// The next batch of entries; `None` at the end (all read, or, following, once
+    /// [`LogStream::stop`] was called and the rest was sent).
+    pub async fn next(&mut self) -> Result<Option<Vec<LogEntry>>, AgentFailure> {
+        loop {
+            return match self.rx.recv().await? {
+                Some(StreamItem::LogEntries(batch)) => Ok(Some(batch)),
+                Some(_) => continue,
+                None => Ok(None),
+            };
+        }
+    }
+
+    /// Stop following: the agent sends what was written up to now, then ends.
+    pub fn stop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            tx.end();
+        }
+    }
+}
+
+/// The bytes of a tar the agent sends.
+pub struct ArchiveDownload {
+    rx: ItemReceiver,
+}
+
+impl ArchiveDownload {
+    /// The next bytes; `None` once the tar is complete; an error when it broke off.
+    pub async fn next(&mut self) -> Result<Option<Vec<u8>>, AgentFailure> {
+        loop {
+            return match self.rx.recv().await? {
+                Some(StreamItem::Bytes(b)) => Ok(Some(b)),
+                Some(_) => continue,
+                None => Ok(None),
+            };
+        }
+    }
+}
+
+/// A tar on its way to the agent. Dropped before [`ArchiveUpload::finish`], nothing is
+/// extracted.
+pub struct ArchiveUpload {
+    call: ClientCall,
+}
+
+impl ArchiveUpload {
+    /// Send bytes of the tar.
+    pub async fn send(&mut self, data: &[u8]) -> Result<(), AgentFailure> {
+        self.call.output.send_bytes(data).await
+    }
+
+    /// The tar is complete: the agent extracts it; returns once it has.
+    pub async fn finish(self) -> Result<(), AgentFailure> {
+        let ClientCall {
+            response,
+            output,
+            input,
+        } = self.call;
+        output.end();
+        let r = response.get().await;
+        drop(input);
+        match r? {
+            AgentResponse::Done => Ok(()),
+            other => Err(unexpected("put archive", &other)),
+        }
+    }
+
+    /// The agent's answer after a failed [`ArchiveUpload::send`] (it refused the call, or
+    /// went away).
+    pub async fn failure(self) -> AgentFailure {
+        match self.call.response.get().await {
+            Err(f) => f,
+            Ok(other) => unexpected("put archive", &other),
+        }
+    }
+}
