@@ -198,6 +198,16 @@ fn open_in(root: BorrowedFd<'_>, comps: &[Vec<u8>], flags: OFlags) -> rustix::io
     )
 }
 
+/// Whether `path` inside `root` is a directory, symlinks followed inside it.
+pub fn is_dir(root: BorrowedFd<'_>, path: &str) -> bool {
+    open_in(
+        root,
+        &ContainerPath::parse(path).comps,
+        OFlags::PATH | OFlags::DIRECTORY,
+    )
+    .is_ok()
+}
+
 /// The path of `fd` below `root`, as components (empty for the root itself).
 fn rel_path(root: BorrowedFd<'_>, fd: BorrowedFd<'_>) -> Result<Vec<Vec<u8>>, ArchiveError> {
     let link = |fd: BorrowedFd<'_>| {

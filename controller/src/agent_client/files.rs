@@ -91,6 +91,56 @@ impl Agents {
         Ok((stat, ArchiveDownload { rx: input }))
     }
 
+    /// Whether `path` of the container is a directory (symlinks followed inside it).
+    pub async fn is_dir(
+        &self,
+        node: &NodeId,
+        id: &ContainerId,
+        path: &str,
+    ) -> Result<bool, AgentFailure> {
+        let r = req(FilesRequest::IsDir {
+            id: id.clone(),
+            path: path.to_string(),
+        });
+        match self.call(node, r).await? {
+            AgentResponse::Files(FilesResponse::IsDir(d)) => Ok(d),
+            other => Err(unexpected("is dir", &other)),
+        }
+    }
+
+    /// Extract the tar in `file` into the directory `path` of the container (a build's
+    /// collected sources); returns once the agent has.
+    pub async fn extract_file(
+        &self,
+        node: &NodeId,
+        id: &ContainerId,
+        path: &str,
+        file: std::fs::File,
+        options: ExtractOptions,
+    ) -> Result<(), AgentFailure> {
+        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+        let mut upload = self.archive_put(node, id, path, options)?;
+        let mut file = tokio::fs::File::from_std(file);
+        let read_err = |e: std::io::Error| {
+            AgentFailure::new(
+                wharf_protocol::agent::FailureKind::Internal,
+                format!("read archive spool: {e}"),
+            )
+        };
+        file.rewind().await.map_err(read_err)?;
+        let mut buf = vec![0u8; wharf_protocol::wire::ITEM_BYTES];
+        loop {
+            let n = file.read(&mut buf).await.map_err(read_err)?;
+            if n == 0 {
+                break;
+            }
+            if upload.send(&buf[..n]).await.is_err() {
+                return Err(upload.failure().await);
+            }
+        }
+        upload.finish().await
+    }
+
     /// Begin extracting a tar into the directory `path` of the container: send the tar
     /// with [`ArchiveUpload::send`], then [`ArchiveUpload::finish`].
     pub fn archive_put(

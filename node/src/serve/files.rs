@@ -32,6 +32,17 @@ pub(super) async fn handle(agent: &Agent, request: FilesRequest, call: ServerCal
         }
         FilesRequest::Get { id, path } => get(agent, &id, path, call).await,
         FilesRequest::Put { id, path, options } => put(agent, &id, path, options, call).await,
+        FilesRequest::IsDir { id, path } => {
+            let mut call = call;
+            let store = agent.image_store().clone();
+            let r = tokio::task::spawn_blocking(move || {
+                archive::with_root(&store, id.as_str(), |root| Ok(archive::is_dir(root, &path)))
+            })
+            .await
+            .map_err(thread_failure)
+            .and_then(|r| r.map_err(|e| archive_failure(&e)));
+            call.respond_with(r.map(|d| AgentResponse::Files(FilesResponse::IsDir(d))));
+        }
     }
 }
 

@@ -66,6 +66,14 @@ pub enum FilesRequest {
         /// Overwrite rules and ownership.
         options: ExtractOptions,
     },
+    /// Whether `path` of the container's root filesystem is a directory, symlinks
+    /// followed inside it (a build's `COPY` destination, `WORKDIR`). Answer: `IsDir`.
+    IsDir {
+        /// The container.
+        id: ContainerId,
+        /// The path, relative to the root or absolute.
+        path: String,
+    },
 }
 
 /// What a [`FilesRequest`] answers beyond `Done`.
@@ -73,6 +81,8 @@ pub enum FilesRequest {
 pub enum FilesResponse {
     /// The stat of a container path.
     Stat(crate::archive::PathStat),
+    /// Whether the path is a directory.
+    IsDir(bool),
 }
 
 /// Which log entries a [`FilesRequest::Logs`] sends (`docker logs` options that select

@@ -12,7 +12,7 @@ use crate::build::BuildError;
 use serde_json::{json, Value};
 use std::os::fd::AsFd;
 use tracing::warn;
-use wharf_node::archive::{self, ArchiveError};
+use wharf_node::archive;
 use wharf_protocol::archive::ExtractOptions;
 
 impl Builder<'_> {
@@ -50,40 +50,19 @@ impl Builder<'_> {
         // As Docker: the directory is created in the image when it is missing.
         let cid = self.create(st, &strings(key.get("Cmd")), st.env()).await?;
         self.leftover.push(cid.clone());
-        let store = self.engine.agent().image_store().clone();
-        let work = self.work.clone();
-        let c = cid.clone();
         let rel = clean_rel(&dir);
-        tokio::task::spawn_blocking(move || {
-            archive::with_root(&store, c.as_str(), |root| {
-                if rel.is_empty() || copy::is_dir_in(root, &rel) {
-                    return Ok(());
-                }
-                let mut spool = archive::spool_file(&work).map_err(|e| ArchiveError::Io {
-                    action: "create workdir spool",
-                    path: rel.clone(),
-                    source: e,
-                })?;
-                let mut b = tar::Builder::new(&mut spool);
-                let mut h = tar::Header::new_gnu();
-                h.set_entry_type(tar::EntryType::Directory);
-                h.set_mode(0o755);
-                h.set_size(0);
-                h.set_mtime(chrono::Utc::now().timestamp().max(0) as u64);
-                let wr = |e: std::io::Error| ArchiveError::Io {
-                    action: "write workdir spool",
-                    path: rel.clone(),
-                    source: e,
-                };
-                b.append_data(&mut h, format!("{rel}/"), std::io::empty())
-                    .map_err(wr)?;
-                b.finish().map_err(wr)?;
-                drop(b);
-                archive::extract_archive(root, "/", &mut spool, &ExtractOptions::default())
-            })
-        })
-        .await
-        .map_err(join_err)??;
+        let agents = self.engine.agents();
+        let node = self.engine.node();
+        let present = rel.is_empty() || agents.is_dir(&node, &cid, &rel).await?;
+        if !present {
+            let tar = workdir_tar(&rel)
+                .map_err(|e| BuildError::Failed(format!("write workdir spool {rel:?}: {e}")))?;
+            let mut upload = agents.archive_put(&node, &cid, "/", ExtractOptions::default())?;
+            if upload.send(&tar).await.is_err() {
+                return Err(upload.failure().await.into());
+            }
+            upload.finish().await?;
+        }
         let id = self.commit_container(st, key, &cid).await?;
         self.finish_container(&cid, false).await?;
         self.out.stream(&format!(" ---> {}\n", short(&id))).await
@@ -240,14 +219,14 @@ impl Builder<'_> {
         {
             // `COPY file /existing-dir` copies into that directory, as Docker; a missing
             // destination directory is created with the copy's owner and mode.
-            let s = store.clone();
-            let c = cid.clone();
-            let d = dest.clone();
-            let is_dir = tokio::task::spawn_blocking(move || {
-                archive::with_root(&s, c.as_str(), |root| Ok(copy::is_dir_in(root, &d)))
-            })
-            .await
-            .map_err(join_err)??;
+            let is_dir = if dest.is_empty() {
+                true
+            } else {
+                self.engine
+                    .agents()
+                    .is_dir(&self.engine.node(), &cid, &dest)
+                    .await?
+            };
             let mut again = false;
             if is_dir && !spec.dest_is_dir && sources.len() == 1 {
                 spec.dest_is_dir = true;
@@ -264,21 +243,15 @@ impl Builder<'_> {
                     .map_err(|e| prefixed(&kw, e))?;
             }
         }
-        let c = cid.clone();
-        let mut spool = collected.spool;
         let opts = ExtractOptions {
             no_overwrite_dir_non_dir: false,
             chown_to_user: by_name,
         };
-        let s = store.clone();
-        tokio::task::spawn_blocking(move || {
-            archive::with_root(&s, c.as_str(), |root| {
-                archive::extract_archive(root, "/", &mut spool, &opts)
-            })
-        })
-        .await
-        .map_err(join_err)?
-        .map_err(|e| copy_fail(&kw, e))?;
+        self.engine
+            .agents()
+            .extract_file(&self.engine.node(), &cid, "/", collected.spool, opts)
+            .await
+            .map_err(|e| copy_fail(&kw, e))?;
         let id = self.commit_container(st, key, &cid).await?;
         self.finish_container(&cid, false).await?;
         self.out.stream(&format!(" ---> {}\n", short(&id))).await
@@ -319,6 +292,18 @@ impl Builder<'_> {
             }
         }
     }
+}
+
+/// A tar holding the one directory `rel/` (0755, now), for a `WORKDIR` that is missing.
+fn workdir_tar(rel: &str) -> std::io::Result<Vec<u8>> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Directory);
+    h.set_mode(0o755);
+    h.set_size(0);
+    h.set_mtime(chrono::Utc::now().timestamp().max(0) as u64);
+    b.append_data(&mut h, format!("{rel}/"), std::io::empty())?;
+    b.into_inner()
 }
 
 fn prefixed(kw: &str, e: BuildError) -> BuildError {
