@@ -74,6 +74,30 @@ impl ContainerPath {
     }
 }
 
+/// What one `COPY`/`ADD` of a build copies (the agent collects it from a container's
+/// filesystem for `COPY --from`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopySpec {
+    /// `COPY` or `ADD` (for messages).
+    pub keyword: String,
+    /// Sources as written (expanded), relative to the root.
+    pub sources: Vec<String>,
+    /// The destination: absolute, cleaned, without a trailing `/`, `""` for `/`.
+    pub dest: String,
+    /// The destination is a directory (`/` at the end, several sources, a glob, or an
+    /// existing directory of the image).
+    pub dest_is_dir: bool,
+    /// `--chmod`: permission bits for every entry.
+    pub chmod: Option<u32>,
+    /// Numeric owner for every entry (`--chown=uid:gid`, or 0:0).
+    pub owner: (u64, u64),
+    /// `ADD`: unpack local tar archives.
+    pub unpack_archives: bool,
+    /// The destination directory does not exist yet: a directory source then gives it
+    /// its own entry (owner and mode as `--chown`/`--chmod` say). Not part of the hash.
+    pub dest_missing: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,7 @@ use super::Agents;
 use wharf_link::{unexpected, ClientCall, ItemReceiver, ItemSender};
 use wharf_protocol::agent::files::{FilesRequest, FilesResponse, LogQuery};
 use wharf_protocol::agent::{AgentFailure, AgentRequest, AgentResponse};
-use wharf_protocol::archive::{ExtractOptions, PathStat};
+use wharf_protocol::archive::{CopySpec, ExtractOptions, PathStat};
 use wharf_protocol::runtime::LogEntry;
 use wharf_protocol::wire::StreamItem;
 use wharf_protocol::{ContainerId, NodeId};
@@ -105,6 +105,34 @@ impl Agents {
         match self.call(node, r).await? {
             AgentResponse::Files(FilesResponse::IsDir(d)) => Ok(d),
             other => Err(unexpected("is dir", &other)),
+        }
+    }
+
+    /// Collect a build's `COPY --from` sources from the container's filesystem: their
+    /// content hash, then their tar.
+    pub async fn collect(
+        &self,
+        node: &NodeId,
+        id: &ContainerId,
+        spec: CopySpec,
+    ) -> Result<(String, ArchiveDownload), AgentFailure> {
+        let ClientCall {
+            response,
+            output,
+            input,
+        } = self.open(
+            node,
+            req(FilesRequest::Collect {
+                id: id.clone(),
+                spec,
+            }),
+        )?;
+        output.end();
+        match response.get().await? {
+            AgentResponse::Files(FilesResponse::Collected { hash }) => {
+                Ok((hash, ArchiveDownload { rx: input }))
+            }
+            other => Err(unexpected("collect", &other)),
         }
     }
 

@@ -9,6 +9,7 @@
 
 use crate::agent::Agent;
 use crate::archive::{self, ArchiveError, ContainerPath};
+use crate::copy::{self, CopyError, CopySpec};
 use crate::runtime::logs::{read_rotated_entries, LogFollower};
 use std::io::Write;
 use std::path::PathBuf;
@@ -32,6 +33,7 @@ pub(super) async fn handle(agent: &Agent, request: FilesRequest, call: ServerCal
         }
         FilesRequest::Get { id, path } => get(agent, &id, path, call).await,
         FilesRequest::Put { id, path, options } => put(agent, &id, path, options, call).await,
+        FilesRequest::Collect { id, spec } => collect(agent, &id, spec, call).await,
         FilesRequest::IsDir { id, path } => {
             let mut call = call;
             let store = agent.image_store().clone();
@@ -174,6 +176,60 @@ async fn get(agent: &Agent, id: &ContainerId, path: String, mut call: ServerCall
         }
     })
     .await;
+}
+
+/// What crosses the boundary of a failed collection of build sources.
+fn copy_failure(e: &CopyError) -> AgentFailure {
+    let kind = match e {
+        CopyError::Archive(a) => return archive_failure(a),
+        CopyError::Io { .. } => FailureKind::Internal,
+        _ => FailureKind::InvalidInput,
+    };
+    AgentFailure::new(kind, e.to_string())
+}
+
+async fn collect(agent: &Agent, id: &ContainerId, spec: CopySpec, mut call: ServerCall) {
+    let store = agent.image_store().clone();
+    let tmp = agent.data_dir().to_path_buf();
+    let id = id.clone();
+    let collected = tokio::task::spawn_blocking(move || {
+        archive::with_root(&store, id.as_str(), |root| {
+            Ok(copy::collect(root, &spec, &tmp))
+        })
+    })
+    .await
+    .map_err(thread_failure)
+    .and_then(|r| r.map_err(|e| archive_failure(&e)))
+    .and_then(|r| r.map_err(|e| copy_failure(&e)));
+    let copy::Collected { spool, hash } = match collected {
+        Ok(c) => c,
+        Err(f) => return call.respond(AgentResponse::Failed(f)),
+    };
+    call.respond(AgentResponse::Files(FilesResponse::Collected { hash }));
+    let (_responder, _input, mut output) = call.into_parts();
+    let mut file = tokio::fs::File::from_std(spool);
+    let mut buf = vec![0u8; ITEM_BYTES];
+    loop {
+        use tokio::io::AsyncReadExt;
+        match file.read(&mut buf).await {
+            Ok(0) => return output.end(),
+            Ok(n) => {
+                if output
+                    .send(StreamItem::Bytes(buf[..n].to_vec()))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            Err(e) => {
+                return output.abort(AgentFailure::new(
+                    FailureKind::Internal,
+                    format!("read copy spool: {e}"),
+                ))
+            }
+        }
+    }
 }
 
 async fn put(

@@ -74,6 +74,17 @@ pub enum FilesRequest {
         /// The path, relative to the root or absolute.
         path: String,
     },
+    /// Collect a build's `COPY --from` sources from the container's root filesystem (a
+    /// container that never ran, on the stage's or image's filesystem). Answer:
+    /// `Collected`, then the tar of the entries named under the destination as `Bytes`
+    /// items and the end; fails `InvalidInput` for sources that are missing, climb out
+    /// or do not fit the destination (the message is Docker's).
+    Collect {
+        /// The container.
+        id: ContainerId,
+        /// What to copy.
+        spec: crate::archive::CopySpec,
+    },
 }
 
 /// What a [`FilesRequest`] answers beyond `Done`.
@@ -83,6 +94,11 @@ pub enum FilesResponse {
     Stat(crate::archive::PathStat),
     /// Whether the path is a directory.
     IsDir(bool),
+    /// Sources collected; the tar follows as items.
+    Collected {
+        /// The content hash the build cache keys on (`file:<hex>`, `dir:<hex>`, ...).
+        hash: String,
+    },
 }
 
 /// Which log entries a [`FilesRequest::Logs`] sends (`docker logs` options that select

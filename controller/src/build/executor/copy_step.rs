@@ -12,7 +12,6 @@ use crate::build::BuildError;
 use serde_json::{json, Value};
 use std::os::fd::AsFd;
 use tracing::warn;
-use wharf_node::archive;
 use wharf_protocol::archive::ExtractOptions;
 
 impl Builder<'_> {
@@ -277,20 +276,40 @@ impl Builder<'_> {
                 let bytes = serde_json::to_vec(&body)
                     .map_err(|e| BuildError::Failed(format!("encode container: {e}")))?;
                 let cid = self.engine.create_container(None, &bytes).await?;
-                let store = self.engine.agent().image_store().clone();
-                let c = cid.clone();
-                let res = tokio::task::spawn_blocking(move || {
-                    archive::with_root(&store, c.as_str(), |root| {
-                        Ok(copy::collect(root, &spec2, &work))
-                    })
-                })
-                .await;
+                let res = self.collect_from(&cid, spec2, &work).await;
                 if let Err(BuildError::Failed(e)) = self.remove_container(&cid).await {
                     warn!(container = %cid.short(), error = %e, "removing copy container failed");
                 }
-                Ok(res.map_err(join_err)??.map_err(BuildError::from)?)
+                res
             }
         }
+    }
+}
+
+impl Builder<'_> {
+    /// Collect `spec`'s sources from the filesystem of container `cid` on the agent, the
+    /// tar spooled into an unnamed file of `work`.
+    async fn collect_from(
+        &self,
+        cid: &wharf_protocol::ContainerId,
+        spec: CopySpec,
+        work: &std::path::Path,
+    ) -> Result<copy::Collected, BuildError> {
+        use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+        let (hash, mut tar) = self
+            .engine
+            .agents()
+            .collect(&self.engine.node(), cid, spec)
+            .await?;
+        let spool_err = |e: std::io::Error| BuildError::Failed(format!("copy spool: {e}"));
+        let mut spool = tokio::fs::File::from_std(tempfile::tempfile_in(work).map_err(spool_err)?);
+        while let Some(chunk) = tar.next().await? {
+            spool.write_all(&chunk).await.map_err(spool_err)?;
+        }
+        spool.flush().await.map_err(spool_err)?;
+        spool.rewind().await.map_err(spool_err)?;
+        let spool = spool.into_std().await;
+        Ok(copy::Collected { spool, hash })
     }
 }
 
