@@ -292,8 +292,12 @@ async fn spool(agent: &Agent, mut input: ItemReceiver) -> Result<std::fs::File, 
 
 /// Send the log of `id` as `query` selects it; with `follow`, go on until the controller
 /// ends its stream (or goes away).
-async fn logs(agent: &Agent, id: &ContainerId, query: LogQuery, mut call: ServerCall) {
-    let path = agent.log_path(id);
+async fn logs(agent: &Agent, id: &ContainerId, query: LogQuery, call: ServerCall) {
+    send_log(agent.log_path(id), query, call).await;
+}
+
+/// [`logs`] of the json-file log at `path`.
+async fn send_log(path: PathBuf, query: LogQuery, mut call: ServerCall) {
     let read_err =
         |e: crate::runtime::logs::LogError| AgentFailure::new(FailureKind::Internal, e.to_string());
     let first = tokio::task::spawn_blocking(move || {
@@ -358,6 +362,102 @@ async fn send_entries(output: &mut ItemSender, entries: Vec<LogEntry>) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+    use wharf_protocol::agent::AgentRequest;
+
+    /// A link whose agent end serves `Logs` calls from the log at `path`.
+    fn log_server(path: PathBuf) -> wharf_link::Client {
+        let (ours, theirs) = tokio::io::duplex(1024 * 1024);
+        let (r, w) = tokio::io::split(theirs);
+        tokio::spawn(wharf_link::serve(
+            r,
+            w,
+            |_| {},
+            move |request, call| {
+                let path = path.clone();
+                async move {
+                    if let AgentRequest::Files(FilesRequest::Logs { query, .. }) = request {
+                        send_log(path, query, call).await;
+                    }
+                }
+            },
+        ));
+        let (r, w) = tokio::io::split(ours);
+        wharf_link::connect(r, w)
+    }
+
+    fn line(n: u32, stream: &str) -> String {
+        format!(
+            "{{\"log\":\"n{n}\\n\",\"stream\":\"{stream}\",\"time\":\"2024-01-01T00:00:{n:02}Z\"}}\n"
+        )
+    }
+
+    async fn texts(rx: &mut ItemReceiver) -> Result<Vec<String>, AgentFailure> {
+        let mut out = Vec::new();
+        while let Some(item) = rx.recv().await? {
+            if let StreamItem::LogEntries(batch) = item {
+                out.extend(
+                    batch
+                        .iter()
+                        .map(|e| String::from_utf8_lossy(&e.data).into_owned()),
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    fn logs_request(query: LogQuery) -> AgentRequest {
+        AgentRequest::Files(FilesRequest::Logs {
+            id: format!("{:064x}", 1).parse().unwrap(),
+            query,
+        })
+    }
+
+    #[tokio::test]
+    async fn tail_and_streams_are_chosen_on_the_agent() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c-json.log");
+        let log: String = (1..=20)
+            .map(|n| line(n, if n % 2 == 0 { "stderr" } else { "stdout" }))
+            .collect();
+        std::fs::write(&path, log).unwrap();
+        let client = log_server(path);
+        let query = LogQuery {
+            stdout: true,
+            tail: Some(4),
+            ..LogQuery::default()
+        };
+        let mut call = client.open(logs_request(query));
+        call.output.end();
+        assert_eq!(call.response.get().await.unwrap(), AgentResponse::Done);
+        assert_eq!(texts(&mut call.input).await.unwrap(), ["n17\n", "n19\n"]);
+    }
+
+    #[tokio::test]
+    async fn a_follow_ends_after_what_was_written_once_the_controller_stops_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c-json.log");
+        std::fs::write(&path, line(1, "stdout")).unwrap();
+        let client = log_server(path.clone());
+        let query = LogQuery {
+            stdout: true,
+            stderr: true,
+            follow: true,
+            ..LogQuery::default()
+        };
+        let mut call = client.open(logs_request(query));
+        assert_eq!(call.response.get().await.unwrap(), AgentResponse::Done);
+        let first = call.input.recv().await.unwrap();
+        assert!(matches!(first, Some(StreamItem::LogEntries(b)) if b.len() == 1));
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        f.write_all(line(2, "stderr").as_bytes()).unwrap();
+        // Stopped at once: what was written before still comes, then the end.
+        call.output.end();
+        let rest = tokio::time::timeout(std::time::Duration::from_secs(10), texts(&mut call.input));
+        assert_eq!(rest.await.expect("the follow ends").unwrap(), ["n2\n"]);
+    }
 
     #[test]
     fn only_the_exact_etc_paths_are_the_container_files() {
