@@ -7,11 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PENDING=(
   controller/src/engine/mod.rs
-  controller/src/engine/archive.rs
-  controller/src/api/archive.rs
   controller/src/api/error.rs
   controller/src/api/streams.rs
-  controller/src/build/executor/copy_step.rs
   controller/src/build/context.rs
   controller/src/build/copy.rs
 )

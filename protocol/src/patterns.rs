@@ -2,7 +2,8 @@
 //! `patternmatcher`, Go's `filepath.Match`): `*` and `?` stop at `/`, `**` crosses
 //! directories, `[...]` classes, `\` escapes; in `.dockerignore` a leading `!` re-includes,
 //! the last matching line wins, and a pattern that matches a directory covers everything
-//! under it. Pure.
+//! under it. Pure: the controller applies them to its build context, the agent to a
+//! container's filesystem (`COPY --from`), so both read a [`crate::archive::CopySpec`] alike.
 
 use regex::Regex;
 

@@ -12,11 +12,8 @@
 //! names are cleaned and refused when they climb out, and the container side applies them
 //! with the layer applier, which refuses links and names that leave the root.
 
-pub mod ignore;
-
 use crate::archive::{self, ArchiveError};
 use flate2::read::MultiGzDecoder;
-use ignore::{clean_rel, has_wildcards, pattern_regex};
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 use sha2::{Digest as _, Sha256};
 use std::ffi::OsStr;
@@ -25,6 +22,7 @@ use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 pub use wharf_protocol::archive::CopySpec;
+use wharf_protocol::patterns::{clean_rel, has_wildcards, pattern_regex};
 
 /// Why sources could not be collected; the texts are Docker's where it has one.
 #[derive(Debug, thiserror::Error)]
