@@ -54,6 +54,26 @@ impl Agents {
         }
     }
 
+    /// The whole log of the container as `query` selects it, for a caller that shows
+    /// it at once (`attach?logs=1`); `query.follow` is ignored.
+    pub async fn read_log(
+        &self,
+        node: &NodeId,
+        id: &ContainerId,
+        query: LogQuery,
+    ) -> Result<Vec<LogEntry>, AgentFailure> {
+        let query = LogQuery {
+            follow: false,
+            ..query
+        };
+        let mut stream = self.logs(node, id, query).await?;
+        let mut all = Vec::new();
+        while let Some(batch) = stream.next().await? {
+            all.extend(batch);
+        }
+        Ok(all)
+    }
+
     /// Stat `path` in the container.
     pub async fn path_stat(
         &self,
