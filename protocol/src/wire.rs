@@ -286,6 +286,32 @@ mod tests {
     }
 
     #[test]
+    fn golden_bytes_of_log_entries() {
+        let frame = Frame {
+            call: 7,
+            body: FrameBody::Item(StreamItem::LogEntries(vec![crate::runtime::LogEntry {
+                stream: 2,
+                data: b"hi".to_vec(),
+                time: "t".into(),
+            }])),
+        };
+        assert_eq!(
+            hex::encode(encode_frame(&frame).unwrap()),
+            "0000002d\
+             01\
+             0700000000000000\
+             03000000\
+             06000000\
+             0100000000000000\
+             02\
+             0200000000000000\
+             6869\
+             0100000000000000\
+             74"
+        );
+    }
+
+    #[test]
     fn a_length_over_the_limit_is_refused_before_reading_it() {
         let mut r = FrameReader::new();
         r.push(&(MAX_FRAME + 1).to_be_bytes());
