@@ -212,7 +212,6 @@ impl Builder<'_> {
             lease.release().await;
             return self.out.stream(&format!(" ---> {}\n", short(&id))).await;
         }
-        let store = self.engine.agent().image_store().clone();
         let cid = self.create(st, &strings(key.get("Cmd")), st.env()).await?;
         self.leftover.push(cid.clone());
         {
