@@ -77,12 +77,6 @@ impl From<crate::raft::RaftError> for ApiError {
     }
 }
 
-impl From<wharf_node::agent::AgentError> for ApiError {
-    fn from(e: wharf_node::agent::AgentError) -> ApiError {
-        ApiError::internal(e.to_string())
-    }
-}
-
 /// An agent's failure as Docker shows it: by its kind, with the agent's text.
 impl From<wharf_protocol::agent::AgentFailure> for ApiError {
     fn from(e: wharf_protocol::agent::AgentFailure) -> ApiError {
