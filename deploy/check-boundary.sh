@@ -6,8 +6,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PENDING=(
-  controller/src/engine/mod.rs
-  controller/src/api/streams.rs
   controller/src/build/context.rs
   controller/src/build/copy.rs
 )

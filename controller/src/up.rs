@@ -133,7 +133,7 @@ async fn open_instance(s: &Settings) -> anyhow::Result<Instance> {
             )
         }
     };
-    let engine = Engine::new(store.clone(), agent, Agents::new(client), node);
+    let engine = Engine::new(store.clone(), Agents::new(client), node, s.data_dir.clone());
     engine
         .learn_host()
         .await

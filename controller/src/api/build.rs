@@ -97,8 +97,7 @@ pub async fn build(engine: Arc<Engine>, req: Request<Incoming>) -> Result<Resp, 
         )));
     }
     let opts = options(&q)?;
-    let work = WorkDir::create(engine.agent().data_dir())
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let work = WorkDir::create(engine.data_dir()).map_err(|e| ApiError::internal(e.to_string()))?;
     let (tx, rx) = mpsc::channel(16);
     let mut body = req.into_body();
     tokio::spawn(async move {

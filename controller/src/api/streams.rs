@@ -69,13 +69,19 @@ pub async fn attach(
         )));
     }
     let backlog = if logs {
-        let path = engine.agent().log_path(&c.id);
-        let mut entries = wharf_node::runtime::read_rotated_entries(&path)
-            .map_err(|e| ApiError::internal(e.to_string()))?;
-        entries.extend(
-            wharf_node::runtime::read_log_entries(&path)
-                .map_err(|e| ApiError::internal(e.to_string()))?,
-        );
+        let query = LogQuery {
+            stdout: want_out,
+            stderr: want_err,
+            tail: None,
+            since_ns: 0,
+            until_ns: 0,
+            follow: false,
+        };
+        let entries = engine
+            .agents()
+            .read_log(&c.node, &c.id, query)
+            .await
+            .map_err(|e| ApiError::internal(e.message))?;
         let render = Render {
             tty,
             stdout: want_out,

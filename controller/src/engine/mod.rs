@@ -3,7 +3,8 @@
 //! ```text
 //!  API handler ──► Engine ──propose──► raft::Store (ClusterState, RocksDB)
 //!                    │
-//!                    └──────calls────► wharf_node::Agent (layers, shims)
+//!                    └──calls──► Agents ──► the agent of a node (agent protocol, see
+//!                                           crate::agent_client)
 //! ```
 //!
 //! Every state change goes through Raft first; the agent is asked to act after the change
@@ -38,7 +39,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tracing::{info, warn};
-use wharf_node::agent::Agent;
 use wharf_protocol::agent::ContainerRunSpec;
 use wharf_protocol::shim::Exit;
 use wharf_protocol::state::{ClusterState, Command, ContainerRecord, ContainerStatus, ImageRecord};
@@ -124,7 +124,8 @@ const KILL_WAIT: Duration = Duration::from_secs(10);
 /// The controller's engine; one per controller process.
 pub struct Engine {
     store: Store,
-    agent: Agent,
+    /// The controller's own directory (build contexts are unpacked under it).
+    data_dir: std::path::PathBuf,
     /// Every call to a host goes through here (the agent protocol).
     agents: Agents,
     node: NodeId,
@@ -148,11 +149,17 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Build the engine over an open store and agent.
-    pub fn new(store: Store, agent: Agent, agents: Agents, node: NodeId) -> Arc<Engine> {
+    /// Build the engine over an open store and the agents; `data_dir` is the controller's
+    /// own directory.
+    pub fn new(
+        store: Store,
+        agents: Agents,
+        node: NodeId,
+        data_dir: std::path::PathBuf,
+    ) -> Arc<Engine> {
         Arc::new(Engine {
             store,
-            agent,
+            data_dir,
             agents,
             node,
             monitored: Mutex::default(),
@@ -218,9 +225,9 @@ impl Engine {
         &self.store
     }
 
-    /// The local agent.
-    pub fn agent(&self) -> &Agent {
-        &self.agent
+    /// The controller's own directory (not a host's: build contexts go under it).
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
     }
 
     /// The agents, reached through the agent protocol.
@@ -998,3 +1005,6 @@ mod tests {
         assert_eq!(find_image(&s, ""), None);
     }
 }
+
+#[cfg(test)]
+mod engine_test;

@@ -1,0 +1,271 @@
+//! The engine against the fake agent (`agent_client::fake`): what it records in Raft and
+//! what it asks of the host, for create, start, stop, exec, volumes and failures, with no
+//! root, kernel or shim.
+
+use super::*;
+use crate::agent_client::fake::FakeAgent;
+use wharf_protocol::agent::container::ContainerRequest;
+use wharf_protocol::agent::host::LayerInventory;
+use wharf_protocol::agent::{AgentEvent, AgentRequest};
+use wharf_protocol::{ChainId, DiffId, Digest};
+
+const NODE: NodeId = NodeId(1);
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    engine: Arc<Engine>,
+    fake: Arc<FakeAgent>,
+    layers: Vec<DiffId>,
+}
+
+/// An engine over a fresh Raft store and a fake agent, with image `img:1` of two layers.
+async fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 1, "127.0.0.1:7946".into())
+        .await
+        .unwrap();
+    let fake = Arc::new(FakeAgent::new(NODE));
+    let engine = Engine::new(
+        store,
+        Agents::new(fake.clone()),
+        NODE,
+        dir.path().join("controller"),
+    );
+    engine.learn_host().await.unwrap();
+    engine.init_network().await.unwrap();
+    let layers = vec![DiffId(Digest::of(b"l1")), DiffId(Digest::of(b"l2"))];
+    let config = serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {"Cmd": ["sh"], "Env": ["PATH=/bin"]},
+        "rootfs": {"type": "layers", "diff_ids": layers.iter().map(|d| d.to_string()).collect::<Vec<_>>()},
+    })
+    .to_string()
+    .into_bytes();
+    let id = ImageId(Digest::of(&config));
+    let image = ImageRecord {
+        id,
+        config,
+        diff_ids: layers.clone(),
+        size: 0,
+        loaded_ns: 1,
+    };
+    engine
+        .store()
+        .propose(Command::PutImage { image })
+        .await
+        .unwrap()
+        .unwrap();
+    engine
+        .store()
+        .propose(Command::Tag {
+            reference: "img:1".into(),
+            image: id,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    Setup {
+        _dir: dir,
+        engine,
+        fake,
+        layers,
+    }
+}
+
+fn asked(fake: &FakeAgent, pick: impl Fn(&ContainerRequest) -> bool) -> usize {
+    fake.with(|s| {
+        s.requests
+            .iter()
+            .filter(|r| matches!(r, AgentRequest::Container(c) if pick(c)))
+            .count()
+    })
+}
+
+async fn status_of(engine: &Engine, id: &ContainerId) -> ContainerStatus {
+    engine.container(id.as_str()).unwrap().status
+}
+
+#[tokio::test]
+async fn create_start_stop_remove_are_recorded_and_carried_out_on_the_host() {
+    let Setup { engine, fake, .. } = setup().await;
+    let id = engine
+        .create_container(Some("web"), br#"{"Image":"img:1","Cmd":["sleep","9"]}"#)
+        .await
+        .unwrap();
+    assert_eq!(status_of(&engine, &id).await, ContainerStatus::Created);
+    assert!(
+        fake.with(|s| s.containers.contains_key(&id)),
+        "layer made on the host"
+    );
+    engine.start(id.as_str()).await.unwrap();
+    let c = engine.container("web").unwrap();
+    assert_eq!(c.status, ContainerStatus::Running);
+    assert_eq!(Some(c.pid), fake.with(|s| s.containers[&id].pid));
+    engine.stop("web", Some(5), None).await.unwrap();
+    let c = engine.container("web").unwrap();
+    assert_eq!((c.status, c.exit_code), (ContainerStatus::Exited, 128 + 15));
+    engine.remove("web", false).await.unwrap();
+    assert!(engine.container(id.as_str()).is_err());
+    assert!(
+        !fake.with(|s| s.containers.contains_key(&id)),
+        "removed on the host"
+    );
+}
+
+#[tokio::test]
+async fn an_exit_the_agent_sees_is_recorded() {
+    let Setup { engine, fake, .. } = setup().await;
+    let id = engine
+        .create_container(None, br#"{"Image":"img:1"}"#)
+        .await
+        .unwrap();
+    engine.start(id.as_str()).await.unwrap();
+    fake.exit(&id, 3);
+    let exited = engine
+        .wait_state(&id, Some(Duration::from_secs(10)), |c| {
+            c.is_some_and(|c| c.status == ContainerStatus::Exited)
+        })
+        .await;
+    assert!(exited);
+    assert_eq!(engine.container(id.as_str()).unwrap().exit_code, 3);
+}
+
+#[tokio::test]
+async fn a_failed_start_is_rolled_back_with_the_exit_code_of_its_kind() {
+    let Setup { engine, fake, .. } = setup().await;
+    let id = engine
+        .create_container(None, br#"{"Image":"img:1","Cmd":["nope"]}"#)
+        .await
+        .unwrap();
+    fake.with(|s| s.fail_start.insert(id.clone()));
+    let err = engine.start(id.as_str()).await.unwrap_err();
+    assert_eq!(err.status, http::StatusCode::BAD_REQUEST);
+    assert!(
+        err.message.contains("executable file not found"),
+        "{}",
+        err.message
+    );
+    let c = engine.container(id.as_str()).unwrap();
+    assert_eq!((c.status, c.exit_code), (ContainerStatus::Exited, 127));
+    assert!(
+        engine.store().read(|s| !s.endpoints.contains_key(&id)),
+        "address released"
+    );
+    assert_eq!(
+        asked(&fake, |r| matches!(
+            r,
+            ContainerRequest::CancelAttaches { .. }
+        )),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_lost_agent_fails_the_create_and_leaves_nothing_recorded() {
+    let Setup { engine, fake, .. } = setup().await;
+    fake.with(|s| s.lost = true);
+    let err = engine
+        .create_container(Some("lost"), br#"{"Image":"img:1"}"#)
+        .await
+        .unwrap_err();
+    assert_eq!(err.status, http::StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(engine.container("lost").is_err());
+    assert!(engine.store().read(|s| s.containers.is_empty()));
+}
+
+#[tokio::test]
+async fn exec_runs_through_the_agent_and_streams_its_output_then_its_exit() {
+    let Setup { engine, .. } = setup().await;
+    let id = engine
+        .create_container(Some("ex"), br#"{"Image":"img:1"}"#)
+        .await
+        .unwrap();
+    engine.start(id.as_str()).await.unwrap();
+    let exec = engine
+        .create_exec(
+            "ex",
+            ExecCreate {
+                attach_stdout: true,
+                cmd: Some(vec!["echo".into(), "hi".into()]),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let record = engine.claim_exec(&exec).unwrap();
+    let mut stream = engine.start_exec(&record, false).await.unwrap();
+    let mut out = Vec::new();
+    let code = loop {
+        match stream.next().await.unwrap() {
+            Some(wharf_protocol::runtime::AttachEvent::Output { data, .. }) => {
+                out.extend_from_slice(&data)
+            }
+            Some(wharf_protocol::runtime::AttachEvent::Exit(e)) => break e.code,
+            None => panic!("stream ended without an exit"),
+        }
+    };
+    assert_eq!((out.as_slice(), code), (&b"echo hi\n"[..], 0));
+}
+
+#[tokio::test]
+async fn volumes_are_made_and_removed_on_the_host() {
+    let Setup { engine, fake, .. } = setup().await;
+    engine
+        .create_volume(
+            "data",
+            "local",
+            Default::default(),
+            Default::default(),
+            false,
+        )
+        .await
+        .unwrap();
+    assert!(fake.with(|s| s.volumes.contains("data")));
+    assert!(engine.store().read(|s| s.volumes.contains_key("data")));
+    engine.remove_volume("data", false).await.unwrap();
+    assert!(!fake.with(|s| s.volumes.contains("data")));
+}
+
+#[tokio::test]
+async fn where_layers_are_follows_the_agents_inventory() {
+    let Setup {
+        engine,
+        fake,
+        layers,
+        ..
+    } = setup().await;
+    let chains = ChainId::chain(&layers);
+    fake.with(|s| {
+        s.inventory = LayerInventory {
+            chains: [chains[0]].into(),
+            tars: Default::default(),
+        }
+    });
+    engine.track_layers();
+    let held =
+        |engine: &Engine, d: &DiffId| engine.store().read(|s| s.layer_nodes(d).contains(&NODE));
+    let mut rx = engine.store().watch();
+    for _ in 0..100 {
+        if held(&engine, &layers[0]) {
+            break;
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(50), rx.changed()).await;
+    }
+    assert!(held(&engine, &layers[0]) && !held(&engine, &layers[1]));
+    assert!(fake.report(AgentEvent::Inventory(LayerInventory {
+        chains: chains.iter().copied().collect(),
+        tars: Default::default(),
+    })));
+    for _ in 0..100 {
+        if held(&engine, &layers[1]) {
+            break;
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(50), rx.changed()).await;
+    }
+    assert!(held(&engine, &layers[1]));
+    let image = engine.store().read(|s| s.tags["img:1"]);
+    assert_eq!(
+        engine.store().read(|s| s.nodes_with_image(&image)),
+        [NODE].into()
+    );
+}
