@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod archive;
+pub mod build_context;
 pub mod copy;
 pub mod image;
 pub mod network;

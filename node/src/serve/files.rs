@@ -5,14 +5,18 @@
 //!  Logs ─► <log>.N … <log>.1, <log> ─► LogQuery::select ─► LogEntries items ─► (follow)
 //!  Stat/Get ─► /etc file of the container's state dir, or archive::with_root(rootfs)
 //!  Put: Bytes items ─► spool (O_TMPFILE in the data dir) ─► End ─► extract_archive
+//!  Context*: a build's context on this host (see [`super::context`])
 //! ```
 
+use super::context;
 use crate::agent::Agent;
+use crate::build_context::ConnContexts;
 use crate::archive::{self, ArchiveError, ContainerPath};
 use crate::copy::{self, CopyError, CopySpec};
 use crate::runtime::logs::{read_rotated_entries, LogFollower};
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
 use tracing::warn;
 use wharf_link::{ItemReceiver, ItemSender, ServerCall};
 use wharf_protocol::agent::files::{log_batches, FilesRequest, FilesResponse, LogQuery};
@@ -22,8 +26,13 @@ use wharf_protocol::runtime::LogEntry;
 use wharf_protocol::wire::{StreamItem, ITEM_BYTES};
 use wharf_protocol::ContainerId;
 
-/// Carry out one files request.
-pub(super) async fn handle(agent: &Agent, request: FilesRequest, call: ServerCall) {
+/// Carry out one files request of a connection whose build contexts are `contexts`.
+pub(super) async fn handle(
+    agent: &Agent,
+    contexts: &Arc<ConnContexts>,
+    request: FilesRequest,
+    call: ServerCall,
+) {
     match request {
         FilesRequest::Logs { id, query } => logs(agent, &id, query, call).await,
         FilesRequest::Stat { id, path } => {
@@ -45,6 +54,30 @@ pub(super) async fn handle(agent: &Agent, request: FilesRequest, call: ServerCal
             .and_then(|r| r.map_err(|e| archive_failure(&e)));
             call.respond_with(r.map(|d| AgentResponse::Files(FilesResponse::IsDir(d))));
         }
+        r @ (FilesRequest::ContextPut { .. }
+        | FilesRequest::ContextCollect { .. }
+        | FilesRequest::ContextRemove { .. }) => handle_context(contexts, r, call).await,
+    }
+}
+
+/// Carry out a build context request (the others are answered `Unsupported`).
+pub(super) async fn handle_context(
+    contexts: &Arc<ConnContexts>,
+    request: FilesRequest,
+    mut call: ServerCall,
+) {
+    match request {
+        FilesRequest::ContextPut { build, dockerfile } => {
+            context::put(contexts, build, dockerfile, call).await
+        }
+        FilesRequest::ContextCollect { build, spec } => {
+            context::collect(contexts, build, spec, call).await
+        }
+        FilesRequest::ContextRemove { build } => context::remove(contexts, build, call).await,
+        _ => call.respond(AgentResponse::Failed(AgentFailure::new(
+            FailureKind::Unsupported,
+            "not a build context request",
+        ))),
     }
 }
 
@@ -65,7 +98,7 @@ pub fn archive_failure(e: &ArchiveError) -> AgentFailure {
     AgentFailure::new(kind, e.to_string())
 }
 
-fn thread_failure(e: tokio::task::JoinError) -> AgentFailure {
+pub(super) fn thread_failure(e: tokio::task::JoinError) -> AgentFailure {
     AgentFailure::new(FailureKind::Internal, format!("files task failed: {e}"))
 }
 
@@ -179,7 +212,7 @@ async fn get(agent: &Agent, id: &ContainerId, path: String, mut call: ServerCall
 }
 
 /// What crosses the boundary of a failed collection of build sources.
-fn copy_failure(e: &CopyError) -> AgentFailure {
+pub(super) fn copy_failure(e: &CopyError) -> AgentFailure {
     let kind = match e {
         CopyError::Archive(a) => return archive_failure(a),
         CopyError::Io { .. } => FailureKind::Internal,
@@ -188,7 +221,7 @@ fn copy_failure(e: &CopyError) -> AgentFailure {
     AgentFailure::new(kind, e.to_string())
 }
 
-async fn collect(agent: &Agent, id: &ContainerId, spec: CopySpec, mut call: ServerCall) {
+async fn collect(agent: &Agent, id: &ContainerId, spec: CopySpec, call: ServerCall) {
     let store = agent.image_store().clone();
     let tmp = agent.data_dir().to_path_buf();
     let id = id.clone();
@@ -201,6 +234,14 @@ async fn collect(agent: &Agent, id: &ContainerId, spec: CopySpec, mut call: Serv
     .map_err(thread_failure)
     .and_then(|r| r.map_err(|e| archive_failure(&e)))
     .and_then(|r| r.map_err(|e| copy_failure(&e)));
+    send_collected(collected, call).await
+}
+
+/// Answer a collection: `Collected`, then the spooled tar as `Bytes` items.
+pub(super) async fn send_collected(
+    collected: Result<copy::Collected, AgentFailure>,
+    mut call: ServerCall,
+) {
     let copy::Collected { spool, hash } = match collected {
         Ok(c) => c,
         Err(f) => return call.respond(AgentResponse::Failed(f)),

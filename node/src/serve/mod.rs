@@ -6,13 +6,15 @@
 //!                                                            │ one task per call
 //!                                                            ▼
 //!                                     dispatch ─► container::handle ─► Agent ─► shims
-//!                                              └► image::handle ─► ImageStore (leases)
+//!                                              ├► image::handle ─► ImageStore (leases)
+//!                                              └► files::handle ─► logs, cp, build contexts
 //! ```
 //!
 //! Host facts (paths, pids, locks) stay here; what crosses is what `wharf_protocol::agent`
 //! defines.
 
 mod container;
+mod context;
 mod files;
 mod host;
 mod image;
@@ -20,6 +22,7 @@ mod network;
 mod volume;
 
 use crate::agent::{Agent, AgentError};
+use crate::build_context::ConnContexts;
 use std::path::Path;
 use std::sync::Arc;
 use tokio::net::UnixListener;
@@ -34,10 +37,12 @@ pub type ConnId = crate::image::lease::ConnId;
 
 static NEXT_CONN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
-/// Lets go of what a connection holds when its serving ends or is dropped.
+/// Lets go of what a connection holds when its serving ends or is dropped: its leases at
+/// once, its build contexts once the last of its calls has ended.
 struct ConnGuard {
     agent: Agent,
     conn: ConnId,
+    _contexts: Arc<ConnContexts>,
 }
 
 impl Drop for ConnGuard {
@@ -53,9 +58,11 @@ where
     W: tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let conn = NEXT_CONN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let contexts = Arc::new(ConnContexts::new(agent.data_dir()));
     let _guard = ConnGuard {
         agent: agent.clone(),
         conn,
+        _contexts: contexts.clone(),
     };
     let changed = Arc::new(Notify::new());
     let mut reporter = None;
@@ -64,7 +71,13 @@ where
         reader,
         writer,
         |events| reporter = Some(tokio::spawn(host::report_inventory(a, events, c))),
-        move |request, call| dispatch(agent.clone(), conn, changed.clone(), request, call),
+        move |request, call| {
+            let conn = Conn {
+                id: conn,
+                contexts: contexts.clone(),
+            };
+            dispatch(agent.clone(), conn, changed.clone(), request, call)
+        },
     )
     .await;
     if let Some(r) = reporter {
@@ -102,11 +115,17 @@ pub fn listen_unix(agent: Agent, path: &Path) -> std::io::Result<tokio::task::Jo
     }))
 }
 
+/// What a request knows of its connection.
+struct Conn {
+    id: ConnId,
+    contexts: Arc<ConnContexts>,
+}
+
 /// Carry out one request of connection `conn`; `layers_changed` is told after one that
 /// may have added or removed layers, so the inventory is reported again.
 async fn dispatch(
     agent: Agent,
-    conn: ConnId,
+    conn: Conn,
     layers_changed: Arc<Notify>,
     request: AgentRequest,
     call: ServerCall,
@@ -117,10 +136,10 @@ async fn dispatch(
         AgentRequest::Network(r) => network::handle(&agent, r, call).await,
         AgentRequest::Volume(r) => volume::handle(&agent, r, call).await,
         AgentRequest::Image(r) => {
-            image::handle(&agent, conn, r, call).await;
+            image::handle(&agent, conn.id, r, call).await;
             layers_changed.notify_one();
         }
-        AgentRequest::Files(r) => files::handle(&agent, r, call).await,
+        AgentRequest::Files(r) => files::handle(&agent, &conn.contexts, r, call).await,
     }
 }
 

@@ -7,7 +7,15 @@
 //!  controller ──Stat / Get{path}──► agent ◄── rootfs (or the container's /etc file)
 //!  controller ◄──Stat, Item(Bytes)… End──
 //!  controller ──Put{path}, Item(Bytes)… End──► agent: spool, then extract ──► Done
+//!  controller ──ContextPut{build}, Item(Bytes)… End──► agent: unpack into
+//!             DATA_DIR/build/<build>/context, read the Dockerfile, .dockerignore ──► Dockerfile
+//!  controller ──ContextCollect{build, spec}──► agent ◄── Collected, Item(Bytes)… End
+//!  controller ──ContextRemove{build}──► agent (also when the connection closes) ──► Done
 //! ```
+//!
+//! A `docker build` context lives on the agent that runs the build's containers: the
+//! controller streams the client's upload through and only ever sees the Dockerfile's
+//! text and the collected `COPY` sources.
 //!
 //! The reader's filtering ([`LogQuery`]: streams, tail, since/until) happens on the agent,
 //! so a `--tail 10` of a big log does not cross the wire whole; the rendering for HTTP
@@ -85,6 +93,58 @@ pub enum FilesRequest {
         /// What to copy.
         spec: crate::archive::CopySpec,
     },
+    /// Unpack a build context: the tar (plain, gzip or zstd) comes as `Bytes` items and is
+    /// unpacked as it arrives under the agent's directory for `build` (names confined,
+    /// links resolved inside, devices skipped), then the Dockerfile `dockerfile` is read
+    /// inside it and `.dockerignore` applied. Answer, after the stream: the Dockerfile's
+    /// text as `Dockerfile`; fails `InvalidInput` for a bad `build` ([`check_build_id`]),
+    /// a tar that is not valid, a missing or oversized Dockerfile, a bad `.dockerignore`
+    /// (the messages are those `docker build` shows), `Conflict` when `build` exists. A
+    /// stream that breaks off leaves nothing. The context lives until `ContextRemove` or
+    /// until the connection that put it closes.
+    ContextPut {
+        /// The build's ID, chosen by the controller ([`check_build_id`]).
+        build: String,
+        /// The Dockerfile's path in the context.
+        dockerfile: String,
+    },
+    /// Collect a build's `COPY`/`ADD` sources from the context of `build`, as `Collect`
+    /// does from a container's filesystem. Answer: `Collected`, then the tar as `Bytes`
+    /// items and the end; fails `NotFound` for an unknown build, `InvalidInput` as
+    /// `Collect` does.
+    ContextCollect {
+        /// The build's ID.
+        build: String,
+        /// What to copy.
+        spec: crate::archive::CopySpec,
+    },
+    /// Remove the context of `build`. Answer: `Done`, also for a build without one.
+    ContextRemove {
+        /// The build's ID.
+        build: String,
+    },
+}
+
+/// Longest build ID a [`FilesRequest::ContextPut`] accepts.
+pub const MAX_BUILD_ID: usize = 64;
+
+/// Longest Dockerfile a build reads, in bytes (Docker has no limit; this one keeps a
+/// hostile context from filling memory).
+pub const MAX_DOCKERFILE: usize = 2 << 20;
+
+/// Check a build ID before it names a directory: 1 to [`MAX_BUILD_ID`] lowercase hex
+/// digits. Pure; the agent calls it on every context request.
+pub fn check_build_id(build: &str) -> Result<(), String> {
+    let hex = build
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if build.is_empty() || build.len() > MAX_BUILD_ID || !hex {
+        let shown: String = build.chars().take(MAX_BUILD_ID).collect();
+        return Err(format!(
+            "invalid build id {shown:?}: want 1 to {MAX_BUILD_ID} lowercase hex digits"
+        ));
+    }
+    Ok(())
 }
 
 /// What a [`FilesRequest`] answers beyond `Done`.
@@ -99,6 +159,8 @@ pub enum FilesResponse {
         /// The content hash the build cache keys on (`file:<hex>`, `dir:<hex>`, ...).
         hash: String,
     },
+    /// A build context was unpacked: its Dockerfile's text.
+    Dockerfile(String),
 }
 
 /// Which log entries a [`FilesRequest::Logs`] sends (`docker logs` options that select
@@ -271,5 +333,51 @@ mod tests {
             },
         };
         assert_eq!(decode::<FilesRequest>(&encode(&r).unwrap()).unwrap(), r);
+    }
+
+    #[test]
+    fn build_ids_are_short_lowercase_hex() {
+        assert!(check_build_id("0123456789abcdef").is_ok());
+        assert!(check_build_id(&"a".repeat(MAX_BUILD_ID)).is_ok());
+        for bad in ["", "../x", "ABCDEF", "ab/cd", "ab cd", "."] {
+            assert!(check_build_id(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_build_id(&"a".repeat(MAX_BUILD_ID + 1)).is_err());
+    }
+
+    /// The context variants are pinned: they went at the end of the enums, after
+    /// `Collect` (5) and `Collected` (2).
+    #[test]
+    fn golden_bytes_of_the_context_messages() {
+        use crate::agent::{AgentRequest, AgentResponse};
+        use crate::codec::encode;
+        let put = AgentRequest::Files(FilesRequest::ContextPut {
+            build: "ab".into(),
+            dockerfile: "D".into(),
+        });
+        assert_eq!(
+            hex::encode(encode(&put).unwrap()),
+            "01\
+             05000000\
+             06000000\
+             0200000000000000\
+             6162\
+             0100000000000000\
+             44"
+        );
+        let remove = AgentRequest::Files(FilesRequest::ContextRemove { build: "ab".into() });
+        assert_eq!(
+            hex::encode(encode(&remove).unwrap()),
+            "01050000000800000002000000000000006162"
+        );
+        let answer = AgentResponse::Files(FilesResponse::Dockerfile("F".into()));
+        assert_eq!(
+            hex::encode(encode(&answer).unwrap()),
+            "01\
+             07000000\
+             03000000\
+             0100000000000000\
+             46"
+        );
     }
 }
