@@ -1,7 +1,9 @@
-//! Typed files calls: a container's log ([`LogStream`]) and `docker cp` ([`ArchiveDownload`],
-//! [`ArchiveUpload`]).
+//! Typed files calls: a container's log ([`LogStream`]), `docker cp` ([`ArchiveDownload`],
+//! [`ArchiveUpload`]) and a build's context, which lives on the agent.
 
 use super::Agents;
+use bytes::Bytes;
+use tokio::sync::mpsc;
 use wharf_link::{unexpected, ClientCall, ItemReceiver, ItemSender};
 use wharf_protocol::agent::files::{FilesRequest, FilesResponse, LogQuery};
 use wharf_protocol::agent::{AgentFailure, AgentRequest, AgentResponse};
@@ -187,6 +189,95 @@ impl Agents {
             }
         }
         upload.finish().await
+    }
+
+    /// Unpack the build context `body` (a tar, plain, gzip or zstd, as the client sent
+    /// it) as the context of `build` on the agent of `node`, which reads the Dockerfile
+    /// `dockerfile` in it and applies `.dockerignore`; returns the Dockerfile's text. A
+    /// body that ends with an error is cut short: the agent keeps nothing of it. The
+    /// context stays until [`Agents::context_remove`] (or until this connection closes).
+    pub async fn context_put(
+        &self,
+        node: &NodeId,
+        build: &str,
+        dockerfile: &str,
+        mut body: mpsc::Receiver<Result<Bytes, std::io::Error>>,
+    ) -> Result<String, AgentFailure> {
+        let ClientCall {
+            response,
+            mut output,
+            input,
+        } = self.open(
+            node,
+            req(FilesRequest::ContextPut {
+                build: build.to_string(),
+                dockerfile: dockerfile.to_string(),
+            }),
+        )?;
+        // Kept until the answer: a call whose every part is gone is cancelled.
+        let _input = input;
+        let forward = async move {
+            while let Some(chunk) = body.recv().await {
+                match chunk {
+                    Ok(data) => {
+                        if output.send_bytes(&data).await.is_err() {
+                            return;
+                        }
+                    }
+                    // Dropped without its end, the stream is aborted.
+                    Err(_) => return,
+                }
+            }
+            output.end();
+        };
+        let response = response.get();
+        tokio::pin!(response);
+        // The agent may refuse before the body has ended (a bad tar): then the rest is
+        // not sent.
+        let r = tokio::select! {
+            r = &mut response => r,
+            () = forward => response.await,
+        };
+        match r? {
+            AgentResponse::Files(FilesResponse::Dockerfile(text)) => Ok(text),
+            other => Err(unexpected("put build context", &other)),
+        }
+    }
+
+    /// Collect a build's `COPY`/`ADD` sources from the context of `build`: their content
+    /// hash, then their tar.
+    pub async fn context_collect(
+        &self,
+        node: &NodeId,
+        build: &str,
+        spec: CopySpec,
+    ) -> Result<(String, ArchiveDownload), AgentFailure> {
+        let ClientCall {
+            response,
+            output,
+            input,
+        } = self.open(
+            node,
+            req(FilesRequest::ContextCollect {
+                build: build.to_string(),
+                spec,
+            }),
+        )?;
+        output.end();
+        match response.get().await? {
+            AgentResponse::Files(FilesResponse::Collected { hash }) => {
+                Ok((hash, ArchiveDownload { rx: input }))
+            }
+            other => Err(unexpected("collect from build context", &other)),
+        }
+    }
+
+    /// Remove the context of `build` (a build without one is fine).
+    pub async fn context_remove(&self, node: &NodeId, build: &str) -> Result<(), AgentFailure> {
+        let r = req(FilesRequest::ContextRemove {
+            build: build.to_string(),
+        });
+        self.done(node, r).await
     }
 
     /// Begin extracting a tar into the directory `path` of the container: send the tar

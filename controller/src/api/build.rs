@@ -1,10 +1,11 @@
-//! `POST /build`: the classic builder's endpoint. The body is the context tar; the answer
-//! is a chunked JSON-lines stream (`{"stream"}`, `{"aux":{"ID"}}`, `{"errorDetail"}`),
-//! started at once so the client sees progress while the build runs.
+//! `POST /build`: the classic builder's endpoint. The body is the context tar, streamed
+//! through to the agent that runs the build ([`BuildContext`]); the answer is a chunked
+//! JSON-lines stream (`{"stream"}`, `{"aux":{"ID"}}`, `{"errorDetail"}`), started at once
+//! so the client sees progress while the build runs.
 
 use super::error::ApiError;
 use super::http::{streaming, Query, Resp};
-use crate::build::context::{self, WorkDir};
+use crate::build::context::BuildContext;
 use crate::build::executor::Builder;
 use crate::build::{dockerfile, BuildError, BuildOptions, Output};
 use crate::engine::Engine;
@@ -13,10 +14,11 @@ use http::Request;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use std::collections::BTreeMap;
-use std::io::{self, Read};
+use std::io;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tracing::{info, Instrument};
+use wharf_protocol::agent::FailureKind;
 
 /// Parse the query of `POST /build`.
 pub fn options(q: &Query) -> Result<BuildOptions, ApiError> {
@@ -67,27 +69,6 @@ pub fn options(q: &Query) -> Result<BuildOptions, ApiError> {
     })
 }
 
-/// A blocking `Read` over the request body's chunks.
-struct ChannelReader {
-    rx: mpsc::Receiver<Result<Bytes, io::Error>>,
-    cur: Bytes,
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.cur.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(Ok(b)) => self.cur = b,
-                Some(Err(e)) => return Err(e),
-                None => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.cur.len());
-        buf[..n].copy_from_slice(&self.cur.split_to(n));
-        Ok(n)
-    }
-}
-
 /// `POST /build`.
 pub async fn build(engine: Arc<Engine>, req: Request<Incoming>) -> Result<Resp, ApiError> {
     let q = Query::parse(req.uri().query());
@@ -97,7 +78,8 @@ pub async fn build(engine: Arc<Engine>, req: Request<Incoming>) -> Result<Resp, 
         )));
     }
     let opts = options(&q)?;
-    let work = WorkDir::create(engine.data_dir()).map_err(|e| ApiError::internal(e.to_string()))?;
+    // Removed from the agent when dropped: when the build ends, however it ends.
+    let context = BuildContext::new(engine.agents().clone(), engine.node());
     let (tx, rx) = mpsc::channel(16);
     let mut body = req.into_body();
     tokio::spawn(async move {
@@ -122,16 +104,13 @@ pub async fn build(engine: Arc<Engine>, req: Request<Incoming>) -> Result<Resp, 
     });
     // As dockerd: what fails before the build starts (the context, the Dockerfile) is an
     // HTTP error, which the CLI prints as `Error response from daemon: …`.
-    let df = prepare(&work, &opts, rx).await.map_err(|e| match e {
-        BuildError::Failed(m) => ApiError::bad_request(m),
-        e => ApiError::bad_request(format!("{e:?}")),
-    })?;
+    let df = prepare(&context, &opts, rx).await?;
     let (out_tx, resp) = streaming("application/json");
-    let span = tracing::info_span!("build", work = %work.path.display());
+    let span = tracing::info_span!("build", build = %context.id());
     tokio::spawn(
         async move {
             let out = Output::new(out_tx, opts.quiet);
-            let res = run(&engine, &opts, &out, &work, &df).await;
+            let res = run(&engine, &opts, &out, &context, &df).await;
             match res {
                 Ok(id) => info!(image = %id, "built"),
                 Err(e) => {
@@ -141,49 +120,38 @@ pub async fn build(engine: Arc<Engine>, req: Request<Incoming>) -> Result<Resp, 
                     }
                 }
             }
-            drop(work);
+            drop(context);
         }
         .instrument(span),
     );
     Ok(resp)
 }
 
-/// Unpack the context, read its Dockerfile, apply `.dockerignore`, parse.
+/// Put the context on the agent (which reads its Dockerfile and applies `.dockerignore`),
+/// parse the Dockerfile.
 async fn prepare(
-    work: &WorkDir,
+    context: &BuildContext,
     opts: &BuildOptions,
     rx: mpsc::Receiver<Result<Bytes, io::Error>>,
-) -> Result<dockerfile::Dockerfile, BuildError> {
-    let ctx = work.context();
-    let c = ctx.clone();
-    tokio::task::spawn_blocking(move || {
-        let reader = ChannelReader {
-            rx,
-            cur: Bytes::new(),
-        };
-        context::unpack(reader, &c)
-    })
-    .await
-    .map_err(|e| BuildError::Failed(format!("context task failed: {e}")))??;
-    let name = opts.dockerfile.clone();
-    let text = tokio::task::spawn_blocking(move || -> Result<String, BuildError> {
-        let text = context::read_dockerfile(&ctx, &name)?;
-        context::apply_dockerignore(&ctx)?;
-        Ok(text)
-    })
-    .await
-    .map_err(|e| BuildError::Failed(format!("context task failed: {e}")))??;
-    Ok(dockerfile::parse(&text)?)
+) -> Result<dockerfile::Dockerfile, ApiError> {
+    let text = context
+        .put(&opts.dockerfile, rx)
+        .await
+        .map_err(|f| match f.kind {
+            FailureKind::InvalidInput => ApiError::bad_request(f.message),
+            _ => ApiError::from(f),
+        })?;
+    dockerfile::parse(&text).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
 async fn run(
     engine: &Arc<Engine>,
     opts: &BuildOptions,
     out: &Output,
-    work: &WorkDir,
+    context: &BuildContext,
     df: &dockerfile::Dockerfile,
 ) -> Result<wharf_protocol::ImageId, BuildError> {
-    let mut b = Builder::new(engine, opts, out, work.path.clone());
+    let mut b = Builder::new(engine, opts, out, context);
     let id = b.run(df).await?;
     b.finish(&id).await?;
     Ok(id)

@@ -5,8 +5,9 @@
 
 use std::collections::BTreeMap;
 
-/// Largest Dockerfile accepted (bytes); a bigger one is refused before parsing.
-pub const MAX_DOCKERFILE: usize = 2 << 20;
+/// Largest Dockerfile accepted (bytes); a bigger one is refused before parsing (and by
+/// the agent before it is read).
+pub use wharf_protocol::agent::files::MAX_DOCKERFILE;
 
 /// Instructions the classic builder knows.
 pub const KEYWORDS: &[&str] = &[

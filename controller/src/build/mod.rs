@@ -2,24 +2,24 @@
 //! each step an image, with Docker's layer cache.
 //!
 //! ```text
-//!  POST /build (tar body) ──► context::unpack (layer applier rules) ──► DATA_DIR/build/<id>/
+//!  POST /build (tar body) ──► BuildContext::put ──► agent: unpacked under its DATA_DIR/build/<id>/
 //!        │                          .dockerignore pruned, Dockerfile read inside the root
-//!        ▼
+//!        ▼ the Dockerfile's text
 //!  dockerfile::parse (pure) ──► executor: per stage, per instruction
 //!        probe CacheIndex (parent image, container config) ── hit ──► " ---> Using cache"
 //!        miss: metadata ─► image config only
 //!              RUN ─► container (network none) ─► output streamed ─► commit its layer
-//!              COPY/ADD ─► copy::collect (confined) ─► container root ─► commit its layer
+//!              COPY/ADD ─► collected by the agent (confined) ─► container root ─► commit its layer
 //!        ─► JSON lines {"stream"}, {"aux":{"ID"}}, {"errorDetail"} to the client
 //! ```
 //!
 //! Pure parts: [`dockerfile`] (parser, word expansion), [`ignore`] (patterns), [`cache`]
 //! (cache keys and the [`cache::CacheIndex`] over the replicated image records). The rest
-//! is thin: [`context`] and [`copy`] touch files, [`executor`] drives the engine.
+//! is thin: [`context`] is the build's handle on its context, which the agent holds;
+//! [`executor`] drives the engine.
 
 pub mod cache;
 pub mod context;
-pub mod copy;
 pub mod dockerfile;
 pub mod executor;
 pub mod ignore;

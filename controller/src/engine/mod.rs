@@ -225,7 +225,7 @@ impl Engine {
         &self.store
     }
 
-    /// The controller's own directory (not a host's: build contexts go under it).
+    /// The controller's own directory (not a host's: a build's spools go under it).
     pub fn data_dir(&self) -> &std::path::Path {
         &self.data_dir
     }

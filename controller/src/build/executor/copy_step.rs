@@ -2,17 +2,16 @@
 //! then written into a container's root filesystem, whose writable layer becomes the step's
 //! layer (`FROM scratch`: the collected tar is the layer itself).
 
-use super::{fail, join_err, short, Builder, Source, StageState};
+use super::{fail, short, Builder, Source, StageState};
 use crate::build::cache::nop_cmd_string;
-use crate::build::copy::{self, CopySpec};
+use crate::agent_client::ArchiveDownload;
 use crate::build::dockerfile::Instruction;
 use crate::build::ignore::{clean_abs, clean_rel};
 use crate::build::metadata::strings;
 use crate::build::BuildError;
 use serde_json::{json, Value};
-use std::os::fd::AsFd;
 use tracing::warn;
-use wharf_protocol::archive::ExtractOptions;
+use wharf_protocol::archive::{CopySpec, ExtractOptions};
 
 impl Builder<'_> {
     pub(super) async fn workdir_step(
@@ -256,18 +255,11 @@ impl Builder<'_> {
     }
 
     /// Collect `spec`'s sources from the context or from an image's filesystem.
-    async fn collect(&self, from: &Source, spec: &CopySpec) -> Result<copy::Collected, BuildError> {
-        let work = self.work.clone();
-        let spec2 = spec.clone();
+    async fn collect(&self, from: &Source, spec: &CopySpec) -> Result<Collected, BuildError> {
         match from {
             Source::Context => {
-                let ctx = work.join("context");
-                tokio::task::spawn_blocking(move || {
-                    let root = copy::open_root(&ctx)?;
-                    Ok(copy::collect(root.as_fd(), &spec2, &work)?)
-                })
-                .await
-                .map_err(join_err)?
+                let (hash, tar) = self.context.collect(spec.clone()).await?;
+                self.spool(hash, tar).await
             }
             Source::Image(id) => {
                 // A container on that image (never started) gives its filesystem.
@@ -275,7 +267,7 @@ impl Builder<'_> {
                 let bytes = serde_json::to_vec(&body)
                     .map_err(|e| BuildError::Failed(format!("encode container: {e}")))?;
                 let cid = self.engine.create_container(None, &bytes).await?;
-                let res = self.collect_from(&cid, spec2, &work).await;
+                let res = self.collect_from(&cid, spec.clone()).await;
                 if let Err(BuildError::Failed(e)) = self.remove_container(&cid).await {
                     warn!(container = %cid.short(), error = %e, "removing copy container failed");
                 }
@@ -285,30 +277,44 @@ impl Builder<'_> {
     }
 }
 
+/// Collected `COPY`/`ADD` sources: a tar of entries named from the root of the image
+/// (`opt/app/x`) and the content hash the build cache keys on.
+struct Collected {
+    /// The tar, in an unnamed file of the controller's data dir, rewound.
+    spool: std::fs::File,
+    /// `file:<hex>`, `dir:<hex>` or `multi:<hex>`.
+    hash: String,
+}
+
 impl Builder<'_> {
-    /// Collect `spec`'s sources from the filesystem of container `cid` on the agent, the
-    /// tar spooled into an unnamed file of `work`.
+    /// Collect `spec`'s sources from the filesystem of container `cid` on the agent.
     async fn collect_from(
         &self,
         cid: &wharf_protocol::ContainerId,
         spec: CopySpec,
-        work: &std::path::Path,
-    ) -> Result<copy::Collected, BuildError> {
-        use tokio::io::{AsyncSeekExt, AsyncWriteExt};
-        let (hash, mut tar) = self
+    ) -> Result<Collected, BuildError> {
+        let (hash, tar) = self
             .engine
             .agents()
             .collect(&self.engine.node(), cid, spec)
             .await?;
+        self.spool(hash, tar).await
+    }
+
+    /// The collected tar the agent sends, spooled into an unnamed file of the controller's
+    /// data dir (the agent may be on another host; the container it goes into, too).
+    async fn spool(&self, hash: String, mut tar: ArchiveDownload) -> Result<Collected, BuildError> {
+        use tokio::io::{AsyncSeekExt, AsyncWriteExt};
         let spool_err = |e: std::io::Error| BuildError::Failed(format!("copy spool: {e}"));
-        let mut spool = tokio::fs::File::from_std(tempfile::tempfile_in(work).map_err(spool_err)?);
+        let file = tempfile::tempfile_in(self.engine.data_dir()).map_err(spool_err)?;
+        let mut spool = tokio::fs::File::from_std(file);
         while let Some(chunk) = tar.next().await? {
             spool.write_all(&chunk).await.map_err(spool_err)?;
         }
         spool.flush().await.map_err(spool_err)?;
         spool.rewind().await.map_err(spool_err)?;
         let spool = spool.into_std().await;
-        Ok(copy::Collected { spool, hash })
+        Ok(Collected { spool, hash })
     }
 }
 

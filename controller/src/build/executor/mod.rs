@@ -4,6 +4,7 @@
 //! [`super::dockerfile`] and [`super::cache`].
 
 use super::cache::{nop_cmd, CacheIndex};
+use super::context::BuildContext;
 use super::dockerfile::{self, Dockerfile, Instruction, Stage};
 use super::metadata::{self, quote, strings};
 use super::{BuildError, BuildOptions, Output};
@@ -13,7 +14,6 @@ mod run;
 use crate::engine::{normalize_reference, now_ns, Engine};
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::sync::Arc;
 use wharf_protocol::state::{Command, ImageRecord};
 use wharf_protocol::{ContainerId, DiffId, Digest, ImageId};
@@ -100,10 +100,6 @@ fn architecture() -> &'static str {
     }
 }
 
-fn join_err(e: tokio::task::JoinError) -> BuildError {
-    BuildError::Failed(format!("build task failed: {e}"))
-}
-
 fn fail(ins: &Instruction, msg: impl std::fmt::Display) -> BuildError {
     BuildError::Failed(format!(
         "dockerfile line {}: {}: {msg}",
@@ -122,7 +118,7 @@ pub struct Builder<'a> {
     engine: &'a Arc<Engine>,
     opts: &'a BuildOptions,
     out: &'a Output,
-    work: PathBuf,
+    context: &'a BuildContext,
     escape: char,
     step: usize,
     total: usize,
@@ -137,19 +133,18 @@ pub struct Builder<'a> {
 }
 
 impl<'a> Builder<'a> {
-    /// A builder over `engine`, writing to `out`, with the context unpacked in
-    /// `work/context`.
+    /// A builder over `engine`, writing to `out`, with `context` put on the agent.
     pub fn new(
         engine: &'a Arc<Engine>,
         opts: &'a BuildOptions,
         out: &'a Output,
-        work: PathBuf,
+        context: &'a BuildContext,
     ) -> Builder<'a> {
         Builder {
             engine,
             opts,
             out,
-            work,
+            context,
             escape: '\\',
             step: 0,
             total: 0,
