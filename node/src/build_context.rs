@@ -112,10 +112,7 @@ pub fn create(data_dir: &Path, build: &str) -> Result<PathBuf, ContextError> {
     let dir = build_dir(data_dir, build)?;
     sweep_once(data_dir);
     let root = build_root(data_dir);
-    std::fs::create_dir_all(&root).map_err(|source| ContextError::Create {
-        path: root,
-        source,
-    })?;
+    std::fs::create_dir_all(&root).map_err(|source| ContextError::Create { path: root, source })?;
     match std::fs::create_dir(&dir) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
@@ -384,8 +381,14 @@ mod tests {
         let e = put(d.path(), "c1", "sub/D", &mut &tar[..], |_| Ok(())).unwrap_err();
         assert!(matches!(e, ContextError::Exists(_)), "{e}");
         let e = put(d.path(), "c2", "Dockerfile", &mut &tar[..], |_| Ok(())).unwrap_err();
-        assert_eq!(e.to_string(), "Cannot locate specified Dockerfile: Dockerfile");
-        assert!(!d.path().join("build/c2").exists(), "a failed put leaves nothing");
+        assert_eq!(
+            e.to_string(),
+            "Cannot locate specified Dockerfile: Dockerfile"
+        );
+        assert!(
+            !d.path().join("build/c2").exists(),
+            "a failed put leaves nothing"
+        );
     }
 
     #[test]

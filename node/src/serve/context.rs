@@ -122,8 +122,7 @@ pub(super) async fn collect(
     let data_dir = contexts.data_dir().to_path_buf();
     let collected = tokio::task::spawn_blocking(move || {
         build_context::sweep_once(&data_dir);
-        let dir = build_context::context_dir(&data_dir, &build)
-            .map_err(|e| context_failure(&e))?;
+        let dir = build_context::context_dir(&data_dir, &build).map_err(|e| context_failure(&e))?;
         let root = copy::open_root(&dir).map_err(|e| copy_failure(&e))?;
         copy::collect(root.as_fd(), &spec, &data_dir).map_err(|e: CopyError| copy_failure(&e))
     })
@@ -346,8 +345,9 @@ mod tests {
         assert!(d.path().join("build/1b/context").exists());
         drop(closing);
         assert!(
-            eventually(|| !d.path().join("build/1b").exists()
-                && !d.path().join("build/1c").exists())
+            eventually(
+                || !d.path().join("build/1b").exists() && !d.path().join("build/1c").exists()
+            )
             .await,
             "the closed connection's contexts are removed"
         );

@@ -10,8 +10,8 @@
 
 use super::context;
 use crate::agent::Agent;
-use crate::build_context::ConnContexts;
 use crate::archive::{self, ArchiveError, ContainerPath};
+use crate::build_context::ConnContexts;
 use crate::copy::{self, CopyError, CopySpec};
 use crate::runtime::logs::{read_rotated_entries, LogFollower};
 use std::io::Write;

@@ -3,8 +3,8 @@
 //! layer (`FROM scratch`: the collected tar is the layer itself).
 
 use super::{fail, short, Builder, Source, StageState};
-use crate::build::cache::nop_cmd_string;
 use crate::agent_client::ArchiveDownload;
+use crate::build::cache::nop_cmd_string;
 use crate::build::dockerfile::Instruction;
 use crate::build::ignore::{clean_abs, clean_rel};
 use crate::build::metadata::strings;
