@@ -192,7 +192,7 @@ pub enum AgentRequest {
     Volume(volume::VolumeRequest),
     /// Images and layers: load, save, import, commit, diff, export, collection.
     Image(image::ImageRequest),
-    /// A container's log and the paths of its root filesystem.
+    /// A container's log and the paths of its root filesystem; a build's context.
     Files(files::FilesRequest),
 }
 

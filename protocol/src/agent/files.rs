@@ -1,5 +1,5 @@
-//! Agent requests about a container's files: its log (`docker logs`) and paths of its
-//! root filesystem (`docker cp`).
+//! Agent requests about files: a container's log (`docker logs`), paths of its root
+//! filesystem (`docker cp`), and a build's context (`docker build`).
 //!
 //! ```text
 //!  controller ──Logs{query}──► agent: reads <log>.N … <log>, tail, since/until, streams
@@ -27,7 +27,8 @@ use crate::wire::ITEM_BYTES;
 use crate::ContainerId;
 use serde::{Deserialize, Serialize};
 
-/// A request about a container's files (see [`super::AgentRequest::Files`]).
+/// A request about a container's files or a build's context (see
+/// [`super::AgentRequest::Files`]).
 /// bincode does not describe itself: new variants go at the end.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FilesRequest {
