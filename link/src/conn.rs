@@ -8,10 +8,16 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tracing::warn;
 use wharf_protocol::agent::{AgentFailure, AgentResponse, FailureKind};
-use wharf_protocol::wire::{encode_frame, CallId, Frame, FrameBody, FrameReader};
+use wharf_protocol::wire::{encode_frame_into, CallId, Frame, FrameBody, FrameReader, KEEP_IDLE};
 
 /// Frames of several calls are written together up to this many bytes.
 const WRITE_BATCH: usize = 1024 * 1024;
+
+/// Room made for each read at least.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// A read or write this small means the burst is over.
+const SMALL: usize = 4096;
 
 /// One open call, as the reader task sees it.
 pub(crate) struct Slot {
@@ -85,14 +91,18 @@ pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(
         }
         w.write_all(&buf).await?;
         w.flush().await?;
+        // A small batch after a burst (a load): let go of what the burst grew.
+        if buf.len() < SMALL && buf.capacity() > KEEP_IDLE {
+            buf = Vec::new();
+        }
     }
     let _ = w.shutdown().await;
     Ok(())
 }
 
 fn push(buf: &mut Vec<u8>, frame: Frame) {
-    match encode_frame(&frame) {
-        Ok(bytes) => buf.extend_from_slice(&bytes),
+    match encode_frame_into(buf, &frame) {
+        Ok(()) => {}
         Err(e) => {
             warn!(call = frame.call, error = %e, "agent frame not sent");
             let failure = AgentFailure::new(FailureKind::Internal, e.to_string());
@@ -100,12 +110,13 @@ fn push(buf: &mut Vec<u8>, frame: Frame) {
                 FrameBody::Response(_) => FrameBody::Response(AgentResponse::Failed(failure)),
                 _ => FrameBody::Abort(failure),
             };
-            if let Ok(bytes) = encode_frame(&Frame {
-                call: frame.call,
-                body,
-            }) {
-                buf.extend_from_slice(&bytes);
-            }
+            let _ = encode_frame_into(
+                buf,
+                &Frame {
+                    call: frame.call,
+                    body,
+                },
+            );
         }
     }
 }
@@ -117,9 +128,13 @@ pub(crate) async fn read_loop<R: AsyncRead + Unpin>(
     mut on_frame: impl FnMut(Frame) -> Result<(), String>,
 ) -> Result<(), String> {
     let mut reader = FrameReader::new();
-    let mut buf = vec![0u8; 256 * 1024];
     loop {
-        let n = r.read(&mut buf).await.map_err(|e| e.to_string())?;
+        // Room for the whole frame being received: read straight into the reader's
+        // buffer, grown once per frame, not doubled as it fills.
+        let want = reader.wanted().max(READ_CHUNK);
+        let buf = reader.buffer_mut();
+        buf.reserve(want);
+        let n = r.read_buf(buf).await.map_err(|e| e.to_string())?;
         if n == 0 {
             return if reader.buffered() == 0 {
                 Ok(())
@@ -127,9 +142,11 @@ pub(crate) async fn read_loop<R: AsyncRead + Unpin>(
                 Err("the connection ended inside a frame".into())
             };
         }
-        reader.push(&buf[..n]);
         while let Some(frame) = reader.next_frame().map_err(|e| e.to_string())? {
             on_frame(frame)?;
+        }
+        if n < SMALL {
+            reader.shrink();
         }
     }
 }

@@ -50,6 +50,16 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
     Ok(out)
 }
 
+/// [`encode`] appended to `out` (no intermediate buffer); on an error `out` may hold
+/// part of the message, which the caller truncates.
+pub fn encode_into<T: Serialize>(out: &mut Vec<u8>, value: &T) -> Result<(), CodecError> {
+    use bincode::Options;
+    out.push(FORMAT_BINCODE1);
+    options()
+        .serialize_into(&mut *out, value)
+        .map_err(CodecError::Encode)
+}
+
 /// Decode a message made by [`encode`]; never panics on any input.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     use bincode::Options;

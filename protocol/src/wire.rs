@@ -37,8 +37,10 @@ pub const AGENT_PROTOCOL_VERSION: u32 = 1;
 /// Largest frame either side accepts (a byte item is at most [`ITEM_BYTES`]).
 pub const MAX_FRAME: u32 = 4 * 1024 * 1024;
 
-/// Largest payload a sender puts into one byte item.
-pub const ITEM_BYTES: usize = 1024 * 1024;
+/// Largest payload a sender puts into one byte item. With [`WINDOW`] this bounds what a
+/// call holds in flight (4 MiB each way): small enough that a 500 MiB `docker load` does
+/// not leave the allocator holding more after it, large enough that framing costs little.
+pub const ITEM_BYTES: usize = 256 * 1024;
 
 /// Items a sender may have in flight on one call and direction before it needs credit.
 pub const WINDOW: u32 = 16;
@@ -126,16 +128,36 @@ pub enum WireError {
 
 /// The bytes of `frame` on the wire: its length, then the codec's bytes.
 pub fn encode_frame(frame: &Frame) -> Result<Vec<u8>, WireError> {
-    let body = codec::encode(frame)?;
-    let len = u32::try_from(body.len())
-        .ok()
-        .filter(|l| *l <= MAX_FRAME)
-        .ok_or(WireError::TooLarge(u32::MAX))?;
-    let mut out = Vec::with_capacity(4 + body.len());
-    out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(&body);
+    let mut out = Vec::new();
+    encode_frame_into(&mut out, frame)?;
     Ok(out)
 }
+
+/// [`encode_frame`] appended to `out`, with no copy of its own (a writer batches frames
+/// in one buffer); on an error `out` is as it was.
+pub fn encode_frame_into(out: &mut Vec<u8>, frame: &Frame) -> Result<(), WireError> {
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    let encoded = codec::encode_into(out, frame);
+    let len = out.len() - start - 4;
+    match (encoded, u32::try_from(len).ok().filter(|l| *l <= MAX_FRAME)) {
+        (Ok(()), Some(len)) => {
+            out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+            Ok(())
+        }
+        (Err(e), _) => {
+            out.truncate(start);
+            Err(e.into())
+        }
+        (Ok(()), None) => {
+            out.truncate(start);
+            Err(WireError::TooLarge(u32::try_from(len).unwrap_or(u32::MAX)))
+        }
+    }
+}
+
+/// Bytes of buffer a reader or writer keeps once it has nothing pending.
+pub const KEEP_IDLE: usize = 256 * 1024;
 
 /// Collects bytes as they arrive and hands out the frames they complete.
 #[derive(Debug, Default)]
@@ -152,11 +174,39 @@ impl FrameReader {
 
     /// Add bytes read from the connection.
     pub fn push(&mut self, bytes: &[u8]) {
-        if self.start > 0 && self.start == self.buf.len() {
-            self.buf.clear();
+        self.buffer_mut().extend_from_slice(bytes);
+    }
+
+    /// The buffer to read the connection's next bytes into (append to it, e.g. with
+    /// tokio's `read_buf`): saves [`FrameReader::push`]'s copy.
+    pub fn buffer_mut(&mut self) -> &mut Vec<u8> {
+        if self.start > 0 {
+            self.buf.drain(..self.start);
             self.start = 0;
         }
-        self.buf.extend_from_slice(bytes);
+        &mut self.buf
+    }
+
+    /// Bytes still missing from the frame being received (at least its length prefix):
+    /// what to make room for before the next read.
+    pub fn wanted(&self) -> usize {
+        let pending = &self.buf[self.start..];
+        match pending.get(..4) {
+            Some(h) => {
+                let len = u32::from_be_bytes([h[0], h[1], h[2], h[3]]).min(MAX_FRAME) as usize;
+                (4 + len).saturating_sub(pending.len())
+            }
+            None => 4 - pending.len(),
+        }
+    }
+
+    /// Let go of a buffer a burst grew, once nothing is pending (call when the connection
+    /// looks idle).
+    pub fn shrink(&mut self) {
+        if self.buffered() == 0 && self.buf.capacity() > KEEP_IDLE {
+            self.buf = Vec::new();
+            self.start = 0;
+        }
     }
 
     /// The next complete frame, if the bytes so far hold one; an error means the
@@ -176,8 +226,8 @@ impl FrameReader {
         };
         let frame = codec::decode(body)?;
         self.start += end;
-        if self.start * 2 > self.buf.len() && self.start > 64 * 1024 {
-            self.buf.drain(..self.start);
+        if self.start == self.buf.len() {
+            self.buf.clear();
             self.start = 0;
         }
         Ok(Some(frame))
@@ -309,6 +359,50 @@ mod tests {
              0100000000000000\
              74"
         );
+    }
+
+    #[test]
+    fn frames_read_into_the_readers_own_buffer_come_out_whole() {
+        let all: Vec<u8> = frames()
+            .iter()
+            .flat_map(|f| encode_frame(f).unwrap())
+            .collect();
+        let mut r = FrameReader::new();
+        let mut got = Vec::new();
+        let mut at = 0;
+        while at < all.len() {
+            let n = r.wanted().min(all.len() - at).min(5);
+            assert!(n > 0, "a reader that waits always wants something");
+            r.buffer_mut().extend_from_slice(&all[at..at + n]);
+            at += n;
+            while let Some(f) = r.next_frame().unwrap() {
+                got.push(f);
+            }
+        }
+        assert_eq!(got, frames());
+        r.shrink();
+        assert_eq!(r.wanted(), 4);
+    }
+
+    #[test]
+    fn encoding_into_a_buffer_appends_exactly_the_frame() {
+        let mut out = vec![9u8];
+        for f in frames() {
+            encode_frame_into(&mut out, &f).unwrap();
+        }
+        let expected: Vec<u8> = std::iter::once(9u8)
+            .chain(frames().iter().flat_map(|f| encode_frame(f).unwrap()))
+            .collect();
+        assert_eq!(out, expected);
+        let huge = Frame {
+            call: 1,
+            body: FrameBody::Item(StreamItem::Bytes(vec![0; MAX_FRAME as usize + 1])),
+        };
+        assert!(matches!(
+            encode_frame_into(&mut out, &huge),
+            Err(WireError::TooLarge(_))
+        ));
+        assert_eq!(out, expected, "a refused frame leaves the buffer as it was");
     }
 
     #[test]

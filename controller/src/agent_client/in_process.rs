@@ -7,8 +7,9 @@ use wharf_link::ClientCall;
 use wharf_protocol::agent::{AgentEvent, AgentFailure, AgentRequest};
 use wharf_protocol::NodeId;
 
-/// Bytes the in-memory pipe holds each way before a writer waits.
-const PIPE: usize = 4 * 1024 * 1024;
+/// Bytes the in-memory pipe holds each way before a writer waits. Flow control is the
+/// calls' credit, not the pipe; the pipe keeps what it grew to, so it stays small.
+const PIPE: usize = 512 * 1024;
 
 /// A connection to the agent running in this process.
 pub struct InProcess {
