@@ -608,7 +608,9 @@ fn restart_policies_follow_docker() {
         "busybox",
         "sh",
         "-c",
-        "sleep 0.2",
+        // Long enough that the `kill` right after the manual `start` below finds it
+        // running on a loaded machine (at 0.2 s it could be in its restart back-off).
+        "sleep 1",
     ]);
     assert!(eventually(20, || inspect(&w, "{{.RestartCount}}", "loop")
         .parse::<u32>()
