@@ -61,7 +61,19 @@ impl ItemSender {
     /// Send `data` as byte items of at most [`ITEM_BYTES`] each.
     pub async fn send_bytes(&mut self, data: &[u8]) -> Result<(), AgentFailure> {
         for chunk in data.chunks(ITEM_BYTES) {
-            self.send(StreamItem::Bytes(chunk.to_vec())).await?;
+            self.send(StreamItem::Bytes(bytes::Bytes::copy_from_slice(chunk)))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// [`ItemSender::send_bytes`] of a shared buffer: its items are slices of it, no copy.
+    pub async fn send_shared(&mut self, data: bytes::Bytes) -> Result<(), AgentFailure> {
+        let mut at = 0;
+        while at < data.len() {
+            let end = (at + ITEM_BYTES).min(data.len());
+            self.send(StreamItem::Bytes(data.slice(at..end))).await?;
+            at = end;
         }
         Ok(())
     }

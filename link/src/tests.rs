@@ -49,7 +49,7 @@ async fn toy(request: AgentRequest, mut call: ServerCall) {
             let (_, _, mut out) = call.into_parts();
             for i in 0..200u32 {
                 if out
-                    .send(StreamItem::Bytes(vec![i as u8; 1024]))
+                    .send(StreamItem::Bytes(vec![i as u8; 1024].into()))
                     .await
                     .is_err()
                 {
@@ -129,7 +129,7 @@ async fn a_download_arrives_whole_and_in_order() {
     assert_eq!(call.response.get().await.unwrap(), AgentResponse::Done);
     let mut i = 0u32;
     while let Some(item) = call.input.recv().await.unwrap() {
-        assert_eq!(item, StreamItem::Bytes(vec![i as u8; 1024]));
+        assert_eq!(item, StreamItem::Bytes(vec![i as u8; 1024].into()));
         i += 1;
     }
     assert_eq!(i, 200);

@@ -92,8 +92,9 @@ pub enum FrameBody {
 /// One item of a call's stream.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StreamItem {
-    /// Bytes of a body (a tar of `docker load`, `save`, `export`, `cp`).
-    Bytes(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// Bytes of a body (a tar of `docker load`, `save`, `export`, `cp`); shared, so a
+    /// body's chunks are framed without a copy of their own.
+    Bytes(#[serde(with = "shared_bytes")] bytes::Bytes),
     /// Output of an attached or exec'd process: stream 1 (stdout) or 2 (stderr).
     Output {
         /// Stream number, as Docker's frames.
@@ -113,6 +114,21 @@ pub enum StreamItem {
     /// Entries of a container's log (`docker logs`), oldest first, a batch of at most
     /// [`ITEM_BYTES`] of data (see [`crate::agent::files::log_batches`]).
     LogEntries(Vec<crate::runtime::LogEntry>),
+}
+
+/// `bytes::Bytes` on the wire exactly as `serde_bytes` puts a `Vec<u8>` (its length,
+/// then its bytes), without the `serde` feature of `bytes` (which rebuilds every crate
+/// that depends on `serde`).
+mod shared_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(data: &bytes::Bytes, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(data)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<bytes::Bytes, D::Error> {
+        serde_bytes::ByteBuf::deserialize(d).map(|b| bytes::Bytes::from(b.into_vec()))
+    }
 }
 
 /// Why bytes could not be read as frames.
@@ -272,7 +288,7 @@ mod tests {
             },
             Frame {
                 call: 7,
-                body: FrameBody::Item(StreamItem::Bytes(vec![1, 2, 3])),
+                body: FrameBody::Item(StreamItem::Bytes(vec![1, 2, 3].into())),
             },
             Frame {
                 call: 7,
@@ -396,7 +412,7 @@ mod tests {
         assert_eq!(out, expected);
         let huge = Frame {
             call: 1,
-            body: FrameBody::Item(StreamItem::Bytes(vec![0; MAX_FRAME as usize + 1])),
+            body: FrameBody::Item(StreamItem::Bytes(vec![0; MAX_FRAME as usize + 1].into())),
         };
         assert!(matches!(
             encode_frame_into(&mut out, &huge),

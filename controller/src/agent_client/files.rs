@@ -220,7 +220,7 @@ impl Agents {
             while let Some(chunk) = body.recv().await {
                 match chunk {
                     Ok(data) => {
-                        if output.send_bytes(&data).await.is_err() {
+                        if output.send_shared(data).await.is_err() {
                             return;
                         }
                     }
@@ -338,7 +338,7 @@ impl ArchiveDownload {
     pub async fn next(&mut self) -> Result<Option<Vec<u8>>, AgentFailure> {
         loop {
             return match self.rx.recv().await? {
-                Some(StreamItem::Bytes(b)) => Ok(Some(b)),
+                Some(StreamItem::Bytes(b)) => Ok(Some(Vec::from(b))),
                 Some(_) => continue,
                 None => Ok(None),
             };

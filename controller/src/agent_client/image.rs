@@ -98,7 +98,7 @@ impl Agents {
             while let Some(chunk) = body.recv().await {
                 match chunk {
                     Ok(data) => {
-                        if output.send_bytes(&data).await.is_err() {
+                        if output.send_shared(data).await.is_err() {
                             // The call is over; its answer says why.
                             return;
                         }
@@ -323,7 +323,7 @@ async fn forward_download(
 ) {
     loop {
         let item = match input.recv().await {
-            Ok(Some(StreamItem::Bytes(b))) => Ok(Bytes::from(b)),
+            Ok(Some(StreamItem::Bytes(b))) => Ok(b),
             Ok(Some(_)) => continue,
             Ok(None) => return,
             Err(f) => Err(std::io::Error::other(f.message)),
@@ -424,7 +424,10 @@ mod tests {
     async fn a_download_cut_by_the_agent_ends_with_an_error_not_a_short_archive() {
         let (agents, _) = agents(|_, mut call| async move {
             call.respond(AgentResponse::Done);
-            let _ = call.output.send(StreamItem::Bytes(b"head".to_vec())).await;
+            let _ = call
+                .output
+                .send(StreamItem::Bytes(Bytes::from_static(b"head")))
+                .await;
             call.output
                 .abort(AgentFailure::new(FailureKind::Internal, "disk read failed"));
         });

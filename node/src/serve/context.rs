@@ -52,7 +52,7 @@ impl Read for BodyReader {
         while self.pos == self.cur.len() {
             match self.rt.block_on(self.input.recv()) {
                 Ok(Some(StreamItem::Bytes(b))) => {
-                    self.cur = b;
+                    self.cur = Vec::from(b);
                     self.pos = 0;
                 }
                 Ok(Some(_)) => {}
@@ -241,7 +241,7 @@ mod tests {
         let mut tar = Vec::new();
         while let Some(item) = call.input.recv().await.unwrap() {
             if let StreamItem::Bytes(b) = item {
-                tar.extend(b);
+                tar.extend_from_slice(&b);
             }
         }
         let names: Vec<String> = tar::Archive::new(&tar[..])

@@ -160,7 +160,7 @@ impl Write for ItemWriter {
         }
         let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(ITEM_BYTES));
         self.rt
-            .block_on(self.tx.send(StreamItem::Bytes(chunk)))
+            .block_on(self.tx.send(StreamItem::Bytes(chunk.into())))
             .map_err(|_| {
                 std::io::Error::new(std::io::ErrorKind::BrokenPipe, "controller went away")
             })
@@ -256,7 +256,7 @@ pub(super) async fn send_collected(
             Ok(0) => return output.end(),
             Ok(n) => {
                 if output
-                    .send(StreamItem::Bytes(buf[..n].to_vec()))
+                    .send(StreamItem::Bytes(bytes::Bytes::copy_from_slice(&buf[..n])))
                     .await
                     .is_err()
                 {

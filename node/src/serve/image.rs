@@ -268,7 +268,7 @@ async fn feed(
     loop {
         match input.recv().await {
             Ok(Some(StreamItem::Bytes(b))) => {
-                if tx.send(Ok(Chunk::Data(Bytes::from(b)))).await.is_err() {
+                if tx.send(Ok(Chunk::Data(b))).await.is_err() {
                     // The reader stopped (a bad archive); its error is the answer.
                     return None;
                 }
@@ -381,7 +381,7 @@ where
         f(&mut w).and_then(|()| w.flush().map_err(|e| e.to_string()))
     });
     while let Some(chunk) = rx.recv().await {
-        if out.send(StreamItem::Bytes(chunk)).await.is_err() {
+        if out.send(StreamItem::Bytes(chunk.into())).await.is_err() {
             // The controller went away: the writer fails on its next chunk.
             drop(rx);
             let _ = job.await;
