@@ -2,7 +2,7 @@
 //!
 //! Like Docker, Wharf keeps them in the engine's memory only: they are not replicated and
 //! do not survive a restart of `wharf` (the processes they started keep running in their
-//! container). The shim runs the process; see `wharf_node::runtime::exec`.
+//! container). The shim runs the process; see the agent's `runtime::exec`.
 //!
 //! ```text
 //!  POST /containers/X/exec ─► create_exec ─► ExecRecord{started: false}
