@@ -7,8 +7,7 @@
 //! file's presence therefore means "ready". SIGTERM/SIGINT stop the API and Raft and leave
 //! containers running under their shims (live-restore).
 
-use crate::agent_client::in_process::InProcess;
-use crate::agent_client::unix::UnixAgent;
+use crate::agent_client::{in_process, unix};
 use crate::agent_client::{AgentClient, Agents};
 use crate::api::Listener;
 use crate::certs::{self, Authority};
@@ -122,12 +121,12 @@ async fn open_instance(s: &Settings) -> anyhow::Result<Instance> {
     .context("open the agent")?;
     let node = NodeId(s.node_id);
     let client: Arc<dyn AgentClient> = match s.agent_transport {
-        AgentTransport::InProcess => Arc::new(InProcess::start(agent.clone(), node)),
+        AgentTransport::InProcess => Arc::new(in_process::start(agent.clone(), node)),
         AgentTransport::Unix => {
             let path = s.data_dir.join("agent.sock");
             wharf_node::serve::listen_unix(agent.clone(), &path).context("serve the agent")?;
             Arc::new(
-                UnixAgent::connect(&path, node)
+                unix::connect(&path, node)
                     .await
                     .context("connect to the agent")?,
             )

@@ -2,7 +2,7 @@
 //! the real frames, as youki's tests fake the kernel behind its `Syscall` trait), records
 //! what it was asked, and fails when told to.
 
-use super::{no_agent, AgentClient};
+use super::{AgentClient, NodeConnection};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
@@ -49,8 +49,7 @@ pub struct FakeState {
 
 /// The fake agent of one node.
 pub struct FakeAgent {
-    node: NodeId,
-    client: wharf_link::Client,
+    conn: NodeConnection,
     state: Arc<Mutex<FakeState>>,
     exits: watch::Sender<u64>,
     events: Arc<Mutex<Option<wharf_link::EventSender>>>,
@@ -77,8 +76,7 @@ impl FakeAgent {
         ));
         let (r, w) = tokio::io::split(ours);
         FakeAgent {
-            node,
-            client: wharf_link::connect(r, w),
+            conn: NodeConnection::new(node, wharf_link::connect(r, w)),
             state,
             exits,
             events,
@@ -107,16 +105,11 @@ impl FakeAgent {
 
 impl AgentClient for FakeAgent {
     fn open(&self, node: &NodeId, request: AgentRequest) -> Result<ClientCall, AgentFailure> {
-        if *node != self.node {
-            return Err(no_agent(node));
-        }
-        Ok(self.client.open(request))
+        self.conn.open(node, request)
     }
 
     fn events(&self, node: &NodeId) -> Option<tokio::sync::mpsc::UnboundedReceiver<AgentEvent>> {
-        (*node == self.node)
-            .then(|| self.client.take_events())
-            .flatten()
+        self.conn.events(node)
     }
 }
 

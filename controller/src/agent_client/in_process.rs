@@ -2,50 +2,22 @@
 //! agent protocol's frames over an in-memory pipe. The one place besides the binary's
 //! wiring that names `wharf_node`.
 
-use super::{no_agent, AgentClient};
-use wharf_link::ClientCall;
-use wharf_protocol::agent::{AgentEvent, AgentFailure, AgentRequest};
+use super::NodeConnection;
 use wharf_protocol::NodeId;
 
 /// Bytes the in-memory pipe holds each way before a writer waits. Flow control is the
 /// calls' credit, not the pipe; the pipe keeps what it grew to, so it stays small.
 const PIPE: usize = 512 * 1024;
 
-/// A connection to the agent running in this process.
-pub struct InProcess {
-    node: NodeId,
-    client: wharf_link::Client,
-}
-
-impl InProcess {
-    /// Serve `agent` as node `node` over an in-memory pipe and connect to it.
-    pub fn start(agent: wharf_node::agent::Agent, node: NodeId) -> InProcess {
-        let (ours, theirs) = tokio::io::duplex(PIPE);
-        let (r, w) = tokio::io::split(theirs);
-        tokio::spawn(async move {
-            if let Err(e) = wharf_node::serve::serve_connection(agent, r, w).await {
-                tracing::warn!(error = %e, "in-process agent connection ended");
-            }
-        });
-        let (r, w) = tokio::io::split(ours);
-        InProcess {
-            node,
-            client: wharf_link::connect(r, w),
+/// Serve `agent` as node `node` over an in-memory pipe and connect to it.
+pub fn start(agent: wharf_node::agent::Agent, node: NodeId) -> NodeConnection {
+    let (ours, theirs) = tokio::io::duplex(PIPE);
+    let (r, w) = tokio::io::split(theirs);
+    tokio::spawn(async move {
+        if let Err(e) = wharf_node::serve::serve_connection(agent, r, w).await {
+            tracing::warn!(error = %e, "in-process agent connection ended");
         }
-    }
-}
-
-impl AgentClient for InProcess {
-    fn open(&self, node: &NodeId, request: AgentRequest) -> Result<ClientCall, AgentFailure> {
-        if *node != self.node {
-            return Err(no_agent(node));
-        }
-        Ok(self.client.open(request))
-    }
-
-    fn events(&self, node: &NodeId) -> Option<tokio::sync::mpsc::UnboundedReceiver<AgentEvent>> {
-        (*node == self.node)
-            .then(|| self.client.take_events())
-            .flatten()
-    }
+    });
+    let (r, w) = tokio::io::split(ours);
+    NodeConnection::new(node, wharf_link::connect(r, w))
 }

@@ -41,6 +41,35 @@ pub trait AgentClient: Send + Sync {
     fn events(&self, node: &NodeId) -> Option<mpsc::UnboundedReceiver<AgentEvent>>;
 }
 
+/// A connection to the one agent of `node` (in process, over a unix socket, or the fake's):
+/// the [`AgentClient`] that refuses every other node.
+pub struct NodeConnection {
+    node: NodeId,
+    client: wharf_link::Client,
+}
+
+impl NodeConnection {
+    /// `client`, as the connection to the agent of `node`.
+    pub fn new(node: NodeId, client: wharf_link::Client) -> NodeConnection {
+        NodeConnection { node, client }
+    }
+}
+
+impl AgentClient for NodeConnection {
+    fn open(&self, node: &NodeId, request: AgentRequest) -> Result<ClientCall, AgentFailure> {
+        if *node != self.node {
+            return Err(no_agent(node));
+        }
+        Ok(self.client.open(request))
+    }
+
+    fn events(&self, node: &NodeId) -> Option<mpsc::UnboundedReceiver<AgentEvent>> {
+        (*node == self.node)
+            .then(|| self.client.take_events())
+            .flatten()
+    }
+}
+
 /// The typed calls of the agent protocol over an [`AgentClient`]; what the engine holds.
 #[derive(Clone)]
 pub struct Agents {
