@@ -138,23 +138,31 @@ impl Agents {
         id: &ContainerId,
         spec: CopySpec,
     ) -> Result<(String, ArchiveDownload), AgentFailure> {
+        let r = req(FilesRequest::Collect {
+            id: id.clone(),
+            spec,
+        });
+        self.collected(node, r, "collect").await
+    }
+
+    /// Open a collecting call: its content hash, then its tar.
+    async fn collected(
+        &self,
+        node: &NodeId,
+        request: AgentRequest,
+        what: &str,
+    ) -> Result<(String, ArchiveDownload), AgentFailure> {
         let ClientCall {
             response,
             output,
             input,
-        } = self.open(
-            node,
-            req(FilesRequest::Collect {
-                id: id.clone(),
-                spec,
-            }),
-        )?;
+        } = self.open(node, request)?;
         output.end();
         match response.get().await? {
             AgentResponse::Files(FilesResponse::Collected { hash }) => {
                 Ok((hash, ArchiveDownload { rx: input }))
             }
-            other => Err(unexpected("collect", &other)),
+            other => Err(unexpected(what, &other)),
         }
     }
 
@@ -252,24 +260,11 @@ impl Agents {
         build: &str,
         spec: CopySpec,
     ) -> Result<(String, ArchiveDownload), AgentFailure> {
-        let ClientCall {
-            response,
-            output,
-            input,
-        } = self.open(
-            node,
-            req(FilesRequest::ContextCollect {
-                build: build.to_string(),
-                spec,
-            }),
-        )?;
-        output.end();
-        match response.get().await? {
-            AgentResponse::Files(FilesResponse::Collected { hash }) => {
-                Ok((hash, ArchiveDownload { rx: input }))
-            }
-            other => Err(unexpected("collect from build context", &other)),
-        }
+        let r = req(FilesRequest::ContextCollect {
+            build: build.to_string(),
+            spec,
+        });
+        self.collected(node, r, "collect from build context").await
     }
 
     /// Remove the context of `build` (a build without one is fine).
