@@ -101,7 +101,7 @@ pub async fn put(engine: &Engine, id: &str, req: Request<Incoming>) -> Result<Re
         // Read the upload before answering, so the client sees the error, not a broken
         // pipe.
         while let Some(Ok(_)) = body.frame().await {}
-        return Err(e);
+        return Err(e.into());
     }
     let chunks = Box::pin(futures_util::stream::unfold(body, |mut body| async move {
         loop {
@@ -112,7 +112,8 @@ pub async fn put(engine: &Engine, id: &str, req: Request<Incoming>) -> Result<Re
                     }
                 }
                 Err(e) => {
-                    let e = ApiError::bad_request(format!("reading request body: {e}"));
+                    let e =
+                        crate::engine::EngineError::invalid(format!("reading request body: {e}"));
                     return Some((Err(e), body));
                 }
             }

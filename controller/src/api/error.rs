@@ -50,43 +50,67 @@ impl ApiError {
     }
 }
 
+/// A refused command, classified by the engine.
 impl From<wharf_protocol::state::StateError> for ApiError {
     fn from(e: wharf_protocol::state::StateError) -> ApiError {
-        use wharf_protocol::state::StateError as S;
-        let status = match &e {
-            S::NameInUse { .. } | S::ImageInUse { .. } => StatusCode::CONFLICT,
-            S::NoSuchContainer(_) | S::NoSuchImage(_) => StatusCode::NOT_FOUND,
-            S::NoSuchVolume(_) => StatusCode::NOT_FOUND,
-            S::VolumeInUse { .. } => StatusCode::CONFLICT,
-            S::NoSuchNetwork(_) => StatusCode::NOT_FOUND,
-            S::NetworkNameInUse(_) | S::NetworkInUse { .. } | S::AlreadyConnected { .. } => {
-                StatusCode::CONFLICT
-            }
-            S::SubnetOverlap => StatusCode::BAD_REQUEST,
-            S::NotConnected { .. } | S::AddressInUse(_) | S::PortInUse(_) | S::NoFreeAddress(_) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
-        };
-        ApiError::new(status, e.to_string())
+        crate::engine::EngineError::from(e).into()
     }
 }
 
+/// The store failed.
 impl From<crate::raft::RaftError> for ApiError {
     fn from(e: crate::raft::RaftError) -> ApiError {
-        ApiError::internal(format!("cluster state: {e}"))
+        crate::engine::EngineError::from(e).into()
     }
 }
 
-/// An agent's failure as Docker shows it: by its kind, with the agent's text.
+/// An agent's failure, classified by the engine from its kind.
 impl From<wharf_protocol::agent::AgentFailure> for ApiError {
     fn from(e: wharf_protocol::agent::AgentFailure) -> ApiError {
-        use wharf_protocol::agent::FailureKind as K;
+        crate::engine::EngineError::from(e).into()
+    }
+}
+
+/// An engine failure as Docker answers it: the status of its kind (moby
+/// `httpstatus.FromError`), its text as the message.
+impl From<crate::engine::EngineError> for ApiError {
+    fn from(e: crate::engine::EngineError) -> ApiError {
+        use crate::engine::ErrorKind as K;
         let status = match e.kind {
+            K::InvalidParameter => StatusCode::BAD_REQUEST,
             K::NotFound => StatusCode::NOT_FOUND,
-            K::InvalidInput => StatusCode::BAD_REQUEST,
-            K::Conflict | K::NotRunning => StatusCode::CONFLICT,
-            K::Internal | K::Unavailable | K::Unsupported => StatusCode::INTERNAL_SERVER_ERROR,
+            K::Conflict => StatusCode::CONFLICT,
+            K::Forbidden => StatusCode::FORBIDDEN,
+            K::NotModified => StatusCode::NOT_MODIFIED,
+            K::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            K::System => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, e.message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{EngineError, ErrorKind};
+
+    #[test]
+    fn engine_kinds_get_dockers_status_codes() {
+        let cases = [
+            (ErrorKind::InvalidParameter, StatusCode::BAD_REQUEST),
+            (ErrorKind::NotFound, StatusCode::NOT_FOUND),
+            (ErrorKind::Conflict, StatusCode::CONFLICT),
+            (ErrorKind::Forbidden, StatusCode::FORBIDDEN),
+            (ErrorKind::NotModified, StatusCode::NOT_MODIFIED),
+            (ErrorKind::Unavailable, StatusCode::SERVICE_UNAVAILABLE),
+            (ErrorKind::System, StatusCode::INTERNAL_SERVER_ERROR),
+        ];
+        for (kind, status) in cases {
+            let e = ApiError::from(EngineError::new(kind, "why"));
+            assert_eq!((e.status, e.message.as_str()), (status, "why"), "{kind:?}");
+        }
+        let e = ApiError::from(EngineError::no_such_container("web"));
+        assert_eq!(e.status, StatusCode::NOT_FOUND);
+        assert_eq!(e.message, "No such container: web");
     }
 }

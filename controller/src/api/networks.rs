@@ -163,7 +163,7 @@ fn body_json(body: &[u8]) -> Result<Value, ApiError> {
 /// are refused (400) by [`parse_create`].
 pub async fn create(engine: &Engine, req: Request<Incoming>) -> Result<Resp, ApiError> {
     let body = body_json(&read_body(req.into_body()).await?)?;
-    let request = parse_create(&body)?;
+    let request = parse_create(&body).map_err(crate::engine::EngineError::from)?;
     if request.name.is_empty() {
         return Err(ApiError::bad_request("network name must not be empty"));
     }
@@ -193,7 +193,7 @@ pub async fn connect(
         .unwrap_or_default();
     if let Some(ep) = body.get("EndpointConfig") {
         let n = engine.network(reference)?;
-        check_endpoint(!n.default, ep)?;
+        check_endpoint(!n.default, ep).map_err(crate::engine::EngineError::from)?;
     }
     let aliases: Vec<String> = body
         .get("EndpointConfig")

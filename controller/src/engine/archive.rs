@@ -14,10 +14,9 @@
 
 use super::Engine;
 use crate::agent_client::ArchiveDownload;
-use crate::api::error::ApiError;
+use crate::engine::error::EngineError;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use http::StatusCode;
 use std::io;
 use tokio::sync::mpsc;
 use wharf_protocol::agent::{AgentFailure, FailureKind};
@@ -28,16 +27,15 @@ use wharf_protocol::state::{ContainerRecord, ContainerStatus};
 pub type ArchiveStream = mpsc::Receiver<Result<Bytes, io::Error>>;
 
 /// The Docker error for an archive failure on `path` of the container `reference`.
-pub fn archive_error(f: AgentFailure, reference: &str, path: &str) -> ApiError {
+pub fn archive_error(f: AgentFailure, reference: &str, path: &str) -> EngineError {
     match f.kind {
-        FailureKind::Conflict => ApiError::new(
-            StatusCode::FORBIDDEN,
-            format!("container path {path} is read-only"),
-        ),
-        FailureKind::NotFound => ApiError::not_found(format!(
+        FailureKind::Conflict => {
+            EngineError::forbidden(format!("container path {path} is read-only"))
+        }
+        FailureKind::NotFound => EngineError::not_found(format!(
             "Could not find the file {path} in container {reference}"
         )),
-        _ => ApiError::from(f),
+        _ => EngineError::from(f),
     }
 }
 
@@ -53,13 +51,17 @@ pub fn under_mount<'a>(path: &str, targets: impl IntoIterator<Item = &'a str>) -
 impl Engine {
     /// The container for an archive request on `path`: 404 if it does not exist, 400 for
     /// a path under its volumes or bind mounts (not reachable from here).
-    fn archive_container(&self, reference: &str, path: &str) -> Result<ContainerRecord, ApiError> {
+    fn archive_container(
+        &self,
+        reference: &str,
+        path: &str,
+    ) -> Result<ContainerRecord, EngineError> {
         let c = self.container(reference)?;
         if path.is_empty() {
-            return Err(ApiError::bad_request("path cannot be empty"));
+            return Err(EngineError::invalid("path cannot be empty"));
         }
         if under_mount(path, c.run.host.mounts.iter().map(|m| m.target.as_str())) {
-            return Err(ApiError::bad_request(format!(
+            return Err(EngineError::invalid(format!(
                 "copying paths under a volume or bind mount is not supported: {path}"
             )));
         }
@@ -79,7 +81,7 @@ impl Engine {
     }
 
     /// `HEAD /containers/{id}/archive?path=`: stat a path inside the container.
-    pub async fn archive_stat(&self, reference: &str, path: &str) -> Result<PathStat, ApiError> {
+    pub async fn archive_stat(&self, reference: &str, path: &str) -> Result<PathStat, EngineError> {
         let c = self.archive_container(reference, path)?;
         let _held = self.hold_if_stopped(&c).await;
         self.agents
@@ -93,7 +95,7 @@ impl Engine {
         &self,
         reference: &str,
         path: &str,
-    ) -> Result<(PathStat, ArchiveStream), ApiError> {
+    ) -> Result<(PathStat, ArchiveStream), EngineError> {
         let c = self.archive_container(reference, path)?;
         let held = self.hold_if_stopped(&c).await;
         let (stat, download) = self
@@ -118,9 +120,9 @@ impl Engine {
         mut body: S,
         no_overwrite_dir_non_dir: bool,
         copy_uid_gid: bool,
-    ) -> Result<(), ApiError>
+    ) -> Result<(), EngineError>
     where
-        S: Stream<Item = Result<Bytes, ApiError>> + Unpin,
+        S: Stream<Item = Result<Bytes, EngineError>> + Unpin,
     {
         let c = match self.put_container(reference, path) {
             Ok(c) => c,
@@ -153,11 +155,10 @@ impl Engine {
         Ok(())
     }
 
-    fn put_container(&self, reference: &str, path: &str) -> Result<ContainerRecord, ApiError> {
+    fn put_container(&self, reference: &str, path: &str) -> Result<ContainerRecord, EngineError> {
         let c = self.archive_container(reference, path)?;
         if c.run.host.read_only {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
+            return Err(EngineError::forbidden(
                 "container rootfs is marked read-only",
             ));
         }
@@ -207,7 +208,7 @@ mod tests {
             "c1",
             "/nope",
         );
-        assert_eq!(e.status, StatusCode::NOT_FOUND);
+        assert_eq!(e.kind, crate::engine::ErrorKind::NotFound);
         assert_eq!(e.message, "Could not find the file /nope in container c1");
         let e = archive_error(
             AgentFailure::new(
@@ -217,7 +218,7 @@ mod tests {
             "c1",
             "/etc/hostname",
         );
-        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert_eq!(e.kind, crate::engine::ErrorKind::InvalidParameter);
         assert_eq!(e.message, "extraction point is not a directory");
         let e = archive_error(
             AgentFailure::new(
@@ -227,7 +228,7 @@ mod tests {
             "c1",
             "/x",
         );
-        assert_eq!(e.status, StatusCode::FORBIDDEN);
+        assert_eq!(e.kind, crate::engine::ErrorKind::Forbidden);
         assert_eq!(e.message, "container path /x is read-only");
     }
 }

@@ -15,7 +15,7 @@
 
 use super::Engine;
 use crate::agent_client::AttachCall;
-use crate::api::error::ApiError;
+use crate::engine::error::EngineError;
 use tracing::debug;
 use wharf_protocol::state::ContainerStatus;
 use wharf_protocol::ContainerId;
@@ -41,7 +41,7 @@ impl Engine {
         &self,
         id: &ContainerId,
         stdin: bool,
-    ) -> Result<AttachSource, ApiError> {
+    ) -> Result<AttachSource, EngineError> {
         let lock = self.lock_for(id);
         let _guard = lock.lock().await;
         let c = self.container(id.as_str())?;
@@ -60,4 +60,42 @@ impl Engine {
             )),
         }
     }
+}
+
+/// Docker's default detach sequence, ctrl-p ctrl-q.
+pub const DEFAULT_DETACH_KEYS: [u8; 2] = [0x10, 0x11];
+
+/// Parse Docker's detach keys (`ctrl-p,ctrl-q`, `a`, `ctrl-@`, ...) into bytes, as moby's
+/// `term.ToBytes`; empty means the default.
+pub fn parse_detach_keys(keys: &str) -> Result<Vec<u8>, EngineError> {
+    if keys.is_empty() {
+        return Ok(DEFAULT_DETACH_KEYS.to_vec());
+    }
+    let invalid = || EngineError::invalid(format!("Invalid detach keys ({keys}) provided"));
+    let mut out = Vec::new();
+    for key in keys.split(',') {
+        let k = key.trim();
+        if let Some(c) = k.strip_prefix("ctrl-") {
+            let c = c.as_bytes();
+            if c.len() != 1 {
+                return Err(invalid());
+            }
+            let b = c[0].to_ascii_lowercase();
+            out.push(match b {
+                b'a'..=b'z' => b - b'a' + 1,
+                b'@' => 0,
+                b'[' => 27,
+                b'\\' => 28,
+                b']' => 29,
+                b'^' => 30,
+                b'_' => 31,
+                _ => return Err(invalid()),
+            });
+        } else if k.len() == 1 {
+            out.push(k.as_bytes()[0]);
+        } else {
+            return Err(invalid());
+        }
+    }
+    Ok(out)
 }

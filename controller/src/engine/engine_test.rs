@@ -140,7 +140,7 @@ async fn a_failed_start_is_rolled_back_with_the_exit_code_of_its_kind() {
         .unwrap();
     fake.with(|s| s.fail_start.insert(id.clone()));
     let err = engine.start(id.as_str()).await.unwrap_err();
-    assert_eq!(err.status, http::StatusCode::BAD_REQUEST);
+    assert_eq!(err.kind, crate::engine::ErrorKind::InvalidParameter);
     assert!(
         err.message.contains("executable file not found"),
         "{}",
@@ -169,7 +169,7 @@ async fn a_lost_agent_fails_the_create_and_leaves_nothing_recorded() {
         .create_container(Some("lost"), br#"{"Image":"img:1"}"#)
         .await
         .unwrap_err();
-    assert_eq!(err.status, http::StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(err.kind, crate::engine::ErrorKind::Unavailable);
     assert!(engine.container("lost").is_err());
     assert!(engine.store().read(|s| s.containers.is_empty()));
 }

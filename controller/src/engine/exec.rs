@@ -13,7 +13,7 @@
 
 use super::Engine;
 use crate::agent_client::AttachCall;
-use crate::api::error::ApiError;
+use crate::engine::error::EngineError;
 use tracing::info;
 use wharf_protocol::shim::{ErrorKind, ExecSpec};
 use wharf_protocol::state::ContainerStatus;
@@ -87,34 +87,34 @@ fn exec_command(c: &ExecCreate) -> String {
 
 impl Engine {
     /// `POST /containers/{id}/exec`: validate and record an exec instance; returns its ID.
-    pub fn create_exec(&self, reference: &str, req: ExecCreate) -> Result<String, ApiError> {
+    pub fn create_exec(&self, reference: &str, req: ExecCreate) -> Result<String, EngineError> {
         let c = self.container(reference)?;
         match c.status {
             ContainerStatus::Running => {}
             ContainerStatus::Paused => {
-                return Err(ApiError::conflict(format!(
+                return Err(EngineError::conflict(format!(
                     "container {} is paused, unpause the container before exec",
                     c.id
                 )))
             }
             _ => {
-                return Err(ApiError::conflict(format!(
+                return Err(EngineError::conflict(format!(
                     "container {} is not running",
                     c.id
                 )))
             }
         }
         if req.cmd.as_ref().is_none_or(|c| c.is_empty()) {
-            return Err(ApiError::bad_request("No exec command specified"));
+            return Err(EngineError::invalid("No exec command specified"));
         }
         if !req.working_dir.is_empty() && !req.working_dir.starts_with('/') {
-            return Err(ApiError::bad_request(format!(
+            return Err(EngineError::invalid(format!(
                 "the working directory '{}' is invalid, it needs to be an absolute path",
                 req.working_dir
             )));
         }
         if !req.detach_keys.is_empty() {
-            crate::api::exec::parse_detach_keys(&req.detach_keys)?;
+            super::parse_detach_keys(&req.detach_keys)?;
         }
         let id = hex::encode(rand::random::<[u8; 32]>());
         let record = ExecRecord {
@@ -144,11 +144,11 @@ impl Engine {
     }
 
     /// An exec instance by ID, or Docker's 404.
-    pub fn exec_record(&self, id: &str) -> Result<ExecRecord, ApiError> {
+    pub fn exec_record(&self, id: &str) -> Result<ExecRecord, EngineError> {
         self.execs_lock()
             .get(id)
             .cloned()
-            .ok_or_else(|| ApiError::not_found(format!("No such exec instance: {id}")))
+            .ok_or_else(|| EngineError::not_found(format!("No such exec instance: {id}")))
     }
 
     /// IDs of the exec instances of a container (inspect's `ExecIDs`).
@@ -164,19 +164,19 @@ impl Engine {
     }
 
     /// Check that exec `id` may start now and mark it started (409 otherwise).
-    pub fn claim_exec(&self, id: &str) -> Result<ExecRecord, ApiError> {
+    pub fn claim_exec(&self, id: &str) -> Result<ExecRecord, EngineError> {
         let record = self.exec_record(id)?;
         let c = self.container(record.container.as_str())?;
         match c.status {
             ContainerStatus::Running => {}
             ContainerStatus::Paused => {
-                return Err(ApiError::conflict(format!(
+                return Err(EngineError::conflict(format!(
                     "container {} is paused, unpause the container before exec",
                     c.id
                 )))
             }
             _ => {
-                return Err(ApiError::conflict(format!(
+                return Err(EngineError::conflict(format!(
                     "container {} is not running",
                     c.id
                 )))
@@ -185,9 +185,9 @@ impl Engine {
         let mut execs = self.execs_lock();
         let e = execs
             .get_mut(id)
-            .ok_or_else(|| ApiError::not_found(format!("No such exec instance: {id}")))?;
+            .ok_or_else(|| EngineError::not_found(format!("No such exec instance: {id}")))?;
         if e.started {
-            return Err(ApiError::conflict(format!(
+            return Err(EngineError::conflict(format!(
                 "exec command {id} is already running"
             )));
         }
@@ -249,10 +249,10 @@ impl Engine {
     }
 
     /// `POST /exec/{id}/resize`.
-    pub async fn resize_exec(&self, id: &str, height: u16, width: u16) -> Result<(), ApiError> {
+    pub async fn resize_exec(&self, id: &str, height: u16, width: u16) -> Result<(), EngineError> {
         let record = self.exec_record(id)?;
         if !record.running {
-            return Err(ApiError::conflict(format!("exec {id} is not running")));
+            return Err(EngineError::conflict(format!("exec {id} is not running")));
         }
         self.agents
             .resize_exec(&self.node, &record.container, id, height, width)

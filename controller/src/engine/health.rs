@@ -11,7 +11,7 @@
 //! ```
 
 use super::Engine;
-use crate::api::error::ApiError;
+use crate::engine::error::EngineError;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,7 +31,7 @@ const DURATIONS: [&str; 4] = ["Interval", "Timeout", "StartPeriod", "StartInterv
 pub fn merge_healthcheck(
     user: Option<&Value>,
     image_config: &[u8],
-) -> Result<Option<Value>, ApiError> {
+) -> Result<Option<Value>, EngineError> {
     let image: Option<Value> = serde_json::from_slice::<Value>(image_config)
         .ok()
         .and_then(|v| v.get("config").and_then(|c| c.get("Healthcheck")).cloned())
@@ -67,13 +67,13 @@ pub fn merge_healthcheck(
         for key in DURATIONS {
             let v = h.get(key).and_then(Value::as_i64).unwrap_or(0);
             if v != 0 && v < 1_000_000 {
-                return Err(ApiError::bad_request(format!(
+                return Err(EngineError::invalid(format!(
                     "{key} in Healthcheck cannot be less than 1ms"
                 )));
             }
         }
         if h.get("Retries").and_then(Value::as_i64).unwrap_or(0) < 0 {
-            return Err(ApiError::bad_request(
+            return Err(EngineError::invalid(
                 "Retries in Healthcheck cannot be negative",
             ));
         }
@@ -129,20 +129,20 @@ pub fn ram_in_bytes(s: &str) -> Option<i64> {
 
 /// The json-file rotation of a create request's `HostConfig.LogConfig`, refusing what
 /// Docker refuses: another driver, an unknown option, a bad `max-size` or `max-file`.
-pub fn log_rotation(host_config: &Value) -> Result<LogRotation, ApiError> {
+pub fn log_rotation(host_config: &Value) -> Result<LogRotation, EngineError> {
     let Some(lc) = host_config.get("LogConfig").filter(|v| v.is_object()) else {
         return Ok(LogRotation::default());
     };
     let driver = lc.get("Type").and_then(Value::as_str).unwrap_or("");
     if !driver.is_empty() && driver != "json-file" {
-        return Err(ApiError::bad_request(format!(
+        return Err(EngineError::invalid(format!(
             "logger: no log driver named '{driver}' is registered"
         )));
     }
     let opts: std::collections::BTreeMap<String, String> = match lc.get("Config") {
         None | Some(Value::Null) => Default::default(),
         Some(v) => serde_json::from_value(v.clone())
-            .map_err(|e| ApiError::bad_request(format!("invalid LogConfig.Config: {e}")))?,
+            .map_err(|e| EngineError::invalid(format!("invalid LogConfig.Config: {e}")))?,
     };
     let mut rotation = LogRotation {
         max_size: 0,
@@ -154,26 +154,26 @@ pub fn log_rotation(host_config: &Value) -> Result<LogRotation, ApiError> {
             "max-size" if value.trim() == "-1" => rotation.max_size = 0,
             "max-size" => {
                 let size = ram_in_bytes(value)
-                    .ok_or_else(|| ApiError::bad_request(format!("invalid size: '{value}'")))?;
+                    .ok_or_else(|| EngineError::invalid(format!("invalid size: '{value}'")))?;
                 if size <= 0 {
-                    return Err(ApiError::bad_request("max-size must be a positive number"));
+                    return Err(EngineError::invalid("max-size must be a positive number"));
                 }
                 rotation.max_size = u64::try_from(size).unwrap_or(0);
             }
             "max-file" => {
                 let n: i64 = value.parse().map_err(|_| {
-                    ApiError::bad_request(format!(
+                    EngineError::invalid(format!(
                         "strconv.Atoi: parsing \"{value}\": invalid syntax"
                     ))
                 })?;
                 if n < 1 {
-                    return Err(ApiError::bad_request("max-file cannot be less than 1"));
+                    return Err(EngineError::invalid("max-file cannot be less than 1"));
                 }
                 rotation.max_file = u32::try_from(n).unwrap_or(u32::MAX);
             }
             "compress" | "labels" | "labels-regex" | "env" | "env-regex" | "tag" => {}
             other => {
-                return Err(ApiError::bad_request(format!(
+                return Err(EngineError::invalid(format!(
                     "unknown log opt '{other}' for json-file log driver"
                 )))
             }

@@ -27,7 +27,7 @@ pub use delete::{plan_delete, DeleteError, DeletePlan};
 pub use stream::{stream_from_reader, ByteStream};
 
 use super::{normalize_reference, Engine};
-use crate::api::error::ApiError;
+use crate::engine::error::EngineError;
 use serde_json::{json, Value};
 use tracing::{info, warn};
 use wharf_protocol::agent::AgentFailure;
@@ -46,12 +46,12 @@ pub enum DeleteItem {
 
 /// Validate `repo[:tag]` as Docker's reference grammar does and return it normalised
 /// (`busybox:latest`); `None` when `repo` is empty. Pure.
-pub fn repo_tag(repo: &str, tag: &str) -> Result<Option<String>, ApiError> {
+pub fn repo_tag(repo: &str, tag: &str) -> Result<Option<String>, EngineError> {
     if repo.is_empty() {
         if tag.is_empty() {
             return Ok(None);
         }
-        return Err(ApiError::bad_request(
+        return Err(EngineError::invalid(
             "invalid reference format: tag without a repository",
         ));
     }
@@ -59,7 +59,7 @@ pub fn repo_tag(repo: &str, tag: &str) -> Result<Option<String>, ApiError> {
         (Some((n, t)), true) if !t.contains('/') => (n, t),
         _ => (repo, if tag.is_empty() { "latest" } else { tag }),
     };
-    let invalid = || ApiError::bad_request("invalid reference format");
+    let invalid = || EngineError::invalid("invalid reference format");
     if name.contains('@') || name.len() > 255 {
         return Err(invalid());
     }
@@ -84,7 +84,7 @@ pub fn repo_tag(repo: &str, tag: &str) -> Result<Option<String>, ApiError> {
             continue;
         }
         if c.bytes().any(|b| b.is_ascii_uppercase()) {
-            return Err(ApiError::bad_request(format!(
+            return Err(EngineError::invalid(format!(
                 "invalid reference format: repository name ({name}) must be lowercase"
             )));
         }
@@ -175,8 +175,8 @@ pub fn history_rows(
 
 /// A failure of the host's layer store, as a 500 whatever its kind (as before the
 /// agent protocol: these were internal errors of the store).
-fn store_err(f: AgentFailure) -> ApiError {
-    ApiError::internal(f.message)
+fn store_err(f: AgentFailure) -> EngineError {
+    EngineError::internal(f.message)
 }
 
 impl Engine {
@@ -192,9 +192,9 @@ impl Engine {
 
     /// `GET /images/get?names=…`: check every name, then stream a `docker save` archive of
     /// them. An image named by tag carries that tag; one named by ID carries none.
-    pub async fn save_images(&self, names: &[String]) -> Result<ByteStream, ApiError> {
+    pub async fn save_images(&self, names: &[String]) -> Result<ByteStream, EngineError> {
         if names.is_empty() {
-            return Err(ApiError::bad_request("no images given to save"));
+            return Err(EngineError::invalid("no images given to save"));
         }
         let mut list: Vec<SaveImage> = Vec::new();
         let mut ids: Vec<ImageId> = Vec::new();
@@ -228,10 +228,10 @@ impl Engine {
     }
 
     /// `POST /images/{name}/tag?repo=&tag=`.
-    pub async fn tag_image(&self, source: &str, repo: &str, tag: &str) -> Result<(), ApiError> {
+    pub async fn tag_image(&self, source: &str, repo: &str, tag: &str) -> Result<(), EngineError> {
         let img = self.image(source)?;
         let reference = repo_tag(repo, tag)?.ok_or_else(|| {
-            ApiError::bad_request("repository name must have at least one component")
+            EngineError::invalid("repository name must have at least one component")
         })?;
         self.propose(Command::Tag {
             reference: reference.clone(),
@@ -244,7 +244,7 @@ impl Engine {
     }
 
     /// Free the layers nothing needs any more (leased ones stay).
-    async fn collect_layers(&self) -> Result<Collected, ApiError> {
+    async fn collect_layers(&self) -> Result<Collected, EngineError> {
         self.agents
             .collect_layers(&self.node, || self.store.read(chains_in_use))
             .await
@@ -273,14 +273,14 @@ impl Engine {
         &self,
         reference: &str,
         force: bool,
-    ) -> Result<Vec<DeleteItem>, ApiError> {
+    ) -> Result<Vec<DeleteItem>, EngineError> {
         let _deciding = self.image_records.write().await;
         let plan = self
             .store
             .read(|s| plan_delete(s, reference, force))
             .map_err(|e| match e {
-                DeleteError::NoSuchImage(r) => ApiError::no_such_image(&r),
-                other => ApiError::conflict(other.to_string()),
+                DeleteError::NoSuchImage(r) => EngineError::no_such_image(&r),
+                other => EngineError::conflict(other.to_string()),
             })?;
         let mut out = Vec::new();
         for t in &plan.untag {
@@ -323,7 +323,7 @@ impl Engine {
 
     /// `POST /images/prune`: remove images no container uses, only dangling ones unless
     /// `all`; returns the lines and the bytes of layers freed.
-    pub async fn prune_images(&self, all: bool) -> Result<(Vec<DeleteItem>, u64), ApiError> {
+    pub async fn prune_images(&self, all: bool) -> Result<(Vec<DeleteItem>, u64), EngineError> {
         let _deciding = self.image_records.write().await;
         let victims: Vec<(ImageId, Vec<String>)> = self.store.read(|s| {
             // Without `all`, as Docker: build steps' images (parents of another image) are
@@ -367,7 +367,7 @@ impl Engine {
             match self.propose(Command::RemoveImage { image: id }).await {
                 Ok(()) => {}
                 // A container was created meanwhile: the image stays.
-                Err(e) if e.status == http::StatusCode::CONFLICT => continue,
+                Err(e) if e.is(crate::engine::ErrorKind::Conflict) => continue,
                 Err(e) => return Err(e),
             }
             for t in tags {
@@ -388,7 +388,7 @@ impl Engine {
     }
 
     /// `GET /images/{name}/history`.
-    pub async fn image_history(&self, reference: &str) -> Result<Value, ApiError> {
+    pub async fn image_history(&self, reference: &str) -> Result<Value, EngineError> {
         let img = self.image(reference)?;
         let sizes = self
             .agents
@@ -405,7 +405,7 @@ impl Engine {
     }
 
     /// `GET /containers/{id}/changes`.
-    pub async fn container_changes(&self, reference: &str) -> Result<Vec<Change>, ApiError> {
+    pub async fn container_changes(&self, reference: &str) -> Result<Vec<Change>, EngineError> {
         let c = self.container(reference)?;
         self.agents
             .changes(&self.node, &c.id)
@@ -414,7 +414,7 @@ impl Engine {
     }
 
     /// `GET /containers/{id}/export`: a tar stream of the container's root filesystem.
-    pub async fn export_container(&self, reference: &str) -> Result<ByteStream, ApiError> {
+    pub async fn export_container(&self, reference: &str) -> Result<ByteStream, EngineError> {
         let c = self.container(reference)?;
         let stream = self
             .agents

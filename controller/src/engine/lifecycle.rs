@@ -12,7 +12,7 @@
 //! the engine methods carry them out.
 
 use super::Engine;
-use crate::api::error::ApiError;
+use crate::engine::error::EngineError;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::{info, warn};
@@ -207,7 +207,7 @@ impl Engine {
     }
 
     /// `docker start`: start, then reset the policy's count and the manual-stop mark.
-    pub async fn start_manual(self: &Arc<Self>, reference: &str) -> Result<(), ApiError> {
+    pub async fn start_manual(self: &Arc<Self>, reference: &str) -> Result<(), EngineError> {
         let c = self.container(reference)?;
         self.start(c.id.as_str()).await?;
         self.set_restart_state(&c.id, RestartState::default()).await;
@@ -322,15 +322,15 @@ impl Engine {
         reference: &str,
         timeout: Option<i64>,
         signal: Option<i32>,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), EngineError> {
         let c = self.container(reference)?;
         match self.stop(c.id.as_str(), timeout, signal).await {
             Ok(()) => {}
-            Err(e) if e.status == http::StatusCode::NOT_MODIFIED => {}
+            Err(e) if e.is(crate::engine::ErrorKind::NotModified) => {}
             Err(e) => return Err(e),
         }
         match self.start_manual(c.id.as_str()).await {
-            Err(e) if e.status == http::StatusCode::NOT_MODIFIED => {}
+            Err(e) if e.is(crate::engine::ErrorKind::NotModified) => {}
             other => other?,
         }
         self.emit_container(&self.container(c.id.as_str())?, "restart", &[]);
@@ -338,7 +338,7 @@ impl Engine {
     }
 
     /// `POST /containers/{id}/pause` (`freeze`) and `/unpause`.
-    pub async fn pause(&self, reference: &str, freeze: bool) -> Result<(), ApiError> {
+    pub async fn pause(&self, reference: &str, freeze: bool) -> Result<(), EngineError> {
         let c = self.container(reference)?;
         let lock = self.lock_for(&c.id);
         let _guard = lock.lock().await;
@@ -346,19 +346,19 @@ impl Engine {
         match (c.status, freeze) {
             (ContainerStatus::Running, true) | (ContainerStatus::Paused, false) => {}
             (ContainerStatus::Paused, true) => {
-                return Err(ApiError::conflict(format!(
+                return Err(EngineError::conflict(format!(
                     "cannot pause container {}: container {} is already paused",
                     c.id, c.id
                 )))
             }
             (ContainerStatus::Running, false) => {
-                return Err(ApiError::conflict(format!(
+                return Err(EngineError::conflict(format!(
                     "Container {} is not paused",
                     c.id
                 )))
             }
             _ => {
-                return Err(ApiError::conflict(format!(
+                return Err(EngineError::conflict(format!(
                     "Container {} is not running",
                     c.id
                 )))
@@ -376,19 +376,19 @@ impl Engine {
     }
 
     /// `POST /containers/{id}/rename?name=`.
-    pub async fn rename(&self, reference: &str, new_name: &str) -> Result<(), ApiError> {
+    pub async fn rename(&self, reference: &str, new_name: &str) -> Result<(), EngineError> {
         let c = self.container(reference)?;
         let name = new_name.strip_prefix('/').unwrap_or(new_name);
         if name.is_empty() {
-            return Err(ApiError::bad_request(
+            return Err(EngineError::invalid(
                 "Neither old nor new names may be empty",
             ));
         }
         let name: ContainerName = name
             .parse()
-            .map_err(|e: wharf_protocol::IdError| ApiError::bad_request(e.to_string()))?;
+            .map_err(|e: wharf_protocol::IdError| EngineError::invalid(e.to_string()))?;
         if name == c.name {
-            return Err(ApiError::bad_request(
+            return Err(EngineError::invalid(
                 "Renaming a container with the same name as its current name",
             ));
         }
@@ -412,10 +412,10 @@ impl Engine {
         &self,
         reference: &str,
         ps_args: &str,
-    ) -> Result<(Vec<String>, Vec<Vec<String>>), ApiError> {
+    ) -> Result<(Vec<String>, Vec<Vec<String>>), EngineError> {
         let c = self.container(reference)?;
         if !matches!(c.status, ContainerStatus::Running | ContainerStatus::Paused) {
-            return Err(ApiError::conflict(format!(
+            return Err(EngineError::conflict(format!(
                 "Container {} is not running",
                 c.id
             )));
@@ -430,21 +430,26 @@ impl Engine {
             .args(&args)
             .output()
             .await
-            .map_err(|e| ApiError::internal(format!("running ps: {e}")))?;
+            .map_err(|e| EngineError::internal(format!("running ps: {e}")))?;
         if !out.status.success() {
-            return Err(ApiError::internal(format!(
+            return Err(EngineError::internal(format!(
                 "ps: {}",
                 String::from_utf8_lossy(&out.stderr).trim()
             )));
         }
-        parse_ps(&String::from_utf8_lossy(&out.stdout), &pids).map_err(ApiError::internal)
+        parse_ps(&String::from_utf8_lossy(&out.stdout), &pids).map_err(EngineError::internal)
     }
 
     /// `POST /containers/{id}/resize?h=&w=`: the container's terminal (a no-op without one).
-    pub async fn resize(&self, reference: &str, height: u16, width: u16) -> Result<(), ApiError> {
+    pub async fn resize(
+        &self,
+        reference: &str,
+        height: u16,
+        width: u16,
+    ) -> Result<(), EngineError> {
         let c = self.container(reference)?;
         if !matches!(c.status, ContainerStatus::Running | ContainerStatus::Paused) {
-            return Err(ApiError::conflict(format!(
+            return Err(EngineError::conflict(format!(
                 "Container {} is not running",
                 c.id
             )));

@@ -14,6 +14,7 @@
 mod archive;
 mod attach;
 pub mod dns;
+pub mod error;
 pub mod events;
 mod exec;
 pub mod health;
@@ -27,12 +28,12 @@ mod network_view;
 mod volumes;
 pub use volumes::PruneFilter;
 
-pub use attach::AttachSource;
+pub use attach::{parse_detach_keys, AttachSource, DEFAULT_DETACH_KEYS};
+pub use error::{EngineError, ErrorKind};
 pub use exec::{ExecCreate, ExecRecord};
 pub use lifecycle::{restart_decision, ExitFacts, RestartPolicy};
 
 use crate::agent_client::Agents;
-use crate::api::error::ApiError;
 use crate::docker_types::{self, CreateConfig, ImageConfigFile};
 use crate::raft::Store;
 use std::collections::{HashMap, HashSet};
@@ -253,8 +254,8 @@ impl Engine {
         locks.entry(id.clone()).or_default().clone()
     }
 
-    async fn propose(&self, cmd: Command) -> Result<(), ApiError> {
-        self.store.propose(cmd).await?.map_err(ApiError::from)
+    async fn propose(&self, cmd: Command) -> Result<(), EngineError> {
+        self.store.propose(cmd).await?.map_err(EngineError::from)
     }
 
     /// Re-adopt containers after a start: watch every container recorded as running.
@@ -278,14 +279,14 @@ impl Engine {
     }
 
     /// A container record by reference, or 404.
-    pub fn container(&self, reference: &str) -> Result<ContainerRecord, ApiError> {
+    pub fn container(&self, reference: &str) -> Result<ContainerRecord, EngineError> {
         self.store
             .read(|s| find_container(s, reference).and_then(|id| s.containers.get(&id).cloned()))
-            .ok_or_else(|| ApiError::no_such_container(reference))
+            .ok_or_else(|| EngineError::no_such_container(reference))
     }
 
     /// An image record by reference, or 404 naming the normalised reference.
-    pub fn image(&self, reference: &str) -> Result<ImageRecord, ApiError> {
+    pub fn image(&self, reference: &str) -> Result<ImageRecord, EngineError> {
         self.store
             .read(|s| find_image(s, reference).and_then(|id| s.images.get(&id).cloned()))
             .ok_or_else(|| {
@@ -294,19 +295,19 @@ impl Engine {
                 } else {
                     normalize_reference(reference)
                 };
-                ApiError::no_such_image(&shown)
+                EngineError::no_such_image(&shown)
             })
     }
 
     /// Load a `docker save` archive; returns the lines to stream to the client.
     /// The host leases the loaded layers until every image is recorded, so a collection
     /// meanwhile (`rmi`, `image prune`) cannot free them.
-    pub async fn load_images(&self, body: images::ByteStream) -> Result<Vec<String>, ApiError> {
+    pub async fn load_images(&self, body: images::ByteStream) -> Result<Vec<String>, EngineError> {
         let (loaded, lease) = self
             .agents
             .load_images(&self.node, body)
             .await
-            .map_err(|f| ApiError::bad_request(f.message))?;
+            .map_err(|f| EngineError::invalid(f.message))?;
         let recording = self.image_records.read().await;
         let mut lines = vec![];
         for img in loaded {
@@ -345,31 +346,29 @@ impl Engine {
         &self,
         name: Option<&str>,
         body: &[u8],
-    ) -> Result<ContainerId, ApiError> {
+    ) -> Result<ContainerId, EngineError> {
         let mut raw: serde_json::Value = serde_json::from_slice(body)
-            .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?;
+            .map_err(|e| EngineError::invalid(format!("invalid JSON: {e}")))?;
         if !raw.is_object() {
-            return Err(ApiError::bad_request(
-                "invalid JSON: body must be an object",
-            ));
+            return Err(EngineError::invalid("invalid JSON: body must be an object"));
         }
         let req: CreateConfig = serde_json::from_value(raw.clone())
-            .map_err(|e| ApiError::bad_request(format!("invalid container config: {e}")))?;
+            .map_err(|e| EngineError::invalid(format!("invalid container config: {e}")))?;
         if req.image.is_empty() {
-            return Err(ApiError::bad_request(
+            return Err(EngineError::invalid(
                 "no image given: Config.Image is empty",
             ));
         }
         let name = match name {
             Some(n) if !n.is_empty() => Some(
                 n.parse::<ContainerName>()
-                    .map_err(|e| ApiError::bad_request(e.to_string()))?,
+                    .map_err(|e| EngineError::invalid(e.to_string()))?,
             ),
             _ => None,
         };
         let image = self.image(&req.image)?;
         let img_cfg: ImageConfigFile = serde_json::from_slice(&image.config)
-            .map_err(|e| ApiError::internal(format!("image config of {}: {e}", image.id)))?;
+            .map_err(|e| EngineError::internal(format!("image config of {}: {e}", image.id)))?;
         let run_cfg = img_cfg.config.unwrap_or_default();
         let (ep, cmd) = docker_types::merge_process(
             &run_cfg,
@@ -378,7 +377,7 @@ impl Engine {
         );
         let args: Vec<String> = ep.iter().chain(cmd.iter()).cloned().collect();
         if args.is_empty() {
-            return Err(ApiError::bad_request("no command specified"));
+            return Err(EngineError::invalid("no command specified"));
         }
         let working_dir = if req.working_dir.is_empty() {
             if run_cfg.working_dir.is_empty() {
@@ -390,7 +389,7 @@ impl Engine {
             req.working_dir.clone()
         };
         if !working_dir.starts_with('/') {
-            return Err(ApiError::bad_request(format!(
+            return Err(EngineError::invalid(format!(
                 "the working directory '{working_dir}' is invalid, it needs to be an absolute path"
             )));
         }
@@ -401,7 +400,7 @@ impl Engine {
             .or_else(|| Some(run_cfg.stop_signal.clone()).filter(|s| !s.is_empty()))
             .unwrap_or_else(|| "SIGTERM".to_string());
         let stop_signal = docker_types::parse_signal(&stop_signal_name)
-            .ok_or_else(|| ApiError::bad_request(format!("Invalid signal: {stop_signal_name}")))?;
+            .ok_or_else(|| EngineError::invalid(format!("Invalid signal: {stop_signal_name}")))?;
         let env = docker_types::merge_env(
             run_cfg.env.as_deref().unwrap_or_default(),
             req.env.as_deref().unwrap_or_default(),
@@ -435,9 +434,9 @@ impl Engine {
             .as_ref()
             .map(|h| h.auto_remove)
             .unwrap_or(false);
-        let policy = RestartPolicy::parse(&host_config).map_err(ApiError::bad_request)?;
+        let policy = RestartPolicy::parse(&host_config).map_err(EngineError::invalid)?;
         if auto_remove && policy != RestartPolicy::No {
-            return Err(ApiError::bad_request(
+            return Err(EngineError::invalid(
                 "can't create 'AutoRemove' container with restart policy",
             ));
         }
@@ -465,7 +464,7 @@ impl Engine {
             id: id.clone(),
             name: "placeholder"
                 .parse()
-                .map_err(|_| ApiError::internal("name"))?,
+                .map_err(|_| EngineError::internal("name"))?,
             created_ns: now_ns(),
             node: self.node,
             image_ref: req.image.clone(),
@@ -487,7 +486,7 @@ impl Engine {
                 Some(n) => n.clone(),
                 None => crate::names::random_name(rand::random(), rand::random(), attempt)
                     .parse()
-                    .map_err(|_| ApiError::internal("generated an invalid name"))?,
+                    .map_err(|_| EngineError::internal("generated an invalid name"))?,
             };
             match self
                 .store
@@ -532,18 +531,18 @@ impl Engine {
     }
 
     /// `POST /containers/{id}/start`: 304 if running; start errors as Docker words them.
-    pub async fn start(self: &Arc<Self>, reference: &str) -> Result<(), ApiError> {
+    pub async fn start(self: &Arc<Self>, reference: &str) -> Result<(), EngineError> {
         let c = self.container(reference)?;
         let lock = self.lock_for(&c.id);
         let _guard = lock.lock().await;
         let c = self.container(c.id.as_str())?;
         if c.status == ContainerStatus::Paused {
-            return Err(ApiError::conflict(
+            return Err(EngineError::conflict(
                 "cannot start a paused container, try unpause instead",
             ));
         }
         if c.status == ContainerStatus::Running {
-            return Err(ApiError::not_modified());
+            return Err(EngineError::not_modified());
         }
         // A previous run's shim may still be finishing.
         self.cleanup_run(&c.id).await;
@@ -589,7 +588,7 @@ impl Engine {
                 if c.auto_remove {
                     self.remove_locked(&c.id).await?;
                 }
-                Err(ApiError::bad_request(format!(
+                Err(EngineError::invalid(format!(
                     "failed to create task for container: {message}"
                 )))
             }
@@ -704,7 +703,11 @@ impl Engine {
     }
 
     /// `POST /containers/{id}/wait`: the exit code once `condition` holds.
-    pub async fn wait(&self, id: &ContainerId, condition: WaitCondition) -> Result<i32, ApiError> {
+    pub async fn wait(
+        &self,
+        id: &ContainerId,
+        condition: WaitCondition,
+    ) -> Result<i32, EngineError> {
         let start = self.container(id.as_str())?;
         let mut code = start.exit_code;
         let first_finish = start.finished_ns;
@@ -728,7 +731,7 @@ impl Engine {
             })
             .await;
         if !ok {
-            return Err(ApiError::internal("shutting down"));
+            return Err(EngineError::internal("shutting down"));
         }
         Ok(code)
     }
@@ -739,7 +742,7 @@ impl Engine {
         reference: &str,
         timeout: Option<i64>,
         signal: Option<i32>,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), EngineError> {
         let c = self.container(reference)?;
         self.note_manual_stop(&c.id).await;
         if c.status == ContainerStatus::Paused {
@@ -752,7 +755,7 @@ impl Engine {
             return Ok(());
         }
         if c.status != ContainerStatus::Running {
-            return Err(ApiError::not_modified());
+            return Err(EngineError::not_modified());
         }
         let sig = signal.unwrap_or(c.run.stop_signal);
         // `--stop-timeout` (Config.StopTimeout) when the request gives none.
@@ -785,10 +788,10 @@ impl Engine {
     }
 
     /// `POST /containers/{id}/kill`.
-    pub async fn kill(&self, reference: &str, signal: i32) -> Result<(), ApiError> {
+    pub async fn kill(&self, reference: &str, signal: i32) -> Result<(), EngineError> {
         let c = self.container(reference)?;
         if !matches!(c.status, ContainerStatus::Running | ContainerStatus::Paused) {
-            return Err(ApiError::conflict(format!(
+            return Err(EngineError::conflict(format!(
                 "Container {} is not running",
                 c.id
             )));
@@ -809,7 +812,7 @@ impl Engine {
                 return Ok(());
             }
             sent?;
-            return Err(ApiError::internal(
+            return Err(EngineError::internal(
                 "tried to kill container, but did not receive an exit event",
             ));
         }
@@ -825,17 +828,17 @@ impl Engine {
     }
 
     /// `DELETE /containers/{id}`: 409 if running unless `force`.
-    pub async fn remove(&self, reference: &str, force: bool) -> Result<(), ApiError> {
+    pub async fn remove(&self, reference: &str, force: bool) -> Result<(), EngineError> {
         let c = self.container(reference)?;
         if c.status == ContainerStatus::Paused && !force {
-            return Err(ApiError::conflict(format!(
+            return Err(EngineError::conflict(format!(
                 "cannot remove container \"/{}\": container is paused and must be unpaused first",
                 c.name
             )));
         }
         if matches!(c.status, ContainerStatus::Running | ContainerStatus::Paused) {
             if !force {
-                return Err(ApiError::conflict(format!(
+                return Err(EngineError::conflict(format!(
                     "cannot remove container \"/{}\": container is running: stop the container before removing or force remove",
                     c.name
                 )));
@@ -849,7 +852,7 @@ impl Engine {
                 })
                 .await;
             if !stopped {
-                return Err(ApiError::internal(format!(
+                return Err(EngineError::internal(format!(
                     "could not kill container {}",
                     c.id
                 )));
@@ -863,7 +866,7 @@ impl Engine {
         {
             None => Ok(()),
             Some(ContainerStatus::Running | ContainerStatus::Paused) => {
-                Err(ApiError::conflict(format!(
+                Err(EngineError::conflict(format!(
                     "cannot remove container \"/{}\": container is running",
                     c.name
                 )))
@@ -872,7 +875,7 @@ impl Engine {
         }
     }
 
-    async fn remove_locked(&self, id: &ContainerId) -> Result<(), ApiError> {
+    async fn remove_locked(&self, id: &ContainerId) -> Result<(), EngineError> {
         let record = self.container(id.as_str()).ok();
         self.agents.remove(&self.node, id).await?;
         self.propose(Command::RemoveContainer { id: id.clone() })

@@ -16,7 +16,7 @@ pub use super::network_view::{
     ps_ports_json, PortKey,
 };
 use super::{find_container, now_ns, Engine};
-use crate::api::error::ApiError;
+use crate::engine::error::EngineError;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -124,8 +124,8 @@ pub fn port_requests(
     host_config: &Value,
     config: &Value,
     image_config: &Value,
-) -> Result<Vec<PortRequest>, ApiError> {
-    let bad = |e: wharf_protocol::network::PortSpecError| ApiError::bad_request(e.to_string());
+) -> Result<Vec<PortRequest>, EngineError> {
+    let bad = |e: wharf_protocol::network::PortSpecError| EngineError::invalid(e.to_string());
     let mut out = vec![];
     if let Some(b) = host_config.get("PortBindings").and_then(Value::as_object) {
         for (key, list) in b {
@@ -155,7 +155,10 @@ pub fn port_requests(
 }
 
 /// `ExposedPorts` of the request and the image, as `port/proto` keys.
-pub fn exposed_ports(config: &Value, image_config: &Value) -> Result<BTreeSet<String>, ApiError> {
+pub fn exposed_ports(
+    config: &Value,
+    image_config: &Value,
+) -> Result<BTreeSet<String>, EngineError> {
     let mut keys = BTreeSet::new();
     for v in [config.get("ExposedPorts"), image_config.get("ExposedPorts")]
         .into_iter()
@@ -164,7 +167,7 @@ pub fn exposed_ports(config: &Value, image_config: &Value) -> Result<BTreeSet<St
         if let Some(o) = v.as_object() {
             for k in o.keys() {
                 let (port, proto) =
-                    parse_port_key(k).map_err(|e| ApiError::bad_request(e.to_string()))?;
+                    parse_port_key(k).map_err(|e| EngineError::invalid(e.to_string()))?;
                 keys.insert(format!("{port}/{}", proto.as_str()));
             }
         }
@@ -231,8 +234,8 @@ pub struct NetStart {
 }
 
 /// A failed network call on the agent, answered as today: 500 with the agent's text.
-fn agent_err(f: wharf_protocol::agent::AgentFailure) -> ApiError {
-    ApiError::internal(f.message)
+fn agent_err(f: wharf_protocol::agent::AgentFailure) -> EngineError {
+    EngineError::internal(f.message)
 }
 
 impl Engine {
@@ -253,7 +256,7 @@ impl Engine {
     /// Boot-time reconcile: the default network exists, every bridge of this node is up,
     /// endpoints of containers that no longer run are freed (a crash mid-start), ports of
     /// running ones are held again and the rules equal the state.
-    pub async fn init_network(&self) -> Result<(), ApiError> {
+    pub async fn init_network(&self) -> Result<(), EngineError> {
         let node = self.node;
         let has_default = self
             .store()
@@ -316,7 +319,7 @@ impl Engine {
 
     /// Make network `n`'s bridge (and, for `enable_icc=false`, let iptables see bridged
     /// traffic).
-    pub(super) async fn ensure_bridge(&self, n: &NetworkRecord) -> Result<(), ApiError> {
+    pub(super) async fn ensure_bridge(&self, n: &NetworkRecord) -> Result<(), EngineError> {
         self.agents
             .ensure_bridge(&self.node, &n.bridge, n.subnet, n.gateway, n.icc())
             .await
@@ -326,7 +329,7 @@ impl Engine {
     /// Make the kernel's rules equal what the state says: the set is computed from the
     /// state and applied under one lock, so concurrent callers never apply an older
     /// state after a newer one.
-    pub async fn sync_network_rules(&self) -> Result<(), ApiError> {
+    pub async fn sync_network_rules(&self) -> Result<(), EngineError> {
         let _applying = self.rules_lock.lock().await;
         let rules = self.store().read(|s| rule_set(s, self.node));
         self.agents
@@ -350,7 +353,7 @@ impl Engine {
         host_config: &mut Value,
         config: &Value,
         body: &[u8],
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), EngineError> {
         let request: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
         check_run(&request, host_config)?;
         let mode = NetworkMode::parse(
@@ -367,7 +370,7 @@ impl Engine {
         port_requests(host_config, config, &Value::Null)?;
         for (name, _) in extra_networks(&request, &mode) {
             if self.store().read(|s| find_network(s, name).is_none()) {
-                return Err(ApiError::not_found(format!("network {name} not found")));
+                return Err(EngineError::not_found(format!("network {name} not found")));
             }
         }
         Ok(())
@@ -380,7 +383,7 @@ impl Engine {
         &self,
         c: &ContainerRecord,
         body: &[u8],
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), EngineError> {
         let mode = mode_of(c);
         let NetworkMode::Network(name) = &mode else {
             return Ok(());
@@ -400,7 +403,7 @@ impl Engine {
             let extra = self
                 .store()
                 .read(|s| find_network(s, typed).cloned())
-                .ok_or_else(|| ApiError::not_found(format!("network {typed} not found")))?;
+                .ok_or_else(|| EngineError::not_found(format!("network {typed} not found")))?;
             if primary.as_ref().is_some_and(|n| n.id == extra.id) {
                 continue;
             }
@@ -416,7 +419,10 @@ impl Engine {
 
     /// Decide and record a starting container's network: addresses, host ports (held
     /// before they are recorded), rules. On error nothing stays allocated.
-    pub(super) async fn prepare_network(&self, c: &ContainerRecord) -> Result<NetStart, ApiError> {
+    pub(super) async fn prepare_network(
+        &self,
+        c: &ContainerRecord,
+    ) -> Result<NetStart, EngineError> {
         let none = NetStart {
             netns: NetnsMode::Own,
             setup: NetworkSetup::default(),
@@ -433,9 +439,9 @@ impl Engine {
                 let target = self
                     .store()
                     .read(|s| find_container(s, &r).and_then(|id| s.containers.get(&id).cloned()))
-                    .ok_or_else(|| ApiError::no_such_container(&r))?;
+                    .ok_or_else(|| EngineError::no_such_container(&r))?;
                 if target.status != ContainerStatus::Running || target.pid == 0 {
-                    return Err(ApiError::conflict(format!(
+                    return Err(EngineError::conflict(format!(
                         "cannot join network namespace of a non running container: {}",
                         target.id
                     )));
@@ -450,7 +456,7 @@ impl Engine {
                     .store()
                     .read(|s| find_network(s, &name).cloned())
                     .ok_or_else(|| {
-                        ApiError::not_found(format!(
+                        EngineError::not_found(format!(
                             "failed to set up container networking: network {name} not found"
                         ))
                     })?;
@@ -483,10 +489,10 @@ impl Engine {
                 self.release_ports(&c.id).await;
                 // A port taken meanwhile: an ephemeral one is chosen again.
                 if ephemeral && f.kind == FailureKind::Conflict {
-                    last_err = Some(ApiError::internal(f.message));
+                    last_err = Some(EngineError::internal(f.message));
                     continue;
                 }
-                return Err(ApiError::internal(format!(
+                return Err(EngineError::internal(format!(
                     "driver failed programming external connectivity on endpoint {}: {}",
                     c.name, f.message
                 )));
@@ -508,11 +514,11 @@ impl Engine {
                 }
                 Err(e @ StateError::NoFreeAddress(_)) => {
                     self.release_ports(&c.id).await;
-                    return Err(ApiError::internal(e.to_string()));
+                    return Err(EngineError::internal(e.to_string()));
                 }
                 Err(e) => {
                     self.release_ports(&c.id).await;
-                    return Err(ApiError::internal(format!(
+                    return Err(EngineError::internal(format!(
                         "driver failed programming external connectivity on endpoint {}: {e}",
                         c.name
                     )));
@@ -548,7 +554,7 @@ impl Engine {
                 setup: NetworkSetup { plans, hosts, dns },
             });
         }
-        Err(last_err.unwrap_or_else(|| ApiError::internal("no free host port")))
+        Err(last_err.unwrap_or_else(|| EngineError::internal("no free host port")))
     }
 
     /// The container's endpoints to allocate, from the current state: one per network
@@ -559,7 +565,7 @@ impl Engine {
         &self,
         c: &ContainerRecord,
         requests: &[PortRequest],
-    ) -> Result<Vec<Endpoint>, ApiError> {
+    ) -> Result<Vec<Endpoint>, EngineError> {
         let node = self.node;
         let primary = match mode_of(c) {
             NetworkMode::Network(n) => n,
@@ -593,9 +599,9 @@ impl Engine {
                         };
                         if m.host_port == 0 {
                             m.host_port = pick_port(&used_ports, &m, rand::random())
-                                .ok_or_else(|| ApiError::internal("no free host port"))?;
+                                .ok_or_else(|| EngineError::internal("no free host port"))?;
                         } else if port_taken(&used_ports, &m) {
-                            return Err(ApiError::internal(format!(
+                            return Err(EngineError::internal(format!(
                                 "driver failed programming external connectivity on endpoint {}: Bind for {}:{} failed: port is already allocated",
                                 c.name, m.host_ip, m.host_port
                             )));
@@ -623,8 +629,8 @@ impl Engine {
     pub(super) async fn network_start_failed(
         &self,
         c: &ContainerRecord,
-        e: &ApiError,
-    ) -> Result<(), ApiError> {
+        e: &EngineError,
+    ) -> Result<(), EngineError> {
         self.agents.cancel_attaches(&self.node, &c.id).await;
         self.propose(Command::ContainerExited {
             id: c.id.clone(),
@@ -747,9 +753,9 @@ pub fn new_network(
     routes: &[Subnet],
     id: String,
     seed: u16,
-) -> Result<NetworkRecord, ApiError> {
+) -> Result<NetworkRecord, EngineError> {
     if !valid_network_name(name) {
-        return Err(ApiError::bad_request(format!(
+        return Err(EngineError::invalid(format!(
             "invalid network name \"{name}\": only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
         )));
     }
@@ -771,12 +777,14 @@ pub fn new_network(
             })
             .find(|c| !taken.iter().chain(routes).any(|t| t.overlaps(c)))
             .ok_or_else(|| {
-                ApiError::internal("could not find an available, non-overlapping IPv4 address pool")
+                EngineError::internal(
+                    "could not find an available, non-overlapping IPv4 address pool",
+                )
             })?,
     };
     let gateway = gateway.unwrap_or_else(|| subnet.gateway());
     if !subnet.contains(gateway) {
-        return Err(ApiError::bad_request(format!(
+        return Err(EngineError::invalid(format!(
             "invalid gateway {gateway}: not in subnet {subnet}"
         )));
     }

@@ -4,7 +4,7 @@
 use super::network::{find_network, new_network};
 use super::network_options::NetworkCreate;
 use super::{find_container, Engine};
-use crate::api::error::ApiError;
+use crate::engine::error::EngineError;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use tracing::{info, warn};
@@ -16,41 +16,40 @@ pub const PREDEFINED: [&str; 3] = ["bridge", "host", "none"];
 
 impl Engine {
     /// A network by name, ID or unique ID prefix, or 404 as Docker words it.
-    pub fn network(&self, reference: &str) -> Result<NetworkRecord, ApiError> {
+    pub fn network(&self, reference: &str) -> Result<NetworkRecord, EngineError> {
         self.store()
             .read(|s| find_network(s, reference).cloned())
-            .ok_or_else(|| ApiError::not_found(format!("network {reference} not found")))
+            .ok_or_else(|| EngineError::not_found(format!("network {reference} not found")))
     }
 
     /// `POST /networks/create`: record the network, then make its bridge; the rules
     /// follow (isolation from the other networks, `--internal`, `enable_icc`).
-    pub async fn create_network(&self, req: NetworkCreate) -> Result<NetworkRecord, ApiError> {
+    pub async fn create_network(&self, req: NetworkCreate) -> Result<NetworkRecord, EngineError> {
         let name = req.name.as_str();
         if PREDEFINED.contains(&name) {
-            return Err(ApiError::new(
-                http::StatusCode::FORBIDDEN,
-                format!("operation is not permitted on predefined {name} network "),
-            ));
+            return Err(EngineError::forbidden(format!(
+                "operation is not permitted on predefined {name} network "
+            )));
         }
         let subnet = req
             .subnet
             .as_deref()
             .map(Subnet::parse)
             .transpose()
-            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+            .map_err(|e| EngineError::invalid(e.to_string()))?;
         let gateway = req
             .gateway
             .as_deref()
             .map(|g| {
                 g.parse::<Ipv4Addr>()
-                    .map_err(|_| ApiError::bad_request(format!("invalid gateway address {g}")))
+                    .map_err(|_| EngineError::invalid(format!("invalid gateway address {g}")))
             })
             .transpose()?;
         let routes = self
             .agents
             .network_host(&self.node)
             .await
-            .map_err(|f| ApiError::internal(f.message))?
+            .map_err(|f| EngineError::internal(f.message))?
             .routes;
         let mut record = self.store().read(|s| {
             new_network(
@@ -66,7 +65,7 @@ impl Engine {
             )
         })?;
         if subnet.is_some() && routes.iter().any(|r| r.overlaps(&record.subnet)) {
-            return Err(ApiError::bad_request(
+            return Err(EngineError::invalid(
                 "invalid pool request: Pool overlaps with other one on this address space",
             ));
         }
@@ -103,19 +102,18 @@ impl Engine {
     }
 
     /// `DELETE /networks/{id}`: 409 while containers are connected.
-    pub async fn remove_network(&self, reference: &str) -> Result<(), ApiError> {
+    pub async fn remove_network(&self, reference: &str) -> Result<(), EngineError> {
         if PREDEFINED.contains(&reference) {
-            return Err(ApiError::new(
-                http::StatusCode::FORBIDDEN,
-                format!("{reference} is a pre-defined network and cannot be removed"),
-            ));
+            return Err(EngineError::forbidden(format!(
+                "{reference} is a pre-defined network and cannot be removed"
+            )));
         }
         let n = self.network(reference)?;
         if n.default {
-            return Err(ApiError::new(
-                http::StatusCode::FORBIDDEN,
-                format!("{} is a pre-defined network and cannot be removed", n.name),
-            ));
+            return Err(EngineError::forbidden(format!(
+                "{} is a pre-defined network and cannot be removed",
+                n.name
+            )));
         }
         self.propose(Command::RemoveNetwork { id: n.id.clone() })
             .await?;
@@ -129,7 +127,7 @@ impl Engine {
     }
 
     /// `POST /networks/prune`: remove user networks no container is connected to.
-    pub async fn prune_networks(&self) -> Result<Vec<String>, ApiError> {
+    pub async fn prune_networks(&self) -> Result<Vec<String>, EngineError> {
         let unused: Vec<String> = self.store().read(|s| {
             s.networks
                 .values()
@@ -154,13 +152,13 @@ impl Engine {
         reference: &str,
         container: &str,
         aliases: Vec<String>,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), EngineError> {
         let n = self.network(reference)?;
         let c = self.container(container)?;
         match super::network::mode_of(&c) {
             super::network::NetworkMode::Network(_) => {}
             _ => {
-                return Err(ApiError::bad_request(
+                return Err(EngineError::invalid(
                     "container sharing network namespace with another container or host cannot be connected to any other network",
                 ))
             }
@@ -202,7 +200,7 @@ impl Engine {
                             .into_iter()
                             .find(|p| p.bridge == n.bridge)
                     })
-                    .ok_or_else(|| ApiError::internal("endpoint not recorded"))
+                    .ok_or_else(|| EngineError::internal("endpoint not recorded"))
             });
             let plan = match plan {
                 Ok(p) => p,
@@ -228,7 +226,7 @@ impl Engine {
                         network: n.id.clone(),
                     })
                     .await;
-                return Err(ApiError::internal(e.message));
+                return Err(EngineError::internal(e.message));
             }
         }
         self.emit_network(&n, "connect", &[("container", c.id.to_string())]);
@@ -241,12 +239,12 @@ impl Engine {
         &self,
         reference: &str,
         container: &str,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), EngineError> {
         let n = self.network(reference)?;
         let id = self
             .store()
             .read(|s| find_container(s, container))
-            .ok_or_else(|| ApiError::no_such_container(container))?;
+            .ok_or_else(|| EngineError::no_such_container(container))?;
         let lock = self.lock_for(&id);
         let _guard = lock.lock().await;
         self.propose(Command::DisconnectContainer {

@@ -14,7 +14,7 @@
 //! conflict with `--network container:`.
 
 use super::network::NetworkMode;
-use crate::api::error::ApiError;
+use crate::engine::error::EngineError;
 use serde_json::Value;
 use std::collections::BTreeMap;
 
@@ -69,11 +69,11 @@ pub enum OptionError {
     ReservedLabel(String),
 }
 
-impl From<OptionError> for ApiError {
-    fn from(e: OptionError) -> ApiError {
+impl From<OptionError> for EngineError {
+    fn from(e: OptionError) -> EngineError {
         match e {
-            OptionError::NoPlugin(_) => ApiError::not_found(e.to_string()),
-            _ => ApiError::bad_request(e.to_string()),
+            OptionError::NoPlugin(_) => EngineError::not_found(e.to_string()),
+            _ => EngineError::invalid(e.to_string()),
         }
     }
 }

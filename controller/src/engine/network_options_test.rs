@@ -89,15 +89,15 @@ fn options_wharf_does_not_carry_out_are_refused_by_name() {
             m.contains(flag) && m.contains("not supported by wharf"),
             "{flag}: {m}"
         );
-        let e: ApiError = parse_create(&json!({"Name": "x", "EnableIPv6": true}))
+        let e: EngineError = parse_create(&json!({"Name": "x", "EnableIPv6": true}))
             .unwrap_err()
             .into();
-        assert_eq!(e.status, http::StatusCode::BAD_REQUEST);
+        assert_eq!(e.kind, crate::engine::ErrorKind::InvalidParameter);
     }
-    let e: ApiError = parse_create(&json!({"Name": "x", "Driver": "overlay"}))
+    let e: EngineError = parse_create(&json!({"Name": "x", "Driver": "overlay"}))
         .unwrap_err()
         .into();
-    assert_eq!(e.status, http::StatusCode::NOT_FOUND);
+    assert_eq!(e.kind, crate::engine::ErrorKind::NotFound);
     assert_eq!(e.message, "plugin \"overlay\" not found");
     assert!(refused(json!({"Name": "x", "Internal": "yes"})).contains("Internal"));
 }

@@ -9,8 +9,8 @@
 //! only makes and removes directories.
 
 use super::{now_ns, Engine};
-use crate::api::error::ApiError;
 use crate::docker_types::{self, CreateConfig, ImageRunConfig, VolumeNeed};
+use crate::engine::error::EngineError;
 use std::collections::BTreeMap;
 use tracing::{info, warn};
 use wharf_protocol::agent::{HostSpec, MountKind};
@@ -63,15 +63,15 @@ impl Engine {
     }
 
     /// One volume, or Docker's 404.
-    pub fn volume(&self, name: &str) -> Result<VolumeRecord, ApiError> {
+    pub fn volume(&self, name: &str) -> Result<VolumeRecord, EngineError> {
         self.store
             .read(|s| s.volumes.get(name).cloned())
-            .ok_or_else(|| ApiError::from(StateError::NoSuchVolume(name.to_string())))
+            .ok_or_else(|| EngineError::from(StateError::NoSuchVolume(name.to_string())))
     }
 
     /// Ask the node's agent what the engine shows of its host (where volumes live); call
     /// once, after [`Engine::new`] and before serving.
-    pub async fn learn_host(&self) -> Result<(), ApiError> {
+    pub async fn learn_host(&self) -> Result<(), EngineError> {
         let root = self.agents.volumes_root(&self.node).await?;
         let _ = self.volumes_root.set(root);
         Ok(())
@@ -109,30 +109,30 @@ impl Engine {
         labels: BTreeMap<String, String>,
         options: BTreeMap<String, String>,
         anonymous: bool,
-    ) -> Result<VolumeRecord, ApiError> {
+    ) -> Result<VolumeRecord, EngineError> {
         let name = if name.is_empty() {
             hex::encode(rand::random::<[u8; 32]>())
         } else {
             name.to_string()
         };
         if !docker_types::valid_volume_name(&name) {
-            return Err(ApiError::bad_request(docker_types::invalid_volume_name(
+            return Err(EngineError::invalid(docker_types::invalid_volume_name(
                 &name,
             )));
         }
         if !driver.is_empty() && driver != LOCAL_DRIVER {
-            return Err(ApiError::not_found(format!(
+            return Err(EngineError::not_found(format!(
                 "error looking up volume plugin {driver}: plugin \"{driver}\" not found"
             )));
         }
-        check_local_options(&options).map_err(ApiError::bad_request)?;
+        check_local_options(&options).map_err(EngineError::invalid)?;
         if let Ok(existing) = self.volume(&name) {
             return Ok(existing);
         }
         self.agents
             .create_volume(&self.node, &name)
             .await
-            .map_err(|f| ApiError::internal(f.message))?;
+            .map_err(|f| EngineError::internal(f.message))?;
         let record = VolumeRecord {
             name: name.clone(),
             driver: LOCAL_DRIVER.to_string(),
@@ -157,7 +157,7 @@ impl Engine {
     }
 
     /// `DELETE /volumes/{name}`: 409 while a container mounts it, even with `force`.
-    pub async fn remove_volume(&self, name: &str, force: bool) -> Result<(), ApiError> {
+    pub async fn remove_volume(&self, name: &str, force: bool) -> Result<(), EngineError> {
         match self
             .propose(Command::RemoveVolume {
                 name: name.to_string(),
@@ -165,7 +165,7 @@ impl Engine {
             .await
         {
             Ok(()) => {}
-            Err(e) if force && e.status == http::StatusCode::NOT_FOUND => return Ok(()),
+            Err(e) if force && e.is(crate::engine::ErrorKind::NotFound) => return Ok(()),
             Err(e) => return Err(e),
         }
         if let Err(e) = self.agents.remove_volume(&self.node, name).await {
@@ -217,17 +217,17 @@ impl Engine {
         &self,
         req: &CreateConfig,
         image: &ImageRunConfig,
-    ) -> Result<(HostSpec, Vec<VolumeNeed>), ApiError> {
+    ) -> Result<(HostSpec, Vec<VolumeNeed>), EngineError> {
         let hc = req.host_config.clone().unwrap_or_default();
         let config_volumes: Vec<String> = req.volumes.keys().cloned().collect();
         let image_volumes: Vec<String> = image.volumes.keys().cloned().collect();
         let mut anon = || hex::encode(rand::random::<[u8; 32]>());
         let (host, needs) =
             docker_types::resolve_host(&hc, &config_volumes, &image_volumes, &mut anon)
-                .map_err(ApiError::bad_request)?;
+                .map_err(EngineError::invalid)?;
         for b in &hc.mounts {
             if b.typ == "bind" && !std::path::Path::new(&b.source).exists() {
-                return Err(ApiError::bad_request(format!(
+                return Err(EngineError::invalid(format!(
                     "invalid mount config for type \"bind\": bind source path does not exist: {}",
                     b.source
                 )));
@@ -247,12 +247,12 @@ impl Engine {
                     .map(|n| n.options.clone())
                     .unwrap_or_default(),
             };
-            check_local_options(&m.driver_opts).map_err(ApiError::bad_request)?;
+            check_local_options(&m.driver_opts).map_err(EngineError::invalid)?;
         }
         for m in &host.mounts {
             if m.kind == MountKind::Bind && !std::path::Path::new(&m.source).exists() {
                 std::fs::create_dir_all(&m.source).map_err(|e| {
-                    ApiError::internal(format!(
+                    EngineError::internal(format!(
                         "error while creating mount source path '{}': {e}",
                         m.source
                     ))
@@ -263,7 +263,7 @@ impl Engine {
     }
 
     /// Create the volumes a new container needs that do not exist yet.
-    pub(crate) async fn ensure_volumes(&self, needs: &[VolumeNeed]) -> Result<(), ApiError> {
+    pub(crate) async fn ensure_volumes(&self, needs: &[VolumeNeed]) -> Result<(), EngineError> {
         for n in needs {
             if self.volume(&n.name).is_err() {
                 self.create_volume(

@@ -4,8 +4,8 @@
 
 use super::stream::ByteStream;
 use super::{apply_changes, repo_tag, store_err, ChangeError};
-use crate::api::error::ApiError;
 use crate::docker_types::{self, CreateConfig, ImageConfigFile};
+use crate::engine::error::EngineError;
 use crate::engine::{now_ns, Engine};
 use serde_json::{json, Map, Value};
 use tracing::{info, warn};
@@ -59,8 +59,8 @@ fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
 }
 
-fn change_err(e: ChangeError) -> ApiError {
-    ApiError::bad_request(e.to_string())
+fn change_err(e: ChangeError) -> EngineError {
+    EngineError::invalid(e.to_string())
 }
 
 impl Engine {
@@ -72,7 +72,7 @@ impl Engine {
         diff_ids: Vec<DiffId>,
         size: u64,
         reference: Option<String>,
-    ) -> Result<ImageId, ApiError> {
+    ) -> Result<ImageId, EngineError> {
         let id = ImageId(Digest::of(&config));
         let _recording = self.image_records.read().await;
         self.propose(Command::PutImage {
@@ -102,7 +102,7 @@ impl Engine {
         &self,
         body: ByteStream,
         req: &ImportRequest,
-    ) -> Result<ImageId, ApiError> {
+    ) -> Result<ImageId, EngineError> {
         let reference = repo_tag(&req.repo, &req.tag)?;
         let mut run_cfg = Map::new();
         apply_changes(&mut run_cfg, &req.changes).map_err(change_err)?;
@@ -115,7 +115,7 @@ impl Engine {
             None => ("linux".to_string(), architecture().to_string()),
         };
         if os != "linux" {
-            return Err(ApiError::bad_request(format!(
+            return Err(EngineError::invalid(format!(
                 "operating system is not supported: {os}"
             )));
         }
@@ -143,7 +143,7 @@ impl Engine {
             config["comment"] = json!(req.message);
         }
         let bytes = serde_json::to_vec(&config)
-            .map_err(|e| ApiError::internal(format!("encode image config: {e}")))?;
+            .map_err(|e| EngineError::internal(format!("encode image config: {e}")))?;
         let id = self
             .record_image(bytes, vec![diff_id], size, reference)
             .await?;
@@ -155,7 +155,7 @@ impl Engine {
 
     /// `POST /commit`: the container's writable layer becomes a new layer on its image's
     /// chain, with a config from the container's settings and `changes`.
-    pub async fn commit_container(&self, req: &CommitRequest) -> Result<ImageId, ApiError> {
+    pub async fn commit_container(&self, req: &CommitRequest) -> Result<ImageId, EngineError> {
         let c = self.container(&req.container)?;
         let reference = repo_tag(&req.repo, &req.tag)?;
         let base: Value = self
@@ -207,7 +207,7 @@ impl Engine {
             self.agents
                 .pause(&self.node, &c.id, true)
                 .await
-                .map_err(|e| ApiError::internal(format!("pause for commit: {e}")))?;
+                .map_err(|e| EngineError::internal(format!("pause for commit: {e}")))?;
         }
         let layer = self.agents.commit_layer(&self.node, &c.id, parent).await;
         if freeze {
@@ -254,7 +254,7 @@ impl Engine {
             }
         }
         let bytes = serde_json::to_vec(&config)
-            .map_err(|e| ApiError::internal(format!("encode image config: {e}")))?;
+            .map_err(|e| EngineError::internal(format!("encode image config: {e}")))?;
         let id = self.record_image(bytes, diff_ids, size, reference).await?;
         lease.release().await;
         self.emit_container(&c, "commit", &[]);
