@@ -46,6 +46,14 @@ pub enum AgentError {
         /// Why.
         source: std::io::Error,
     },
+    /// The source of a `-v /path:/target` bind could not be made (moby's text).
+    #[error("error while creating mount source path '{path}': {source}")]
+    MountSource {
+        /// The bind's source.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The container has no running shim.
     #[error("container {0} is not running")]
     NotRunning(String),
@@ -159,6 +167,17 @@ impl Agent {
 
     /// Prepare a container: its writable layer and state folder. Nothing runs yet.
     pub async fn create(&self, spec: &ContainerRunSpec) -> Result<(), AgentError> {
+        // As Docker: the missing source of a `-v /path:/target` bind is made at create
+        // (those of `--mount type=bind` must exist: `ContainerRequest::Check`).
+        for m in &spec.host.mounts {
+            let path = std::path::Path::new(&m.source);
+            if m.kind == wharf_protocol::agent::MountKind::Bind && !path.exists() {
+                std::fs::create_dir_all(path).map_err(|source| AgentError::MountSource {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+            }
+        }
         let dir = self.state_dir(&spec.id);
         std::fs::create_dir_all(&dir).map_err(|source| AgentError::Io {
             action: "create",

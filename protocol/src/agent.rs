@@ -196,6 +196,24 @@ pub enum AgentRequest {
     Files(files::FilesRequest),
 }
 
+macro_rules! request_area {
+    ($($area:ident($t:ty)),*) => {$(
+        impl From<$t> for AgentRequest {
+            fn from(r: $t) -> AgentRequest {
+                AgentRequest::$area(r)
+            }
+        }
+    )*};
+}
+request_area!(
+    Container(container::ContainerRequest),
+    Host(host::HostRequest),
+    Network(network::NetworkRequest),
+    Volume(volume::VolumeRequest),
+    Image(image::ImageRequest),
+    Files(files::FilesRequest)
+);
+
 /// The one answer of a call.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AgentResponse {

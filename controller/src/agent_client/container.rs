@@ -298,11 +298,17 @@ impl Agents {
         }
     }
 
-    /// Whether the host of `node` can run a container with `host`'s settings; an
-    /// `InvalidInput` failure says what is wrong.
-    pub async fn check_host(&self, node: &NodeId, host: &HostSpec) -> Result<(), AgentFailure> {
-        let host = host.clone();
-        self.done(node, req(ContainerRequest::Check { host })).await
+    /// Whether the host of `node` can run a container with `host`'s settings and has
+    /// every path of `bind_sources`; an `InvalidInput` failure says what is wrong.
+    pub async fn check_host(
+        &self,
+        node: &NodeId,
+        host: &HostSpec,
+        bind_sources: &[String],
+    ) -> Result<(), AgentFailure> {
+        let (host, bind_sources) = (host.clone(), bind_sources.to_vec());
+        self.done(node, req(ContainerRequest::Check { host, bind_sources }))
+            .await
     }
 
     /// Bytes the container uses on its host: (state folder, writable layer changes).

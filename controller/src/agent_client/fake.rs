@@ -38,6 +38,8 @@ pub struct FakeState {
     pub fail_start: HashSet<ContainerId>,
     /// Answer every call as a lost agent.
     pub lost: bool,
+    /// Refuse the requests this picks, as an agent that failed at them (`Internal`).
+    pub fail: Option<fn(&AgentRequest) -> bool>,
     /// The layers the host holds.
     pub inventory: LayerInventory,
     /// Host ports held, with their owner.
@@ -226,13 +228,19 @@ async fn handle(
     request: AgentRequest,
     mut call: ServerCall,
 ) {
-    let lost = {
+    let (lost, fail) = {
         let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
         s.requests.push(request.clone());
-        s.lost
+        (s.lost, s.fail.is_some_and(|f| f(&request)))
     };
     if lost {
         return call.respond(AgentResponse::Failed(wharf_link::connection_lost()));
+    }
+    if fail {
+        return call.respond(AgentResponse::Failed(AgentFailure::new(
+            FailureKind::Internal,
+            "the fake agent was told to fail this",
+        )));
     }
     let request = match request {
         AgentRequest::Container(r) => r,

@@ -175,6 +175,117 @@ async fn a_lost_agent_fails_the_create_and_leaves_nothing_recorded() {
 }
 
 #[tokio::test]
+async fn a_failed_layer_takes_back_the_record_and_the_anonymous_volumes_newest_first() {
+    use wharf_protocol::agent::volume::VolumeRequest;
+    let Setup { engine, fake, .. } = setup().await;
+    fake.with(|s| {
+        s.fail = Some(|r| matches!(r, AgentRequest::Container(ContainerRequest::Create { .. })))
+    });
+    let body = br#"{"Image":"img:1","Volumes":{"/data":{}},"HostConfig":{"Binds":["named:/n"]}}"#;
+    let err = engine
+        .create_container(Some("web"), body)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, crate::engine::ErrorKind::System);
+    assert!(engine.container("web").is_err(), "no record left");
+    let volumes: Vec<String> = engine.volumes().into_iter().map(|v| v.name).collect();
+    assert_eq!(
+        volumes,
+        ["named"],
+        "the named volume stays, as Docker keeps it"
+    );
+    assert_eq!(
+        fake.with(|s| s.volumes.len()),
+        1,
+        "the anonymous one's directory is gone"
+    );
+    // The failed layer undid itself on the agent; then the undos ran newest first: the
+    // record (not an agent request), the volume's record, then its directory.
+    let tail: Vec<&'static str> = fake.with(|s| {
+        s.requests
+            .iter()
+            .rev()
+            .take(2)
+            .map(|r| match r {
+                AgentRequest::Container(ContainerRequest::Create { .. }) => "container create",
+                AgentRequest::Volume(VolumeRequest::Remove { .. }) => "volume remove",
+                _ => "other",
+            })
+            .collect()
+    });
+    assert_eq!(tail, ["volume remove", "container create"]);
+    // With the agent well again, the same request succeeds: nothing was left to clash.
+    fake.with(|s| s.fail = None);
+    let id = engine.create_container(Some("web"), body).await.unwrap();
+    assert_eq!(status_of(&engine, &id).await, ContainerStatus::Created);
+}
+
+#[tokio::test]
+async fn a_volume_directory_that_cannot_be_made_records_nothing() {
+    use wharf_protocol::agent::volume::VolumeRequest;
+    let Setup { engine, fake, .. } = setup().await;
+    fake.with(|s| {
+        s.fail = Some(|r| matches!(r, AgentRequest::Volume(VolumeRequest::Create { .. })))
+    });
+    let body = br#"{"Image":"img:1","Volumes":{"/data":{}}}"#;
+    assert!(engine.create_container(Some("web"), body).await.is_err());
+    assert!(engine
+        .store()
+        .read(|s| s.containers.is_empty() && s.volumes.is_empty()));
+    assert_eq!(
+        asked(&fake, |r| matches!(r, ContainerRequest::Create { .. })),
+        0
+    );
+    let err = engine
+        .create_volume("v1", "", Default::default(), Default::default(), false)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, crate::engine::ErrorKind::System);
+    assert!(engine.volume("v1").is_err());
+}
+
+#[tokio::test]
+async fn a_bridge_that_fails_takes_its_network_record_and_half_made_bridge_back() {
+    use wharf_protocol::agent::network::NetworkRequest;
+    let Setup { engine, fake, .. } = setup().await;
+    fake.with(|s| {
+        s.fail = Some(|r| {
+            matches!(
+                r,
+                AgentRequest::Network(NetworkRequest::EnsureBridge { .. })
+            )
+        })
+    });
+    let req = crate::engine::network_options::NetworkCreate {
+        name: "back".into(),
+        subnet: None,
+        gateway: None,
+        labels: Default::default(),
+        internal: false,
+        icc: true,
+        masquerade: true,
+    };
+    assert!(engine.create_network(req.clone()).await.is_err());
+    assert!(engine.network("back").is_err(), "no record left");
+    let removed = fake.with(|s| {
+        s.requests
+            .iter()
+            .filter(|r| {
+                matches!(
+                    r,
+                    AgentRequest::Network(NetworkRequest::RemoveBridge { .. })
+                )
+            })
+            .count()
+    });
+    assert_eq!(removed, 1, "the half-made bridge is removed");
+    fake.with(|s| s.fail = None);
+    let n = engine.create_network(req).await.unwrap();
+    engine.remove_network(&n.name).await.unwrap();
+    assert!(engine.network("back").is_err());
+}
+
+#[tokio::test]
 async fn exec_runs_through_the_agent_and_streams_its_output_then_its_exit() {
     let Setup { engine, .. } = setup().await;
     let id = engine

@@ -17,6 +17,7 @@ pub mod dns;
 pub mod error;
 pub mod events;
 mod exec;
+mod executor;
 pub mod health;
 pub mod images;
 mod layers;
@@ -25,6 +26,7 @@ pub mod network;
 mod network_ops;
 pub mod network_options;
 mod network_view;
+pub mod plan;
 mod volumes;
 pub use volumes::PruneFilter;
 
@@ -34,16 +36,14 @@ pub use exec::{ExecCreate, ExecRecord};
 pub use lifecycle::{restart_decision, ExitFacts, RestartPolicy};
 
 use crate::agent_client::Agents;
-use crate::docker_types::{self, CreateConfig, ImageConfigFile};
 use crate::raft::Store;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tracing::{info, warn};
-use wharf_protocol::agent::ContainerRunSpec;
 use wharf_protocol::shim::Exit;
 use wharf_protocol::state::{ClusterState, Command, ContainerRecord, ContainerStatus, ImageRecord};
-use wharf_protocol::{ContainerId, ContainerName, ImageId, NodeId};
+use wharf_protocol::{ContainerId, ImageId, NodeId};
 
 /// Nanoseconds since the epoch, as the leader stamps commands.
 pub fn now_ns() -> i64 {
@@ -341,193 +341,50 @@ impl Engine {
         Ok(lines)
     }
 
-    /// `POST /containers/create`: validate, choose ID and name, record, prepare the layer.
+    /// `POST /containers/create`: the leader's choices (ID, time, node, name seeds), the
+    /// plan ([`plan::create_container`]), its execution; a failed step takes back what the
+    /// steps before it did. A generated name taken meanwhile is chosen again.
     pub async fn create_container(
         &self,
         name: Option<&str>,
         body: &[u8],
     ) -> Result<ContainerId, EngineError> {
-        let mut raw: serde_json::Value = serde_json::from_slice(body)
-            .map_err(|e| EngineError::invalid(format!("invalid JSON: {e}")))?;
-        if !raw.is_object() {
-            return Err(EngineError::invalid("invalid JSON: body must be an object"));
-        }
-        let req: CreateConfig = serde_json::from_value(raw.clone())
-            .map_err(|e| EngineError::invalid(format!("invalid container config: {e}")))?;
-        if req.image.is_empty() {
-            return Err(EngineError::invalid(
-                "no image given: Config.Image is empty",
-            ));
-        }
-        let name = match name {
-            Some(n) if !n.is_empty() => Some(
-                n.parse::<ContainerName>()
-                    .map_err(|e| EngineError::invalid(e.to_string()))?,
-            ),
-            _ => None,
-        };
-        let image = self.image(&req.image)?;
-        let img_cfg: ImageConfigFile = serde_json::from_slice(&image.config)
-            .map_err(|e| EngineError::internal(format!("image config of {}: {e}", image.id)))?;
-        let run_cfg = img_cfg.config.unwrap_or_default();
-        let (ep, cmd) = docker_types::merge_process(
-            &run_cfg,
-            req.entrypoint.clone().map(|e| e.into_vec()),
-            req.cmd.clone().map(|c| c.into_vec()),
-        );
-        let args: Vec<String> = ep.iter().chain(cmd.iter()).cloned().collect();
-        if args.is_empty() {
-            return Err(EngineError::invalid("no command specified"));
-        }
-        let working_dir = if req.working_dir.is_empty() {
-            if run_cfg.working_dir.is_empty() {
-                "/".to_string()
-            } else {
-                run_cfg.working_dir.clone()
-            }
-        } else {
-            req.working_dir.clone()
-        };
-        if !working_dir.starts_with('/') {
-            return Err(EngineError::invalid(format!(
-                "the working directory '{working_dir}' is invalid, it needs to be an absolute path"
-            )));
-        }
-        let stop_signal_name = req
-            .stop_signal
-            .clone()
-            .filter(|s| !s.is_empty())
-            .or_else(|| Some(run_cfg.stop_signal.clone()).filter(|s| !s.is_empty()))
-            .unwrap_or_else(|| "SIGTERM".to_string());
-        let stop_signal = docker_types::parse_signal(&stop_signal_name)
-            .ok_or_else(|| EngineError::invalid(format!("Invalid signal: {stop_signal_name}")))?;
-        let env = docker_types::merge_env(
-            run_cfg.env.as_deref().unwrap_or_default(),
-            req.env.as_deref().unwrap_or_default(),
-        );
-        let id = ContainerId::from_bytes(rand::random());
-        let hostname = if req.hostname.is_empty() {
-            id.short().to_string()
-        } else {
-            req.hostname.clone()
-        };
-        let user = if req.user.is_empty() {
-            run_cfg.user.clone()
-        } else {
-            req.user.clone()
-        };
-        let host_config = raw
-            .as_object_mut()
-            .and_then(|o| o.remove("HostConfig"))
-            .unwrap_or_else(|| serde_json::json!({}));
-        if let Some(o) = raw.as_object_mut() {
-            o.remove("NetworkingConfig");
-        }
-        health::log_rotation(&host_config)?;
-        if let Some(h) = health::merge_healthcheck(raw.get("Healthcheck"), &image.config)? {
-            if let Some(o) = raw.as_object_mut() {
-                o.insert("Healthcheck".into(), h);
-            }
-        }
-        let auto_remove = req
-            .host_config
-            .as_ref()
-            .map(|h| h.auto_remove)
-            .unwrap_or(false);
-        let policy = RestartPolicy::parse(&host_config).map_err(EngineError::invalid)?;
-        if auto_remove && policy != RestartPolicy::No {
-            return Err(EngineError::invalid(
-                "can't create 'AutoRemove' container with restart policy",
-            ));
-        }
-        let mut host_config = host_config;
-        self.check_network_request(&mut host_config, &raw, body)?;
-        let (host, volume_needs) = self.resolve_host_config(&req, &run_cfg)?;
-        // What only the host knows (its runtime's capability and ulimit names, which
-        // sysctls it namespaces) is checked by its agent before anything is recorded.
-        self.agents.check_host(&self.node, &host).await?;
-        let run = ContainerRunSpec {
-            id: id.clone(),
-            image_id: image.id,
-            diff_ids: image.diff_ids.clone(),
-            args,
-            env,
-            working_dir,
-            user,
-            hostname,
-            tty: req.tty,
-            open_stdin: req.open_stdin,
-            stop_signal,
-            host,
-        };
-        let mut record = ContainerRecord {
-            id: id.clone(),
-            name: "placeholder"
-                .parse()
-                .map_err(|_| EngineError::internal("name"))?,
-            created_ns: now_ns(),
-            node: self.node,
-            image_ref: req.image.clone(),
-            run,
-            config_json: raw.to_string(),
-            host_config_json: host_config.to_string(),
-            auto_remove,
-            status: ContainerStatus::Created,
-            pid: 0,
-            exit_code: 0,
-            started_ns: 0,
-            finished_ns: 0,
-            oom_killed: false,
-            error: String::new(),
-        };
+        let mut anon = || hex::encode(rand::random::<[u8; 32]>());
         let mut attempt = 0;
         loop {
-            record.name = match &name {
-                Some(n) => n.clone(),
-                None => crate::names::random_name(rand::random(), rand::random(), attempt)
-                    .parse()
-                    .map_err(|_| EngineError::internal("generated an invalid name"))?,
+            let choices = plan::CreateChoices {
+                id: ContainerId::from_bytes(rand::random()),
+                now_ns: now_ns(),
+                node: self.node,
+                name_seeds: (rand::random(), rand::random()),
             };
-            match self
+            let planned = self
                 .store
-                .propose(Command::CreateContainer {
-                    container: Box::new(record.clone()),
-                })
-                .await?
-            {
-                Ok(()) => break,
-                Err(wharf_protocol::state::StateError::NameInUse { .. })
-                    if name.is_none() && attempt < 10 =>
+                .read(|s| plan::create_container(s, name, body, &choices, &mut anon))?;
+            let record = planned.record;
+            match self.execute(planned.plan).await {
+                Ok(()) => {
+                    for v in &planned.new_volumes {
+                        info!(volume = %v, "volume created");
+                        self.emit_volume(v, "create");
+                    }
+                    info!(container = %record.id.short(), name = %record.name, image = %record.image_ref, "created");
+                    self.emit_container(&record, "create", &[]);
+                    return Ok(record.id);
+                }
+                Err(f)
+                    if planned.generated_name
+                        && f.error.is(ErrorKind::Conflict)
+                        && attempt < 10 =>
                 {
                     attempt += 1;
                 }
-                Err(e) => return Err(e.into()),
+                Err(f) => {
+                    warn!(container = %record.id.short(), error = %f.error, step = f.step, "create failed, rolled back");
+                    return Err(f.error);
+                }
             }
         }
-        if let Err(e) = self.connect_at_create(&record, body).await {
-            let _ = self
-                .propose(Command::RemoveContainer { id: id.clone() })
-                .await;
-            return Err(e);
-        }
-        if let Err(e) = self.ensure_volumes(&volume_needs).await {
-            warn!(container = %id.short(), error = %e, "volumes failed, rolling back");
-            let _ = self
-                .propose(Command::RemoveContainer { id: id.clone() })
-                .await;
-            self.remove_anonymous_volumes(&record).await;
-            return Err(e);
-        }
-        if let Err(e) = self.agents.create(&self.node, &record.run).await {
-            warn!(container = %id.short(), error = %e, "create failed, rolling back");
-            let _ = self
-                .propose(Command::RemoveContainer { id: id.clone() })
-                .await;
-            return Err(e.into());
-        }
-        info!(container = %id.short(), name = %record.name, image = %req.image, "created");
-        self.emit_container(&record, "create", &[]);
-        Ok(id)
     }
 
     /// `POST /containers/{id}/start`: 304 if running; start errors as Docker words them.
@@ -876,11 +733,10 @@ impl Engine {
     }
 
     async fn remove_locked(&self, id: &ContainerId) -> Result<(), EngineError> {
-        let record = self.container(id.as_str()).ok();
-        self.agents.remove(&self.node, id).await?;
-        self.propose(Command::RemoveContainer { id: id.clone() })
-            .await?;
+        let record = self.container(id.as_str())?;
+        self.execute(plan::remove_container(&record)).await?;
         self.forget_execs(id);
+        let record = Some(record);
         if let Some(c) = &record {
             self.emit_container(c, "destroy", &[]);
             // `--rm` takes the container's anonymous volumes with it, as Docker does.

@@ -345,78 +345,6 @@ impl Engine {
         }
     }
 
-    /// Check a create request's network settings before the container is recorded:
-    /// options Wharf does not carry out are refused, the port specs parse, the extra
-    /// networks of `NetworkingConfig` exist (`body` is the whole request).
-    pub(super) fn check_network_request(
-        &self,
-        host_config: &mut Value,
-        config: &Value,
-        body: &[u8],
-    ) -> Result<(), EngineError> {
-        let request: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-        check_run(&request, host_config)?;
-        let mode = NetworkMode::parse(
-            host_config
-                .get("NetworkMode")
-                .and_then(Value::as_str)
-                .unwrap_or(""),
-        );
-        if let Some(o) = host_config.as_object_mut() {
-            o.insert("NetworkMode".into(), json!(mode.shown()));
-        }
-        // As Docker: a network that does not exist yet is only an error at start; the
-        // further ones (`docker run --network a --network b`) are connected at create.
-        port_requests(host_config, config, &Value::Null)?;
-        for (name, _) in extra_networks(&request, &mode) {
-            if self.store().read(|s| find_network(s, name).is_none()) {
-                return Err(EngineError::not_found(format!("network {name} not found")));
-            }
-        }
-        Ok(())
-    }
-
-    /// Record the networks a new container joins (its `NetworkMode`, and the further ones
-    /// of `docker run --network a --network b`) with the aliases of the create request's
-    /// `NetworkingConfig`.
-    pub(super) async fn connect_at_create(
-        &self,
-        c: &ContainerRecord,
-        body: &[u8],
-    ) -> Result<(), EngineError> {
-        let mode = mode_of(c);
-        let NetworkMode::Network(name) = &mode else {
-            return Ok(());
-        };
-        let req: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-        let primary = self.store().read(|s| find_network(s, name).cloned());
-        if let Some(n) = &primary {
-            let aliases = endpoint_aliases(&req, &n.name, name);
-            self.propose(Command::ConnectContainer {
-                id: c.id.clone(),
-                network: n.id.clone(),
-                aliases,
-            })
-            .await?;
-        }
-        for (typed, ep) in extra_networks(&req, &mode) {
-            let extra = self
-                .store()
-                .read(|s| find_network(s, typed).cloned())
-                .ok_or_else(|| EngineError::not_found(format!("network {typed} not found")))?;
-            if primary.as_ref().is_some_and(|n| n.id == extra.id) {
-                continue;
-            }
-            self.propose(Command::ConnectContainer {
-                id: c.id.clone(),
-                network: extra.id,
-                aliases: string_list(ep.get("Aliases")),
-            })
-            .await?;
-        }
-        Ok(())
-    }
-
     /// Decide and record a starting container's network: addresses, host ports (held
     /// before they are recorded), rules. On error nothing stays allocated.
     pub(super) async fn prepare_network(
@@ -710,6 +638,73 @@ impl Engine {
 
 /// The networks of a create body's `NetworkingConfig.EndpointsConfig` beyond the one of
 /// its network mode (`docker run --network a --network b`), with their settings.
+/// Check a create request's networking (pure): the run's options, the network mode
+/// (written back into `host_config` as Docker shows it), port requests, and that every
+/// further network exists. As Docker, a missing network of the mode itself is only an
+/// error at start.
+pub fn check_network_request(
+    state: &ClusterState,
+    host_config: &mut Value,
+    config: &Value,
+    body: &[u8],
+) -> Result<(), EngineError> {
+    let request: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    check_run(&request, host_config)?;
+    let mode = NetworkMode::parse(
+        host_config
+            .get("NetworkMode")
+            .and_then(Value::as_str)
+            .unwrap_or(""),
+    );
+    if let Some(o) = host_config.as_object_mut() {
+        o.insert("NetworkMode".into(), json!(mode.shown()));
+    }
+    port_requests(host_config, config, &Value::Null)?;
+    for (name, _) in extra_networks(&request, &mode) {
+        if find_network(state, name).is_none() {
+            return Err(EngineError::not_found(format!("network {name} not found")));
+        }
+    }
+    Ok(())
+}
+
+/// The commands that record the networks a new container joins (its `NetworkMode`, and
+/// the further ones of `docker run --network a --network b`) with the aliases of the
+/// create request's `NetworkingConfig` (pure).
+pub fn connections_at_create(
+    state: &ClusterState,
+    c: &ContainerRecord,
+    body: &[u8],
+) -> Result<Vec<Command>, EngineError> {
+    let mode = mode_of(c);
+    let NetworkMode::Network(name) = &mode else {
+        return Ok(vec![]);
+    };
+    let req: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let primary = find_network(state, name);
+    let mut commands = vec![];
+    if let Some(n) = primary {
+        commands.push(Command::ConnectContainer {
+            id: c.id.clone(),
+            network: n.id.clone(),
+            aliases: endpoint_aliases(&req, &n.name, name),
+        });
+    }
+    for (typed, ep) in extra_networks(&req, &mode) {
+        let extra = find_network(state, typed)
+            .ok_or_else(|| EngineError::not_found(format!("network {typed} not found")))?;
+        if primary.is_some_and(|n| n.id == extra.id) {
+            continue;
+        }
+        commands.push(Command::ConnectContainer {
+            id: c.id.clone(),
+            network: extra.id.clone(),
+            aliases: string_list(ep.get("Aliases")),
+        });
+    }
+    Ok(commands)
+}
+
 fn extra_networks<'a>(req: &'a Value, mode: &NetworkMode) -> Vec<(&'a str, &'a Value)> {
     endpoints_config(req)
         .into_iter()

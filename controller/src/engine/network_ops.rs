@@ -71,19 +71,7 @@ impl Engine {
         }
         record.created_ns = super::now_ns();
         record.set_settings(req.internal, req.icc, req.masquerade);
-        self.propose(Command::CreateNetwork {
-            network: record.clone(),
-        })
-        .await?;
-        if let Err(e) = self.ensure_bridge(&record).await {
-            let _ = self
-                .propose(Command::RemoveNetwork {
-                    id: record.id.clone(),
-                })
-                .await;
-            self.remove_bridge(&record.bridge).await;
-            return Err(e);
-        }
+        self.execute(super::plan::create_network(&record)).await?;
         if let Err(e) = self.sync_network_rules().await {
             warn!(error = %e.message, "rules for the new network");
         }
@@ -95,33 +83,17 @@ impl Engine {
         Ok(record)
     }
 
-    async fn remove_bridge(&self, bridge: &str) {
-        if let Err(e) = self.agents.remove_bridge(&self.node, bridge).await {
-            warn!(bridge, error = %e, "bridge not removed");
-        }
-    }
-
-    /// `DELETE /networks/{id}`: 409 while containers are connected.
+    /// `DELETE /networks/{id}`: 409 while containers are connected
+    /// ([`super::plan::remove_network`]).
     pub async fn remove_network(&self, reference: &str) -> Result<(), EngineError> {
-        if PREDEFINED.contains(&reference) {
-            return Err(EngineError::forbidden(format!(
-                "{reference} is a pre-defined network and cannot be removed"
-            )));
-        }
-        let n = self.network(reference)?;
-        if n.default {
-            return Err(EngineError::forbidden(format!(
-                "{} is a pre-defined network and cannot be removed",
-                n.name
-            )));
-        }
-        self.propose(Command::RemoveNetwork { id: n.id.clone() })
-            .await?;
+        let (n, steps) = self
+            .store()
+            .read(|s| super::plan::remove_network(s, reference))?;
+        self.execute(steps).await?;
         if let Err(e) = self.sync_network_rules().await {
             warn!(error = %e.message, "rules after removing a network");
         }
         self.dns.stop(&n.id);
-        self.remove_bridge(&n.bridge).await;
         self.emit_network(&n, "destroy", &[]);
         Ok(())
     }

@@ -8,13 +8,13 @@
 //! The state decides (a volume is in use while a container record mounts it); the agent
 //! only makes and removes directories.
 
-use super::{now_ns, Engine};
+use super::{now_ns, plan, Engine};
 use crate::docker_types::{self, CreateConfig, ImageRunConfig, VolumeNeed};
 use crate::engine::error::EngineError;
 use std::collections::BTreeMap;
 use tracing::{info, warn};
 use wharf_protocol::agent::{HostSpec, MountKind};
-use wharf_protocol::state::{Command, ContainerRecord, StateError, VolumeRecord};
+use wharf_protocol::state::{ClusterState, ContainerRecord, StateError, VolumeRecord};
 
 /// The only volume driver there is.
 pub const LOCAL_DRIVER: &str = "local";
@@ -54,6 +54,45 @@ pub fn check_local_options(options: &BTreeMap<String, String>) -> Result<(), Str
         return Err("missing required option: \"type\"".to_string());
     }
     Ok(())
+}
+
+/// A create request's mounts and limits, resolved against the state (pure): the host
+/// settings, the volumes to create, and the `--mount type=bind` sources that must exist
+/// on the host (its agent checks them; the missing sources of `-v` binds it makes).
+/// `anon` names each anonymous volume.
+pub fn resolve_host_config(
+    state: &ClusterState,
+    req: &CreateConfig,
+    image: &ImageRunConfig,
+    anon: &mut dyn FnMut() -> String,
+) -> Result<(HostSpec, Vec<VolumeNeed>, Vec<String>), EngineError> {
+    let hc = req.host_config.clone().unwrap_or_default();
+    let config_volumes: Vec<String> = req.volumes.keys().cloned().collect();
+    let image_volumes: Vec<String> = image.volumes.keys().cloned().collect();
+    let (mut host, needs) = docker_types::resolve_host(&hc, &config_volumes, &image_volumes, anon)
+        .map_err(EngineError::invalid)?;
+    let bind_sources = hc
+        .mounts
+        .iter()
+        .filter(|b| b.typ == "bind")
+        .map(|b| b.source.clone())
+        .collect();
+    for m in &mut host.mounts {
+        if m.kind != MountKind::Volume {
+            continue;
+        }
+        // An existing volume keeps its options; a new one takes the mount's.
+        m.driver_opts = match state.volumes.get(&m.source) {
+            Some(v) => v.options.clone(),
+            None => needs
+                .iter()
+                .find(|n| n.name == m.source)
+                .map(|n| n.options.clone())
+                .unwrap_or_default(),
+        };
+        check_local_options(&m.driver_opts).map_err(EngineError::invalid)?;
+    }
+    Ok((host, needs, bind_sources))
 }
 
 impl Engine {
@@ -101,7 +140,8 @@ impl Engine {
             .read(|s| wharf_protocol::state::volume_users(s, name))
     }
 
-    /// `POST /volumes/create`: an existing volume of that name is returned as it is.
+    /// `POST /volumes/create`: an existing volume of that name is returned as it is
+    /// ([`plan::create_volume`]).
     pub async fn create_volume(
         &self,
         name: &str,
@@ -115,70 +155,53 @@ impl Engine {
         } else {
             name.to_string()
         };
-        if !docker_types::valid_volume_name(&name) {
-            return Err(EngineError::invalid(docker_types::invalid_volume_name(
-                &name,
-            )));
-        }
-        if !driver.is_empty() && driver != LOCAL_DRIVER {
-            return Err(EngineError::not_found(format!(
-                "error looking up volume plugin {driver}: plugin \"{driver}\" not found"
-            )));
-        }
-        check_local_options(&options).map_err(EngineError::invalid)?;
-        if let Ok(existing) = self.volume(&name) {
-            return Ok(existing);
-        }
-        self.agents
-            .create_volume(&self.node, &name)
-            .await
-            .map_err(|f| EngineError::internal(f.message))?;
-        let record = VolumeRecord {
-            name: name.clone(),
-            driver: LOCAL_DRIVER.to_string(),
+        let (now, node) = (now_ns(), self.node);
+        let req = plan::NewVolume {
+            name: &name,
+            driver,
             labels,
             options,
-            created_ns: now_ns(),
-            node: self.node,
             anonymous,
         };
-        self.propose(Command::CreateVolume {
-            volume: record.clone(),
-        })
-        .await?;
-        info!(volume = %name, anonymous, "volume created");
-        self.emit(
-            super::events::EventType::Volume,
-            "create",
-            &name,
-            [("driver".to_string(), LOCAL_DRIVER.to_string())].into(),
-        );
-        self.volume(&name)
+        let planned = self
+            .store
+            .read(|s| plan::create_volume(s, req, node, now))?;
+        match planned {
+            plan::VolumeCreate::Exists(v) => Ok(v),
+            plan::VolumeCreate::New(_, steps) => {
+                self.execute(steps).await?;
+                info!(volume = %name, anonymous, "volume created");
+                self.emit_volume(&name, "create");
+                self.volume(&name)
+            }
+        }
     }
 
-    /// `DELETE /volumes/{name}`: 409 while a container mounts it, even with `force`.
+    /// `DELETE /volumes/{name}`: 409 while a container mounts it, even with `force`
+    /// ([`plan::remove_volume`]).
     pub async fn remove_volume(&self, name: &str, force: bool) -> Result<(), EngineError> {
-        match self
-            .propose(Command::RemoveVolume {
-                name: name.to_string(),
-            })
-            .await
-        {
+        let Some((_, steps)) = self.store.read(|s| plan::remove_volume(s, name, force))? else {
+            return Ok(());
+        };
+        match self.execute(steps).await {
             Ok(()) => {}
-            Err(e) if force && e.is(crate::engine::ErrorKind::NotFound) => return Ok(()),
-            Err(e) => return Err(e),
-        }
-        if let Err(e) = self.agents.remove_volume(&self.node, name).await {
-            warn!(volume = %name, error = %e, "removing volume data failed");
+            // Removed meanwhile by another request.
+            Err(f) if force && f.error.is(crate::engine::ErrorKind::NotFound) => return Ok(()),
+            Err(f) => return Err(f.error),
         }
         info!(volume = %name, "volume removed");
+        self.emit_volume(name, "destroy");
+        Ok(())
+    }
+
+    /// Publish a volume event.
+    pub(super) fn emit_volume(&self, name: &str, action: &str) {
         self.emit(
             super::events::EventType::Volume,
-            "destroy",
+            action,
             name,
             [("driver".to_string(), LOCAL_DRIVER.to_string())].into(),
         );
-        Ok(())
     }
 
     /// `POST /volumes/prune`: remove unused volumes (anonymous ones unless `all`);
@@ -209,74 +232,6 @@ impl Engine {
             }
         }
         (removed, freed)
-    }
-
-    /// Resolve a create request's mounts and limits (pure parse), then make missing
-    /// `-v` bind sources and refuse missing `--mount` ones, as Docker does.
-    pub(crate) fn resolve_host_config(
-        &self,
-        req: &CreateConfig,
-        image: &ImageRunConfig,
-    ) -> Result<(HostSpec, Vec<VolumeNeed>), EngineError> {
-        let hc = req.host_config.clone().unwrap_or_default();
-        let config_volumes: Vec<String> = req.volumes.keys().cloned().collect();
-        let image_volumes: Vec<String> = image.volumes.keys().cloned().collect();
-        let mut anon = || hex::encode(rand::random::<[u8; 32]>());
-        let (host, needs) =
-            docker_types::resolve_host(&hc, &config_volumes, &image_volumes, &mut anon)
-                .map_err(EngineError::invalid)?;
-        for b in &hc.mounts {
-            if b.typ == "bind" && !std::path::Path::new(&b.source).exists() {
-                return Err(EngineError::invalid(format!(
-                    "invalid mount config for type \"bind\": bind source path does not exist: {}",
-                    b.source
-                )));
-            }
-        }
-        let mut host = host;
-        for m in &mut host.mounts {
-            if m.kind != MountKind::Volume {
-                continue;
-            }
-            // An existing volume keeps its options; a new one takes the mount's.
-            m.driver_opts = match self.volume(&m.source) {
-                Ok(v) => v.options,
-                Err(_) => needs
-                    .iter()
-                    .find(|n| n.name == m.source)
-                    .map(|n| n.options.clone())
-                    .unwrap_or_default(),
-            };
-            check_local_options(&m.driver_opts).map_err(EngineError::invalid)?;
-        }
-        for m in &host.mounts {
-            if m.kind == MountKind::Bind && !std::path::Path::new(&m.source).exists() {
-                std::fs::create_dir_all(&m.source).map_err(|e| {
-                    EngineError::internal(format!(
-                        "error while creating mount source path '{}': {e}",
-                        m.source
-                    ))
-                })?;
-            }
-        }
-        Ok((host, needs))
-    }
-
-    /// Create the volumes a new container needs that do not exist yet.
-    pub(crate) async fn ensure_volumes(&self, needs: &[VolumeNeed]) -> Result<(), EngineError> {
-        for n in needs {
-            if self.volume(&n.name).is_err() {
-                self.create_volume(
-                    &n.name,
-                    LOCAL_DRIVER,
-                    n.labels.clone(),
-                    n.options.clone(),
-                    n.anonymous,
-                )
-                .await?;
-            }
-        }
-        Ok(())
     }
 
     /// After `rm -v` (or `--rm`): remove the anonymous volumes the container mounted

@@ -5,7 +5,7 @@ use crate::agent::{Agent, AgentError};
 use crate::runtime::{AttachEvent, AttachStream};
 use wharf_link::{ItemReceiver, ItemSender, ServerCall};
 use wharf_protocol::agent::container::{ContainerRequest, ContainerResponse};
-use wharf_protocol::agent::{AgentFailure, AgentResponse, FailureKind};
+use wharf_protocol::agent::{AgentFailure, AgentResponse, FailureKind, HostSpec};
 use wharf_protocol::wire::StreamItem;
 
 fn done(r: Result<(), AgentError>) -> Result<AgentResponse, AgentFailure> {
@@ -92,9 +92,7 @@ pub(super) async fn handle(agent: &Agent, request: ContainerRequest, mut call: S
             state_dir: agent.state_dir(&id).display().to_string(),
             log_path: agent.log_path(&id).display().to_string(),
         }),
-        R::Check { host } => crate::runtime::spec::validate_host(&host)
-            .map(|()| AgentResponse::Done)
-            .map_err(|e| AgentFailure::new(FailureKind::InvalidInput, e.to_string())),
+        R::Check { host, bind_sources } => check(&host, &bind_sources),
         R::Usage { id } => {
             let a = agent.clone();
             match tokio::task::spawn_blocking(move || a.disk_usage(&id)).await {
@@ -107,6 +105,22 @@ pub(super) async fn handle(agent: &Agent, request: ContainerRequest, mut call: S
         }
     };
     call.respond_with(result);
+}
+
+/// Whether this host can run a container with `host`'s settings and has every path of
+/// `bind_sources` (moby: "bind source path does not exist").
+fn check(host: &HostSpec, bind_sources: &[String]) -> Result<AgentResponse, AgentFailure> {
+    let invalid = |m: String| AgentFailure::new(FailureKind::InvalidInput, m);
+    crate::runtime::spec::validate_host(host).map_err(|e| invalid(e.to_string()))?;
+    if let Some(missing) = bind_sources
+        .iter()
+        .find(|s| !std::path::Path::new(s).exists())
+    {
+        return Err(invalid(format!(
+            "invalid mount config for type \"bind\": bind source path does not exist: {missing}"
+        )));
+    }
+    Ok(AgentResponse::Done)
 }
 
 /// Carry an attach or exec stream: the process' output to the controller, its stdin from

@@ -129,11 +129,14 @@ pub enum ContainerRequest {
         id: ContainerId,
     },
     /// Whether the host can run a container with these settings (capability and ulimit
-    /// names, sysctls), before it is recorded. Answer: `Done`, or an `InvalidInput`
-    /// failure saying what is wrong.
+    /// names, sysctls, the sources of `--mount type=bind`), before it is recorded.
+    /// Answer: `Done`, or an `InvalidInput` failure saying what is wrong.
     Check {
         /// The settings.
         host: HostSpec,
+        /// Host paths that must exist already (`--mount type=bind` sources; those of
+        /// `-v /path:/target` are made by `Create`, as Docker does).
+        bind_sources: Vec<String>,
     },
 }
 
