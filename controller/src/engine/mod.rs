@@ -1,15 +1,19 @@
 //! The controller's engine: Docker semantics over the replicated state and the agent.
 //!
 //! ```text
-//!  API handler ──► Engine ──propose──► raft::Store (ClusterState, RocksDB)
-//!                    │
-//!                    └──calls──► Agents ──► the agent of a node (agent protocol, see
-//!                                           crate::agent_client)
+//!  API handler ──► Engine ──► plan.rs (pure planners: state + request ─► Plan)
+//!                    │            │
+//!                    │            ▼
+//!                    │        executor.rs: Propose ──► raft::Store (ClusterState, RocksDB)
+//!                    │                     Agent   ──► Agents ──► a node's agent
+//!                    │                     on failure: the undos of the steps done
+//!                    └── streams (attach, exec, logs, load) call Agents directly
 //! ```
 //!
 //! Every state change goes through Raft first; the agent is asked to act after the change
 //! is committed (create, start) or reports what happened (exit), which becomes a command.
-//! The leader chooses IDs, names and times and puts them into the commands.
+//! The leader chooses IDs, names and times and passes them to the planners. Errors are
+//! [`EngineError`]s with kinds; `api/` maps them to Docker's status codes.
 
 mod archive;
 mod attach;
@@ -393,20 +397,13 @@ impl Engine {
         let lock = self.lock_for(&c.id);
         let _guard = lock.lock().await;
         let c = self.container(c.id.as_str())?;
-        if c.status == ContainerStatus::Paused {
-            return Err(EngineError::conflict(
-                "cannot start a paused container, try unpause instead",
-            ));
-        }
-        if c.status == ContainerStatus::Running {
-            return Err(EngineError::not_modified());
-        }
+        plan::check_start(&c)?;
         // A previous run's shim may still be finishing.
         self.cleanup_run(&c.id).await;
         let net = match self.prepare_network(&c).await {
             Ok(net) => net,
             Err(e) => {
-                self.network_start_failed(&c, &e).await?;
+                self.start_failed(&c, 128, &e.message).await?;
                 return Err(e);
             }
         };
@@ -428,28 +425,32 @@ impl Engine {
                 Ok(())
             }
             Err(e) => {
-                self.agents.cancel_attaches(&self.node, &c.id).await;
-                self.cleanup_run(&c.id).await;
-                let message = e.message.clone();
                 let exit_code = start_failure_exit_code(e.shim);
-                self.network_released(&c.id).await;
-                self.propose(Command::ContainerExited {
-                    id: c.id.clone(),
-                    exit_code,
-                    oom_killed: false,
-                    at_ns: now_ns(),
-                    error: message.clone(),
-                })
-                .await?;
-                self.emit_container(&c, "die", &[("exitCode", exit_code.to_string())]);
-                if c.auto_remove {
-                    self.remove_locked(&c.id).await?;
-                }
+                self.start_failed(&c, exit_code, &e.message).await?;
                 Err(EngineError::invalid(format!(
-                    "failed to create task for container: {message}"
+                    "failed to create task for container: {}",
+                    e.message
                 )))
             }
         }
+    }
+
+    /// A start failed: carry out [`plan::start_failed`], report the death, and remove an
+    /// `--rm` container.
+    async fn start_failed(
+        &self,
+        c: &ContainerRecord,
+        exit_code: i32,
+        error: &str,
+    ) -> Result<(), EngineError> {
+        let has_endpoints = self.store.read(|s| s.endpoints.contains_key(&c.id));
+        let steps = plan::start_failed(c, has_endpoints, exit_code, error, now_ns());
+        self.execute(steps).await?;
+        self.emit_container(c, "die", &[("exitCode", exit_code.to_string())]);
+        if c.auto_remove {
+            self.remove_locked(&c.id).await?;
+        }
+        Ok(())
     }
 
     /// Watch a running container's shim until it exits, then record the exit.

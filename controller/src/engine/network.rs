@@ -551,30 +551,6 @@ impl Engine {
         })
     }
 
-    /// A start that failed in [`Engine::prepare_network`] (nothing was set up): record the
-    /// failure as Docker does (exit 128 with the error), drop waiting attachers, and remove
-    /// an `--rm` container so that `docker run --rm` returns.
-    pub(super) async fn network_start_failed(
-        &self,
-        c: &ContainerRecord,
-        e: &EngineError,
-    ) -> Result<(), EngineError> {
-        self.agents.cancel_attaches(&self.node, &c.id).await;
-        self.propose(Command::ContainerExited {
-            id: c.id.clone(),
-            exit_code: 128,
-            oom_killed: false,
-            at_ns: now_ns(),
-            error: e.message.clone(),
-        })
-        .await?;
-        self.emit_container(c, "die", &[("exitCode", "128".to_string())]);
-        if c.auto_remove {
-            self.remove_locked(&c.id).await?;
-        }
-        Ok(())
-    }
-
     /// After a container stopped (its endpoints freed by `ContainerExited`), or a start
     /// failed: rules and port reservations follow the state.
     pub(super) async fn network_released(&self, id: &ContainerId) {

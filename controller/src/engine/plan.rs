@@ -46,6 +46,12 @@ pub enum Effect {
         /// What it is asked.
         request: Box<AgentRequest>,
     },
+    /// Make a node's packet rules what the state says by then (computed from the state
+    /// when the step runs, as the rules of every container of the node depend on it).
+    SyncRules {
+        /// The node.
+        node: NodeId,
+    },
 }
 
 impl Effect {
@@ -562,6 +568,63 @@ pub fn remove_container(c: &ContainerRecord) -> Plan {
     );
     plan.then(
         Effect::Propose(Command::RemoveContainer { id: c.id.clone() }),
+        None,
+    );
+    plan
+}
+
+/// Whether a container may be started (pure): a paused one is a conflict, a running
+/// one needs nothing (304).
+pub fn check_start(c: &ContainerRecord) -> Result<(), EngineError> {
+    match c.status {
+        ContainerStatus::Paused => Err(EngineError::conflict(
+            "cannot start a paused container, try unpause instead",
+        )),
+        ContainerStatus::Running => Err(EngineError::not_modified()),
+        _ => Ok(()),
+    }
+}
+
+/// Plan what follows a start that failed on the agent or before it (pure): attaches
+/// waiting for the run are let go, the run's leftovers cleaned up, its addresses, rules
+/// and host ports released, then the exit recorded with `exit_code` and the reason.
+/// Only the record must succeed; the rest is logged and tried again by the next start
+/// or removal.
+pub fn start_failed(
+    c: &ContainerRecord,
+    has_endpoints: bool,
+    exit_code: i32,
+    error: &str,
+    now_ns: i64,
+) -> Plan {
+    let (node, id) = (c.node, c.id.clone());
+    let mut plan = Plan::default();
+    plan.then_try(Effect::agent(
+        node,
+        ContainerRequest::CancelAttaches { id: id.clone() },
+    ));
+    plan.then_try(Effect::agent(
+        node,
+        ContainerRequest::Cleanup { id: id.clone() },
+    ));
+    if has_endpoints {
+        plan.then_try(Effect::Propose(Command::ReleaseEndpoints {
+            id: id.clone(),
+        }));
+    }
+    plan.then_try(Effect::SyncRules { node });
+    plan.then_try(Effect::agent(
+        node,
+        NetworkRequest::Release { id: id.clone() },
+    ));
+    plan.then(
+        Effect::Propose(Command::ContainerExited {
+            id,
+            exit_code,
+            oom_killed: false,
+            at_ns: now_ns,
+            error: error.to_string(),
+        }),
         None,
     );
     plan

@@ -87,7 +87,7 @@ fn plan_create(
     create_container(s, name, body.as_bytes(), &choices(), &mut anon)
 }
 
-fn propose_name(e: &Effect) -> String {
+fn effect_name(e: &Effect) -> String {
     match e {
         Effect::Propose(c) => format!("{c:?}")
             .split([' ', '{', '('])
@@ -99,6 +99,7 @@ fn propose_name(e: &Effect) -> String {
             .take(2)
             .collect::<Vec<_>>()
             .join(""),
+        Effect::SyncRules { .. } => "SyncRules".into(),
     }
 }
 
@@ -109,7 +110,7 @@ fn a_create_checks_makes_volumes_records_connects_then_prepares_the_layer() {
         "HostConfig":{"Binds":["kept:/kept","fresh:/fresh"],"NetworkMode":"front",
                       "Mounts":[{"Type":"bind","Source":"/srv/in","Target":"/in"}]}}"#;
     let p = plan_create(&s, Some("web"), body).unwrap();
-    let effects: Vec<String> = p.plan.effects().map(propose_name).collect();
+    let effects: Vec<String> = p.plan.effects().map(effect_name).collect();
     assert_eq!(
         effects,
         [
@@ -378,4 +379,45 @@ fn network_plans_refuse_the_predefined_ones_and_undo_a_half_made_bridge() {
             }
         ))
     );
+}
+
+#[test]
+fn a_start_is_refused_by_state_and_a_failed_one_is_recorded_last() {
+    let s = state();
+    let mut c = plan_create(&s, Some("web"), r#"{"Image":"img:1"}"#)
+        .unwrap()
+        .record;
+    assert!(check_start(&c).is_ok());
+    c.status = ContainerStatus::Paused;
+    assert_eq!(check_start(&c).unwrap_err().kind, ErrorKind::Conflict);
+    c.status = ContainerStatus::Running;
+    assert_eq!(check_start(&c).unwrap_err().kind, ErrorKind::NotModified);
+    c.status = ContainerStatus::Exited;
+    assert!(check_start(&c).is_ok());
+
+    let plan = start_failed(&c, true, 127, "not found", 5);
+    let last = plan.steps.last().unwrap();
+    assert!(last.required);
+    assert_eq!(
+        last.effect,
+        Effect::Propose(Command::ContainerExited {
+            id: c.id.clone(),
+            exit_code: 127,
+            oom_killed: false,
+            at_ns: 5,
+            error: "not found".into(),
+        })
+    );
+    // Everything before the record is clean-up that may fail without stopping it.
+    assert!(plan.steps[..plan.steps.len() - 1]
+        .iter()
+        .all(|s| !s.required));
+    assert!(plan
+        .effects()
+        .any(|e| *e == Effect::Propose(Command::ReleaseEndpoints { id: c.id.clone() })));
+    assert!(plan
+        .effects()
+        .any(|e| *e == Effect::SyncRules { node: NODE }));
+    let without = start_failed(&c, false, 127, "not found", 5);
+    assert_eq!(without.steps.len(), plan.steps.len() - 1);
 }
