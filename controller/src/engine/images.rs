@@ -23,7 +23,7 @@ mod stream;
 
 pub use changes::{apply_changes, ChangeError};
 pub use create::{CommitRequest, ImportRequest};
-pub use delete::{plan_delete, DeleteError, DeletePlan};
+pub use delete::{plan_delete, plan_prune, DeleteError, DeletePlan};
 pub use stream::{stream_from_reader, ByteStream};
 
 use super::{normalize_reference, Engine};
@@ -325,43 +325,7 @@ impl Engine {
     /// `all`; returns the lines and the bytes of layers freed.
     pub async fn prune_images(&self, all: bool) -> Result<(Vec<DeleteItem>, u64), EngineError> {
         let _deciding = self.image_records.write().await;
-        let victims: Vec<(ImageId, Vec<String>)> = self.store.read(|s| {
-            // Without `all`, as Docker: build steps' images (parents of another image) are
-            // not dangling; they go with the dangling image they lead to.
-            let parents = crate::build::cache::parents(s);
-            let is_parent: std::collections::HashSet<&String> = parents.values().collect();
-            let top = s
-                .images
-                .keys()
-                .filter(|id| all || !is_parent.contains(&id.to_string()))
-                .filter(|id| !s.containers.values().any(|c| c.run.image_id == **id))
-                .copied()
-                .collect::<Vec<_>>();
-            let mut ids = top.clone();
-            if !all {
-                for id in &top {
-                    if !s.tags.values().any(|t| t == id) {
-                        for p in crate::build::cache::removable_parents(s, id) {
-                            if !ids.contains(&p) {
-                                ids.push(p);
-                            }
-                        }
-                    }
-                }
-            }
-            ids.into_iter()
-                .map(|id| {
-                    let tags: Vec<String> = s
-                        .tags
-                        .iter()
-                        .filter(|(_, t)| **t == id)
-                        .map(|(r, _)| r.clone())
-                        .collect();
-                    (id, tags)
-                })
-                .filter(|(_, tags)| all || tags.is_empty())
-                .collect()
-        });
+        let victims = self.store.read(|s| plan_prune(s, all));
         let mut out = Vec::new();
         for (id, tags) in victims {
             match self.propose(Command::RemoveImage { image: id }).await {

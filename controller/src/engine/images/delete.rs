@@ -144,6 +144,46 @@ pub fn plan_delete(
     })
 }
 
+/// Decide `docker image prune [-a]`: the images no container uses (only dangling ones
+/// unless `all`), each with its tags, in the order to remove them.
+pub fn plan_prune(s: &ClusterState, all: bool) -> Vec<(ImageId, Vec<String>)> {
+    // Without `all`, as Docker: build steps' images (parents of another image) are
+    // not dangling; they go with the dangling image they lead to.
+    let parents = crate::build::cache::parents(s);
+    let is_parent: std::collections::HashSet<&String> = parents.values().collect();
+    let top = s
+        .images
+        .keys()
+        .filter(|id| all || !is_parent.contains(&id.to_string()))
+        .filter(|id| !s.containers.values().any(|c| c.run.image_id == **id))
+        .copied()
+        .collect::<Vec<_>>();
+    let mut ids = top.clone();
+    if !all {
+        for id in &top {
+            if !s.tags.values().any(|t| t == id) {
+                for p in crate::build::cache::removable_parents(s, id) {
+                    if !ids.contains(&p) {
+                        ids.push(p);
+                    }
+                }
+            }
+        }
+    }
+    ids.into_iter()
+        .map(|id| {
+            let tags: Vec<String> = s
+                .tags
+                .iter()
+                .filter(|(_, t)| **t == id)
+                .map(|(r, _)| r.clone())
+                .collect();
+            (id, tags)
+        })
+        .filter(|(_, tags)| all || tags.is_empty())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -273,5 +313,16 @@ mod tests {
             plan_delete(&s, "nope", false).unwrap_err(),
             DeleteError::NoSuchImage("nope:latest".into())
         );
+    }
+
+    #[test]
+    fn prune_takes_unused_images_dangling_ones_unless_all() {
+        let (s, id) = state_with(&[], None);
+        assert_eq!(plan_prune(&s, false), [(id, vec![])]);
+        let (s, id) = state_with(&["a:1"], None);
+        assert!(plan_prune(&s, false).is_empty(), "tagged: not dangling");
+        assert_eq!(plan_prune(&s, true), [(id, vec!["a:1".to_string()])]);
+        let (s, _) = state_with(&[], Some(ContainerStatus::Exited));
+        assert!(plan_prune(&s, true).is_empty(), "a container uses it");
     }
 }
