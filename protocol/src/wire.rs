@@ -114,6 +114,9 @@ pub enum StreamItem {
     /// Entries of a container's log (`docker logs`), oldest first, a batch of at most
     /// [`ITEM_BYTES`] of data (see [`crate::agent::files::log_batches`]).
     LogEntries(Vec<crate::runtime::LogEntry>),
+    /// A container's health status changed: `starting`, `healthy` or `unhealthy`
+    /// (`ContainerRequest::WatchHealth`).
+    Health(String),
 }
 
 /// `bytes::Bytes` on the wire exactly as `serde_bytes` puts a `Vec<u8>` (its length,
@@ -374,6 +377,24 @@ mod tests {
              6869\
              0100000000000000\
              74"
+        );
+    }
+
+    #[test]
+    fn golden_bytes_of_a_health_change() {
+        let frame = Frame {
+            call: 7,
+            body: FrameBody::Item(StreamItem::Health("healthy".into())),
+        };
+        assert_eq!(
+            hex::encode(encode_frame(&frame).unwrap()),
+            "00000020\
+             01\
+             0700000000000000\
+             03000000\
+             07000000\
+             0700000000000000\
+             6865616c746879"
         );
     }
 

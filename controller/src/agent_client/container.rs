@@ -249,6 +249,27 @@ impl Agents {
         }
     }
 
+    /// The container's health status as its agent pushes it: at once, then at every
+    /// change. Dropping the watch ends it on the agent.
+    pub async fn watch_health(
+        &self,
+        node: &NodeId,
+        id: &ContainerId,
+    ) -> Result<HealthWatch, AgentFailure> {
+        let ClientCall {
+            response,
+            output,
+            input,
+        } = self.open(node, req(ContainerRequest::WatchHealth { id: id.clone() }))?;
+        match response.get().await? {
+            AgentResponse::Done => Ok(HealthWatch {
+                rx: input,
+                _stop: output,
+            }),
+            other => Err(unexpected("watch health", &other)),
+        }
+    }
+
     /// The container's cgroup counters.
     pub async fn stats(
         &self,
@@ -408,6 +429,28 @@ impl Drop for AttachInput {
     fn drop(&mut self) {
         if let Some(tx) = self.tx.take() {
             tx.end();
+        }
+    }
+}
+
+/// A container's health statuses as its agent pushes them ([`Agents::watch_health`]).
+pub struct HealthWatch {
+    rx: ItemReceiver,
+    /// Held open while watching; dropped, it tells the agent to stop.
+    _stop: ItemSender,
+}
+
+impl HealthWatch {
+    /// The next status (`starting`, `healthy`, `unhealthy`); `None` when the agent ended
+    /// the watch.
+    pub async fn next(&mut self) -> Result<Option<String>, AgentFailure> {
+        match self.rx.recv().await? {
+            Some(StreamItem::Health(status)) => Ok(Some(status)),
+            Some(other) => Err(AgentFailure::new(
+                wharf_protocol::agent::FailureKind::Internal,
+                format!("agent sent {other:?} for a health status"),
+            )),
+            None => Ok(None),
         }
     }
 }

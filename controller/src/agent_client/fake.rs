@@ -46,6 +46,8 @@ pub struct FakeState {
     pub ports: BTreeMap<PortMapping, ContainerId>,
     /// Volumes whose directory exists.
     pub volumes: BTreeSet<String>,
+    /// The health status each container's checks found, as its shim would record it.
+    pub health: BTreeMap<ContainerId, String>,
     next_pid: u32,
 }
 
@@ -340,6 +342,31 @@ async fn handle(
             CgroupSample::default(),
         ))),
         R::Health { .. } => Ok(AgentResponse::Container(ContainerResponse::Health(None))),
+        // Pushes each change of `FakeState::health` until the controller ends the watch.
+        R::WatchHealth { id } => {
+            call.respond(AgentResponse::Done);
+            let (_, mut input, mut out) = call.into_parts();
+            let mut last = None;
+            loop {
+                let now = lock().health.get(&id).cloned();
+                if now.is_some() && now != last {
+                    last = now.clone();
+                    if out
+                        .send(StreamItem::Health(now.unwrap_or_default()))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                tokio::select! {
+                    ended = input.recv() => if !matches!(ended, Ok(Some(_))) {
+                        return out.end();
+                    },
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(10)) => {}
+                }
+            }
+        }
         R::Paths { id } => Ok(AgentResponse::Container(ContainerResponse::Paths {
             state_dir: format!("/fake/containers/{id}"),
             log_path: format!("/fake/containers/{id}/{id}-json.log"),

@@ -286,6 +286,52 @@ async fn a_bridge_that_fails_takes_its_network_record_and_half_made_bridge_back(
 }
 
 #[tokio::test]
+async fn health_changes_the_agent_pushes_become_events() {
+    let Setup { engine, fake, .. } = setup().await;
+    let (_, mut events) = engine.events().subscribe();
+    let body = br#"{"Image":"img:1","Cmd":["sleep","9"],
+        "Healthcheck":{"Test":["CMD","true"],"Interval":1000000000}}"#;
+    let id = engine.create_container(Some("doc"), body).await.unwrap();
+    fake.with(|s| s.health.insert(id.clone(), "starting".into()));
+    engine.start("doc").await.unwrap();
+    async fn next_health(events: &mut tokio::sync::broadcast::Receiver<events::Event>) -> String {
+        let wait = async {
+            loop {
+                let e = events.recv().await.unwrap();
+                if e.action.starts_with("health_status") {
+                    return e.action;
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), wait)
+            .await
+            .expect("a health event")
+    }
+    // The first event is `healthy`: the initial `starting` is none, as in Docker.
+    fake.with(|s| s.health.insert(id.clone(), "healthy".into()));
+    assert_eq!(next_health(&mut events).await, "health_status: healthy");
+    fake.with(|s| s.health.insert(id.clone(), "unhealthy".into()));
+    assert_eq!(next_health(&mut events).await, "health_status: unhealthy");
+    // The watch is one call the agent answers with each change: no request per poll.
+    let watches = fake.with(|s| {
+        s.requests
+            .iter()
+            .filter(|r| {
+                matches!(
+                    r,
+                    AgentRequest::Container(ContainerRequest::WatchHealth { .. })
+                )
+            })
+            .count()
+    });
+    assert_eq!(watches, 1);
+    assert_eq!(
+        asked(&fake, |r| matches!(r, ContainerRequest::Health { .. })),
+        0
+    );
+}
+
+#[tokio::test]
 async fn exec_runs_through_the_agent_and_streams_its_output_then_its_exit() {
     let Setup { engine, .. } = setup().await;
     let id = engine

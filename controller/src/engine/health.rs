@@ -19,8 +19,9 @@ use wharf_protocol::runtime::{HealthSpec, HealthState, LogRotation, ShimOptions}
 use wharf_protocol::state::{ContainerRecord, ContainerStatus};
 use wharf_protocol::ContainerId;
 
-/// How often the engine looks at a running container's health state for events.
-const HEALTH_POLL: Duration = Duration::from_millis(500);
+/// How often a health watch checks that its container is still monitored (a local
+/// check; the statuses themselves are pushed by the agent).
+const MONITOR_CHECK: Duration = Duration::from_millis(500);
 
 /// Durations of `Healthcheck`, with their names in Docker's messages.
 const DURATIONS: [&str; 4] = ["Interval", "Timeout", "StartPeriod", "StartInterval"];
@@ -251,32 +252,51 @@ impl Engine {
         }
         let engine = self.clone();
         tokio::spawn(async move {
-            let mut last: Option<String> = None;
-            loop {
-                tokio::time::sleep(HEALTH_POLL).await;
-                let monitored = engine
+            let still_monitored = || {
+                engine
                     .monitored
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .contains(&id);
-                if !monitored {
+                    .contains(&id)
+            };
+            // The agent pushes each change; nothing polls across the connection.
+            let mut watch = match engine.agents.watch_health(&engine.node, &id).await {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::warn!(container = %id.short(), error = %e, "health not watched");
                     return;
                 }
-                let Some(state) = engine.health(&id).await else {
-                    continue;
+            };
+            let mut last: Option<String> = None;
+            loop {
+                let status = tokio::select! {
+                    next = watch.next() => match next {
+                        Ok(Some(status)) => status,
+                        Ok(None) | Err(_) => return,
+                    },
+                    // The container stopped: its monitor is gone; the watch ends with it.
+                    _ = tokio::time::sleep(MONITOR_CHECK) => {
+                        if still_monitored() {
+                            continue;
+                        }
+                        return;
+                    }
                 };
-                if last.as_deref() == Some(state.status.as_str()) {
-                    continue;
+                if !still_monitored() {
+                    return;
                 }
                 let first = last.is_none();
-                last = Some(state.status.clone());
-                // The initial `starting` is not an event in Docker; every change after is.
-                if first && state.status == "starting" {
+                if last.as_deref() == Some(status.as_str()) {
                     continue;
                 }
-                tracing::info!(container = %id.short(), status = %state.status, "health status");
+                last = Some(status.clone());
+                // The initial `starting` is not an event in Docker; every change after is.
+                if first && status == "starting" {
+                    continue;
+                }
+                tracing::info!(container = %id.short(), %status, "health status");
                 if let Ok(c) = engine.container(id.as_str()) {
-                    engine.emit_container(&c, &format!("health_status: {}", state.status), &[]);
+                    engine.emit_container(&c, &format!("health_status: {status}"), &[]);
                 }
             }
         });

@@ -7,6 +7,7 @@ use wharf_link::{ItemReceiver, ItemSender, ServerCall};
 use wharf_protocol::agent::container::{ContainerRequest, ContainerResponse};
 use wharf_protocol::agent::{AgentFailure, AgentResponse, FailureKind, HostSpec};
 use wharf_protocol::wire::StreamItem;
+use wharf_protocol::ContainerId;
 
 fn done(r: Result<(), AgentError>) -> Result<AgentResponse, AgentFailure> {
     r.map(|()| AgentResponse::Done).map_err(|e| failure(&e))
@@ -87,6 +88,10 @@ pub(super) async fn handle(agent: &Agent, request: ContainerRequest, mut call: S
         R::Pause { id, freeze } => done(agent.pause(&id, freeze).await),
         R::Pids { id } => answer(ContainerResponse::Pids(agent.container_pids(&id))),
         R::Health { id } => answer(ContainerResponse::Health(agent.health(&id))),
+        R::WatchHealth { id } => {
+            call.respond(AgentResponse::Done);
+            return watch_health(agent.clone(), id, call).await;
+        }
         R::Stats { id } => answer(ContainerResponse::Stats(agent.stats(&id))),
         R::Paths { id } => answer(ContainerResponse::Paths {
             state_dir: agent.state_dir(&id).display().to_string(),
@@ -121,6 +126,39 @@ fn check(host: &HostSpec, bind_sources: &[String]) -> Result<AgentResponse, Agen
         )));
     }
     Ok(AgentResponse::Done)
+}
+
+/// How often the host reads a watched container's health (its shim writes it after each
+/// check, whose interval is at least 1 s by default).
+const HEALTH_READ: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Push the container's health status at once and at every change, until the controller
+/// ends its stream (it does when the container stops) or goes away.
+async fn watch_health(agent: Agent, id: ContainerId, call: ServerCall) {
+    let (_responder, mut input, mut output) = call.into_parts();
+    let mut last: Option<String> = None;
+    let mut tick = tokio::time::interval(HEALTH_READ);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            ended = input.recv() => {
+                if !matches!(ended, Ok(Some(_))) {
+                    return output.end();
+                }
+            }
+            _ = tick.tick() => {
+                let Some(status) = agent.health(&id).map(|h| h.status) else {
+                    continue;
+                };
+                if last.as_ref() != Some(&status) {
+                    last = Some(status.clone());
+                    if output.send(StreamItem::Health(status)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Carry an attach or exec stream: the process' output to the controller, its stdin from

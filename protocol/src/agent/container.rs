@@ -111,6 +111,14 @@ pub enum ContainerRequest {
         /// The container.
         id: ContainerId,
     },
+    /// Push the container's health status while it runs: `Done`, then a
+    /// [`crate::wire::StreamItem::Health`] at once and at every change, as its shim's
+    /// checks find it (read on the host, so nothing polls across the connection). Goes
+    /// on until the controller ends its stream.
+    WatchHealth {
+        /// The container.
+        id: ContainerId,
+    },
     /// The container's cgroup counters (`docker stats`). Answer: `Stats`.
     Stats {
         /// The container.
