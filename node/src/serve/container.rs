@@ -4,7 +4,7 @@ use super::failure;
 use crate::agent::{Agent, AgentError};
 use crate::runtime::{AttachEvent, AttachStream};
 use wharf_link::{ItemReceiver, ItemSender, ServerCall};
-use wharf_protocol::agent::container::{ContainerRequest, ContainerResponse};
+use wharf_protocol::agent::container::{ContainerLocal, ContainerRequest, ContainerResponse};
 use wharf_protocol::agent::{AgentFailure, AgentResponse, FailureKind};
 use wharf_protocol::wire::StreamItem;
 
@@ -92,6 +92,17 @@ pub(super) async fn handle(agent: &Agent, request: ContainerRequest, mut call: S
             state_dir: agent.state_dir(&id).display().to_string(),
             log_path: agent.log_path(&id).display().to_string(),
         }),
+        R::Local { id } => {
+            let pid = agent.main_pid(&id).await;
+            answer(ContainerResponse::Local(ContainerLocal {
+                state_dir: agent.state_dir(&id).display().to_string(),
+                log_path: agent.log_path(&id).display().to_string(),
+                pid: pid.unwrap_or(0),
+                sandbox_key: pid
+                    .map(|p| crate::agent::netns_path(p).display().to_string())
+                    .unwrap_or_default(),
+            }))
+        }
         R::Check { host } => crate::runtime::spec::validate_host(&host)
             .map(|()| AgentResponse::Done)
             .map_err(|e| AgentFailure::new(FailureKind::InvalidInput, e.to_string())),

@@ -117,7 +117,8 @@ pub enum ContainerRequest {
         id: ContainerId,
     },
     /// Where the container's files are on its host, as `docker inspect` shows them.
-    /// Answer: `Paths`.
+    /// Answer: `Paths`. Superseded by `Local`, which answers these and more; kept, as
+    /// every variant is, for peers that still send it.
     Paths {
         /// The container.
         id: ContainerId,
@@ -134,6 +135,13 @@ pub enum ContainerRequest {
     Check {
         /// The settings.
         host: HostSpec,
+    },
+    /// What `docker inspect` shows of the container that only its host knows: its
+    /// files' paths and its process (the replicated state holds no host PIDs).
+    /// Answer: `Local`.
+    Local {
+        /// The container.
+        id: ContainerId,
     },
 }
 
@@ -172,4 +180,19 @@ pub enum ContainerResponse {
         /// Its writable layer's changes (`SizeRw`).
         rw_bytes: u64,
     },
+    /// What the host knows of a container.
+    Local(ContainerLocal),
+}
+
+/// What only a container's host knows of it, for `docker inspect`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerLocal {
+    /// Its state folder (`hosts`, `resolv.conf`, `hostname` are in it).
+    pub state_dir: String,
+    /// Its json-file log.
+    pub log_path: String,
+    /// Host PID of its main process while it has one (`State.Pid`), else 0.
+    pub pid: u32,
+    /// Its network namespace while it runs (`NetworkSettings.SandboxKey`), else empty.
+    pub sandbox_key: String,
 }
