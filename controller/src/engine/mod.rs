@@ -474,7 +474,6 @@ impl Engine {
             host_config_json: host_config.to_string(),
             auto_remove,
             status: ContainerStatus::Created,
-            pid: 0,
             exit_code: 0,
             started_ns: 0,
             finished_ns: 0,
@@ -560,10 +559,10 @@ impl Engine {
             .start(&self.node, &c.run, options, net.setup)
             .await
         {
-            Ok(pid) => {
-                self.propose(Command::ContainerStarted {
+            // The process' PID stays with the agent: a host fact, not replicated state.
+            Ok(_pid) => {
+                self.propose(Command::ContainerRunning {
                     id: c.id.clone(),
-                    pid,
                     at_ns: now_ns(),
                 })
                 .await?;
