@@ -196,3 +196,56 @@ pub struct ContainerLocal {
     /// Its network namespace while it runs (`NetworkSettings.SandboxKey`), else empty.
     pub sandbox_key: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{decode, encode};
+    use crate::runtime::NetnsMode;
+
+    fn text(s: &str) -> Vec<u8> {
+        let mut v = (s.len() as u64).to_le_bytes().to_vec();
+        v.extend(s.as_bytes());
+        v
+    }
+
+    /// The request and answer of a container's host facts: variants after every older
+    /// one, so agents and controllers of other builds read the rest unchanged.
+    #[test]
+    fn golden_bytes_of_local() {
+        let id = ContainerId::from_bytes([0xab; 32]);
+        let request = ContainerRequest::Local { id: id.clone() };
+        let mut want = vec![1u8, 18, 0, 0, 0];
+        want.extend(text(&"ab".repeat(32)));
+        assert_eq!(encode(&request).unwrap(), want);
+        assert_eq!(decode::<ContainerRequest>(&want).unwrap(), request);
+
+        let answer = ContainerResponse::Local(ContainerLocal {
+            state_dir: "/d".into(),
+            log_path: "/l".into(),
+            pid: 0x0102_0304,
+            sandbox_key: "/k".into(),
+        });
+        let mut want = vec![1u8, 8, 0, 0, 0];
+        want.extend(text("/d"));
+        want.extend(text("/l"));
+        want.extend([4, 3, 2, 1]);
+        want.extend(text("/k"));
+        assert_eq!(encode(&answer).unwrap(), want);
+        assert_eq!(decode::<ContainerResponse>(&want).unwrap(), answer);
+    }
+
+    /// `--network container:<id>` as the controller sends it: by ID, the last mode.
+    #[test]
+    fn golden_bytes_of_joining_a_container_by_id() {
+        let mode = NetnsMode::JoinContainer(ContainerId::from_bytes([0xab; 32]));
+        let mut want = vec![1u8, 3, 0, 0, 0];
+        want.extend(text(&"ab".repeat(32)));
+        assert_eq!(encode(&mode).unwrap(), want);
+        assert_eq!(decode::<NetnsMode>(&want).unwrap(), mode);
+        let path = NetnsMode::Join("/proc/7/ns/net".into());
+        let mut want = vec![1u8, 2, 0, 0, 0];
+        want.extend(text("/proc/7/ns/net"));
+        assert_eq!(encode(&path).unwrap(), want, "joining by path is unchanged");
+    }
+}
