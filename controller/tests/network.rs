@@ -416,6 +416,45 @@ fn network_modes_none_host_and_container() {
         "addr",
     ]);
     assert!(out.contains(&ip), "{ip} in {out}");
+    // The PID and namespace inspect shows are the host's, from the container's agent,
+    // and a container joining `base` is in that namespace.
+    let pid = inspect(&w, "{{.State.Pid}}", "base");
+    let key = inspect(&w, "{{.NetworkSettings.SandboxKey}}", "base");
+    assert_eq!(key, format!("/proc/{pid}/ns/net"));
+    let base_ns = std::fs::read_link(&key).expect("base's network namespace");
+    w.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "side",
+        "--network",
+        "container:base",
+        "busybox",
+        "sleep",
+        "600",
+    ]);
+    let side_pid = inspect(&w, "{{.State.Pid}}", "side");
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{side_pid}/ns/net")).unwrap(),
+        base_ns
+    );
+    w.docker_ok(&["rm", "-f", "side"]);
+    w.docker_ok(&["stop", "-t", "1", "base"]);
+    assert_eq!(inspect(&w, "{{.State.Pid}}", "base"), "0");
+    assert_eq!(inspect(&w, "{{.NetworkSettings.SandboxKey}}", "base"), "");
+    let out = w.docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "container:base",
+        "busybox",
+        "true",
+    ]);
+    assert!(
+        text(&out.stderr).contains("cannot join network namespace of a non running container"),
+        "{}",
+        text(&out.stderr)
+    );
     assert_eq!(inspect(&w, "{{.HostConfig.NetworkMode}}", "base"), "bridge");
     let out = w.docker(&["run", "--rm", "--network", "nope", "busybox", "true"]);
     assert!(

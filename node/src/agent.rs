@@ -24,6 +24,12 @@ use tracing::{info, warn};
 use wharf_protocol::agent::ContainerRunSpec;
 use wharf_protocol::ContainerId;
 
+/// The network namespace of the process `pid` (Docker's `SandboxKey` of a running
+/// container, and what `--network container:<id>` joins).
+pub fn netns_path(pid: u32) -> PathBuf {
+    PathBuf::from(format!("/proc/{pid}/ns/net"))
+}
+
 /// Why the agent could not do what it was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -227,6 +233,8 @@ impl Agent {
         options: runtime::ShimOptions,
         setup: crate::network::NetworkSetup,
     ) -> Result<u32, AgentError> {
+        let mut options = options;
+        options.netns = self.resolve_netns(options.netns).await?;
         let crate::network::NetworkSetup { plans, hosts, dns } = setup;
         let dir = self.state_dir(&spec.id);
         let mount = self
@@ -286,6 +294,29 @@ impl Agent {
         let pid = client.start().await?;
         info!(container = %spec.id.short(), pid, "started");
         Ok(pid)
+    }
+
+    /// `--network container:<id>`: the namespace of that container's process, as a path
+    /// the shim joins; the other modes as they are.
+    async fn resolve_netns(
+        &self,
+        netns: runtime::NetnsMode,
+    ) -> Result<runtime::NetnsMode, AgentError> {
+        match netns {
+            runtime::NetnsMode::JoinContainer(target) => match self.main_pid(&target).await {
+                Some(pid) => Ok(runtime::NetnsMode::Join(netns_path(pid))),
+                None => Err(AgentError::NotRunning(target.to_string())),
+            },
+            other => Ok(other),
+        }
+    }
+
+    /// Host PID of the container's main process while it has one, from its shim; `None`
+    /// when no shim answers or its process has ended. A host fact: controllers ask for
+    /// it and never record it.
+    pub async fn main_pid(&self, id: &ContainerId) -> Option<u32> {
+        let state = self.client(id).await.ok()?.state().await.ok()?;
+        (state.pid != 0 && state.exit.is_none()).then_some(state.pid)
     }
 
     /// The configured init binary for `--init`, if it is an executable file.

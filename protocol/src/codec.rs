@@ -116,6 +116,8 @@ mod tests {
         assert_eq!(decode::<NetworkRecord>(&bytes).unwrap(), n);
     }
 
+    /// `ContainerStarted` as builds of state format 2 and older wrote it (with a PID):
+    /// their log entries must still decode.
     #[test]
     fn golden_bytes_of_a_command() {
         let cmd = Command::ContainerStarted {
@@ -129,6 +131,60 @@ mod tests {
         want.extend([4, 3, 2, 1, 5, 0, 0, 0, 0, 0, 0, 0]);
         assert_eq!(bytes, want);
         assert_eq!(decode::<Command>(&bytes).unwrap(), cmd);
+    }
+
+    /// What format-3 builds write when a container starts: no host PID.
+    #[test]
+    fn golden_bytes_of_container_running() {
+        let cmd = Command::ContainerRunning {
+            id: ContainerId::from_bytes([0xab; 32]),
+            at_ns: 5,
+        };
+        let bytes = encode(&cmd).unwrap();
+        let mut want = vec![1u8, 22, 0, 0, 0, 64, 0, 0, 0, 0, 0, 0, 0];
+        want.extend(std::iter::repeat_n(b"ab", 32).flatten());
+        want.extend([5, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(bytes, want);
+        assert_eq!(decode::<Command>(&bytes).unwrap(), cmd);
+    }
+
+    /// A container record as state format 3 stores it: after the run spec, the status
+    /// and the last run, and no host PID (format 2's layout, with the PID after the
+    /// status, is pinned in the controller's `raft/migrate.rs`).
+    #[test]
+    fn golden_bytes_of_a_container_record() {
+        use crate::state::{ContainerRecord, ContainerStatus};
+        let mut c = crate::fixtures::container(0xab, "web");
+        c.status = ContainerStatus::Running;
+        c.exit_code = 3;
+        c.started_ns = 5;
+        c.finished_ns = 6;
+        c.oom_killed = true;
+        c.error = "e".into();
+        let bytes = encode(&c).unwrap();
+        let text = |s: &str| {
+            let mut v = (s.len() as u64).to_le_bytes().to_vec();
+            v.extend(s.as_bytes());
+            v
+        };
+        let mut want = vec![1u8];
+        want.extend(text(&"ab".repeat(32)));
+        want.extend(text("web"));
+        want.extend(1i64.to_le_bytes());
+        want.extend(1u64.to_le_bytes());
+        want.extend(text("busybox"));
+        want.extend(&encode(&c.run).unwrap()[1..]);
+        want.extend(text("{}"));
+        want.extend(text("{}"));
+        want.push(0);
+        want.extend(1u32.to_le_bytes());
+        want.extend(3i32.to_le_bytes());
+        want.extend(5i64.to_le_bytes());
+        want.extend(6i64.to_le_bytes());
+        want.push(1);
+        want.extend(text("e"));
+        assert_eq!(bytes, want);
+        assert_eq!(decode::<ContainerRecord>(&bytes).unwrap(), c);
     }
 
     #[test]

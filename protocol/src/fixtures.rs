@@ -36,7 +36,6 @@ pub fn container(n: u8, name: &str) -> ContainerRecord {
         host_config_json: "{}".into(),
         auto_remove: false,
         status: ContainerStatus::Created,
-        pid: 0,
         exit_code: 0,
         started_ns: 0,
         finished_ns: 0,

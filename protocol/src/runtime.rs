@@ -45,8 +45,13 @@ pub enum NetnsMode {
     Own,
     /// The host's (`--network host`).
     Host,
-    /// Another container's, by its `/proc/<pid>/ns/net` path (`--network container:<id>`).
+    /// Another container's, by its `/proc/<pid>/ns/net` path (`--network container:<id>`):
+    /// what the agent writes into `shim.json` for [`NetnsMode::JoinContainer`].
     Join(PathBuf),
+    /// Another container's, by its ID (`--network container:<id>`): what the controller
+    /// asks for; the agent finds that container's process and joins its namespace as
+    /// [`NetnsMode::Join`] (a PID is a host fact the controller does not hold).
+    JoinContainer(crate::ContainerId),
 }
 
 /// Results kept in [`HealthState::log`], as Docker keeps.

@@ -74,10 +74,9 @@ pub struct ContainerRecord {
     pub host_config_json: String,
     /// Remove the container when it exits (`--rm`).
     pub auto_remove: bool,
-    /// Observed status.
+    /// Observed status. Its process' host PID is a host fact, which its agent holds
+    /// (state format 3; format 2 recorded it here).
     pub status: ContainerStatus,
-    /// Host PID of the container's process while it runs, else 0.
-    pub pid: u32,
     /// Exit code of the last run.
     pub exit_code: i32,
     /// Start of the last run, ns since the epoch, 0 if never started.
@@ -155,11 +154,12 @@ pub enum Command {
         /// The new container.
         container: Box<ContainerRecord>,
     },
-    /// The container's process started.
+    /// The container's process started; what builds of state format 2 and older wrote,
+    /// applied as [`Command::ContainerRunning`]. Kept for the log entries they left.
     ContainerStarted {
         /// Which container.
         id: ContainerId,
-        /// Its host PID.
+        /// Legacy: the host PID the engine recorded then; ignored (the agent holds it).
         pid: u32,
         /// When, ns since the epoch.
         at_ns: i64,
@@ -280,6 +280,14 @@ pub enum Command {
         node: NodeId,
         /// The layers it holds, by DiffID.
         layers: Vec<DiffId>,
+    },
+    /// The container's process started (state format 3: without its host PID, which
+    /// only its agent knows).
+    ContainerRunning {
+        /// Which container.
+        id: ContainerId,
+        /// When, ns since the epoch.
+        at_ns: i64,
     },
 }
 
@@ -451,10 +459,10 @@ impl ClusterState {
                     .insert(container.id.clone(), (**container).clone());
                 Ok(())
             }
-            Command::ContainerStarted { id, pid, at_ns } => {
+            Command::ContainerStarted { id, pid: _, at_ns }
+            | Command::ContainerRunning { id, at_ns } => {
                 let c = self.container_mut(id)?;
                 c.status = ContainerStatus::Running;
-                c.pid = *pid;
                 c.started_ns = *at_ns;
                 c.exit_code = 0;
                 c.oom_killed = false;
@@ -470,7 +478,6 @@ impl ClusterState {
             } => {
                 let c = self.container_mut(id)?;
                 c.status = ContainerStatus::Exited;
-                c.pid = 0;
                 c.exit_code = *exit_code;
                 c.oom_killed = *oom_killed;
                 c.finished_ns = *at_ns;
@@ -628,7 +635,7 @@ mod tests {
     }
 
     #[test]
-    fn lifecycle_records_pid_and_exit() {
+    fn lifecycle_records_start_and_exit() {
         let mut s = ClusterState::default();
         let img = image(1);
         s.apply(&Command::PutImage { image: img.clone() }).unwrap();
@@ -637,27 +644,81 @@ mod tests {
             container: Box::new(a.clone()),
         })
         .unwrap();
-        s.apply(&Command::ContainerStarted {
+        s.apply(&Command::ContainerRunning {
             id: a.id.clone(),
-            pid: 42,
             at_ns: 7,
         })
         .unwrap();
-        assert_eq!(s.containers[&a.id].status, ContainerStatus::Running);
-        assert_eq!(s.containers[&a.id].pid, 42);
+        let c = &s.containers[&a.id];
+        assert_eq!((c.status, c.started_ns), (ContainerStatus::Running, 7));
         s.apply(&Command::ContainerExited {
             id: a.id.clone(),
             exit_code: 3,
             oom_killed: false,
             at_ns: 9,
-            error: String::new(),
+            error: "e".into(),
         })
         .unwrap();
         let c = &s.containers[&a.id];
         assert_eq!(
-            (c.status, c.pid, c.exit_code, c.finished_ns),
-            (ContainerStatus::Exited, 0, 3, 9)
+            (c.status, c.exit_code, c.finished_ns, c.error.as_str()),
+            (ContainerStatus::Exited, 3, 9, "e")
         );
+        s.apply(&Command::ContainerRunning {
+            id: a.id.clone(),
+            at_ns: 11,
+        })
+        .unwrap();
+        let c = &s.containers[&a.id];
+        assert_eq!(
+            (c.status, c.exit_code, c.started_ns, c.error.as_str()),
+            (ContainerStatus::Running, 0, 11, ""),
+            "a new run forgets the last one's exit"
+        );
+    }
+
+    /// A log entry of a format-2 build (`ContainerStarted` with a PID) applies as
+    /// `ContainerRunning` does: same state, the PID dropped.
+    #[test]
+    fn a_legacy_container_started_applies_as_container_running() {
+        let img = image(1);
+        let a = container(1, "web", &img);
+        let mut base = ClusterState::default();
+        base.apply(&Command::PutImage { image: img.clone() })
+            .unwrap();
+        base.apply(&Command::CreateContainer {
+            container: Box::new(a.clone()),
+        })
+        .unwrap();
+        let mut old = base.clone();
+        let mut new = base;
+        old.apply(&Command::ContainerStarted {
+            id: a.id.clone(),
+            pid: 42,
+            at_ns: 7,
+        })
+        .unwrap();
+        new.apply(&Command::ContainerRunning {
+            id: a.id.clone(),
+            at_ns: 7,
+        })
+        .unwrap();
+        assert_eq!(old, new);
+        assert_eq!(old.containers[&a.id].status, ContainerStatus::Running);
+        let gone = ContainerId::from_bytes([9; 32]);
+        for cmd in [
+            Command::ContainerStarted {
+                id: gone.clone(),
+                pid: 1,
+                at_ns: 1,
+            },
+            Command::ContainerRunning { id: gone, at_ns: 1 },
+        ] {
+            assert!(matches!(
+                old.apply(&cmd),
+                Err(StateError::NoSuchContainer(_))
+            ));
+        }
     }
 
     #[test]
@@ -696,9 +757,8 @@ mod tests {
             container: Box::new(a.clone()),
         })
         .unwrap();
-        s.apply(&Command::ContainerStarted {
+        s.apply(&Command::ContainerRunning {
             id: a.id.clone(),
-            pid: 4,
             at_ns: 1,
         })
         .unwrap();
@@ -816,9 +876,8 @@ mod tests {
         };
         s.apply(&pause(true)).unwrap();
         assert_eq!(s.containers[&a.id].status, ContainerStatus::Created);
-        s.apply(&Command::ContainerStarted {
+        s.apply(&Command::ContainerRunning {
             id: a.id.clone(),
-            pid: 4,
             at_ns: 1,
         })
         .unwrap();

@@ -3,7 +3,7 @@
 use super::Agents;
 use bytes::Bytes;
 use wharf_link::{unexpected, ClientCall, ItemReceiver, ItemSender};
-use wharf_protocol::agent::container::{ContainerRequest, ContainerResponse};
+use wharf_protocol::agent::container::{ContainerLocal, ContainerRequest, ContainerResponse};
 use wharf_protocol::agent::{
     AgentFailure, AgentRequest, AgentResponse, ContainerRunSpec, HostSpec,
 };
@@ -287,35 +287,21 @@ impl Agents {
     }
 }
 
-/// Where a container's files are on its host.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ContainerPaths {
-    /// Its state folder.
-    pub state_dir: String,
-    /// Its json-file log.
-    pub log_path: String,
-}
-
 impl Agents {
-    /// Where the container's files are on its host (for `docker inspect`).
-    pub async fn paths(
+    /// What only the container's host knows of it (for `docker inspect`): its files'
+    /// paths, its process' host PID and network namespace while it runs.
+    pub async fn local(
         &self,
         node: &NodeId,
         id: &ContainerId,
-    ) -> Result<ContainerPaths, AgentFailure> {
+    ) -> Result<ContainerLocal, AgentFailure> {
         let id = id.clone();
         match container(
-            "paths",
-            self.call(node, req(ContainerRequest::Paths { id })).await?,
+            "local",
+            self.call(node, req(ContainerRequest::Local { id })).await?,
         )? {
-            ContainerResponse::Paths {
-                state_dir,
-                log_path,
-            } => Ok(ContainerPaths {
-                state_dir,
-                log_path,
-            }),
-            other => Err(unexpected("paths", &AgentResponse::Container(other))),
+            ContainerResponse::Local(local) => Ok(local),
+            other => Err(unexpected("local", &AgentResponse::Container(other))),
         }
     }
 

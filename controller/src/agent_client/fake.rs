@@ -7,13 +7,13 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 use wharf_link::{ClientCall, ServerCall};
-use wharf_protocol::agent::container::{ContainerRequest, ContainerResponse};
+use wharf_protocol::agent::container::{ContainerLocal, ContainerRequest, ContainerResponse};
 use wharf_protocol::agent::host::{HostInfo, HostRequest, HostResponse, LayerInventory};
 use wharf_protocol::agent::network::{NetworkHost, NetworkRequest, NetworkResponse};
 use wharf_protocol::agent::volume::{VolumeRequest, VolumeResponse};
 use wharf_protocol::agent::{AgentEvent, AgentFailure, AgentRequest, AgentResponse, FailureKind};
 use wharf_protocol::network::{PortMapping, Subnet};
-use wharf_protocol::runtime::CgroupSample;
+use wharf_protocol::runtime::{CgroupSample, NetnsMode};
 use wharf_protocol::shim::{ErrorKind, Exit};
 use wharf_protocol::wire::StreamItem;
 use wharf_protocol::{ContainerId, NodeId};
@@ -278,12 +278,21 @@ async fn handle(
             lock().containers.insert(spec.id, FakeContainer::default());
             Ok(AgentResponse::Done)
         }
-        R::Start { spec, .. } => {
+        R::Start { spec, options, .. } => {
             let mut s = lock();
             let fail = s.fail_start.contains(&spec.id);
             let pid = s.next_pid;
+            // As the agent: the namespace to join is that of the target's process.
+            let target_gone = match &options.netns {
+                NetnsMode::JoinContainer(t) => s.containers.get(t).is_none_or(|c| c.pid.is_none()),
+                _ => false,
+            };
             match s.containers.get_mut(&spec.id) {
                 None => Err(not_found(&spec.id)),
+                Some(_) if target_gone => Err(AgentFailure::new(
+                    FailureKind::NotRunning,
+                    "the container whose network namespace to join is not running",
+                )),
                 Some(_) if fail => Err(AgentFailure {
                     kind: FailureKind::Internal,
                     shim: Some(ErrorKind::CommandNotFound),
@@ -371,6 +380,17 @@ async fn handle(
             state_dir: format!("/fake/containers/{id}"),
             log_path: format!("/fake/containers/{id}/{id}-json.log"),
         })),
+        R::Local { id } => {
+            let pid = lock().containers.get(&id).and_then(|c| c.pid);
+            Ok(AgentResponse::Container(ContainerResponse::Local(
+                ContainerLocal {
+                    state_dir: format!("/fake/containers/{id}"),
+                    log_path: format!("/fake/containers/{id}/{id}-json.log"),
+                    pid: pid.unwrap_or(0),
+                    sandbox_key: pid.map(|p| format!("/proc/{p}/ns/net")).unwrap_or_default(),
+                },
+            )))
+        }
         R::Usage { .. } => Ok(AgentResponse::Container(ContainerResponse::Usage {
             state_bytes: 0,
             rw_bytes: 0,

@@ -20,7 +20,7 @@ mod network;
 pub mod unix;
 mod volume;
 
-pub use container::{AttachCall, AttachInput, AttachOutput, ContainerPaths, HealthWatch};
+pub use container::{AttachCall, AttachInput, AttachOutput, HealthWatch};
 pub use files::{ArchiveDownload, ArchiveUpload, LogStream};
 pub use image::Lease;
 

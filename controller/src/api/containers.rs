@@ -157,12 +157,13 @@ fn add_health_status(
 pub async fn inspect(engine: &Engine, reference: &str) -> Result<Resp, ApiError> {
     let c = engine.container(reference)?;
     let health = engine.health(&c.id).await;
-    let paths = engine
+    // Paths, PID and network namespace are host facts: the agent's, not the state's.
+    let local = engine
         .agents()
-        .paths(&engine.node(), &c.id)
+        .local(&engine.node(), &c.id)
         .await
         .unwrap_or_default();
-    let state_dir = std::path::Path::new(&paths.state_dir);
+    let state_dir = std::path::Path::new(&local.state_dir);
     let mut config: serde_json::Value =
         serde_json::from_str(&c.config_json).unwrap_or_else(|_| json!({}));
     let mut host_config: serde_json::Value =
@@ -197,8 +198,15 @@ pub async fn inspect(engine: &Engine, reference: &str) -> Result<Resp, ApiError>
     }
     // As Docker: a paused container is still running, and so is a restarting one.
     let restarting = c.status == ContainerStatus::Exited && engine.restart_state(&c.id).restarting;
-    let running =
-        matches!(c.status, ContainerStatus::Running | ContainerStatus::Paused) || restarting;
+    let live = matches!(c.status, ContainerStatus::Running | ContainerStatus::Paused);
+    let running = live || restarting;
+    // A process the state no longer counts as running (it exited, its exit not yet
+    // cleaned up) shows no PID, as before.
+    let (pid, sandbox_key) = if live {
+        (local.pid, local.sandbox_key.as_str())
+    } else {
+        (0, "")
+    };
     Ok(json(
         StatusCode::OK,
         &json!({
@@ -213,7 +221,7 @@ pub async fn inspect(engine: &Engine, reference: &str) -> Result<Resp, ApiError>
                 "Restarting": restarting,
                 "OOMKilled": c.oom_killed,
                 "Dead": c.status == ContainerStatus::Dead,
-                "Pid": c.pid,
+                "Pid": pid,
                 "ExitCode": c.exit_code,
                 "Error": c.error,
                 "StartedAt": rfc3339(c.started_ns),
@@ -224,7 +232,7 @@ pub async fn inspect(engine: &Engine, reference: &str) -> Result<Resp, ApiError>
             "ResolvConfPath": state_dir.join("resolv.conf").display().to_string(),
             "HostnamePath": state_dir.join("hostname").display().to_string(),
             "HostsPath": state_dir.join("hosts").display().to_string(),
-            "LogPath": paths.log_path,
+            "LogPath": local.log_path,
             "Name": format!("/{}", c.name),
             "RestartCount": engine.restart_state(&c.id).count,
             "Driver": "overlay2",
@@ -237,7 +245,7 @@ pub async fn inspect(engine: &Engine, reference: &str) -> Result<Resp, ApiError>
             "GraphDriver": {"Name": "overlay2", "Data": {"WorkDir": state_dir.display().to_string()}},
             "Mounts": engine.mounts_json(&c),
             "Config": config,
-            "NetworkSettings": engine.network_settings(&c),
+            "NetworkSettings": engine.network_settings(&c, sandbox_key),
         }),
     ))
 }

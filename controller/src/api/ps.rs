@@ -311,7 +311,6 @@ mod tests {
             host_config_json: "{}".into(),
             auto_remove: false,
             status,
-            pid: 0,
             exit_code: code,
             started_ns: if status == ContainerStatus::Created {
                 0

@@ -163,7 +163,6 @@ mod tests {
         let mut c = wharf_protocol::fixtures::container(3, "web");
         c.run.image_id = ImageId(Digest([1; 32]));
         c.status = ContainerStatus::Running;
-        c.pid = 9;
         c.started_ns = 1;
         c
     }

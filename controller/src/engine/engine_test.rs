@@ -101,7 +101,10 @@ async fn create_start_stop_remove_are_recorded_and_carried_out_on_the_host() {
     engine.start(id.as_str()).await.unwrap();
     let c = engine.container("web").unwrap();
     assert_eq!(c.status, ContainerStatus::Running);
-    assert_eq!(Some(c.pid), fake.with(|s| s.containers[&id].pid));
+    assert!(
+        fake.with(|s| s.containers[&id].pid.is_some()),
+        "runs on the host"
+    );
     engine.stop("web", Some(5), None).await.unwrap();
     let c = engine.container("web").unwrap();
     assert_eq!((c.status, c.exit_code), (ContainerStatus::Exited, 128 + 15));
@@ -425,4 +428,99 @@ async fn where_layers_are_follows_the_agents_inventory() {
         engine.store().read(|s| s.nodes_with_image(&image)),
         [NODE].into()
     );
+}
+
+/// `docker inspect` of `reference`, as JSON.
+async fn inspect_json(engine: &Engine, reference: &str) -> serde_json::Value {
+    use http_body_util::BodyExt;
+    let resp = crate::api::containers::inspect(engine, reference)
+        .await
+        .unwrap();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    serde_json::from_slice(&body).unwrap()
+}
+
+#[tokio::test]
+async fn inspect_shows_the_pid_the_agent_reports_while_the_container_runs() {
+    let Setup { engine, fake, .. } = setup().await;
+    let id = engine
+        .create_container(Some("web"), br#"{"Image":"img:1","Cmd":["sleep","9"]}"#)
+        .await
+        .unwrap();
+    let shown = inspect_json(&engine, "web").await;
+    assert_eq!(shown["State"]["Pid"], 0);
+    assert_eq!(shown["NetworkSettings"]["SandboxKey"], "");
+
+    engine.start("web").await.unwrap();
+    let pid = fake
+        .with(|s| s.containers[&id].pid)
+        .expect("runs on the host");
+    let shown = inspect_json(&engine, "web").await;
+    assert_eq!(shown["State"]["Running"], true);
+    assert_eq!(shown["State"]["Pid"], pid, "the agent's PID");
+    assert_eq!(
+        shown["NetworkSettings"]["SandboxKey"],
+        format!("/proc/{pid}/ns/net")
+    );
+    assert_eq!(
+        shown["LogPath"],
+        format!("/fake/containers/{id}/{id}-json.log")
+    );
+    assert_eq!(
+        asked(&fake, |r| matches!(r, ContainerRequest::Local { .. })),
+        2,
+        "one call per inspect for paths and process"
+    );
+
+    engine.stop("web", Some(5), None).await.unwrap();
+    let shown = inspect_json(&engine, "web").await;
+    assert_eq!(shown["State"]["Pid"], 0);
+    assert_eq!(shown["NetworkSettings"]["SandboxKey"], "");
+}
+
+#[tokio::test]
+async fn network_container_mode_names_the_target_and_the_agent_finds_its_namespace() {
+    use wharf_protocol::runtime::NetnsMode;
+    let Setup { engine, fake, .. } = setup().await;
+    let web = engine
+        .create_container(Some("web"), br#"{"Image":"img:1"}"#)
+        .await
+        .unwrap();
+    let side = engine
+        .create_container(
+            Some("side"),
+            br#"{"Image":"img:1","HostConfig":{"NetworkMode":"container:web"}}"#,
+        )
+        .await
+        .unwrap();
+    let err = engine.start("side").await.unwrap_err();
+    assert_eq!(err.kind, crate::engine::ErrorKind::Conflict);
+    assert!(
+        err.message
+            .contains("cannot join network namespace of a non running container"),
+        "{}",
+        err.message
+    );
+
+    engine.start("web").await.unwrap();
+    engine.start("side").await.unwrap();
+    assert_eq!(status_of(&engine, &side).await, ContainerStatus::Running);
+    let netns = fake.with(|s| {
+        s.requests.iter().rev().find_map(|r| match r {
+            AgentRequest::Container(ContainerRequest::Start { spec, options, .. })
+                if spec.id == side =>
+            {
+                Some(options.netns.clone())
+            }
+            _ => None,
+        })
+    });
+    assert_eq!(netns, Some(NetnsMode::JoinContainer(web.clone())));
+
+    // The agent, not the state, knows whether the target's process is there.
+    engine.stop("side", Some(5), None).await.unwrap();
+    fake.with(|s| s.containers.get_mut(&web).unwrap().pid = None);
+    let err = engine.start("side").await.unwrap_err();
+    assert!(err.message.contains("is not running"), "{}", err.message);
+    assert_eq!(status_of(&engine, &side).await, ContainerStatus::Exited);
 }

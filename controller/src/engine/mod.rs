@@ -413,10 +413,10 @@ impl Engine {
             .start(&self.node, &c.run, options, net.setup)
             .await
         {
-            Ok(pid) => {
-                self.propose(Command::ContainerStarted {
+            // The process' PID stays with the agent: a host fact, not replicated state.
+            Ok(_pid) => {
+                self.propose(Command::ContainerRunning {
                     id: c.id.clone(),
-                    pid,
                     at_ns: now_ns(),
                 })
                 .await?;

@@ -368,14 +368,15 @@ impl Engine {
                     .store()
                     .read(|s| find_container(s, &r).and_then(|id| s.containers.get(&id).cloned()))
                     .ok_or_else(|| EngineError::no_such_container(&r))?;
-                if target.status != ContainerStatus::Running || target.pid == 0 {
+                if target.status != ContainerStatus::Running {
                     return Err(EngineError::conflict(format!(
                         "cannot join network namespace of a non running container: {}",
                         target.id
                     )));
                 }
+                // The agent finds the target's process and its namespace: host facts.
                 return Ok(NetStart {
-                    netns: NetnsMode::Join(format!("/proc/{}/ns/net", target.pid).into()),
+                    netns: NetnsMode::JoinContainer(target.id),
                     ..none
                 });
             }
@@ -598,12 +599,13 @@ impl Engine {
         }
     }
 
-    /// `NetworkSettings` of inspect and the `Ports`/`NetworkSettings` of `docker ps`.
-    pub fn network_settings(&self, c: &ContainerRecord) -> Value {
+    /// `NetworkSettings` of inspect; `sandbox_key` is the container's network namespace
+    /// as its agent reports it (empty unless it runs).
+    pub fn network_settings(&self, c: &ContainerRecord, sandbox_key: &str) -> Value {
         let (hc, cfg, _) = Self::net_json(c);
         let exposed = exposed_ports(&cfg, &self.image_config_json(c)).unwrap_or_default();
         self.store()
-            .read(|s| network_settings_json(s, c, &hc, &exposed))
+            .read(|s| network_settings_json(s, c, &hc, &exposed, sandbox_key))
     }
 
     /// The `Ports` list of `docker ps`.

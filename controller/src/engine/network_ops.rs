@@ -144,7 +144,7 @@ impl Engine {
         })
         .await?;
         let c = self.container(c.id.as_str())?;
-        if c.status == ContainerStatus::Running && c.pid != 0 {
+        if c.status == ContainerStatus::Running {
             let mut eps = self
                 .store()
                 .read(|s| s.endpoints.get(&c.id).cloned().unwrap_or_default());

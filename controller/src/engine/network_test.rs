@@ -79,6 +79,11 @@ fn rules_follow_the_endpoints_and_stale_ones_are_found() {
         &s.containers.values().next().unwrap().clone(),
         &json!({}),
         &BTreeSet::new(),
+        "/proc/7/ns/net",
+    );
+    assert_eq!(
+        shown["SandboxKey"], "/proc/7/ns/net",
+        "as the agent reports it"
     );
     assert_eq!(shown["Ports"]["80/tcp"][0]["HostPort"], "8080");
     assert_eq!(shown["Networks"]["front"]["IPAddress"], "10.77.0.2");

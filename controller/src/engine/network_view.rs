@@ -73,19 +73,21 @@ pub fn network_names(s: &ClusterState, c: &ContainerRecord) -> Vec<String> {
 
 /// `NetworkSettings.Networks` of `docker ps`.
 pub fn ps_networks_json(s: &ClusterState, c: &ContainerRecord) -> Value {
-    let settings = network_settings_json(s, c, &Value::Null, &BTreeSet::new());
+    let settings = network_settings_json(s, c, &Value::Null, &BTreeSet::new(), "");
     settings
         .get("Networks")
         .cloned()
         .unwrap_or_else(|| json!({}))
 }
 
-/// Docker's `NetworkSettings` for `c` (pure over the state).
+/// Docker's `NetworkSettings` for `c` (pure over the state); `sandbox_key` is its
+/// network namespace as its agent reports it (empty unless it runs).
 pub fn network_settings_json(
     s: &ClusterState,
     c: &ContainerRecord,
     host_config: &Value,
     exposed: &BTreeSet<String>,
+    sandbox_key: &str,
 ) -> Value {
     let eps = s.endpoints.get(&c.id).cloned().unwrap_or_default();
     let mut ports = serde_json::Map::new();
@@ -166,7 +168,7 @@ pub fn network_settings_json(
     let mut out = json!({
         "Bridge": "",
         "SandboxID": "",
-        "SandboxKey": if c.pid != 0 { format!("/proc/{}/ns/net", c.pid) } else { String::new() },
+        "SandboxKey": sandbox_key,
         "HairpinMode": false,
         "LinkLocalIPv6Address": "",
         "LinkLocalIPv6PrefixLen": 0,

@@ -296,7 +296,6 @@ pub fn create_container(
         host_config_json: host_config.to_string(),
         auto_remove,
         status: ContainerStatus::Created,
-        pid: 0,
         exit_code: 0,
         started_ns: 0,
         finished_ns: 0,

@@ -1,34 +1,90 @@
 //! Migrations of the Raft database between state formats, run at open before anything
 //! reads it. Each older layout is kept here, frozen, as the types that decode it.
 //!
-//! | format | change                                                   |
-//! |--------|----------------------------------------------------------|
-//! | 1      | the first (a database without a format key is format 1)  |
-//! | 2      | `ClusterState.layers`: which node holds which layer      |
+//! | format | change                                                            |
+//! |--------|-------------------------------------------------------------------|
+//! | 1      | the first (a database without a format key is format 1)           |
+//! | 2      | `ClusterState.layers`: which node holds which layer               |
+//! | 3      | `ContainerRecord` without `pid`: a host fact, which the agent holds |
 //!
-//! The log entries need no migration: commands only gain variants at the end, which old
-//! entries never use. The applied state and the snapshot hold the whole `ClusterState`
-//! and are rewritten, in one fsynced batch with the new format number.
+//! The log entries need no migration: commands only gain variants at the end, and the
+//! old ones still decode and apply (format 3 writes `ContainerRunning`; the
+//! `ContainerStarted` of older entries applies the same, its PID ignored). The applied
+//! state and the snapshot hold the whole `ClusterState` and are rewritten from whichever
+//! older layout they are in, in one fsynced batch with the new format number.
+//!
+//! ```text
+//!   format 1 ──ClusterStateV1──► ClusterStateV2 ──► ClusterState (format 3)
+//!   format 2 ──ClusterStateV2──────────────────────┘
+//! ```
 
 use super::db::{self, Db, CF_META, CF_SM, KEY_APPLIED, KEY_FORMAT, KEY_SNAPSHOT};
 use super::state_machine::{Applied, StoredSnapshot};
 use super::RaftError;
 use openraft::{BasicNode, LogId, StoredMembership};
 use rocksdb::WriteBatch;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use wharf_protocol::agent::ContainerRunSpec;
 use wharf_protocol::network::{Endpoint, NetworkRecord};
 use wharf_protocol::state::{
-    ClusterState, ContainerRecord, ImageRecord, RestartState, VolumeRecord,
+    ClusterState, ContainerRecord, ContainerStatus, ImageRecord, RestartState, VolumeRecord,
 };
-use wharf_protocol::{ContainerId, ImageId};
+use wharf_protocol::{ContainerId, ContainerName, DiffId, ImageId, NodeId};
+
+/// `ContainerRecord` as formats 1 and 2 store it (frozen): with the host PID.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct ContainerRecordV2 {
+    id: ContainerId,
+    name: ContainerName,
+    created_ns: i64,
+    node: NodeId,
+    image_ref: String,
+    run: ContainerRunSpec,
+    config_json: String,
+    host_config_json: String,
+    auto_remove: bool,
+    status: ContainerStatus,
+    /// Host PID while it ran, else 0; dropped by the migration (the agent knows it).
+    pid: u32,
+    exit_code: i32,
+    started_ns: i64,
+    finished_ns: i64,
+    oom_killed: bool,
+    error: String,
+}
+
+impl From<ContainerRecordV2> for ContainerRecord {
+    /// Format 3 keeps everything but the PID: a running container's is asked of its
+    /// agent, which adopts it from its shim.
+    fn from(v: ContainerRecordV2) -> ContainerRecord {
+        ContainerRecord {
+            id: v.id,
+            name: v.name,
+            created_ns: v.created_ns,
+            node: v.node,
+            image_ref: v.image_ref,
+            run: v.run,
+            config_json: v.config_json,
+            host_config_json: v.host_config_json,
+            auto_remove: v.auto_remove,
+            status: v.status,
+            exit_code: v.exit_code,
+            started_ns: v.started_ns,
+            finished_ns: v.finished_ns,
+            oom_killed: v.oom_killed,
+            error: v.error,
+        }
+    }
+}
 
 /// `ClusterState` as format 1 stores it (frozen).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct ClusterStateV1 {
     images: BTreeMap<ImageId, ImageRecord>,
     tags: BTreeMap<String, ImageId>,
-    containers: BTreeMap<ContainerId, ContainerRecord>,
+    containers: BTreeMap<ContainerId, ContainerRecordV2>,
     volumes: BTreeMap<String, VolumeRecord>,
     restarts: BTreeMap<ContainerId, RestartState>,
     networks: BTreeMap<String, NetworkRecord>,
@@ -36,10 +92,24 @@ pub(super) struct ClusterStateV1 {
     endpoints: BTreeMap<ContainerId, Vec<Endpoint>>,
 }
 
-impl From<ClusterStateV1> for ClusterState {
+/// `ClusterState` as format 2 stores it (frozen).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct ClusterStateV2 {
+    images: BTreeMap<ImageId, ImageRecord>,
+    tags: BTreeMap<String, ImageId>,
+    containers: BTreeMap<ContainerId, ContainerRecordV2>,
+    volumes: BTreeMap<String, VolumeRecord>,
+    restarts: BTreeMap<ContainerId, RestartState>,
+    networks: BTreeMap<String, NetworkRecord>,
+    connections: BTreeMap<ContainerId, BTreeMap<String, Vec<String>>>,
+    endpoints: BTreeMap<ContainerId, Vec<Endpoint>>,
+    layers: BTreeMap<DiffId, BTreeSet<NodeId>>,
+}
+
+impl From<ClusterStateV1> for ClusterStateV2 {
     /// Format 2 adds where layers are: unknown until the agents report (empty).
-    fn from(v: ClusterStateV1) -> ClusterState {
-        ClusterState {
+    fn from(v: ClusterStateV1) -> ClusterStateV2 {
+        ClusterStateV2 {
             images: v.images,
             tags: v.tags,
             containers: v.containers,
@@ -53,21 +123,53 @@ impl From<ClusterStateV1> for ClusterState {
     }
 }
 
-/// The applied state as format 1 stores it.
-#[derive(Debug, Serialize, Deserialize)]
-struct AppliedV1 {
-    last_applied: Option<LogId<u64>>,
-    membership: StoredMembership<u64, BasicNode>,
-    state: ClusterStateV1,
+impl From<ClusterStateV2> for ClusterState {
+    /// Format 3 drops the containers' host PIDs.
+    fn from(v: ClusterStateV2) -> ClusterState {
+        ClusterState {
+            images: v.images,
+            tags: v.tags,
+            containers: v
+                .containers
+                .into_iter()
+                .map(|(id, c)| (id, c.into()))
+                .collect(),
+            volumes: v.volumes,
+            restarts: v.restarts,
+            networks: v.networks,
+            connections: v.connections,
+            endpoints: v.endpoints,
+            layers: v.layers,
+        }
+    }
 }
 
-/// Bring a database of format `found` to `target`; nothing is written when a step fails.
+impl From<ClusterStateV1> for ClusterState {
+    fn from(v: ClusterStateV1) -> ClusterState {
+        ClusterStateV2::from(v).into()
+    }
+}
+
+/// The applied state of an older format, whose `ClusterState` is `S`.
+#[derive(Debug, Serialize, Deserialize)]
+struct AppliedOf<S> {
+    last_applied: Option<LogId<u64>>,
+    membership: StoredMembership<u64, BasicNode>,
+    state: S,
+}
+
+/// Bring a database of format `found` to `target` (this build's); nothing is written
+/// when a step fails.
 pub(super) fn migrate(db: &Db, found: u32, target: u32) -> Result<(), RaftError> {
     let mut batch = WriteBatch::default();
     let mut format = found;
-    if format == 1 && target >= 2 {
-        one_to_two(db, &mut batch)?;
-        format = 2;
+    if format < 3 && target >= 3 {
+        if format <= 1 {
+            rewrite::<ClusterStateV1>(db, &mut batch, 1)?;
+        } else {
+            rewrite::<ClusterStateV2>(db, &mut batch, 2)?;
+        }
+        format = 3;
     }
     batch.put_cf(
         db.cf(CF_META),
@@ -79,8 +181,26 @@ pub(super) fn migrate(db: &Db, found: u32, target: u32) -> Result<(), RaftError>
     Ok(())
 }
 
-fn one_to_two(db: &Db, batch: &mut WriteBatch) -> Result<(), RaftError> {
-    if let Some(old) = db.get::<AppliedV1>(CF_SM, KEY_APPLIED, "applied state (format 1)")? {
+/// Put into `batch` the applied state and the snapshot of `db`, stored as format `from`
+/// with its `ClusterState` laid out as `S`, in this build's layout.
+fn rewrite<S>(db: &Db, batch: &mut WriteBatch, from: u32) -> Result<(), RaftError>
+where
+    S: DeserializeOwned,
+    ClusterState: From<S>,
+{
+    let (applied_what, snapshot_what, data_what) = match from {
+        1 => (
+            "applied state (format 1)",
+            "snapshot (format 1)",
+            "snapshot data (format 1)",
+        ),
+        _ => (
+            "applied state (format 2)",
+            "snapshot (format 2)",
+            "snapshot data (format 2)",
+        ),
+    };
+    if let Some(old) = db.get::<AppliedOf<S>>(CF_SM, KEY_APPLIED, applied_what)? {
         let applied = Applied {
             last_applied: old.last_applied,
             membership: old.membership,
@@ -92,9 +212,9 @@ fn one_to_two(db: &Db, batch: &mut WriteBatch) -> Result<(), RaftError> {
             db::encode(&applied, "applied state")?,
         );
     }
-    if let Some(snap) = db.get::<StoredSnapshot>(CF_SM, KEY_SNAPSHOT, "snapshot (format 1)")? {
-        let old: ClusterStateV1 = db::decode(&snap.data, "snapshot data (format 1)")?;
-        let state: ClusterState = old.into();
+    if let Some(snap) = db.get::<StoredSnapshot>(CF_SM, KEY_SNAPSHOT, snapshot_what)? {
+        let old: S = db::decode(&snap.data, data_what)?;
+        let state = ClusterState::from(old);
         let stored = StoredSnapshot {
             meta: snap.meta,
             data: db::encode(&state, "snapshot data")?,
@@ -109,20 +229,245 @@ mod tests {
     use super::*;
     use crate::raft::db::STATE_FORMAT;
     use openraft::SnapshotMeta;
+    use wharf_protocol::network::{PortMapping, Proto, Subnet};
     use wharf_protocol::Digest;
 
-    fn v1() -> ClusterStateV1 {
-        let image = ImageRecord {
+    fn image() -> ImageRecord {
+        ImageRecord {
             id: ImageId(Digest::of(b"config")),
             config: b"config".to_vec(),
-            diff_ids: vec![],
+            diff_ids: vec![DiffId(Digest::of(b"layer"))],
             size: 7,
             loaded_ns: 1,
-        };
+        }
+    }
+
+    /// A container of the format-2 layout, every field set apart from the fixture's.
+    fn record_v2(n: u8, name: &str, status: ContainerStatus, pid: u32) -> ContainerRecordV2 {
+        let c = wharf_protocol::fixtures::container(n, name);
+        ContainerRecordV2 {
+            id: c.id,
+            name: c.name,
+            created_ns: 3,
+            node: NodeId(2),
+            image_ref: "busybox:1".into(),
+            run: c.run,
+            config_json: r#"{"Cmd":null}"#.into(),
+            host_config_json: r#"{"AutoRemove":true}"#.into(),
+            auto_remove: true,
+            status,
+            pid,
+            exit_code: 5,
+            started_ns: 7,
+            finished_ns: 8,
+            oom_killed: true,
+            error: "e".into(),
+        }
+    }
+
+    /// What [`record_v2`] is in format 3: the same without its PID.
+    fn record_v3(n: u8, name: &str, status: ContainerStatus) -> ContainerRecord {
+        let mut c = wharf_protocol::fixtures::container(n, name);
+        c.created_ns = 3;
+        c.node = NodeId(2);
+        c.image_ref = "busybox:1".into();
+        c.config_json = r#"{"Cmd":null}"#.into();
+        c.host_config_json = r#"{"AutoRemove":true}"#.into();
+        c.auto_remove = true;
+        c.status = status;
+        c.exit_code = 5;
+        c.started_ns = 7;
+        c.finished_ns = 8;
+        c.oom_killed = true;
+        c.error = "e".into();
+        c
+    }
+
+    fn v1() -> ClusterStateV1 {
+        let image = image();
         let mut s = ClusterStateV1::default();
         s.tags.insert("a:1".into(), image.id);
         s.images.insert(image.id, image);
+        let c = record_v2(1, "up", ContainerStatus::Running, 42);
+        s.containers.insert(c.id.clone(), c);
         s
+    }
+
+    /// A format-2 state with something in every field: a running container with its
+    /// PID, an exited one, a volume, restart bookkeeping, a network, a connection, an
+    /// endpoint with a published port, and where a layer is.
+    fn v2() -> ClusterStateV2 {
+        let image = image();
+        let mut s = ClusterStateV2::default();
+        s.tags.insert("a:1".into(), image.id);
+        s.layers
+            .insert(image.diff_ids[0], BTreeSet::from([NodeId(1), NodeId(2)]));
+        s.images.insert(image.id, image);
+        let up = record_v2(1, "up", ContainerStatus::Running, 42);
+        let down = record_v2(2, "down", ContainerStatus::Exited, 0);
+        s.volumes.insert(
+            "data".into(),
+            VolumeRecord {
+                name: "data".into(),
+                driver: "local".into(),
+                labels: BTreeMap::from([("k".into(), "v".into())]),
+                options: BTreeMap::new(),
+                created_ns: 4,
+                node: NodeId(2),
+                anonymous: false,
+            },
+        );
+        s.restarts.insert(
+            down.id.clone(),
+            RestartState {
+                count: 2,
+                manually_stopped: true,
+                restarting: false,
+            },
+        );
+        s.networks.insert(
+            "n1".into(),
+            NetworkRecord {
+                id: "n1".into(),
+                name: "front".into(),
+                driver: "bridge".into(),
+                subnet: Subnet::parse("10.1.2.0/24").unwrap(),
+                gateway: std::net::Ipv4Addr::new(10, 1, 2, 1),
+                bridge: "br-n1".into(),
+                node: NodeId(2),
+                labels: BTreeMap::new(),
+                created_ns: 9,
+                default: false,
+            },
+        );
+        s.connections.insert(
+            up.id.clone(),
+            BTreeMap::from([("n1".into(), vec!["web".into()])]),
+        );
+        s.endpoints.insert(
+            up.id.clone(),
+            vec![Endpoint {
+                network: "n1".into(),
+                ip: std::net::Ipv4Addr::new(10, 1, 2, 2),
+                mac: [2, 0x42, 10, 1, 2, 2],
+                ports: vec![PortMapping {
+                    proto: Proto::Tcp,
+                    container_port: 80,
+                    host_ip: std::net::Ipv4Addr::UNSPECIFIED,
+                    host_port: 8080,
+                }],
+                aliases: vec!["web".into()],
+                node: NodeId(2),
+            }],
+        );
+        s.containers.insert(up.id.clone(), up);
+        s.containers.insert(down.id.clone(), down);
+        s
+    }
+
+    /// A container record as formats 1 and 2 store it (golden bytes of the old layout):
+    /// the host PID right after the status, then the last run.
+    #[test]
+    fn golden_bytes_of_a_format_two_container_record() {
+        let c = record_v2(0xab, "web", ContainerStatus::Running, 0x0102_0304);
+        let bytes = db::encode(&c, "v2").unwrap();
+        let text = |s: &str| {
+            let mut v = (s.len() as u64).to_le_bytes().to_vec();
+            v.extend(s.as_bytes());
+            v
+        };
+        let mut want = vec![1u8];
+        want.extend(text(&"ab".repeat(32)));
+        want.extend(text("web"));
+        want.extend(3i64.to_le_bytes());
+        want.extend(2u64.to_le_bytes());
+        want.extend(text("busybox:1"));
+        want.extend(&db::encode(&c.run, "run").unwrap()[1..]);
+        want.extend(text(r#"{"Cmd":null}"#));
+        want.extend(text(r#"{"AutoRemove":true}"#));
+        want.push(1);
+        want.extend(1u32.to_le_bytes());
+        want.extend([4, 3, 2, 1]);
+        want.extend(5i32.to_le_bytes());
+        want.extend(7i64.to_le_bytes());
+        want.extend(8i64.to_le_bytes());
+        want.push(1);
+        want.extend(text("e"));
+        assert_eq!(bytes, want);
+        assert_eq!(db::decode::<ContainerRecordV2>(&bytes, "v2").unwrap(), c);
+    }
+
+    /// Everything of a format-2 state is in its format-3 state, the PIDs aside.
+    #[test]
+    fn a_format_two_state_keeps_every_field_but_the_pids() {
+        let old = v2();
+        let bytes = db::encode(&old, "v2").unwrap();
+        let decoded: ClusterStateV2 = db::decode(&bytes, "v2").unwrap();
+        assert_eq!(decoded, old);
+        let new = ClusterState::from(decoded);
+        let up = record_v3(1, "up", ContainerStatus::Running);
+        let down = record_v3(2, "down", ContainerStatus::Exited);
+        let want = ClusterState {
+            images: old.images.clone(),
+            tags: old.tags.clone(),
+            containers: BTreeMap::from([(up.id.clone(), up), (down.id.clone(), down)]),
+            volumes: old.volumes.clone(),
+            restarts: old.restarts.clone(),
+            networks: old.networks.clone(),
+            connections: old.connections.clone(),
+            endpoints: old.endpoints.clone(),
+            layers: old.layers.clone(),
+        };
+        assert_eq!(new, want);
+        assert!(!new.layers.is_empty() && !new.endpoints.is_empty());
+    }
+
+    /// Write `applied` and `snapshot` (encoded `ClusterState` of an older layout) into a
+    /// new database at `dir`, stamped `format` (`None`: no format key, as format 1).
+    fn old_database<S: Serialize>(dir: &std::path::Path, state: &S, format: Option<u32>) {
+        let db = Db::open(dir).unwrap();
+        let applied = AppliedOf {
+            last_applied: None,
+            membership: StoredMembership::default(),
+            state,
+        };
+        let snap = StoredSnapshot {
+            meta: SnapshotMeta::default(),
+            data: db::encode(state, "old").unwrap(),
+        };
+        let mut batch = WriteBatch::default();
+        batch.put_cf(
+            db.cf(CF_SM),
+            KEY_APPLIED,
+            db::encode(&applied, "old").unwrap(),
+        );
+        batch.put_cf(
+            db.cf(CF_SM),
+            KEY_SNAPSHOT,
+            db::encode(&snap, "old").unwrap(),
+        );
+        match format {
+            Some(f) => batch.put_cf(db.cf(CF_META), KEY_FORMAT, db::encode(&f, "f").unwrap()),
+            None => batch.delete_cf(db.cf(CF_META), KEY_FORMAT),
+        }
+        db.write(batch, true, "old").unwrap();
+    }
+
+    /// Open `dir` twice (the second finds it migrated); the applied state and the
+    /// snapshot must both be `want`, and the format this build's.
+    fn opens_as(dir: &std::path::Path, want: &ClusterState) {
+        for _ in 0..2 {
+            let db = Db::open(dir).unwrap();
+            assert_eq!(
+                db.get::<u32>(CF_META, KEY_FORMAT, "format").unwrap(),
+                Some(STATE_FORMAT)
+            );
+            let applied: Applied = db.get(CF_SM, KEY_APPLIED, "applied").unwrap().unwrap();
+            assert_eq!(&applied.state, want);
+            let snap: StoredSnapshot = db.get(CF_SM, KEY_SNAPSHOT, "snap").unwrap().unwrap();
+            let state: ClusterState = db::decode(&snap.data, "snap").unwrap();
+            assert_eq!(&state, want);
+        }
     }
 
     /// A database as a format-1 build left it (no format key, the old layout of the
@@ -130,48 +475,33 @@ mod tests {
     #[test]
     fn a_format_one_database_is_migrated_once_with_its_state_and_snapshot() {
         let dir = tempfile::tempdir().unwrap();
-        {
-            let db = Db::open(dir.path()).unwrap();
-            let applied = AppliedV1 {
-                last_applied: None,
-                membership: StoredMembership::default(),
-                state: v1(),
-            };
-            let snap = StoredSnapshot {
-                meta: SnapshotMeta::default(),
-                data: db::encode(&v1(), "v1").unwrap(),
-            };
-            let mut batch = WriteBatch::default();
-            batch.put_cf(
-                db.cf(CF_SM),
-                KEY_APPLIED,
-                db::encode(&applied, "v1").unwrap(),
-            );
-            batch.put_cf(db.cf(CF_SM), KEY_SNAPSHOT, db::encode(&snap, "v1").unwrap());
-            batch.delete_cf(db.cf(CF_META), KEY_FORMAT);
-            db.write(batch, true, "v1").unwrap();
-        }
-        for _ in 0..2 {
-            let db = Db::open(dir.path()).unwrap();
-            assert_eq!(
-                db.get::<u32>(CF_META, KEY_FORMAT, "format").unwrap(),
-                Some(STATE_FORMAT)
-            );
-            let applied: Applied = db.get(CF_SM, KEY_APPLIED, "applied").unwrap().unwrap();
-            assert_eq!(applied.state, ClusterState::from(v1()));
-            assert_eq!(applied.state.images.len(), 1);
-            let snap: StoredSnapshot = db.get(CF_SM, KEY_SNAPSHOT, "snap").unwrap().unwrap();
-            let state: ClusterState = db::decode(&snap.data, "snap").unwrap();
-            assert_eq!(state.tags.len(), 1);
-            assert!(state.layers.is_empty());
-        }
+        old_database(dir.path(), &v1(), None);
+        let want = ClusterState::from(v1());
+        assert_eq!(want.images.len(), 1);
+        assert!(want.layers.is_empty());
+        assert_eq!(
+            want.containers.values().next(),
+            Some(&record_v3(1, "up", ContainerStatus::Running))
+        );
+        opens_as(dir.path(), &want);
     }
 
-    /// Decoding the old layout as the new one fails: the migration is needed, and the
-    /// fixture test (store_test.rs) proves it is done.
+    /// A database as a format-2 build left it opens in this build with everything in
+    /// it, its containers without PIDs.
     #[test]
-    fn the_old_layout_does_not_decode_as_the_new_one() {
+    fn a_format_two_database_is_migrated_once_with_its_state_and_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        old_database(dir.path(), &v2(), Some(2));
+        opens_as(dir.path(), &ClusterState::from(v2()));
+    }
+
+    /// Decoding an old layout as the new one fails: the migration is needed, and the
+    /// fixture tests (store_test.rs) prove it is done.
+    #[test]
+    fn the_old_layouts_do_not_decode_as_the_new_one() {
         let bytes = db::encode(&v1(), "v1").unwrap();
-        assert!(db::decode::<ClusterState>(&bytes, "v2").is_err());
+        assert!(db::decode::<ClusterState>(&bytes, "v3").is_err());
+        let bytes = db::encode(&v2(), "v2").unwrap();
+        assert!(db::decode::<ClusterState>(&bytes, "v3").is_err());
     }
 }

@@ -206,10 +206,15 @@ async fn state_survives_repeated_restarts() {
         let name = format!("c{round}");
         propose_both(&store, &mut model, create(round + 1, &name, &img)).await;
         let id = ContainerId::from_bytes([round + 1; 32]);
-        let started = Command::ContainerStarted {
-            id,
-            pid: 100 + u32::from(round),
-            at_ns: 7,
+        // A log holds what older builds wrote beside what this one writes.
+        let started = if round % 2 == 0 {
+            Command::ContainerRunning { id, at_ns: 7 }
+        } else {
+            Command::ContainerStarted {
+                id,
+                pid: 100 + u32::from(round),
+                at_ns: 7,
+            }
         };
         propose_both(&store, &mut model, started).await;
         // Refused: the name is taken.
@@ -396,16 +401,13 @@ async fn a_database_of_a_newer_state_format_is_refused_and_left_as_it_is() {
     );
 }
 
-/// The Raft database of a `wharf up` data dir made with the build of 2026-12-07 (state
-/// format 1): an imported image, a volume, a user network with a label, an internal
-/// network without icc, and containers created, exited (code 3) and running with a
-/// published port (its daemon stopped with SIGTERM, as for an upgrade). Every later
-/// build must open it and see all of it, or migrate it: this is what a user's data dir
-/// holds when they upgrade.
-#[tokio::test]
-async fn a_data_dir_of_state_format_one_opens_with_everything_in_it() {
-    use wharf_protocol::state::ContainerStatus;
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/raft/fixtures/format1-raft.tar");
+/// Open the fixture `name` (a `wharf up` data dir's Raft database, see
+/// `fixtures/make-fixture.sh`) in a temporary directory; its state once migrated, and
+/// the format it is stamped with afterwards.
+async fn open_fixture(name: &str) -> (ClusterState, Option<u32>) {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("src/raft/fixtures")
+        .join(name);
     let dir = tempfile::tempdir().unwrap();
     tar::Archive::new(std::fs::File::open(&fixture).unwrap())
         .unpack(dir.path())
@@ -413,20 +415,17 @@ async fn a_data_dir_of_state_format_one_opens_with_everything_in_it() {
     let store = open(dir.path()).await;
     let s = store.read(|s| s.clone());
     close(store).await;
-    {
-        use super::db::{Db, CF_META, KEY_FORMAT, STATE_FORMAT};
-        let db = Db::open(dir.path()).unwrap();
-        assert_eq!(
-            db.get::<u32>(CF_META, KEY_FORMAT, "format").unwrap(),
-            Some(STATE_FORMAT),
-            "migrated to this build's format"
-        );
-    }
-    assert!(
-        s.layers.is_empty(),
-        "where layers are is unknown until agents report"
-    );
+    use super::db::{Db, CF_META, KEY_FORMAT};
+    let db = Db::open(dir.path()).unwrap();
+    let format = db.get::<u32>(CF_META, KEY_FORMAT, "format").unwrap();
+    (s, format)
+}
 
+/// What every fixture holds (see `fixtures/make-fixture.sh`): an imported image, a
+/// volume, a user network with a label, an internal network without icc, and
+/// containers created, exited (code 3) and running with a published port.
+fn assert_fixture_contents(s: &ClusterState) {
+    use wharf_protocol::state::ContainerStatus;
     let image = s
         .tags
         .get("fixture/busybox:1")
@@ -437,17 +436,20 @@ async fn a_data_dir_of_state_format_one_opens_with_everything_in_it() {
         s.containers
             .values()
             .find(|c| c.name.as_str() == name)
-            .map(|c| (c.status, c.exit_code, c.pid != 0))
+            .map(|c| (c.status, c.exit_code))
             .unwrap_or_else(|| panic!("container {name}"))
     };
-    assert_eq!(status("fx-created"), (ContainerStatus::Created, 0, false));
-    assert_eq!(status("fx-exited"), (ContainerStatus::Exited, 3, false));
-    assert_eq!(status("fx-running"), (ContainerStatus::Running, 0, true));
+    assert_eq!(status("fx-created"), (ContainerStatus::Created, 0));
+    assert_eq!(status("fx-exited"), (ContainerStatus::Exited, 3));
+    // Still running: the engine re-adopts it at start (`Engine::recover`), and its
+    // agent answers for its PID.
+    assert_eq!(status("fx-running"), (ContainerStatus::Running, 0));
     let running = s
         .containers
         .values()
         .find(|c| c.name.as_str() == "fx-running")
         .unwrap();
+    assert!(running.started_ns > 0);
     let ports: Vec<u16> = s.endpoints[&running.id]
         .iter()
         .flat_map(|e| e.ports.iter().map(|p| p.host_port))
@@ -467,4 +469,46 @@ async fn a_data_dir_of_state_format_one_opens_with_everything_in_it() {
     assert!(!net("fxnet").internal() && net("fxnet").icc());
     assert!(net("fxinternal").internal() && !net("fxinternal").icc());
     assert!(net("fxinternal").masquerade());
+}
+
+/// The Raft database of a `wharf up` data dir made with the build of 2026-12-07 (state
+/// format 1), its daemon stopped with SIGTERM, as for an upgrade. Every later build
+/// must open it and see all of it, or migrate it: this is what a user's data dir holds
+/// when they upgrade.
+#[tokio::test]
+async fn a_data_dir_of_state_format_one_opens_with_everything_in_it() {
+    use super::db::STATE_FORMAT;
+    let (s, format) = open_fixture("format1-raft.tar").await;
+    assert_eq!(
+        format,
+        Some(STATE_FORMAT),
+        "migrated to this build's format"
+    );
+    assert!(
+        s.layers.is_empty(),
+        "where layers are is unknown until agents report"
+    );
+    assert_fixture_contents(&s);
+}
+
+/// As for format 1: the Raft database of a data dir made with the build of main at
+/// e7f56d1 (state format 2, with the containers' host PIDs), made by
+/// `fixtures/make-fixture.sh`.
+#[tokio::test]
+async fn a_data_dir_of_state_format_two_opens_with_everything_in_it() {
+    use super::db::STATE_FORMAT;
+    let (s, format) = open_fixture("format2-raft.tar").await;
+    assert_eq!(
+        format,
+        Some(STATE_FORMAT),
+        "migrated to this build's format"
+    );
+    assert_fixture_contents(&s);
+    let image = s.tags["fixture/busybox:1"];
+    let layer = s.images[&image].diff_ids[0];
+    assert_eq!(
+        s.layers.get(&layer).map(|n| n.len()),
+        Some(1),
+        "format 2 recorded where the layer is; the migration keeps it"
+    );
 }

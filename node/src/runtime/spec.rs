@@ -229,6 +229,10 @@ pub enum SpecError {
     /// `--sysctl` of an IPC setting while sharing the host's IPC namespace.
     #[error("sysctl '{0}' is not allowed in host ipc mode")]
     SysctlHostIpc(String),
+    /// A network namespace named by container, which the agent resolves to a path
+    /// before the shim sees it.
+    #[error("network namespace of container {0} not resolved to a path")]
+    UnresolvedNetns(String),
 }
 
 /// Replace the values of keys that `overrides` sets and append the others, as moby's
@@ -738,6 +742,9 @@ pub fn build_spec(plan: &RuntimePlan) -> Result<Spec, SpecError> {
                 .path(path.clone())
                 .build()?,
         ),
+        crate::runtime::config::NetnsMode::JoinContainer(id) => {
+            return Err(SpecError::UnresolvedNetns(id.to_string()))
+        }
     }
     let devices = plan
         .devices

@@ -4,7 +4,7 @@ use super::failure;
 use crate::agent::{Agent, AgentError};
 use crate::runtime::{AttachEvent, AttachStream};
 use wharf_link::{ItemReceiver, ItemSender, ServerCall};
-use wharf_protocol::agent::container::{ContainerRequest, ContainerResponse};
+use wharf_protocol::agent::container::{ContainerLocal, ContainerRequest, ContainerResponse};
 use wharf_protocol::agent::{AgentFailure, AgentResponse, FailureKind, HostSpec};
 use wharf_protocol::wire::StreamItem;
 use wharf_protocol::ContainerId;
@@ -97,6 +97,17 @@ pub(super) async fn handle(agent: &Agent, request: ContainerRequest, mut call: S
             state_dir: agent.state_dir(&id).display().to_string(),
             log_path: agent.log_path(&id).display().to_string(),
         }),
+        R::Local { id } => {
+            let pid = agent.main_pid(&id).await;
+            answer(ContainerResponse::Local(ContainerLocal {
+                state_dir: agent.state_dir(&id).display().to_string(),
+                log_path: agent.log_path(&id).display().to_string(),
+                pid: pid.unwrap_or(0),
+                sandbox_key: pid
+                    .map(|p| crate::agent::netns_path(p).display().to_string())
+                    .unwrap_or_default(),
+            }))
+        }
         R::Check { host, bind_sources } => check(&host, &bind_sources),
         R::Usage { id } => {
             let a = agent.clone();

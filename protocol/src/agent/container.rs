@@ -111,21 +111,14 @@ pub enum ContainerRequest {
         /// The container.
         id: ContainerId,
     },
-    /// Push the container's health status while it runs: `Done`, then a
-    /// [`crate::wire::StreamItem::Health`] at once and at every change, as its shim's
-    /// checks find it (read on the host, so nothing polls across the connection). Goes
-    /// on until the controller ends its stream.
-    WatchHealth {
-        /// The container.
-        id: ContainerId,
-    },
     /// The container's cgroup counters (`docker stats`). Answer: `Stats`.
     Stats {
         /// The container.
         id: ContainerId,
     },
     /// Where the container's files are on its host, as `docker inspect` shows them.
-    /// Answer: `Paths`.
+    /// Answer: `Paths`. Superseded by `Local`, which answers these and more; kept, as
+    /// every variant is, for peers that still send it.
     Paths {
         /// The container.
         id: ContainerId,
@@ -145,6 +138,21 @@ pub enum ContainerRequest {
         /// Host paths that must exist already (`--mount type=bind` sources; those of
         /// `-v /path:/target` are made by `Create`, as Docker does).
         bind_sources: Vec<String>,
+    },
+    /// What `docker inspect` shows of the container that only its host knows: its
+    /// files' paths and its process (the replicated state holds no host PIDs).
+    /// Answer: `Local`.
+    Local {
+        /// The container.
+        id: ContainerId,
+    },
+    /// Push the container's health status while it runs: `Done`, then a
+    /// [`crate::wire::StreamItem::Health`] at once and at every change, as its shim's
+    /// checks find it (read on the host, so nothing polls across the connection). Goes
+    /// on until the controller ends its stream.
+    WatchHealth {
+        /// The container.
+        id: ContainerId,
     },
 }
 
@@ -183,4 +191,72 @@ pub enum ContainerResponse {
         /// Its writable layer's changes (`SizeRw`).
         rw_bytes: u64,
     },
+    /// What the host knows of a container.
+    Local(ContainerLocal),
+}
+
+/// What only a container's host knows of it, for `docker inspect`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerLocal {
+    /// Its state folder (`hosts`, `resolv.conf`, `hostname` are in it).
+    pub state_dir: String,
+    /// Its json-file log.
+    pub log_path: String,
+    /// Host PID of its main process while it has one (`State.Pid`), else 0.
+    pub pid: u32,
+    /// Its network namespace while it runs (`NetworkSettings.SandboxKey`), else empty.
+    pub sandbox_key: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{decode, encode};
+    use crate::runtime::NetnsMode;
+
+    fn text(s: &str) -> Vec<u8> {
+        let mut v = (s.len() as u64).to_le_bytes().to_vec();
+        v.extend(s.as_bytes());
+        v
+    }
+
+    /// The request and answer of a container's host facts: variants after every older
+    /// one, so agents and controllers of other builds read the rest unchanged.
+    #[test]
+    fn golden_bytes_of_local() {
+        let id = ContainerId::from_bytes([0xab; 32]);
+        let request = ContainerRequest::Local { id: id.clone() };
+        let mut want = vec![1u8, 18, 0, 0, 0];
+        want.extend(text(&"ab".repeat(32)));
+        assert_eq!(encode(&request).unwrap(), want);
+        assert_eq!(decode::<ContainerRequest>(&want).unwrap(), request);
+
+        let answer = ContainerResponse::Local(ContainerLocal {
+            state_dir: "/d".into(),
+            log_path: "/l".into(),
+            pid: 0x0102_0304,
+            sandbox_key: "/k".into(),
+        });
+        let mut want = vec![1u8, 8, 0, 0, 0];
+        want.extend(text("/d"));
+        want.extend(text("/l"));
+        want.extend([4, 3, 2, 1]);
+        want.extend(text("/k"));
+        assert_eq!(encode(&answer).unwrap(), want);
+        assert_eq!(decode::<ContainerResponse>(&want).unwrap(), answer);
+    }
+
+    /// `--network container:<id>` as the controller sends it: by ID, the last mode.
+    #[test]
+    fn golden_bytes_of_joining_a_container_by_id() {
+        let mode = NetnsMode::JoinContainer(ContainerId::from_bytes([0xab; 32]));
+        let mut want = vec![1u8, 3, 0, 0, 0];
+        want.extend(text(&"ab".repeat(32)));
+        assert_eq!(encode(&mode).unwrap(), want);
+        assert_eq!(decode::<NetnsMode>(&want).unwrap(), mode);
+        let path = NetnsMode::Join("/proc/7/ns/net".into());
+        let mut want = vec![1u8, 2, 0, 0, 0];
+        want.extend(text("/proc/7/ns/net"));
+        assert_eq!(encode(&path).unwrap(), want, "joining by path is unchanged");
+    }
 }

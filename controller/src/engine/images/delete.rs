@@ -233,7 +233,6 @@ mod tests {
                     host_config_json: "{}".into(),
                     auto_remove: false,
                     status,
-                    pid: 0,
                     exit_code: 0,
                     started_ns: 0,
                     finished_ns: 0,
