@@ -11,7 +11,7 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::sync::{Barrier, Mutex};
-use support::{loaded, text, Wharf};
+use support::{loaded, port_listeners, text, Wharf};
 
 /// Clients at once, rounds each.
 const CLIENTS: usize = 16;
@@ -189,11 +189,17 @@ fn concurrent_mixed_operations_all_succeed_and_leave_nothing_behind() {
             "addresses left on {net}"
         );
     }
-    // Every host port handed out is free again.
+    // Every host port handed out is free again: none is held by this instance. (The
+    // ports are ephemeral ones, which another process of the machine, such as a test
+    // running beside this one, may take once they are free.)
     for p in &t.ports {
+        if std::net::TcpListener::bind(("0.0.0.0", *p)).is_ok() {
+            continue;
+        }
+        let holders = port_listeners(*p);
         assert!(
-            std::net::TcpListener::bind(("0.0.0.0", *p)).is_ok(),
-            "host port {p} still held"
+            !holders.iter().any(|pid| w.owns_process(*pid)),
+            "host port {p} still held by this wharf (holders {holders:?})"
         );
     }
     let data = w.data_dir();
@@ -327,4 +333,14 @@ fn names_asked_for_at_once_are_handed_out_once() {
         let got = w.docker_ok(&["run", "--rm", &format!("built{i}"), "cat", "/g"]);
         assert_eq!(got.trim(), format!("step-{i}"));
     }
+}
+
+/// The check of held ports finds a listener's process (here this test's own).
+#[test]
+fn a_listening_port_is_traced_to_its_process() {
+    let l = std::net::TcpListener::bind(("0.0.0.0", 0)).expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    assert!(port_listeners(port).contains(&std::process::id()));
+    drop(l);
+    assert!(!port_listeners(port).contains(&std::process::id()));
 }

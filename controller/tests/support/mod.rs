@@ -336,3 +336,54 @@ pub fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
     }
     f()
 }
+
+/// The processes with a listening TCP socket on `port` (of this network namespace),
+/// read from /proc: who holds a port a test expects free.
+pub fn port_listeners(port: u16) -> Vec<u32> {
+    let mut inodes = std::collections::BTreeSet::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let local_port = f
+                .get(1)
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            // State 0A is LISTEN.
+            if local_port == Some(port) && f.get(3) == Some(&"0A") {
+                if let Some(inode) = f.get(9) {
+                    inodes.insert(format!("socket:[{inode}]"));
+                }
+            }
+        }
+    }
+    let mut pids = vec![];
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let fds = std::fs::read_dir(entry.path().join("fd"))
+            .into_iter()
+            .flatten();
+        if fds.flatten().any(|fd| {
+            std::fs::read_link(fd.path())
+                .is_ok_and(|l| inodes.contains(l.to_string_lossy().as_ref()))
+        }) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+impl Wharf {
+    /// Whether process `pid` is this instance's: its `wharf up`, or a process started
+    /// with its data dir on the command line (its shims).
+    pub fn owns_process(&self, pid: u32) -> bool {
+        if self.child.as_ref().is_some_and(|c| c.id() == pid) {
+            return true;
+        }
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let needle = self.dir.path().to_string_lossy().into_owned();
+        String::from_utf8_lossy(&cmdline).contains(&needle)
+    }
+}
