@@ -378,6 +378,7 @@ impl Engine {
                 }
                 Err(f)
                     if planned.generated_name
+                        && f.step == planned.record_step
                         && f.error.is(ErrorKind::Conflict)
                         && attempt < 10 =>
                 {

@@ -147,6 +147,9 @@ pub struct CreatePlan {
     pub record: ContainerRecord,
     /// Whether the name was generated (a race for it is retried with another).
     pub generated_name: bool,
+    /// The index of the step that records the container (where a name taken meanwhile
+    /// fails).
+    pub record_step: usize,
     /// The volumes it creates, for their events.
     pub new_volumes: Vec<String>,
     /// Check the host, create the volumes it lacks, record, connect, prepare the layer.
@@ -336,6 +339,7 @@ pub fn create_container(
         plan.steps.extend(create_volume_steps(volume).steps);
         new_volumes.push(need.name.clone());
     }
+    let record_step = plan.steps.len();
     plan.then(
         Effect::Propose(Command::CreateContainer {
             container: Box::new(record.clone()),
@@ -357,6 +361,7 @@ pub fn create_container(
     Ok(CreatePlan {
         record,
         generated_name,
+        record_step,
         new_volumes,
         plan,
     })
