@@ -171,6 +171,7 @@ fn a_create_checks_makes_volumes_records_connects_then_prepares_the_layer() {
         .steps
         .iter()
         .position(|s| matches!(&s.effect, Effect::Propose(Command::CreateContainer { .. })));
+    assert_eq!(create, Some(p.record_step));
     assert_eq!(
         p.plan.steps[create.unwrap()].undo,
         Some(Effect::Propose(Command::RemoveContainer {
