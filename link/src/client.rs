@@ -52,8 +52,11 @@ where
     tokio::spawn(async move {
         let res = conn::read_loop(reader, |frame| {
             match frame.body {
-                FrameBody::Hello { version } if version == 0 => {
-                    return Err(format!("agent speaks protocol {version}"))
+                FrameBody::Hello { version } if version != AGENT_PROTOCOL_VERSION => {
+                    return Err(format!(
+                        "the agent speaks agent protocol {version}, this controller \
+                         {AGENT_PROTOCOL_VERSION}: run the same wharf build on both"
+                    ))
                 }
                 FrameBody::Hello { .. } => {}
                 FrameBody::Response(r) => {

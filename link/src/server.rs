@@ -127,8 +127,11 @@ where
     let res = conn::read_loop(reader, |frame| {
         match frame.body {
             FrameBody::Hello { version } => {
-                if version == 0 {
-                    return Err(format!("controller speaks protocol {version}"));
+                if version != AGENT_PROTOCOL_VERSION {
+                    return Err(format!(
+                        "the controller speaks agent protocol {version}, this agent \
+                         {AGENT_PROTOCOL_VERSION}: run the same wharf build on both"
+                    ));
                 }
                 hello = true;
             }

@@ -233,3 +233,40 @@ async fn garbage_from_the_peer_closes_the_connection() {
     let err = client.call(kill(1, 1)).await.unwrap_err();
     assert_eq!(err.kind, wharf_protocol::agent::FailureKind::Unavailable);
 }
+
+/// A peer of another protocol version is refused at its Hello, by both ends, with the
+/// versions named.
+#[tokio::test]
+async fn a_peer_of_another_protocol_version_is_refused() {
+    use tokio::io::AsyncWriteExt;
+    use wharf_protocol::wire::{encode_frame, Frame, FrameBody, AGENT_PROTOCOL_VERSION};
+    let other = AGENT_PROTOCOL_VERSION + 1;
+    let hello = encode_frame(&Frame {
+        call: 0,
+        body: FrameBody::Hello { version: other },
+    })
+    .unwrap();
+    // A controller of another build, to this agent.
+    let (a, mut b) = tokio::io::duplex(64 * 1024);
+    let (ar, aw) = tokio::io::split(a);
+    let server = tokio::spawn(serve(ar, aw, |_| {}, toy));
+    b.write_all(&hello).await.unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("the agent ends the connection")
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        err.contains(&format!(
+            "agent protocol {other}, this agent {AGENT_PROTOCOL_VERSION}"
+        )),
+        "{err}"
+    );
+    // An agent of another build, to this controller: its calls fail as unavailable.
+    let (a, mut b) = tokio::io::duplex(64 * 1024);
+    let (ar, aw) = tokio::io::split(a);
+    let client = connect(ar, aw);
+    b.write_all(&hello).await.unwrap();
+    let err = client.call(kill(1, 1)).await.unwrap_err();
+    assert_eq!(err.kind, wharf_protocol::agent::FailureKind::Unavailable);
+}

@@ -31,8 +31,10 @@ use crate::agent::{AgentEvent, AgentFailure, AgentRequest, AgentResponse};
 use crate::codec::{self, CodecError};
 use serde::{Deserialize, Serialize};
 
-/// The agent protocol version this build speaks; both sides send it in `Hello`.
-pub const AGENT_PROTOCOL_VERSION: u32 = 1;
+/// The agent protocol version this build speaks; both sides send it in `Hello` and
+/// refuse a peer of another one. 2: `ContainerRequest::Check` carries the bind sources
+/// that must exist.
+pub const AGENT_PROTOCOL_VERSION: u32 = 2;
 
 /// Largest frame either side accepts (a byte item is at most [`ITEM_BYTES`]).
 pub const MAX_FRAME: u32 = 4 * 1024 * 1024;
@@ -339,7 +341,7 @@ mod tests {
              01\
              0000000000000000\
              00000000\
-             01000000"
+             02000000"
         );
         let item = encode_frame(&frames()[1]).unwrap();
         assert_eq!(
