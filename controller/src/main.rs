@@ -116,6 +116,8 @@ fn run(role: Role, sub: Option<clap::ArgMatches>) -> anyhow::Result<()> {
         Role::Up(s) => {
             let s = s.load(&sub)?;
             init_tracing(&s.log);
+            // Before the runtime's threads exist (see wharf_node::memory).
+            wharf_node::memory::limit_arenas();
             rt()?.block_on(wharf_controller::up::up(s))
         }
         Role::Down(s) => {

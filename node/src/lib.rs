@@ -9,6 +9,7 @@ pub mod archive;
 pub mod build_context;
 pub mod copy;
 pub mod image;
+pub mod memory;
 pub mod network;
 pub mod resolve;
 pub mod runtime;

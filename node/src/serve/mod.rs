@@ -138,8 +138,12 @@ async fn dispatch(
         AgentRequest::Image(r) => {
             image::handle(&agent, conn.id, r, call).await;
             layers_changed.notify_one();
+            crate::memory::give_back_when_idle();
         }
-        AgentRequest::Files(r) => files::handle(&agent, &conn.contexts, r, call).await,
+        AgentRequest::Files(r) => {
+            files::handle(&agent, &conn.contexts, r, call).await;
+            crate::memory::give_back_when_idle();
+        }
     }
 }
 
