@@ -28,6 +28,8 @@ mod store;
 
 #[cfg(test)]
 mod store_test;
+#[cfg(test)]
+mod suite_test;
 
 use std::io::Cursor;
 
