@@ -148,6 +148,24 @@ mod tests {
         assert_eq!(decode::<Command>(&bytes).unwrap(), cmd);
     }
 
+    /// A group-committed entry (format 4): the variant after `ContainerRunning`, then the
+    /// commands as the log stores them one by one.
+    #[test]
+    fn golden_bytes_of_a_batch() {
+        let running = Command::ContainerRunning {
+            id: ContainerId::from_bytes([0xab; 32]),
+            at_ns: 5,
+        };
+        let cmd = Command::Batch(vec![running.clone(), running.clone()]);
+        let bytes = encode(&cmd).unwrap();
+        let one = encode(&running).unwrap();
+        let mut want = vec![1u8, 23, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0];
+        want.extend(&one[1..]);
+        want.extend(&one[1..]);
+        assert_eq!(bytes, want);
+        assert_eq!(decode::<Command>(&bytes).unwrap(), cmd);
+    }
+
     /// A container record as state format 3 stores it: after the run spec, the status
     /// and the last run, and no host PID (format 2's layout, with the PID after the
     /// status, is pinned in the controller's `raft/migrate.rs`).

@@ -289,6 +289,9 @@ pub enum Command {
         /// When, ns since the epoch.
         at_ns: i64,
     },
+    /// Commands proposed at once, in one log entry (group commit; state format 4). Each
+    /// is applied in order as if alone: one refused leaves the others applied.
+    Batch(Vec<Command>),
 }
 
 /// Why a command was refused; the state is unchanged.
@@ -415,9 +418,29 @@ pub struct RestartState {
 }
 
 impl ClusterState {
+    /// Apply each of `cmds` in order, as if each were its own log entry; the answer of
+    /// each, in order.
+    pub fn apply_each(&mut self, cmds: &[Command]) -> Vec<Response> {
+        cmds.iter().map(|c| self.apply(c)).collect()
+    }
+
+    /// The answers of one log entry's command: one for a plain command, one per command of
+    /// a [`Command::Batch`].
+    pub fn apply_entry(&mut self, cmd: &Command) -> Vec<Response> {
+        match cmd {
+            Command::Batch(cmds) => self.apply_each(cmds),
+            other => vec![self.apply(other)],
+        }
+    }
+
     /// Apply one committed command; call from the state machine, in log order.
     pub fn apply(&mut self, cmd: &Command) -> Response {
         match cmd {
+            Command::Batch(cmds) => self
+                .apply_each(cmds)
+                .into_iter()
+                .find(Result::is_err)
+                .unwrap_or(Ok(())),
             Command::PutImage { image } => {
                 self.images.entry(image.id).or_insert_with(|| image.clone());
                 Ok(())
@@ -975,5 +998,40 @@ mod tests {
                 restarting: true,
             })
             .is_err());
+    }
+
+    #[test]
+    fn a_batch_applies_each_command_as_if_alone() {
+        let mut s = ClusterState::default();
+        let img = image(1);
+        s.apply(&Command::PutImage { image: img.clone() }).unwrap();
+        let a = container(1, "web", &img);
+        let mut clash = container(2, "web", &img);
+        clash.created_ns = 9;
+        let b = container(3, "db", &img);
+        let batch = vec![
+            Command::CreateContainer {
+                container: Box::new(a.clone()),
+            },
+            Command::CreateContainer {
+                container: Box::new(clash),
+            },
+            Command::CreateContainer {
+                container: Box::new(b.clone()),
+            },
+        ];
+        let mut one_by_one = s.clone();
+        let alone: Vec<Response> = batch.iter().map(|c| one_by_one.apply(c)).collect();
+        let answers = s.apply_entry(&Command::Batch(batch));
+        assert_eq!(answers, alone);
+        assert!(answers[0].is_ok() && answers[2].is_ok());
+        assert!(matches!(answers[1], Err(StateError::NameInUse { .. })));
+        assert_eq!(s, one_by_one);
+        assert_eq!(s.containers.len(), 2);
+        assert_eq!(
+            s.apply_entry(&Command::PutImage { image: img }),
+            vec![Ok(())],
+            "a plain command has one answer"
+        );
     }
 }

@@ -42,7 +42,7 @@ pub(super) const KEY_FORMAT: &[u8] = b"format";
 /// key predates it and is in format 1. A change to the encoding of anything stored
 /// (a field added to a record, a command's layout) raises it, with a migration from
 /// every older format at open.
-pub(super) const STATE_FORMAT: u32 = 3;
+pub(super) const STATE_FORMAT: u32 = 4;
 
 /// Key of the applied state in [`CF_SM`].
 pub(super) const KEY_APPLIED: &[u8] = b"applied";
@@ -54,6 +54,8 @@ pub(super) const KEY_SNAPSHOT: &[u8] = b"snapshot";
 pub(super) struct Db {
     db: rocksdb::DB,
     path: PathBuf,
+    /// Synced writes done (each one an fsync of the WAL): what group commit saves.
+    synced_writes: std::sync::atomic::AtomicU64,
 }
 
 impl Db {
@@ -87,6 +89,7 @@ impl Db {
         let db = Db {
             db,
             path: dir.to_path_buf(),
+            synced_writes: std::sync::atomic::AtomicU64::new(0),
         };
         db.check_format()?;
         Ok(db)
@@ -180,7 +183,18 @@ impl Db {
         opts.set_sync(sync);
         self.db
             .write_opt(batch, &opts)
-            .map_err(|source| RaftError::Write { what, source })
+            .map_err(|source| RaftError::Write { what, source })?;
+        if sync {
+            self.synced_writes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Synced writes since the database was opened.
+    pub(super) fn synced_writes(&self) -> u64 {
+        self.synced_writes
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Fsync the WAL and flush every memtable to SST files; call at shutdown.

@@ -114,6 +114,17 @@ pub enum RaftError {
     /// A proposed command was not committed (not leader, or Raft stopped).
     #[error("propose to raft: {0}")]
     Propose(#[source] Box<ApiError<ClientWriteError<u64, BasicNode>>>),
+    /// The store was shut down before the proposal was written.
+    #[error("raft store is shut down")]
+    Closed,
+    /// A batch of proposals got another number of answers than it had commands.
+    #[error("a batch of {sent} commands was answered {got} times")]
+    BatchAnswers {
+        /// Commands in the batch.
+        sent: usize,
+        /// Answers the state machine gave.
+        got: usize,
+    },
     /// There is no network to peers yet; every RPC fails with this.
     #[error("no raft network to node {target}")]
     NoNetwork {

@@ -6,6 +6,7 @@
 //! | 1      | the first (a database without a format key is format 1)           |
 //! | 2      | `ClusterState.layers`: which node holds which layer               |
 //! | 3      | `ContainerRecord` without `pid`: a host fact, which the agent holds |
+//! | 4      | `Command::Batch` log entries (group commit); nothing stored changes  |
 //!
 //! The log entries need no migration: commands only gain variants at the end, and the
 //! old ones still decode and apply (format 3 writes `ContainerRunning`; the
@@ -14,8 +15,8 @@
 //! older layout they are in, in one fsynced batch with the new format number.
 //!
 //! ```text
-//!   format 1 ──ClusterStateV1──► ClusterStateV2 ──► ClusterState (format 3)
-//!   format 2 ──ClusterStateV2──────────────────────┘
+//!   format 1 ──ClusterStateV1──► ClusterStateV2 ──► ClusterState (format 3) ──► format 4
+//!   format 2 ──ClusterStateV2──────────────────────┘                           (stamped)
 //! ```
 
 use super::db::{self, Db, CF_META, CF_SM, KEY_APPLIED, KEY_FORMAT, KEY_SNAPSHOT};
@@ -170,6 +171,11 @@ pub(super) fn migrate(db: &Db, found: u32, target: u32) -> Result<(), RaftError>
             rewrite::<ClusterStateV2>(db, &mut batch, 2)?;
         }
         format = 3;
+    }
+    // Format 4 adds `Command::Batch` entries to the log, which older builds cannot read;
+    // nothing stored before changes.
+    if format == 3 && target >= 4 {
+        format = 4;
     }
     batch.put_cf(
         db.cf(CF_META),

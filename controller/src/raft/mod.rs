@@ -43,10 +43,11 @@ pub use store::Store;
 
 openraft::declare_raft_types!(
     /// The openraft type configuration of Wharf's controllers: log entries carry a
-    /// [`Command`], applying one yields a [`Response`], members are `u64` ids with an address.
+    /// [`Command`], applying one yields a [`Response`] per command (several for a
+    /// [`Command::Batch`]), members are `u64` ids with an address.
     pub TypeConfig:
         D = Command,
-        R = Response,
+        R = Vec<Response>,
         NodeId = u64,
         Node = BasicNode,
         Entry = openraft::Entry<TypeConfig>,

@@ -91,7 +91,7 @@ impl StateMachine {
 
     /// Apply `entries` in order to the in-memory state, then persist it (not fsynced: the
     /// log holds every entry until a later synced purge, which makes this write durable).
-    fn apply_entries<I>(&self, entries: I) -> Result<Vec<Response>, RaftError>
+    fn apply_entries<I>(&self, entries: I) -> Result<Vec<Vec<Response>>, RaftError>
     where
         I: IntoIterator<Item = Entry<TypeConfig>>,
     {
@@ -101,11 +101,11 @@ impl StateMachine {
             for entry in entries {
                 applied.last_applied = Some(entry.log_id);
                 let response = match entry.payload {
-                    EntryPayload::Blank => Ok(()),
-                    EntryPayload::Normal(cmd) => applied.state.apply(&cmd),
+                    EntryPayload::Blank => vec![Ok(())],
+                    EntryPayload::Normal(cmd) => applied.state.apply_entry(&cmd),
                     EntryPayload::Membership(m) => {
                         applied.membership = StoredMembership::new(Some(entry.log_id), m);
-                        Ok(())
+                        vec![Ok(())]
                     }
                 };
                 responses.push(response);
@@ -170,7 +170,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok((applied.last_applied, applied.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError<u64>>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Vec<Response>>, StorageError<u64>>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::{BasicNode, Config, Raft, ServerState, SnapshotPolicy};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::Instrument;
 use wharf_protocol::state::{ClusterState, Command, Response};
 
@@ -35,6 +35,8 @@ pub struct Store {
 struct Inner {
     node_id: u64,
     raft: Raft<TypeConfig>,
+    /// Proposals for the group-commit task ([`propose_in_groups`]).
+    proposals: mpsc::UnboundedSender<Proposal>,
     db: Arc<Db>,
     applied: SharedApplied,
     watch: Arc<watch::Sender<u64>>,
@@ -109,10 +111,13 @@ impl Store {
                 node_id,
                 source: Box::new(e),
             })?;
+        let (proposals, queued) = mpsc::unbounded_channel();
+        tokio::spawn(propose_in_groups(raft.clone(), queued));
         let store = Store {
             inner: Arc::new(Inner {
                 node_id,
                 raft,
+                proposals,
                 db,
                 applied,
                 watch,
@@ -185,14 +190,23 @@ impl Store {
     ///
     /// `Ok(Err(_))` means the command was committed but refused by [`ClusterState::apply`]
     /// (the state is unchanged); `Err(_)` means it may not have been committed.
+    ///
+    /// Proposals made while another is being written wait for it and then go into the log
+    /// together, as one [`Command::Batch`] entry: one append and one fsync for all of them
+    /// (group commit), each answered as if alone.
     pub async fn propose(&self, cmd: Command) -> Result<Response, RaftError> {
-        let resp = self
-            .inner
-            .raft
-            .client_write(cmd)
-            .await
-            .map_err(|e| RaftError::Propose(Box::new(e)))?;
-        Ok(resp.data)
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .proposals
+            .send(Proposal { cmd, reply })
+            .map_err(|_| RaftError::Closed)?;
+        answer.await.map_err(|_| RaftError::Closed)?
+    }
+
+    /// Synced writes (fsyncs of the database's WAL) since the store was opened: with
+    /// group commit, many concurrent proposals share one.
+    pub fn synced_writes(&self) -> u64 {
+        self.inner.db.synced_writes()
     }
 
     /// Run `f` on the applied cluster state and return its result.
@@ -239,5 +253,53 @@ impl Store {
         self.inner.db.flush()?;
         tracing::info!(node = node_id, "raft store shut down");
         Ok(())
+    }
+}
+
+/// A command waiting to be proposed, and where its answer goes.
+struct Proposal {
+    cmd: Command,
+    reply: oneshot::Sender<Result<Response, RaftError>>,
+}
+
+/// The most commands one log entry carries.
+const MAX_GROUP: usize = 128;
+
+/// Write proposals one entry at a time: each entry takes every proposal that queued while
+/// the one before it was being committed (up to [`MAX_GROUP`]). Ends when the store is
+/// dropped.
+async fn propose_in_groups(raft: Raft<TypeConfig>, mut queued: mpsc::UnboundedReceiver<Proposal>) {
+    while let Some(first) = queued.recv().await {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match queued.try_recv() {
+                Ok(p) => group.push(p),
+                Err(_) => break,
+            }
+        }
+        let (mut cmds, replies): (Vec<Command>, Vec<_>) =
+            group.into_iter().map(|p| (p.cmd, p.reply)).unzip();
+        let entry = match cmds.len() {
+            1 => cmds.remove(0),
+            _ => Command::Batch(cmds),
+        };
+        match raft.client_write(entry).await {
+            Ok(written) if written.data.len() == replies.len() => {
+                for (reply, answer) in replies.into_iter().zip(written.data) {
+                    let _ = reply.send(Ok(answer));
+                }
+            }
+            Ok(written) => {
+                let (sent, got) = (replies.len(), written.data.len());
+                for reply in replies {
+                    let _ = reply.send(Err(RaftError::BatchAnswers { sent, got }));
+                }
+            }
+            Err(e) => {
+                for reply in replies {
+                    let _ = reply.send(Err(RaftError::Propose(Box::new(e.clone()))));
+                }
+            }
+        }
     }
 }

@@ -512,3 +512,49 @@ async fn a_data_dir_of_state_format_two_opens_with_everything_in_it() {
         "format 2 recorded where the layer is; the migration keeps it"
     );
 }
+
+/// Group commit: proposals made at once share log appends, and with them fsyncs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_proposals_share_fsyncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let img = image(1);
+    store
+        .propose(Command::PutImage { image: img.clone() })
+        .await
+        .unwrap()
+        .unwrap();
+    const N: u8 = 128;
+    let before = store.synced_writes();
+    let proposals: Vec<_> = (0..N)
+        .map(|n| {
+            let (store, cmd) = (store.clone(), create(n, &format!("c{n}"), &img));
+            tokio::spawn(async move { store.propose(cmd).await })
+        })
+        .collect();
+    // And names already taken, in the same burst: each is refused on its own.
+    let clashes: Vec<_> = (0..8u8)
+        .map(|n| {
+            let (store, cmd) = (store.clone(), create(200 + n, "c0", &img));
+            tokio::spawn(async move { store.propose(cmd).await })
+        })
+        .collect();
+    for p in proposals {
+        p.await.unwrap().unwrap().unwrap();
+    }
+    for p in clashes {
+        let refused = p.await.unwrap().unwrap().unwrap_err();
+        assert!(
+            matches!(refused, StateError::NameInUse { .. }),
+            "{refused:?}"
+        );
+    }
+    let synced = store.synced_writes() - before;
+    eprintln!("{N} concurrent proposals and 8 clashes: {synced} synced writes");
+    assert_eq!(store.read(|s| s.containers.len()), usize::from(N));
+    assert!(
+        synced < u64::from(N) / 2,
+        "{synced} synced writes for {N} proposals: no group commit"
+    );
+    close(store).await;
+}
