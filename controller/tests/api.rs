@@ -688,3 +688,51 @@ fn docker_port_reports_no_published_ports_on_the_none_network() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(w.leftovers().is_empty(), "{:#?}", w.leftovers());
 }
+
+/// `GET /metrics` (Prometheus text) over the unix socket, read with curl: the Raft
+/// counters and the containers by status follow what the CLI does; concurrent creates
+/// share log entries and fsyncs (group commit).
+#[test]
+fn metrics_follow_the_state_and_show_group_commit() {
+    let w = Wharf::start();
+    load_busybox(&w);
+    let metrics = || -> std::collections::BTreeMap<String, u64> {
+        let out = Command::new("curl")
+            .args(["-sS", "-m", "5", "--unix-socket"])
+            .arg(w.socket_path())
+            .arg("http://localhost/metrics")
+            .output()
+            .expect("curl");
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| {
+                let (name, value) = l.rsplit_once(' ').expect("a sample line");
+                (name.to_string(), value.parse().expect("a count"))
+            })
+            .collect()
+    };
+    let before = metrics();
+    assert_eq!(before["wharf_containers{status=\"created\"}"], 0);
+    assert!(before["wharf_images"] >= 1);
+    let names: Vec<String> = (0..16).map(|n| format!("m{n}")).collect();
+    std::thread::scope(|s| {
+        for name in &names {
+            let w = &w;
+            s.spawn(move || w.docker_ok(&["create", "--name", name, "busybox", "true"]));
+        }
+    });
+    let after = metrics();
+    assert_eq!(after["wharf_containers{status=\"created\"}"], 16);
+    let proposed = after["wharf_raft_proposals_total"] - before["wharf_raft_proposals_total"];
+    let entries = after["wharf_raft_log_entries_total"] - before["wharf_raft_log_entries_total"];
+    let fsyncs = after["wharf_raft_synced_writes_total"] - before["wharf_raft_synced_writes_total"];
+    eprintln!("16 concurrent creates: {proposed} proposals in {entries} entries, {fsyncs} fsyncs");
+    assert!(proposed >= 16, "every create is proposed");
+    assert!(
+        entries <= proposed && fsyncs <= entries + 1,
+        "{entries} entries, {fsyncs} fsyncs"
+    );
+    assert!(after["wharf_raft_last_applied_index"] > before["wharf_raft_last_applied_index"]);
+}

@@ -18,6 +18,7 @@ pub mod events;
 pub mod exec;
 pub mod http;
 pub mod images;
+pub mod metrics;
 pub mod networks;
 pub mod ps;
 pub mod stats;
@@ -209,6 +210,7 @@ async fn route(engine: Arc<Engine>, req: Request<Incoming>) -> Result<Resp, ApiE
     match (&m, segs.as_slice()) {
         (&Method::GET | &Method::HEAD, ["_ping"]) => Ok(system::ping(&m)),
         (&Method::GET, ["version"]) => Ok(system::version()),
+        (&Method::GET, ["metrics"]) => Ok(metrics::metrics(&engine)),
         (&Method::GET, ["info"]) => Ok(system::info(&engine).await),
         (&Method::GET, ["events"]) => events::events(engine.clone(), &req),
         (&Method::GET, ["system", "df"]) => Ok(system::df(&engine).await),

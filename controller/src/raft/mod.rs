@@ -39,7 +39,7 @@ use wharf_protocol::state::{Command, Response};
 pub use error::RaftError;
 pub use log_store::LogStore;
 pub use state_machine::{SnapshotBuilder, StateMachine};
-pub use store::Store;
+pub use store::{Store, StoreStats};
 
 openraft::declare_raft_types!(
     /// The openraft type configuration of Wharf's controllers: log entries carry a

@@ -37,6 +37,8 @@ struct Inner {
     raft: Raft<TypeConfig>,
     /// Proposals for the group-commit task ([`propose_in_groups`]).
     proposals: mpsc::UnboundedSender<Proposal>,
+    /// What the group-commit task counted.
+    counts: Arc<ProposalCounts>,
     db: Arc<Db>,
     applied: SharedApplied,
     watch: Arc<watch::Sender<u64>>,
@@ -112,12 +114,14 @@ impl Store {
                 source: Box::new(e),
             })?;
         let (proposals, queued) = mpsc::unbounded_channel();
-        tokio::spawn(propose_in_groups(raft.clone(), queued));
+        let counts = Arc::new(ProposalCounts::default());
+        tokio::spawn(propose_in_groups(raft.clone(), queued, Arc::clone(&counts)));
         let store = Store {
             inner: Arc::new(Inner {
                 node_id,
                 raft,
                 proposals,
+                counts,
                 db,
                 applied,
                 watch,
@@ -209,6 +213,17 @@ impl Store {
         self.inner.db.synced_writes()
     }
 
+    /// What the store did since it was opened, for metrics.
+    pub fn stats(&self) -> StoreStats {
+        let counts = &self.inner.counts;
+        StoreStats {
+            synced_writes: self.synced_writes(),
+            proposals: counts.proposals.load(std::sync::atomic::Ordering::Relaxed),
+            entries: counts.entries.load(std::sync::atomic::Ordering::Relaxed),
+            last_applied: *self.inner.watch.borrow(),
+        }
+    }
+
     /// Run `f` on the applied cluster state and return its result.
     ///
     /// `f` runs under a lock that applying commands waits for: copy out what you need and do
@@ -256,6 +271,26 @@ impl Store {
     }
 }
 
+/// Counts of a store since it was opened ([`Store::stats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Synced writes (fsyncs) of the database.
+    pub synced_writes: u64,
+    /// Commands proposed.
+    pub proposals: u64,
+    /// Log entries those went into (fewer than proposals when grouped).
+    pub entries: u64,
+    /// The last applied log index.
+    pub last_applied: u64,
+}
+
+/// What [`propose_in_groups`] counts.
+#[derive(Debug, Default)]
+struct ProposalCounts {
+    proposals: std::sync::atomic::AtomicU64,
+    entries: std::sync::atomic::AtomicU64,
+}
+
 /// A command waiting to be proposed, and where its answer goes.
 struct Proposal {
     cmd: Command,
@@ -268,7 +303,11 @@ const MAX_GROUP: usize = 128;
 /// Write proposals one entry at a time: each entry takes every proposal that queued while
 /// the one before it was being committed (up to [`MAX_GROUP`]). Ends when the store is
 /// dropped.
-async fn propose_in_groups(raft: Raft<TypeConfig>, mut queued: mpsc::UnboundedReceiver<Proposal>) {
+async fn propose_in_groups(
+    raft: Raft<TypeConfig>,
+    mut queued: mpsc::UnboundedReceiver<Proposal>,
+    counts: Arc<ProposalCounts>,
+) {
     while let Some(first) = queued.recv().await {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -279,6 +318,12 @@ async fn propose_in_groups(raft: Raft<TypeConfig>, mut queued: mpsc::UnboundedRe
         }
         let (mut cmds, replies): (Vec<Command>, Vec<_>) =
             group.into_iter().map(|p| (p.cmd, p.reply)).unzip();
+        counts
+            .proposals
+            .fetch_add(cmds.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        counts
+            .entries
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let entry = match cmds.len() {
             1 => cmds.remove(0),
             _ => Command::Batch(cmds),
