@@ -4,7 +4,7 @@
 use super::error::EngineError;
 use super::plan::{Effect, Plan};
 use super::Engine;
-use tracing::warn;
+use tracing::{debug, warn};
 
 /// A plan that failed at one of its steps, after its undos ran.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,7 +37,9 @@ impl Engine {
                     if step.partial {
                         undo.extend(step.undo);
                     }
-                    warn!(step = index, %error, "step failed, undoing {} step(s)", undo.len());
+                    // The caller reports the error; a user's mistake (a name in use) is
+                    // no warning of the daemon's.
+                    debug!(step = index, %error, "step failed, undoing {} step(s)", undo.len());
                     for effect in undo.into_iter().rev() {
                         if let Err(e) = self.perform(&effect).await {
                             warn!(step = index, error = %e, "undo failed");

@@ -385,7 +385,11 @@ impl Engine {
                     attempt += 1;
                 }
                 Err(f) => {
-                    warn!(container = %record.id.short(), error = %f.error, step = f.step, "create failed, rolled back");
+                    if matches!(f.error.kind, ErrorKind::System | ErrorKind::Unavailable) {
+                        warn!(container = %record.id.short(), error = %f.error, step = f.step, "create failed, rolled back");
+                    } else {
+                        info!(container = %record.id.short(), error = %f.error, step = f.step, "create refused, rolled back");
+                    }
                     return Err(f.error);
                 }
             }
