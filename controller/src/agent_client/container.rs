@@ -4,9 +4,7 @@ use super::Agents;
 use bytes::Bytes;
 use wharf_link::{unexpected, ClientCall, ItemReceiver, ItemSender};
 use wharf_protocol::agent::container::{ContainerLocal, ContainerRequest, ContainerResponse};
-use wharf_protocol::agent::{
-    AgentFailure, AgentRequest, AgentResponse, ContainerRunSpec, HostSpec,
-};
+use wharf_protocol::agent::{AgentFailure, AgentRequest, AgentResponse, ContainerRunSpec};
 use wharf_protocol::network::NetworkSetup;
 use wharf_protocol::runtime::{AttachEvent, CgroupSample, HealthState, ShimOptions};
 use wharf_protocol::shim::{ExecSpec, Exit};
@@ -25,13 +23,6 @@ fn container(what: &str, r: AgentResponse) -> Result<ContainerResponse, AgentFai
 }
 
 impl Agents {
-    /// Make a container's writable layer and state on `node`.
-    pub async fn create(&self, node: &NodeId, spec: &ContainerRunSpec) -> Result<(), AgentFailure> {
-        let spec = spec.clone();
-        self.done(node, req(ContainerRequest::Create { spec }))
-            .await
-    }
-
     /// Start a container; returns its host PID.
     pub async fn start(
         &self,
@@ -99,14 +90,6 @@ impl Agents {
         })
     }
 
-    /// Drop the attaches waiting for a start that will not come.
-    pub async fn cancel_attaches(&self, node: &NodeId, id: &ContainerId) {
-        let id = id.clone();
-        let _ = self
-            .done(node, req(ContainerRequest::CancelAttaches { id }))
-            .await;
-    }
-
     /// Send `signal` to the container's main process.
     pub async fn kill(
         &self,
@@ -139,12 +122,6 @@ impl Agents {
     pub async fn cleanup(&self, node: &NodeId, id: &ContainerId) -> Result<(), AgentFailure> {
         let id = id.clone();
         self.done(node, req(ContainerRequest::Cleanup { id })).await
-    }
-
-    /// Remove a container that no longer runs.
-    pub async fn remove(&self, node: &NodeId, id: &ContainerId) -> Result<(), AgentFailure> {
-        let id = id.clone();
-        self.done(node, req(ContainerRequest::Remove { id })).await
     }
 
     /// Run a process in the running container; returns its host PID and stream.
@@ -303,19 +280,6 @@ impl Agents {
             ContainerResponse::Local(local) => Ok(local),
             other => Err(unexpected("local", &AgentResponse::Container(other))),
         }
-    }
-
-    /// Whether the host of `node` can run a container with `host`'s settings and has
-    /// every path of `bind_sources`; an `InvalidInput` failure says what is wrong.
-    pub async fn check_host(
-        &self,
-        node: &NodeId,
-        host: &HostSpec,
-        bind_sources: &[String],
-    ) -> Result<(), AgentFailure> {
-        let (host, bind_sources) = (host.clone(), bind_sources.to_vec());
-        self.done(node, req(ContainerRequest::Check { host, bind_sources }))
-            .await
     }
 
     /// Bytes the container uses on its host: (state folder, writable layer changes).

@@ -466,12 +466,17 @@ mod tests {
         }
     }
 
+    /// The request that makes `spec`'s writable layer (the create plan's last step).
+    fn create(spec: &ContainerRunSpec) -> AgentRequest {
+        ContainerRequest::Create { spec: spec.clone() }.into()
+    }
+
     #[tokio::test]
     async fn typed_calls_reach_the_agent_of_their_node_only() {
         let fake = Arc::new(FakeAgent::new(NodeId(1)));
         let agents = Agents::new(fake.clone());
         let s = spec(1);
-        agents.create(&NodeId(1), &s).await.unwrap();
+        agents.done(&NodeId(1), create(&s)).await.unwrap();
         let pid = agents
             .start(&NodeId(1), &s, Default::default(), Default::default())
             .await
@@ -485,9 +490,15 @@ mod tests {
         assert_eq!(waiter.await.unwrap().unwrap().unwrap().code, 137);
         let err = agents.kill(&NodeId(1), &s.id, 9).await.unwrap_err();
         assert_eq!(err.kind, FailureKind::NotRunning);
-        let err = agents.create(&NodeId(2), &s).await.unwrap_err();
+        let err = agents.done(&NodeId(2), create(&s)).await.unwrap_err();
         assert_eq!(err.kind, FailureKind::Unavailable);
-        agents.remove(&NodeId(1), &s.id).await.unwrap();
+        agents
+            .done(
+                &NodeId(1),
+                ContainerRequest::Remove { id: s.id.clone() }.into(),
+            )
+            .await
+            .unwrap();
         assert!(fake.with(|st| st.containers.is_empty()));
     }
 
@@ -497,7 +508,7 @@ mod tests {
         let agents = Agents::new(fake.clone());
         let s = spec(2);
         fake.with(|st| st.fail_start.insert(s.id.clone()));
-        agents.create(&NodeId(1), &s).await.unwrap();
+        agents.done(&NodeId(1), create(&s)).await.unwrap();
         let err = agents
             .start(&NodeId(1), &s, Default::default(), Default::default())
             .await
@@ -536,7 +547,7 @@ mod tests {
         let fake = Arc::new(FakeAgent::new(NodeId(1)));
         let agents = Agents::new(fake.clone());
         fake.with(|st| st.lost = true);
-        let err = agents.create(&NodeId(1), &spec(3)).await.unwrap_err();
+        let err = agents.done(&NodeId(1), create(&spec(3))).await.unwrap_err();
         assert_eq!(err.kind, FailureKind::Unavailable);
     }
 }

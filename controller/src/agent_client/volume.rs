@@ -19,18 +19,6 @@ impl Agents {
         }
     }
 
-    /// Make a volume's directory.
-    pub async fn create_volume(&self, node: &NodeId, name: &str) -> Result<(), AgentFailure> {
-        let name = name.to_string();
-        self.done(node, req(VolumeRequest::Create { name })).await
-    }
-
-    /// Remove a volume's directory and data.
-    pub async fn remove_volume(&self, node: &NodeId, name: &str) -> Result<(), AgentFailure> {
-        let name = name.to_string();
-        self.done(node, req(VolumeRequest::Remove { name })).await
-    }
-
     /// Bytes used by each volume of `names`, in order.
     pub async fn volume_sizes(
         &self,
