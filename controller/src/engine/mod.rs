@@ -88,6 +88,23 @@ pub fn find_image(state: &ClusterState, reference: &str) -> Option<ImageId> {
     }
 }
 
+/// The image `reference` names, or Docker's 404 naming the normalised reference (pure).
+pub fn image_record<'a>(
+    state: &'a ClusterState,
+    reference: &str,
+) -> Result<&'a ImageRecord, EngineError> {
+    find_image(state, reference)
+        .and_then(|id| state.images.get(&id))
+        .ok_or_else(|| {
+            let shown = if reference.starts_with("sha256:") {
+                reference.to_string()
+            } else {
+                normalize_reference(reference)
+            };
+            EngineError::no_such_image(&shown)
+        })
+}
+
 /// Find a container by full ID, name (with or without `/`) or unique ID prefix (pure).
 pub fn find_container(state: &ClusterState, reference: &str) -> Option<ContainerId> {
     if let Ok(id) = reference.parse::<ContainerId>() {
@@ -291,16 +308,7 @@ impl Engine {
 
     /// An image record by reference, or 404 naming the normalised reference.
     pub fn image(&self, reference: &str) -> Result<ImageRecord, EngineError> {
-        self.store
-            .read(|s| find_image(s, reference).and_then(|id| s.images.get(&id).cloned()))
-            .ok_or_else(|| {
-                let shown = if reference.starts_with("sha256:") {
-                    reference.to_string()
-                } else {
-                    normalize_reference(reference)
-                };
-                EngineError::no_such_image(&shown)
-            })
+        self.store.read(|s| image_record(s, reference).cloned())
     }
 
     /// Load a `docker save` archive; returns the lines to stream to the client.
@@ -742,15 +750,12 @@ impl Engine {
         let record = self.container(id.as_str())?;
         self.execute(plan::remove_container(&record)).await?;
         self.forget_execs(id);
-        let record = Some(record);
-        if let Some(c) = &record {
-            self.emit_container(c, "destroy", &[]);
-            // `--rm` takes the container's anonymous volumes with it, as Docker does.
-            if c.auto_remove {
-                self.remove_anonymous_volumes(c).await;
-            }
-            self.release_container_layers(&c.run.image_id).await;
+        self.emit_container(&record, "destroy", &[]);
+        // `--rm` takes the container's anonymous volumes with it, as Docker does.
+        if record.auto_remove {
+            self.remove_anonymous_volumes(&record).await;
         }
+        self.release_container_layers(&record.run.image_id).await;
         self.locks
             .lock()
             .unwrap_or_else(|p| p.into_inner())

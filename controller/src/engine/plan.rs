@@ -17,11 +17,11 @@
 
 use super::error::EngineError;
 use super::health;
+use super::image_record;
 use super::lifecycle::RestartPolicy;
 use super::network::{check_network_request, connections_at_create, find_network};
 use super::network_ops::PREDEFINED;
 use super::volumes::{check_local_options, resolve_host_config, LOCAL_DRIVER};
-use super::{find_image, normalize_reference};
 use crate::docker_types::{self, CreateConfig, ImageConfigFile};
 use std::collections::BTreeMap;
 use wharf_protocol::agent::container::ContainerRequest;
@@ -185,16 +185,7 @@ pub fn create_container(
         ),
         _ => None,
     };
-    let image = find_image(state, &req.image)
-        .and_then(|id| state.images.get(&id))
-        .ok_or_else(|| {
-            let shown = if req.image.starts_with("sha256:") {
-                req.image.clone()
-            } else {
-                normalize_reference(&req.image)
-            };
-            EngineError::no_such_image(&shown)
-        })?;
+    let image = image_record(state, &req.image)?;
     let img_cfg: ImageConfigFile = serde_json::from_slice(&image.config)
         .map_err(|e| EngineError::internal(format!("image config of {}: {e}", image.id)))?;
     let run_cfg = img_cfg.config.unwrap_or_default();
