@@ -555,15 +555,10 @@ impl Engine {
     /// After a container stopped (its endpoints freed by `ContainerExited`), or a start
     /// failed: rules and port reservations follow the state.
     pub(super) async fn network_released(&self, id: &ContainerId) {
-        if self.store().read(|s| s.endpoints.contains_key(id)) {
-            let _ = self
-                .propose(Command::ReleaseEndpoints { id: id.clone() })
-                .await;
-        }
-        if let Err(e) = self.sync_network_rules().await {
-            warn!(container = %id.short(), error = %e, "network rules not updated");
-        }
-        self.release_ports(id).await;
+        let has_endpoints = self.store().read(|s| s.endpoints.contains_key(id));
+        let steps = super::plan::release_network(self.node, id, has_endpoints);
+        // Every step is clean-up that may fail alone (logged by the executor).
+        let _ = self.execute(steps).await;
     }
 
     /// The shim options with the container's network namespace.

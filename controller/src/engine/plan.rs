@@ -568,6 +568,24 @@ pub fn remove_container(c: &ContainerRecord) -> Plan {
     plan
 }
 
+/// Plan what a container that stopped, or failed to start, lets go of on `node` (pure):
+/// its addresses (when it still has endpoints), then the rules follow the state, then its
+/// host ports. Clean-up: each step may fail without stopping the rest.
+pub fn release_network(node: NodeId, id: &ContainerId, has_endpoints: bool) -> Plan {
+    let mut plan = Plan::default();
+    if has_endpoints {
+        plan.then_try(Effect::Propose(Command::ReleaseEndpoints {
+            id: id.clone(),
+        }));
+    }
+    plan.then_try(Effect::SyncRules { node });
+    plan.then_try(Effect::agent(
+        node,
+        NetworkRequest::Release { id: id.clone() },
+    ));
+    plan
+}
+
 /// Whether a container may be started (pure): a paused one is a conflict, a running
 /// one needs nothing (304).
 pub fn check_start(c: &ContainerRecord) -> Result<(), EngineError> {
@@ -602,16 +620,8 @@ pub fn start_failed(
         node,
         ContainerRequest::Cleanup { id: id.clone() },
     ));
-    if has_endpoints {
-        plan.then_try(Effect::Propose(Command::ReleaseEndpoints {
-            id: id.clone(),
-        }));
-    }
-    plan.then_try(Effect::SyncRules { node });
-    plan.then_try(Effect::agent(
-        node,
-        NetworkRequest::Release { id: id.clone() },
-    ));
+    plan.steps
+        .extend(release_network(node, &id, has_endpoints).steps);
     plan.then(
         Effect::Propose(Command::ContainerExited {
             id,
