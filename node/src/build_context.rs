@@ -309,7 +309,7 @@ impl Drop for ConnContexts {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -337,7 +337,8 @@ mod tests {
         assert!(p.join(".dockerignore").exists(), "kept when not listed");
     }
 
-    fn tar_of(files: &[(&str, &str)]) -> Vec<u8> {
+    /// A tar of regular `files` (name, text), as a client sends a build context.
+    pub(crate) fn tar_of(files: &[(&str, &str)]) -> Vec<u8> {
         let mut b = tar::Builder::new(Vec::new());
         for (name, text) in files {
             let mut h = tar::Header::new_gnu();

@@ -150,6 +150,7 @@ pub(super) async fn remove(contexts: &Arc<ConnContexts>, build: String, mut call
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::build_context::tests::tar_of;
     use wharf_protocol::agent::files::FilesRequest;
     use wharf_protocol::agent::AgentRequest;
     use wharf_protocol::archive::CopySpec;
@@ -180,18 +181,6 @@ mod tests {
         wharf_link::connect(r, w)
     }
 
-    fn context_tar(files: &[(&str, &str)]) -> Vec<u8> {
-        let mut b = tar::Builder::new(Vec::new());
-        for (name, text) in files {
-            let mut h = tar::Header::new_gnu();
-            h.set_size(text.len() as u64);
-            h.set_mode(0o644);
-            h.set_entry_type(tar::EntryType::Regular);
-            b.append_data(&mut h, name, text.as_bytes()).unwrap();
-        }
-        b.into_inner().unwrap()
-    }
-
     fn put_request(build: &str) -> AgentRequest {
         AgentRequest::Files(FilesRequest::ContextPut {
             build: build.into(),
@@ -213,7 +202,7 @@ mod tests {
     async fn a_context_is_put_collected_and_removed() {
         let d = tempfile::tempdir().unwrap();
         let client = context_server(d.path());
-        let tar = context_tar(&[("Dockerfile", "FROM scratch\n"), ("app.txt", "hi")]);
+        let tar = tar_of(&[("Dockerfile", "FROM scratch\n"), ("app.txt", "hi")]);
         let mut call = client.open(put_request("0a"));
         call.output.send_bytes(&tar).await.unwrap();
         call.output.end();
@@ -268,7 +257,7 @@ mod tests {
     async fn a_cut_short_upload_leaves_no_directory() {
         let d = tempfile::tempdir().unwrap();
         let client = context_server(d.path());
-        let tar = context_tar(&[("Dockerfile", "FROM scratch\n"), ("big", &"x".repeat(9000))]);
+        let tar = tar_of(&[("Dockerfile", "FROM scratch\n"), ("big", &"x".repeat(9000))]);
         let mut call = client.open(put_request("0b"));
         call.output.send_bytes(&tar[..2048]).await.unwrap();
         assert!(
@@ -294,7 +283,7 @@ mod tests {
     async fn a_failed_context_is_refused_with_dockers_words() {
         let d = tempfile::tempdir().unwrap();
         let client = context_server(d.path());
-        let tar = context_tar(&[("app.txt", "hi")]);
+        let tar = tar_of(&[("app.txt", "hi")]);
         let mut call = client.open(put_request("0d"));
         call.output.send_bytes(&tar).await.unwrap();
         call.output.end();
@@ -309,7 +298,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let client = context_server(d.path());
         let outside = d.path().join("outside");
-        let tar = context_tar(&[("Dockerfile", "FROM scratch\n")]);
+        let tar = tar_of(&[("Dockerfile", "FROM scratch\n")]);
         for bad in ["../outside", "0A", "", &"a".repeat(65)] {
             let mut call = client.open(put_request(bad));
             // The agent reads on after refusing, so the upload is not left hanging.
@@ -333,7 +322,7 @@ mod tests {
     #[tokio::test]
     async fn contexts_of_a_closed_connection_are_removed() {
         let d = tempfile::tempdir().unwrap();
-        let tar = context_tar(&[("Dockerfile", "FROM scratch\n")]);
+        let tar = tar_of(&[("Dockerfile", "FROM scratch\n")]);
         let kept = context_server(d.path());
         let closing = context_server(d.path());
         for (client, build) in [(&kept, "1a"), (&closing, "1b"), (&closing, "1c")] {
