@@ -15,6 +15,7 @@ pub mod image;
 pub mod layer_state;
 pub mod network;
 mod network_state;
+pub mod node_state;
 pub mod patterns;
 pub mod runtime;
 pub mod shim;

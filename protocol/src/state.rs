@@ -292,6 +292,43 @@ pub enum Command {
     /// Commands proposed at once, in one log entry (group commit; state format 4). Each
     /// is applied in order as if alone: one refused leaves the others applied.
     Batch(Vec<Command>),
+    /// A host joined or its daemon connected again: record it, or renew its description
+    /// keeping its availability and labels; refused for a revoked ID (state format 5).
+    RegisterNode {
+        /// Its ID, chosen by the controller that admitted it.
+        id: NodeId,
+        /// Controller or agent.
+        role: crate::node_state::NodeRole,
+        /// What it says of itself.
+        description: crate::node_state::NodeDescription,
+        /// When, ns since the epoch.
+        at_ns: i64,
+    },
+    /// The leader saw a node become Ready or Down (only transitions are recorded).
+    SetNodeState {
+        /// The node.
+        id: NodeId,
+        /// Ready or Down.
+        state: crate::node_state::NodeState,
+        /// When, ns since the epoch.
+        at_ns: i64,
+    },
+    /// `docker node update`: the node's availability and labels, as a whole.
+    UpdateNode {
+        /// The node.
+        id: NodeId,
+        /// Active, pause or drain.
+        availability: crate::node_state::Availability,
+        /// Its labels, all of them.
+        labels: BTreeMap<String, String>,
+        /// When, ns since the epoch.
+        at_ns: i64,
+    },
+    /// `docker node rm`: forget a node that is Down and revoke its ID for good.
+    RemoveNode {
+        /// The node.
+        id: NodeId,
+    },
 }
 
 /// Why a command was refused; the state is unchanged.
@@ -372,6 +409,17 @@ pub enum StateError {
     /// Every address of the network's subnet is held.
     #[error("no available IPv4 addresses on network {0}")]
     NoFreeAddress(String),
+    /// No node of that ID.
+    #[error("node {0} not found")]
+    NoSuchNode(String),
+    /// The node's ID was revoked by `docker node rm`.
+    #[error("node {0} was removed from the cluster; it must join again")]
+    NodeRevoked(String),
+    /// `docker node rm` of a node that is still Ready.
+    #[error(
+        "rpc error: code = FailedPrecondition desc = node {0} is not down and can't be removed"
+    )]
+    NodeNotDown(String),
 }
 
 /// The outcome of applying one command.
@@ -404,6 +452,12 @@ pub struct ClusterState {
     /// Which nodes hold each layer, by DiffID, as their agents report it (state format 2).
     #[serde(default)]
     pub layers: BTreeMap<DiffId, BTreeSet<NodeId>>,
+    /// The hosts of the cluster (state format 5).
+    #[serde(default)]
+    pub nodes: BTreeMap<NodeId, crate::node_state::NodeRecord>,
+    /// IDs removed by `docker node rm`: never admitted again (state format 5).
+    #[serde(default)]
+    pub revoked_nodes: BTreeSet<NodeId>,
 }
 
 /// What the restart policy remembers about a container.
@@ -602,6 +656,10 @@ impl ClusterState {
             | Command::ReleaseEndpoints { .. }
             | Command::AllocateEndpoints { .. } => crate::network_state::apply(self, cmd),
             Command::LayerInventory { .. } => crate::layer_state::apply(self, cmd),
+            Command::RegisterNode { .. }
+            | Command::SetNodeState { .. }
+            | Command::UpdateNode { .. }
+            | Command::RemoveNode { .. } => crate::node_state::apply(self, cmd),
         }
     }
 

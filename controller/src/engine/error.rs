@@ -102,6 +102,9 @@ impl From<StateError> for EngineError {
             S::NotConnected { .. } | S::AddressInUse(_) | S::PortInUse(_) | S::NoFreeAddress(_) => {
                 ErrorKind::System
             }
+            S::NoSuchNode(_) => ErrorKind::NotFound,
+            S::NodeRevoked(_) => ErrorKind::Forbidden,
+            S::NodeNotDown(_) => ErrorKind::Conflict,
         };
         EngineError::new(kind, e.to_string())
     }

@@ -7,6 +7,7 @@
 //! | 2      | `ClusterState.layers`: which node holds which layer               |
 //! | 3      | `ContainerRecord` without `pid`: a host fact, which the agent holds |
 //! | 4      | `Command::Batch` log entries (group commit); nothing stored changes  |
+//! | 5      | `ClusterState.nodes` and `revoked_nodes`: the hosts of the cluster   |
 //!
 //! The log entries need no migration: commands only gain variants at the end, and the
 //! old ones still decode and apply (format 3 writes `ContainerRunning`; the
@@ -15,8 +16,9 @@
 //! older layout they are in, in one fsynced batch with the new format number.
 //!
 //! ```text
-//!   format 1 ──ClusterStateV1──► ClusterStateV2 ──► ClusterState (format 3) ──► format 4
-//!   format 2 ──ClusterStateV2──────────────────────┘                           (stamped)
+//!   format 1 ──ClusterStateV1──► ClusterStateV2 ──► ClusterStateV4 ──► ClusterState (5)
+//!   format 2 ──ClusterStateV2──────────────────────┘                  │
+//!   formats 3, 4 ──ClusterStateV4─────────────────────────────────────┘
 //! ```
 
 use super::db::{self, Db, CF_META, CF_SM, KEY_APPLIED, KEY_FORMAT, KEY_SNAPSHOT};
@@ -124,10 +126,49 @@ impl From<ClusterStateV1> for ClusterStateV2 {
     }
 }
 
-impl From<ClusterStateV2> for ClusterState {
-    /// Format 3 drops the containers' host PIDs.
-    fn from(v: ClusterStateV2) -> ClusterState {
+/// `ClusterState` as formats 3 and 4 store it (frozen).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct ClusterStateV4 {
+    images: BTreeMap<ImageId, ImageRecord>,
+    tags: BTreeMap<String, ImageId>,
+    containers: BTreeMap<ContainerId, ContainerRecord>,
+    volumes: BTreeMap<String, VolumeRecord>,
+    restarts: BTreeMap<ContainerId, RestartState>,
+    networks: BTreeMap<String, NetworkRecord>,
+    connections: BTreeMap<ContainerId, BTreeMap<String, Vec<String>>>,
+    endpoints: BTreeMap<ContainerId, Vec<Endpoint>>,
+    layers: BTreeMap<DiffId, BTreeSet<NodeId>>,
+}
+
+impl From<ClusterStateV4> for ClusterState {
+    /// Format 5 adds the hosts: they register again when their daemons connect.
+    fn from(v: ClusterStateV4) -> ClusterState {
         ClusterState {
+            images: v.images,
+            tags: v.tags,
+            containers: v.containers,
+            volumes: v.volumes,
+            restarts: v.restarts,
+            networks: v.networks,
+            connections: v.connections,
+            endpoints: v.endpoints,
+            layers: v.layers,
+            nodes: BTreeMap::new(),
+            revoked_nodes: BTreeSet::new(),
+        }
+    }
+}
+
+impl From<ClusterStateV2> for ClusterState {
+    fn from(v: ClusterStateV2) -> ClusterState {
+        ClusterStateV4::from(v).into()
+    }
+}
+
+impl From<ClusterStateV2> for ClusterStateV4 {
+    /// Format 3 drops the containers' host PIDs.
+    fn from(v: ClusterStateV2) -> ClusterStateV4 {
+        ClusterStateV4 {
             images: v.images,
             tags: v.tags,
             containers: v
@@ -163,20 +204,14 @@ struct AppliedOf<S> {
 /// when a step fails.
 pub(super) fn migrate(db: &Db, found: u32, target: u32) -> Result<(), RaftError> {
     let mut batch = WriteBatch::default();
-    let mut format = found;
-    if format < 3 && target >= 3 {
-        if format <= 1 {
-            rewrite::<ClusterStateV1>(db, &mut batch, 1)?;
-        } else {
-            rewrite::<ClusterStateV2>(db, &mut batch, 2)?;
-        }
-        format = 3;
+    debug_assert_eq!(target, 5, "a new format needs its step here");
+    // Format 4 only added `Command::Batch` log entries; 3 and 4 store the same layout.
+    match found {
+        0 | 1 => rewrite::<ClusterStateV1>(db, &mut batch, 1)?,
+        2 => rewrite::<ClusterStateV2>(db, &mut batch, 2)?,
+        _ => rewrite::<ClusterStateV4>(db, &mut batch, 4)?,
     }
-    // Format 4 adds `Command::Batch` entries to the log, which older builds cannot read;
-    // nothing stored before changes.
-    if format == 3 && target >= 4 {
-        format = 4;
-    }
+    let format = target;
     batch.put_cf(
         db.cf(CF_META),
         KEY_FORMAT,
@@ -200,10 +235,15 @@ where
             "snapshot (format 1)",
             "snapshot data (format 1)",
         ),
-        _ => (
+        2 => (
             "applied state (format 2)",
             "snapshot (format 2)",
             "snapshot data (format 2)",
+        ),
+        _ => (
+            "applied state (format 3 or 4)",
+            "snapshot (format 3 or 4)",
+            "snapshot data (format 3 or 4)",
         ),
     };
     if let Some(old) = db.get::<AppliedOf<S>>(CF_SM, KEY_APPLIED, applied_what)? {
@@ -423,6 +463,7 @@ mod tests {
             connections: old.connections.clone(),
             endpoints: old.endpoints.clone(),
             layers: old.layers.clone(),
+            ..ClusterState::default()
         };
         assert_eq!(new, want);
         assert!(!new.layers.is_empty() && !new.endpoints.is_empty());
@@ -501,6 +542,22 @@ mod tests {
         opens_as(dir.path(), &ClusterState::from(v2()));
     }
 
+    /// Databases of formats 3 and 4 (the same layout; 4 only added batch entries to the
+    /// log) open in this build with everything in them and no hosts yet: each host
+    /// registers again when its daemon connects.
+    #[test]
+    fn formats_three_and_four_gain_an_empty_list_of_hosts() {
+        for format in [3, 4] {
+            let dir = tempfile::tempdir().unwrap();
+            let old = ClusterStateV4::from(v2());
+            old_database(dir.path(), &old, Some(format));
+            let want = ClusterState::from(old);
+            assert!(want.nodes.is_empty() && want.revoked_nodes.is_empty());
+            assert_eq!(want.containers.len(), 2);
+            opens_as(dir.path(), &want);
+        }
+    }
+
     /// Decoding an old layout as the new one fails: the migration is needed, and the
     /// fixture tests (store_test.rs) prove it is done.
     #[test]
@@ -509,5 +566,7 @@ mod tests {
         assert!(db::decode::<ClusterState>(&bytes, "v3").is_err());
         let bytes = db::encode(&v2(), "v2").unwrap();
         assert!(db::decode::<ClusterState>(&bytes, "v3").is_err());
+        let bytes = db::encode(&ClusterStateV4::from(v2()), "v4").unwrap();
+        assert!(db::decode::<ClusterState>(&bytes, "v5").is_err());
     }
 }

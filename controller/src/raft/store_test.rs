@@ -401,63 +401,6 @@ async fn a_database_of_a_newer_state_format_is_refused_and_left_as_it_is() {
     );
 }
 
-/// A format-3 database (made before group commit) opens stamped 4 with its state and
-/// log as they were; a batch entry then joins its log.
-#[tokio::test]
-async fn a_format_3_database_is_stamped_4_and_keeps_everything() {
-    use super::db::{encode, Db, CF_META, KEY_FORMAT};
-    let dir = tempfile::tempdir().unwrap();
-    let img = image(1);
-    let store = open(dir.path()).await;
-    store
-        .propose(Command::PutImage { image: img.clone() })
-        .await
-        .unwrap()
-        .unwrap();
-    store
-        .propose(create(1, "web", &img))
-        .await
-        .unwrap()
-        .unwrap();
-    let before = store.read(|s| s.clone());
-    close(store).await;
-    {
-        let db = Db::open(dir.path()).unwrap();
-        let mut batch = rocksdb::WriteBatch::default();
-        batch.put_cf(db.cf(CF_META), KEY_FORMAT, encode(&3u32, "format").unwrap());
-        db.write(batch, true, "format").unwrap();
-    }
-    let store = open(dir.path()).await;
-    assert_eq!(store.read(|s| s.clone()), before);
-    let synced = store.synced_writes();
-    let creates = (2..10u8).map(|n| {
-        let (store, cmd) = (store.clone(), create(n, &format!("c{n}"), &img));
-        async move { store.propose(cmd).await }
-    });
-    for answer in futures_util::future::join_all(creates).await {
-        answer.unwrap().unwrap();
-    }
-    assert!(
-        store.synced_writes() - synced < 8,
-        "the 8 creates shared entries (a batch is in the log)"
-    );
-    let after = store.read(|s| s.clone());
-    close(store).await;
-    let store = open(dir.path()).await;
-    assert_eq!(
-        store.read(|s| s.clone()),
-        after,
-        "the batch survives a restart"
-    );
-    assert_eq!(after.containers.len(), 9);
-    close(store).await;
-    let db = Db::open(dir.path()).unwrap();
-    assert_eq!(
-        db.get::<u32>(CF_META, KEY_FORMAT, "format").unwrap(),
-        Some(4)
-    );
-}
-
 /// Open the fixture `name` (a `wharf up` data dir's Raft database, see
 /// `fixtures/make-fixture.sh`) in a temporary directory; its state once migrated, and
 /// the format it is stamped with afterwards.
