@@ -107,6 +107,14 @@ fn leaf_params(
     sans: Vec<SanType>,
     eku: ExtendedKeyUsagePurpose,
 ) -> Result<CertificateParams, CertError> {
+    leaf_params_for(cn, sans, vec![eku])
+}
+
+fn leaf_params_for(
+    cn: &str,
+    sans: Vec<SanType>,
+    eku: Vec<ExtendedKeyUsagePurpose>,
+) -> Result<CertificateParams, CertError> {
     let mut p = CertificateParams::new(Vec::<String>::new()).map_err(gen("leaf params"))?;
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, cn);
@@ -116,7 +124,7 @@ fn leaf_params(
         KeyUsagePurpose::DigitalSignature,
         KeyUsagePurpose::KeyEncipherment,
     ];
-    p.extended_key_usages = vec![eku];
+    p.extended_key_usages = eku;
     p.use_authority_key_identifier_extension = true;
     p.not_before = rcgen::date_time_ymd(2024, 1, 1);
     p.not_after = rcgen::date_time_ymd(2124, 1, 1);
@@ -157,6 +165,57 @@ impl Authority {
     /// The CA certificate as PEM (what clients trust).
     pub fn ca_pem(&self) -> &str {
         &self.pem
+    }
+
+    /// The CA's key as PEM (handed to a joining controller only).
+    pub fn key_pem(&self) -> String {
+        self.key.serialize_pem()
+    }
+
+    /// sha256 of the CA certificate's DER, as join tokens carry it.
+    pub fn digest(&self) -> Result<[u8; 32], CertError> {
+        let der = rustls_pemfile::certs(&mut self.pem.as_bytes())
+            .next()
+            .and_then(Result::ok)
+            .ok_or_else(|| CertError::Tls("the CA certificate is not PEM".into()))?;
+        Ok(<sha2::Sha256 as sha2::Digest>::digest(&der).into())
+    }
+
+    /// Write a CA received from the cluster (a joining controller's) into `certs_dir`,
+    /// where [`Authority::open_or_create`] then finds it.
+    pub fn install(certs_dir: &Path, ca_pem: &str, key_pem: Option<&str>) -> Result<(), CertError> {
+        std::fs::create_dir_all(certs_dir).map_err(io("create", certs_dir))?;
+        if let Some(key) = key_pem {
+            write_atomic(&certs_dir.join("ca-key.pem"), key.as_bytes(), 0o600)?;
+        }
+        write_atomic(&certs_dir.join("ca.pem"), ca_pem.as_bytes(), 0o644)
+    }
+
+    /// A node certificate (EKU serverAuth and clientAuth) for the holder of the public
+    /// key `public_key` (SubjectPublicKeyInfo bits, ECDSA P-256), named by `uri` (see
+    /// `cluster::identity`) and valid for `ip`; its PEM.
+    pub fn issue_node(
+        &self,
+        uri: &str,
+        ip: Option<IpAddr>,
+        public_key: &[u8],
+    ) -> Result<String, CertError> {
+        let uri = rcgen::Ia5String::try_from(uri.to_string()).map_err(gen("node name"))?;
+        let mut sans = vec![SanType::URI(uri)];
+        sans.extend(ip.map(SanType::IpAddress));
+        let params = leaf_params_for(
+            "wharf-node",
+            sans,
+            vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+        )?;
+        let key = RawPublicKey(public_key.to_vec());
+        let cert = params
+            .signed_by(&key, &self.cert, &self.key)
+            .map_err(gen("node cert"))?;
+        Ok(cert.pem())
     }
 
     /// Issue a certificate for `cn`; returns (cert PEM, key PEM).
@@ -214,6 +273,19 @@ impl Authority {
     }
 }
 
+/// A public key as a joining host sends it: ECDSA P-256 (rcgen's default).
+struct RawPublicKey(Vec<u8>);
+
+impl rcgen::PublicKeyData for RawPublicKey {
+    fn der_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    fn algorithm(&self) -> &rcgen::SignatureAlgorithm {
+        &rcgen::PKCS_ECDSA_P256_SHA256
+    }
+}
+
 /// The names the API certificate must carry for a listener on `ip`.
 pub fn server_sans(ip: IpAddr, hostname: &str) -> Vec<String> {
     let mut sans = vec![];
@@ -233,7 +305,7 @@ pub fn server_sans(ip: IpAddr, hostname: &str) -> Vec<String> {
     sans
 }
 
-fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, CertError> {
+pub(crate) fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, CertError> {
     let pem = std::fs::read(path).map_err(io("read", path))?;
     let certs = rustls_pemfile::certs(&mut pem.as_slice())
         .collect::<Result<Vec<_>, _>>()
@@ -247,7 +319,7 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, CertError> {
     Ok(certs)
 }
 
-fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, CertError> {
+pub(crate) fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, CertError> {
     let pem = std::fs::read(path).map_err(io("read", path))?;
     rustls_pemfile::private_key(&mut pem.as_slice())
         .map_err(io("parse", path))?

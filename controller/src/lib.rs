@@ -7,6 +7,7 @@ pub mod agent_client;
 pub mod api;
 pub mod build;
 pub mod certs;
+pub mod cluster;
 pub mod docker_types;
 pub mod engine;
 pub mod names;

@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod archive;
+pub mod cluster;
 pub mod codec;
 #[cfg(any(test, feature = "test-fixtures"))]
 pub mod fixtures;

@@ -1,0 +1,233 @@
+//! The remote agents a controller reaches: one agent-protocol connection per node, the
+//! [`AgentClient`] the engine uses, and each node's life (Ready while its connection
+//! answers heartbeats, Down when it stops).
+//!
+//! ```text
+//!  listener ─► attach(node, hello, stream) ─► RegisterNode + SetNodeState Ready (Raft)
+//!                  │                           hooks.connected(node, events)
+//!                  ├─ heartbeat: Host(Info) every HEARTBEAT, answered within GRACE
+//!                  └─ connection lost / heartbeat missed ─► SetNodeState Down,
+//!                                                           hooks.lost(node)
+//! ```
+//!
+//! A node that connects again replaces its older connection (the older one's end is then
+//! not a loss). Liveness is decided on monotonic time only.
+
+use crate::agent_client::AgentClient;
+use crate::raft::Store;
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+use wharf_link::ClientCall;
+use wharf_protocol::agent::host::HostRequest;
+use wharf_protocol::agent::{AgentEvent, AgentFailure, AgentRequest, FailureKind};
+use wharf_protocol::node_state::{NodeDescription, NodeRole, NodeState};
+use wharf_protocol::state::Command;
+use wharf_protocol::NodeId;
+
+/// What the engine does when a node's agent comes and goes.
+pub trait NodeHooks: Send + Sync {
+    /// The node's agent is connected (again): adopt its containers, networks, layers.
+    fn connected(
+        &self,
+        node: NodeId,
+        events: Option<mpsc::UnboundedReceiver<AgentEvent>>,
+    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>>;
+    /// The node's agent connection is gone.
+    fn lost(&self, node: NodeId);
+}
+
+/// How often a controller asks each agent whether it is there, and how long an answer
+/// may take before the node is Down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Liveness {
+    /// Period of the heartbeat.
+    pub period: Duration,
+    /// A heartbeat unanswered this long marks the node Down.
+    pub grace: Duration,
+}
+
+impl Default for Liveness {
+    /// Down within about 5 s of going silent (SwarmKit takes ~15 s).
+    fn default() -> Liveness {
+        Liveness {
+            period: Duration::from_secs(1),
+            grace: Duration::from_secs(4),
+        }
+    }
+}
+
+struct Conn {
+    client: wharf_link::Client,
+    generation: u64,
+    hostname: String,
+}
+
+/// The agents connected to this controller.
+pub struct Registry {
+    store: Store,
+    liveness: Liveness,
+    conns: Mutex<HashMap<NodeId, Conn>>,
+    generation: std::sync::atomic::AtomicU64,
+}
+
+impl Registry {
+    /// An empty registry over the cluster state.
+    pub fn new(store: Store, liveness: Liveness) -> Arc<Registry> {
+        Arc::new(Registry {
+            store,
+            liveness,
+            conns: Mutex::default(),
+            generation: Default::default(),
+        })
+    }
+
+    /// The nodes connected now.
+    pub fn connected(&self) -> Vec<NodeId> {
+        self.conns.lock().unwrap().keys().copied().collect()
+    }
+
+    /// Serve the agent protocol of `node` over `stream` until the connection ends or
+    /// misses its heartbeats; the node is Ready meanwhile.
+    pub async fn attach<S>(
+        self: &Arc<Self>,
+        hooks: Arc<dyn NodeHooks>,
+        node: NodeId,
+        role: NodeRole,
+        description: NodeDescription,
+        stream: S,
+    ) where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let (r, w) = tokio::io::split(stream);
+        let client = wharf_link::connect(r, w);
+        let events = client.take_events();
+        let generation = self
+            .generation
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let hostname = description.hostname.clone();
+        let replaced = self.conns.lock().unwrap().insert(
+            node,
+            Conn {
+                client: client.clone(),
+                generation,
+                hostname: hostname.clone(),
+            },
+        );
+        if replaced.is_some() {
+            info!(%node, host = %hostname, "the node connected again; its older connection is dropped");
+        }
+        let at_ns = crate::engine::now_ns();
+        let register = Command::RegisterNode {
+            id: node,
+            role,
+            description,
+            at_ns,
+        };
+        let ready = Command::SetNodeState {
+            id: node,
+            state: NodeState::Ready,
+            at_ns,
+        };
+        for cmd in [register, ready] {
+            match self.store.propose(cmd).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    warn!(%node, host = %hostname, error = %e, "the node was refused");
+                    self.detach(node, generation);
+                    return;
+                }
+                Err(e) => warn!(%node, error = %e, "the node's state was not recorded"),
+            }
+        }
+        info!(%node, host = %hostname, "node is Ready");
+        let hooks_task = {
+            let hooks = hooks.clone();
+            tokio::spawn(async move {
+                if let Err(e) = hooks.connected(node, events).await {
+                    warn!(%node, error = %e, "could not adopt the node's containers and networks");
+                }
+            })
+        };
+        self.heartbeat(&client).await;
+        hooks_task.abort();
+        if self.detach(node, generation) {
+            warn!(%node, host = %hostname, "node is Down: its agent connection ended or missed its heartbeats");
+            let down = Command::SetNodeState {
+                id: node,
+                state: NodeState::Down,
+                at_ns: crate::engine::now_ns(),
+            };
+            if let Err(e) = self.store.propose(down).await {
+                warn!(%node, error = %e, "the node's state was not recorded");
+            }
+            hooks.lost(node);
+        }
+    }
+
+    /// Ask the agent every period until an answer is missing for the grace period.
+    async fn heartbeat(&self, client: &wharf_link::Client) {
+        let Liveness { period, grace } = self.liveness;
+        loop {
+            let beat = client.call(AgentRequest::Host(HostRequest::Info));
+            match tokio::time::timeout(grace, beat).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(_)) | Err(_) => return,
+            }
+            if client.is_closed() {
+                return;
+            }
+            tokio::time::sleep(period).await;
+        }
+    }
+
+    /// Forget `node`'s connection of `generation`; false when a newer one replaced it.
+    fn detach(&self, node: NodeId, generation: u64) -> bool {
+        let mut conns = self.conns.lock().unwrap();
+        match conns.get(&node) {
+            Some(c) if c.generation == generation => {
+                conns.remove(&node);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn unreachable(&self, node: &NodeId) -> AgentFailure {
+        let name = self
+            .store
+            .read(|s| s.nodes.get(node).map(|n| n.description.hostname.clone()))
+            .unwrap_or_else(|| super::identity::node_id_text(*node));
+        AgentFailure::new(
+            FailureKind::Unavailable,
+            format!("node {name} is not connected to this controller (down or unreachable)"),
+        )
+    }
+}
+
+impl AgentClient for Registry {
+    fn open(&self, node: &NodeId, request: AgentRequest) -> Result<ClientCall, AgentFailure> {
+        let conns = self.conns.lock().unwrap();
+        match conns.get(node) {
+            Some(c) if !c.client.is_closed() => Ok(c.client.open(request)),
+            Some(c) => Err(AgentFailure::new(
+                FailureKind::Unavailable,
+                format!("node {} lost its connection to this controller", c.hostname),
+            )),
+            None => {
+                drop(conns);
+                Err(self.unreachable(node))
+            }
+        }
+    }
+
+    /// Events are handed to [`NodeHooks::connected`] with each connection.
+    fn events(&self, _node: &NodeId) -> Option<mpsc::UnboundedReceiver<AgentEvent>> {
+        None
+    }
+}
