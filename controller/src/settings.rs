@@ -94,6 +94,45 @@ pub struct Settings {
         default_value = "in-process"
     )]
     pub agent_transport: AgentTransport,
+
+    /// This host's name in the cluster (`docker node ls` HOSTNAME; default: the host name).
+    #[arg(long, env = "WHARF_NODE_NAME")]
+    pub node_name: Option<String>,
+
+    /// Controllers: the cluster port (joins, agents, Raft), mutual TLS (default: the API
+    /// address's IP, port 2377).
+    #[arg(long, env = "WHARF_CLUSTER_ADDR")]
+    pub cluster_addr: Option<SocketAddr>,
+
+    /// Agents: the address other hosts reach this one on (default: the local address of
+    /// its connection to a controller).
+    #[arg(long, env = "WHARF_ADVERTISE_ADDR")]
+    pub advertise_addr: Option<std::net::IpAddr>,
+
+    /// Controllers: start a new cluster with this controller as its first member.
+    #[arg(long, env = "WHARF_BOOTSTRAP")]
+    pub bootstrap: bool,
+
+    /// Join the cluster through the controller at this cluster address (`IP:2377`).
+    #[arg(long, env = "WHARF_JOIN")]
+    pub join: Option<SocketAddr>,
+
+    /// The join token (`wharf cluster token agent|controller` on a controller).
+    #[arg(long, env = "WHARF_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// Agents: a label of this host, `key=value` (repeatable); placement constraints
+    /// read them (`-e constraint:node.labels.key==value`).
+    #[arg(long = "label", env = "WHARF_LABELS", value_delimiter = ',')]
+    pub labels: Vec<String>,
+
+    /// How often a controller checks each agent (seconds).
+    #[arg(long, env = "WHARF_HEARTBEAT_PERIOD", default_value_t = 1.0)]
+    pub heartbeat_period: f64,
+
+    /// An agent silent this long is Down (seconds).
+    #[arg(long, env = "WHARF_HEARTBEAT_GRACE", default_value_t = 4.0)]
+    pub heartbeat_grace: f64,
 }
 
 /// How `wharf up`'s controller reaches its agent.
@@ -121,6 +160,15 @@ struct SettingsFile {
     bridge_subnet: Option<String>,
     init_path: Option<PathBuf>,
     agent_transport: Option<AgentTransport>,
+    node_name: Option<String>,
+    cluster_addr: Option<SocketAddr>,
+    advertise_addr: Option<std::net::IpAddr>,
+    bootstrap: Option<bool>,
+    join: Option<SocketAddr>,
+    token: Option<String>,
+    labels: Option<Vec<String>>,
+    heartbeat_period: Option<f64>,
+    heartbeat_grace: Option<f64>,
 }
 
 impl Settings {
@@ -181,6 +229,74 @@ impl Settings {
         if let (true, Some(v)) = (from_default("agent_transport"), file.agent_transport) {
             self.agent_transport = v;
         }
+        if let (true, Some(v)) = (from_default("node_name"), file.node_name) {
+            self.node_name = Some(v);
+        }
+        if let (true, Some(v)) = (from_default("cluster_addr"), file.cluster_addr) {
+            self.cluster_addr = Some(v);
+        }
+        if let (true, Some(v)) = (from_default("advertise_addr"), file.advertise_addr) {
+            self.advertise_addr = Some(v);
+        }
+        if let (true, Some(v)) = (from_default("bootstrap"), file.bootstrap) {
+            self.bootstrap = v;
+        }
+        if let (true, Some(v)) = (from_default("join"), file.join) {
+            self.join = Some(v);
+        }
+        if let (true, Some(v)) = (from_default("token"), file.token) {
+            self.token = Some(v);
+        }
+        if let (true, Some(v)) = (from_default("labels"), file.labels) {
+            self.labels = v;
+        }
+        if let (true, Some(v)) = (from_default("heartbeat_period"), file.heartbeat_period) {
+            self.heartbeat_period = v;
+        }
+        if let (true, Some(v)) = (from_default("heartbeat_grace"), file.heartbeat_grace) {
+            self.heartbeat_grace = v;
+        }
+    }
+
+    /// The cluster port's address: `--cluster-addr`, else the API's IP on port 2377.
+    pub fn cluster_addr(&self) -> SocketAddr {
+        self.cluster_addr
+            .unwrap_or_else(|| SocketAddr::new(self.api_addr.ip(), 2377))
+    }
+
+    /// The `--label` values as a map; a label without `=` is refused (pure).
+    pub fn label_map(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, String>, SettingsError> {
+        self.labels
+            .iter()
+            .map(|l| match l.split_once('=') {
+                Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+                _ => Err(SettingsError::Invalid(format!(
+                    "--label {l:?}: expected key=value"
+                ))),
+            })
+            .collect()
+    }
+
+    /// The heartbeat period and grace, checked (pure).
+    pub fn liveness(&self) -> Result<(std::time::Duration, std::time::Duration), SettingsError> {
+        let ok = |v: f64| v.is_finite() && v > 0.0 && v <= 3600.0;
+        if !ok(self.heartbeat_period) || !ok(self.heartbeat_grace) {
+            return Err(SettingsError::Invalid(
+                "--heartbeat-period and --heartbeat-grace must be positive numbers of seconds"
+                    .into(),
+            ));
+        }
+        if self.heartbeat_grace < self.heartbeat_period {
+            return Err(SettingsError::Invalid(
+                "--heartbeat-grace must be at least --heartbeat-period".into(),
+            ));
+        }
+        Ok((
+            std::time::Duration::from_secs_f64(self.heartbeat_period),
+            std::time::Duration::from_secs_f64(self.heartbeat_grace),
+        ))
     }
 
     /// The parsed `--bridge-subnet`, if given.
@@ -251,7 +367,33 @@ mod tests {
             bridge_subnet: None,
             init_path: "/usr/bin/tini-static".into(),
             agent_transport: AgentTransport::InProcess,
+            node_name: None,
+            cluster_addr: None,
+            advertise_addr: None,
+            bootstrap: false,
+            join: None,
+            token: None,
+            labels: vec![],
+            heartbeat_period: 1.0,
+            heartbeat_grace: 4.0,
         }
+    }
+
+    #[test]
+    fn labels_and_liveness_are_checked() {
+        let mut s = defaults();
+        s.labels = vec!["zone=a".into(), "ssd=".into()];
+        let m = s.label_map().unwrap();
+        assert_eq!(m["zone"], "a");
+        assert_eq!(m["ssd"], "");
+        s.labels = vec!["nokey".into()];
+        assert!(s.label_map().unwrap_err().to_string().contains("key=value"));
+        assert!(s.liveness().is_ok());
+        s.heartbeat_grace = 0.5;
+        assert!(s.liveness().is_err());
+        s.heartbeat_period = f64::NAN;
+        assert!(s.liveness().is_err());
+        assert_eq!(s.cluster_addr(), "127.0.0.1:2377".parse().unwrap());
     }
 
     #[test]

@@ -69,14 +69,14 @@ pub fn cgroup_parent(data_dir: &Path) -> String {
     format!("wharf-{}", &digest.hex()[..12])
 }
 
-fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     nix::unistd::gethostname()
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_default()
 }
 
 /// Certificates for this instance: CA, server cert for the address, client cert.
-fn ensure_certs(s: &Settings) -> anyhow::Result<()> {
+pub(crate) fn ensure_certs(s: &Settings) -> anyhow::Result<()> {
     let dir = s.data_dir.join("certs");
     let ca = Authority::open_or_create(&dir)?;
     let sans = certs::server_sans(s.api_addr.ip(), &hostname());
@@ -218,7 +218,7 @@ pub async fn up(s: Settings) -> anyhow::Result<()> {
 /// Bind the local API socket: owned by root, mode 0660, never reachable with looser
 /// permissions (bound under a temporary name, chmod-ed, then renamed into place).
 /// A stale socket file (nobody answering) is replaced; a live one is an error.
-fn bind_unix_socket(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
+pub(crate) fn bind_unix_socket(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
     use std::os::unix::fs::PermissionsExt;
     let parent = path
         .parent()
@@ -254,7 +254,7 @@ fn bind_unix_socket(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
 }
 
 /// The (device, inode) of a file, to recognise it later.
-fn file_identity(path: &Path) -> Option<(u64, u64)> {
+pub(crate) fn file_identity(path: &Path) -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
     std::fs::symlink_metadata(path)
         .ok()
@@ -262,14 +262,14 @@ fn file_identity(path: &Path) -> Option<(u64, u64)> {
 }
 
 /// Remove the local API socket if nobody answers on it any more.
-fn remove_stale_socket(path: &Path) {
+pub(crate) fn remove_stale_socket(path: &Path) {
     if path.exists() && std::os::unix::net::UnixStream::connect(path).is_err() {
         let _ = std::fs::remove_file(path);
     }
 }
 
 /// Ask a running instance of `data_dir` to stop, and wait until its lock is free.
-async fn stop_running(data_dir: &Path) -> anyhow::Result<()> {
+pub(crate) async fn stop_running(data_dir: &Path) -> anyhow::Result<()> {
     let path = lock_path(data_dir);
     let Ok(mut f) = std::fs::File::open(&path) else {
         return Ok(());
@@ -299,7 +299,7 @@ async fn stop_running(data_dir: &Path) -> anyhow::Result<()> {
 }
 
 /// Mount points at or below `dir`, deepest first (from /proc/self/mountinfo).
-fn mounts_below(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn mounts_below(dir: &Path) -> Vec<PathBuf> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let mut out: Vec<PathBuf> = info
         .lines()
@@ -313,7 +313,7 @@ fn mounts_below(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Remove the instance's cgroups (v1 hierarchies and v2), killing what is left in them.
-fn remove_cgroups(parent: &str) {
+pub(crate) fn remove_cgroups(parent: &str) {
     let Ok(roots) = std::fs::read_dir("/sys/fs/cgroup") else {
         return;
     };
