@@ -35,7 +35,7 @@ pub enum SettingsError {
 }
 
 /// Settings shared by `wharf up`, `wharf controller`, `wharf node` and `wharf down`.
-#[derive(Args, Clone, Debug, PartialEq, Eq)]
+#[derive(Args, Clone, Debug, PartialEq)]
 pub struct Settings {
     /// TOML file with any of these settings (keys as the long flags, with `_` for `-`).
     #[arg(long, env = "WHARF_CONFIG")]
