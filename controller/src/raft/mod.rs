@@ -36,6 +36,8 @@ mod store;
 mod tls_network;
 
 #[cfg(test)]
+mod cluster_test;
+#[cfg(test)]
 mod store_test;
 #[cfg(test)]
 mod suite_test;

@@ -233,12 +233,12 @@ impl Store {
                 })?;
         }
         let voters: BTreeSet<u64> = raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .voter_ids()
-            .collect();
+            .with_raft_state(|st| st.membership_state.effective().voter_ids().collect())
+            .await
+            .map_err(|e| RaftError::Stopped {
+                node_id,
+                source: Box::new(e),
+            })?;
         if voters != BTreeSet::from([node_id]) {
             tracing::info!(
                 node = node_id,
