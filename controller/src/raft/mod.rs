@@ -38,9 +38,13 @@ mod tls_network;
 #[cfg(test)]
 mod cluster_test;
 #[cfg(test)]
+mod peer_harness;
+#[cfg(test)]
 mod store_test;
 #[cfg(test)]
 mod suite_test;
+#[cfg(test)]
+mod tls_network_test;
 
 use std::io::Cursor;
 
