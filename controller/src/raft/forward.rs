@@ -27,6 +27,9 @@ use super::{RaftError, Store, TypeConfig};
 
 /// How long a write may take to commit once the leader has it.
 pub(super) const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a follower waits for the leader's answer to a forwarded write: longer than the
+/// leader waits for the commit, so that a leader's timeout arrives as its answer.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(WRITE_TIMEOUT.as_secs() + 5);
 /// How long a write or read looks for a reachable leader before giving up.
 pub(super) const LEADER_WAIT: Duration = Duration::from_secs(10);
 /// How long the leader may take to confirm its leadership, and a follower to apply up to
@@ -266,7 +269,7 @@ impl Router {
             })
         };
         let reply = self
-            .call(leader, addr, Call::Forward(cmds), WRITE_TIMEOUT, false)
+            .call(leader, addr, Call::Forward(cmds), FORWARD_TIMEOUT, false)
             .await
             .map_err(|e| match e {
                 Remote::Failed(e) => uncertain(e),

@@ -277,14 +277,20 @@ impl Store {
     }
 
     /// Propose `cmd` to the cluster; returns the state machine's [`Response`] once the
-    /// command is committed and applied.
+    /// command is committed and applied on the leader (on this node too when it leads; a
+    /// follower applies it shortly after: read with [`Store::read_linearizable`] to see it).
     ///
     /// `Ok(Err(_))` means the command was committed but refused by [`ClusterState::apply`]
-    /// (the state is unchanged); `Err(_)` means it may not have been committed.
+    /// (the state is unchanged); `Err(_)` means it may not have been committed. Among those,
+    /// [`RaftError::NoLeader`] and [`RaftError::NotLeader`] say that it certainly was not;
+    /// [`RaftError::ForwardUncertain`], [`RaftError::ForwardFailed`] and
+    /// [`RaftError::WriteTimeout`] that it may still be: the store never sends a command
+    /// twice, the caller decides.
     ///
     /// Proposals made while another is being written wait for it and then go into the log
     /// together, as one [`Command::Batch`] entry: one append and one fsync for all of them
-    /// (group commit), each answered as if alone.
+    /// (group commit), each answered as if alone. On a follower such a group is forwarded
+    /// to the leader as one call.
     pub async fn propose(&self, cmd: Command) -> Result<Response, RaftError> {
         let (reply, answer) = oneshot::channel();
         self.inner

@@ -5,6 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use openraft::error::RPCError;
+use openraft::network::RPCOption;
+use openraft::raft::VoteRequest;
+use openraft::{BasicNode, RaftNetwork, RaftNetworkFactory, Vote};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
@@ -12,7 +16,7 @@ use super::peer_harness::{has, put, Peer, TestCa, WAIT};
 use super::rpc::{read_frame, Call, Reply};
 use super::store::default_config;
 use super::tls_network::CallError;
-use super::{OpenMode, TlsNetwork};
+use super::{OpenMode, PeerNetwork, TlsNetwork};
 
 /// What a fake peer does with the one request it reads.
 #[derive(Clone, Copy)]
@@ -64,6 +68,17 @@ async fn calls_say_whether_the_request_may_have_been_received() {
         .await
         .unwrap_err();
     assert!(matches!(err, CallError::Connect(_)), "{err:?}");
+
+    // openraft hears of it as unreachable, and backs off.
+    let mut client = PeerNetwork::from(net.clone())
+        .new_client(5, &BasicNode::new(addr.clone()))
+        .await;
+    let vote = VoteRequest::new(Vote::new(1, 1), None);
+    let err = client
+        .vote(vote, RPCOption::new(Duration::from_secs(5)))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RPCError::Unreachable(_)), "{err:?}");
 
     // The peer read it and closed: it may have acted on it.
     let addr = fake_peer(&ca, Fake::Close).await;
