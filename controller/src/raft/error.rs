@@ -114,9 +114,12 @@ pub enum RaftError {
     /// A proposed command was not committed (not leader, or Raft stopped).
     #[error("propose to raft: {0}")]
     Propose(#[source] Box<ApiError<ClientWriteError<u64, BasicNode>>>),
-    /// The store was shut down before the proposal was written.
+    /// The store was shut down before the proposal was written; it was not.
     #[error("raft store is shut down")]
     Closed,
+    /// The store stopped while the proposal was being written; it may have been applied.
+    #[error("raft store stopped while writing the proposal (it may have been applied)")]
+    Abandoned,
     /// A batch of proposals got another number of answers than it had commands.
     #[error("a batch of {sent} commands was answered {got} times")]
     BatchAnswers {

@@ -16,6 +16,7 @@
 use std::time::Duration;
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError as ApiError};
+use openraft::metrics::WaitError;
 use openraft::Raft;
 use tokio::time::Instant;
 use wharf_protocol::state::{ClusterState, Command, Response};
@@ -90,12 +91,12 @@ impl Router {
                 "a known leader",
             )
             .await
-            .map_err(|_| no_leader())?;
-        if let Err(source) = &metrics.running_state {
-            return Err(RaftError::Stopped {
-                node_id: self.node_id,
-                source: Box::new(source.clone()),
-            });
+            .map_err(|e| match e {
+                WaitError::ShuttingDown => RaftError::Closed,
+                WaitError::Timeout(..) => no_leader(),
+            })?;
+        if metrics.running_state.is_err() {
+            return Err(RaftError::Closed);
         }
         let leader = metrics.current_leader.ok_or_else(no_leader)?;
         let addr = metrics

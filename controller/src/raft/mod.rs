@@ -38,6 +38,8 @@ mod tls_network;
 #[cfg(test)]
 mod cluster_test;
 #[cfg(test)]
+mod failover_test;
+#[cfg(test)]
 mod peer_harness;
 #[cfg(test)]
 mod store_test;
@@ -58,7 +60,7 @@ pub use network::{NoNetwork, PeerNetwork};
 pub use rpc::{serve_peer, Refusal, RAFT_ALPN};
 pub use state_machine::{SnapshotBuilder, StateMachine};
 pub use store::{OpenMode, OpenOptions, Store, StoreStats};
-pub use tls_network::TlsNetwork;
+pub use tls_network::{TlsClient, TlsNetwork};
 
 openraft::declare_raft_types!(
     /// The openraft type configuration of Wharf's controllers: log entries carry a

@@ -1,14 +1,17 @@
 //! The peer protocol between controllers: its messages, its framing, and the server side
 //! ([`serve_peer`]) that answers them from a [`Store`].
 //!
-//! A connection carries one request at a time: the client writes a frame, the server answers
-//! it with one frame, then the next request may follow. A client that gives up on a request
-//! (timeout) drops the connection; concurrent requests use several connections (see
-//! [`TlsNetwork`](super::TlsNetwork)).
+//! The server speaks first: a [`Hello`] with its node id, sent only while its store runs, so
+//! that a client knows a request it sends after the hello reaches a live node, and that a
+//! connection that ends before it carried nothing. Then a connection carries one request at a
+//! time: the client writes a frame, the server answers it with one frame, then the next
+//! request may follow. A client that gives up on a request (timeout) drops the connection;
+//! concurrent requests use several connections (see [`TlsNetwork`](super::TlsNetwork)).
 //!
 //! ```text
 //!   frame   = length (u32, big endian) ‖ wharf_protocol::codec message
-//!   client ── PeerRequest { to, call } ──>  serve_peer ──> Raft / Store
+//!   client <── Hello { node } ────────────  serve_peer
+//!          ── PeerRequest { to, call } ──>             ──> Raft / Store
 //!          <── Reply ─────────────────────
 //! ```
 //!
@@ -31,6 +34,13 @@ pub const RAFT_ALPN: &[u8] = b"wharf-raft/1";
 
 /// Largest frame either side reads, so that a corrupt length cannot allocate without bound.
 pub(super) const MAX_FRAME: u32 = codec::MAX_MESSAGE as u32;
+
+/// The first frame on every peer connection, from the server.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct Hello {
+    /// The serving node's id.
+    pub(super) node: u64,
+}
 
 /// One request to a peer: which node it is meant for, and the call.
 #[derive(Debug, Serialize, Deserialize)]
@@ -147,6 +157,16 @@ pub async fn serve_peer<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     mut stream: S,
 ) -> Result<(), RaftError> {
     let mut closed = store.closed();
+    if *closed.borrow() {
+        return Ok(());
+    }
+    let hello = codec::encode(&Hello {
+        node: store.node_id(),
+    })
+    .map_err(RaftError::PeerEncode)?;
+    write_frame(&mut stream, &hello)
+        .await
+        .map_err(RaftError::PeerIo)?;
     loop {
         let frame = tokio::select! {
             frame = read_frame(&mut stream) => frame?,
@@ -196,6 +216,12 @@ mod tests {
         };
         let bytes = codec::encode(&req).unwrap();
         assert_eq!(bytes, [1, 3, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0]);
+    }
+
+    #[test]
+    fn a_hello_has_a_fixed_layout() {
+        let bytes = codec::encode(&Hello { node: 5 }).unwrap();
+        assert_eq!(bytes, [1, 5, 0, 0, 0, 0, 0, 0, 0]);
     }
 
     #[test]

@@ -297,7 +297,7 @@ impl Store {
             .proposals
             .send(Proposal { cmd, reply })
             .map_err(|_| RaftError::Closed)?;
-        answer.await.map_err(|_| RaftError::Closed)?
+        answer.await.map_err(|_| RaftError::Abandoned)?
     }
 
     /// Synced writes (fsyncs of the database's WAL) since the store was opened: with

@@ -3,7 +3,8 @@
 //!
 //! [`TlsNetwork`] dials `BasicNode::addr` (`IP:port`, the TLS server name is the IP) with
 //! the controller's client certificate and ALPN [`RAFT_ALPN`], and keeps the connections it
-//! opened in a small pool per peer. A call takes a connection out of the pool (or dials one)
+//! opened in a small pool per peer; a connection counts as made once the peer's hello (its
+//! node id) arrived, so a failure before it means the request was not sent. A call takes a connection out of the pool (or dials one)
 //! and puts it back only after a complete answer, so a call that fails or is cancelled half
 //! way never leaves a connection in an unknown state behind. It remembers when each peer last
 //! answered ([`TlsNetwork::last_contacts`]), which is what [`Store::members`] reports as
@@ -31,14 +32,14 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::{BasicNode, RPCTypes, RaftNetwork};
+use openraft::{BasicNode, RPCTypes, RaftNetwork, RaftNetworkFactory};
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 use wharf_protocol::codec;
 
-use super::rpc::{read_frame, write_frame, Call, PeerRequest, Reply, RAFT_ALPN};
+use super::rpc::{read_frame, write_frame, Call, Hello, PeerRequest, Reply, RAFT_ALPN};
 use super::{RaftError, TypeConfig};
 
 /// Idle connections kept per peer; more concurrent calls dial more, and close them after.
@@ -152,7 +153,7 @@ impl TlsNetwork {
                     }
                 }
             }
-            let conn = self.dial(addr).await.map_err(CallError::Connect)?;
+            let conn = self.dial(target, addr).await.map_err(CallError::Connect)?;
             self.exchange(target, addr, conn, &bytes)
                 .await
                 .map_err(CallError::Io)
@@ -184,7 +185,9 @@ impl TlsNetwork {
         Ok(reply)
     }
 
-    async fn dial(&self, addr: &str) -> Result<Conn, RaftError> {
+    /// Connect to `target` at `addr` and read its [`Hello`]: a request sent on the
+    /// connection reaches a running `target`.
+    async fn dial(&self, target: u64, addr: &str) -> Result<Conn, RaftError> {
         let sock: SocketAddr = addr.parse().map_err(|_| RaftError::PeerAddr {
             addr: addr.to_string(),
         })?;
@@ -197,14 +200,25 @@ impl TlsNetwork {
         // Raft messages are small and latency bound.
         let _ = tcp.set_nodelay(true);
         let name = ServerName::IpAddress(sock.ip().into());
-        self.inner
+        let mut conn = self
+            .inner
             .connector
             .connect(name, tcp)
             .await
             .map_err(|source| RaftError::Connect {
                 addr: addr.to_string(),
                 source,
-            })
+            })?;
+        let frame = read_frame(&mut conn).await?.ok_or(RaftError::PeerClosed)?;
+        let hello: Hello = codec::decode(&frame).map_err(RaftError::PeerDecode)?;
+        if hello.node != target {
+            return Err(RaftError::WrongNode {
+                addr: addr.to_string(),
+                want: target,
+                found: hello.node,
+            });
+        }
+        Ok(conn)
     }
 
     fn take_idle(&self, target: u64, addr: &str) -> Option<Conn> {
@@ -226,6 +240,14 @@ impl TlsNetwork {
         if pool.len() < IDLE_PER_PEER {
             pool.push(conn);
         }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for TlsNetwork {
+    type Network = TlsClient;
+
+    async fn new_client(&mut self, target: u64, node: &BasicNode) -> TlsClient {
+        self.client(target, node.addr.clone())
     }
 }
 

@@ -11,23 +11,26 @@ use openraft::raft::VoteRequest;
 use openraft::{BasicNode, RaftNetwork, RaftNetworkFactory, Vote};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
+use wharf_protocol::codec;
 
 use super::peer_harness::{has, put, Peer, TestCa, WAIT};
-use super::rpc::{read_frame, Call, Reply};
+use super::rpc::{read_frame, write_frame, Call, Hello, Reply};
 use super::store::default_config;
 use super::tls_network::CallError;
-use super::{OpenMode, PeerNetwork, TlsNetwork};
+use super::{OpenMode, PeerNetwork, RaftError, TlsNetwork};
 
-/// What a fake peer does with the one request it reads.
+/// What a fake peer does on a connection.
 #[derive(Clone, Copy)]
 enum Fake {
-    /// Close the connection.
+    /// Close it before its hello, as a controller whose store is shut down does.
+    Mute,
+    /// Say hello, read a request, close the connection.
     Close,
-    /// Keep it open and never answer.
+    /// Say hello, read a request, keep it open and never answer.
     Hang,
 }
 
-/// A TLS listener of the cluster CA that reads a request and then does `fake`.
+/// A TLS listener of the cluster CA, node 5, that does `fake`.
 async fn fake_peer(ca: &TestCa, fake: Fake) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
@@ -39,6 +42,11 @@ async fn fake_peer(ca: &TestCa, fake: Fake) -> String {
                 let Ok(mut tls) = acceptor.accept(tcp).await else {
                     return;
                 };
+                if let Fake::Mute = fake {
+                    return;
+                }
+                let hello = codec::encode(&Hello { node: 5 }).unwrap();
+                write_frame(&mut tls, &hello).await.unwrap();
                 let _ = read_frame(&mut tls).await;
                 if let Fake::Hang = fake {
                     tokio::time::sleep(Duration::from_secs(600)).await;
@@ -80,6 +88,14 @@ async fn calls_say_whether_the_request_may_have_been_received() {
         .unwrap_err();
     assert!(matches!(err, RPCError::Unreachable(_)), "{err:?}");
 
+    // The peer closed before its hello: not sent.
+    let addr = fake_peer(&ca, Fake::Mute).await;
+    let err = net
+        .call(5, &addr, Call::Forward(vec![put(1)]), WAIT, false)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CallError::Connect(_)), "{err:?}");
+
     // The peer read it and closed: it may have acted on it.
     let addr = fake_peer(&ca, Fake::Close).await;
     let err = net
@@ -119,11 +135,21 @@ async fn a_peer_answers_only_requests_for_its_own_id_from_its_own_cluster() {
         matches!(reply, Reply::ReadIndex(Ok(i)) if i >= store.stats().last_applied),
         "{reply:?}"
     );
-    let reply = net
+    let err = net
         .call(7, &peer.addr, Call::Forward(vec![put(2)]), WAIT, false)
         .await
-        .unwrap();
-    assert!(matches!(reply, Reply::WrongNode { id: 1 }), "{reply:?}");
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CallError::Connect(RaftError::WrongNode {
+                want: 7,
+                found: 1,
+                ..
+            })
+        ),
+        "{err:?}"
+    );
     assert!(
         !store.read(|s| has(s, 2)),
         "a request for node 7 wrote nothing"
