@@ -153,6 +153,8 @@ impl Peer {
                 let Ok((tcp, _)) = listener.accept().await else {
                     return;
                 };
+                // As the controller's cluster listener must: small frames, sent at once.
+                let _ = tcp.set_nodelay(true);
                 let acceptor = acceptor.clone();
                 let slot = Arc::clone(&slot);
                 tokio::spawn(async move {

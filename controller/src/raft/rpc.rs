@@ -122,8 +122,12 @@ pub(super) async fn write_frame<W: AsyncWrite + Unpin>(
                 format!("peer message of {} bytes is too large", payload.len()),
             )
         })?;
-    w.write_all(&len.to_be_bytes()).await?;
-    w.write_all(payload).await?;
+    // One write, so that the frame leaves in one TLS record and one segment: two small
+    // writes in a row wait for a delayed ACK under Nagle's algorithm.
+    let mut frame = Vec::with_capacity(4 + payload.len());
+    frame.extend_from_slice(&len.to_be_bytes());
+    frame.extend_from_slice(payload);
+    w.write_all(&frame).await?;
     w.flush().await
 }
 
