@@ -36,6 +36,10 @@ pub(super) const HEARTBEAT_MS: u64 = 250;
 pub(super) const ELECTION_MIN_MS: u64 = 1000;
 /// Longest election timeout (ms).
 pub(super) const ELECTION_MAX_MS: u64 = 2000;
+/// How long one snapshot chunk may take to send and, for the last, install (ms): the
+/// receiver decodes the whole state and writes it with an fsync, far slower than a
+/// heartbeat on a large state or a busy disk.
+const SNAPSHOT_CHUNK_TIMEOUT_MS: u64 = 10_000;
 /// Log entries since the last snapshot that trigger a new one.
 const SNAPSHOT_EVERY: u64 = 1000;
 /// Log entries kept before the last snapshot, so that a briefly lagging member catches up
@@ -103,6 +107,7 @@ pub(super) fn default_config() -> Config {
         heartbeat_interval: HEARTBEAT_MS,
         election_timeout_min: ELECTION_MIN_MS,
         election_timeout_max: ELECTION_MAX_MS,
+        install_snapshot_timeout: SNAPSHOT_CHUNK_TIMEOUT_MS,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY),
         max_in_snapshot_log_to_keep: KEEP_BEFORE_SNAPSHOT,
         ..Config::default()

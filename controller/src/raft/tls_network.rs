@@ -267,7 +267,9 @@ impl TlsClient {
         option: &RPCOption,
         pick: impl FnOnce(Reply) -> Option<Result<T, E>>,
     ) -> Result<T, RPCError<u64, BasicNode, E>> {
-        let ttl = option.soft_ttl();
+        // openraft drops the call at the hard TTL anyway (for AppendEntries it is the
+        // heartbeat interval); ending it ourselves earlier would only fail slow followers.
+        let ttl = option.hard_ttl();
         let reply = self
             .network
             .call(self.target, &self.addr, call, ttl, true)
