@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use openraft::error::{ClientWriteError, Fatal, InitializeError};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, Fatal, InitializeError};
 use openraft::BasicNode;
 use wharf_protocol::codec::CodecError;
 
@@ -114,9 +114,12 @@ pub enum RaftError {
     /// A proposed command was not committed (not leader, or Raft stopped).
     #[error("propose to raft: {0}")]
     Propose(#[source] Box<ApiError<ClientWriteError<u64, BasicNode>>>),
-    /// The store was shut down before the proposal was written.
+    /// The store was shut down before the proposal was written; it was not.
     #[error("raft store is shut down")]
     Closed,
+    /// The store stopped while the proposal was being written; it may have been applied.
+    #[error("raft store stopped while writing the proposal (it may have been applied)")]
+    Abandoned,
     /// A batch of proposals got another number of answers than it had commands.
     #[error("a batch of {sent} commands was answered {got} times")]
     BatchAnswers {
@@ -151,4 +154,172 @@ pub enum RaftError {
         /// How long shutdown waited.
         secs: u64,
     },
+    /// A peer connection broke.
+    #[error("raft peer connection: {0}")]
+    PeerIo(#[source] std::io::Error),
+    /// A peer announced a frame larger than any message.
+    #[error("raft peer sent a frame of {len} bytes")]
+    PeerFrame {
+        /// The announced length.
+        len: u32,
+    },
+    /// A peer sent a message that does not decode.
+    #[error("decode raft peer message: {0}")]
+    PeerDecode(#[source] CodecError),
+    /// A peer message could not be encoded.
+    #[error("encode raft peer message: {0}")]
+    PeerEncode(#[source] CodecError),
+    /// A peer closed the connection before answering.
+    #[error("raft peer closed the connection before answering")]
+    PeerClosed,
+    /// A member's address is not `IP:port`.
+    #[error("raft peer address {addr:?} is not IP:port")]
+    PeerAddr {
+        /// The address in the membership.
+        addr: String,
+    },
+    /// No TLS connection could be made to a peer.
+    #[error("connect to raft peer {addr}: {source}")]
+    Connect {
+        /// The peer's address.
+        addr: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A call to a peer failed.
+    #[error("call raft node {target}: {source}")]
+    Peer {
+        /// The peer.
+        target: u64,
+        /// Why.
+        #[source]
+        source: Box<RaftError>,
+    },
+    /// A peer did not answer in time.
+    #[error("raft node {target} did not answer within {millis} ms")]
+    PeerTimeout {
+        /// The peer.
+        target: u64,
+        /// The time allowed.
+        millis: u64,
+    },
+    /// The controller at a member's address has another node id.
+    #[error("raft peer at {addr} is node {found}, not node {want}")]
+    WrongNode {
+        /// The address dialled.
+        addr: String,
+        /// The node expected there.
+        want: u64,
+        /// The node that answered.
+        found: u64,
+    },
+    /// A peer answered a call with the reply of another.
+    #[error("raft node {target} answered with the reply of another call")]
+    PeerReply {
+        /// The peer.
+        target: u64,
+    },
+    /// No leader was known (or reachable) in time; nothing was written.
+    #[error("raft node {node_id} found no reachable leader within {secs}s")]
+    NoLeader {
+        /// This node.
+        node_id: u64,
+        /// How long it waited.
+        secs: u64,
+    },
+    /// A leader-only operation was asked of another node; nothing was changed.
+    #[error("raft node {node_id} is not the leader (leader: {leader:?})")]
+    NotLeader {
+        /// This node.
+        node_id: u64,
+        /// The leader it knows of.
+        leader: Option<u64>,
+    },
+    /// The leader failed a forwarded write: it may or may not have been applied.
+    #[error("leader {leader} failed the forwarded write (it may or may not have been applied): {reason}")]
+    ForwardFailed {
+        /// The leader.
+        leader: u64,
+        /// Its error.
+        reason: String,
+    },
+    /// A forwarded write got no answer: it may or may not have been applied.
+    #[error("forwarded write to leader {leader} got no answer (it may or may not have been applied): {source}")]
+    ForwardUncertain {
+        /// The leader.
+        leader: u64,
+        /// What happened to the call.
+        #[source]
+        source: Box<RaftError>,
+    },
+    /// A write was not committed in time; it may still be.
+    #[error("raft write not committed within {secs}s (it may still be applied)")]
+    WriteTimeout {
+        /// The time allowed.
+        secs: u64,
+    },
+    /// A linearizable read could not be served in time.
+    #[error("linearizable read on raft node {node_id}: {what} within {secs}s")]
+    ReadTimeout {
+        /// This node.
+        node_id: u64,
+        /// What did not happen.
+        what: &'static str,
+        /// The time allowed.
+        secs: u64,
+    },
+    /// The leader could not confirm its leadership for a read.
+    #[error("confirm raft leadership for a read: {0}")]
+    ReadIndex(#[source] Box<ApiError<CheckIsLeaderError<u64, BasicNode>>>),
+    /// The leader refused a read-index request.
+    #[error("read index from leader {leader}: {reason}")]
+    ReadRefused {
+        /// The leader.
+        leader: u64,
+        /// Its error.
+        reason: String,
+    },
+    /// A membership change failed.
+    #[error("change raft membership ({what}): {source}")]
+    Membership {
+        /// The change.
+        what: String,
+        /// openraft's reason.
+        #[source]
+        source: Box<ApiError<ClientWriteError<u64, BasicNode>>>,
+    },
+    /// A new controller did not catch up; it stays a learner (adding it again retries).
+    #[error("controller {id} did not catch up with the leader within {secs}s; it stays a non-voting learner")]
+    CatchUp {
+        /// The controller.
+        id: u64,
+        /// The time allowed.
+        secs: u64,
+    },
+    /// The controller is already a member under another address.
+    #[error("controller {id} is already a member at {have}, not {want}")]
+    MemberAddr {
+        /// The controller.
+        id: u64,
+        /// Its address in the membership.
+        have: String,
+        /// The address asked for.
+        want: String,
+    },
+    /// Removing this member would leave the cluster without voters.
+    #[error("controller {id} is the last voter of the cluster and cannot be removed")]
+    LastVoter {
+        /// The controller.
+        id: u64,
+    },
+    /// No member has this id.
+    #[error("no controller {id} in the raft membership")]
+    UnknownMember {
+        /// The id asked for.
+        id: u64,
+    },
+    /// The write of the group of proposals this one was committed with failed.
+    #[error(transparent)]
+    Group(std::sync::Arc<RaftError>),
 }

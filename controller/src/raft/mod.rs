@@ -3,12 +3,17 @@
 //! This module owns everything between a [`Command`] proposed by the API and the
 //! [`ClusterState`] every controller reads: the Raft node, its durable log and vote, the state
 //! machine that applies committed commands with the pure [`ClusterState::apply`], and the
-//! snapshots that let the log be purged. Today the cluster has one member (`wharf up`); the
-//! network in [`network`] refuses every RPC until the QUIC transport replaces it.
+//! snapshots that let the log be purged, and the peer protocol between controllers: Raft
+//! RPCs, writes forwarded to the leader and read indexes for linearizable reads, over mutual
+//! TLS ([`TlsNetwork`] dials, [`serve_peer`] answers). `wharf up` runs one member without a
+//! network ([`NoNetwork`]).
 //!
 //! ```text
-//!   Store::propose(cmd) ──> openraft::Raft ──append──> LogStore ──> RocksDB cf `logs`, `meta`
-//!                                │ (committed)
+//!   Store::propose(cmd) ──> group ──> Router ──(follower)──TLS──> leader's serve_peer
+//!                                       │ (leader)
+//!                                       ▼
+//!                              openraft::Raft ──append──> LogStore ──> RocksDB cf `logs`, `meta`
+//!                                │ (committed)       └──TlsNetwork──> followers' serve_peer
 //!                                └──apply──> StateMachine ──> ClusterState (memory)
 //!                                                  │          + RocksDB cf `sm`
 //!   Store::read(f) <── ClusterState <──────────────┘          + watch: last applied index
@@ -20,16 +25,28 @@
 
 mod db;
 mod error;
+mod forward;
 mod log_store;
+mod membership;
 mod migrate;
 pub mod network;
+mod rpc;
 mod state_machine;
 mod store;
+mod tls_network;
 
+#[cfg(test)]
+mod cluster_test;
+#[cfg(test)]
+mod failover_test;
+#[cfg(test)]
+mod peer_harness;
 #[cfg(test)]
 mod store_test;
 #[cfg(test)]
 mod suite_test;
+#[cfg(test)]
+mod tls_network_test;
 
 use std::io::Cursor;
 
@@ -38,8 +55,12 @@ use wharf_protocol::state::{Command, Response};
 
 pub use error::RaftError;
 pub use log_store::LogStore;
+pub use membership::Member;
+pub use network::{NoNetwork, PeerNetwork};
+pub use rpc::{serve_peer, Refusal, RAFT_ALPN};
 pub use state_machine::{SnapshotBuilder, StateMachine};
-pub use store::{Store, StoreStats};
+pub use store::{OpenMode, OpenOptions, Store, StoreStats};
+pub use tls_network::{TlsClient, TlsNetwork};
 
 openraft::declare_raft_types!(
     /// The openraft type configuration of Wharf's controllers: log entries carry a

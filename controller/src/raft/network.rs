@@ -1,9 +1,9 @@
-//! The Raft network of a one-member cluster: there are no peers, so every RPC fails as
-//! unreachable.
+//! Which Raft network a [`Store`](super::Store) uses: [`PeerNetwork`], either none
+//! ([`NoNetwork`], `wharf up` and tests of one member) or mutual TLS to the other controllers
+//! ([`TlsNetwork`]).
 //!
-//! A one-member cluster never sends an RPC; should membership ever name another node, openraft
-//! sees it as unreachable and backs off. A later issue replaces this with the real network
-//! over QUIC with mutual TLS; until then this is the only [`RaftNetworkFactory`] of Wharf.
+//! A one-member cluster never sends an RPC; should its membership ever name another node
+//! while it has no network, openraft sees that node as unreachable and backs off.
 
 use openraft::error::{InstallSnapshotError, RPCError, RaftError as ApiError, Unreachable};
 use openraft::network::RPCOption;
@@ -13,7 +13,87 @@ use openraft::raft::{
 };
 use openraft::{BasicNode, RaftNetwork, RaftNetworkFactory};
 
+use super::tls_network::{TlsClient, TlsNetwork};
 use super::{RaftError, TypeConfig};
+
+/// The network a [`Store`](super::Store) sends Raft RPCs, forwarded writes and read-index
+/// requests over; build from a [`NoNetwork`] or a [`TlsNetwork`] with `into()`.
+#[derive(Clone, Debug)]
+pub enum PeerNetwork {
+    /// No peers: every call fails as unreachable.
+    None(NoNetwork),
+    /// Mutual TLS to the other controllers.
+    Tls(TlsNetwork),
+}
+
+impl From<NoNetwork> for PeerNetwork {
+    fn from(n: NoNetwork) -> PeerNetwork {
+        PeerNetwork::None(n)
+    }
+}
+
+impl From<TlsNetwork> for PeerNetwork {
+    fn from(n: TlsNetwork) -> PeerNetwork {
+        PeerNetwork::Tls(n)
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: u64, node: &BasicNode) -> PeerClient {
+        match self {
+            PeerNetwork::None(n) => PeerClient::None(n.new_client(target, node).await),
+            PeerNetwork::Tls(n) => PeerClient::Tls(n.client(target, node.addr.clone())),
+        }
+    }
+}
+
+/// openraft's client of one peer over a [`PeerNetwork`].
+pub enum PeerClient {
+    /// Over [`NoNetwork`].
+    None(NoNetworkClient),
+    /// Over [`TlsNetwork`].
+    Tls(TlsClient),
+}
+
+impl RaftNetwork<TypeConfig> for PeerClient {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, ApiError<u64>>> {
+        match self {
+            PeerClient::None(c) => c.append_entries(rpc, option).await,
+            PeerClient::Tls(c) => c.append_entries(rpc, option).await,
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<u64>,
+        RPCError<u64, BasicNode, ApiError<u64, InstallSnapshotError>>,
+    > {
+        match self {
+            PeerClient::None(c) => c.install_snapshot(rpc, option).await,
+            PeerClient::Tls(c) => c.install_snapshot(rpc, option).await,
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<u64>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, ApiError<u64>>> {
+        match self {
+            PeerClient::None(c) => c.vote(rpc, option).await,
+            PeerClient::Tls(c) => c.vote(rpc, option).await,
+        }
+    }
+}
 
 /// Makes a [`NoNetworkClient`] for every peer; pass to the Raft node of a one-member cluster.
 #[derive(Clone, Copy, Debug, Default)]

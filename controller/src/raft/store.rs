@@ -1,11 +1,14 @@
 //! [`Store`]: the controller's handle on the replicated cluster state.
 //!
-//! Opening a store opens RocksDB, builds the openraft node over [`LogStore`] and
-//! [`StateMachine`], forms a one-member cluster on first start, and waits until this node
-//! leads with everything committed applied. Afterwards commands go in with
-//! [`Store::propose`] and the state comes out with [`Store::read`] and [`Store::watch`].
+//! Opening a store opens RocksDB and builds the openraft node over [`LogStore`],
+//! [`StateMachine`] and a [`PeerNetwork`]. A fresh store either forms a one-member cluster
+//! ([`OpenMode::Bootstrap`]) or waits for the leader to add it ([`OpenMode::Join`]); a store
+//! with data resumes. Afterwards commands go in with [`Store::propose`] (forwarded to the
+//! leader when this node does not lead) and the state comes out with [`Store::read`],
+//! [`Store::read_linearizable`] and [`Store::watch`]. Membership is in `membership.rs`,
+//! forwarding and reads in `forward.rs`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +19,8 @@ use tracing::Instrument;
 use wharf_protocol::state::{ClusterState, Command, Response};
 
 use super::db::Db;
-use super::network::NoNetwork;
+use super::forward::Router;
+use super::network::{NoNetwork, PeerNetwork};
 use super::state_machine::{read_applied, SharedApplied};
 use super::{LogStore, RaftError, StateMachine, TypeConfig};
 
@@ -25,6 +29,44 @@ const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long [`Store::shutdown`] waits for openraft's tasks to let go of the database.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Leader heartbeat interval (ms); a LAN round trip is far below it.
+pub(super) const HEARTBEAT_MS: u64 = 250;
+/// Shortest election timeout (ms): a follower that hears nothing this long may stand.
+pub(super) const ELECTION_MIN_MS: u64 = 1000;
+/// Longest election timeout (ms).
+pub(super) const ELECTION_MAX_MS: u64 = 2000;
+/// How long one snapshot chunk may take to send and, for the last, install (ms): the
+/// receiver decodes the whole state and writes it with an fsync, far slower than a
+/// heartbeat on a large state or a busy disk.
+const SNAPSHOT_CHUNK_TIMEOUT_MS: u64 = 10_000;
+/// Log entries since the last snapshot that trigger a new one.
+const SNAPSHOT_EVERY: u64 = 1000;
+/// Log entries kept before the last snapshot, so that a briefly lagging member catches up
+/// from the log rather than by a snapshot.
+const KEEP_BEFORE_SNAPSHOT: u64 = 100;
+
+/// How a [`Store`] starts when its database holds no cluster yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Form a one-member cluster of this node (the first controller; `wharf up`).
+    Bootstrap,
+    /// Start empty and wait to be added by the leader ([`Store::add_controller`]).
+    Join,
+}
+
+/// What [`Store::open_with`] needs.
+#[derive(Clone, Debug)]
+pub struct OpenOptions {
+    /// This controller's Raft node id (unique in the cluster, never reused).
+    pub node_id: u64,
+    /// This controller's cluster address (`IP:port`), as peers dial it.
+    pub addr: String,
+    /// What to do with a fresh database; ignored when it holds a cluster already.
+    pub mode: OpenMode,
+    /// How to reach the other controllers.
+    pub network: PeerNetwork,
+}
 
 /// The replicated cluster state of this controller; cheap to clone, shared by every task.
 #[derive(Clone)]
@@ -35,6 +77,9 @@ pub struct Store {
 struct Inner {
     node_id: u64,
     raft: Raft<TypeConfig>,
+    /// Writes command groups and finds read indexes, locally or through the leader.
+    router: Router,
+    network: PeerNetwork,
     /// Proposals for the group-commit task ([`propose_in_groups`]).
     proposals: mpsc::UnboundedSender<Proposal>,
     /// What the group-commit task counted.
@@ -42,6 +87,8 @@ struct Inner {
     db: Arc<Db>,
     applied: SharedApplied,
     watch: Arc<watch::Sender<u64>>,
+    /// Set once by [`Store::shutdown`]; ends peer connections.
+    closed: watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for Store {
@@ -57,46 +104,63 @@ impl std::fmt::Debug for Store {
 pub(super) fn default_config() -> Config {
     Config {
         cluster_name: "wharf".to_string(),
-        heartbeat_interval: 100,
-        election_timeout_min: 300,
-        election_timeout_max: 600,
-        snapshot_policy: SnapshotPolicy::LogsSinceLast(1000),
-        max_in_snapshot_log_to_keep: 100,
+        heartbeat_interval: HEARTBEAT_MS,
+        election_timeout_min: ELECTION_MIN_MS,
+        election_timeout_max: ELECTION_MAX_MS,
+        install_snapshot_timeout: SNAPSHOT_CHUNK_TIMEOUT_MS,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY),
+        max_in_snapshot_log_to_keep: KEEP_BEFORE_SNAPSHOT,
         ..Config::default()
     }
 }
 
 impl Store {
     /// Open (or create) the Raft database at `dir` and start node `node_id`, advertised at
-    /// `addr`; on an empty log, form a one-member cluster of this node.
+    /// `addr`, without a network; on an empty log, form a one-member cluster of this node.
     ///
-    /// Call once at controller start, before serving requests: it returns when this node is
-    /// leader and has applied everything committed. Fails if `dir` is held by another open
-    /// store (in this process or another).
+    /// This is `wharf up`: [`Store::open_with`] with [`OpenMode::Bootstrap`] and
+    /// [`NoNetwork`]. It returns when this node is leader and has applied everything
+    /// committed. Fails if `dir` is held by another open store (in this process or another).
     pub async fn open(dir: &Path, node_id: u64, addr: String) -> Result<Store, RaftError> {
-        Store::open_with_config(dir, node_id, addr, default_config()).await
+        let options = OpenOptions {
+            node_id,
+            addr,
+            mode: OpenMode::Bootstrap,
+            network: NoNetwork.into(),
+        };
+        Store::open_with(dir, options).await
     }
 
-    /// [`Store::open`] with an explicit openraft configuration (tests shrink the snapshot
-    /// interval with it).
+    /// Open (or create) the Raft database at `dir` and start this controller's node.
+    ///
+    /// Call once at controller start, before serving peers or requests. A fresh database
+    /// forms a one-member cluster ([`OpenMode::Bootstrap`]; returns once this node leads) or
+    /// waits to be added ([`OpenMode::Join`]; returns at once). A database with a cluster
+    /// resumes: alone in it, this node leads before this returns; with other members it
+    /// returns at once and follows whoever leads. Fails if `dir` is held by another open
+    /// store (in this process or another).
+    pub async fn open_with(dir: &Path, options: OpenOptions) -> Result<Store, RaftError> {
+        Store::open_with_config(dir, options, default_config()).await
+    }
+
+    /// [`Store::open_with`] with an explicit openraft configuration (tests shrink the
+    /// snapshot interval with it).
     pub(super) async fn open_with_config(
         dir: &Path,
-        node_id: u64,
-        addr: String,
+        options: OpenOptions,
         config: Config,
     ) -> Result<Store, RaftError> {
-        let span = tracing::info_span!("raft", node = node_id);
-        Store::start(dir, node_id, addr, config)
-            .instrument(span)
-            .await
+        let span = tracing::info_span!("raft", node = options.node_id);
+        Store::start(dir, options, config).instrument(span).await
     }
 
-    async fn start(
-        dir: &Path,
-        node_id: u64,
-        addr: String,
-        config: Config,
-    ) -> Result<Store, RaftError> {
+    async fn start(dir: &Path, options: OpenOptions, config: Config) -> Result<Store, RaftError> {
+        let OpenOptions {
+            node_id,
+            addr,
+            mode,
+            network,
+        } = options;
         let config = Arc::new(
             config
                 .validate()
@@ -107,7 +171,7 @@ impl Store {
         let applied = sm.applied();
         let watch = sm.watch();
         let log = LogStore::new(Arc::clone(&db));
-        let raft = Raft::new(node_id, config, NoNetwork, log, sm)
+        let raft = Raft::new(node_id, config, network.clone(), log, sm)
             .await
             .map_err(|e| RaftError::Start {
                 node_id,
@@ -115,11 +179,19 @@ impl Store {
             })?;
         let (proposals, queued) = mpsc::unbounded_channel();
         let counts = Arc::new(ProposalCounts::default());
-        tokio::spawn(propose_in_groups(raft.clone(), queued, Arc::clone(&counts)));
+        let router = Router::new(node_id, raft.clone(), network.clone());
+        tokio::spawn(propose_in_groups(
+            router.clone(),
+            queued,
+            Arc::clone(&counts),
+        ));
         let store = Store {
             inner: Arc::new(Inner {
                 node_id,
                 raft,
+                router,
+                network,
+                closed: watch::Sender::new(false),
                 proposals,
                 counts,
                 db,
@@ -127,7 +199,7 @@ impl Store {
                 watch,
             }),
         };
-        match store.recover(addr).await {
+        match store.recover(addr, mode).await {
             Ok(()) => Ok(store),
             Err(err) => {
                 // Release the database so that the caller may retry.
@@ -139,8 +211,9 @@ impl Store {
         }
     }
 
-    /// Form the cluster if new, then wait to lead with everything committed applied.
-    async fn recover(&self, addr: String) -> Result<(), RaftError> {
+    /// Form the cluster if new and bootstrapping; then, if this node is the only voter,
+    /// wait to lead with everything committed applied.
+    async fn recover(&self, addr: String, mode: OpenMode) -> Result<(), RaftError> {
         let node_id = self.inner.node_id;
         let raft = &self.inner.raft;
         let initialized = raft
@@ -150,6 +223,10 @@ impl Store {
                 node_id,
                 source: Box::new(e),
             })?;
+        if !initialized && mode == OpenMode::Join {
+            tracing::info!(node = node_id, %addr, "raft store open, waiting to be added by the leader");
+            return Ok(());
+        }
         if !initialized {
             tracing::info!(node = node_id, %addr, "forming one-member raft cluster");
             let members = BTreeMap::from([(node_id, BasicNode::new(addr))]);
@@ -159,6 +236,21 @@ impl Store {
                     node_id,
                     source: Box::new(e),
                 })?;
+        }
+        let voters: BTreeSet<u64> = raft
+            .with_raft_state(|st| st.membership_state.effective().voter_ids().collect())
+            .await
+            .map_err(|e| RaftError::Stopped {
+                node_id,
+                source: Box::new(e),
+            })?;
+        if voters != BTreeSet::from([node_id]) {
+            tracing::info!(
+                node = node_id,
+                ?voters,
+                "raft store open, resuming as a member"
+            );
+            return Ok(());
         }
         let metrics = raft
             .wait(Some(OPEN_TIMEOUT))
@@ -190,21 +282,27 @@ impl Store {
     }
 
     /// Propose `cmd` to the cluster; returns the state machine's [`Response`] once the
-    /// command is committed and applied.
+    /// command is committed and applied on the leader (on this node too when it leads; a
+    /// follower applies it shortly after: read with [`Store::read_linearizable`] to see it).
     ///
     /// `Ok(Err(_))` means the command was committed but refused by [`ClusterState::apply`]
-    /// (the state is unchanged); `Err(_)` means it may not have been committed.
+    /// (the state is unchanged); `Err(_)` means it may not have been committed. Among those,
+    /// [`RaftError::NoLeader`] and [`RaftError::NotLeader`] say that it certainly was not;
+    /// [`RaftError::ForwardUncertain`], [`RaftError::ForwardFailed`] and
+    /// [`RaftError::WriteTimeout`] that it may still be: the store never sends a command
+    /// twice, the caller decides.
     ///
     /// Proposals made while another is being written wait for it and then go into the log
     /// together, as one [`Command::Batch`] entry: one append and one fsync for all of them
-    /// (group commit), each answered as if alone.
+    /// (group commit), each answered as if alone. On a follower such a group is forwarded
+    /// to the leader as one call.
     pub async fn propose(&self, cmd: Command) -> Result<Response, RaftError> {
         let (reply, answer) = oneshot::channel();
         self.inner
             .proposals
             .send(Proposal { cmd, reply })
             .map_err(|_| RaftError::Closed)?;
-        answer.await.map_err(|_| RaftError::Closed)?
+        answer.await.map_err(|_| RaftError::Abandoned)?
     }
 
     /// Synced writes (fsyncs of the database's WAL) since the store was opened: with
@@ -239,16 +337,36 @@ impl Store {
         self.inner.watch.subscribe()
     }
 
-    /// The openraft node, for tests that look at its metrics, log and snapshot.
-    #[cfg(test)]
+    /// The openraft node (peer RPCs go to it; tests look at its metrics, log and snapshot).
     pub(super) fn raft(&self) -> &Raft<TypeConfig> {
         &self.inner.raft
+    }
+
+    /// This controller's node id.
+    pub fn node_id(&self) -> u64 {
+        self.inner.node_id
+    }
+
+    /// What writes command groups and finds read indexes for this store.
+    pub(super) fn router(&self) -> &Router {
+        &self.inner.router
+    }
+
+    /// The network to the other controllers.
+    pub(super) fn network(&self) -> &PeerNetwork {
+        &self.inner.network
+    }
+
+    /// A receiver that turns `true` when the store is shut down.
+    pub(super) fn closed(&self) -> watch::Receiver<bool> {
+        self.inner.closed.subscribe()
     }
 
     /// Stop Raft, wait until its tasks release the database, and flush it to disk; call once
     /// before the controller exits. The database closes when the last clone is dropped.
     pub async fn shutdown(&self) -> Result<(), RaftError> {
         let node_id = self.inner.node_id;
+        self.inner.closed.send_replace(true);
         self.inner
             .raft
             .shutdown()
@@ -301,10 +419,10 @@ struct Proposal {
 const MAX_GROUP: usize = 128;
 
 /// Write proposals one entry at a time: each entry takes every proposal that queued while
-/// the one before it was being committed (up to [`MAX_GROUP`]). Ends when the store is
-/// dropped.
+/// the one before it was being committed (up to [`MAX_GROUP`]). On a follower the group is
+/// forwarded to the leader as one call. Ends when the store is dropped.
 async fn propose_in_groups(
-    raft: Raft<TypeConfig>,
+    router: Router,
     mut queued: mpsc::UnboundedReceiver<Proposal>,
     counts: Arc<ProposalCounts>,
 ) {
@@ -316,7 +434,7 @@ async fn propose_in_groups(
                 Err(_) => break,
             }
         }
-        let (mut cmds, replies): (Vec<Command>, Vec<_>) =
+        let (cmds, replies): (Vec<Command>, Vec<_>) =
             group.into_iter().map(|p| (p.cmd, p.reply)).unzip();
         counts
             .proposals
@@ -324,25 +442,21 @@ async fn propose_in_groups(
         counts
             .entries
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let entry = match cmds.len() {
-            1 => cmds.remove(0),
-            _ => Command::Batch(cmds),
-        };
-        match raft.client_write(entry).await {
-            Ok(written) if written.data.len() == replies.len() => {
-                for (reply, answer) in replies.into_iter().zip(written.data) {
+        match router.write(cmds).await {
+            Ok(answers) => {
+                for (reply, answer) in replies.into_iter().zip(answers) {
                     let _ = reply.send(Ok(answer));
                 }
             }
-            Ok(written) => {
-                let (sent, got) = (replies.len(), written.data.len());
-                for reply in replies {
-                    let _ = reply.send(Err(RaftError::BatchAnswers { sent, got }));
+            Err(e) if replies.len() == 1 => {
+                if let Some(reply) = replies.into_iter().next() {
+                    let _ = reply.send(Err(e));
                 }
             }
             Err(e) => {
+                let e = Arc::new(e);
                 for reply in replies {
-                    let _ = reply.send(Err(RaftError::Propose(Box::new(e.clone()))));
+                    let _ = reply.send(Err(RaftError::Group(Arc::clone(&e))));
                 }
             }
         }

@@ -10,7 +10,7 @@ use wharf_protocol::state::{ClusterState, Command, ContainerRecord, ImageRecord,
 use wharf_protocol::{ContainerId, DiffId, Digest, ImageId};
 
 use super::store::default_config;
-use super::{RaftError, Store, TypeConfig};
+use super::{NoNetwork, OpenMode, OpenOptions, RaftError, Store, TypeConfig};
 
 const ADDR: &str = "127.0.0.1:7946";
 
@@ -237,7 +237,13 @@ async fn restart_after_snapshot_and_purge_recovers_without_the_old_log() {
         purge_batch_size: 1,
         ..default_config()
     };
-    let open_small = || Store::open_with_config(dir.path(), 1, ADDR.to_string(), config());
+    let options = || OpenOptions {
+        node_id: 1,
+        addr: ADDR.to_string(),
+        mode: OpenMode::Bootstrap,
+        network: NoNetwork.into(),
+    };
+    let open_small = || Store::open_with_config(dir.path(), options(), config());
     let store = open_small().await.unwrap();
     let mut model = ClusterState::default();
     let img = image(1);

@@ -1,0 +1,347 @@
+//! Writes and linearizable reads from any member: the [`Router`] does them on this node when
+//! it leads, and asks the leader over the peer network otherwise.
+//!
+//! ```text
+//!   follower: Store::propose ─> group ─> Router::write ──Call::Forward──> leader: write_local
+//!   leader:   Store::propose ─> group ─> Router::write ─> Raft::client_write
+//!   follower: read_linearizable ─Call::ReadIndex─> leader: get_read_log_id;  wait applied ≥ it
+//! ```
+//!
+//! A call that certainly did nothing (no leader yet, no connection, the node asked no longer
+//! leads) is tried again, against the leader as this node then knows it, until
+//! [`LEADER_WAIT`]. A forwarded write that may have been applied (the leader failed it, or
+//! the connection broke or timed out after sending) is never resent: the caller gets
+//! [`RaftError::ForwardFailed`] or [`RaftError::ForwardUncertain`] and decides.
+
+use std::time::Duration;
+
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError as ApiError};
+use openraft::metrics::WaitError;
+use openraft::Raft;
+use tokio::time::Instant;
+use wharf_protocol::state::{ClusterState, Command, Response};
+
+use super::network::PeerNetwork;
+use super::rpc::{Call, Refusal, Reply};
+use super::tls_network::CallError;
+use super::{RaftError, Store, TypeConfig};
+
+/// How long a write may take to commit once the leader has it.
+pub(super) const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a follower waits for the leader's answer to a forwarded write: longer than the
+/// leader waits for the commit, so that a leader's timeout arrives as its answer.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(WRITE_TIMEOUT.as_secs() + 5);
+/// How long a write or read looks for a reachable leader before giving up.
+pub(super) const LEADER_WAIT: Duration = Duration::from_secs(10);
+/// How long the leader may take to confirm its leadership, and a follower to apply up to
+/// the leader's read index.
+pub(super) const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pause before trying a call that certainly did nothing again.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+/// Why this node did not do a leader-only step itself.
+enum Local {
+    /// It does not lead; nothing was done.
+    NotLeader(Option<u64>),
+    /// It failed.
+    Failed(RaftError),
+}
+
+/// Why a call to the leader failed.
+enum Remote {
+    /// It certainly did nothing; it may be tried again.
+    NotDone(RaftError),
+    /// It may have done something.
+    Failed(RaftError),
+}
+
+/// Routes writes and read-index requests to the leader; cheap to clone.
+#[derive(Clone)]
+pub(super) struct Router {
+    node_id: u64,
+    raft: Raft<TypeConfig>,
+    network: PeerNetwork,
+}
+
+impl Router {
+    pub(super) fn new(node_id: u64, raft: Raft<TypeConfig>, network: PeerNetwork) -> Router {
+        Router {
+            node_id,
+            raft,
+            network,
+        }
+    }
+
+    /// The leader this node knows of, with its address; waits for one until `deadline`.
+    async fn leader(&self, deadline: Instant) -> Result<(u64, String), RaftError> {
+        let no_leader = || RaftError::NoLeader {
+            node_id: self.node_id,
+            secs: LEADER_WAIT.as_secs(),
+        };
+        let wait = deadline.saturating_duration_since(Instant::now());
+        let metrics = self
+            .raft
+            .wait(Some(wait))
+            .metrics(
+                |m| {
+                    m.current_leader.is_some_and(|l| {
+                        l == m.id || m.membership_config.membership().get_node(&l).is_some()
+                    }) || m.running_state.is_err()
+                },
+                "a known leader",
+            )
+            .await
+            .map_err(|e| match e {
+                WaitError::ShuttingDown => RaftError::Closed,
+                WaitError::Timeout(..) => no_leader(),
+            })?;
+        if metrics.running_state.is_err() {
+            return Err(RaftError::Closed);
+        }
+        let leader = metrics.current_leader.ok_or_else(no_leader)?;
+        let addr = metrics
+            .membership_config
+            .membership()
+            .get_node(&leader)
+            .map(|n| n.addr.clone())
+            .unwrap_or_default();
+        Ok((leader, addr))
+    }
+
+    /// Write `cmds` as one log entry on this node, which must lead; one answer per command.
+    async fn write_entry(&self, mut cmds: Vec<Command>) -> Result<Vec<Response>, Local> {
+        let sent = cmds.len();
+        let entry = match cmds.len() {
+            1 => cmds.remove(0),
+            _ => Command::Batch(cmds),
+        };
+        let written = tokio::time::timeout(WRITE_TIMEOUT, self.raft.client_write(entry)).await;
+        match written {
+            Err(_) => Err(Local::Failed(RaftError::WriteTimeout {
+                secs: WRITE_TIMEOUT.as_secs(),
+            })),
+            Ok(Ok(w)) if w.data.len() == sent => Ok(w.data),
+            Ok(Ok(w)) => Err(Local::Failed(RaftError::BatchAnswers {
+                sent,
+                got: w.data.len(),
+            })),
+            Ok(Err(ApiError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                Err(Local::NotLeader(f.leader_id))
+            }
+            Ok(Err(e)) => Err(Local::Failed(RaftError::Propose(Box::new(e)))),
+        }
+    }
+
+    /// Write `cmds` as one log entry on this node for a follower that forwarded them.
+    pub(super) async fn write_local(&self, cmds: Vec<Command>) -> Result<Vec<Response>, Refusal> {
+        self.write_entry(cmds).await.map_err(|e| self.refusal(e))
+    }
+
+    /// The log index a linearizable read must wait for, confirmed by a quorum; this node must
+    /// lead.
+    async fn read_index_here(&self) -> Result<u64, Local> {
+        let read = tokio::time::timeout(READ_TIMEOUT, self.raft.get_read_log_id()).await;
+        match read {
+            Err(_) => Err(Local::Failed(RaftError::ReadTimeout {
+                node_id: self.node_id,
+                what: "leadership not confirmed by a quorum",
+                secs: READ_TIMEOUT.as_secs(),
+            })),
+            Ok(Ok((read, _applied))) => Ok(read.map_or(0, |l| l.index)),
+            Ok(Err(ApiError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
+                Err(Local::NotLeader(f.leader_id))
+            }
+            Ok(Err(e)) => Err(Local::Failed(RaftError::ReadIndex(Box::new(e)))),
+        }
+    }
+
+    /// [`Router::read_index_here`] for a follower that asked.
+    pub(super) async fn local_read_index(&self) -> Result<u64, Refusal> {
+        self.read_index_here().await.map_err(|e| self.refusal(e))
+    }
+
+    fn refusal(&self, e: Local) -> Refusal {
+        match e {
+            Local::NotLeader(leader) => Refusal::NotLeader {
+                node: self.node_id,
+                leader,
+            },
+            Local::Failed(e) => Refusal::Failed {
+                node: self.node_id,
+                reason: e.to_string(),
+            },
+        }
+    }
+
+    fn not_leader(&self, leader: Option<u64>) -> RaftError {
+        RaftError::NotLeader {
+            node_id: self.node_id,
+            leader,
+        }
+    }
+
+    /// Write `cmds` as one log entry through the leader; one answer per command.
+    pub(super) async fn write(&self, cmds: Vec<Command>) -> Result<Vec<Response>, RaftError> {
+        let deadline = Instant::now() + LEADER_WAIT;
+        loop {
+            let (leader, addr) = self.leader(deadline).await?;
+            let not_done = if leader == self.node_id {
+                match self.write_entry(cmds.clone()).await {
+                    Ok(answers) => return Ok(answers),
+                    Err(Local::Failed(e)) => return Err(e),
+                    Err(Local::NotLeader(l)) => self.not_leader(l),
+                }
+            } else {
+                match self.forward(leader, &addr, cmds.clone()).await {
+                    Ok(answers) => return Ok(answers),
+                    Err(Remote::Failed(e)) => return Err(e),
+                    Err(Remote::NotDone(e)) => e,
+                }
+            };
+            if Instant::now() + RETRY_PAUSE >= deadline {
+                return Err(not_done);
+            }
+            tracing::debug!(node = self.node_id, error = %not_done, "write not done, trying again");
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+    }
+
+    /// The index a linearizable read must wait for, from the leader.
+    pub(super) async fn read_index(&self) -> Result<u64, RaftError> {
+        let deadline = Instant::now() + LEADER_WAIT;
+        loop {
+            let (leader, addr) = self.leader(deadline).await?;
+            let not_done = if leader == self.node_id {
+                match self.read_index_here().await {
+                    Ok(index) => return Ok(index),
+                    Err(Local::Failed(e)) => return Err(e),
+                    Err(Local::NotLeader(l)) => self.not_leader(l),
+                }
+            } else {
+                match self.remote_read_index(leader, &addr).await {
+                    Ok(index) => return Ok(index),
+                    Err(Remote::Failed(e)) => return Err(e),
+                    Err(Remote::NotDone(e)) => e,
+                }
+            };
+            if Instant::now() + RETRY_PAUSE >= deadline {
+                return Err(not_done);
+            }
+            tracing::debug!(node = self.node_id, error = %not_done, "read index not served, trying again");
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+    }
+
+    /// Call `leader` at `addr`; a call not sent is [`Remote::NotDone`].
+    async fn call(
+        &self,
+        leader: u64,
+        addr: &str,
+        call: Call,
+        timeout: Duration,
+        idempotent: bool,
+    ) -> Result<Reply, Remote> {
+        let PeerNetwork::Tls(network) = &self.network else {
+            return Err(Remote::NotDone(RaftError::NoNetwork { target: leader }));
+        };
+        match network.call(leader, addr, call, timeout, idempotent).await {
+            Ok(Reply::WrongNode { id }) => Err(Remote::NotDone(RaftError::WrongNode {
+                addr: addr.to_string(),
+                want: leader,
+                found: id,
+            })),
+            Ok(reply) => Ok(reply),
+            Err(e @ CallError::Connect(_)) => Err(Remote::NotDone(e.into_raft(leader))),
+            Err(e) => Err(Remote::Failed(e.into_raft(leader))),
+        }
+    }
+
+    async fn forward(
+        &self,
+        leader: u64,
+        addr: &str,
+        cmds: Vec<Command>,
+    ) -> Result<Vec<Response>, Remote> {
+        let sent = cmds.len();
+        let uncertain = |source: RaftError| {
+            Remote::Failed(RaftError::ForwardUncertain {
+                leader,
+                source: Box::new(source),
+            })
+        };
+        let reply = self
+            .call(leader, addr, Call::Forward(cmds), FORWARD_TIMEOUT, false)
+            .await
+            .map_err(|e| match e {
+                Remote::Failed(e) => uncertain(e),
+                not_done => not_done,
+            })?;
+        match reply {
+            Reply::Forward(Ok(answers)) if answers.len() == sent => Ok(answers),
+            Reply::Forward(Ok(answers)) => Err(Remote::Failed(RaftError::BatchAnswers {
+                sent,
+                got: answers.len(),
+            })),
+            Reply::Forward(Err(Refusal::NotLeader { node, leader })) => {
+                Err(Remote::NotDone(RaftError::NotLeader {
+                    node_id: node,
+                    leader,
+                }))
+            }
+            Reply::Forward(Err(Refusal::Failed { reason, .. })) => {
+                Err(Remote::Failed(RaftError::ForwardFailed { leader, reason }))
+            }
+            _ => Err(uncertain(RaftError::PeerReply { target: leader })),
+        }
+    }
+
+    async fn remote_read_index(&self, leader: u64, addr: &str) -> Result<u64, Remote> {
+        let reply = self
+            .call(leader, addr, Call::ReadIndex, READ_TIMEOUT, true)
+            .await?;
+        match reply {
+            Reply::ReadIndex(Ok(index)) => Ok(index),
+            Reply::ReadIndex(Err(Refusal::NotLeader { node, leader })) => {
+                Err(Remote::NotDone(RaftError::NotLeader {
+                    node_id: node,
+                    leader,
+                }))
+            }
+            Reply::ReadIndex(Err(Refusal::Failed { reason, .. })) => {
+                Err(Remote::Failed(RaftError::ReadRefused { leader, reason }))
+            }
+            _ => Err(Remote::Failed(RaftError::PeerReply { target: leader })),
+        }
+    }
+}
+
+impl Store {
+    /// Run `f` on a state that includes every write committed before this call began,
+    /// wherever it was made (a linearizable read), and return its result.
+    ///
+    /// The leader confirms with a quorum that it still leads and names the log index to
+    /// wait for; this node (leader or follower) waits until it has applied that index,
+    /// then reads as [`Store::read`] does. Use where reading a stale state would be wrong
+    /// (an API answer right after a write through another controller); [`Store::read`] is
+    /// enough on the leader's own write path.
+    pub async fn read_linearizable<R>(
+        &self,
+        f: impl FnOnce(&ClusterState) -> R,
+    ) -> Result<R, RaftError> {
+        let index = self.router().read_index().await?;
+        let mut applied = self.watch();
+        let caught_up = tokio::time::timeout(READ_TIMEOUT, async {
+            applied.wait_for(|&a| a >= index).await.map(|_| ())
+        })
+        .await;
+        match caught_up {
+            Ok(Ok(())) => Ok(self.read(f)),
+            Ok(Err(_)) => Err(RaftError::Closed),
+            Err(_) => Err(RaftError::ReadTimeout {
+                node_id: self.node_id(),
+                what: "not applied up to the leader's read index",
+                secs: READ_TIMEOUT.as_secs(),
+            }),
+        }
+    }
+}

@@ -1,0 +1,306 @@
+//! A test harness of controllers in one process: certificates from a temporary cluster
+//! [`Authority`], and per controller ([`Peer`]) its own database and a loopback TLS listener
+//! that checks ALPN and serves [`serve_peer`], as the controller's cluster port does.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::Config;
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose, SanType,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+use wharf_protocol::state::{ClusterState, Command, ImageRecord};
+use wharf_protocol::{DiffId, Digest, ImageId};
+
+use super::{serve_peer, OpenMode, OpenOptions, RaftError, Store, TlsNetwork, RAFT_ALPN};
+use crate::certs::Authority;
+
+/// Generous: two cores shared with other builds.
+pub(super) const WAIT: Duration = Duration::from_secs(30);
+
+/// The cluster CA of a test: an [`Authority`] in a temporary directory, and the same CA
+/// rebuilt from its key to sign peer certificates (certs.rs issues server-only and
+/// client-only certificates; a controller's serves and dials with one).
+pub(super) struct TestCa {
+    _dir: tempfile::TempDir,
+    ca_pem: String,
+    key: KeyPair,
+    cert: rcgen::Certificate,
+}
+
+impl TestCa {
+    pub(super) fn new() -> TestCa {
+        let dir = tempfile::tempdir().unwrap();
+        let authority = Authority::open_or_create(dir.path()).unwrap();
+        let ca_pem = authority.ca_pem().to_string();
+        let key_pem = std::fs::read_to_string(dir.path().join("ca-key.pem")).unwrap();
+        let key = KeyPair::from_pem(&key_pem).unwrap();
+        // The parameters certs.rs gives the CA: same subject and key, so the same issuer.
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, "Wharf cluster CA");
+        dn.push(DnType::OrganizationName, "Wharf");
+        p.distinguished_name = dn;
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        p.not_before = rcgen::date_time_ymd(2024, 1, 1);
+        p.not_after = rcgen::date_time_ymd(2124, 1, 1);
+        let cert = p.self_signed(&key).unwrap();
+        TestCa {
+            _dir: dir,
+            ca_pem,
+            key,
+            cert,
+        }
+    }
+
+    pub(super) fn roots(&self) -> rustls::RootCertStore {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls_pemfile::certs(&mut self.ca_pem.as_bytes()) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        roots
+    }
+
+    /// A controller's certificate: IP SAN 127.0.0.1, serverAuth and clientAuth.
+    pub(super) fn issue_peer(
+        &self,
+        id: u64,
+    ) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, format!("wharf-controller-{id}"));
+        p.distinguished_name = dn;
+        p.subject_alt_names = vec![SanType::IpAddress("127.0.0.1".parse().unwrap())];
+        p.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        p.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        p.use_authority_key_identifier_extension = true;
+        let cert = p.signed_by(&key, &self.cert, &self.key).unwrap();
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        (vec![cert.der().clone()], key)
+    }
+
+    pub(super) fn client_config(&self, id: u64) -> Arc<rustls::ClientConfig> {
+        let (chain, key) = self.issue_peer(id);
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(self.roots())
+            .with_client_auth_cert(chain, key)
+            .unwrap();
+        Arc::new(config)
+    }
+
+    pub(super) fn server_config(&self, id: u64) -> Arc<rustls::ServerConfig> {
+        let (chain, key) = self.issue_peer(id);
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(self.roots()),
+            provider.clone(),
+        )
+        .build()
+        .unwrap();
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, key)
+            .unwrap();
+        config.alpn_protocols = vec![RAFT_ALPN.to_vec()];
+        Arc::new(config)
+    }
+}
+
+/// One controller: its data directory, its listener and the store it serves (none while
+/// stopped).
+pub(super) struct Peer {
+    pub(super) id: u64,
+    pub(super) addr: String,
+    dir: tempfile::TempDir,
+    client: Arc<rustls::ClientConfig>,
+    serving: Arc<Mutex<Option<Store>>>,
+    listener: JoinHandle<()>,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+impl Peer {
+    pub(super) async fn new(ca: &TestCa, id: u64) -> Peer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let serving: Arc<Mutex<Option<Store>>> = Arc::new(Mutex::new(None));
+        let acceptor = TlsAcceptor::from(ca.server_config(id));
+        let slot = Arc::clone(&serving);
+        let listener = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                // As the controller's cluster listener must: small frames, sent at once.
+                let _ = tcp.set_nodelay(true);
+                let acceptor = acceptor.clone();
+                let slot = Arc::clone(&slot);
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    if tls.get_ref().1.alpn_protocol() != Some(RAFT_ALPN) {
+                        return;
+                    }
+                    let store = slot.lock().unwrap().clone();
+                    if let Some(store) = store {
+                        let _ = serve_peer(store, tls).await;
+                    }
+                });
+            }
+        });
+        Peer {
+            id,
+            addr,
+            dir: tempfile::tempdir().unwrap(),
+            client: ca.client_config(id),
+            serving,
+            listener,
+        }
+    }
+
+    /// Open (or reopen) this peer's store and serve it.
+    pub(super) async fn open(&self, mode: OpenMode, config: Config) -> Store {
+        let options = OpenOptions {
+            node_id: self.id,
+            addr: self.addr.clone(),
+            mode,
+            network: TlsNetwork::new(Arc::clone(&self.client)).into(),
+        };
+        // After a stop, peer connections still being served let go of their clones of the
+        // old store (and its database lock) a moment later.
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let dir = self.dir.path().join("raft");
+        let store = loop {
+            match Store::open_with_config(&dir, options.clone(), config.clone()).await {
+                Ok(store) => break store,
+                Err(RaftError::Open { .. }) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("open node {}: {e}", self.id),
+            }
+        };
+        *self.serving.lock().unwrap() = Some(store.clone());
+        store
+    }
+
+    pub(super) fn store(&self) -> Store {
+        self.serving
+            .lock()
+            .unwrap()
+            .clone()
+            .expect("peer is running")
+    }
+
+    /// Stop serving and shut the store down (its data stays).
+    pub(super) async fn stop(&self) {
+        let store = self
+            .serving
+            .lock()
+            .unwrap()
+            .take()
+            .expect("peer is running");
+        store.shutdown().await.unwrap();
+    }
+}
+
+pub(super) fn image(n: u32) -> ImageRecord {
+    let config = format!("{{\"n\":{n}}}").into_bytes();
+    ImageRecord {
+        id: ImageId(Digest::of(&config)),
+        config,
+        diff_ids: vec![DiffId(Digest::of(&n.to_le_bytes()))],
+        size: 10,
+        loaded_ns: 1,
+    }
+}
+
+pub(super) fn put(n: u32) -> Command {
+    Command::PutImage { image: image(n) }
+}
+
+pub(super) fn has(s: &ClusterState, n: u32) -> bool {
+    s.images.contains_key(&image(n).id)
+}
+
+/// Wait until `store`'s applied state satisfies `cond`.
+pub(super) async fn wait_state(store: &Store, what: &str, cond: impl Fn(&ClusterState) -> bool) {
+    let mut applied = store.watch();
+    let waited = tokio::time::timeout(WAIT, async {
+        loop {
+            if store.read(&cond) {
+                return;
+            }
+            applied.changed().await.unwrap();
+        }
+    })
+    .await;
+    assert!(
+        waited.is_ok(),
+        "node {}: {what} not applied within {WAIT:?}",
+        store.node_id()
+    );
+}
+
+/// Wait until some store of `stores` leads and the others know it; returns its index.
+pub(super) async fn wait_leader(stores: &[Store]) -> usize {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let leaders: Vec<usize> = (0..stores.len())
+            .filter(|&i| stores[i].is_leader())
+            .collect();
+        if let [l] = leaders[..] {
+            let id = stores[l].node_id();
+            if stores
+                .iter()
+                .all(|s| s.leader().map(|(i, _)| i) == Some(id))
+            {
+                return l;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no single leader within {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Three peers: node 1 bootstrapped, 2 and 3 joined and added as voters.
+pub(super) async fn three(ca: &TestCa, config: impl Fn() -> Config) -> Vec<Peer> {
+    let peers = vec![
+        Peer::new(ca, 1).await,
+        Peer::new(ca, 2).await,
+        Peer::new(ca, 3).await,
+    ];
+    let first = peers[0].open(OpenMode::Bootstrap, config()).await;
+    assert!(first.is_leader());
+    for p in &peers[1..] {
+        let joined = p.open(OpenMode::Join, config()).await;
+        assert!(!joined.is_leader());
+        first.add_controller(p.id, p.addr.clone()).await.unwrap();
+    }
+    peers
+}
