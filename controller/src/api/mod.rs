@@ -20,6 +20,7 @@ pub mod http;
 pub mod images;
 pub mod metrics;
 pub mod networks;
+pub mod nodes;
 pub mod ps;
 pub mod stats;
 pub mod streams;
@@ -285,6 +286,10 @@ async fn route(engine: Arc<Engine>, req: Request<Incoming>) -> Result<Resp, ApiE
             let id = id.to_string();
             stats::stats(engine.clone(), &id, &req).await
         }
+        (&Method::GET, ["nodes"]) => nodes::list(&engine, &req),
+        (&Method::GET, ["nodes", id]) => nodes::inspect(&engine, id),
+        (&Method::POST, ["nodes", id, "update"]) => nodes::update(&engine, id, req).await,
+        (&Method::DELETE, ["nodes", id]) => nodes::remove(&engine, id).await,
         (&Method::POST, ["volumes", "create"]) => volumes::create(&engine, req).await,
         (&Method::POST, ["volumes", "prune"]) => volumes::prune(&engine, &req).await,
         (&Method::GET, ["volumes"]) => volumes::list(&engine, &req),

@@ -94,25 +94,43 @@ impl JoinService {
         peer: SocketAddr,
     ) -> Result<(), ClusterError> {
         let req: JoinRequest = frame::read(&mut stream, "join request").await?;
-        let answer = match self.admit_and_record(&req).await {
+        let (answer, new_controller) = match self.admit_and_record(&req).await {
             Ok(admission) => {
                 info!(%peer, node = %admission.node, host = %req.description.hostname, role = ?req.role, "admitted a host to the cluster");
-                JoinResponse::Admitted(Box::new(admission))
+                let new = (req.role == NodeRole::Controller)
+                    .then(|| (admission.node, req.description.cluster_addr.clone()));
+                (JoinResponse::Admitted(Box::new(admission)), new)
             }
             Err(reason) => {
                 warn!(%peer, host = %req.description.hostname, %reason, "refused a join");
-                JoinResponse::Refused(reason)
+                (JoinResponse::Refused(reason), None)
             }
         };
-        frame::write(&mut stream, &answer, "join response").await
+        frame::write(&mut stream, &answer, "join response").await?;
+        if let Some((id, addr)) = new_controller {
+            // The new controller opens its store and serves Raft once it has its
+            // certificate; adding it waits until it has caught up.
+            let store = self.store.clone();
+            tokio::spawn(async move {
+                match store.add_controller(id.0, addr.clone()).await {
+                    Ok(()) => info!(node = %id, %addr, "a controller joined the Raft group"),
+                    Err(e) => {
+                        warn!(node = %id, %addr, error = %e, "could not add the controller to the Raft group")
+                    }
+                }
+            });
+        }
+        Ok(())
     }
 
     async fn admit_and_record(&self, req: &JoinRequest) -> Result<Admission, String> {
         let role = admit(&self.tokens, req)?;
-        if role == NodeRole::Controller {
-            return Err(
-                "this controller cannot add Raft members yet; join agents only".to_string(),
+        if role == NodeRole::Controller && !self.store.is_leader() {
+            let leader = self.store.leader().map_or_else(
+                || "no leader is known now".to_string(),
+                |(_, addr)| format!("join through the leader at {addr}"),
             );
+            return Err(format!("this controller is not the Raft leader: {leader}"));
         }
         let id = self.store.read(|s| new_node_id(s, rand::random));
         let ip = req.description.addr.parse::<IpAddr>().ok();
@@ -132,12 +150,17 @@ impl JoinService {
             Err(e) => return Err(format!("the cluster could not record the host: {e}")),
         }
         let controllers = self.store.read(controller_addrs);
+        let controller = role == NodeRole::Controller;
         Ok(Admission {
             node: id,
             cert_pem,
             ca_pem: self.authority.ca_pem().to_string(),
-            ca_key_pem: String::new(),
-            tokens: None,
+            ca_key_pem: if controller {
+                self.authority.key_pem()
+            } else {
+                String::new()
+            },
+            tokens: controller.then(|| (self.tokens.agent.clone(), self.tokens.controller.clone())),
             controllers,
         })
     }

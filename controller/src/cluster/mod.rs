@@ -25,8 +25,7 @@ pub mod tls;
 pub const JOIN_ALPN: &[u8] = b"wharf-join/1";
 /// ALPN of an agent's connection.
 pub const AGENT_ALPN: &[u8] = b"wharf-agent/2";
-/// ALPN of the Raft peers' connections.
-pub const RAFT_ALPN: &[u8] = b"wharf-raft/1";
+pub use crate::raft::RAFT_ALPN;
 
 /// Why a cluster operation failed.
 #[derive(Debug, thiserror::Error)]

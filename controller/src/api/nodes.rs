@@ -1,0 +1,372 @@
+//! Node routes, as Docker's swarm mode serves them: `docker node ls / inspect / update /
+//! rm`. Controllers are managers (with `ManagerStatus`), agents are workers (without).
+
+use super::error::ApiError;
+use super::http::{json, read_body, status, Filters, Query, Resp};
+use crate::cluster::identity::{node_id_text, parse_node_id};
+use crate::engine::Engine;
+use http::{Request, StatusCode};
+use hyper::body::Incoming;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use wharf_protocol::node_state::{Availability, NodeRecord, NodeRole};
+use wharf_protocol::state::{ClusterState, Command};
+use wharf_protocol::NodeId;
+
+/// What the Raft group says of the controllers: the leader, and who answers.
+#[derive(Clone, Debug, Default)]
+pub struct Managers {
+    /// The leader's node ID.
+    pub leader: Option<NodeId>,
+    /// Controllers that answer (as this controller sees them).
+    pub reachable: Vec<NodeId>,
+}
+
+fn time(ns: i64) -> String {
+    chrono::DateTime::from_timestamp_nanos(ns).to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
+/// A node as `GET /nodes` shows it (pure).
+pub fn node_json(n: &NodeRecord, managers: &Managers) -> Value {
+    let d = &n.description;
+    let mut v = json!({
+        "ID": node_id_text(n.id),
+        "Version": {"Index": n.updated_ns.max(0)},
+        "CreatedAt": time(n.created_ns),
+        "UpdatedAt": time(n.updated_ns),
+        "Spec": {
+            "Labels": n.labels,
+            "Role": n.role.docker_name(),
+            "Availability": n.availability.as_str(),
+        },
+        "Description": {
+            "Hostname": d.hostname,
+            "Platform": {"Architecture": std::env::consts::ARCH, "OS": "linux"},
+            "Resources": {
+                "NanoCPUs": u64::from(d.cpus) * 1_000_000_000,
+                "MemoryBytes": d.memory,
+            },
+            "Engine": {
+                "EngineVersion": d.engine_version,
+                "Labels": d.engine_labels,
+            },
+        },
+        "Status": {
+            "State": n.state.as_str(),
+            "Addr": d.addr,
+        },
+    });
+    if n.role == NodeRole::Controller {
+        let leader = managers.leader == Some(n.id);
+        let reachable = leader || managers.reachable.contains(&n.id);
+        v["ManagerStatus"] = json!({
+            "Leader": leader,
+            "Reachability": if reachable { "reachable" } else { "unreachable" },
+            "Addr": d.api_addr,
+        });
+    }
+    v
+}
+
+/// The node `reference` names: full ID, unique ID prefix or host name (pure).
+pub fn find_node<'a>(state: &'a ClusterState, reference: &str) -> Result<&'a NodeRecord, ApiError> {
+    let not_found = || ApiError::not_found(format!("node {reference} not found"));
+    if reference.is_empty() {
+        return Err(not_found());
+    }
+    if let Some(n) = parse_node_id(reference).and_then(|id| state.nodes.get(&id)) {
+        return Ok(n);
+    }
+    let by_prefix: Vec<&NodeRecord> = state
+        .nodes
+        .values()
+        .filter(|n| node_id_text(n.id).starts_with(reference))
+        .collect();
+    match by_prefix.as_slice() {
+        [one] => return Ok(one),
+        [] => {}
+        _ => {
+            return Err(ApiError::not_found(format!(
+                "node {reference} is ambiguous ({} matches found)",
+                by_prefix.len()
+            )))
+        }
+    }
+    let by_name: Vec<&NodeRecord> = state
+        .nodes
+        .values()
+        .filter(|n| n.description.hostname == reference)
+        .collect();
+    match by_name.as_slice() {
+        [one] => Ok(one),
+        [] => Err(not_found()),
+        _ => Err(ApiError::not_found(format!(
+            "node {reference} is ambiguous ({} matches found)",
+            by_name.len()
+        ))),
+    }
+}
+
+async fn propose(engine: &Engine, cmd: Command) -> Result<(), ApiError> {
+    use crate::engine::EngineError;
+    engine
+        .store()
+        .propose(cmd)
+        .await
+        .map_err(EngineError::from)?
+        .map_err(EngineError::from)?;
+    Ok(())
+}
+
+fn managers(engine: &Engine) -> Managers {
+    let store = engine.store();
+    Managers {
+        leader: store.leader().map(|(id, _)| NodeId(id)),
+        reachable: store
+            .members()
+            .into_iter()
+            .filter(|m| m.reachable)
+            .map(|m| NodeId(m.id))
+            .collect(),
+    }
+}
+
+/// `GET /nodes?filters=` (`id`, `name`, `role`, `membership`, `label`, `node.label`).
+pub fn list(engine: &Engine, req: &Request<Incoming>) -> Result<Resp, ApiError> {
+    let q = Query::parse(req.uri().query());
+    let f = Filters::parse(q.get("filters"))?;
+    f.validate(&["id", "name", "role", "membership", "label", "node.label"])?;
+    let m = managers(engine);
+    let nodes: Vec<Value> = engine.store().read(|s| {
+        s.nodes
+            .values()
+            .filter(|n| {
+                (!f.contains("id") || f.values("id").any(|p| node_id_text(n.id).starts_with(p)))
+                    && (!f.contains("name")
+                        || f.values("name").any(|p| n.description.hostname.contains(p)))
+                    && (!f.contains("role") || f.values("role").any(|r| r == n.role.docker_name()))
+                    && (!f.contains("membership")
+                        || f.values("membership").any(|v| v == "accepted"))
+                    && f.match_kv_list("label", &n.description.engine_labels)
+                    && f.match_kv_list("node.label", &n.labels)
+            })
+            .map(|n| node_json(n, &m))
+            .collect()
+    });
+    Ok(json(StatusCode::OK, &Value::Array(nodes)))
+}
+
+/// `GET /nodes/{id}`.
+pub fn inspect(engine: &Engine, reference: &str) -> Result<Resp, ApiError> {
+    let m = managers(engine);
+    let v = engine
+        .store()
+        .read(|s| find_node(s, reference).map(|n| node_json(n, &m)))?;
+    Ok(json(StatusCode::OK, &v))
+}
+
+/// Body of `POST /nodes/{id}/update`: a `NodeSpec`.
+#[derive(Deserialize, Debug, Default)]
+#[serde(rename_all = "PascalCase", default)]
+struct NodeSpec {
+    name: Option<String>,
+    labels: Option<BTreeMap<String, String>>,
+    role: Option<String>,
+    availability: Option<String>,
+}
+
+/// What `POST /nodes/{id}/update` asks, checked against the node (pure).
+fn update_command(
+    n: &NodeRecord,
+    spec: NodeSpec,
+    version: Option<&str>,
+    at_ns: i64,
+) -> Result<Command, ApiError> {
+    if let Some(v) = version {
+        let v: i64 = v
+            .parse()
+            .map_err(|_| ApiError::bad_request(format!("invalid node version {v:?}")))?;
+        if v != n.updated_ns.max(0) {
+            return Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "rpc error: code = Unknown desc = update out of sequence",
+            ));
+        }
+    }
+    if let Some(role) = spec.role.as_deref() {
+        if !role.is_empty() && role != n.role.docker_name() {
+            return Err(ApiError::bad_request(format!(
+                "cannot change the role of node {} to {role}: a host is a controller or an agent from the time it joins",
+                n.description.hostname
+            )));
+        }
+    }
+    let availability = match spec.availability.as_deref() {
+        None | Some("") => n.availability,
+        Some(a) => Availability::parse(a).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "invalid availability {a:?}: use active, pause or drain"
+            ))
+        })?,
+    };
+    let _ = spec.name;
+    Ok(Command::UpdateNode {
+        id: n.id,
+        availability,
+        labels: spec.labels.unwrap_or_default(),
+        at_ns,
+    })
+}
+
+/// `POST /nodes/{id}/update?version=N` (`docker node update`).
+pub async fn update(
+    engine: &Engine,
+    reference: &str,
+    req: Request<Incoming>,
+) -> Result<Resp, ApiError> {
+    let q = Query::parse(req.uri().query());
+    let version = q.get("version").map(str::to_string);
+    let body = read_body(req.into_body()).await?;
+    let spec: NodeSpec = if body.is_empty() {
+        NodeSpec::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?
+    };
+    let cmd = engine.store().read(|s| {
+        find_node(s, reference)
+            .and_then(|n| update_command(n, spec, version.as_deref(), crate::engine::now_ns()))
+    })?;
+    propose(engine, cmd).await?;
+    Ok(status(StatusCode::OK))
+}
+
+/// `DELETE /nodes/{id}?force=` (`docker node rm`): only a Down node; its ID is revoked.
+pub async fn remove(engine: &Engine, reference: &str) -> Result<Resp, ApiError> {
+    let id = engine
+        .store()
+        .read(|s| find_node(s, reference).map(|n| n.id))?;
+    propose(engine, Command::RemoveNode { id }).await?;
+    Ok(status(StatusCode::OK))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wharf_protocol::node_state::{NodeDescription, NodeState};
+
+    fn node(id: u64, name: &str, role: NodeRole) -> NodeRecord {
+        NodeRecord {
+            id: NodeId(id),
+            role,
+            description: NodeDescription {
+                hostname: name.into(),
+                addr: "10.0.0.1".into(),
+                api_addr: "10.0.0.1:2376".into(),
+                cpus: 2,
+                memory: 1024,
+                engine_version: "0.1.0".into(),
+                ..Default::default()
+            },
+            labels: BTreeMap::new(),
+            availability: Availability::Active,
+            state: NodeState::Ready,
+            created_ns: 1,
+            updated_ns: 5,
+        }
+    }
+
+    fn state() -> ClusterState {
+        let mut s = ClusterState::default();
+        for n in [
+            node(0xab01, "ctl-1", NodeRole::Controller),
+            node(0xab02, "node-1", NodeRole::Agent),
+            node(0xcd03, "node-2", NodeRole::Agent),
+        ] {
+            s.nodes.insert(n.id, n);
+        }
+        s
+    }
+
+    #[test]
+    fn managers_have_a_manager_status_and_workers_none() {
+        let s = state();
+        let m = Managers {
+            leader: Some(NodeId(0xab01)),
+            reachable: vec![],
+        };
+        let ctl = node_json(&s.nodes[&NodeId(0xab01)], &m);
+        assert_eq!(ctl["Spec"]["Role"], "manager");
+        assert_eq!(ctl["ManagerStatus"]["Leader"], true);
+        assert_eq!(ctl["ManagerStatus"]["Reachability"], "reachable");
+        assert_eq!(ctl["ManagerStatus"]["Addr"], "10.0.0.1:2376");
+        assert_eq!(ctl["ID"], "000000000000ab01");
+        let agent = node_json(&s.nodes[&NodeId(0xab02)], &m);
+        assert_eq!(agent["Spec"]["Role"], "worker");
+        assert!(agent.get("ManagerStatus").is_none());
+        assert_eq!(agent["Status"]["State"], "ready");
+        assert_eq!(agent["Description"]["Hostname"], "node-1");
+        assert_eq!(
+            agent["Description"]["Resources"]["NanoCPUs"],
+            2_000_000_000u64
+        );
+        let follower = node_json(&s.nodes[&NodeId(0xab01)], &Managers::default());
+        assert_eq!(follower["ManagerStatus"]["Reachability"], "unreachable");
+    }
+
+    #[test]
+    fn nodes_are_found_by_id_prefix_and_name() {
+        let s = state();
+        assert_eq!(
+            find_node(&s, "000000000000ab02").unwrap().id,
+            NodeId(0xab02)
+        );
+        assert_eq!(find_node(&s, "000000000000cd").unwrap().id, NodeId(0xcd03));
+        assert_eq!(find_node(&s, "node-1").unwrap().id, NodeId(0xab02));
+        let e = find_node(&s, "00000000000").unwrap_err();
+        assert!(e.message.contains("ambiguous"), "{}", e.message);
+        let e = find_node(&s, "node-9").unwrap_err();
+        assert_eq!(e.status, StatusCode::NOT_FOUND);
+        assert_eq!(e.message, "node node-9 not found");
+    }
+
+    #[test]
+    fn updates_keep_the_role_and_check_the_version() {
+        let s = state();
+        let n = &s.nodes[&NodeId(0xab02)];
+        let spec = NodeSpec {
+            labels: Some([("zone".to_string(), "a".to_string())].into()),
+            availability: Some("drain".into()),
+            role: Some("worker".into()),
+            ..Default::default()
+        };
+        match update_command(n, spec, Some("5"), 9).unwrap() {
+            Command::UpdateNode {
+                availability,
+                labels,
+                ..
+            } => {
+                assert_eq!(availability, Availability::Drain);
+                assert_eq!(labels["zone"], "a");
+            }
+            other => panic!("{other:?}"),
+        }
+        let e = update_command(n, NodeSpec::default(), Some("4"), 9).unwrap_err();
+        assert!(e.message.contains("out of sequence"));
+        let promote = NodeSpec {
+            role: Some("manager".into()),
+            ..Default::default()
+        };
+        let e = update_command(n, promote, None, 9).unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        let bad = NodeSpec {
+            availability: Some("sleep".into()),
+            ..Default::default()
+        };
+        assert!(update_command(n, bad, None, 9)
+            .unwrap_err()
+            .message
+            .contains("sleep"));
+    }
+}
