@@ -265,9 +265,7 @@ impl Settings {
     }
 
     /// The `--label` values as a map; a label without `=` is refused (pure).
-    pub fn label_map(
-        &self,
-    ) -> Result<std::collections::BTreeMap<String, String>, SettingsError> {
+    pub fn label_map(&self) -> Result<std::collections::BTreeMap<String, String>, SettingsError> {
         self.labels
             .iter()
             .map(|l| match l.split_once('=') {
