@@ -8,6 +8,7 @@ pub mod api;
 pub mod build;
 pub mod certs;
 pub mod cluster;
+pub mod daemon;
 pub mod docker_types;
 pub mod engine;
 pub mod names;

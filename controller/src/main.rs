@@ -26,10 +26,17 @@ enum Role {
     Up(Settings),
     /// Stop a running instance of DATA_DIR and remove its containers, shims, mounts and cgroups.
     Down(Settings),
-    /// Run only the controller role (Raft member and Docker API); multi-host clusters come later.
+    /// Run a controller of a multi-host cluster: a Raft member serving the Docker API and the
+    /// cluster port (`--bootstrap` for the first, `--join ADDR --token T` for more).
     Controller(Settings),
-    /// Run only the agent role, driven by remote controllers; multi-host clusters come later.
+    /// Run an agent of a multi-host cluster: it joins once (`--join ADDR --token T`) and runs
+    /// the containers the controllers place on it.
     Node(Settings),
+    /// Cluster administration on a controller host.
+    Cluster {
+        #[command(subcommand)]
+        cmd: ClusterCmd,
+    },
     /// Issue certificates from the cluster CA.
     Certs {
         #[command(subcommand)]
@@ -51,6 +58,18 @@ enum Role {
         /// Blank room in the command line for the forked shims' own.
         #[arg(long, default_value = "")]
         room: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCmd {
+    /// Print the join token of a role (`agent` or `controller`).
+    Token {
+        /// A controller's data dir.
+        #[arg(long, env = "WHARF_DATA_DIR", default_value = "/var/lib/wharf")]
+        data_dir: PathBuf,
+        /// `agent` or `controller`.
+        role: String,
     },
 }
 
@@ -123,11 +142,27 @@ fn run(role: Role, sub: Option<clap::ArgMatches>) -> anyhow::Result<()> {
         Role::Down(s) => {
             let s = s.load(&sub)?;
             init_tracing(&s.log);
-            rt()?.block_on(wharf_controller::up::down(s))
+            use wharf_controller::daemon;
+            match daemon::read_membership(&s.data_dir)? {
+                Some(m) if m.role == "agent" => rt()?.block_on(daemon::node_down(&s)),
+                Some(_) => rt()?.block_on(daemon::controller_down(&s)),
+                None => rt()?.block_on(wharf_controller::up::down(s)),
+            }
         }
-        Role::Controller(_) | Role::Node(_) => anyhow::bail!(
-            "separate controller and node processes are not available in this version; run `wharf up` for a single-host cluster"
-        ),
+        Role::Controller(s) => {
+            let s = s.load(&sub)?;
+            init_tracing(&s.log);
+            rt()?.block_on(wharf_controller::daemon::controller(s))
+        }
+        Role::Node(s) => {
+            let s = s.load(&sub)?;
+            init_tracing(&s.log);
+            wharf_node::memory::limit_arenas();
+            rt()?.block_on(wharf_controller::daemon::node(s))
+        }
+        Role::Cluster {
+            cmd: ClusterCmd::Token { data_dir, role },
+        } => wharf_controller::daemon::print_token(&data_dir, &role),
         Role::Certs { cmd: CertsCmd::Client { data_dir, out, name } } => {
             let ca = wharf_controller::certs::Authority::open_or_create(&data_dir.join("certs"))?;
             ca.issue_client(&name, &out)?;

@@ -1,0 +1,646 @@
+//! `wharf controller` and `wharf node`: the two daemons of a multi-host cluster, and
+//! `wharf cluster token`.
+//!
+//! ```text
+//!  DATA_DIR/membership.json   this host's ID and role, and the controllers it knows
+//!  DATA_DIR/certs/            CA, node certificate and key (see cluster::tls); a
+//!                             controller's also its API certificate and the join tokens
+//! ```
+//!
+//! A host joins once; restarted, it finds its membership and certificates and connects
+//! again without a token.
+
+use crate::agent_client::Agents;
+use crate::api::Listener;
+use crate::certs::{self, Authority};
+use crate::cluster::dial::dial_controller;
+use crate::cluster::identity::{JoinTokens, Token};
+use crate::cluster::join::{self, JoinService};
+use crate::cluster::listener::ClusterPort;
+use crate::cluster::registry::{Liveness, NodeHooks, Registry};
+use crate::engine::Engine;
+use crate::cluster::identity::node_id_text;
+use crate::raft::{serve_peer, OpenMode, OpenOptions, Store, TlsNetwork};
+use crate::settings::{client_env, Settings};
+use crate::up::{self, lock_data_dir};
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+use wharf_protocol::agent::AgentEvent;
+use wharf_protocol::node_state::{NodeDescription, NodeRole, NodeState};
+use wharf_protocol::state::Command;
+use wharf_protocol::NodeId;
+
+/// What a host remembers of its place in the cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Membership {
+    /// Its node ID.
+    pub id: u64,
+    /// `controller` or `agent`.
+    pub role: String,
+    /// The controllers' cluster addresses, as last told.
+    pub controllers: Vec<String>,
+}
+
+fn membership_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("membership.json")
+}
+
+/// This data dir's membership, if it joined or bootstrapped.
+pub fn read_membership(data_dir: &Path) -> anyhow::Result<Option<Membership>> {
+    let path = membership_path(data_dir);
+    match std::fs::read(&path) {
+        Ok(bytes) => Ok(Some(
+            serde_json::from_slice(&bytes).with_context(|| format!("read {}", path.display()))?,
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("read {}", path.display())),
+    }
+}
+
+fn write_membership(data_dir: &Path, m: &Membership) -> anyhow::Result<()> {
+    let bytes = serde_json::to_vec_pretty(m)?;
+    certs::write_atomic(&membership_path(data_dir), &bytes, 0o600)?;
+    Ok(())
+}
+
+fn tokens_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("certs").join("join-tokens")
+}
+
+/// The join tokens a controller's data dir holds (made at bootstrap).
+pub fn read_tokens(data_dir: &Path) -> anyhow::Result<JoinTokens> {
+    let path = tokens_path(data_dir);
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "read {} (is {} a controller's data dir?)",
+            path.display(),
+            data_dir.display()
+        )
+    })?;
+    let mut agent = None;
+    let mut controller = None;
+    for line in text.lines() {
+        match line.split_once(' ') {
+            Some(("agent", t)) => agent = Some(t.trim().to_string()),
+            Some(("controller", t)) => controller = Some(t.trim().to_string()),
+            _ => {}
+        }
+    }
+    match (agent, controller) {
+        (Some(agent), Some(controller)) => Ok(JoinTokens { agent, controller }),
+        _ => bail!("{} is not a token file", path.display()),
+    }
+}
+
+fn write_tokens(data_dir: &Path, t: &JoinTokens) -> anyhow::Result<()> {
+    let text = format!("agent {}\ncontroller {}\n", t.agent, t.controller);
+    certs::write_atomic(&tokens_path(data_dir), text.as_bytes(), 0o600)?;
+    Ok(())
+}
+
+/// `wharf cluster token ROLE`: print the join token of `role`.
+pub fn print_token(data_dir: &Path, role: &str) -> anyhow::Result<()> {
+    let t = read_tokens(data_dir)?;
+    match role {
+        "agent" | "worker" | "node" => println!("{}", t.agent),
+        "controller" | "manager" => println!("{}", t.controller),
+        other => bail!("unknown role {other:?}: use agent or controller"),
+    }
+    Ok(())
+}
+
+/// Logical CPUs and memory bytes of this host.
+fn host_resources() -> (u32, u64) {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024);
+    (cpus, memory)
+}
+
+fn node_name(s: &Settings) -> String {
+    s.node_name.clone().unwrap_or_else(up::hostname)
+}
+
+/// The engine's side of agents coming and going.
+struct EngineHooks(Arc<Engine>);
+
+impl NodeHooks for EngineHooks {
+    fn connected(
+        &self,
+        node: NodeId,
+        events: Option<mpsc::UnboundedReceiver<AgentEvent>>,
+    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>> {
+        Box::pin(async move {
+            self.0
+                .node_connected(node, events)
+                .await
+                .map_err(|e| e.message)
+        })
+    }
+
+    fn lost(&self, node: NodeId) {
+        self.0.node_lost(node);
+    }
+}
+
+/// `wharf controller`: a Raft member serving the Docker API and the cluster port.
+pub async fn controller(s: Settings) -> anyhow::Result<()> {
+    s.check_insecure_api_addr()?;
+    if !nix::unistd::geteuid().is_root() {
+        bail!("wharf must run as root");
+    }
+    let (period, grace) = s.liveness()?;
+    let env_path = s.client_env_path();
+    let _ = std::fs::remove_file(&env_path);
+    let lock = lock_data_dir(&s.data_dir)?;
+    let cluster_addr = s.cluster_addr();
+    if cluster_addr.ip().is_unspecified() {
+        bail!("--cluster-addr must be this host's own address (other hosts dial it), not {cluster_addr}");
+    }
+    let certs_dir = s.data_dir.join("certs");
+    let (cpus, memory) = host_resources();
+    let me = NodeDescription {
+        hostname: node_name(&s),
+        addr: cluster_addr.ip().to_string(),
+        api_addr: s.api_addr.to_string(),
+        cluster_addr: cluster_addr.to_string(),
+        cpus,
+        memory,
+        engine_version: env!("CARGO_PKG_VERSION").to_string(),
+        engine_labels: s.label_map()?,
+        runs_containers: false,
+    };
+    let (membership, mode) = match read_membership(&s.data_dir)? {
+        Some(m) if m.role == "controller" => (m, OpenMode::Join),
+        Some(m) => bail!(
+            "{} is an {}'s data dir, not a controller's",
+            s.data_dir.display(),
+            m.role
+        ),
+        None if s.bootstrap => {
+            let ca = Authority::open_or_create(&certs_dir)?;
+            let digest = ca.digest()?;
+            write_tokens(
+                &s.data_dir,
+                &JoinTokens {
+                    agent: Token::generate(digest).to_string(),
+                    controller: Token::generate(digest).to_string(),
+                },
+            )?;
+            let m = Membership {
+                id: loop {
+                    let id: u64 = rand::random();
+                    if id != 0 {
+                        break id;
+                    }
+                },
+                role: "controller".into(),
+                controllers: vec![cluster_addr.to_string()],
+            };
+            write_membership(&s.data_dir, &m)?;
+            info!(id = %node_id_text(NodeId(m.id)), "bootstrapped a new cluster");
+            (m, OpenMode::Bootstrap)
+        }
+        None => {
+            let (Some(addr), Some(token)) = (s.join, s.token.as_deref()) else {
+                bail!(
+                    "{} holds no cluster: start the first controller with --bootstrap, or join one with --join ADDR --token TOKEN",
+                    s.data_dir.display()
+                );
+            };
+            let token = Token::parse(token)?;
+            let key = rcgen::KeyPair::generate().context("make the node key")?;
+            let admission = join::join(addr, &token, NodeRole::Controller, me.clone(), &key)
+                .await
+                .with_context(|| format!("join the cluster at {addr}"))?;
+            join::install(&certs_dir, &admission, &key)?;
+            let Some((agent, controller)) = admission.tokens.clone() else {
+                bail!("the cluster admitted this controller without its join tokens");
+            };
+            write_tokens(&s.data_dir, &JoinTokens { agent, controller })?;
+            let m = Membership {
+                id: admission.node.0,
+                role: "controller".into(),
+                controllers: admission.controllers.clone(),
+            };
+            write_membership(&s.data_dir, &m)?;
+            info!(id = %node_id_text(admission.node), "joined the cluster as a controller");
+            (m, OpenMode::Join)
+        }
+    };
+    let id = NodeId(membership.id);
+    let ca = Authority::open_or_create(&certs_dir)?;
+    join::ensure_own_node_cert(
+        &certs_dir,
+        &ca,
+        NodeRole::Controller,
+        id,
+        cluster_addr.ip(),
+    )?;
+    up::ensure_certs(&s)?;
+    let tokens = read_tokens(&s.data_dir)?;
+    let network = TlsNetwork::new(crate::cluster::tls::node_client_config(
+        &certs_dir,
+        crate::raft::RAFT_ALPN,
+    )?);
+    let store = Store::open_with(
+        &s.data_dir.join("raft"),
+        OpenOptions {
+            node_id: id.0,
+            addr: cluster_addr.to_string(),
+            mode,
+            network: network.into(),
+        },
+    )
+    .await
+    .context("open the cluster state")?;
+    let registry = Registry::new(store.clone(), Liveness { period, grace });
+    let engine = Engine::new(
+        store.clone(),
+        Agents::new(registry.clone()),
+        s.data_dir.clone(),
+    );
+    // Recorded through the leader once this controller is a member (a joining one is
+    // added after its listener serves Raft).
+    tokio::spawn(register_self(store.clone(), id, me));
+    let port = Arc::new(ClusterPort {
+        store: store.clone(),
+        join: Arc::new(JoinService {
+            authority: ca,
+            tokens,
+            store: store.clone(),
+        }),
+        registry,
+        hooks: Arc::new(EngineHooks(engine.clone())),
+        raft: Some({
+            let store = store.clone();
+            Arc::new(move |tls| {
+                let store = store.clone();
+                Box::pin(async move {
+                    if let Err(e) = serve_peer(store, tls).await {
+                        tracing::debug!(error = %e, "raft peer connection ended");
+                    }
+                })
+            })
+        }),
+    });
+    let cluster_listener = tokio::net::TcpListener::bind(cluster_addr)
+        .await
+        .with_context(|| format!("listen on {cluster_addr}"))?;
+    let cluster_tls = crate::cluster::tls::cluster_server_config(&certs_dir)?;
+    let api = tokio::net::TcpListener::bind(s.api_addr)
+        .await
+        .with_context(|| format!("listen on {}", s.api_addr))?;
+    let addr = api.local_addr()?;
+    let mut listeners = vec![Listener::Tls {
+        tcp: api,
+        tls: certs::server_config(&certs_dir)?,
+    }];
+    if let Some(plain) = s.insecure_api_addr {
+        let tcp = tokio::net::TcpListener::bind(plain)
+            .await
+            .with_context(|| format!("listen on {plain}"))?;
+        warn!(addr = %plain, "serving the API without TLS or authentication (--insecure-api-addr)");
+        listeners.push(Listener::Plain(tcp));
+    }
+    listeners.push(Listener::Unix(up::bind_unix_socket(&s.unix_socket)?));
+    let socket_identity = up::file_identity(&s.unix_socket);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    info!(addr = %cluster_addr, "serving the cluster port");
+    tokio::spawn(port.serve(cluster_listener, cluster_tls, stop_rx.clone()));
+    let mut servers = vec![];
+    for l in listeners {
+        info!(listener = %l.describe(), "serving the Docker API");
+        servers.push(tokio::spawn(crate::api::serve(
+            l,
+            engine.clone(),
+            stop_rx.clone(),
+        )));
+    }
+    let text = client_env(addr, &s.client_dir());
+    certs::write_atomic(&env_path, text.as_bytes(), 0o644)?;
+    info!(%addr, data_dir = %s.data_dir.display(), "controller is up");
+    print!("{text}");
+    let _ = std::io::stdout().flush();
+    wait_for_signal().await?;
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(
+        Duration::from_secs(5),
+        futures_util::future::join_all(servers),
+    )
+    .await;
+    if socket_identity.is_some() && up::file_identity(&s.unix_socket) == socket_identity {
+        let _ = std::fs::remove_file(&s.unix_socket);
+    }
+    if let Err(e) = store.shutdown().await {
+        warn!(error = %e, "raft shutdown");
+    }
+    let _ = std::fs::remove_file(&env_path);
+    std::mem::forget(lock);
+    Ok(())
+}
+
+/// Record this controller (its description, Ready) once the cluster takes writes from it.
+async fn register_self(store: Store, id: NodeId, me: NodeDescription) {
+    for attempt in 0u32.. {
+        let at_ns = crate::engine::now_ns();
+        let cmds = [
+            Command::RegisterNode {
+                id,
+                role: NodeRole::Controller,
+                description: me.clone(),
+                at_ns,
+            },
+            Command::SetNodeState {
+                id,
+                state: NodeState::Ready,
+                at_ns,
+            },
+        ];
+        let mut done = true;
+        for cmd in cmds {
+            match store.propose(cmd).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    warn!(error = %e, "this controller was refused by the cluster");
+                    return;
+                }
+                Err(e) => {
+                    if attempt % 10 == 0 {
+                        info!(error = %e, "waiting to record this controller");
+                    }
+                    done = false;
+                    break;
+                }
+            }
+        }
+        if done {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM: shutting down, containers keep running"),
+        _ = tokio::signal::ctrl_c() => info!("SIGINT: shutting down, containers keep running"),
+    }
+    Ok(())
+}
+
+/// `wharf node`: an agent that joins (once) and serves every controller it knows.
+pub async fn node(s: Settings) -> anyhow::Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("wharf must run as root (it mounts, creates namespaces and cgroups)");
+    }
+    let _lock = lock_data_dir(&s.data_dir)?;
+    let certs_dir = s.data_dir.join("certs");
+    let labels = s.label_map()?;
+    let (cpus, memory) = host_resources();
+    let describe = |addr: IpAddr| NodeDescription {
+        hostname: node_name(&s),
+        addr: addr.to_string(),
+        api_addr: String::new(),
+        cluster_addr: String::new(),
+        cpus,
+        memory,
+        engine_version: env!("CARGO_PKG_VERSION").to_string(),
+        engine_labels: labels.clone(),
+        runs_containers: true,
+    };
+    let membership = match read_membership(&s.data_dir)? {
+        Some(m) if m.role == "agent" => m,
+        Some(m) => bail!(
+            "{} is a {}'s data dir, not an agent's",
+            s.data_dir.display(),
+            m.role
+        ),
+        None => {
+            let (Some(addr), Some(token)) = (s.join, s.token.as_deref()) else {
+                bail!(
+                    "{} has not joined a cluster: give --join ADDR --token TOKEN (`wharf cluster token agent` on a controller prints it)",
+                    s.data_dir.display()
+                );
+            };
+            let token = Token::parse(token)?;
+            let own = match s.advertise_addr {
+                Some(ip) => ip,
+                None => local_addr_towards(addr).await?,
+            };
+            let key = rcgen::KeyPair::generate().context("make the node key")?;
+            let admission = join::join(addr, &token, NodeRole::Agent, describe(own), &key)
+                .await
+                .with_context(|| format!("join the cluster at {addr}"))?;
+            join::install(&certs_dir, &admission, &key)?;
+            let mut controllers = admission.controllers.clone();
+            if !controllers.contains(&addr.to_string()) {
+                controllers.push(addr.to_string());
+            }
+            let m = Membership {
+                id: admission.node.0,
+                role: "agent".into(),
+                controllers,
+            };
+            write_membership(&s.data_dir, &m)?;
+            info!(node = %crate::cluster::identity::node_id_text(admission.node), "joined the cluster");
+            m
+        }
+    };
+    let agent = wharf_node::agent::Agent::open(wharf_node::agent::AgentConfig {
+        data_dir: s.data_dir.clone(),
+        wharf_exe: std::env::current_exe().context("find the wharf executable")?,
+        cgroup_parent: up::cgroup_parent(&s.data_dir),
+        bridge_name: s.bridge_name.clone(),
+        bridge_subnet: s.bridge_subnet()?,
+        init_path: s.init_path.clone(),
+    })
+    .context("open the agent")?;
+    let known: Arc<Mutex<BTreeSet<String>>> = Arc::default();
+    let membership = Arc::new(Mutex::new(membership));
+    let (found_tx, mut found_rx) = mpsc::unbounded_channel::<String>();
+    let initial: Vec<String> = membership.lock().unwrap().controllers.clone();
+    for c in initial.into_iter().chain(s.join.map(|a| a.to_string())) {
+        let _ = found_tx.send(c);
+    }
+    let ctx = Arc::new(NodeCtx {
+        certs_dir,
+        agent,
+        advertise: s.advertise_addr,
+        describe: Box::new(describe),
+        found: found_tx,
+        membership,
+        data_dir: s.data_dir.clone(),
+    });
+    info!(data_dir = %s.data_dir.display(), "agent is up");
+    let signal = wait_for_signal();
+    tokio::pin!(signal);
+    loop {
+        tokio::select! {
+            r = &mut signal => return r,
+            Some(addr) = found_rx.recv() => {
+                if known.lock().unwrap().insert(addr.clone()) {
+                    match addr.parse::<SocketAddr>() {
+                        Ok(a) => {
+                            tokio::spawn(ctx.clone().serve_controller(a));
+                        }
+                        Err(_) => warn!(%addr, "a controller address that is not IP:port"),
+                    }
+                }
+            }
+        }
+    }
+}
+
+struct NodeCtx {
+    certs_dir: PathBuf,
+    agent: wharf_node::agent::Agent,
+    advertise: Option<IpAddr>,
+    describe: Box<dyn Fn(IpAddr) -> NodeDescription + Send + Sync>,
+    found: mpsc::UnboundedSender<String>,
+    membership: Arc<Mutex<Membership>>,
+    data_dir: PathBuf,
+}
+
+impl NodeCtx {
+    /// Keep a connection to the controller at `addr`, reconnecting with back-off.
+    async fn serve_controller(self: Arc<Self>, addr: SocketAddr) {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let own = match self.advertise {
+                Some(ip) => Ok(ip),
+                None => local_addr_towards(addr).await,
+            };
+            let dialed = match own {
+                Ok(ip) => dial_controller(addr, &self.certs_dir, (self.describe)(ip))
+                    .await
+                    .map_err(anyhow::Error::from),
+                Err(e) => Err(e),
+            };
+            match dialed {
+                Ok((tls, controllers)) => {
+                    info!(controller = %addr, "connected to a controller");
+                    backoff = Duration::from_millis(200);
+                    self.learn(controllers);
+                    let (r, w) = tokio::io::split(tls);
+                    if let Err(e) =
+                        wharf_node::serve::serve_connection(self.agent.clone(), r, w).await
+                    {
+                        warn!(controller = %addr, error = %e, "controller connection ended");
+                    } else {
+                        warn!(controller = %addr, "controller connection ended");
+                    }
+                }
+                Err(e) => warn!(controller = %addr, error = %format!("{e:#}"), "cannot reach a controller"),
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// Remember controllers a welcome named, and connect to the new ones.
+    fn learn(&self, controllers: Vec<String>) {
+        let mut m = self.membership.lock().unwrap();
+        let mut changed = false;
+        for c in controllers {
+            if !m.controllers.contains(&c) {
+                m.controllers.push(c.clone());
+                changed = true;
+            }
+            let _ = self.found.send(c);
+        }
+        if changed {
+            if let Err(e) = write_membership(&self.data_dir, &m) {
+                warn!(error = %e, "could not save the controllers");
+            }
+        }
+    }
+}
+
+/// The local address this host uses to reach `addr`.
+async fn local_addr_towards(addr: SocketAddr) -> anyhow::Result<IpAddr> {
+    let sock = tokio::net::UdpSocket::bind(if addr.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    })
+    .await?;
+    sock.connect(addr).await?;
+    Ok(sock.local_addr()?.ip())
+}
+
+/// `wharf down` of a controller's data dir: stop its daemon (the cluster's containers
+/// run on agents and stay).
+pub async fn controller_down(s: &Settings) -> anyhow::Result<()> {
+    up::stop_running(&s.data_dir).await?;
+    up::remove_stale_socket(&s.unix_socket);
+    let _ = std::fs::remove_file(s.client_env_path());
+    println!("stopped the controller of {}", s.data_dir.display());
+    Ok(())
+}
+
+/// `wharf down` of an agent's data dir: stop its daemon, then remove its containers'
+/// processes, mounts and cgroups.
+pub async fn node_down(s: &Settings) -> anyhow::Result<()> {
+    up::stop_running(&s.data_dir).await?;
+    let _lock = lock_data_dir(&s.data_dir)?;
+    wharf_node::runtime::orphans::kill_shims_of(&s.data_dir.join("containers"));
+    up::remove_cgroups(&up::cgroup_parent(&s.data_dir));
+    for m in up::mounts_below(&s.data_dir) {
+        if let Err(e) = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH) {
+            warn!(mount = %m.display(), error = %e, "unmount failed");
+        }
+    }
+    println!("stopped the agent of {}", s.data_dir.display());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_and_membership_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("certs")).unwrap();
+        let t = JoinTokens {
+            agent: Token::generate([1; 32]).to_string(),
+            controller: Token::generate([1; 32]).to_string(),
+        };
+        write_tokens(dir.path(), &t).unwrap();
+        assert_eq!(read_tokens(dir.path()).unwrap(), t);
+        assert!(read_membership(dir.path()).unwrap().is_none());
+        let m = Membership {
+            id: 42,
+            role: "agent".into(),
+            controllers: vec!["10.0.0.1:2377".into()],
+        };
+        write_membership(dir.path(), &m).unwrap();
+        assert_eq!(read_membership(dir.path()).unwrap(), Some(m));
+        let e = read_tokens(&dir.path().join("nowhere")).unwrap_err();
+        assert!(format!("{e:#}").contains("controller's data dir"), "{e:#}");
+    }
+
+    #[test]
+    fn resources_are_read() {
+        let (cpus, memory) = host_resources();
+        assert!(cpus >= 1 && memory > 0);
+    }
+}
