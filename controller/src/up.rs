@@ -2,8 +2,9 @@
 //!
 //! Start-up order: lock DATA_DIR → certificates → Raft state (recovery) → agent →
 //! API listeners bound (mutual-TLS TCP, the unix socket, and the loopback plain TCP of
-//! `--insecure-api-addr`) → networking (bridges, endpoints, rules) → re-adopt running
-//! containers → serve → `client.env` written atomically. The
+//! `--insecure-api-addr`) → the node registered (Ready) → the engine told its agent is
+//! connected (volumes root, bridges, endpoints, rules, layers, re-adopt running
+//! containers) → serve → `client.env` written atomically. The
 //! file's presence therefore means "ready". SIGTERM/SIGINT stop the API and Raft and leave
 //! containers running under their shims (live-restore).
 
@@ -99,6 +100,65 @@ struct Instance {
     _lock: DataDirLock,
     store: Store,
     engine: Arc<Engine>,
+    node: NodeId,
+}
+
+/// Logical CPUs in `/proc/cpuinfo` text (its `processor` lines).
+fn cpu_count(cpuinfo: &str) -> u32 {
+    let n = cpuinfo
+        .lines()
+        .filter(|l| l.split(':').next().is_some_and(|k| k.trim() == "processor"))
+        .count();
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// `MemTotal` of `/proc/meminfo` text, in bytes (0 if absent).
+fn mem_total(meminfo: &str) -> u64 {
+    meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map_or(0, |kb| kb.saturating_mul(1024))
+}
+
+/// Record this host as the cluster's node (a controller that runs containers) and as
+/// Ready, so that placement sees it; before serving.
+async fn register_node(s: &Settings, store: &Store, node: NodeId) -> anyhow::Result<()> {
+    use wharf_protocol::node_state::{NodeDescription, NodeRole, NodeState};
+    use wharf_protocol::state::Command;
+    let description = NodeDescription {
+        hostname: hostname(),
+        addr: s.api_addr.ip().to_string(),
+        api_addr: s.api_addr.to_string(),
+        cluster_addr: String::new(),
+        cpus: cpu_count(&std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default()),
+        memory: mem_total(&std::fs::read_to_string("/proc/meminfo").unwrap_or_default()),
+        engine_version: env!("CARGO_PKG_VERSION").to_string(),
+        engine_labels: Default::default(),
+        runs_containers: true,
+    };
+    let at_ns = crate::engine::now_ns();
+    for cmd in [
+        Command::RegisterNode {
+            id: node,
+            role: NodeRole::Controller,
+            description,
+            at_ns,
+        },
+        Command::SetNodeState {
+            id: node,
+            state: NodeState::Ready,
+            at_ns,
+        },
+    ] {
+        store
+            .propose(cmd)
+            .await
+            .context("record the node")?
+            .map_err(|e| anyhow::anyhow!("record the node: {e}"))?;
+    }
+    Ok(())
 }
 
 async fn open_instance(s: &Settings) -> anyhow::Result<Instance> {
@@ -132,15 +192,12 @@ async fn open_instance(s: &Settings) -> anyhow::Result<Instance> {
             )
         }
     };
-    let engine = Engine::new(store.clone(), Agents::new(client), node, s.data_dir.clone());
-    engine
-        .learn_host()
-        .await
-        .map_err(|e| anyhow::anyhow!("ask the agent about its host: {}", e.message))?;
+    let engine = Engine::new(store.clone(), Agents::new(client), s.data_dir.clone());
     Ok(Instance {
         _lock: lock,
         store,
         engine,
+        node,
     })
 }
 
@@ -166,13 +223,16 @@ pub async fn up(s: Settings) -> anyhow::Result<()> {
     }
     listeners.push(Listener::Unix(bind_unix_socket(&s.unix_socket)?));
     let socket_identity = file_identity(&s.unix_socket);
-    // Networking after the listeners: an instance that cannot listen changes nothing.
-    if let Err(e) = inst.engine.init_network().await {
+    // The node after the listeners: an instance that cannot listen changes nothing.
+    if let Err(e) = register_node(&s, &inst.store, inst.node).await {
         let _ = std::fs::remove_file(&s.unix_socket);
-        bail!("set up networking: {}", e.message);
+        return Err(e);
     }
-    inst.engine.recover();
-    inst.engine.track_layers();
+    let events = inst.engine.agents().events(&inst.node);
+    if let Err(e) = inst.engine.node_connected(inst.node, events).await {
+        let _ = std::fs::remove_file(&s.unix_socket);
+        bail!("set up the node: {}", e.message);
+    }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut servers = vec![];
     for l in listeners {
@@ -363,8 +423,8 @@ pub async fn down(s: Settings) -> anyhow::Result<()> {
     stop_running(&s.data_dir).await?;
     let inst = open_instance(&s).await?;
     let before = inst.store.read(|st| st.containers.len());
-    inst.engine.remove_all().await;
-    inst.engine.teardown_network().await;
+    inst.engine.remove_all(inst.node).await;
+    inst.engine.teardown_network(inst.node).await;
     let left = inst.store.read(|st| st.containers.len());
     inst.store.shutdown().await.context("raft shutdown")?;
     for m in mounts_below(&s.data_dir) {
@@ -382,4 +442,19 @@ pub async fn down(s: Settings) -> anyhow::Result<()> {
         bail!("{left} containers could not be removed");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_size_is_read_from_proc_text() {
+        let cpuinfo = "processor\t: 0\nmodel name\t: x\n\nprocessor\t: 1\nmodel name\t: x\n";
+        assert_eq!(cpu_count(cpuinfo), 2);
+        assert_eq!(cpu_count(""), 0);
+        let meminfo = "MemTotal:        2048 kB\nMemFree:  1 kB\n";
+        assert_eq!(mem_total(meminfo), 2048 * 1024);
+        assert_eq!(mem_total("MemFree: 1 kB\n"), 0);
+    }
 }

@@ -9,7 +9,12 @@ use crate::state::{ClusterState, Command, Response, StateError};
 pub(crate) fn apply(s: &mut ClusterState, cmd: &Command) -> Response {
     match cmd {
         Command::CreateNetwork { network } => {
-            if s.networks.values().any(|n| n.name == network.name) {
+            // Bridge networks are local to a node: a name is unique on its node (every
+            // node has its own `bridge`).
+            if s.networks
+                .values()
+                .any(|n| n.name == network.name && n.node == network.node)
+            {
                 return Err(StateError::NetworkNameInUse(network.name.clone()));
             }
             if s.networks.values().any(|n| {
@@ -231,6 +236,11 @@ mod tests {
         })
         .unwrap();
         assert_eq!(s.networks.len(), 2);
+        // Another node has its own names and its own address space.
+        let mut other = net("c", "front", "10.50.0.0/24");
+        other.node = NodeId(2);
+        s.apply(&Command::CreateNetwork { network: other }).unwrap();
+        assert_eq!(s.networks.len(), 3);
     }
 
     #[test]

@@ -105,6 +105,53 @@ impl FakeAgent {
     pub fn exit(&self, id: &ContainerId, code: i32) {
         exit(&self.state, &self.exits, id, code);
     }
+
+    /// Lose the connection (`true`) or have it back (`false`): while lost, every call,
+    /// and every `Wait` in flight, fails as a closed connection does (`Unavailable`); the
+    /// containers keep running (live-restore).
+    pub fn set_lost(&self, lost: bool) {
+        self.with(|s| s.lost = lost);
+        self.exits.send_modify(|n| *n += 1);
+    }
+}
+
+/// Several fake agents, one per node: the [`AgentClient`] of a cluster of many hosts in
+/// tests, routing each call to the fake of its node.
+pub struct FakeCluster {
+    agents: BTreeMap<NodeId, Arc<FakeAgent>>,
+}
+
+impl FakeCluster {
+    /// A fake agent for each of `nodes`.
+    pub fn new(nodes: &[NodeId]) -> FakeCluster {
+        FakeCluster {
+            agents: nodes
+                .iter()
+                .map(|n| (*n, Arc::new(FakeAgent::new(*n))))
+                .collect(),
+        }
+    }
+
+    /// The fake agent of `node`.
+    ///
+    /// # Panics
+    /// When `node` is not one of the cluster's (a test's mistake).
+    pub fn agent(&self, node: NodeId) -> &Arc<FakeAgent> {
+        &self.agents[&node]
+    }
+}
+
+impl AgentClient for FakeCluster {
+    fn open(&self, node: &NodeId, request: AgentRequest) -> Result<ClientCall, AgentFailure> {
+        match self.agents.get(node) {
+            Some(a) => a.open(node, request),
+            None => Err(super::no_agent(node)),
+        }
+    }
+
+    fn events(&self, node: &NodeId) -> Option<tokio::sync::mpsc::UnboundedReceiver<AgentEvent>> {
+        self.agents.get(node).and_then(|a| a.events(node))
+    }
 }
 
 impl AgentClient for FakeAgent {
@@ -320,8 +367,12 @@ async fn handle(
         R::Wait { id } => {
             let mut rx = exits.subscribe();
             loop {
-                let now = lock().containers.get(&id).cloned();
+                let (now, lost) = {
+                    let s = lock();
+                    (s.containers.get(&id).cloned(), s.lost)
+                };
                 match now {
+                    _ if lost => break Err(wharf_link::connection_lost()),
                     None => break Ok(AgentResponse::Container(ContainerResponse::Exited(None))),
                     Some(c) if c.pid.is_none() => {
                         break Ok(AgentResponse::Container(ContainerResponse::Exited(c.exit)))

@@ -79,7 +79,7 @@ pub async fn build(engine: Arc<Engine>, req: Request<Incoming>) -> Result<Resp, 
     }
     let opts = options(&q)?;
     // Removed from the agent when dropped: when the build ends, however it ends.
-    let context = BuildContext::new(engine.agents().clone(), engine.node());
+    let context = BuildContext::new(engine.agents().clone(), engine.image_target()?);
     let (tx, rx) = mpsc::channel(16);
     let mut body = req.into_body();
     tokio::spawn(async move {

@@ -10,6 +10,7 @@ use serde_json::json;
 use std::sync::Arc;
 use wharf_protocol::runtime::HealthState;
 use wharf_protocol::state::{ClusterState, ContainerRecord, ContainerStatus};
+use wharf_protocol::NodeId;
 
 /// Docker's zero time, for times that never happened.
 const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
@@ -160,7 +161,7 @@ pub async fn inspect(engine: &Engine, reference: &str) -> Result<Resp, ApiError>
     // Paths, PID and network namespace are host facts: the agent's, not the state's.
     let local = engine
         .agents()
-        .local(&engine.node(), &c.id)
+        .local(&c.node, &c.id)
         .await
         .unwrap_or_default();
     let state_dir = std::path::Path::new(&local.state_dir);
@@ -246,8 +247,37 @@ pub async fn inspect(engine: &Engine, reference: &str) -> Result<Resp, ApiError>
             "Mounts": engine.mounts_json(&c),
             "Config": config,
             "NetworkSettings": engine.network_settings(&c, sandbox_key),
+            "Node": engine.store().read(|s| node_json(s, c.node)),
         }),
     ))
+}
+
+/// The `Node` of a container's inspect, as classic Swarm showed it (`ID`, `IP`, `Addr`,
+/// `Name`, `Cpus`, `Memory`, `Labels`), from the node's record; only the ID when the
+/// node is not recorded.
+pub fn node_json(s: &ClusterState, node: NodeId) -> serde_json::Value {
+    let Some(n) = s.nodes.get(&node) else {
+        return json!({"ID": node.to_string(), "IP": "", "Addr": "", "Name": "", "Cpus": 0, "Memory": 0, "Labels": {}});
+    };
+    let addr = &n.description.addr;
+    let ip = addr
+        .parse::<std::net::SocketAddr>()
+        .map(|a| a.ip().to_string())
+        .or_else(|_| addr.parse::<std::net::IpAddr>().map(|a| a.to_string()))
+        .unwrap_or_else(|_| {
+            addr.rsplit_once(':')
+                .map_or(addr.as_str(), |(h, _)| h)
+                .to_string()
+        });
+    json!({
+        "ID": node.to_string(),
+        "IP": ip,
+        "Addr": addr,
+        "Name": n.description.hostname,
+        "Cpus": n.description.cpus,
+        "Memory": n.description.memory,
+        "Labels": n.labels,
+    })
 }
 
 /// `POST /containers/{id}/start`: 204, or 304 when already running.

@@ -399,9 +399,13 @@ async fn graph_driver_data(
     engine: &Engine,
     img: &ImageRecord,
 ) -> Result<serde_json::Value, ApiError> {
+    // On a node that holds the image; an image no Ready node holds shows none.
+    let Ok(node) = engine.image_node(img) else {
+        return Ok(serde_json::Value::Null);
+    };
     let data = engine
         .agents()
-        .graph_driver(&engine.node(), &img.diff_ids)
+        .graph_driver(&node, &img.diff_ids)
         .await
         .map_err(|f| ApiError::internal(f.message))?;
     Ok(if data.is_empty() {

@@ -4,7 +4,7 @@
 
 use super::error::ApiError;
 use super::http::{json, read_body, status, Filters, Query, Resp};
-use crate::engine::network::find_network;
+use crate::engine::network::{resolve_network, shown_network_name};
 use crate::engine::network_options::{check_endpoint, parse_create, shown_options};
 use crate::engine::Engine;
 use http::{Request, StatusCode};
@@ -105,7 +105,11 @@ pub fn list(engine: &Engine, req: &Request<Incoming>) -> Result<Resp, ApiError> 
         .read(|s| {
             s.networks
                 .values()
-                .map(|n| (n.default, n.user_labels(), network_json(s, n)))
+                .map(|n| {
+                    let mut v = network_json(s, n);
+                    v["Name"] = json!(shown_network_name(s, n));
+                    (n.default, n.user_labels(), v)
+                })
                 .collect::<Vec<_>>()
         })
         .into_iter()
@@ -147,8 +151,7 @@ pub fn inspect(engine: &Engine, reference: &str) -> Result<Resp, ApiError> {
     }
     let v = engine
         .store()
-        .read(|s| find_network(s, reference).map(|n| network_json(s, n)))
-        .ok_or_else(|| ApiError::not_found(format!("network {reference} not found")))?;
+        .read(|s| resolve_network(s, reference, None).map(|n| network_json(s, n)))?;
     Ok(json(StatusCode::OK, &v))
 }
 

@@ -112,7 +112,7 @@ pub async fn stats(
         if !running {
             return Ok(json(StatusCode::OK, &stopped_json(&c)));
         }
-        let first = engine.agents().stats(&engine.node(), &c.id).await?;
+        let first = engine.agents().stats(&c.node, &c.id).await?;
         let first_at = now_ns();
         if one_shot {
             return Ok(json(
@@ -121,7 +121,7 @@ pub async fn stats(
             ));
         }
         tokio::time::sleep(INTERVAL).await;
-        let cur = engine.agents().stats(&engine.node(), &c.id).await?;
+        let cur = engine.agents().stats(&c.node, &c.id).await?;
         let body = stats_json(&c, &cur, now_ns(), Some((&first, first_at)));
         return Ok(json(StatusCode::OK, &body));
     }
@@ -134,7 +134,7 @@ pub async fn stats(
             };
             let body = if c.status == ContainerStatus::Running {
                 // An agent that cannot be reached ends the stream.
-                let Ok(cur) = engine.agents().stats(&engine.node(), &c.id).await else {
+                let Ok(cur) = engine.agents().stats(&c.node, &c.id).await else {
                     return;
                 };
                 let at = now_ns();

@@ -250,7 +250,7 @@ pub async fn logs(
     };
     let tty = c.run.tty;
     // The agent reads the log and selects the entries; here they are only rendered.
-    let mut entries = engine.agents().logs(&engine.node(), &c.id, query).await?;
+    let mut entries = engine.agents().logs(&c.node, &c.id, query).await?;
     let render = Render {
         tty,
         stdout: true,

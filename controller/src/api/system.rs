@@ -71,11 +71,11 @@ pub fn version() -> Resp {
 
 /// `GET /info`.
 pub async fn info(engine: &Engine) -> Resp {
-    let host = engine
-        .agents()
-        .host_info(&engine.node())
-        .await
-        .unwrap_or_default();
+    // The host facts of the first Ready node that runs containers (none: defaults).
+    let host = match engine.info_node() {
+        Ok(node) => engine.agents().host_info(&node).await.unwrap_or_default(),
+        Err(_) => Default::default(),
+    };
     let (total, running, paused, images) = engine.store().read(|s| {
         let count = |st| s.containers.values().filter(|c| c.status == st).count();
         (

@@ -26,6 +26,11 @@ pub struct BuildContext {
 }
 
 impl BuildContext {
+    /// The node the build runs on (its context, containers and layers are there).
+    pub fn node(&self) -> NodeId {
+        self.node
+    }
+
     /// A context (not yet put) on the agent of `node`, under a fresh random ID.
     pub fn new(agents: Agents, node: NodeId) -> BuildContext {
         BuildContext {

@@ -85,7 +85,7 @@ impl Engine {
         let c = self.archive_container(reference, path)?;
         let _held = self.hold_if_stopped(&c).await;
         self.agents
-            .path_stat(&self.node, &c.id, path)
+            .path_stat(&c.node, &c.id, path)
             .await
             .map_err(|f| archive_error(f, reference, path))
     }
@@ -100,7 +100,7 @@ impl Engine {
         let held = self.hold_if_stopped(&c).await;
         let (stat, download) = self
             .agents
-            .archive_get(&self.node, &c.id, path)
+            .archive_get(&c.node, &c.id, path)
             .await
             .map_err(|f| archive_error(f, reference, path))?;
         let (tx, rx) = mpsc::channel(8);
@@ -135,7 +135,7 @@ impl Engine {
             no_overwrite_dir_non_dir,
             chown_to_user: copy_uid_gid.then(|| c.run.user.clone()),
         };
-        let mut upload = self.agents.archive_put(&self.node, &c.id, path, options)?;
+        let mut upload = self.agents.archive_put(&c.node, &c.id, path, options)?;
         while let Some(chunk) = body.next().await {
             // A body that breaks off drops the upload: the agent extracts nothing.
             let chunk = chunk?;

@@ -47,7 +47,7 @@ impl Engine {
         let c = self.container(id.as_str())?;
         match c.status {
             ContainerStatus::Running | ContainerStatus::Paused => {
-                match self.agents.attach(&self.node, id, stdin).await {
+                match self.agents.attach(&c.node, id, stdin).await {
                     Ok(stream) => Ok(AttachSource::Running(stream)),
                     Err(e) => {
                         debug!(container = %id.short(), error = %e, "attach to running container failed");
@@ -56,7 +56,7 @@ impl Engine {
                 }
             }
             _ => Ok(AttachSource::NextStart(
-                self.agents.attach_next_start(&self.node, id, stdin).await?,
+                self.agents.attach_next_start(&c.node, id, stdin).await?,
             )),
         }
     }

@@ -211,7 +211,10 @@ impl Engine {
             tty: record.config.tty,
             stdin: want_stdin && record.config.attach_stdin,
         };
-        match self.agents.exec(&self.node, &record.container, spec).await {
+        let node = self
+            .node_of(&record.container)
+            .map_err(|e| e.message.clone())?;
+        match self.agents.exec(&node, &record.container, spec).await {
             Ok((pid, stream)) => {
                 if let Some(e) = self.execs_lock().get_mut(&record.id) {
                     e.running = true;
@@ -254,8 +257,9 @@ impl Engine {
         if !record.running {
             return Err(EngineError::conflict(format!("exec {id} is not running")));
         }
+        let node = self.node_of(&record.container)?;
         self.agents
-            .resize_exec(&self.node, &record.container, id, height, width)
+            .resize_exec(&node, &record.container, id, height, width)
             .await?;
         Ok(())
     }

@@ -61,10 +61,7 @@ impl Engine {
                 .done(node, (**request).clone())
                 .await
                 .map_err(EngineError::from),
-            Effect::SyncRules { node } if *node == self.node => self.sync_network_rules().await,
-            Effect::SyncRules { node } => Err(EngineError::internal(format!(
-                "this controller keeps no rules of node {node}"
-            ))),
+            Effect::SyncRules { node } => self.sync_network_rules(*node).await,
         }
     }
 }

@@ -208,7 +208,8 @@ impl Engine {
 
     /// The health state the container's shim last recorded (`.State.Health`).
     pub async fn health(&self, id: &ContainerId) -> Option<HealthState> {
-        match self.agents.health(&self.node, id).await {
+        let node = self.node_of(id).ok()?;
+        match self.agents.health(&node, id).await {
             Ok(h) => h,
             Err(e) => {
                 tracing::debug!(container = %id.short(), error = %e, "health not read");
@@ -217,12 +218,12 @@ impl Engine {
         }
     }
 
-    /// The health of every running container of this node that has a healthcheck.
+    /// The health of every running container that has a healthcheck.
     pub async fn health_of_running(&self) -> std::collections::HashMap<ContainerId, HealthState> {
         let ids: Vec<ContainerId> = self.store.read(|s| {
             s.containers
                 .values()
-                .filter(|c| c.node == self.node && c.status == ContainerStatus::Running)
+                .filter(|c| c.status == ContainerStatus::Running)
                 .map(|c| c.id.clone())
                 .collect()
         });
@@ -257,10 +258,13 @@ impl Engine {
                     .monitored
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .contains(&id)
+                    .contains_key(&id)
             };
             // The agent pushes each change; nothing polls across the connection.
-            let mut watch = match engine.agents.watch_health(&engine.node, &id).await {
+            let Ok(node) = engine.node_of(&id) else {
+                return;
+            };
+            let mut watch = match engine.agents.watch_health(&node, &id).await {
                 Ok(w) => w,
                 Err(e) => {
                     tracing::warn!(container = %id.short(), error = %e, "health not watched");

@@ -32,8 +32,8 @@ use serde_json::{json, Value};
 use tracing::{info, warn};
 use wharf_protocol::agent::AgentFailure;
 use wharf_protocol::image::{Change, Collected, SaveImage};
-use wharf_protocol::state::{ClusterState, Command};
-use wharf_protocol::{DiffId, ImageId};
+use wharf_protocol::state::{ClusterState, Command, ImageRecord};
+use wharf_protocol::{DiffId, ImageId, NodeId};
 
 /// One line of `docker rmi` / `docker image prune` output.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -216,9 +216,25 @@ impl Engine {
                 }
             }
         }
+        let node = match ids.first() {
+            Some(first) => {
+                let img = self.image(&first.to_string())?;
+                let node = self.image_node(&img)?;
+                let all_there = self
+                    .store
+                    .read(|s| ids.iter().all(|id| s.nodes_with_image(id).contains(&node)));
+                if !all_there {
+                    return Err(EngineError::conflict(
+                        "the images to save are not all on one node",
+                    ));
+                }
+                node
+            }
+            None => return Err(EngineError::invalid("no images given to save")),
+        };
         let stream = self
             .agents
-            .save_images(&self.node, list)
+            .save_images(&node, list)
             .await
             .map_err(store_err)?;
         for id in &ids {
@@ -243,12 +259,63 @@ impl Engine {
         Ok(())
     }
 
-    /// Free the layers nothing needs any more (leased ones stay).
+    /// Free the layers nothing needs any more (leased ones stay), on every node that
+    /// holds layers (as the state records them) and every connected node; a node whose
+    /// agent is not connected is skipped (its next collection frees them).
     async fn collect_layers(&self) -> Result<Collected, EngineError> {
-        self.agents
-            .collect_layers(&self.node, || self.store.read(chains_in_use))
-            .await
-            .map_err(store_err)
+        let mut nodes: std::collections::BTreeSet<NodeId> = self
+            .store
+            .read(|s| s.layers.values().flatten().copied().collect());
+        nodes.extend(self.with_hosts(|h| h.keys().copied().collect::<Vec<_>>()));
+        let mut all = Collected::default();
+        for node in nodes {
+            match self
+                .agents
+                .collect_layers(&node, || self.store.read(chains_in_use))
+                .await
+            {
+                Ok(c) => {
+                    for l in c.layers {
+                        if !all.layers.contains(&l) {
+                            all.layers.push(l);
+                        }
+                    }
+                    all.bytes += c.bytes;
+                }
+                Err(f) if f.kind == wharf_protocol::agent::FailureKind::Unavailable => {
+                    warn!(node = %node, error = %f, "layers not collected on a node that is not connected");
+                }
+                Err(f) => return Err(store_err(f)),
+            }
+        }
+        Ok(all)
+    }
+
+    /// A Ready node holding every layer of `img` (the first by ID), or 409 naming the
+    /// nodes that hold it.
+    pub fn image_node(&self, img: &ImageRecord) -> Result<NodeId, EngineError> {
+        self.store.read(|s| {
+            let holders = s.nodes_with_image(&img.id);
+            holders
+                .iter()
+                .find(|n| {
+                    s.nodes
+                        .get(n)
+                        .is_some_and(|r| r.state == wharf_protocol::node_state::NodeState::Ready)
+                })
+                .copied()
+                .ok_or_else(|| {
+                    super::placement::PlacementError::ImageElsewhere {
+                        image: img.id.to_string(),
+                        holders: holders
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    }
+                    .into()
+                })
+        })
     }
 
     /// After a container is removed: if its image is already gone (`rmi -f` past it), free
@@ -354,9 +421,10 @@ impl Engine {
     /// `GET /images/{name}/history`.
     pub async fn image_history(&self, reference: &str) -> Result<Value, EngineError> {
         let img = self.image(reference)?;
+        let node = self.image_node(&img)?;
         let sizes = self
             .agents
-            .layer_sizes(&self.node, &img.diff_ids)
+            .layer_sizes(&node, &img.diff_ids)
             .await
             .map_err(store_err)?;
         let tags = self.tags_of(&img.id);
@@ -371,10 +439,7 @@ impl Engine {
     /// `GET /containers/{id}/changes`.
     pub async fn container_changes(&self, reference: &str) -> Result<Vec<Change>, EngineError> {
         let c = self.container(reference)?;
-        self.agents
-            .changes(&self.node, &c.id)
-            .await
-            .map_err(store_err)
+        self.agents.changes(&c.node, &c.id).await.map_err(store_err)
     }
 
     /// `GET /containers/{id}/export`: a tar stream of the container's root filesystem.
@@ -382,7 +447,7 @@ impl Engine {
         let c = self.container(reference)?;
         let stream = self
             .agents
-            .export_rootfs(&self.node, &c.id)
+            .export_rootfs(&c.node, &c.id)
             .await
             .map_err(store_err)?;
         self.emit_container(&c, "export", &[]);

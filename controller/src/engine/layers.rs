@@ -12,24 +12,26 @@
 use super::Engine;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::mpsc;
 use tracing::{debug, warn};
 use wharf_protocol::agent::AgentEvent;
 use wharf_protocol::layer_state::inventory_command;
+use wharf_protocol::NodeId;
 
 /// A burst of state changes (a load recording many images) is reconciled once.
 const SETTLE: Duration = Duration::from_millis(200);
 
 impl Engine {
-    /// Keep the record of this node's layers in line with its agent's inventory, for as
-    /// long as the agent's events flow; call once at start-up.
-    pub fn track_layers(self: &Arc<Self>) {
-        let Some(mut events) = self.agents.events(&self.node) else {
-            warn!(node = %self.node, "no agent events: layer locations are not tracked");
-            return;
-        };
+    /// Keep the record of `node`'s layers in line with its agent's inventory, for as long
+    /// as `events` (the agent's) flow; a tracker of the node from an earlier connection
+    /// is stopped.
+    pub(super) fn track_layers(
+        self: &Arc<Self>,
+        node: NodeId,
+        mut events: mpsc::UnboundedReceiver<AgentEvent>,
+    ) {
         let engine = self.clone();
-        tokio::spawn(async move {
-            let node = engine.node;
+        let task = tokio::spawn(async move {
             let mut inventory = match engine.agents.inventory(&node).await {
                 Ok(inv) => inv,
                 Err(e) => {
@@ -61,6 +63,12 @@ impl Engine {
                         applied.borrow_and_update();
                     }
                 }
+            }
+        });
+        self.with_hosts(|h| {
+            let facts = h.entry(node).or_default();
+            if let Some(old) = facts.layers.replace(task.abort_handle()) {
+                old.abort();
             }
         });
     }

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::{info, warn};
 use wharf_protocol::state::{Command, ContainerStatus, RestartState};
-use wharf_protocol::{ContainerId, ContainerName};
+use wharf_protocol::{ContainerId, ContainerName, NodeId};
 
 /// First back-off delay of a restart (moby restartmanager `defaultTimeout`).
 pub const RESTART_FIRST_DELAY: Duration = Duration::from_millis(100);
@@ -253,15 +253,15 @@ impl Engine {
     }
 
     /// Containers whose back-off was cut short by a restart of Wharf: start them again.
-    pub(super) fn resume_restarts(self: &Arc<Self>) {
+    pub(super) fn resume_restarts(self: &Arc<Self>, node: NodeId) {
         let pending: Vec<(ContainerId, u32)> = self.store.read(|s| {
             s.restarts
                 .iter()
                 .filter(|(id, r)| {
                     r.restarting
-                        && s.containers.get(*id).is_some_and(|c| {
-                            c.node == self.node && c.status == ContainerStatus::Exited
-                        })
+                        && s.containers
+                            .get(*id)
+                            .is_some_and(|c| c.node == node && c.status == ContainerStatus::Exited)
                 })
                 .map(|(id, r)| (id.clone(), r.count))
                 .collect()
@@ -364,7 +364,7 @@ impl Engine {
                 )))
             }
         }
-        self.agents.pause(&self.node, &c.id, freeze).await?;
+        self.agents.pause(&c.node, &c.id, freeze).await?;
         self.propose(Command::PauseContainer {
             id: c.id.clone(),
             paused: freeze,
@@ -420,7 +420,7 @@ impl Engine {
                 c.id
             )));
         }
-        let pids = self.agents.pids(&self.node, &c.id).await?;
+        let pids = self.agents.pids(&c.node, &c.id).await?;
         let args: Vec<&str> = if ps_args.trim().is_empty() {
             vec!["-ef"]
         } else {
@@ -457,7 +457,7 @@ impl Engine {
         if !c.run.tty {
             return Ok(());
         }
-        self.agents.resize(&self.node, &c.id, height, width).await?;
+        self.agents.resize(&c.node, &c.id, height, width).await?;
         Ok(())
     }
 }

@@ -30,6 +30,8 @@ pub mod network;
 mod network_ops;
 pub mod network_options;
 mod network_view;
+mod nodes;
+pub mod placement;
 pub mod plan;
 mod volumes;
 pub use volumes::PruneFilter;
@@ -41,10 +43,11 @@ pub use lifecycle::{restart_decision, ExitFacts, RestartPolicy};
 
 use crate::agent_client::Agents;
 use crate::raft::Store;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tracing::{info, warn};
+use wharf_protocol::agent::FailureKind;
 use wharf_protocol::shim::Exit;
 use wharf_protocol::state::{ClusterState, Command, ContainerRecord, ContainerStatus, ImageRecord};
 use wharf_protocol::{ContainerId, ImageId, NodeId};
@@ -150,8 +153,10 @@ pub struct Engine {
     data_dir: std::path::PathBuf,
     /// Every call to a host goes through here (the agent protocol).
     agents: Agents,
-    node: NodeId,
-    monitored: Mutex<HashSet<ContainerId>>,
+    /// The containers whose exit is being waited for, with their monitor.
+    monitored: Mutex<HashMap<ContainerId, nodes::Monitor>>,
+    /// Per connected node: the directory of its volumes, its layer tracker.
+    hosts: Mutex<HashMap<NodeId, nodes::HostFacts>>,
     locks: Mutex<HashMap<ContainerId, Arc<tokio::sync::Mutex<()>>>>,
     events: events::EventBus,
     /// Exec instances by ID (memory only, as Docker).
@@ -161,8 +166,6 @@ pub struct Engine {
     /// Held while a rule set is computed from the state and applied, so that an older
     /// set never lands after a newer one.
     rules_lock: tokio::sync::Mutex<()>,
-    /// The directory of the node's volumes, as its agent told ([`Engine::learn_host`]).
-    volumes_root: std::sync::OnceLock<String>,
     /// Between recording new images and deciding which to remove: held shared while an
     /// image and its tags are recorded (load, import, commit), exclusively while `rmi` and
     /// `image prune` decide and remove, so they never see an image without its tags yet.
@@ -172,25 +175,19 @@ pub struct Engine {
 
 impl Engine {
     /// Build the engine over an open store and the agents; `data_dir` is the controller's
-    /// own directory.
-    pub fn new(
-        store: Store,
-        agents: Agents,
-        node: NodeId,
-        data_dir: std::path::PathBuf,
-    ) -> Arc<Engine> {
+    /// own directory. It serves no node until [`Engine::node_connected`] is called for it.
+    pub fn new(store: Store, agents: Agents, data_dir: std::path::PathBuf) -> Arc<Engine> {
         Arc::new(Engine {
             store,
             data_dir,
             agents,
-            node,
             monitored: Mutex::default(),
+            hosts: Mutex::default(),
             locks: Mutex::default(),
             events: events::EventBus::new(),
             execs: Mutex::default(),
             dns: dns::DnsServers::default(),
             rules_lock: tokio::sync::Mutex::default(),
-            volumes_root: std::sync::OnceLock::new(),
             image_records: tokio::sync::RwLock::default(),
         })
     }
@@ -257,15 +254,11 @@ impl Engine {
         &self.agents
     }
 
-    /// The node this controller's containers run on (the one agent of `wharf up`).
-    pub fn node(&self) -> NodeId {
-        self.node
-    }
-
     /// Release what a finished run holds on its host; a failure is logged (the next
     /// start or removal tries again).
-    async fn cleanup_run(&self, id: &ContainerId) {
-        if let Err(e) = self.agents.cleanup(&self.node, id).await {
+    async fn cleanup_run(&self, c: &ContainerRecord) {
+        let id = &c.id;
+        if let Err(e) = self.agents.cleanup(&c.node, id).await {
             warn!(container = %id.short(), error = %e, "cleanup failed");
         }
     }
@@ -277,26 +270,6 @@ impl Engine {
 
     async fn propose(&self, cmd: Command) -> Result<(), EngineError> {
         self.store.propose(cmd).await?.map_err(EngineError::from)
-    }
-
-    /// Re-adopt containers after a start: watch every container recorded as running.
-    /// Those whose shim is gone get the exit it recorded, or 255 after a host reboot.
-    pub fn recover(self: &Arc<Self>) {
-        let running: Vec<ContainerId> = self.store.read(|s| {
-            s.containers
-                .values()
-                .filter(|c| {
-                    matches!(c.status, ContainerStatus::Running | ContainerStatus::Paused)
-                        && c.node == self.node
-                })
-                .map(|c| c.id.clone())
-                .collect()
-        });
-        for id in running {
-            info!(container = %id.short(), "re-adopting running container");
-            self.monitor(id);
-        }
-        self.resume_restarts();
     }
 
     /// A container record by reference, or 404.
@@ -315,9 +288,10 @@ impl Engine {
     /// The host leases the loaded layers until every image is recorded, so a collection
     /// meanwhile (`rmi`, `image prune`) cannot free them.
     pub async fn load_images(&self, body: images::ByteStream) -> Result<Vec<String>, EngineError> {
+        let node = self.image_target()?;
         let (loaded, lease) = self
             .agents
-            .load_images(&self.node, body)
+            .load_images(&node, body)
             .await
             .map_err(|f| EngineError::invalid(f.message))?;
         let recording = self.image_records.read().await;
@@ -349,17 +323,33 @@ impl Engine {
             }
         }
         drop(recording);
+        self.sync_layers(node).await;
         lease.release().await;
         Ok(lines)
     }
 
-    /// `POST /containers/create`: the leader's choices (ID, time, node, name seeds), the
-    /// plan ([`plan::create_container`]), its execution; a failed step takes back what the
-    /// steps before it did. A generated name taken meanwhile is chosen again.
+    /// `POST /containers/create`: placed by [`placement::place_create`] (which takes the
+    /// `constraint:` entries out of its environment and labels the reason), then
+    /// [`Engine::create_container_on`] that node.
     pub async fn create_container(
         &self,
         name: Option<&str>,
         body: &[u8],
+    ) -> Result<ContainerId, EngineError> {
+        let (placed, body) = self.store.read(|s| placement::place_create(s, body))?;
+        info!(node = %placed.node, reason = %placed.reason, "placed");
+        self.create_container_on(name, &body, placed.node).await
+    }
+
+    /// Create a container on `node`, chosen by the caller (a build's containers go to its
+    /// node): the leader's choices (ID, time, name seeds), the plan
+    /// ([`plan::create_container`]), its execution; a failed step takes back what the
+    /// steps before it did. A generated name taken meanwhile is chosen again.
+    pub async fn create_container_on(
+        &self,
+        name: Option<&str>,
+        body: &[u8],
+        node: NodeId,
     ) -> Result<ContainerId, EngineError> {
         let mut anon = || hex::encode(rand::random::<[u8; 32]>());
         let mut attempt = 0;
@@ -367,7 +357,7 @@ impl Engine {
             let choices = plan::CreateChoices {
                 id: ContainerId::from_bytes(rand::random()),
                 now_ns: now_ns(),
-                node: self.node,
+                node,
                 name_seeds: (rand::random(), rand::random()),
             };
             let planned = self
@@ -412,7 +402,7 @@ impl Engine {
         let c = self.container(c.id.as_str())?;
         plan::check_start(&c)?;
         // A previous run's shim may still be finishing.
-        self.cleanup_run(&c.id).await;
+        self.cleanup_run(&c).await;
         let net = match self.prepare_network(&c).await {
             Ok(net) => net,
             Err(e) => {
@@ -421,11 +411,7 @@ impl Engine {
             }
         };
         let options = Self::with_netns(self.shim_options(&c), &net);
-        match self
-            .agents
-            .start(&self.node, &c.run, options, net.setup)
-            .await
-        {
+        match self.agents.start(&c.node, &c.run, options, net.setup).await {
             // The process' PID stays with the agent: a host fact, not replicated state.
             Ok(_pid) => {
                 self.propose(Command::ContainerRunning {
@@ -434,7 +420,7 @@ impl Engine {
                 })
                 .await?;
                 self.emit_container(&c, "start", &[]);
-                self.monitor(c.id.clone());
+                self.monitor(c.node, c.id.clone());
                 Ok(())
             }
             Err(e) => {
@@ -466,37 +452,56 @@ impl Engine {
         Ok(())
     }
 
-    /// Watch a running container's shim until it exits, then record the exit.
-    fn monitor(self: &Arc<Self>, id: ContainerId) {
+    /// Watch a running container's shim on its node until it exits, then record the exit.
+    /// A container already watched is left to its monitor.
+    fn monitor(self: &Arc<Self>, node: NodeId, id: ContainerId) {
+        let generation: u64 = rand::random();
         {
             let mut m = self.monitored.lock().unwrap_or_else(|p| p.into_inner());
-            if !m.insert(id.clone()) {
+            if m.contains_key(&id) {
                 return;
             }
-        }
-        self.watch_health(id.clone());
-        let engine = self.clone();
-        tokio::spawn(async move {
-            let waited = engine.agents.wait(&engine.node, &id).await;
-            engine
-                .monitored
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&id);
-            // A lost agent says nothing about the container: it may still run, and is
-            // adopted when the agent is back.
-            let exit = match waited {
-                Ok(exit) => exit,
-                Err(e) => {
-                    warn!(container = %id.short(), error = %e, "waiting for the exit failed");
-                    return;
+            let engine = self.clone();
+            let watched = id.clone();
+            // Spawned under the lock: the task cannot forget itself before it is recorded.
+            let task = tokio::spawn(async move {
+                let id = watched;
+                let waited = engine.agents.wait(&node, &id).await;
+                {
+                    let mut m = engine.monitored.lock().unwrap_or_else(|p| p.into_inner());
+                    if m.get(&id).is_some_and(|mon| mon.generation == generation) {
+                        m.remove(&id);
+                    }
                 }
-            };
-            let code = exit.map_or(255, |e| e.code);
-            engine.handle_exit(&id, exit).await;
-            let ran_for = engine.last_run_time(&id);
-            engine.after_exit(&id, code, ran_for, exit.is_none());
-        });
+                let exit = match waited {
+                    Ok(exit) => exit,
+                    // A lost agent says nothing about the container: it may still run
+                    // (live-restore), keeps its recorded status, and is adopted again
+                    // when the agent is back (`node_connected`).
+                    Err(e) if e.kind == FailureKind::Unavailable => {
+                        info!(container = %id.short(), node = %node, error = %e, "agent connection lost; no exit recorded");
+                        return;
+                    }
+                    Err(e) => {
+                        warn!(container = %id.short(), error = %e, "waiting for the exit failed");
+                        return;
+                    }
+                };
+                let code = exit.map_or(255, |e| e.code);
+                engine.handle_exit(&id, exit).await;
+                let ran_for = engine.last_run_time(&id);
+                engine.after_exit(&id, code, ran_for, exit.is_none());
+            });
+            m.insert(
+                id.clone(),
+                nodes::Monitor {
+                    node,
+                    generation,
+                    abort: task.abort_handle(),
+                },
+            );
+        }
+        self.watch_health(id);
     }
 
     async fn handle_exit(&self, id: &ContainerId, exit: Option<Exit>) {
@@ -512,7 +517,9 @@ impl Engine {
         info!(container = %id.short(), exit_code, "exited");
         // Free addresses, ports and rules before the exit is visible, so that a `docker
         // stop` that returns finds the port free.
-        self.network_released(id).await;
+        if let Ok(c) = self.container(id.as_str()) {
+            self.network_released(&c).await;
+        }
         if let Err(e) = self
             .propose(Command::ContainerExited {
                 id: id.clone(),
@@ -537,7 +544,7 @@ impl Engine {
         if c.status != ContainerStatus::Exited {
             return;
         }
-        self.cleanup_run(id).await;
+        self.cleanup_run(&c).await;
         if c.auto_remove {
             if let Err(e) = self.remove_locked(id).await {
                 warn!(container = %id.short(), error = %e, "auto-remove failed");
@@ -643,7 +650,7 @@ impl Engine {
         let not_running =
             |c: Option<&ContainerRecord>| c.is_none_or(|c| c.status != ContainerStatus::Running);
         self.emit_container(&c, "kill", &[("signal", sig.to_string())]);
-        if self.agents.kill(&self.node, &c.id, sig).await.is_ok()
+        if self.agents.kill(&c.node, &c.id, sig).await.is_ok()
             && self.wait_state(&c.id, grace, not_running).await
         {
             self.emit_container(&c, "stop", &[]);
@@ -651,7 +658,7 @@ impl Engine {
         }
         info!(container = %c.id.short(), "stop timeout, sending SIGKILL");
         self.emit_container(&c, "kill", &[("signal", "9".to_string())]);
-        let _ = self.agents.kill(&self.node, &c.id, 9).await;
+        let _ = self.agents.kill(&c.node, &c.id, 9).await;
         self.wait_state(&c.id, Some(Duration::from_secs(30)), not_running)
             .await;
         self.emit_container(&c, "stop", &[]);
@@ -669,7 +676,7 @@ impl Engine {
         }
         self.note_manual_stop(&c.id).await;
         self.emit_container(&c, "kill", &[("signal", signal.to_string())]);
-        let sent = self.agents.kill(&self.node, &c.id, signal).await;
+        let sent = self.agents.kill(&c.node, &c.id, signal).await;
         if signal == libc::SIGKILL {
             // As moby's `Kill`: SIGKILL returns once the exit is recorded, so that an
             // inspect that follows sees it and a remove is not refused. (A shim that
@@ -714,7 +721,7 @@ impl Engine {
                     c.name
                 )));
             }
-            let _ = self.agents.kill(&self.node, &c.id, 9).await;
+            let _ = self.agents.kill(&c.node, &c.id, 9).await;
             let stopped = self
                 .wait_state(&c.id, Some(Duration::from_secs(30)), |c| {
                     c.is_none_or(|c| {
@@ -764,12 +771,12 @@ impl Engine {
         Ok(())
     }
 
-    /// Remove every container of this node, running or not (`wharf down`).
-    pub async fn remove_all(&self) {
+    /// Remove every container of `node`, running or not (`wharf down`).
+    pub async fn remove_all(&self, node: NodeId) {
         let ids: Vec<ContainerId> = self.store.read(|s| {
             s.containers
                 .values()
-                .filter(|c| c.node == self.node)
+                .filter(|c| c.node == node)
                 .map(|c| c.id.clone())
                 .collect()
         });
@@ -780,8 +787,8 @@ impl Engine {
                 })
             });
             if running {
-                let _ = self.agents.kill(&self.node, &id, 9).await;
-                let exit = self.agents.wait(&self.node, &id).await.ok().flatten();
+                let _ = self.agents.kill(&node, &id, 9).await;
+                let exit = self.agents.wait(&node, &id).await.ok().flatten();
                 self.handle_exit(&id, exit).await;
             }
             if self.store.read(|s| s.containers.contains_key(&id)) {

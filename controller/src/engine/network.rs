@@ -103,18 +103,89 @@ pub fn mode_of(c: &ContainerRecord) -> NetworkMode {
     NetworkMode::parse(hc.get("NetworkMode").and_then(Value::as_str).unwrap_or(""))
 }
 
-/// A network by name, full ID or unique ID prefix.
-pub fn find_network<'a>(s: &'a ClusterState, reference: &str) -> Option<&'a NetworkRecord> {
-    if let Some(n) = s.networks.values().find(|n| n.name == reference) {
-        return Some(n);
+/// Whether `reference` names node `n` (its host name or ID).
+fn names_node(s: &ClusterState, n: NodeId, reference: &str) -> bool {
+    reference == n.to_string()
+        || s.nodes
+            .get(&n)
+            .is_some_and(|r| r.description.hostname == reference)
+}
+
+/// A network by `NODE/name` (classic Swarm's), name, full ID or unique ID prefix (pure).
+/// Names are unique per node: with `node` (the container's or the request's) a name is
+/// that node's network; without, it must be unique in the cluster, else 400 as moby's
+/// ambiguous reference.
+pub fn resolve_network<'a>(
+    s: &'a ClusterState,
+    reference: &str,
+    node: Option<NodeId>,
+) -> Result<&'a NetworkRecord, EngineError> {
+    let not_found = || EngineError::not_found(format!("network {reference} not found"));
+    if let Some((on, name)) = reference.split_once('/') {
+        return s
+            .networks
+            .values()
+            .find(|n| n.name == name && names_node(s, n.node, on))
+            .ok_or_else(not_found);
+    }
+    let named: Vec<&NetworkRecord> = s
+        .networks
+        .values()
+        .filter(|n| n.name == reference && node.is_none_or(|on| n.node == on))
+        .collect();
+    match named.as_slice() {
+        [n] => return Ok(n),
+        [] => {}
+        many => {
+            return Err(EngineError::invalid(format!(
+                "network {reference} is ambiguous ({} matches found based on name): name one as NODE/{reference}",
+                many.len()
+            )))
+        }
     }
     if let Some(n) = s.networks.get(reference) {
-        return Some(n);
+        return Ok(n);
     }
     let mut hits = s.networks.values().filter(|n| n.id.starts_with(reference));
     match (hits.next(), hits.next()) {
-        (Some(n), None) if !reference.is_empty() => Some(n),
-        _ => None,
+        (Some(n), None) if !reference.is_empty() => Ok(n),
+        _ => Err(not_found()),
+    }
+}
+
+/// A network by name, full ID or unique ID prefix, on `node` when given (see
+/// [`resolve_network`]); `None` when there is none or several.
+pub fn find_network_on<'a>(
+    s: &'a ClusterState,
+    reference: &str,
+    node: Option<NodeId>,
+) -> Option<&'a NetworkRecord> {
+    resolve_network(s, reference, node).ok()
+}
+
+/// A network by `NODE/name`, name (unique in the cluster), full ID or unique ID prefix.
+pub fn find_network<'a>(s: &'a ClusterState, reference: &str) -> Option<&'a NetworkRecord> {
+    find_network_on(s, reference, None)
+}
+
+/// The name `docker network ls` shows: `node/name` (classic Swarm's) once more than one
+/// node runs containers, else the name itself.
+pub fn shown_network_name(s: &ClusterState, n: &NetworkRecord) -> String {
+    let hosts = s
+        .nodes
+        .values()
+        .filter(|r| r.description.runs_containers)
+        .count();
+    if hosts > 1 {
+        let node = s
+            .nodes
+            .get(&n.node)
+            .map(|r| r.description.hostname.clone())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| n.node.to_string());
+        format!("{node}/{}", n.name)
+    } else {
+        n.name.clone()
     }
 }
 
@@ -253,11 +324,10 @@ impl Engine {
             .unwrap_or(Value::Null)
     }
 
-    /// Boot-time reconcile: the default network exists, every bridge of this node is up,
-    /// endpoints of containers that no longer run are freed (a crash mid-start), ports of
-    /// running ones are held again and the rules equal the state.
-    pub async fn init_network(&self) -> Result<(), EngineError> {
-        let node = self.node;
+    /// Reconcile at a node's connection: its default network exists, each of its bridges
+    /// is up, endpoints of its containers that no longer run are freed (a crash
+    /// mid-start), ports of running ones are held again and its rules equal the state.
+    pub async fn init_network(&self, node: NodeId) -> Result<(), EngineError> {
         let has_default = self
             .store()
             .read(|s| s.networks.values().any(|n| n.default && n.node == node));
@@ -293,7 +363,12 @@ impl Engine {
                     .await;
             }
         }
-        let stale: Vec<ContainerId> = self.store().read(stale_endpoints);
+        let stale: Vec<ContainerId> = self.store().read(|s| {
+            stale_endpoints(s)
+                .into_iter()
+                .filter(|id| s.containers.get(id).is_none_or(|c| c.node == node))
+                .collect()
+        });
         for id in stale {
             info!(container = %id.short(), "freeing the endpoints of a container that is not running");
             self.propose(Command::ReleaseEndpoints { id }).await?;
@@ -314,33 +389,33 @@ impl Engine {
             }
         }
         self.agents.ensure_jumps(&node).await.map_err(agent_err)?;
-        self.sync_network_rules().await
+        self.sync_network_rules(node).await
     }
 
     /// Make network `n`'s bridge (and, for `enable_icc=false`, let iptables see bridged
     /// traffic).
     pub(super) async fn ensure_bridge(&self, n: &NetworkRecord) -> Result<(), EngineError> {
         self.agents
-            .ensure_bridge(&self.node, &n.bridge, n.subnet, n.gateway, n.icc())
+            .ensure_bridge(&n.node, &n.bridge, n.subnet, n.gateway, n.icc())
             .await
             .map_err(agent_err)
     }
 
-    /// Make the kernel's rules equal what the state says: the set is computed from the
+    /// Make `node`'s kernel rules equal what the state says: the set is computed from the
     /// state and applied under one lock, so concurrent callers never apply an older
     /// state after a newer one.
-    pub async fn sync_network_rules(&self) -> Result<(), EngineError> {
+    pub async fn sync_network_rules(&self, node: NodeId) -> Result<(), EngineError> {
         let _applying = self.rules_lock.lock().await;
-        let rules = self.store().read(|s| rule_set(s, self.node));
+        let rules = self.store().read(|s| rule_set(s, node));
         self.agents
-            .sync_rules(&self.node, rules)
+            .sync_rules(&node, rules)
             .await
             .map_err(agent_err)
     }
 
-    /// Let go of the host ports held for container `id`.
-    async fn release_ports(&self, id: &ContainerId) {
-        if let Err(e) = self.agents.release_ports(&self.node, id).await {
+    /// Let go of the host ports held for container `id` on `node`.
+    async fn release_ports(&self, node: NodeId, id: &ContainerId) {
+        if let Err(e) = self.agents.release_ports(&node, id).await {
             warn!(container = %id.short(), error = %e, "host ports not released");
         }
     }
@@ -383,7 +458,7 @@ impl Engine {
             NetworkMode::Network(name) => {
                 let n = self
                     .store()
-                    .read(|s| find_network(s, &name).cloned())
+                    .read(|s| find_network_on(s, &name, Some(c.node)).cloned())
                     .ok_or_else(|| {
                         EngineError::not_found(format!(
                             "failed to set up container networking: network {name} not found"
@@ -414,8 +489,8 @@ impl Engine {
         for _ in 0..MAX_PORT_TRIES {
             let eps = self.choose_endpoints(c, &requests)?;
             let ports = eps.iter().flat_map(|e| e.ports.iter().copied()).collect();
-            if let Err(f) = self.agents.reserve_ports(&self.node, &c.id, ports).await {
-                self.release_ports(&c.id).await;
+            if let Err(f) = self.agents.reserve_ports(&c.node, &c.id, ports).await {
+                self.release_ports(c.node, &c.id).await;
                 // A port taken meanwhile: an ephemeral one is chosen again.
                 if ephemeral && f.kind == FailureKind::Conflict {
                     last_err = Some(EngineError::internal(f.message));
@@ -437,16 +512,16 @@ impl Engine {
                 Ok(()) => {}
                 // Another start recorded the ephemeral port first: choose again.
                 Err(e @ StateError::PortInUse(_)) if ephemeral => {
-                    self.release_ports(&c.id).await;
+                    self.release_ports(c.node, &c.id).await;
                     last_err = Some(e.into());
                     continue;
                 }
                 Err(e @ StateError::NoFreeAddress(_)) => {
-                    self.release_ports(&c.id).await;
+                    self.release_ports(c.node, &c.id).await;
                     return Err(EngineError::internal(e.to_string()));
                 }
                 Err(e) => {
-                    self.release_ports(&c.id).await;
+                    self.release_ports(c.node, &c.id).await;
                     return Err(EngineError::internal(format!(
                         "driver failed programming external connectivity on endpoint {}: {e}",
                         c.name
@@ -458,12 +533,12 @@ impl Engine {
                 let plans = attach_plans(s, &c.id, &eps);
                 (eps, plans)
             });
-            if let Err(e) = self.sync_network_rules().await {
+            if let Err(e) = self.sync_network_rules(c.node).await {
                 let _ = self
                     .propose(Command::ReleaseEndpoints { id: c.id.clone() })
                     .await;
-                let _ = self.sync_network_rules().await;
-                self.release_ports(&c.id).await;
+                let _ = self.sync_network_rules(c.node).await;
+                self.release_ports(c.node, &c.id).await;
                 return Err(e);
             }
             let hosts = eps
@@ -495,7 +570,7 @@ impl Engine {
         c: &ContainerRecord,
         requests: &[PortRequest],
     ) -> Result<Vec<Endpoint>, EngineError> {
-        let node = self.node;
+        let node = c.node;
         let primary = match mode_of(c) {
             NetworkMode::Network(n) => n,
             _ => String::new(),
@@ -554,9 +629,10 @@ impl Engine {
 
     /// After a container stopped (its endpoints freed by `ContainerExited`), or a start
     /// failed: rules and port reservations follow the state.
-    pub(super) async fn network_released(&self, id: &ContainerId) {
+    pub(super) async fn network_released(&self, c: &ContainerRecord) {
+        let id = &c.id;
         let has_endpoints = self.store().read(|s| s.endpoints.contains_key(id));
-        let steps = super::plan::release_network(self.node, id, has_endpoints);
+        let steps = super::plan::release_network(c.node, id, has_endpoints);
         // Every step is clean-up that may fail alone (logged by the executor).
         let _ = self.execute(steps).await;
     }
@@ -567,9 +643,8 @@ impl Engine {
         options
     }
 
-    /// `wharf down`: remove the instance's rules and bridges (records stay in the state).
-    pub async fn teardown_network(&self) {
-        let node = self.node;
+    /// `wharf down`: remove `node`'s rules and bridges (records stay in the state).
+    pub async fn teardown_network(&self, node: NodeId) {
         let bridges: Vec<String> = self.store().read(|s| {
             s.networks
                 .values()
@@ -617,6 +692,7 @@ impl Engine {
 /// error at start.
 pub fn check_network_request(
     state: &ClusterState,
+    node: NodeId,
     host_config: &mut Value,
     config: &Value,
     body: &[u8],
@@ -634,7 +710,7 @@ pub fn check_network_request(
     }
     port_requests(host_config, config, &Value::Null)?;
     for (name, _) in extra_networks(&request, &mode) {
-        if find_network(state, name).is_none() {
+        if find_network_on(state, name, Some(node)).is_none() {
             return Err(EngineError::not_found(format!("network {name} not found")));
         }
     }
@@ -654,7 +730,7 @@ pub fn connections_at_create(
         return Ok(vec![]);
     };
     let req: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-    let primary = find_network(state, name);
+    let primary = find_network_on(state, name, Some(c.node));
     let mut commands = vec![];
     if let Some(n) = primary {
         commands.push(Command::ConnectContainer {
@@ -664,7 +740,7 @@ pub fn connections_at_create(
         });
     }
     for (typed, ep) in extra_networks(&req, &mode) {
-        let extra = find_network(state, typed)
+        let extra = find_network_on(state, typed, Some(c.node))
             .ok_or_else(|| EngineError::not_found(format!("network {typed} not found")))?;
         if primary.is_some_and(|n| n.id == extra.id) {
             continue;

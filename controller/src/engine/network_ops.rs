@@ -1,31 +1,76 @@
 //! User-defined networks: `docker network create / rm / connect / disconnect / prune`.
 //! A network is recorded through Raft first, then its bridge is made on the agent.
 
-use super::network::{find_network, new_network};
+use super::network::{new_network, resolve_network};
 use super::network_options::NetworkCreate;
-use super::{find_container, Engine};
+use super::Engine;
 use crate::engine::error::EngineError;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use tracing::{info, warn};
 use wharf_protocol::network::{Endpoint, NetworkRecord, Subnet};
-use wharf_protocol::state::{Command, ContainerStatus};
+use wharf_protocol::state::{Command, ContainerRecord, ContainerStatus};
+use wharf_protocol::NodeId;
 
 /// The names Docker reserves for its predefined networks.
 pub const PREDEFINED: [&str; 3] = ["bridge", "host", "none"];
 
 impl Engine {
-    /// A network by name, ID or unique ID prefix, or 404 as Docker words it.
+    /// A network by `NODE/name`, name, ID or unique ID prefix, or 404 as Docker words it
+    /// (a name on several nodes: 400, name one as `NODE/name`).
     pub fn network(&self, reference: &str) -> Result<NetworkRecord, EngineError> {
+        self.network_on(reference, None)
+    }
+
+    /// A network as [`Engine::network`], a name looked up on `node` when given.
+    fn network_on(
+        &self,
+        reference: &str,
+        node: Option<NodeId>,
+    ) -> Result<NetworkRecord, EngineError> {
         self.store()
-            .read(|s| find_network(s, reference).cloned())
-            .ok_or_else(|| EngineError::not_found(format!("network {reference} not found")))
+            .read(|s| resolve_network(s, reference, node).cloned())
+    }
+
+    /// The network and container of a connect or disconnect: the network's name is looked
+    /// up on the container's node; a missing network is reported first, as Docker does.
+    fn network_of_container(
+        &self,
+        reference: &str,
+        container: &str,
+    ) -> Result<(NetworkRecord, ContainerRecord), EngineError> {
+        let c = self.container(container);
+        let n = self.network_on(reference, c.as_ref().ok().map(|c| c.node))?;
+        let c = c?;
+        if n.node != c.node {
+            return Err(EngineError::conflict(format!(
+                "network {} is on node {}, container {} on node {}: bridge networks are local to their node",
+                n.name, n.node, c.name, c.node
+            )));
+        }
+        Ok((n, c))
     }
 
     /// `POST /networks/create`: record the network, then make its bridge; the rules
     /// follow (isolation from the other networks, `--internal`, `enable_icc`).
     pub async fn create_network(&self, req: NetworkCreate) -> Result<NetworkRecord, EngineError> {
-        let name = req.name.as_str();
+        // `NODE/name` (classic Swarm's) makes it on that node; else where placement
+        // would put a container.
+        let (node, name) = match req.name.split_once('/') {
+            Some((on, name)) => {
+                let node = self
+                    .store()
+                    .read(|s| {
+                        s.nodes
+                            .values()
+                            .find(|n| n.description.hostname == on || n.id.to_string() == on)
+                            .map(|n| n.id)
+                    })
+                    .ok_or_else(|| EngineError::not_found(format!("node {on} not found")))?;
+                (node, name)
+            }
+            None => (self.image_target()?, req.name.as_str()),
+        };
         if PREDEFINED.contains(&name) {
             return Err(EngineError::forbidden(format!(
                 "operation is not permitted on predefined {name} network "
@@ -47,14 +92,14 @@ impl Engine {
             .transpose()?;
         let routes = self
             .agents
-            .network_host(&self.node)
+            .network_host(&node)
             .await
             .map_err(|f| EngineError::internal(f.message))?
             .routes;
         let mut record = self.store().read(|s| {
             new_network(
                 s,
-                self.node,
+                node,
                 name,
                 subnet,
                 gateway,
@@ -72,7 +117,7 @@ impl Engine {
         record.created_ns = super::now_ns();
         record.set_settings(req.internal, req.icc, req.masquerade);
         self.execute(super::plan::create_network(&record)).await?;
-        if let Err(e) = self.sync_network_rules().await {
+        if let Err(e) = self.sync_network_rules(record.node).await {
             warn!(error = %e.message, "rules for the new network");
         }
         self.dns
@@ -90,7 +135,7 @@ impl Engine {
             .store()
             .read(|s| super::plan::remove_network(s, reference))?;
         self.execute(steps).await?;
-        if let Err(e) = self.sync_network_rules().await {
+        if let Err(e) = self.sync_network_rules(n.node).await {
             warn!(error = %e.message, "rules after removing a network");
         }
         self.dns.stop(&n.id);
@@ -125,8 +170,7 @@ impl Engine {
         container: &str,
         aliases: Vec<String>,
     ) -> Result<(), EngineError> {
-        let n = self.network(reference)?;
-        let c = self.container(container)?;
+        let (n, c) = self.network_of_container(reference, container)?;
         match super::network::mode_of(&c) {
             super::network::NetworkMode::Network(_) => {}
             _ => {
@@ -156,7 +200,7 @@ impl Engine {
                 mac: [0; 6],
                 ports: vec![],
                 aliases,
-                node: self.node,
+                node: c.node,
             });
             let recorded = self
                 .propose(Command::AllocateEndpoints {
@@ -189,7 +233,7 @@ impl Engine {
             // The agent finds the container's process itself: pids are host facts.
             let res = self
                 .agents
-                .attach_interfaces(&self.node, &c.id, vec![plan])
+                .attach_interfaces(&c.node, &c.id, vec![plan])
                 .await;
             if let Err(e) = res {
                 let _ = self
@@ -212,11 +256,8 @@ impl Engine {
         reference: &str,
         container: &str,
     ) -> Result<(), EngineError> {
-        let n = self.network(reference)?;
-        let id = self
-            .store()
-            .read(|s| find_container(s, container))
-            .ok_or_else(|| EngineError::no_such_container(container))?;
+        let (n, c) = self.network_of_container(reference, container)?;
+        let id = c.id;
         let lock = self.lock_for(&id);
         let _guard = lock.lock().await;
         self.propose(Command::DisconnectContainer {
@@ -224,8 +265,8 @@ impl Engine {
             network: n.id.clone(),
         })
         .await?;
-        let _ = self.agents.detach_interface(&self.node, &id, &n.id).await;
-        if let Err(e) = self.sync_network_rules().await {
+        let _ = self.agents.detach_interface(&n.node, &id, &n.id).await;
+        if let Err(e) = self.sync_network_rules(n.node).await {
             warn!(error = %e.message, "rules after disconnect");
         }
         self.emit_network(&n, "disconnect", &[("container", id.to_string())]);

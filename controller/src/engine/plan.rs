@@ -19,7 +19,7 @@ use super::error::EngineError;
 use super::health;
 use super::image_record;
 use super::lifecycle::RestartPolicy;
-use super::network::{check_network_request, connections_at_create, find_network};
+use super::network::{check_network_request, connections_at_create, resolve_network};
 use super::network_ops::PREDEFINED;
 use super::volumes::{check_local_options, resolve_host_config, LOCAL_DRIVER};
 use crate::docker_types::{self, CreateConfig, ImageConfigFile};
@@ -259,7 +259,7 @@ pub fn create_container(
             "can't create 'AutoRemove' container with restart policy",
         ));
     }
-    check_network_request(state, &mut host_config, &raw, body)?;
+    check_network_request(state, choices.node, &mut host_config, &raw, body)?;
     let (host, volume_needs, bind_sources) = resolve_host_config(state, &req, &run_cfg, anon)?;
     let (name, generated_name) = match requested {
         Some(n) => (n, false),
@@ -531,8 +531,7 @@ pub fn remove_network(
             "{reference} is a pre-defined network and cannot be removed"
         )));
     }
-    let n = find_network(state, reference)
-        .ok_or_else(|| EngineError::not_found(format!("network {reference} not found")))?;
+    let n = resolve_network(state, reference, None)?;
     if n.default {
         return Err(EngineError::forbidden(format!(
             "{} is a pre-defined network and cannot be removed",

@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use tracing::{info, warn};
 use wharf_protocol::agent::{HostSpec, MountKind};
 use wharf_protocol::state::{ClusterState, ContainerRecord, StateError, VolumeRecord};
+use wharf_protocol::NodeId;
 
 /// The only volume driver there is.
 pub const LOCAL_DRIVER: &str = "local";
@@ -108,30 +109,41 @@ impl Engine {
             .ok_or_else(|| EngineError::from(StateError::NoSuchVolume(name.to_string())))
     }
 
-    /// Ask the node's agent what the engine shows of its host (where volumes live); call
-    /// once, after [`Engine::new`] and before serving.
-    pub async fn learn_host(&self) -> Result<(), EngineError> {
-        let root = self.agents.volumes_root(&self.node).await?;
-        let _ = self.volumes_root.set(root);
-        Ok(())
-    }
-
-    /// The directory a volume's data lives in on its host.
+    /// The directory a volume's data lives in on its host (its node's volumes root, as
+    /// that node's agent told at connection).
     pub fn volume_mountpoint(&self, name: &str) -> String {
-        let root = self.volumes_root.get().map_or("", String::as_str);
-        wharf_protocol::agent::volume::mountpoint(root, name)
+        let root = self
+            .store
+            .read(|s| s.volumes.get(name).map(|v| v.node))
+            .map(|node| self.volumes_root(node))
+            .unwrap_or_default();
+        wharf_protocol::agent::volume::mountpoint(&root, name)
     }
 
-    /// Bytes used by each volume of `names`, in order; 0 where the agent cannot tell.
+    /// Bytes used by each volume of `names`, in order, each asked of its node's agent; 0
+    /// where the agent cannot tell.
     pub async fn volume_sizes(&self, names: Vec<String>) -> Vec<u64> {
-        let n = names.len();
-        match self.agents.volume_sizes(&self.node, names).await {
-            Ok(sizes) => sizes,
-            Err(e) => {
-                warn!(error = %e, "volume sizes unknown");
-                vec![0; n]
+        let mut sizes = vec![0; names.len()];
+        let mut by_node: BTreeMap<NodeId, Vec<usize>> = BTreeMap::new();
+        self.store.read(|s| {
+            for (i, n) in names.iter().enumerate() {
+                if let Some(v) = s.volumes.get(n) {
+                    by_node.entry(v.node).or_default().push(i);
+                }
+            }
+        });
+        for (node, idx) in by_node {
+            let asked: Vec<String> = idx.iter().map(|i| names[*i].clone()).collect();
+            match self.agents.volume_sizes(&node, asked).await {
+                Ok(got) => {
+                    for (i, size) in idx.iter().zip(got) {
+                        sizes[*i] = size;
+                    }
+                }
+                Err(e) => warn!(node = %node, error = %e, "volume sizes unknown"),
             }
         }
+        sizes
     }
 
     /// The containers (full IDs) that mount the volume.
@@ -155,7 +167,7 @@ impl Engine {
         } else {
             name.to_string()
         };
-        let (now, node) = (now_ns(), self.node);
+        let (now, node) = (now_ns(), self.image_target()?);
         let req = plan::NewVolume {
             name: &name,
             driver,

@@ -50,7 +50,7 @@ impl Builder<'_> {
         self.leftover.push(cid.clone());
         let rel = clean_rel(&dir);
         let agents = self.engine.agents();
-        let node = self.engine.node();
+        let node = self.context.node();
         let present = rel.is_empty() || agents.is_dir(&node, &cid, &rel).await?;
         if !present {
             let tar = workdir_tar(&rel)
@@ -201,7 +201,7 @@ impl Builder<'_> {
                 return Err(fail(ins, "--chown with a user name needs /etc/passwd, which a scratch image does not have"));
             }
             let body = crate::engine::images::stream_from_reader("copy", collected.spool);
-            let node = self.engine.node();
+            let node = self.context.node();
             let (diff, _, lease) = self
                 .engine
                 .agents()
@@ -221,7 +221,7 @@ impl Builder<'_> {
             } else {
                 self.engine
                     .agents()
-                    .is_dir(&self.engine.node(), &cid, &dest)
+                    .is_dir(&self.context.node(), &cid, &dest)
                     .await?
             };
             let mut again = false;
@@ -246,7 +246,7 @@ impl Builder<'_> {
         };
         self.engine
             .agents()
-            .extract_file(&self.engine.node(), &cid, "/", collected.spool, opts)
+            .extract_file(&self.context.node(), &cid, "/", collected.spool, opts)
             .await
             .map_err(|e| copy_fail(&kw, e))?;
         let id = self.commit_container(st, key, &cid).await?;
@@ -296,7 +296,7 @@ impl Builder<'_> {
         let (hash, tar) = self
             .engine
             .agents()
-            .collect(&self.engine.node(), cid, spec)
+            .collect(&self.context.node(), cid, spec)
             .await?;
         self.spool(hash, tar).await
     }

@@ -438,7 +438,7 @@ impl<'a> Builder<'a> {
         let Some(rec) = hit else {
             return Ok(false);
         };
-        let node = self.engine.node();
+        let node = self.context.node();
         if !self
             .engine
             .agents()
@@ -524,7 +524,7 @@ impl<'a> Builder<'a> {
         let bytes = serde_json::to_vec(&full)
             .map_err(|e| BuildError::Failed(format!("encode image config: {e}")))?;
         let id = ImageId(Digest::of(&bytes));
-        let node = self.engine.node();
+        let node = self.context.node();
         let size = self.engine.agents().layers_size(&node, &diff_ids).await?;
         self.engine
             .store()
@@ -578,7 +578,10 @@ impl<'a> Builder<'a> {
         }
         let bytes = serde_json::to_vec(&body)
             .map_err(|e| BuildError::Failed(format!("encode build container: {e}")))?;
-        let id = self.engine.create_container(None, &bytes).await?;
+        let id = self
+            .engine
+            .create_container_on(None, &bytes, self.context.node())
+            .await?;
         Ok(id)
     }
 
@@ -590,7 +593,7 @@ impl<'a> Builder<'a> {
         cid: &ContainerId,
     ) -> Result<ImageId, BuildError> {
         // The host leases the new layer until the step's image is recorded.
-        let node = self.engine.node();
+        let node = self.context.node();
         let (layer, _, lease) = self
             .engine
             .agents()
@@ -632,6 +635,8 @@ impl<'a> Builder<'a> {
 
     /// Tag `id` with every `t` and report, as the classic builder ends.
     pub async fn finish(&self, id: &ImageId) -> Result<(), BuildError> {
+        // Where the image is, recorded before the client learns it exists.
+        self.engine.sync_layers(self.context.node()).await;
         self.out.aux(&id.to_string()).await?;
         if self.opts.quiet {
             // As moby's router: with `q` the one stream line is the image ID, which the

@@ -65,7 +65,7 @@ impl Builder<'_> {
         let engine = self.engine.clone();
         let pending = engine
             .agents()
-            .attach_next_start(&engine.node(), cid, false)
+            .attach_next_start(&self.context.node(), cid, false)
             .await
             .map_err(|e| BuildError::Failed(e.message))?;
         if let Err(e) = self.engine.start(cid.as_str()).await {

@@ -121,10 +121,8 @@ impl Engine {
         }
         // The host leases the new layer until the image is recorded (a refused archive is
         // InvalidInput: 400).
-        let (diff_id, size, lease) = self
-            .agents
-            .import_layer(&self.node, Vec::new(), body)
-            .await?;
+        let node = self.image_target()?;
+        let (diff_id, size, lease) = self.agents.import_layer(&node, Vec::new(), body).await?;
         let created = now_rfc3339();
         let comment = if req.message.is_empty() {
             "Imported from -".to_string()
@@ -147,6 +145,7 @@ impl Engine {
         let id = self
             .record_image(bytes, vec![diff_id], size, reference)
             .await?;
+        self.sync_layers(node).await;
         lease.release().await;
         self.emit_image(&id, &id.to_string(), "import");
         info!(image = %id, layer = %diff_id, "imported");
@@ -205,13 +204,13 @@ impl Engine {
         let freeze = req.pause && c.status == ContainerStatus::Running;
         if freeze {
             self.agents
-                .pause(&self.node, &c.id, true)
+                .pause(&c.node, &c.id, true)
                 .await
                 .map_err(|e| EngineError::internal(format!("pause for commit: {e}")))?;
         }
-        let layer = self.agents.commit_layer(&self.node, &c.id, parent).await;
+        let layer = self.agents.commit_layer(&c.node, &c.id, parent).await;
         if freeze {
-            if let Err(e) = self.agents.pause(&self.node, &c.id, false).await {
+            if let Err(e) = self.agents.pause(&c.node, &c.id, false).await {
                 warn!(container = %c.id.short(), error = %e, "unpause after commit failed");
             }
         }
@@ -256,6 +255,7 @@ impl Engine {
         let bytes = serde_json::to_vec(&config)
             .map_err(|e| EngineError::internal(format!("encode image config: {e}")))?;
         let id = self.record_image(bytes, diff_ids, size, reference).await?;
+        self.sync_layers(c.node).await;
         lease.release().await;
         self.emit_container(&c, "commit", &[]);
         info!(container = %c.id.short(), image = %id, "committed");

@@ -1,0 +1,180 @@
+//! The nodes the engine serves: what it does when a node's agent connects (learn its
+//! host, make its default network and bridges, re-adopt its running containers, track
+//! its layers) and when the connection is lost (its monitors stop, its containers keep
+//! their recorded status until the agent is back: live-restore).
+//!
+//! ```text
+//!  registry / wharf up ── node_connected(node, events) ──► learn host ─► init_network(node)
+//!                                                          ─► layers synced ─► monitors
+//!  registry ── node_lost(node) ──► the node's monitors stop (no exit recorded)
+//! ```
+//!
+//! Nothing here holds "the" node: every container, volume and network record names its
+//! own, and operations go to that node's agent.
+
+use super::error::EngineError;
+use super::{placement, Engine};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+use wharf_protocol::agent::AgentEvent;
+use wharf_protocol::layer_state::inventory_command;
+use wharf_protocol::state::ContainerStatus;
+use wharf_protocol::{ContainerId, NodeId};
+
+/// A running container's monitor (the task waiting for its exit on its node's agent).
+pub(super) struct Monitor {
+    /// The node the container runs on.
+    pub node: NodeId,
+    /// Which monitor of this container it is: a finished one only forgets itself.
+    pub generation: u64,
+    /// Stops it when the node's connection is lost.
+    pub abort: tokio::task::AbortHandle,
+}
+
+/// What the engine learnt of a connected node's host.
+#[derive(Default)]
+pub(super) struct HostFacts {
+    /// The directory of the node's volumes, as its agent told.
+    pub volumes_root: String,
+    /// The task keeping the record of its layers in line with its agent's events.
+    pub layers: Option<tokio::task::AbortHandle>,
+}
+
+impl Engine {
+    /// A node's agent is connected (at start-up, at a join, after a reconnect): learn its
+    /// host, make its default network and bridges, record its layers, re-adopt its
+    /// running containers and follow its layer events (`events`, when given). Call before
+    /// serving requests for the node; calling it again after a reconnect makes no second
+    /// default network and no second monitor.
+    pub async fn node_connected(
+        self: &Arc<Self>,
+        node: NodeId,
+        events: Option<mpsc::UnboundedReceiver<AgentEvent>>,
+    ) -> Result<(), EngineError> {
+        let root = self.agents.volumes_root(&node).await?;
+        self.with_hosts(|h| h.entry(node).or_default().volumes_root = root);
+        self.init_network(node).await?;
+        // Recorded before serving, so that a placement right after start-up sees them.
+        self.sync_layers(node).await;
+        if let Some(events) = events {
+            self.track_layers(node, events);
+        }
+        self.recover(node);
+        info!(node = %node, "node connected");
+        Ok(())
+    }
+
+    /// A node's agent connection is gone: its monitors stop without recording an exit
+    /// (its containers may still run; the next [`Engine::node_connected`] re-adopts
+    /// them) and its layer tracking ends.
+    pub fn node_lost(&self, node: NodeId) {
+        let stopped: Vec<ContainerId> = {
+            let mut m = self.monitored.lock().unwrap_or_else(|p| p.into_inner());
+            let ids: Vec<ContainerId> = m
+                .iter()
+                .filter(|(_, mon)| mon.node == node)
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in &ids {
+                if let Some(mon) = m.remove(id) {
+                    mon.abort.abort();
+                }
+            }
+            ids
+        };
+        self.with_hosts(|h| {
+            if let Some(tracker) = h.get_mut(&node).and_then(|f| f.layers.take()) {
+                tracker.abort();
+            }
+        });
+        warn!(node = %node, monitors = stopped.len(), "node lost: its containers keep their recorded status");
+    }
+
+    /// Re-adopt the containers of `node` recorded as running: watch each. Those whose
+    /// shim is gone get the exit it recorded, or 255 after a host reboot.
+    pub(super) fn recover(self: &Arc<Self>, node: NodeId) {
+        let running: Vec<ContainerId> = self.store.read(|s| {
+            s.containers
+                .values()
+                .filter(|c| {
+                    matches!(c.status, ContainerStatus::Running | ContainerStatus::Paused)
+                        && c.node == node
+                })
+                .map(|c| c.id.clone())
+                .collect()
+        });
+        for id in running {
+            info!(container = %id.short(), node = %node, "re-adopting running container");
+            self.monitor(node, id);
+        }
+        self.resume_restarts(node);
+    }
+
+    /// Bring the record of `node`'s layers in line with its agent's inventory now (after
+    /// start-up and after an image is made there, so a placement that follows sees them);
+    /// a failure is logged (the layer tracker catches up).
+    pub async fn sync_layers(&self, node: NodeId) {
+        let inventory = match self.agents.inventory(&node).await {
+            Ok(inv) => inv,
+            Err(e) => {
+                warn!(node = %node, error = %e, "layer inventory not read");
+                return;
+            }
+        };
+        if let Some(cmd) = self.store.read(|s| inventory_command(s, node, &inventory)) {
+            if let Err(e) = self.store.propose(cmd).await {
+                warn!(node = %node, error = %e, "layer locations not recorded");
+            }
+        }
+    }
+
+    /// The node container `id` is on, or 404.
+    pub fn node_of(&self, id: &ContainerId) -> Result<NodeId, EngineError> {
+        self.store
+            .read(|s| s.containers.get(id).map(|c| c.node))
+            .ok_or_else(|| EngineError::no_such_container(id.as_str()))
+    }
+
+    /// The directory of `node`'s volumes, as its agent told at connection (empty before).
+    pub(super) fn volumes_root(&self, node: NodeId) -> String {
+        self.with_hosts(|h| {
+            h.get(&node)
+                .map(|f| f.volumes_root.clone())
+                .unwrap_or_default()
+        })
+    }
+
+    pub(super) fn with_hosts<T>(
+        &self,
+        f: impl FnOnce(&mut std::collections::HashMap<NodeId, HostFacts>) -> T,
+    ) -> T {
+        f(&mut self.hosts.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// The node new images go to (`docker load`, `import`, `commit`, `build`): the first
+    /// of [`placement::image_targets`], or 503 when no node accepts placements.
+    pub fn image_target(&self) -> Result<NodeId, EngineError> {
+        self.store
+            .read(placement::image_targets)
+            .first()
+            .copied()
+            .ok_or_else(placement::no_ready_agent)
+    }
+
+    /// The node whose host facts the API shows when a request concerns no node
+    /// (`docker info`): the first Ready node that runs containers, or 503.
+    pub fn info_node(&self) -> Result<NodeId, EngineError> {
+        self.store
+            .read(|s| {
+                s.nodes
+                    .values()
+                    .find(|n| {
+                        n.description.runs_containers
+                            && n.state == wharf_protocol::node_state::NodeState::Ready
+                    })
+                    .map(|n| n.id)
+            })
+            .ok_or_else(placement::no_ready_agent)
+    }
+}
