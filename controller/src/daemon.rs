@@ -14,12 +14,12 @@ use crate::agent_client::Agents;
 use crate::api::Listener;
 use crate::certs::{self, Authority};
 use crate::cluster::dial::dial_controller;
+use crate::cluster::identity::node_id_text;
 use crate::cluster::identity::{JoinTokens, Token};
 use crate::cluster::join::{self, JoinService};
 use crate::cluster::listener::ClusterPort;
 use crate::cluster::registry::{Liveness, NodeHooks, Registry};
 use crate::engine::Engine;
-use crate::cluster::identity::node_id_text;
 use crate::raft::{serve_peer, OpenMode, OpenOptions, Store, TlsNetwork};
 use crate::settings::{client_env, Settings};
 use crate::up::{self, lock_data_dir};
@@ -246,13 +246,7 @@ pub async fn controller(s: Settings) -> anyhow::Result<()> {
     };
     let id = NodeId(membership.id);
     let ca = Authority::open_or_create(&certs_dir)?;
-    join::ensure_own_node_cert(
-        &certs_dir,
-        &ca,
-        NodeRole::Controller,
-        id,
-        cluster_addr.ip(),
-    )?;
+    join::ensure_own_node_cert(&certs_dir, &ca, NodeRole::Controller, id, cluster_addr.ip())?;
     up::ensure_certs(&s)?;
     let tokens = read_tokens(&s.data_dir)?;
     let network = TlsNetwork::new(crate::cluster::tls::node_client_config(
@@ -415,8 +409,9 @@ pub async fn node(s: Settings) -> anyhow::Result<()> {
     let certs_dir = s.data_dir.join("certs");
     let labels = s.label_map()?;
     let (cpus, memory) = host_resources();
-    let describe = |addr: IpAddr| NodeDescription {
-        hostname: node_name(&s),
+    let hostname = node_name(&s);
+    let describe = move |addr: IpAddr| NodeDescription {
+        hostname: hostname.clone(),
         addr: addr.to_string(),
         api_addr: String::new(),
         cluster_addr: String::new(),
@@ -548,7 +543,9 @@ impl NodeCtx {
                         warn!(controller = %addr, "controller connection ended");
                     }
                 }
-                Err(e) => warn!(controller = %addr, error = %format!("{e:#}"), "cannot reach a controller"),
+                Err(e) => {
+                    warn!(controller = %addr, error = %format!("{e:#}"), "cannot reach a controller")
+                }
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(5));

@@ -163,7 +163,14 @@ fn run(role: Role, sub: Option<clap::ArgMatches>) -> anyhow::Result<()> {
         Role::Cluster {
             cmd: ClusterCmd::Token { data_dir, role },
         } => wharf_controller::daemon::print_token(&data_dir, &role),
-        Role::Certs { cmd: CertsCmd::Client { data_dir, out, name } } => {
+        Role::Certs {
+            cmd:
+                CertsCmd::Client {
+                    data_dir,
+                    out,
+                    name,
+                },
+        } => {
             let ca = wharf_controller::certs::Authority::open_or_create(&data_dir.join("certs"))?;
             ca.issue_client(&name, &out)?;
             println!("wrote {}/{{ca,cert,key}}.pem for {name}", out.display());
