@@ -137,8 +137,86 @@ fn node_name(s: &Settings) -> String {
     s.node_name.clone().unwrap_or_else(up::hostname)
 }
 
-/// The engine's side of agents coming and going.
-struct EngineHooks(Arc<Engine>);
+/// The engine's side of agents coming and going, on the leader only: the duties of a
+/// node (its default network, re-adopting and watching its containers, recording its
+/// layers) are the leader's, so that no two controllers record the same exit or layer
+/// inventory. Every controller keeps its connection to every agent, to carry the calls
+/// of the requests it serves.
+///
+/// ```text
+///  agent connects ──► pending (events kept) ──► leader? ──► engine.node_connected
+///  leadership gained ──► every connected node ──────────────► engine.node_connected
+///  leadership lost / agent gone ─────────────────────────────► engine.node_lost
+/// ```
+struct LeaderDuties {
+    engine: Arc<Engine>,
+    store: Store,
+    connected: Mutex<std::collections::HashMap<NodeId, Option<mpsc::UnboundedReceiver<AgentEvent>>>>,
+    active: Mutex<BTreeSet<NodeId>>,
+}
+
+impl LeaderDuties {
+    fn new(engine: Arc<Engine>, store: Store) -> Arc<LeaderDuties> {
+        Arc::new(LeaderDuties {
+            engine,
+            store,
+            connected: Mutex::default(),
+            active: Mutex::default(),
+        })
+    }
+
+    /// Take on `node`'s duties here (this controller leads and the node is connected).
+    async fn activate(&self, node: NodeId) -> Result<(), String> {
+        let events = {
+            let mut c = self.connected.lock().unwrap();
+            match c.get_mut(&node) {
+                Some(events) => events.take(),
+                None => return Ok(()),
+            }
+        };
+        if !self.active.lock().unwrap().insert(node) {
+            return Ok(());
+        }
+        self.engine
+            .node_connected(node, events)
+            .await
+            .map_err(|e| e.message)
+    }
+
+    fn deactivate(&self, node: NodeId) {
+        if self.active.lock().unwrap().remove(&node) {
+            self.engine.node_lost(node);
+        }
+    }
+
+    /// Follow this controller's leadership: take on every connected node's duties when
+    /// it becomes leader, drop them when it stops being leader.
+    async fn follow_leadership(self: Arc<Self>) {
+        let mut leading = false;
+        loop {
+            let now = self.store.is_leader();
+            if now && !leading {
+                info!("this controller leads: it takes on the nodes' duties");
+                let nodes: Vec<NodeId> = self.connected.lock().unwrap().keys().copied().collect();
+                for node in nodes {
+                    if let Err(e) = self.activate(node).await {
+                        warn!(%node, error = %e, "could not adopt the node's containers and networks");
+                    }
+                }
+            } else if !now && leading {
+                info!("this controller no longer leads: it drops the nodes' duties");
+                let nodes: Vec<NodeId> = self.active.lock().unwrap().iter().copied().collect();
+                for node in nodes {
+                    self.deactivate(node);
+                }
+            }
+            leading = now;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+struct EngineHooks(Arc<LeaderDuties>);
 
 impl NodeHooks for EngineHooks {
     fn connected(
@@ -147,15 +225,21 @@ impl NodeHooks for EngineHooks {
         events: Option<mpsc::UnboundedReceiver<AgentEvent>>,
     ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>> {
         Box::pin(async move {
-            self.0
-                .node_connected(node, events)
-                .await
-                .map_err(|e| e.message)
+            let duties = &self.0;
+            duties.connected.lock().unwrap().insert(node, events);
+            // A reconnect: the duties start again with the new connection.
+            duties.deactivate(node);
+            if duties.store.is_leader() {
+                duties.activate(node).await
+            } else {
+                Ok(())
+            }
         })
     }
 
     fn lost(&self, node: NodeId) {
-        self.0.node_lost(node);
+        self.0.connected.lock().unwrap().remove(&node);
+        self.0.deactivate(node);
     }
 }
 
@@ -273,6 +357,8 @@ pub async fn controller(s: Settings) -> anyhow::Result<()> {
     // Recorded through the leader once this controller is a member (a joining one is
     // added after its listener serves Raft).
     tokio::spawn(register_self(store.clone(), id, me));
+    let duties = LeaderDuties::new(engine.clone(), store.clone());
+    tokio::spawn(duties.clone().follow_leadership());
     let port = Arc::new(ClusterPort {
         store: store.clone(),
         join: Arc::new(JoinService {
@@ -281,7 +367,7 @@ pub async fn controller(s: Settings) -> anyhow::Result<()> {
             store: store.clone(),
         }),
         registry,
-        hooks: Arc::new(EngineHooks(engine.clone())),
+        hooks: Arc::new(EngineHooks(duties.clone())),
         raft: Some({
             let store = store.clone();
             Arc::new(move |tls| {

@@ -62,13 +62,18 @@ pub fn may_speak(
             let _ = role;
             node_known(id)
         }
+        // A controller that is joining has no state yet: a controller's certificate is
+        // checked against revocations only here (Raft itself checks membership).
         (
             a,
             Some(Identity::Node {
                 role: NodeRole::Controller,
                 id,
             }),
-        ) if a == RAFT_ALPN => node_known(id),
+        ) if a == RAFT_ALPN => match node_known(id) {
+            Err(e) if e.contains("removed") => Err(e),
+            _ => Ok(()),
+        },
         (
             a,
             Some(Identity::Node {
@@ -222,6 +227,17 @@ mod tests {
         assert!(may_speak(AGENT_ALPN, agent, known).is_ok());
         assert!(may_speak(AGENT_ALPN, controller, known).is_ok());
         assert!(may_speak(RAFT_ALPN, controller, known).is_ok());
+        let unknown = |_| Err("node 6 is not a member of this cluster".to_string());
+        assert!(
+            may_speak(RAFT_ALPN, controller, unknown).is_ok(),
+            "a joining controller knows no one yet"
+        );
+        assert!(may_speak(AGENT_ALPN, agent, unknown).is_err());
+        let removed_ctl = Some(Identity::Node {
+            role: NodeRole::Controller,
+            id: NodeId(9),
+        });
+        assert!(may_speak(RAFT_ALPN, removed_ctl, known).is_err());
         let e = may_speak(RAFT_ALPN, agent, known).unwrap_err();
         assert!(e.contains("agent's certificate may not speak Raft"), "{e}");
         let e = may_speak(AGENT_ALPN, Some(Identity::Client), known).unwrap_err();

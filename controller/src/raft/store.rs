@@ -296,13 +296,23 @@ impl Store {
     /// together, as one [`Command::Batch`] entry: one append and one fsync for all of them
     /// (group commit), each answered as if alone. On a follower such a group is forwarded
     /// to the leader as one call.
+    ///
+    /// On a follower the answer waits until this node has applied the write too (read
+    /// your writes: the caller's next [`Store::read`] sees it, as on the leader).
     pub async fn propose(&self, cmd: Command) -> Result<Response, RaftError> {
         let (reply, answer) = oneshot::channel();
         self.inner
             .proposals
             .send(Proposal { cmd, reply })
             .map_err(|_| RaftError::Closed)?;
-        answer.await.map_err(|_| RaftError::Abandoned)?
+        let answer = answer.await.map_err(|_| RaftError::Abandoned)??;
+        if !self.is_leader() {
+            // The leader's read index covers the write it just answered.
+            if let Err(e) = self.read_linearizable(|_| ()).await {
+                tracing::warn!(error = %e, "a forwarded write is not applied here yet");
+            }
+        }
+        Ok(answer)
     }
 
     /// Synced writes (fsyncs of the database's WAL) since the store was opened: with
