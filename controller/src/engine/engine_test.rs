@@ -451,10 +451,12 @@ async fn where_layers_are_follows_the_agents_inventory() {
     let held =
         |engine: &Engine, d: &DiffId| engine.store().read(|s| s.layer_nodes(d).contains(&NODE));
     assert!(held(&engine, &layers[1]), "recorded at connection");
-    assert!(fake.report(AgentEvent::Inventory(LayerInventory {
+    let first_only = LayerInventory {
         chains: [chains[0]].into(),
         tars: Default::default(),
-    })));
+    };
+    fake.with(|s| s.inventory = first_only.clone());
+    assert!(fake.report(AgentEvent::Inventory(first_only)));
     let mut rx = engine.store().watch();
     for _ in 0..100 {
         if !held(&engine, &layers[1]) {
@@ -463,10 +465,12 @@ async fn where_layers_are_follows_the_agents_inventory() {
         let _ = tokio::time::timeout(Duration::from_millis(50), rx.changed()).await;
     }
     assert!(held(&engine, &layers[0]) && !held(&engine, &layers[1]));
-    assert!(fake.report(AgentEvent::Inventory(LayerInventory {
+    let all = LayerInventory {
         chains: chains.iter().copied().collect(),
         tars: Default::default(),
-    })));
+    };
+    fake.with(|s| s.inventory = all.clone());
+    assert!(fake.report(AgentEvent::Inventory(all)));
     for _ in 0..100 {
         if held(&engine, &layers[1]) {
             break;
@@ -677,6 +681,9 @@ async fn placement_errors_reach_the_api_with_their_status() {
     assert_eq!(status(e.clone()), StatusCode::CONFLICT);
     assert!(e.message.contains("memory"), "{}", e.message);
     // The image only on b, and b down: 409 naming b, never 404.
+    cluster
+        .agent(A)
+        .with(|s| s.inventory = LayerInventory::default());
     assert!(cluster
         .agent(A)
         .report(AgentEvent::Inventory(LayerInventory::default())));

@@ -336,7 +336,9 @@ impl Engine {
         name: Option<&str>,
         body: &[u8],
     ) -> Result<ContainerId, EngineError> {
-        let (placed, body) = self.store.read(|s| placement::place_create(s, body))?;
+        let (placed, body) = self
+            .store
+            .read(|s| placement::place_create(s, name, body))?;
         info!(node = %placed.node, reason = %placed.reason, "placed");
         self.create_container_on(name, &body, placed.node).await
     }

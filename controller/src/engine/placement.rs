@@ -485,23 +485,17 @@ pub fn request_from_create(
     Ok(req)
 }
 
-/// Place a `docker create` (pure): the body's image must exist (else Docker's 404, before
-/// any placement error), then [`place`]; the body comes back without its `constraint:`
-/// environment entries and with the reason as its [`PLACEMENT_LABEL`].
-pub fn place_create(s: &ClusterState, body: &[u8]) -> Result<(Placement, Vec<u8>), EngineError> {
-    let mut raw: Value = serde_json::from_slice(body)
-        .map_err(|e| EngineError::invalid(format!("invalid JSON: {e}")))?;
-    match raw.get("Image").and_then(Value::as_str) {
-        Some(image) if !image.is_empty() => {
-            image_record(s, image)?;
-        }
-        // The planner's answer, before any placement error.
-        _ => {
-            return Err(EngineError::invalid(
-                "no image given: Config.Image is empty",
-            ))
-        }
-    }
+/// Place a `docker create` named `name` (pure): the planner's first checks and the
+/// image's existence (Docker's 400s and 404) come before any placement error, then
+/// [`place`]; the body comes back without its `constraint:` environment entries and
+/// with the reason as its [`PLACEMENT_LABEL`].
+pub fn place_create(
+    s: &ClusterState,
+    name: Option<&str>,
+    body: &[u8],
+) -> Result<(Placement, Vec<u8>), EngineError> {
+    let (mut raw, config, _) = super::plan::parse_create(body, name)?;
+    image_record(s, &config.image)?;
     let req = request_from_create(s, &mut raw)?;
     let placed = place(s, &req)?;
     label_placement(&mut raw, &placed.reason);

@@ -374,15 +374,21 @@ fn a_create_body_gives_its_constraints_limits_and_ports_and_loses_constraint_env
 #[test]
 fn place_create_labels_the_reason_and_an_unknown_image_stays_404() {
     let (s, _) = state();
-    let (p, body) = place_create(&s, br#"{"Image":"img","Env":["constraint:node==c"]}"#).unwrap();
+    let (p, body) =
+        place_create(&s, None, br#"{"Image":"img","Env":["constraint:node==c"]}"#).unwrap();
     assert_eq!(p.node, NodeId(3));
     let v: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(v["Labels"][PLACEMENT_LABEL], p.reason);
     assert_eq!(v["Env"], serde_json::json!([]));
-    let e = place_create(&s, br#"{"Image":"nope","Env":["constraint:node==zz"]}"#).unwrap_err();
+    let e = place_create(
+        &s,
+        None,
+        br#"{"Image":"nope","Env":["constraint:node==zz"]}"#,
+    )
+    .unwrap_err();
     assert_eq!(e.kind, ErrorKind::NotFound);
-    let e = place_create(&ClusterState::default(), br#"{"Image":""}"#).unwrap_err();
+    let e = place_create(&ClusterState::default(), None, br#"{"Image":""}"#).unwrap_err();
     assert_eq!(e.kind, ErrorKind::InvalidParameter);
-    let e = place_create(&ClusterState::default(), br#"{"Image":"img"}"#).unwrap_err();
+    let e = place_create(&ClusterState::default(), None, br#"{"Image":"img"}"#).unwrap_err();
     assert_eq!(e.kind, ErrorKind::NotFound);
 }
