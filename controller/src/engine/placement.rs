@@ -7,7 +7,8 @@
 //!  ClusterState ─────────┴──► place: nodes accepting placements
 //!                                  ─► constraints ─► pins (volume, container:X,
 //!                                  --volumes-from) ─► network ─► image held ─► CPU/memory
-//!                                  ─► host ports ─► fewest containers, then node ID
+//!                                  ─► host ports free (preferred: with none, the start
+//!                                  reports Docker's error) ─► fewest containers, then ID
 //! ```
 //!
 //! Constraints are classic Swarm's: `-e constraint:node==HOST` (or `!=`), and
@@ -178,9 +179,6 @@ pub enum PlacementError {
     /// No candidate node has enough unreserved CPU or memory.
     #[error("no node has enough free {0}")]
     Resources(String),
-    /// Every candidate node has the host port taken.
-    #[error("no node has host port {0} free")]
-    Port(String),
 }
 
 /// Placement failures as the API shows them: 503 with no ready agent, 400 for a malformed
@@ -343,16 +341,18 @@ pub fn place(s: &ClusterState, req: &PlacementRequest) -> Result<Placement, Plac
         i += 1;
         fit[i - 1].0 && fit[i - 1].1
     });
-    for m in &req.host_ports {
-        cands.retain(|n| !port_taken(&ports_in_use(s.endpoints.values().flatten(), n.id), m));
-        if cands.is_empty() {
-            return Err(PlacementError::Port(format!(
-                "{}:{}/{}",
-                m.host_ip,
-                m.host_port,
-                m.proto.as_str()
-            )));
-        }
+    // Host ports are a preference: with none free anywhere the container is still
+    // created, and its start reports Docker's "port is already allocated".
+    let free: Vec<&NodeRecord> = cands
+        .iter()
+        .copied()
+        .filter(|n| {
+            let used = ports_in_use(s.endpoints.values().flatten(), n.id);
+            !req.host_ports.iter().any(|m| port_taken(&used, m))
+        })
+        .collect();
+    if !free.is_empty() {
+        cands = free;
     }
     let count = cands.len();
     let best = ranked(s, cands)[0];
