@@ -326,3 +326,51 @@ async fn one_node_shows_network_names_as_they_are() {
     assert_eq!(shown, ["bridge"]);
     assert_eq!(engine.network("bridge").unwrap().node, NODE);
 }
+
+#[tokio::test]
+async fn volumes_pin_to_their_node_and_image_removal_collects_on_every_node() {
+    use wharf_protocol::agent::image::ImageRequest;
+    let Setup {
+        engine, cluster, ..
+    } = two_nodes().await;
+    engine
+        .create_container(
+            Some("w1"),
+            br#"{"Image":"img:1","Env":["constraint:node==b"],"HostConfig":{"Binds":["data:/d"]}}"#,
+        )
+        .await
+        .unwrap();
+    assert!(cluster.agent(B).with(|s| s.volumes.contains("data")));
+    assert!(!cluster.agent(A).with(|s| s.volumes.contains("data")));
+    assert_eq!(engine.volume("data").unwrap().node, B);
+    // Node a has fewer containers, but the volume is on b.
+    engine
+        .create_container(
+            Some("w2"),
+            br#"{"Image":"img:1","HostConfig":{"Binds":["data:/d"]}}"#,
+        )
+        .await
+        .unwrap();
+    assert_eq!(engine.container("w2").unwrap().node, B);
+    let shown = inspect_json(&engine, "w2").await;
+    let reason = shown["Config"]["Labels"]["com.wharf.placement"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(reason.contains("with volume data"), "{reason}");
+    for c in ["w1", "w2"] {
+        engine.remove(c, false).await.unwrap();
+    }
+    engine.remove_volume("data", false).await.unwrap();
+    assert!(!cluster.agent(B).with(|s| s.volumes.contains("data")));
+
+    engine.delete_image("img:1", false).await.unwrap();
+    for node in [A, B] {
+        let collected = cluster.agent(node).with(|s| {
+            s.requests
+                .iter()
+                .any(|r| matches!(r, AgentRequest::Image(ImageRequest::Collect { .. })))
+        });
+        assert!(collected, "layers collected on node {node}");
+    }
+}
