@@ -9,6 +9,7 @@ use tokio::sync::watch;
 use wharf_link::{ClientCall, ServerCall};
 use wharf_protocol::agent::container::{ContainerLocal, ContainerRequest, ContainerResponse};
 use wharf_protocol::agent::host::{HostInfo, HostRequest, HostResponse, LayerInventory};
+use wharf_protocol::agent::image::{CollectTicket, ImageRequest, ImageResponse};
 use wharf_protocol::agent::network::{NetworkHost, NetworkRequest, NetworkResponse};
 use wharf_protocol::agent::volume::{VolumeRequest, VolumeResponse};
 use wharf_protocol::agent::{AgentEvent, AgentFailure, AgentRequest, AgentResponse, FailureKind};
@@ -305,6 +306,17 @@ async fn handle(
         }
         AgentRequest::Network(r) => return call.respond_with(network(&state, r)),
         AgentRequest::Volume(r) => return call.respond_with(volume(&state, r)),
+        // A collection frees nothing: the fake holds no layer files.
+        AgentRequest::Image(ImageRequest::BeginCollect) => {
+            return call.respond(AgentResponse::Image(ImageResponse::Ticket(CollectTicket(
+                1,
+            ))));
+        }
+        AgentRequest::Image(ImageRequest::Collect { .. }) => {
+            return call.respond(AgentResponse::Image(ImageResponse::Collected(
+                Default::default(),
+            )));
+        }
         AgentRequest::Image(_) => {
             return call.respond(AgentResponse::Failed(AgentFailure::new(
                 FailureKind::Unsupported,

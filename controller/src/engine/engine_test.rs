@@ -11,12 +11,12 @@ use wharf_protocol::{ChainId, DiffId, Digest};
 
 const NODE: NodeId = NodeId(1);
 
-struct Setup {
-    _dir: tempfile::TempDir,
-    engine: Arc<Engine>,
-    fake: Arc<FakeAgent>,
-    cluster: Arc<FakeCluster>,
-    layers: Vec<DiffId>,
+pub(super) struct Setup {
+    pub(super) _dir: tempfile::TempDir,
+    pub(super) engine: Arc<Engine>,
+    pub(super) fake: Arc<FakeAgent>,
+    pub(super) cluster: Arc<FakeCluster>,
+    pub(super) layers: Vec<DiffId>,
 }
 
 /// Record `node` as a Ready host named `hostname` that runs containers, with `labels`.
@@ -53,16 +53,16 @@ async fn register(engine: &Engine, node: NodeId, hostname: &str, labels: &[(&str
 
 /// An engine over a fresh Raft store and a fake agent, with image `img:1` of two layers
 /// on its one node.
-async fn setup() -> Setup {
+pub(super) async fn setup() -> Setup {
     setup_nodes(&[(NODE, "node-1", &[])]).await
 }
 
 /// A node of a test: its ID, host name and labels.
-type TestNode<'a> = (NodeId, &'a str, &'a [(&'a str, &'a str)]);
+pub(super) type TestNode<'a> = (NodeId, &'a str, &'a [(&'a str, &'a str)]);
 
 /// An engine over a fresh Raft store and a fake agent per node (hostname, labels), each
 /// Ready, connected, and holding image `img:1` of two layers.
-async fn setup_nodes(nodes: &[TestNode<'_>]) -> Setup {
+pub(super) async fn setup_nodes(nodes: &[TestNode<'_>]) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), 1, "127.0.0.1:7946".into())
         .await
@@ -135,7 +135,7 @@ fn asked(fake: &FakeAgent, pick: impl Fn(&ContainerRequest) -> bool) -> usize {
     })
 }
 
-async fn status_of(engine: &Engine, id: &ContainerId) -> ContainerStatus {
+pub(super) async fn status_of(engine: &Engine, id: &ContainerId) -> ContainerStatus {
     engine.container(id.as_str()).unwrap().status
 }
 
@@ -451,10 +451,12 @@ async fn where_layers_are_follows_the_agents_inventory() {
     let held =
         |engine: &Engine, d: &DiffId| engine.store().read(|s| s.layer_nodes(d).contains(&NODE));
     assert!(held(&engine, &layers[1]), "recorded at connection");
-    assert!(fake.report(AgentEvent::Inventory(LayerInventory {
+    let first_only = LayerInventory {
         chains: [chains[0]].into(),
         tars: Default::default(),
-    })));
+    };
+    fake.with(|s| s.inventory = first_only.clone());
+    assert!(fake.report(AgentEvent::Inventory(first_only)));
     let mut rx = engine.store().watch();
     for _ in 0..100 {
         if !held(&engine, &layers[1]) {
@@ -463,10 +465,12 @@ async fn where_layers_are_follows_the_agents_inventory() {
         let _ = tokio::time::timeout(Duration::from_millis(50), rx.changed()).await;
     }
     assert!(held(&engine, &layers[0]) && !held(&engine, &layers[1]));
-    assert!(fake.report(AgentEvent::Inventory(LayerInventory {
+    let all = LayerInventory {
         chains: chains.iter().copied().collect(),
         tars: Default::default(),
-    })));
+    };
+    fake.with(|s| s.inventory = all.clone());
+    assert!(fake.report(AgentEvent::Inventory(all)));
     for _ in 0..100 {
         if held(&engine, &layers[1]) {
             break;
@@ -482,7 +486,7 @@ async fn where_layers_are_follows_the_agents_inventory() {
 }
 
 /// `docker inspect` of `reference`, as JSON.
-async fn inspect_json(engine: &Engine, reference: &str) -> serde_json::Value {
+pub(super) async fn inspect_json(engine: &Engine, reference: &str) -> serde_json::Value {
     use http_body_util::BodyExt;
     let resp = crate::api::containers::inspect(engine, reference)
         .await
@@ -574,317 +578,4 @@ async fn network_container_mode_names_the_target_and_the_agent_finds_its_namespa
     let err = engine.start("side").await.unwrap_err();
     assert!(err.message.contains("is not running"), "{}", err.message);
     assert_eq!(status_of(&engine, &side).await, ContainerStatus::Exited);
-}
-
-const A: NodeId = NodeId(1);
-const B: NodeId = NodeId(2);
-
-/// Two Ready nodes: `a` (zone=x) and `b` (zone=y).
-async fn two_nodes() -> Setup {
-    setup_nodes(&[(A, "a", &[("zone", "x")]), (B, "b", &[("zone", "y")])]).await
-}
-
-/// Requests to any agent that name container `id`.
-fn asked_about(fake: &FakeAgent, id: &ContainerId) -> usize {
-    fake.with(|s| {
-        s.requests
-            .iter()
-            .filter(|r| format!("{r:?}").contains(id.short()))
-            .count()
-    })
-}
-
-#[tokio::test]
-async fn a_container_placed_by_constraint_lives_on_that_nodes_agent_only() {
-    let Setup {
-        engine, cluster, ..
-    } = two_nodes().await;
-    let id = engine
-        .create_container(
-            Some("web"),
-            br#"{"Image":"img:1","Env":["A=1","constraint:node.labels.zone==y"]}"#,
-        )
-        .await
-        .unwrap();
-    let c = engine.container("web").unwrap();
-    assert_eq!(c.node, B);
-    assert_eq!(c.run.env, ["PATH=/bin", "A=1"], "constraints leave the env");
-    let shown = inspect_json(&engine, "web").await;
-    assert_eq!(shown["Node"]["Name"], "b");
-    assert_eq!(shown["Node"]["ID"], "2");
-    assert_eq!(shown["Node"]["IP"], "10.0.0.2");
-    let reason = shown["Config"]["Labels"]["com.wharf.placement"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    assert!(
-        reason.contains("constraint node.labels.zone==y"),
-        "{reason}"
-    );
-
-    engine.start("web").await.unwrap();
-    assert!(cluster.agent(B).with(|s| s.containers[&id].pid.is_some()));
-    engine.stop("web", Some(5), None).await.unwrap();
-    assert_eq!(status_of(&engine, &id).await, ContainerStatus::Exited);
-    engine.remove("web", false).await.unwrap();
-    assert!(!cluster.agent(B).with(|s| s.containers.contains_key(&id)));
-    assert!(
-        asked_about(cluster.agent(B), &id) >= 4,
-        "create, start, kill, remove"
-    );
-    assert_eq!(asked_about(cluster.agent(A), &id), 0, "node a never asked");
-
-    // Without constraints, spread: one container each.
-    let first = engine
-        .create_container(None, br#"{"Image":"img:1"}"#)
-        .await
-        .unwrap();
-    let second = engine
-        .create_container(None, br#"{"Image":"img:1"}"#)
-        .await
-        .unwrap();
-    let nodes = [&first, &second].map(|id| engine.container(id.as_str()).unwrap().node);
-    assert_eq!(nodes, [A, B]);
-}
-
-#[tokio::test]
-async fn placement_errors_reach_the_api_with_their_status() {
-    use crate::api::error::ApiError;
-    use http::StatusCode;
-    let Setup {
-        engine, cluster, ..
-    } = two_nodes().await;
-    let status = |e: EngineError| ApiError::from(e).status;
-    let e = engine
-        .create_container(None, br#"{"Image":"img:1","Env":["constraint:node==z"]}"#)
-        .await
-        .unwrap_err();
-    assert_eq!(status(e.clone()), StatusCode::CONFLICT);
-    assert!(e.message.contains("node==z"), "{}", e.message);
-    let e = engine
-        .create_container(None, br#"{"Image":"img:1","Env":["constraint:nod==z"]}"#)
-        .await
-        .unwrap_err();
-    assert_eq!(status(e.clone()), StatusCode::BAD_REQUEST);
-    assert!(e.message.contains("nod==z"), "{}", e.message);
-    let e = engine
-        .create_container(
-            None,
-            br#"{"Image":"img:1","HostConfig":{"Memory":4294967296}}"#,
-        )
-        .await
-        .unwrap_err();
-    assert_eq!(status(e.clone()), StatusCode::CONFLICT);
-    assert!(e.message.contains("memory"), "{}", e.message);
-    // The image only on b, and b down: 409 naming b, never 404.
-    assert!(cluster
-        .agent(A)
-        .report(AgentEvent::Inventory(LayerInventory::default())));
-    let on_b_only = |engine: &Engine| {
-        engine.store().read(|s| {
-            let img = s.tags["img:1"];
-            s.nodes_with_image(&img) == [B].into()
-        })
-    };
-    let mut rx = engine.store().watch();
-    for _ in 0..100 {
-        if on_b_only(&engine) {
-            break;
-        }
-        let _ = tokio::time::timeout(Duration::from_millis(50), rx.changed()).await;
-    }
-    assert!(on_b_only(&engine));
-    engine
-        .store()
-        .propose(Command::SetNodeState {
-            id: B,
-            state: wharf_protocol::node_state::NodeState::Down,
-            at_ns: 2,
-        })
-        .await
-        .unwrap()
-        .unwrap();
-    let e = engine
-        .create_container(None, br#"{"Image":"img:1"}"#)
-        .await
-        .unwrap_err();
-    assert_eq!(status(e.clone()), StatusCode::CONFLICT);
-    assert!(e.message.contains("held by: b"), "{}", e.message);
-    let e = engine
-        .create_container(None, br#"{"Image":"nope:1"}"#)
-        .await
-        .unwrap_err();
-    assert_eq!(status(e), StatusCode::NOT_FOUND);
-    engine
-        .store()
-        .propose(Command::SetNodeState {
-            id: A,
-            state: wharf_protocol::node_state::NodeState::Down,
-            at_ns: 2,
-        })
-        .await
-        .unwrap()
-        .unwrap();
-    let e = engine
-        .create_container(None, br#"{"Image":"img:1"}"#)
-        .await
-        .unwrap_err();
-    assert_eq!(status(e.clone()), StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(e.message, "no agent is ready to run containers");
-}
-
-#[tokio::test]
-async fn a_lost_agent_records_no_exit_and_its_reconnect_readopts_the_container() {
-    let Setup {
-        engine, cluster, ..
-    } = two_nodes().await;
-    let id = engine
-        .create_container(
-            Some("db"),
-            br#"{"Image":"img:1","Env":["constraint:node==b"]}"#,
-        )
-        .await
-        .unwrap();
-    engine.start("db").await.unwrap();
-    let fake = cluster.agent(B);
-    // The connection goes: the monitor's Wait fails as Unavailable.
-    fake.set_lost(true);
-    let monitored = |engine: &Engine| engine.monitored.lock().unwrap().contains_key(&id);
-    for _ in 0..100 {
-        if !monitored(&engine) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(!monitored(&engine), "the monitor ended");
-    engine.node_lost(B);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let c = engine.container("db").unwrap();
-    assert_eq!(c.status, ContainerStatus::Running, "no exit recorded");
-    assert_eq!(c.finished_ns, 0);
-
-    // The agent is back (its container ran on): re-adopted, once however often called.
-    fake.set_lost(false);
-    engine.node_connected(B, None).await.unwrap();
-    engine.node_connected(B, None).await.unwrap();
-    assert!(monitored(&engine));
-    let defaults = engine.store().read(|s| {
-        s.networks
-            .values()
-            .filter(|n| n.default && n.node == B)
-            .count()
-    });
-    assert_eq!(defaults, 1, "no second default network");
-    fake.exit(&id, 3);
-    let exited = engine
-        .wait_state(&id, Some(Duration::from_secs(10)), |c| {
-            c.is_some_and(|c| c.status == ContainerStatus::Exited)
-        })
-        .await;
-    assert!(exited);
-    assert_eq!(engine.container("db").unwrap().exit_code, 3);
-}
-
-#[tokio::test]
-async fn each_node_has_its_own_default_network_and_names_resolve_on_the_containers_node() {
-    let Setup {
-        engine, cluster, ..
-    } = two_nodes().await;
-    let defaults: Vec<(NodeId, String)> = engine.store().read(|s| {
-        s.networks
-            .values()
-            .filter(|n| n.default)
-            .map(|n| (n.node, n.name.clone()))
-            .collect()
-    });
-    assert_eq!(defaults.len(), 2);
-    assert!(defaults.contains(&(A, "bridge".into())) && defaults.contains(&(B, "bridge".into())));
-    let err = engine.network("bridge").unwrap_err();
-    assert_eq!(err.kind, ErrorKind::InvalidParameter, "{}", err.message);
-    assert_eq!(engine.network("b/bridge").unwrap().node, B);
-    assert_eq!(engine.network("1/bridge").unwrap().node, A);
-
-    engine
-        .create_container(
-            Some("web"),
-            br#"{"Image":"img:1","Env":["constraint:node==b"]}"#,
-        )
-        .await
-        .unwrap();
-    engine.start("web").await.unwrap();
-    let (ep_node, net_node) = engine.store().read(|s| {
-        let c = s
-            .containers
-            .values()
-            .find(|c| c.name.as_str() == "web")
-            .unwrap();
-        let e = &s.endpoints[&c.id][0];
-        (e.node, s.networks[&e.network].node)
-    });
-    assert_eq!((ep_node, net_node), (B, B));
-    assert!(
-        cluster
-            .agent(B)
-            .with(|s| s.requests.iter().any(|r| matches!(
-                r,
-                AgentRequest::Network(
-                    wharf_protocol::agent::network::NetworkRequest::SyncRules { .. }
-                )
-            ))),
-        "b's rules follow"
-    );
-
-    // A user network made on a; the same name may be made on b.
-    let req = |name: &str| crate::engine::network_options::NetworkCreate {
-        name: name.into(),
-        subnet: None,
-        gateway: None,
-        labels: Default::default(),
-        internal: false,
-        icc: true,
-        masquerade: true,
-    };
-    assert_eq!(engine.create_network(req("a/front")).await.unwrap().node, A);
-    assert_eq!(engine.create_network(req("b/front")).await.unwrap().node, B);
-    let err = engine.create_network(req("b/front")).await.unwrap_err();
-    assert_eq!(err.kind, ErrorKind::Conflict);
-    engine
-        .connect_network("front", "web", vec![])
-        .await
-        .unwrap();
-    let joined = engine.store().read(|s| {
-        let c = s
-            .containers
-            .values()
-            .find(|c| c.name.as_str() == "web")
-            .unwrap();
-        s.connections[&c.id]
-            .keys()
-            .map(|n| s.networks[n].node)
-            .collect::<Vec<_>>()
-    });
-    assert_eq!(joined, [B, B], "bridge and front, both b's");
-    let shown = engine.store().read(|s| {
-        let mut v: Vec<String> = s
-            .networks
-            .values()
-            .map(|n| crate::engine::network::shown_network_name(s, n))
-            .collect();
-        v.sort();
-        v
-    });
-    assert_eq!(shown, ["a/bridge", "a/front", "b/bridge", "b/front"]);
-}
-
-#[tokio::test]
-async fn one_node_shows_network_names_as_they_are() {
-    let Setup { engine, .. } = setup().await;
-    let shown = engine.store().read(|s| {
-        s.networks
-            .values()
-            .map(|n| crate::engine::network::shown_network_name(s, n))
-            .collect::<Vec<_>>()
-    });
-    assert_eq!(shown, ["bridge"]);
-    assert_eq!(engine.network("bridge").unwrap().node, NODE);
 }

@@ -52,7 +52,11 @@ impl Engine {
                 }
                 tokio::select! {
                     ev = events.recv() => match ev {
-                        Some(AgentEvent::Inventory(inv)) => inventory = inv,
+                        // A report says the layers changed; what they are is read now, so
+                        // that a report overtaken by a later change records nothing stale.
+                        Some(AgentEvent::Inventory(inv)) => {
+                            inventory = engine.agents.inventory(&node).await.unwrap_or(inv);
+                        }
                         None => return,
                     },
                     changed = applied.changed() => {
@@ -61,6 +65,13 @@ impl Engine {
                         }
                         tokio::time::sleep(SETTLE).await;
                         applied.borrow_and_update();
+                        // What the agent holds now: an inventory read before the change
+                        // (a load's layers not in it yet) would take its layers back out
+                        // of the record until the agent's next report.
+                        match engine.agents.inventory(&node).await {
+                            Ok(inv) => inventory = inv,
+                            Err(e) => warn!(node = %node, error = %e, "layer inventory not read"),
+                        }
                     }
                 }
             }

@@ -14,6 +14,12 @@
 //! is committed (create, start) or reports what happened (exit), which becomes a command.
 //! The leader chooses IDs, names and times and passes them to the planners. Errors are
 //! [`EngineError`]s with kinds; `api/` maps them to Docker's status codes.
+//!
+//! The engine serves every node the cluster records: a new container's node is chosen by
+//! [`placement::place`], and from then on each operation goes to the agent of the node
+//! its record names (container, volume, network). A node is served once its agent is
+//! connected ([`Engine::node_connected`]) and stops being watched when the connection is
+//! lost ([`Engine::node_lost`]); see `nodes.rs`.
 
 mod archive;
 mod attach;
@@ -336,7 +342,9 @@ impl Engine {
         name: Option<&str>,
         body: &[u8],
     ) -> Result<ContainerId, EngineError> {
-        let (placed, body) = self.store.read(|s| placement::place_create(s, body))?;
+        let (placed, body) = self
+            .store
+            .read(|s| placement::place_create(s, name, body))?;
         info!(node = %placed.node, reason = %placed.reason, "placed");
         self.create_container_on(name, &body, placed.node).await
     }
@@ -885,3 +893,6 @@ mod tests {
 
 #[cfg(test)]
 mod engine_test;
+
+#[cfg(test)]
+mod engine_nodes_test;

@@ -39,6 +39,9 @@ pub(super) struct HostFacts {
     pub volumes_root: String,
     /// The task keeping the record of its layers in line with its agent's events.
     pub layers: Option<tokio::task::AbortHandle>,
+    /// The restarts by policy cut short by a restart of Wharf were resumed (once per
+    /// process: a reconnect finds their back-off tasks still waiting).
+    pub restarts_resumed: bool,
 }
 
 impl Engine {
@@ -108,7 +111,12 @@ impl Engine {
             info!(container = %id.short(), node = %node, "re-adopting running container");
             self.monitor(node, id);
         }
-        self.resume_restarts(node);
+        let first = self.with_hosts(|h| {
+            !std::mem::replace(&mut h.entry(node).or_default().restarts_resumed, true)
+        });
+        if first {
+            self.resume_restarts(node);
+        }
     }
 
     /// Bring the record of `node`'s layers in line with its agent's inventory now (after

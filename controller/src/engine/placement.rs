@@ -7,7 +7,8 @@
 //!  ClusterState ─────────┴──► place: nodes accepting placements
 //!                                  ─► constraints ─► pins (volume, container:X,
 //!                                  --volumes-from) ─► network ─► image held ─► CPU/memory
-//!                                  ─► host ports ─► fewest containers, then node ID
+//!                                  ─► host ports free (preferred: with none, the start
+//!                                  reports Docker's error) ─► fewest containers, then ID
 //! ```
 //!
 //! Constraints are classic Swarm's: `-e constraint:node==HOST` (or `!=`), and
@@ -178,9 +179,6 @@ pub enum PlacementError {
     /// No candidate node has enough unreserved CPU or memory.
     #[error("no node has enough free {0}")]
     Resources(String),
-    /// Every candidate node has the host port taken.
-    #[error("no node has host port {0} free")]
-    Port(String),
 }
 
 /// Placement failures as the API shows them: 503 with no ready agent, 400 for a malformed
@@ -343,16 +341,18 @@ pub fn place(s: &ClusterState, req: &PlacementRequest) -> Result<Placement, Plac
         i += 1;
         fit[i - 1].0 && fit[i - 1].1
     });
-    for m in &req.host_ports {
-        cands.retain(|n| !port_taken(&ports_in_use(s.endpoints.values().flatten(), n.id), m));
-        if cands.is_empty() {
-            return Err(PlacementError::Port(format!(
-                "{}:{}/{}",
-                m.host_ip,
-                m.host_port,
-                m.proto.as_str()
-            )));
-        }
+    // Host ports are a preference: with none free anywhere the container is still
+    // created, and its start reports Docker's "port is already allocated".
+    let free: Vec<&NodeRecord> = cands
+        .iter()
+        .copied()
+        .filter(|n| {
+            let used = ports_in_use(s.endpoints.values().flatten(), n.id);
+            !req.host_ports.iter().any(|m| port_taken(&used, m))
+        })
+        .collect();
+    if !free.is_empty() {
+        cands = free;
     }
     let count = cands.len();
     let best = ranked(s, cands)[0];
@@ -485,23 +485,17 @@ pub fn request_from_create(
     Ok(req)
 }
 
-/// Place a `docker create` (pure): the body's image must exist (else Docker's 404, before
-/// any placement error), then [`place`]; the body comes back without its `constraint:`
-/// environment entries and with the reason as its [`PLACEMENT_LABEL`].
-pub fn place_create(s: &ClusterState, body: &[u8]) -> Result<(Placement, Vec<u8>), EngineError> {
-    let mut raw: Value = serde_json::from_slice(body)
-        .map_err(|e| EngineError::invalid(format!("invalid JSON: {e}")))?;
-    match raw.get("Image").and_then(Value::as_str) {
-        Some(image) if !image.is_empty() => {
-            image_record(s, image)?;
-        }
-        // The planner's answer, before any placement error.
-        _ => {
-            return Err(EngineError::invalid(
-                "no image given: Config.Image is empty",
-            ))
-        }
-    }
+/// Place a `docker create` named `name` (pure): the planner's first checks and the
+/// image's existence (Docker's 400s and 404) come before any placement error, then
+/// [`place`]; the body comes back without its `constraint:` environment entries and
+/// with the reason as its [`PLACEMENT_LABEL`].
+pub fn place_create(
+    s: &ClusterState,
+    name: Option<&str>,
+    body: &[u8],
+) -> Result<(Placement, Vec<u8>), EngineError> {
+    let (mut raw, config, _) = super::plan::parse_create(body, name)?;
+    image_record(s, &config.image)?;
     let req = request_from_create(s, &mut raw)?;
     let placed = place(s, &req)?;
     label_placement(&mut raw, &placed.reason);

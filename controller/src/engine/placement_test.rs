@@ -217,7 +217,7 @@ fn cpu_and_memory_reservations_count_every_container_of_the_node() {
 }
 
 #[test]
-fn a_taken_host_port_rules_its_node_out() {
+fn a_taken_host_port_steers_away_from_its_node_and_never_refuses_the_create() {
     let (mut s, img) = state();
     let m = PortMapping {
         proto: Proto::Tcp,
@@ -245,9 +245,9 @@ fn a_taken_host_port_rules_its_node_out() {
         ..req(img)
     };
     assert_eq!(place(&s, &r).unwrap().node, NodeId(3));
+    // Taken everywhere: placed anyway (Docker creates it; its start reports the port).
     s.nodes.get_mut(&NodeId(3)).unwrap().state = NodeState::Down;
-    let e = place(&s, &r).unwrap_err();
-    assert_eq!(e, PlacementError::Port("0.0.0.0:8080/tcp".into()));
+    assert_eq!(place(&s, &r).unwrap().node, NodeId(1));
 }
 
 #[test]
@@ -374,15 +374,21 @@ fn a_create_body_gives_its_constraints_limits_and_ports_and_loses_constraint_env
 #[test]
 fn place_create_labels_the_reason_and_an_unknown_image_stays_404() {
     let (s, _) = state();
-    let (p, body) = place_create(&s, br#"{"Image":"img","Env":["constraint:node==c"]}"#).unwrap();
+    let (p, body) =
+        place_create(&s, None, br#"{"Image":"img","Env":["constraint:node==c"]}"#).unwrap();
     assert_eq!(p.node, NodeId(3));
     let v: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(v["Labels"][PLACEMENT_LABEL], p.reason);
     assert_eq!(v["Env"], serde_json::json!([]));
-    let e = place_create(&s, br#"{"Image":"nope","Env":["constraint:node==zz"]}"#).unwrap_err();
+    let e = place_create(
+        &s,
+        None,
+        br#"{"Image":"nope","Env":["constraint:node==zz"]}"#,
+    )
+    .unwrap_err();
     assert_eq!(e.kind, ErrorKind::NotFound);
-    let e = place_create(&ClusterState::default(), br#"{"Image":""}"#).unwrap_err();
+    let e = place_create(&ClusterState::default(), None, br#"{"Image":""}"#).unwrap_err();
     assert_eq!(e.kind, ErrorKind::InvalidParameter);
-    let e = place_create(&ClusterState::default(), br#"{"Image":"img"}"#).unwrap_err();
+    let e = place_create(&ClusterState::default(), None, br#"{"Image":"img"}"#).unwrap_err();
     assert_eq!(e.kind, ErrorKind::NotFound);
 }

@@ -156,17 +156,13 @@ pub struct CreatePlan {
     pub plan: Plan,
 }
 
-/// Plan `POST /containers/create` (pure): validate the request against the image and
-/// the state, build the record, and the steps that carry it out. `anon` names the
-/// anonymous volumes.
-pub fn create_container(
-    state: &ClusterState,
-    name: Option<&str>,
+/// A create request's first checks (pure): its JSON, its config's types, an image named,
+/// and the name asked for; the body as JSON, its config and that name.
+pub fn parse_create(
     body: &[u8],
-    choices: &CreateChoices,
-    anon: &mut dyn FnMut() -> String,
-) -> Result<CreatePlan, EngineError> {
-    let mut raw: serde_json::Value = serde_json::from_slice(body)
+    name: Option<&str>,
+) -> Result<(serde_json::Value, CreateConfig, Option<ContainerName>), EngineError> {
+    let raw: serde_json::Value = serde_json::from_slice(body)
         .map_err(|e| EngineError::invalid(format!("invalid JSON: {e}")))?;
     if !raw.is_object() {
         return Err(EngineError::invalid("invalid JSON: body must be an object"));
@@ -185,6 +181,20 @@ pub fn create_container(
         ),
         _ => None,
     };
+    Ok((raw, req, requested))
+}
+
+/// Plan `POST /containers/create` (pure): validate the request against the image and
+/// the state, build the record, and the steps that carry it out. `anon` names the
+/// anonymous volumes.
+pub fn create_container(
+    state: &ClusterState,
+    name: Option<&str>,
+    body: &[u8],
+    choices: &CreateChoices,
+    anon: &mut dyn FnMut() -> String,
+) -> Result<CreatePlan, EngineError> {
+    let (mut raw, req, requested) = parse_create(body, name)?;
     let image = image_record(state, &req.image)?;
     let img_cfg: ImageConfigFile = serde_json::from_slice(&image.config)
         .map_err(|e| EngineError::internal(format!("image config of {}: {e}", image.id)))?;

@@ -266,7 +266,10 @@ impl Builder<'_> {
                 let body = json!({"Image": id.to_string(), "Cmd": ["#(nop) COPY --from"], "HostConfig": {"NetworkMode": "none"}});
                 let bytes = serde_json::to_vec(&body)
                     .map_err(|e| BuildError::Failed(format!("encode container: {e}")))?;
-                let cid = self.engine.create_container(None, &bytes).await?;
+                let cid = self
+                    .engine
+                    .create_container_on(None, &bytes, self.context.node())
+                    .await?;
                 let res = self.collect_from(&cid, spec.clone()).await;
                 if let Err(BuildError::Failed(e)) = self.remove_container(&cid).await {
                     warn!(container = %cid.short(), error = %e, "removing copy container failed");
