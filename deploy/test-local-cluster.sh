@@ -174,6 +174,8 @@ check "ctl-2 joins ctl-1 with the controller token" grep -qx FAKE-TOKEN-controll
 check "node-2 joins with the agent token" grep -qx FAKE-TOKEN-agent "$D/hosts/node-2/args"
 check "a host's sysfs is its own netns's" test "$(nsenter --net="/run/netns/wlc-$H-node-1" --mount="$D/ns/node-1.mnt" ls /sys/class/net | tr '\n' ' ')" = "eth0 lo "
 check "a host sees the cgroup hierarchies" nsenter --net="/run/netns/wlc-$H-node-1" --mount="$D/ns/node-1.mnt" test -e /sys/fs/cgroup/pids/cgroup.procs -o -e /sys/fs/cgroup/cgroup.procs
+check "a host holds no namespace files (they would pin other namespaces)" \
+  test "$(nsenter --mount="$D/ns/node-2.mnt" grep -c nsfs /proc/self/mounts)" = 0
 check "ctl-1 reaches node-2" reach "$D" ctl-1 node-2
 check "the root namespace reaches ctl-1" ping -c1 -W1 "$(ip_of "$D" ctl-1)"
 out="$("$LC" status --dir "$D")"
