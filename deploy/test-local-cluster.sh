@@ -36,10 +36,11 @@ cat >"$WHARF_BIN" <<'EOF'
 set -euo pipefail
 role="$1"; shift
 if [ "$role" = cluster ]; then shift; echo "FAKE-TOKEN-${*: -1}"; exit 0; fi
-d=""; api=""; args=("$@")
+d=""; api=""; name=""; args=("$@")
 while [ $# -gt 0 ]; do
   case "$1" in
     --data-dir) d="$2"; shift 2 ;;
+    --node-name) name="$2"; shift 2 ;;
     --api-addr) api="$2"; shift 2 ;;
     *) shift ;;
   esac
@@ -66,9 +67,26 @@ fi
 if [ "$role" = controller ]; then
   printf 'export DOCKER_HOST=tcp://%s\nexport DOCKER_TLS_VERIFY=1\nexport DOCKER_CERT_PATH=%s/client\n' "$api" "$d" >"$d/client.env"
 fi
+# Seen by the fake docker's `node ls` (below) unless this host is never to be Ready.
+if [ -n "${FAKE_NODES:-}" ] && [ "$name" != "${FAKE_NOT_READY:-}" ]; then
+  echo "$$" >"$FAKE_NODES/$name"
+fi
 while :; do sleep 1; done
 EOF
 chmod +x "$WHARF_BIN"
+
+# A fake docker CLI: `node ls` lists each fake daemon that started, Ready while it runs.
+mkdir -p "$WORK/bin"
+cat >"$WORK/bin/docker" <<'EOF'
+#!/usr/bin/env bash
+[ "$1 $2" = "node ls" ] || exit 1
+[[ "$DOCKER_HOST" == tcp://*:2376 ]] && [ "$DOCKER_TLS_VERIFY" = 1 ] && [ -n "$DOCKER_CERT_PATH" ] || exit 1
+for f in "$FAKE_NODES"/*; do
+  [ -e "$f" ] || continue
+  if kill -0 "$(cat "$f")" 2>/dev/null; then echo "$(basename "$f") Ready"; else echo "$(basename "$f") Down"; fi
+done
+EOF
+chmod +x "$WORK/bin/docker"
 
 PASS=0
 FAIL=0
@@ -265,6 +283,34 @@ assert_clean "$A"
 check "b still runs" test "$("$LC" status --dir "$B" | grep -c ' running$')" = 4
 check "down b" "$LC" down --dir "$B"
 assert_clean "$B"
+
+# --- waiting on docker node ls (the fake docker) ----------------------------------------
+W="$WORK/w"
+DIRS+=("$W")
+export FAKE_NODES="$WORK/nodes"
+mkdir -p "$FAKE_NODES"
+check "up waits until docker node ls shows every host Ready" \
+  env -u WHARF_LOCAL_CLUSTER_NO_WAIT PATH="$WORK/bin:$PATH" "$LC" up --dir "$W" --controllers 3 --agents 2
+check "status: the cluster answers, 5/5 Ready" \
+  grep -q "answers (via ctl-1); 5/5 hosts Ready" <(PATH="$WORK/bin:$PATH" "$LC" status --dir "$W")
+"$LC" kill --dir "$W" node-2 >/dev/null 2>&1
+check "restart waits until the host is Ready" \
+  env -u WHARF_LOCAL_CLUSTER_NO_WAIT PATH="$WORK/bin:$PATH" "$LC" restart --dir "$W" node-2
+check "down" "$LC" down --dir "$W"
+assert_clean "$W"
+rm -f "$FAKE_NODES"/*
+if err="$(FAKE_NOT_READY=node-2 WHARF_LOCAL_CLUSTER_TIMEOUT=3 env -u WHARF_LOCAL_CLUSTER_NO_WAIT \
+  PATH="$WORK/bin:$PATH" "$LC" up --dir "$W" --controllers 1 --agents 2 2>&1)"; then
+  bad "up fails when a host never gets Ready"
+else
+  ok "up fails when a host never gets Ready"
+fi
+check "the failure names the host" grep -q "not Ready in docker node ls: node-2" <<<"$err"
+check "the failure shows the host's log tail" grep -q "fake node in node-2" <<<"$err"
+check "no client.env after a failed up" test ! -e "$W/client.env"
+check "down after a failed up" "$LC" down --dir "$W"
+assert_clean "$W"
+unset FAKE_NODES
 
 # --- down after an up killed half way ------------------------------------------------
 for t in 0.2 0.5 1 2 3.5; do
