@@ -262,6 +262,15 @@ check "up again into the same DIR" "$LC" up --dir "$D" --controllers 1 --agents 
 check "down" "$LC" down --dir "$D"
 assert_clean "$D"
 
+# --- down when the binary is gone ----------------------------------------------------
+G="$WORK/g"
+DIRS+=("$G")
+cp "$WHARF_BIN" "$WORK/gone-wharf"
+check "up with a binary that will be gone" env WHARF_BIN="$WORK/gone-wharf" "$LC" up --dir "$G" --controllers 1 --agents 1
+rm -f "$WORK/gone-wharf"
+check "down without the binary" "$LC" down --dir "$G"
+assert_clean "$G"
+
 # --- two clusters at once ------------------------------------------------------------
 A="$WORK/a"
 B="$WORK/b"
