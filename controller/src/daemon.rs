@@ -151,7 +151,8 @@ fn node_name(s: &Settings) -> String {
 struct LeaderDuties {
     engine: Arc<Engine>,
     store: Store,
-    connected: Mutex<std::collections::HashMap<NodeId, Option<mpsc::UnboundedReceiver<AgentEvent>>>>,
+    connected:
+        Mutex<std::collections::HashMap<NodeId, Option<mpsc::UnboundedReceiver<AgentEvent>>>>,
     active: Mutex<BTreeSet<NodeId>>,
 }
 
