@@ -358,6 +358,10 @@ pub async fn controller(s: Settings) -> anyhow::Result<()> {
     // Recorded through the leader once this controller is a member (a joining one is
     // added after its listener serves Raft).
     tokio::spawn(register_self(store.clone(), id, me));
+    if s.min_layer_copies == 0 {
+        bail!("--min-layer-copies must be at least 1");
+    }
+    engine.set_min_copies(s.min_layer_copies);
     let duties = LeaderDuties::new(engine.clone(), store.clone());
     tokio::spawn(duties.clone().follow_leadership());
     let port = Arc::new(ClusterPort {

@@ -133,6 +133,11 @@ pub struct Settings {
     /// An agent silent this long is Down (seconds).
     #[arg(long, env = "WHARF_HEARTBEAT_GRACE", default_value_t = 4.0)]
     pub heartbeat_grace: f64,
+
+    /// Controllers: how many agents an image is put on before a load, import, commit or
+    /// build answers (fewer when fewer agents are Ready).
+    #[arg(long, env = "WHARF_MIN_LAYER_COPIES", default_value_t = 2)]
+    pub min_layer_copies: usize,
 }
 
 /// How `wharf up`'s controller reaches its agent.
@@ -169,6 +174,7 @@ struct SettingsFile {
     labels: Option<Vec<String>>,
     heartbeat_period: Option<f64>,
     heartbeat_grace: Option<f64>,
+    min_layer_copies: Option<usize>,
 }
 
 impl Settings {
@@ -255,6 +261,9 @@ impl Settings {
         }
         if let (true, Some(v)) = (from_default("heartbeat_grace"), file.heartbeat_grace) {
             self.heartbeat_grace = v;
+        }
+        if let (true, Some(v)) = (from_default("min_layer_copies"), file.min_layer_copies) {
+            self.min_layer_copies = v;
         }
     }
 
@@ -374,6 +383,7 @@ mod tests {
             labels: vec![],
             heartbeat_period: 1.0,
             heartbeat_grace: 4.0,
+            min_layer_copies: 2,
         }
     }
 

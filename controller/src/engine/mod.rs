@@ -23,6 +23,7 @@
 
 mod archive;
 mod attach;
+pub mod copies;
 pub mod dns;
 pub mod error;
 pub mod events;
@@ -177,6 +178,8 @@ pub struct Engine {
     /// `image prune` decide and remove, so they never see an image without its tags yet.
     /// Only records: the layers on the host are kept by leases (see `images`).
     image_records: tokio::sync::RwLock<()>,
+    /// The cluster's layer copy count ([`copies`]).
+    min_copies: std::sync::atomic::AtomicUsize,
 }
 
 impl Engine {
@@ -195,6 +198,7 @@ impl Engine {
             dns: dns::DnsServers::default(),
             rules_lock: tokio::sync::Mutex::default(),
             image_records: tokio::sync::RwLock::default(),
+            min_copies: std::sync::atomic::AtomicUsize::new(copies::DEFAULT_MIN_COPIES),
         })
     }
 
@@ -302,6 +306,7 @@ impl Engine {
             .map_err(|f| EngineError::invalid(f.message))?;
         let recording = self.image_records.read().await;
         let mut lines = vec![];
+        let ids: Vec<ImageId> = loaded.iter().map(|i| i.id).collect();
         for img in loaded {
             self.propose(Command::PutImage {
                 image: ImageRecord {
@@ -331,6 +336,7 @@ impl Engine {
         drop(recording);
         self.sync_layers(node).await;
         lease.release().await;
+        self.ensure_copies(&ids).await;
         Ok(lines)
     }
 

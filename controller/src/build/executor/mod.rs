@@ -637,6 +637,7 @@ impl<'a> Builder<'a> {
     pub async fn finish(&self, id: &ImageId) -> Result<(), BuildError> {
         // Where the image is, recorded before the client learns it exists.
         self.engine.sync_layers(self.context.node()).await;
+        self.engine.ensure_copies(&[*id]).await;
         self.out.aux(&id.to_string()).await?;
         if self.opts.quiet {
             // As moby's router: with `q` the one stream line is the image ID, which the

@@ -147,6 +147,7 @@ impl Engine {
             .await?;
         self.sync_layers(node).await;
         lease.release().await;
+        self.ensure_copies(&[id]).await;
         self.emit_image(&id, &id.to_string(), "import");
         info!(image = %id, layer = %diff_id, "imported");
         Ok(id)
@@ -257,6 +258,7 @@ impl Engine {
         let id = self.record_image(bytes, diff_ids, size, reference).await?;
         self.sync_layers(c.node).await;
         lease.release().await;
+        self.ensure_copies(&[id]).await;
         self.emit_container(&c, "commit", &[]);
         info!(container = %c.id.short(), image = %id, "committed");
         Ok(id)
