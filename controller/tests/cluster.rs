@@ -1,0 +1,467 @@
+//! A multi-host cluster on `deploy/local-cluster` (3 controllers, 3 agents: real `wharf
+//! controller` and `wharf node` processes, each host its own network namespace), driven by
+//! the stock docker CLI through every controller. One cluster for the whole binary: the
+//! scenarios run in order in one test, and the cluster is taken down even when one fails.
+//!
+//! Times the issue bounds (a node Down, a new leader, a restarted agent Ready) are printed
+//! and checked against generous bounds only (30 s); the printed figures are the record.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+use support::{busybox_tar, text, wharf_bin};
+
+const BOUND: Duration = Duration::from_secs(30);
+
+struct Cluster {
+    dir: PathBuf,
+    /// Host name → its address on the cluster's bridge.
+    addrs: BTreeMap<String, String>,
+    env: Vec<(String, String)>,
+}
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/local-cluster")
+}
+
+fn local_cluster(dir: &Path, args: &[&str]) -> Output {
+    let mut cmd = Command::new("bash");
+    cmd.arg(script())
+        .arg(args[0])
+        .arg("--dir")
+        .arg(dir)
+        .args(&args[1..])
+        .env("WHARF_BIN", wharf_bin());
+    cmd.output().expect("run deploy/local-cluster")
+}
+
+impl Cluster {
+    fn up() -> Cluster {
+        let dir = PathBuf::from(format!("/tmp/wct-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let started = Instant::now();
+        let out = local_cluster(
+            &dir,
+            &[
+                "up",
+                "--controllers",
+                "3",
+                "--agents",
+                "3",
+                "--label",
+                "node-3:disk=ssd",
+            ],
+        );
+        let mut c = Cluster {
+            dir: dir.clone(),
+            addrs: BTreeMap::new(),
+            env: vec![],
+        };
+        assert!(
+            out.status.success(),
+            "local-cluster up: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        eprintln!(
+            "cluster up (3 controllers, 3 agents) in {:?}",
+            started.elapsed()
+        );
+        let state = std::fs::read_to_string(dir.join("cluster.state")).unwrap();
+        for line in state.lines().filter_map(|l| l.strip_prefix("host=")) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            c.addrs.insert(f[0].to_string(), f[2].to_string());
+        }
+        let env = std::fs::read_to_string(dir.join("client.env")).unwrap();
+        for line in env.lines() {
+            let (k, v) = line
+                .strip_prefix("export ")
+                .and_then(|l| l.split_once('='))
+                .expect("client.env line");
+            c.env
+                .push((k.to_string(), v.trim_matches('\'').to_string()));
+        }
+        assert_eq!(c.env.len(), 3, "client.env: {env}");
+        c
+    }
+
+    /// `docker ARGS` through controller `via` (a host name).
+    fn docker_via(&self, via: &str, args: &[&str]) -> Output {
+        let mut cmd = Command::new("docker");
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd.env("DOCKER_HOST", format!("tcp://{}:2376", self.addrs[via]));
+        cmd.args(args).output().expect("run docker")
+    }
+
+    fn ok_via(&self, via: &str, args: &[&str]) -> String {
+        let out = self.docker_via(via, args);
+        assert!(
+            out.status.success(),
+            "docker {args:?} via {via}: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+    }
+
+    fn fault(&self, args: &[&str]) {
+        let out = local_cluster(&self.dir, args);
+        assert!(
+            out.status.success(),
+            "local-cluster {args:?}: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+    }
+
+    /// `HOSTNAME STATUS MANAGER-STATUS` of every node, through `via`.
+    fn nodes_via(&self, via: &str) -> BTreeMap<String, (String, String)> {
+        let out = self.docker_via(
+            via,
+            &[
+                "node",
+                "ls",
+                "--format",
+                "{{.Hostname}} {{.Status}} {{.ManagerStatus}}",
+            ],
+        );
+        text(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.split_whitespace();
+                Some((
+                    f.next()?.to_string(),
+                    (f.next()?.to_string(), f.next().unwrap_or("").to_string()),
+                ))
+            })
+            .collect()
+    }
+
+    fn leader_via(&self, via: &str) -> Option<String> {
+        self.nodes_via(via)
+            .into_iter()
+            .find(|(_, (_, m))| m == "Leader")
+            .map(|(h, _)| h)
+    }
+
+    /// Wait until `f` holds; how long it took, or a panic naming `what` after `BOUND`.
+    fn until(&self, what: &str, mut f: impl FnMut() -> bool) -> Duration {
+        let started = Instant::now();
+        while started.elapsed() < BOUND {
+            if f() {
+                return started.elapsed();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("{what}: not within {BOUND:?}");
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let out = local_cluster(&self.dir, &["down"]);
+        if !out.status.success() {
+            eprintln!(
+                "local-cluster down: {}{}",
+                text(&out.stdout),
+                text(&out.stderr)
+            );
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn a_three_controller_cluster_through_the_stock_cli() {
+    if std::env::var("WHARF_AGENT_TRANSPORT").as_deref() == Ok("unix") {
+        eprintln!(
+            "skipped: the agent transport setting is wharf up's; this cluster's agents are remote"
+        );
+        return;
+    }
+    let c = Cluster::up();
+    let controllers = ["ctl-1", "ctl-2", "ctl-3"];
+    let agents = ["node-1", "node-2", "node-3"];
+
+    // The fleet as `docker node ls` shows it, the same through every controller.
+    for via in controllers {
+        let nodes = c.nodes_via(via);
+        assert_eq!(nodes.len(), 6, "{nodes:?}");
+        assert!(nodes.values().all(|(s, _)| s == "Ready"), "{nodes:?}");
+        let leaders = nodes.values().filter(|(_, m)| m == "Leader").count();
+        assert_eq!(leaders, 1, "{nodes:?}");
+        for a in agents {
+            assert_eq!(nodes[a].1, "", "an agent has no manager status");
+        }
+    }
+    let worker = c.ok_via(
+        "ctl-2",
+        &[
+            "node",
+            "inspect",
+            "--format",
+            "{{.Spec.Role}} {{.ManagerStatus}} {{.Spec.Labels.disk}}",
+            "node-3",
+        ],
+    );
+    assert_eq!(worker.trim(), "worker <nil> ssd");
+    let manager = c.ok_via(
+        "ctl-3",
+        &[
+            "node",
+            "inspect",
+            "--format",
+            "{{.Spec.Role}} {{.ManagerStatus.Addr}}",
+            "ctl-1",
+        ],
+    );
+    assert_eq!(manager.trim(), format!("manager {}:2376", c.addrs["ctl-1"]));
+
+    // An image loaded through a follower lands on two agents.
+    let tar = busybox_tar();
+    c.ok_via("ctl-2", &["load", "-i", tar.to_str().unwrap()]);
+    let holders: Vec<&str> = agents
+        .iter()
+        .copied()
+        .filter(|a| {
+            c.docker_via(
+                "ctl-1",
+                &[
+                    "run",
+                    "--rm",
+                    "-e",
+                    &format!("constraint:node=={a}"),
+                    "busybox",
+                    "true",
+                ],
+            )
+            .status
+            .success()
+        })
+        .collect();
+    assert_eq!(holders.len(), 2, "two copies: {holders:?}");
+    let missing = agents.iter().find(|a| !holders.contains(a)).unwrap();
+    let out = c.docker_via(
+        "ctl-1",
+        &[
+            "run",
+            "--rm",
+            "-e",
+            &format!("constraint:node=={missing}"),
+            "busybox",
+            "true",
+        ],
+    );
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("not on a node that can take the container")
+            && !err.contains("Unable to find image"),
+        "a 409 naming the holders, never a pull: {err}"
+    );
+
+    // run, exit codes and output through every controller.
+    for via in controllers {
+        let out = c.docker_via(
+            via,
+            &[
+                "run",
+                "--rm",
+                "busybox",
+                "sh",
+                "-c",
+                "echo out-$0; exit 3",
+                via,
+            ],
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(3),
+            "via {via}: {}",
+            text(&out.stderr)
+        );
+        assert_eq!(text(&out.stdout), format!("out-{via}\n"));
+    }
+
+    // A detached container through a follower; logs, exec, cp and inspect through another.
+    let home = holders[0];
+    c.ok_via(
+        "ctl-2",
+        &[
+            "run",
+            "-d",
+            "--name",
+            "web",
+            "-e",
+            &format!("constraint:node=={home}"),
+            "busybox",
+            "sh",
+            "-c",
+            "echo started; echo data > /f; exec sleep 1000",
+        ],
+    );
+    assert_eq!(
+        c.ok_via(
+            "ctl-3",
+            &["inspect", "-f", "{{.Node.Name}} {{.State.Running}}", "web"]
+        )
+        .trim(),
+        format!("{home} true")
+    );
+    c.until("web's first log line", || {
+        text(&c.docker_via("ctl-3", &["logs", "web"]).stdout) == "started\n"
+    });
+    assert_eq!(c.ok_via("ctl-3", &["exec", "web", "cat", "/f"]), "data\n");
+    let out = c.docker_via("ctl-1", &["exec", "web", "sh", "-c", "exit 7"]);
+    assert_eq!(out.status.code(), Some(7));
+    let cp_dir = c.dir.join("cp");
+    std::fs::create_dir_all(&cp_dir).unwrap();
+    c.ok_via("ctl-1", &["cp", "web:/f", cp_dir.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(cp_dir.join("f")).unwrap(), "data\n");
+
+    // Labels set with `docker node update` drive placement.
+    c.ok_via(
+        "ctl-1",
+        &["node", "update", "--label-add", "zone=blue", home],
+    );
+    assert_eq!(
+        c.ok_via(
+            "ctl-2",
+            &["node", "inspect", "-f", "{{.Spec.Labels.zone}}", home]
+        )
+        .trim(),
+        "blue"
+    );
+    c.ok_via(
+        "ctl-2",
+        &[
+            "run",
+            "-d",
+            "--name",
+            "blue",
+            "-e",
+            "constraint:node.labels.zone==blue",
+            "busybox",
+            "sleep",
+            "1000",
+        ],
+    );
+    assert_eq!(
+        c.ok_via("ctl-1", &["inspect", "-f", "{{.Node.Name}}", "blue"])
+            .trim(),
+        home
+    );
+    c.ok_via("ctl-1", &["node", "update", "--label-rm", "zone", home]);
+
+    // kill + restart of the agent: its containers keep running and are adopted again.
+    c.fault(&["kill", home]);
+    let down = c.until("the killed agent Down", || {
+        c.nodes_via("ctl-1")
+            .get(home)
+            .is_some_and(|(s, _)| s == "Down")
+    });
+    eprintln!("{home} killed: Down after {down:?}");
+    assert!(
+        down < Duration::from_secs(10),
+        "Down in under 10 s: {down:?}"
+    );
+    let out = c.docker_via("ctl-2", &["logs", "web"]);
+    let err = text(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains(home) && err.contains("not connected"),
+        "{err}"
+    );
+    let started = Instant::now();
+    c.fault(&["restart", home]);
+    eprintln!("{home} restarted: Ready after {:?}", started.elapsed());
+    c.until("web answers again", || {
+        c.docker_via("ctl-3", &["exec", "web", "true"])
+            .status
+            .success()
+    });
+    assert_eq!(
+        c.ok_via("ctl-3", &["exec", "web", "cat", "/f"]),
+        "data\n",
+        "the same container, still running"
+    );
+    assert_eq!(
+        c.ok_via("ctl-1", &["inspect", "-f", "{{.State.Running}}", "web"])
+            .trim(),
+        "true"
+    );
+
+    // kill of the leader: a new one within seconds, the others keep serving, nothing lost.
+    let leader = c.leader_via("ctl-1").expect("a leader");
+    let others: Vec<&str> = controllers
+        .iter()
+        .copied()
+        .filter(|h| *h != leader)
+        .collect();
+    c.fault(&["kill", &leader]);
+    let elected = c.until("a new leader", || {
+        c.leader_via(others[0]).is_some_and(|l| l != leader)
+    });
+    eprintln!("leader {leader} killed: a new leader after {elected:?}");
+    for via in &others {
+        let out = c.docker_via(via, &["run", "--rm", "busybox", "echo", "still"]);
+        assert_eq!(
+            text(&out.stdout),
+            "still\n",
+            "via {via}: {}",
+            text(&out.stderr)
+        );
+    }
+    assert_eq!(c.ok_via(others[1], &["exec", "web", "cat", "/f"]), "data\n");
+    let ps = c.ok_via(others[0], &["ps", "--format", "{{.Names}}"]);
+    assert!(ps.contains("web") && ps.contains("blue"), "{ps}");
+    c.fault(&["restart", &leader]);
+    c.until("the old leader back and reachable", || {
+        c.nodes_via(others[0])
+            .get(leader.as_str())
+            .is_some_and(|(s, m)| s == "Ready" && (m == "Reachable" || m == "Leader"))
+    });
+
+    // docker node rm of a Down node: its certificate no longer admits it.
+    let spare = agents.iter().copied().find(|a| *a != home).unwrap();
+    c.fault(&["poweroff", spare]);
+    c.until("the powered-off agent Down", || {
+        c.nodes_via("ctl-2")
+            .get(spare)
+            .is_some_and(|(s, _)| s == "Down")
+    });
+    c.ok_via("ctl-2", &["node", "rm", spare]);
+    assert!(!c.nodes_via("ctl-3").contains_key(spare));
+    let mut restart = Command::new("bash");
+    restart
+        .arg(script())
+        .args(["restart", "--dir"])
+        .arg(&c.dir)
+        .arg(spare)
+        .env("WHARF_BIN", wharf_bin())
+        .env("WHARF_LOCAL_CLUSTER_TIMEOUT", "8");
+    let out = restart.output().unwrap();
+    assert!(!out.status.success(), "a removed node does not come back");
+    let log = std::fs::read_to_string(c.dir.join("hosts").join(spare).join("wharf.log")).unwrap();
+    assert!(
+        log.contains("removed from the cluster") || log.contains("cannot reach a controller"),
+        "the refused node says why"
+    );
+    let ctl_logs: String = controllers
+        .iter()
+        .map(|h| {
+            std::fs::read_to_string(c.dir.join("hosts").join(h).join("wharf.log"))
+                .unwrap_or_default()
+        })
+        .collect();
+    assert!(
+        ctl_logs.contains("was removed from the cluster (docker node rm)"),
+        "a controller logs the refusal"
+    );
+
+    c.ok_via("ctl-3", &["rm", "-f", "web", "blue"]);
+}
