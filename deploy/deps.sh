@@ -15,6 +15,9 @@ packages=(
   wget              # network tests: fetch a published port from that netns
   curl              # TLS tests
   ca-certificates
+  util-linux        # deploy/local-cluster: nsenter, unshare, setsid
+  iputils-ping      # deploy/test-local-cluster.sh: reachability between hosts
+  netcat-openbsd    # deploy/test-local-cluster.sh: partitions checked over UDP
 )
 
 missing=()

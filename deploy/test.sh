@@ -12,6 +12,9 @@ cargo fmt --all -- --check
 bash deploy/check-boundary.sh
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace 2>&1
+# deploy/local-cluster's own plumbing (namespaces, faults, down after a crash) with a fake
+# daemon; the real multi-host tests are controller/tests/cluster.rs above.
+bash deploy/test-local-cluster.sh
 # The integration suite once more with `wharf up`'s agent behind a unix socket: nothing
 # may depend on the controller and the agent sharing a process.
 WHARF_AGENT_TRANSPORT=unix cargo test -p wharf-controller --test '*' 2>&1
