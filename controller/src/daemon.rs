@@ -192,11 +192,13 @@ impl LeaderDuties {
 
     /// Follow this controller's leadership: take on every connected node's duties when
     /// it becomes leader, drop them when it stops being leader.
-    async fn follow_leadership(self: Arc<Self>) {
+    async fn follow_leadership(self: Arc<Self>, grace: Duration) {
         let mut leading = false;
+        let mut since = tokio::time::Instant::now();
         loop {
             let now = self.store.is_leader();
             if now && !leading {
+                since = tokio::time::Instant::now();
                 info!("this controller leads: it takes on the nodes' duties");
                 let nodes: Vec<NodeId> = self.connected.lock().unwrap().keys().copied().collect();
                 for node in nodes {
@@ -212,9 +214,50 @@ impl LeaderDuties {
                 }
             }
             leading = now;
+            // A new leader has not heard from every member yet: it waits a grace period.
+            if leading && since.elapsed() >= grace {
+                let members = self.store.members();
+                let me = NodeId(self.store.node_id());
+                let changes = self
+                    .store
+                    .read(|st| controller_transitions(st, &members, me));
+                for (id, state) in changes {
+                    let cmd = Command::SetNodeState {
+                        id,
+                        state,
+                        at_ns: crate::engine::now_ns(),
+                    };
+                    if let Err(e) = self.store.propose(cmd).await {
+                        warn!(node = %id, error = %e, "a controller's state was not recorded");
+                    }
+                }
+            }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+}
+
+/// The controllers whose recorded state differs from what the leader sees of the Raft
+/// group: Ready when it answers (or is the leader itself), Down otherwise (pure).
+pub fn controller_transitions(
+    state: &wharf_protocol::state::ClusterState,
+    members: &[crate::raft::Member],
+    me: NodeId,
+) -> Vec<(NodeId, NodeState)> {
+    state
+        .nodes
+        .values()
+        .filter(|n| n.role == NodeRole::Controller)
+        .filter_map(|n| {
+            let answers = n.id == me || members.iter().any(|m| m.id == n.id.0 && m.reachable);
+            let want = if answers {
+                NodeState::Ready
+            } else {
+                NodeState::Down
+            };
+            (n.state != want).then_some((n.id, want))
+        })
+        .collect()
 }
 
 struct EngineHooks(Arc<LeaderDuties>);
@@ -363,7 +406,7 @@ pub async fn controller(s: Settings) -> anyhow::Result<()> {
     }
     engine.set_min_copies(s.min_layer_copies);
     let duties = LeaderDuties::new(engine.clone(), store.clone());
-    tokio::spawn(duties.clone().follow_leadership());
+    tokio::spawn(duties.clone().follow_leadership(grace));
     let port = Arc::new(ClusterPort {
         store: store.clone(),
         join: Arc::new(JoinService {
@@ -724,6 +767,54 @@ mod tests {
         assert_eq!(read_membership(dir.path()).unwrap(), Some(m));
         let e = read_tokens(&dir.path().join("nowhere")).unwrap_err();
         assert!(format!("{e:#}").contains("controller's data dir"), "{e:#}");
+    }
+
+    #[test]
+    fn the_leader_records_which_controllers_answer() {
+        use wharf_protocol::state::ClusterState;
+        let mut s = ClusterState::default();
+        for (id, role) in [
+            (1, NodeRole::Controller),
+            (2, NodeRole::Controller),
+            (3, NodeRole::Controller),
+            (4, NodeRole::Agent),
+        ] {
+            s.apply(&Command::RegisterNode {
+                id: NodeId(id),
+                role,
+                description: NodeDescription::default(),
+                at_ns: 0,
+            })
+            .unwrap();
+        }
+        let member = |id, reachable| crate::raft::Member {
+            id,
+            addr: String::new(),
+            voter: true,
+            leader: id == 1,
+            reachable,
+        };
+        let members = [member(1, true), member(2, true), member(3, false)];
+        let t = controller_transitions(&s, &members, NodeId(1));
+        assert_eq!(
+            t,
+            vec![(NodeId(1), NodeState::Ready), (NodeId(2), NodeState::Ready)],
+            "3 stays Down, the agent is not the leader's to judge here"
+        );
+        for (id, state) in t {
+            s.apply(&Command::SetNodeState {
+                id,
+                state,
+                at_ns: 1,
+            })
+            .unwrap();
+        }
+        assert!(controller_transitions(&s, &members, NodeId(1)).is_empty());
+        let members = [member(1, true), member(2, false), member(3, false)];
+        assert_eq!(
+            controller_transitions(&s, &members, NodeId(1)),
+            vec![(NodeId(2), NodeState::Down)]
+        );
     }
 
     #[test]

@@ -165,6 +165,18 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            for host in self.addrs.keys() {
+                let log =
+                    std::fs::read_to_string(self.dir.join("hosts").join(host).join("wharf.log"))
+                        .unwrap_or_default();
+                let lines: Vec<&str> = log.lines().collect();
+                eprintln!("--- last lines of {host}'s log:");
+                for l in &lines[lines.len().saturating_sub(25)..] {
+                    eprintln!("{l}");
+                }
+            }
+        }
         let out = local_cluster(&self.dir, &["down"]);
         if !out.status.success() {
             eprintln!(
@@ -407,6 +419,12 @@ fn a_three_controller_cluster_through_the_stock_cli() {
         c.leader_via(others[0]).is_some_and(|l| l != leader)
     });
     eprintln!("leader {leader} killed: a new leader after {elected:?}");
+    let marked = c.until("the killed leader Down and Unreachable", || {
+        c.nodes_via(others[1])
+            .get(leader.as_str())
+            .is_some_and(|(s, m)| s == "Down" && m == "Unreachable")
+    });
+    eprintln!("leader {leader} killed: shown Down/Unreachable {marked:?} after the election");
     for via in &others {
         let out = c.docker_via(via, &["run", "--rm", "busybox", "echo", "still"]);
         assert_eq!(

@@ -14,13 +14,11 @@ use wharf_protocol::node_state::{Availability, NodeRecord, NodeRole};
 use wharf_protocol::state::{ClusterState, Command};
 use wharf_protocol::NodeId;
 
-/// What the Raft group says of the controllers: the leader, and who answers.
+/// What the Raft group says of the controllers: the leader.
 #[derive(Clone, Debug, Default)]
 pub struct Managers {
     /// The leader's node ID.
     pub leader: Option<NodeId>,
-    /// Controllers that answer (as this controller sees them).
-    pub reachable: Vec<NodeId>,
 }
 
 fn time(ns: i64) -> String {
@@ -59,7 +57,9 @@ pub fn node_json(n: &NodeRecord, managers: &Managers) -> Value {
     });
     if n.role == NodeRole::Controller {
         let leader = managers.leader == Some(n.id);
-        let reachable = leader || managers.reachable.contains(&n.id);
+        // The leader records which controllers answer (Ready/Down), so every controller
+        // shows the same.
+        let reachable = leader || n.state == wharf_protocol::node_state::NodeState::Ready;
         v["ManagerStatus"] = json!({
             "Leader": leader,
             "Reachability": if reachable { "reachable" } else { "unreachable" },
@@ -123,12 +123,6 @@ fn managers(engine: &Engine) -> Managers {
     let store = engine.store();
     Managers {
         leader: store.leader().map(|(id, _)| NodeId(id)),
-        reachable: store
-            .members()
-            .into_iter()
-            .filter(|m| m.reachable)
-            .map(|m| NodeId(m.id))
-            .collect(),
     }
 }
 
@@ -294,7 +288,6 @@ mod tests {
         let s = state();
         let m = Managers {
             leader: Some(NodeId(0xab01)),
-            reachable: vec![],
         };
         let ctl = node_json(&s.nodes[&NodeId(0xab01)], &m);
         assert_eq!(ctl["Spec"]["Role"], "manager");
@@ -311,8 +304,11 @@ mod tests {
             agent["Description"]["Resources"]["NanoCPUs"],
             2_000_000_000u64
         );
-        let follower = node_json(&s.nodes[&NodeId(0xab01)], &Managers::default());
+        let mut down = s.nodes[&NodeId(0xab01)].clone();
+        down.state = NodeState::Down;
+        let follower = node_json(&down, &Managers::default());
         assert_eq!(follower["ManagerStatus"]["Reachability"], "unreachable");
+        assert_eq!(follower["ManagerStatus"]["Leader"], false);
     }
 
     #[test]
