@@ -312,7 +312,7 @@ pub async fn controller(s: Settings) -> anyhow::Result<()> {
         memory,
         engine_version: env!("CARGO_PKG_VERSION").to_string(),
         engine_labels: s.label_map()?,
-        runs_containers: false,
+        runs_containers: s.with_agent,
     };
     let (membership, mode) = match read_membership(&s.data_dir)? {
         Some(m) if m.role == "controller" => (m, OpenMode::Join),
@@ -400,6 +400,7 @@ pub async fn controller(s: Settings) -> anyhow::Result<()> {
     );
     // Recorded through the leader once this controller is a member (a joining one is
     // added after its listener serves Raft).
+    let me_agent = me.clone();
     tokio::spawn(register_self(store.clone(), id, me));
     if s.min_layer_copies == 0 {
         bail!("--min-layer-copies must be at least 1");
@@ -428,6 +429,24 @@ pub async fn controller(s: Settings) -> anyhow::Result<()> {
             })
         }),
     });
+    if s.with_agent {
+        // This host's own agent, over the same protocol as a remote one.
+        let agent = open_agent(&s)?;
+        let (ours, theirs) = tokio::io::duplex(512 * 1024);
+        let (r, w) = tokio::io::split(theirs);
+        tokio::spawn(async move {
+            if let Err(e) = wharf_node::serve::serve_connection(agent, r, w).await {
+                warn!(error = %e, "the in-process agent's connection ended");
+            }
+        });
+        let (registry, hooks) = (port.registry.clone(), port.hooks.clone());
+        let desc = me_agent.clone();
+        tokio::spawn(async move {
+            registry
+                .attach(hooks, id, NodeRole::Controller, desc, ours)
+                .await;
+        });
+    }
     let cluster_listener = tokio::net::TcpListener::bind(cluster_addr)
         .await
         .with_context(|| format!("listen on {cluster_addr}"))?;
@@ -593,15 +612,7 @@ pub async fn node(s: Settings) -> anyhow::Result<()> {
             m
         }
     };
-    let agent = wharf_node::agent::Agent::open(wharf_node::agent::AgentConfig {
-        data_dir: s.data_dir.clone(),
-        wharf_exe: std::env::current_exe().context("find the wharf executable")?,
-        cgroup_parent: up::cgroup_parent(&s.data_dir),
-        bridge_name: s.bridge_name.clone(),
-        bridge_subnet: s.bridge_subnet()?,
-        init_path: s.init_path.clone(),
-    })
-    .context("open the agent")?;
+    let agent = open_agent(&s)?;
     let known: Arc<Mutex<BTreeSet<String>>> = Arc::default();
     let membership = Arc::new(Mutex::new(membership));
     let (found_tx, mut found_rx) = mpsc::unbounded_channel::<String>();
@@ -705,6 +716,19 @@ impl NodeCtx {
     }
 }
 
+/// This host's agent (its layers, containers and networks under DATA_DIR).
+fn open_agent(s: &Settings) -> anyhow::Result<wharf_node::agent::Agent> {
+    wharf_node::agent::Agent::open(wharf_node::agent::AgentConfig {
+        data_dir: s.data_dir.clone(),
+        wharf_exe: std::env::current_exe().context("find the wharf executable")?,
+        cgroup_parent: up::cgroup_parent(&s.data_dir),
+        bridge_name: s.bridge_name.clone(),
+        bridge_subnet: s.bridge_subnet()?,
+        init_path: s.init_path.clone(),
+    })
+    .context("open the agent")
+}
+
 /// The local address this host uses to reach `addr`.
 async fn local_addr_towards(addr: SocketAddr) -> anyhow::Result<IpAddr> {
     let sock = tokio::net::UdpSocket::bind(if addr.is_ipv4() {
@@ -717,12 +741,54 @@ async fn local_addr_towards(addr: SocketAddr) -> anyhow::Result<IpAddr> {
     Ok(sock.local_addr()?.ip())
 }
 
+/// Remove what an agent of this data dir made on the host: its containers' processes
+/// (shims and what they run), its mounts and cgroups, its iptables chains and default
+/// bridge. Call with the data dir locked and its daemon stopped.
+async fn remove_host_parts(s: &Settings) {
+    wharf_node::runtime::orphans::kill_shims_of(&s.data_dir.join("containers"));
+    up::remove_cgroups(&up::cgroup_parent(&s.data_dir));
+    for m in up::mounts_below(&s.data_dir) {
+        if let Err(e) = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH) {
+            warn!(mount = %m.display(), error = %e, "unmount failed");
+        }
+    }
+    match open_agent(s) {
+        Ok(agent) => {
+            // The agent's own requests, as the engine's teardown sends them.
+            let node = NodeId(0);
+            let agents = Agents::new(Arc::new(crate::agent_client::in_process::start(
+                agent, node,
+            )));
+            if let Err(e) = agents.remove_rules(&node).await {
+                warn!(error = %e, "iptables rules not removed");
+            }
+            match agents.network_host(&node).await {
+                Ok(host) => {
+                    let bridge = host.default_bridge.to_string();
+                    if let Err(e) = agents.remove_bridge(&node, &bridge).await {
+                        warn!(%bridge, error = %e, "bridge not removed");
+                    }
+                }
+                Err(e) => warn!(error = %e, "default bridge unknown"),
+            }
+        }
+        Err(e) => {
+            warn!(error = %format!("{e:#}"), "the agent could not be opened to remove its network")
+        }
+    }
+}
+
 /// `wharf down` of a controller's data dir: stop its daemon (the cluster's containers
 /// run on agents and stay).
 pub async fn controller_down(s: &Settings) -> anyhow::Result<()> {
     up::stop_running(&s.data_dir).await?;
     up::remove_stale_socket(&s.unix_socket);
     let _ = std::fs::remove_file(s.client_env_path());
+    // What a controller started `--with-agent` ran here.
+    if s.data_dir.join("containers").exists() {
+        let _lock = lock_data_dir(&s.data_dir)?;
+        remove_host_parts(s).await;
+    }
     println!("stopped the controller of {}", s.data_dir.display());
     Ok(())
 }
@@ -732,13 +798,7 @@ pub async fn controller_down(s: &Settings) -> anyhow::Result<()> {
 pub async fn node_down(s: &Settings) -> anyhow::Result<()> {
     up::stop_running(&s.data_dir).await?;
     let _lock = lock_data_dir(&s.data_dir)?;
-    wharf_node::runtime::orphans::kill_shims_of(&s.data_dir.join("containers"));
-    up::remove_cgroups(&up::cgroup_parent(&s.data_dir));
-    for m in up::mounts_below(&s.data_dir) {
-        if let Err(e) = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH) {
-            warn!(mount = %m.display(), error = %e, "unmount failed");
-        }
-    }
+    remove_host_parts(s).await;
     println!("stopped the agent of {}", s.data_dir.display());
     Ok(())
 }

@@ -138,6 +138,11 @@ pub struct Settings {
     /// build answers (fewer when fewer agents are Ready).
     #[arg(long, env = "WHARF_MIN_LAYER_COPIES", default_value_t = 2)]
     pub min_layer_copies: usize,
+
+    /// Controllers: also run containers here (an agent in this process), as Swarm's
+    /// managers do in small fleets; listed once, as a manager that takes placements.
+    #[arg(long, env = "WHARF_WITH_AGENT")]
+    pub with_agent: bool,
 }
 
 /// How `wharf up`'s controller reaches its agent.
@@ -175,6 +180,7 @@ struct SettingsFile {
     heartbeat_period: Option<f64>,
     heartbeat_grace: Option<f64>,
     min_layer_copies: Option<usize>,
+    with_agent: Option<bool>,
 }
 
 impl Settings {
@@ -264,6 +270,9 @@ impl Settings {
         }
         if let (true, Some(v)) = (from_default("min_layer_copies"), file.min_layer_copies) {
             self.min_layer_copies = v;
+        }
+        if let (true, Some(v)) = (from_default("with_agent"), file.with_agent) {
+            self.with_agent = v;
         }
     }
 
@@ -384,6 +393,7 @@ mod tests {
             heartbeat_period: 1.0,
             heartbeat_grace: 4.0,
             min_layer_copies: 2,
+            with_agent: false,
         }
     }
 

@@ -483,3 +483,117 @@ fn a_three_controller_cluster_through_the_stock_cli() {
 
     c.ok_via("ctl-3", &["rm", "-f", "web", "blue"]);
 }
+
+/// `wharf controller --bootstrap --with-agent`: one host that is both a controller and an
+/// agent, listed once as a manager, taking placements; `wharf down` of its data dir
+/// removes its containers, bridge and rules.
+#[test]
+fn a_controller_with_an_agent_runs_containers() {
+    if std::env::var("WHARF_AGENT_TRANSPORT").as_deref() == Ok("unix") {
+        eprintln!("skipped: the agent transport setting is wharf up's");
+        return;
+    }
+    let dir = PathBuf::from(format!("/tmp/wca-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (api, cluster) = (support::free_port(), support::free_port());
+    let bridge = format!("wca{}", std::process::id() % 100_000);
+    let subnet = format!("10.249.{}.0/24", std::process::id() % 250);
+    let socket = dir.join("docker.sock");
+    let common: Vec<String> = vec![
+        "--data-dir".into(),
+        dir.display().to_string(),
+        "--unix-socket".into(),
+        socket.display().to_string(),
+        "--bridge-name".into(),
+        bridge.clone(),
+        "--bridge-subnet".into(),
+        subnet,
+    ];
+    struct Down(Vec<String>, PathBuf);
+    impl Drop for Down {
+        fn drop(&mut self) {
+            let _ = Command::new(wharf_bin()).arg("down").args(&self.0).output();
+            let _ = std::fs::remove_dir_all(&self.1);
+        }
+    }
+    let down = Down(common.clone(), dir.clone());
+    let log = std::fs::File::create(dir.with_extension("log")).unwrap();
+    let mut daemon = Command::new(wharf_bin())
+        .args([
+            "controller",
+            "--bootstrap",
+            "--with-agent",
+            "--node-name",
+            "solo",
+        ])
+        .args(["--api-addr", &format!("127.0.0.1:{api}")])
+        .args(["--cluster-addr", &format!("127.0.0.1:{cluster}")])
+        .args(&common)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let docker = |args: &[&str]| {
+        Command::new("docker")
+            .env("DOCKER_HOST", format!("unix://{}", socket.display()))
+            .env_remove("DOCKER_TLS_VERIFY")
+            .env_remove("DOCKER_CERT_PATH")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert!(
+        support::eventually(30, || text(
+            &docker(&[
+                "node",
+                "ls",
+                "--format",
+                "{{.Hostname}} {{.Status}} {{.ManagerStatus}}"
+            ])
+            .stdout
+        ) == "solo Ready Leader\n"),
+        "one host, a manager, Ready: {}",
+        std::fs::read_to_string(dir.with_extension("log")).unwrap_or_default()
+    );
+    let tar = busybox_tar();
+    assert!(docker(&["load", "-i", tar.to_str().unwrap()])
+        .status
+        .success());
+    let out = docker(&["run", "--rm", "busybox", "echo", "here"]);
+    assert_eq!(text(&out.stdout), "here\n", "{}", text(&out.stderr));
+    assert!(
+        docker(&["run", "-d", "--name", "kept", "busybox", "sleep", "1000"])
+            .status
+            .success()
+    );
+    assert_eq!(
+        text(&docker(&["inspect", "-f", "{{.Node.Name}} {{.State.Running}}", "kept"]).stdout)
+            .trim(),
+        "solo true"
+    );
+    let pid: i32 = text(&docker(&["inspect", "-f", "{{.State.Pid}}", "kept"]).stdout)
+        .trim()
+        .parse()
+        .unwrap();
+    let out = Command::new(wharf_bin())
+        .arg("down")
+        .args(&common)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let _ = daemon.wait();
+    assert!(
+        support::eventually(10, || !Path::new(&format!("/proc/{pid}")).exists()),
+        "the container's process is gone"
+    );
+    let link = Command::new("ip")
+        .args(["link", "show", &bridge])
+        .output()
+        .unwrap();
+    assert!(!link.status.success(), "the bridge is removed");
+    let rules = text(&Command::new("iptables-save").output().unwrap().stdout);
+    assert!(!rules.contains(&bridge), "no rule names the bridge");
+    drop(down);
+    let _ = std::fs::remove_file(dir.with_extension("log"));
+}
