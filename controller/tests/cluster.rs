@@ -212,6 +212,20 @@ fn a_three_controller_cluster_through_the_stock_cli() {
             assert_eq!(nodes[a].1, "", "an agent has no manager status");
         }
     }
+    let info = c.ok_via(
+        "ctl-3",
+        &[
+            "info",
+            "--format",
+            "{{.Swarm.LocalNodeState}} {{.Swarm.Nodes}} {{.Swarm.Managers}} {{.Name}} {{.NCPU}}",
+        ],
+    );
+    let cpus: usize = 3 * std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(
+        info.trim(),
+        format!("active 6 3 ctl-3 {cpus}"),
+        "the cluster's totals: the agents' CPUs"
+    );
     let worker = c.ok_via(
         "ctl-2",
         &[

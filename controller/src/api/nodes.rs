@@ -69,6 +69,64 @@ pub fn node_json(n: &NodeRecord, managers: &Managers) -> Value {
     v
 }
 
+/// `GET /info`'s `Swarm` object, and the leader's host name, for the controller `me`
+/// (pure): "inactive" until a host is recorded; then the cluster as swarm mode shows it.
+pub fn swarm_info(
+    state: &ClusterState,
+    me: NodeId,
+    leader: Option<NodeId>,
+    heartbeat_ns: u64,
+) -> (Value, Option<String>) {
+    let Some(mine) = state.nodes.get(&me) else {
+        return (
+            json!({"NodeID": "", "NodeAddr": "", "LocalNodeState": "inactive", "ControlAvailable": false, "Error": "", "RemoteManagers": null}),
+            None,
+        );
+    };
+    let managers: Vec<&NodeRecord> = state
+        .nodes
+        .values()
+        .filter(|n| n.role == NodeRole::Controller)
+        .collect();
+    let remote: Vec<Value> = managers
+        .iter()
+        .map(|n| json!({"NodeID": node_id_text(n.id), "Addr": n.description.cluster_addr}))
+        .collect();
+    let leader_name = leader
+        .and_then(|l| state.nodes.get(&l))
+        .map(|n| n.description.hostname.clone());
+    let swarm = json!({
+        "NodeID": node_id_text(me),
+        "NodeAddr": mine.description.addr,
+        "LocalNodeState": "active",
+        "ControlAvailable": true,
+        "Error": "",
+        "RemoteManagers": remote,
+        "Nodes": state.nodes.len(),
+        "Managers": managers.len(),
+        "Cluster": {
+            "ID": "wharf",
+            "Version": {"Index": 0},
+            "Spec": {
+                "Name": "default",
+                "Labels": {},
+                "Orchestration": {},
+                "Raft": {"SnapshotInterval": 1000, "HeartbeatTick": 1, "ElectionTick": 4},
+                "Dispatcher": {"HeartbeatPeriod": heartbeat_ns},
+                // The node certificates' validity (to 2124), as swarm's NodeCertExpiry.
+                "CAConfig": {"NodeCertExpiry": 3_155_760_000_000_000_000u64},
+                "TaskDefaults": {},
+                "EncryptionConfig": {"AutoLockManagers": false},
+            },
+            "RootRotationInProgress": false,
+            "DefaultAddrPool": null,
+            "SubnetSize": 24,
+            "DataPathPort": 0,
+        },
+    });
+    (swarm, leader_name)
+}
+
 /// The node `reference` names: full ID, unique ID prefix or host name (pure).
 pub fn find_node<'a>(state: &'a ClusterState, reference: &str) -> Result<&'a NodeRecord, ApiError> {
     let not_found = || ApiError::not_found(format!("node {reference} not found"));
@@ -309,6 +367,19 @@ mod tests {
         let follower = node_json(&down, &Managers::default());
         assert_eq!(follower["ManagerStatus"]["Reachability"], "unreachable");
         assert_eq!(follower["ManagerStatus"]["Leader"], false);
+    }
+
+    #[test]
+    fn info_shows_the_cluster_once_a_host_is_recorded() {
+        let s = state();
+        let (swarm, leader) = swarm_info(&s, NodeId(0xab01), Some(NodeId(0xab01)), 1_000_000_000);
+        assert_eq!(swarm["LocalNodeState"], "active");
+        assert_eq!(swarm["Nodes"], 3);
+        assert_eq!(swarm["Managers"], 1);
+        assert_eq!(swarm["NodeID"], "000000000000ab01");
+        assert_eq!(leader.as_deref(), Some("ctl-1"));
+        let (none, _) = swarm_info(&ClusterState::default(), NodeId(1), None, 0);
+        assert_eq!(none["LocalNodeState"], "inactive");
     }
 
     #[test]

@@ -85,12 +85,43 @@ pub async fn info(engine: &Engine) -> Resp {
             s.images.len(),
         )
     });
-    let mem_total = nix::sys::sysinfo::sysinfo()
+    let mut mem_total = nix::sys::sysinfo::sysinfo()
         .map(|i| i.ram_total())
         .unwrap_or(0);
-    let ncpu = std::thread::available_parallelism()
+    let mut ncpu = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
+    let store = engine.store();
+    let me = wharf_protocol::NodeId(store.node_id());
+    let leader = store.leader().map(|(id, _)| wharf_protocol::NodeId(id));
+    let (swarm, leader_name, name, totals) = store.read(|s| {
+        let (swarm, leader_name) = super::nodes::swarm_info(s, me, leader, 1_000_000_000);
+        let name = s.nodes.get(&me).map(|n| n.description.hostname.clone());
+        // A cluster's capacity: the hosts that run containers, as classic Swarm summed.
+        let hosts: Vec<_> = s
+            .nodes
+            .values()
+            .filter(|n| n.description.runs_containers)
+            .collect();
+        let totals = (s.nodes.len() > 1 && !hosts.is_empty()).then(|| {
+            (
+                hosts
+                    .iter()
+                    .map(|n| n.description.cpus as usize)
+                    .sum::<usize>(),
+                hosts.iter().map(|n| n.description.memory).sum::<u64>(),
+            )
+        });
+        (swarm, leader_name, name, totals)
+    });
+    if let Some((cpus, memory)) = totals {
+        ncpu = cpus;
+        mem_total = memory;
+    }
+    let labels: Vec<String> = leader_name
+        .map(|l| format!("com.wharf.leader={l}"))
+        .into_iter()
+        .collect();
     json(
         StatusCode::OK,
         &json!({
@@ -129,13 +160,13 @@ pub async fn info(engine: &Engine) -> Resp {
             "NCPU": ncpu,
             "MemTotal": mem_total,
             "DockerRootDir": host.root_dir,
-            "Name": hostname(),
-            "Labels": [],
+            "Name": name.unwrap_or_else(hostname),
+            "Labels": labels,
             "ExperimentalBuild": false,
             "ServerVersion": env!("CARGO_PKG_VERSION"),
             "Runtimes": {"wharf": {"path": "libcontainer"}},
             "DefaultRuntime": "wharf",
-            "Swarm": {"NodeID": "", "NodeAddr": "", "LocalNodeState": "inactive", "ControlAvailable": false, "Error": "", "RemoteManagers": null},
+            "Swarm": swarm,
             "LiveRestoreEnabled": true,
             "Isolation": "",
             "InitBinary": "",
