@@ -119,6 +119,108 @@ pub fn print_token(data_dir: &Path, role: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One request to a running controller's local API socket: (status, body).
+fn local_api(socket: &Path, method: &str, path: &str) -> anyhow::Result<(u16, String)> {
+    use std::io::Read;
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).with_context(|| {
+        format!(
+            "connect to {} (is a controller running there? see --unix-socket)",
+            socket.display()
+        )
+    })?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: wharf\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .context("not an HTTP answer")?;
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    Ok((status, body))
+}
+
+/// The body of a chunked HTTP/1.1 answer.
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+fn api_message(body: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["message"].as_str().map(str::to_string))
+        .unwrap_or_else(|| body.trim().to_string())
+}
+
+/// `wharf cluster members`: the controllers as the running controller sees them.
+pub fn print_members(socket: &Path) -> anyhow::Result<()> {
+    let (status, body) = local_api(socket, "GET", "/nodes")?;
+    if status != 200 {
+        bail!("{}", api_message(&body));
+    }
+    let nodes: Vec<serde_json::Value> = serde_json::from_str(&body).context("read /nodes")?;
+    println!(
+        "{:<18} {:<16} {:<22} {:<7} LEADER",
+        "ID", "HOST", "ADDRESS", "STATE"
+    );
+    for n in nodes.iter().filter(|n| n["Spec"]["Role"] == "manager") {
+        println!(
+            "{:<18} {:<16} {:<22} {:<7} {}",
+            n["ID"].as_str().unwrap_or(""),
+            n["Description"]["Hostname"].as_str().unwrap_or(""),
+            n["ManagerStatus"]["Addr"].as_str().unwrap_or(""),
+            n["Status"]["State"].as_str().unwrap_or(""),
+            if n["ManagerStatus"]["Leader"] == true {
+                "yes"
+            } else {
+                ""
+            },
+        );
+    }
+    Ok(())
+}
+
+/// `wharf cluster remove NODE`: as `docker node rm` (a controller leaves the Raft group).
+pub fn remove_node(socket: &Path, node: &str) -> anyhow::Result<()> {
+    let bad = node.is_empty()
+        || !node
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if bad {
+        bail!("{node:?} is not a node ID or host name");
+    }
+    let (status, body) = local_api(socket, "DELETE", &format!("/nodes/{node}"))?;
+    if status != 200 {
+        bail!("{}", api_message(&body));
+    }
+    println!("removed {node}");
+    Ok(())
+}
+
 /// Logical CPUs and memory bytes of this host.
 fn host_resources() -> (u32, u64) {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
@@ -875,6 +977,19 @@ mod tests {
             controller_transitions(&s, &members, NodeId(1)),
             vec![(NodeId(2), NodeState::Down)]
         );
+    }
+
+    #[test]
+    fn chunked_answers_are_read() {
+        assert_eq!(
+            dechunk("5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"),
+            "hello world"
+        );
+        assert_eq!(
+            api_message(r#"{"message":"node x not found"}"#),
+            "node x not found"
+        );
+        assert_eq!(api_message("plain\n"), "plain");
     }
 
     #[test]

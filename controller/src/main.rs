@@ -71,6 +71,28 @@ enum ClusterCmd {
         /// `agent` or `controller`.
         role: String,
     },
+    /// List the controllers (Raft members): ID, host, address, state, leader.
+    Members {
+        /// The local API socket of a running controller.
+        #[arg(
+            long,
+            env = "WHARF_UNIX_SOCKET",
+            default_value = "/run/wharf/docker.sock"
+        )]
+        unix_socket: PathBuf,
+    },
+    /// Remove a host that is down (a controller leaves the Raft group); its ID is revoked.
+    Remove {
+        /// The local API socket of a running controller (the leader, for a controller).
+        #[arg(
+            long,
+            env = "WHARF_UNIX_SOCKET",
+            default_value = "/run/wharf/docker.sock"
+        )]
+        unix_socket: PathBuf,
+        /// Node ID, unique prefix or host name.
+        node: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -163,6 +185,12 @@ fn run(role: Role, sub: Option<clap::ArgMatches>) -> anyhow::Result<()> {
         Role::Cluster {
             cmd: ClusterCmd::Token { data_dir, role },
         } => wharf_controller::daemon::print_token(&data_dir, &role),
+        Role::Cluster {
+            cmd: ClusterCmd::Members { unix_socket },
+        } => wharf_controller::daemon::print_members(&unix_socket),
+        Role::Cluster {
+            cmd: ClusterCmd::Remove { unix_socket, node },
+        } => wharf_controller::daemon::remove_node(&unix_socket, &node),
         Role::Certs {
             cmd:
                 CertsCmd::Client {

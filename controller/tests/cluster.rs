@@ -495,7 +495,70 @@ fn a_three_controller_cluster_through_the_stock_cli() {
         "a controller logs the refusal"
     );
 
-    c.ok_via("ctl-3", &["rm", "-f", "web", "blue"]);
+    // A controller that is down leaves the Raft group through the leader.
+    let leader = c.leader_via("ctl-1").expect("a leader");
+    let gone = controllers.iter().copied().find(|h| *h != leader).unwrap();
+    let socket = |h: &str| c.dir.join("hosts").join(h).join("data/docker.sock");
+    let members = |h: &str| {
+        let out = Command::new(wharf_bin())
+            .args(["cluster", "members", "--unix-socket"])
+            .arg(socket(h))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let before = members(&leader);
+    assert_eq!(
+        before.lines().count(),
+        4,
+        "a header and 3 controllers: {before}"
+    );
+    assert_eq!(
+        before.lines().filter(|l| l.ends_with("yes")).count(),
+        1,
+        "{before}"
+    );
+    let refused = Command::new(wharf_bin())
+        .args(["cluster", "remove", "--unix-socket"])
+        .arg(socket(&leader))
+        .arg(gone)
+        .output()
+        .unwrap();
+    assert!(
+        !refused.status.success(),
+        "a controller that answers is not removed"
+    );
+    assert!(
+        text(&refused.stderr).contains("stop it first"),
+        "{}",
+        text(&refused.stderr)
+    );
+    c.fault(&["kill", gone]);
+    c.until("the killed controller Down", || {
+        c.nodes_via(&leader)
+            .get(gone)
+            .is_some_and(|(s, _)| s == "Down")
+    });
+    let out = Command::new(wharf_bin())
+        .args(["cluster", "remove", "--unix-socket"])
+        .arg(socket(&leader))
+        .arg(gone)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let after = members(&leader);
+    assert_eq!(after.lines().count(), 3, "{after}");
+    assert!(!after.contains(gone), "{after}");
+    let out = c.docker_via(&leader, &["run", "--rm", "busybox", "echo", "two"]);
+    assert_eq!(
+        text(&out.stdout),
+        "two\n",
+        "two controllers still commit: {}",
+        text(&out.stderr)
+    );
+
+    c.ok_via(&leader, &["rm", "-f", "web", "blue"]);
 }
 
 /// `wharf controller --bootstrap --with-agent`: one host that is both a controller and an

@@ -295,10 +295,41 @@ pub async fn update(
 }
 
 /// `DELETE /nodes/{id}?force=` (`docker node rm`): only a Down node; its ID is revoked.
+/// A controller leaves the Raft group first (on the leader: membership changes are its),
+/// then its record goes and its ID is revoked.
 pub async fn remove(engine: &Engine, reference: &str) -> Result<Resp, ApiError> {
-    let id = engine
-        .store()
-        .read(|s| find_node(s, reference).map(|n| n.id))?;
+    let store = engine.store();
+    let (id, role, state, leader_api) = store.read(|s| {
+        let leader_api = store
+            .leader()
+            .and_then(|(l, _)| s.nodes.get(&NodeId(l)))
+            .map(|n| n.description.api_addr.clone());
+        find_node(s, reference).map(|n| (n.id, n.role, n.state, leader_api))
+    })?;
+    if role == NodeRole::Controller {
+        if state == wharf_protocol::node_state::NodeState::Ready {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("rpc error: code = FailedPrecondition desc = node {reference} is a reachable controller: stop it first (a controller that answers is never removed)"),
+            ));
+        }
+        if NodeId(store.node_id()) == id {
+            return Err(ApiError::bad_request("a controller cannot remove itself"));
+        }
+        if !store.is_leader() {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "controllers are removed by the Raft leader: run this against {}",
+                    leader_api.unwrap_or_else(|| "the leader (none is known now)".into())
+                ),
+            ));
+        }
+        match store.remove_member(id.0).await {
+            Ok(()) | Err(crate::raft::RaftError::UnknownMember { .. }) => {}
+            Err(e) => return Err(crate::engine::EngineError::from(e).into()),
+        }
+    }
     propose(engine, Command::RemoveNode { id }).await?;
     Ok(status(StatusCode::OK))
 }
