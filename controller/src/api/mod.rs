@@ -203,11 +203,28 @@ pub async fn handle(engine: Arc<Engine>, req: Request<Incoming>) -> Resp {
     resp
 }
 
+/// Reads of the cluster state wait for the read index; the ping, the version and the
+/// metrics answer from this controller alone (a client must reach it when there is no
+/// quorum), as does everything that writes (it goes through the leader).
+fn needs_read_barrier(m: &Method, segs: &[&str]) -> bool {
+    (m == Method::GET || m == Method::HEAD)
+        && !matches!(segs, ["_ping"] | ["version"] | ["metrics"])
+}
+
 async fn route(engine: Arc<Engine>, req: Request<Incoming>) -> Result<Resp, ApiError> {
     let full_path = req.uri().path().to_string();
     let (_version, path) = http::strip_version(&full_path)?;
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let m = req.method().clone();
+    if needs_read_barrier(&m, &segs) && engine.store().members().len() > 1 {
+        // Linearizable reads: this controller has applied everything the leader had
+        // committed when the request arrived (the Raft read index).
+        engine
+            .store()
+            .read_linearizable(|_| ())
+            .await
+            .map_err(crate::engine::EngineError::from)?;
+    }
     match (&m, segs.as_slice()) {
         (&Method::GET | &Method::HEAD, ["_ping"]) => Ok(system::ping(&m)),
         (&Method::GET, ["version"]) => Ok(system::version()),

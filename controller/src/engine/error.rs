@@ -113,7 +113,25 @@ impl From<StateError> for EngineError {
 /// The replicated store failed (not a refused command: the log or the disk).
 impl From<crate::raft::RaftError> for EngineError {
     fn from(e: crate::raft::RaftError) -> EngineError {
-        EngineError::internal(format!("cluster state: {e}"))
+        use crate::raft::RaftError as R;
+        // No leader or no quorum now: the client may try again (Docker's Unavailable).
+        let unavailable = matches!(
+            e,
+            R::NoLeader { .. }
+                | R::NotLeader { .. }
+                | R::ReadTimeout { .. }
+                | R::ReadIndex(_)
+                | R::ReadRefused { .. }
+                | R::WriteTimeout { .. }
+                | R::ForwardFailed { .. }
+                | R::ForwardUncertain { .. }
+        );
+        let message = format!("cluster state: {e}");
+        if unavailable {
+            EngineError::new(ErrorKind::Unavailable, message)
+        } else {
+            EngineError::internal(message)
+        }
     }
 }
 
