@@ -345,6 +345,57 @@ fn a_three_controller_cluster_through_the_stock_cli() {
     assert_eq!(c.ok_via("ctl-3", &["exec", "web", "cat", "/f"]), "data\n");
     let out = c.docker_via("ctl-1", &["exec", "web", "sh", "-c", "exit 7"]);
     assert_eq!(out.status.code(), Some(7));
+    // Hijacked streams through a follower: stdin, a TTY of the client's size, exit codes.
+    let mut env = c.env.clone();
+    env.retain(|(k, _)| k != "DOCKER_HOST");
+    env.push((
+        "DOCKER_HOST".into(),
+        format!("tcp://{}:2376", c.addrs["ctl-3"]),
+    ));
+    let (shown, code) = support::pty_docker(
+        &env,
+        &["exec", "-it", "web", "sh"],
+        &[(Some("# "), "stty size; tty; exit 4\r")],
+    );
+    assert_eq!(code, 4, "{shown}");
+    assert!(
+        shown.contains("33 101") && shown.contains("/dev/pts/"),
+        "{shown}"
+    );
+    let (shown, code) = support::pty_docker(
+        &env,
+        &[
+            "run",
+            "-it",
+            "--rm",
+            "-e",
+            &format!("constraint:node=={home}"),
+            "busybox",
+            "sh",
+        ],
+        &[(Some("# "), "echo in-$((6*7)); exit 5\r")],
+    );
+    assert_eq!(code, 5, "{shown}");
+    assert!(shown.contains("in-42"), "{shown}");
+    let mut child = Command::new("docker")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .args(["run", "--rm", "-i", "busybox", "sh", "-c", "cat; exit 6"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"piped through ctl-3\n")
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(6));
+    assert_eq!(text(&out.stdout), "piped through ctl-3\n");
     let cp_dir = c.dir.join("cp");
     std::fs::create_dir_all(&cp_dir).unwrap();
     c.ok_via("ctl-1", &["cp", "web:/f", cp_dir.to_str().unwrap()]);

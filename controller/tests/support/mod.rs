@@ -387,3 +387,71 @@ impl Wharf {
         String::from_utf8_lossy(&cmdline).contains(&needle)
     }
 }
+
+/// Runs a command in a pty of 33 rows and 101 columns; each step waits for a text (if
+/// given) then types its input; then reads until the command ends.
+pub const PTY_DRIVER: &str = r#"
+import os, pty, sys, time, json, select, struct, fcntl, termios
+args = json.loads(sys.argv[1]); steps = json.loads(sys.argv[2])
+pid, fd = pty.fork()
+if pid == 0:
+    fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack('HHHH', 33, 101, 0, 0))
+    os.execvp(args[0], args)
+out = b''
+def read_until(pred, timeout):
+    global out
+    end = time.time() + timeout
+    while time.time() < end:
+        r, _, _ = select.select([fd], [], [], 0.1)
+        if r:
+            try:
+                data = os.read(fd, 4096)
+            except OSError:
+                return False
+            if not data:
+                return False
+            out += data
+            if pred(out):
+                return True
+    return pred(out)
+for wait, send in steps:
+    if wait:
+        read_until(lambda o: wait.encode() in o, 20)
+    os.write(fd, send.encode('latin1'))
+read_until(lambda o: False, 30)
+_, status = os.waitpid(pid, 0)
+print(json.dumps({"out": out.decode('utf-8', 'replace'), "code": os.waitstatus_to_exitcode(status)}))
+"#;
+
+/// Run `docker ARGS` with `env` in a pseudo-terminal with `steps` (wait-for text, input);
+/// what the terminal showed and the exit code.
+pub fn pty_docker(
+    env: &[(String, String)],
+    args: &[&str],
+    steps: &[(Option<&str>, &str)],
+) -> (String, i32) {
+    let mut argv = vec!["docker"];
+    argv.extend_from_slice(args);
+    let steps: Vec<serde_json::Value> = steps
+        .iter()
+        .map(|(wait, send)| serde_json::json!([wait, send]))
+        .collect();
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(PTY_DRIVER)
+        .arg(serde_json::to_string(&argv).expect("json"))
+        .arg(serde_json::to_string(&steps).expect("json"))
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .env_remove("DOCKER_CONTEXT")
+        .output()
+        .expect("run python3");
+    assert!(out.status.success(), "pty driver: {}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("driver output");
+    let shown = v["out"].as_str().unwrap_or_default().to_string();
+    let code = v["code"].as_i64().unwrap_or(-1) as i32;
+    eprintln!(
+        "$ [pty] docker {}\n  exit {code}\n  shown: {shown:?}",
+        args.join(" ")
+    );
+    (shown, code)
+}
