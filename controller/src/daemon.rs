@@ -530,7 +530,14 @@ pub async fn controller(s: Settings) -> anyhow::Result<()> {
                 })
             })
         }),
+        engine: Some(engine.clone()),
     });
+    tokio::spawn(crate::cluster::events::follow_peers(
+        engine.clone(),
+        store.clone(),
+        certs_dir.clone(),
+        id,
+    ));
     if s.with_agent {
         // This host's own agent, over the same protocol as a remote one.
         let agent = open_agent(&s)?;

@@ -401,6 +401,52 @@ fn a_three_controller_cluster_through_the_stock_cli() {
     c.ok_via("ctl-1", &["cp", "web:/f", cp_dir.to_str().unwrap()]);
     assert_eq!(std::fs::read_to_string(cp_dir.join("f")).unwrap(), "data\n");
 
+    // `docker events` on one controller shows what happens through another (and what the
+    // leader's monitors see).
+    let mut events = Command::new("docker")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .args([
+            "events",
+            "--filter",
+            "container=evtest",
+            "--format",
+            "{{.Action}}",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let reader = {
+        use std::io::BufRead;
+        let (seen, stdout) = (seen.clone(), events.stdout.take().unwrap());
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                seen.lock().unwrap().push(line);
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    c.ok_via(
+        "ctl-2",
+        &["run", "--rm", "--name", "evtest", "busybox", "true"],
+    );
+    let took = c.until(
+        "create, start, die and destroy on another controller",
+        || {
+            let seen = seen.lock().unwrap();
+            ["create", "start", "die", "destroy"]
+                .iter()
+                .all(|a| seen.iter().any(|l| l == a))
+        },
+    );
+    eprintln!("events of a run through ctl-2 seen on ctl-3 within {took:?}");
+    let _ = events.kill();
+    let _ = events.wait();
+    let _ = reader.join();
+
     // Labels set with `docker node update` drive placement.
     c.ok_via(
         "ctl-1",

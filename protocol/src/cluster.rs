@@ -65,3 +65,19 @@ pub enum AgentWelcome {
     /// Refused, with the reason (a revoked or unknown node).
     Refused(String),
 }
+
+/// An event of one controller's engine, passed to the others so that `docker events`
+/// on any controller shows the whole cluster's (ALPN `wharf-events/1`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterEvent {
+    /// `container`, `image`, `volume`, `network` or `daemon`.
+    pub kind: String,
+    /// Docker's action (`create`, `start`, `die`, ...).
+    pub action: String,
+    /// The object's ID.
+    pub actor_id: String,
+    /// `Actor.Attributes`.
+    pub attributes: std::collections::BTreeMap<String, String>,
+    /// When, ns since the epoch.
+    pub time_ns: i64,
+}

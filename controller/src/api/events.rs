@@ -203,6 +203,7 @@ mod tests {
         attributes.insert("image".to_string(), image.to_string());
         attributes.insert("tier".to_string(), "web".to_string());
         Event {
+            origin: None,
             kind: EventType::Container,
             action: action.into(),
             actor_id: id.into(),
@@ -241,6 +242,7 @@ mod tests {
         let mut attributes = BTreeMap::new();
         attributes.insert("name".to_string(), "busybox:latest".to_string());
         let ev = Event {
+            origin: None,
             kind: EventType::Image,
             action: "tag".into(),
             actor_id: "sha256:1234".into(),

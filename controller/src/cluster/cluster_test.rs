@@ -88,6 +88,7 @@ async fn controller() -> Controller {
         registry: Registry::new(store.clone(), liveness),
         hooks: hooks.clone(),
         raft: None,
+        engine: None,
     });
     let tls = super::tls::cluster_server_config(&certs).unwrap();
     let (stop, stop_rx) = tokio::sync::watch::channel(false);

@@ -9,6 +9,7 @@
 //!
 //! A Docker client's certificate is refused on every one of them; an agent's on Raft.
 
+use super::events::EVENTS_ALPN;
 use super::identity::{identify_cert, node_id_text, Identity};
 use super::join::{controller_addrs, JoinService};
 use super::registry::{NodeHooks, Registry};
@@ -47,6 +48,8 @@ pub struct ClusterPort {
     pub hooks: Arc<dyn NodeHooks>,
     /// Raft between controllers; `None` refuses peers (a one-controller cluster).
     pub raft: Option<RaftServe>,
+    /// The engine whose events other controllers follow; `None` refuses them.
+    pub engine: Option<Arc<crate::engine::Engine>>,
 }
 
 /// Whether `identity` may speak the protocol of `alpn`, given the recorded nodes (pure
@@ -77,10 +80,19 @@ pub fn may_speak(
         (
             a,
             Some(Identity::Node {
+                role: NodeRole::Controller,
+                id,
+            }),
+        ) if a == EVENTS_ALPN => node_known(id),
+        (
+            a,
+            Some(Identity::Node {
                 role: NodeRole::Agent,
                 ..
             }),
-        ) if a == RAFT_ALPN => Err("an agent's certificate may not speak Raft".into()),
+        ) if a == RAFT_ALPN || a == EVENTS_ALPN => {
+            Err("an agent's certificate may not speak Raft or follow events".into())
+        }
         (_, Some(Identity::Client)) => Err(
             "a client certificate may not act as a host of the cluster (use the Docker API port)"
                 .into(),
@@ -165,6 +177,14 @@ impl ClusterPort {
         let Some(Identity::Node { role, id }) = identity else {
             unreachable!("checked by may_speak");
         };
+        if alpn == EVENTS_ALPN {
+            return match &self.engine {
+                Some(engine) => super::events::serve_events(engine, tls).await,
+                None => Err(ClusterError::Identity(
+                    "this controller has no events to follow".into(),
+                )),
+            };
+        }
         if alpn == RAFT_ALPN {
             match &self.raft {
                 Some(serve) => {
@@ -240,6 +260,9 @@ mod tests {
         assert!(may_speak(RAFT_ALPN, removed_ctl, known).is_err());
         let e = may_speak(RAFT_ALPN, agent, known).unwrap_err();
         assert!(e.contains("agent's certificate may not speak Raft"), "{e}");
+        assert!(may_speak(EVENTS_ALPN, agent, known).is_err());
+        assert!(may_speak(EVENTS_ALPN, controller, known).is_ok());
+        assert!(may_speak(EVENTS_ALPN, Some(Identity::Client), known).is_err());
         let e = may_speak(AGENT_ALPN, Some(Identity::Client), known).unwrap_err();
         assert!(
             e.contains("client certificate may not act as a host"),

@@ -14,6 +14,7 @@
 //! picks the protocol and the certificate's role decides whether it may.
 
 pub mod dial;
+pub mod events;
 pub mod frame;
 pub mod identity;
 pub mod join;

@@ -70,6 +70,7 @@ pub fn cluster_server_config(certs_dir: &Path) -> Result<Arc<rustls::ServerConfi
         super::RAFT_ALPN.to_vec(),
         super::AGENT_ALPN.to_vec(),
         super::JOIN_ALPN.to_vec(),
+        super::events::EVENTS_ALPN.to_vec(),
     ];
     Ok(Arc::new(cfg))
 }

@@ -48,6 +48,9 @@ impl EventType {
 /// One event: who (`actor_id` and `attributes`) did what (`action`) when.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Event {
+    /// The controller it came from when another one's (cluster-wide events); `None` for
+    /// this controller's own, the only ones it passes on to the others.
+    pub origin: Option<u64>,
     /// The object kind.
     pub kind: EventType,
     /// What happened (`create`, `die`, `tag`, ...).
@@ -118,6 +121,7 @@ mod tests {
 
     fn ev(action: &str, t: i64) -> Event {
         Event {
+            origin: None,
             kind: EventType::Container,
             action: action.into(),
             actor_id: "c1".into(),

@@ -217,6 +217,7 @@ impl Engine {
         attributes: std::collections::BTreeMap<String, String>,
     ) {
         self.events.emit(events::Event {
+            origin: None,
             kind,
             action: action.to_string(),
             actor_id: actor_id.to_string(),
