@@ -236,9 +236,10 @@ struct Creates {
     clients: usize,
     wall: f64,
     latencies: Vec<f64>,
-    per_controller: Vec<(String, usize)>,
+    /// Per controller: name, creates sent to it, their p50 (s), its Raft counter deltas
+    /// (proposals, log entries, fsyncs).
+    per_controller: Vec<(String, usize, f64, [u64; 3])>,
     leader: String,
-    delta: [u64; 3],
     leader_changed: bool,
 }
 
@@ -376,32 +377,54 @@ fn run(args: &Args, docker: &Path, work: &Path) -> Result<()> {
     if let Some(c) = &creates {
         let mut v = c.latencies.clone();
         v.sort_by(f64::total_cmp);
-        let [proposals, entries, fsyncs] = c.delta;
+        let lead = c
+            .per_controller
+            .iter()
+            .find(|p| p.0 == c.leader)
+            .map_or([0; 3], |p| p.3);
+        let sum = |k: usize| c.per_controller.iter().map(|p| p.3[k]).sum::<u64>();
         md.push_str(&format!(
-            "\n**`POST /containers/create`** (busybox `true`, `--network none`) from {} concurrent clients, each one kept-alive TLS connection of its own (a direct API client, no CLI), round-robin over the 3 controllers ({}); leader {}{}.\n\n",
+            "\n**`POST /containers/create`** (busybox `true`, `--network none`) from {} concurrent clients, each one kept-alive TLS connection of its own (a direct API client, no CLI), round-robin over the 3 controllers; leader {}{}.\n\n",
             c.clients,
-            c.per_controller
-                .iter()
-                .map(|(h, n)| format!("{h}: {n}"))
-                .collect::<Vec<_>>()
-                .join(", "),
             c.leader,
             if c.leader_changed { " (**leadership changed during the bench**)" } else { "" }
         ));
-        md.push_str("| creates | clients | wall | creates committed/s | p50 | p99 | leader fsyncs | fsyncs / create | proposals | log entries |\n");
-        md.push_str("|---|---|---|---|---|---|---|---|---|---|\n");
+        md.push_str("| creates | clients | wall | creates committed/s | p50 | p99 | leader fsyncs | fsyncs / create (leader) |\n");
+        md.push_str("|---|---|---|---|---|---|---|---|\n");
         md.push_str(&format!(
-            "| {} | {} | {:.2} s | {:.0} | {:.1} ms | {:.1} ms | {fsyncs} | {:.3} | {proposals} | {entries} |\n",
+            "| {} | {} | {:.2} s | {:.0} | {:.1} ms | {:.1} ms | {} | {:.3} |\n",
             c.n,
             c.clients,
             c.wall,
             c.n as f64 / c.wall,
             pct(&v, 0.5) * 1e3,
             pct(&v, 0.99) * 1e3,
-            fsyncs as f64 / c.n as f64,
+            lead[2],
+            lead[2] as f64 / c.n as f64,
+        ));
+        md.push_str("\nBy controller (Raft counters: deltas of each one's `/metrics` over the timed creates; proposals and log entries count where a write was proposed, a follower forwarding its group to the leader as one entry; fsyncs count where they happen):\n\n");
+        md.push_str("| controller | creates sent | p50 of its creates | proposals | log entries | fsyncs |\n");
+        md.push_str("|---|---|---|---|---|---|\n");
+        for (name, n, p50, [p, e, f]) in &c.per_controller {
+            let role = if *name == c.leader {
+                "leader"
+            } else {
+                "follower"
+            };
+            md.push_str(&format!(
+                "| {name} ({role}) | {n} | {:.1} ms | {p} | {e} | {f} |\n",
+                p50 * 1e3
+            ));
+        }
+        md.push_str(&format!(
+            "| all | {} | | {} | {} | {} |\n",
+            c.n,
+            sum(0),
+            sum(1),
+            sum(2)
         ));
         md.push_str(&format!(
-            "\nverified: `GET /containers/json?all=1` listed all {} created containers; proposals, log entries and fsyncs are the leader's `/metrics` deltas over the timed creates.\n",
+            "\nverified: `GET /containers/json?all=1` listed all {} created containers (then pruned, untimed).\n",
             c.n
         ));
     }
@@ -439,7 +462,16 @@ fn create_bench(args: &Args, tls: &Tls, ctls: &[&Host], leader: SocketAddr) -> R
     }))?;
     let next = AtomicUsize::new(0);
     let failed: Mutex<Option<String>> = Mutex::new(None);
-    let before = raft_counters(&mut metrics()?)?;
+    // Every controller's counters: proposals and log entries count where a write was
+    // proposed (a follower forwards its group to the leader as one entry), fsyncs where
+    // they happen.
+    let counters = || -> Result<Vec<[u64; 3]>> {
+        addrs
+            .iter()
+            .map(|a| raft_counters(&mut tls.connect(*a)?))
+            .collect()
+    };
+    let before = counters()?;
     let t = Instant::now();
     let results: Vec<(SocketAddr, Vec<f64>)> = std::thread::scope(|s| {
         let handles: Vec<_> = conns
@@ -485,7 +517,7 @@ fn create_bench(args: &Args, tls: &Tls, ctls: &[&Host], leader: SocketAddr) -> R
     if let Some(e) = failed.into_inner().unwrap() {
         bail!("a create failed: {e}");
     }
-    let after = raft_counters(&mut metrics()?)?;
+    let after = counters()?;
     let leader_after = leader_addr(&mut metrics()?)?;
     let latencies: Vec<f64> = results
         .iter()
@@ -501,13 +533,17 @@ fn create_bench(args: &Args, tls: &Tls, ctls: &[&Host], leader: SocketAddr) -> R
     let per_controller = ctls
         .iter()
         .zip(&addrs)
-        .map(|(h, a)| {
-            let n = results
+        .zip(before.iter().zip(&after))
+        .map(|((h, a), (b, f))| {
+            let mut lat: Vec<f64> = results
                 .iter()
                 .filter(|(addr, _)| addr == a)
-                .map(|(_, l)| l.len())
-                .sum();
-            (h.name.clone(), n)
+                .flat_map(|(_, l)| l.iter().copied())
+                .collect();
+            lat.sort_by(f64::total_cmp);
+            let p50 = if lat.is_empty() { 0.0 } else { pct(&lat, 0.5) };
+            let delta = [f[0] - b[0], f[1] - b[1], f[2] - b[2]];
+            (h.name.clone(), lat.len(), p50, delta)
         })
         .collect();
     let listed = container_count(&mut metrics()?)?;
@@ -540,11 +576,6 @@ fn create_bench(args: &Args, tls: &Tls, ctls: &[&Host], leader: SocketAddr) -> R
         latencies,
         per_controller,
         leader: leader_name,
-        delta: [
-            after[0] - before[0],
-            after[1] - before[1],
-            after[2] - before[2],
-        ],
         leader_changed: leader_after != leader,
     })
 }
