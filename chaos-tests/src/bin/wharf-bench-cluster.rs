@@ -327,6 +327,13 @@ fn run(args: &Args, docker: &Path, work: &Path) -> Result<()> {
         }
     }
     drop(single);
+    // The sides are named by the roles at the start: say so if the leader moved meanwhile.
+    let leader_after_runs = leader_addr(&mut tls.connect(api(ctls[0])?)?)?;
+    if leader_after_runs != leader {
+        log(&format!(
+            "warning: the leader moved to {leader_after_runs} during the runs"
+        ));
+    }
 
     let creates = if args.creates > 0 {
         signals::check()?;
@@ -371,8 +378,13 @@ fn run(args: &Args, docker: &Path, work: &Path) -> Result<()> {
     }
     let ratio = summaries[0].0.median / base.median;
     md.push_str(&format!(
-        "\nfollower / single host (p50): {ratio:.2}× (target ≤ 1.3×: {})\n",
-        if ratio <= 1.3 { "met" } else { "**over**" }
+        "\nfollower / single host (p50): {ratio:.2}× (target ≤ 1.3×: {}){}\n",
+        if ratio <= 1.3 { "met" } else { "**over**" },
+        if leader_after_runs != leader {
+            format!("; **the leader moved to {leader_after_runs} during the runs**")
+        } else {
+            String::new()
+        }
     ));
     if let Some(c) = &creates {
         let mut v = c.latencies.clone();
