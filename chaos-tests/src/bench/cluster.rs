@@ -101,6 +101,15 @@ impl LocalCluster {
             .collect()
     }
 
+    /// The pid of `host`'s daemon (`DIR/hosts/NAME/pid`).
+    pub fn pid(&self, host: &Host) -> Option<u32> {
+        std::fs::read_to_string(self.dir.join("hosts").join(&host.name).join("pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
     /// The docker CLI aimed at `host`'s API over TLS.
     pub fn cli(&self, docker: &Path, host: &Host, config: &Path) -> Cli {
         Cli {

@@ -220,6 +220,20 @@ fn container_count(conn: &mut Conn) -> Result<usize> {
         .context("GET /containers/json is not a list")
 }
 
+/// CPU seconds (user + system) `pid` has used so far, from `/proc/PID/stat`; its threads
+/// included, its children not.
+fn cpu_seconds(pid: &str) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = stat.rsplit_once(')').context("bad /proc/PID/stat")?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, indexes 11 and 12 of `rest`.
+    let ticks: u64 = f.get(11).context("no utime")?.parse::<u64>()?
+        + f.get(12).context("no stime")?.parse::<u64>()?;
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)?.unwrap_or(100);
+    Ok(ticks as f64 / hz.max(1) as f64)
+}
+
 /// Nearest-rank percentile `q` (0..1) of sorted `v`.
 fn pct(v: &[f64], q: f64) -> f64 {
     let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
@@ -240,6 +254,10 @@ struct Creates {
     /// (proposals, log entries, fsyncs).
     per_controller: Vec<(String, usize, f64, [u64; 3])>,
     leader: String,
+    /// CPU seconds each host's daemon and the harness used during the timed creates.
+    cpu: Vec<(String, f64)>,
+    /// Seconds the (untimed) `POST /containers/prune` took, and containers left after it.
+    prune: (f64, usize),
     leader_changed: bool,
 }
 
@@ -337,7 +355,7 @@ fn run(args: &Args, docker: &Path, work: &Path) -> Result<()> {
 
     let creates = if args.creates > 0 {
         signals::check()?;
-        Some(create_bench(args, &tls, &ctls, leader)?)
+        Some(create_bench(args, &tls, &cluster, leader)?)
     } else {
         None
     };
@@ -436,8 +454,19 @@ fn run(args: &Args, docker: &Path, work: &Path) -> Result<()> {
             sum(2)
         ));
         md.push_str(&format!(
-            "\nverified: `GET /containers/json?all=1` listed all {} created containers (then pruned, untimed).\n",
-            c.n
+            "\nCPU used during the {:.2} s of creates (user + system; {} cores give {:.2} s): {}.\n",
+            c.wall,
+            host::cores(),
+            c.wall * host::cores() as f64,
+            c.cpu
+                .iter()
+                .map(|(n, s)| format!("{n} {s:.2} s"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        md.push_str(&format!(
+            "\nverified: `GET /containers/json?all=1` listed all {} created containers; then one `POST /containers/prune` on the leader (untimed) took {:.1} s and left {}.\n",
+            c.n, c.prune.0, c.prune.1
         ));
     }
     std::fs::write(&args.out, &md).with_context(|| format!("write {}", args.out.display()))?;
@@ -446,7 +475,13 @@ fn run(args: &Args, docker: &Path, work: &Path) -> Result<()> {
     Ok(())
 }
 
-fn create_bench(args: &Args, tls: &Tls, ctls: &[&Host], leader: SocketAddr) -> Result<Creates> {
+fn create_bench(
+    args: &Args,
+    tls: &Tls,
+    cluster: &LocalCluster,
+    leader: SocketAddr,
+) -> Result<Creates> {
+    let ctls = cluster.controllers();
     let addrs: Vec<SocketAddr> = ctls
         .iter()
         .map(|h| format!("{}:2376", h.addr).parse())
@@ -483,7 +518,21 @@ fn create_bench(args: &Args, tls: &Tls, ctls: &[&Host], leader: SocketAddr) -> R
             .map(|a| raft_counters(&mut tls.connect(*a)?))
             .collect()
     };
+    // CPU of every host's daemon and of this harness (its 64 clients) over the creates.
+    let mut procs: Vec<(String, String)> = cluster
+        .hosts
+        .iter()
+        .filter_map(|h| Some((h.name.clone(), cluster.pid(h)?.to_string())))
+        .collect();
+    procs.push(("harness (the clients)".into(), "self".into()));
+    let cpu = || -> Vec<f64> {
+        procs
+            .iter()
+            .map(|(_, pid)| cpu_seconds(pid).unwrap_or(f64::NAN))
+            .collect()
+    };
     let before = counters()?;
+    let cpu_before = cpu();
     let t = Instant::now();
     let results: Vec<(SocketAddr, Vec<f64>)> = std::thread::scope(|s| {
         let handles: Vec<_> = conns
@@ -525,6 +574,11 @@ fn create_bench(args: &Args, tls: &Tls, ctls: &[&Host], leader: SocketAddr) -> R
             .collect()
     });
     let wall = t.elapsed().as_secs_f64();
+    let cpu_used: Vec<(String, f64)> = procs
+        .iter()
+        .zip(cpu().iter().zip(&cpu_before))
+        .map(|((name, _), (a, b))| (name.clone(), a - b))
+        .collect();
     signals::check()?;
     if let Some(e) = failed.into_inner().unwrap() {
         bail!("a create failed: {e}");
@@ -568,14 +622,16 @@ fn create_bench(args: &Args, tls: &Tls, ctls: &[&Host], leader: SocketAddr) -> R
     log(&format!(
         "verified {listed} containers; pruning them (untimed)"
     ));
+    let pruning = Instant::now();
     let r = metrics()?.request("POST", "/containers/prune", Some(b"{}"))?;
+    let prune_secs = pruning.elapsed().as_secs_f64();
     if r.status != 200 {
         bail!("POST /containers/prune: {} {}", r.status, r.text());
     }
     let left = container_count(&mut metrics()?)?;
-    if left != 0 {
-        log(&format!("warning: {left} containers left after the prune"));
-    }
+    log(&format!(
+        "prune took {prune_secs:.1} s; {left} containers left"
+    ));
     let leader_name = ctls
         .iter()
         .zip(&addrs)
@@ -588,6 +644,8 @@ fn create_bench(args: &Args, tls: &Tls, ctls: &[&Host], leader: SocketAddr) -> R
         latencies,
         per_controller,
         leader: leader_name,
+        cpu: cpu_used,
+        prune: (prune_secs, left),
         leader_changed: leader_after != leader,
     })
 }
