@@ -5,7 +5,7 @@
 
 use anyhow::{bail, Context, Result};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::sync::Arc;
@@ -120,65 +120,99 @@ impl Conn {
             s.write_all(b)?;
         }
         s.flush()?;
-        self.read_response()
-            .with_context(|| format!("{method} {path} on {}", self.addr))
+        read_response(&mut self.io).with_context(|| format!("{method} {path} on {}", self.addr))
     }
+}
 
-    fn read_line(&mut self) -> Result<String> {
-        let mut line = String::new();
-        if self.io.read_line(&mut line)? == 0 {
-            bail!("connection closed");
+fn read_line(r: &mut impl BufRead) -> Result<String> {
+    let mut line = String::new();
+    if r.read_line(&mut line)? == 0 {
+        bail!("connection closed");
+    }
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
+}
+
+/// Read one HTTP/1.1 response (Content-Length, chunked, or up to the end) from `r`.
+pub fn read_response(r: &mut impl BufRead) -> Result<Response> {
+    let status_line = read_line(r)?;
+    let status: u16 = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("bad status line {status_line:?}"))?;
+    let mut length = None;
+    let mut chunked = false;
+    loop {
+        let line = read_line(r)?;
+        if line.is_empty() {
+            break;
         }
-        Ok(line.trim_end_matches(['\r', '\n']).to_string())
+        let Some((k, v)) = line.split_once(':') else {
+            continue;
+        };
+        let v = v.trim();
+        if k.eq_ignore_ascii_case("content-length") {
+            length = Some(v.parse::<usize>()?);
+        } else if k.eq_ignore_ascii_case("transfer-encoding") {
+            chunked = v.eq_ignore_ascii_case("chunked");
+        }
     }
-
-    fn read_response(&mut self) -> Result<Response> {
-        let status_line = self.read_line()?;
-        let status: u16 = status_line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .with_context(|| format!("bad status line {status_line:?}"))?;
-        let mut length = None;
-        let mut chunked = false;
+    let mut body = Vec::new();
+    if chunked {
         loop {
-            let line = self.read_line()?;
-            if line.is_empty() {
+            let size_line = read_line(r)?;
+            let size = usize::from_str_radix(size_line.split(';').next().unwrap_or("").trim(), 16)
+                .with_context(|| format!("bad chunk size {size_line:?}"))?;
+            if size == 0 {
+                // Trailers, then the empty line.
+                while !read_line(r)?.is_empty() {}
                 break;
             }
-            let Some((k, v)) = line.split_once(':') else {
-                continue;
-            };
-            let v = v.trim();
-            if k.eq_ignore_ascii_case("content-length") {
-                length = Some(v.parse::<usize>()?);
-            } else if k.eq_ignore_ascii_case("transfer-encoding") {
-                chunked = v.eq_ignore_ascii_case("chunked");
-            }
+            let at = body.len();
+            body.resize(at + size, 0);
+            r.read_exact(&mut body[at..])?;
+            read_line(r)?;
         }
-        let mut body = Vec::new();
-        if chunked {
-            loop {
-                let size_line = self.read_line()?;
-                let size =
-                    usize::from_str_radix(size_line.split(';').next().unwrap_or("").trim(), 16)
-                        .with_context(|| format!("bad chunk size {size_line:?}"))?;
-                if size == 0 {
-                    // Trailers, then the empty line.
-                    while !self.read_line()?.is_empty() {}
-                    break;
-                }
-                let at = body.len();
-                body.resize(at + size, 0);
-                self.io.read_exact(&mut body[at..])?;
-                self.read_line()?;
-            }
-        } else if let Some(n) = length {
-            body.resize(n, 0);
-            self.io.read_exact(&mut body)?;
-        } else if status != 204 && status != 304 {
-            self.io.read_to_end(&mut body)?;
-        }
-        Ok(Response { status, body })
+    } else if let Some(n) = length {
+        body.resize(n, 0);
+        r.read_exact(&mut body)?;
+    } else if status != 204 && status != 304 {
+        r.read_to_end(&mut body)?;
+    }
+    Ok(Response { status, body })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::read_response;
+
+    #[test]
+    fn reads_content_length_then_the_next_response() {
+        let raw = b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: 10\r\n\r\n{\"Id\":\"a\"}HTTP/1.1 204 No Content\r\n\r\n";
+        let mut r = &raw[..];
+        let first = read_response(&mut r).unwrap();
+        assert_eq!(first.status, 201);
+        assert_eq!(first.json().unwrap()["Id"], "a");
+        let second = read_response(&mut r).unwrap();
+        assert_eq!(second.status, 204);
+        assert!(second.body.is_empty());
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn reads_chunked_with_trailers() {
+        let raw = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\n[1,\r\n2;x=y\r\n2]\r\n0\r\nX-T: 1\r\n\r\nrest";
+        let mut r = &raw[..];
+        let resp = read_response(&mut r).unwrap();
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.text(), "[1,2]");
+        assert_eq!(r, b"rest");
+    }
+
+    #[test]
+    fn a_closed_connection_is_an_error() {
+        let mut r = &b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab"[..];
+        assert!(read_response(&mut r).is_err());
+        assert!(read_response(&mut &b""[..]).is_err());
     }
 }
