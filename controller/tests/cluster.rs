@@ -518,6 +518,69 @@ fn a_three_controller_cluster_through_the_stock_cli() {
         "true"
     );
 
+    // A partitioned agent: Down within the heartbeat grace, its containers' calls refused
+    // naming it (never a hang); after heal it is Ready again with its containers.
+    c.fault(&["partition", home]);
+    let down = c.until("the partitioned agent Down", || {
+        c.nodes_via("ctl-2")
+            .get(home)
+            .is_some_and(|(s, _)| s == "Down")
+    });
+    eprintln!("{home} partitioned: Down after {down:?}");
+    assert!(
+        down < Duration::from_secs(10),
+        "Down in under 10 s: {down:?}"
+    );
+    // Every controller's own connection to it goes within the grace; a call meanwhile
+    // fails when it does, never hangs.
+    for via in controllers {
+        let started = Instant::now();
+        let out = c.docker_via(via, &["exec", "web", "true"]);
+        let took = started.elapsed();
+        let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        assert!(
+            !out.status.success() && said.contains(home),
+            "exec via {via}: {:?} {}{}",
+            out.status.code(),
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        assert!(
+            took < Duration::from_secs(10),
+            "refused within the grace: {took:?}"
+        );
+    }
+    c.fault(&["heal"]);
+    let back = c.until("the healed agent Ready", || {
+        c.nodes_via("ctl-2")
+            .get(home)
+            .is_some_and(|(s, _)| s == "Ready")
+            && c.docker_via("ctl-3", &["exec", "web", "true"])
+                .status
+                .success()
+    });
+    eprintln!("{home} healed: Ready and serving after {back:?}");
+
+    // logs -f through a follower follows the container on its agent.
+    let mut follow = Command::new("docker")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .args(["logs", "-f", "web"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let first = {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(follow.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        line
+    };
+    assert_eq!(first, "started\n");
+    assert!(follow.try_wait().unwrap().is_none(), "still following");
+    let _ = follow.kill();
+    let _ = follow.wait();
+
     // kill of the leader: a new one within seconds, the others keep serving, nothing lost.
     let leader = c.leader_via("ctl-1").expect("a leader");
     let others: Vec<&str> = controllers

@@ -24,6 +24,8 @@ struct Inner {
     next: AtomicU64,
     closed: Arc<AtomicBool>,
     events: Mutex<Option<mpsc::UnboundedReceiver<AgentEvent>>>,
+    /// The reader and writer tasks: aborted by [`Client::close`].
+    tasks: Vec<tokio::task::AbortHandle>,
 }
 
 /// Start the client end over `reader`/`writer`: sends `Hello` and spawns the reader and
@@ -43,13 +45,13 @@ where
     let slots: Slots = Arc::default();
     let closed = Arc::new(AtomicBool::new(false));
     let (events_tx, events_rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
+    let writer_task = tokio::spawn(async move {
         if let Err(e) = conn::write_loop(writer, rx).await {
             debug!(error = %e, "agent connection: write ended");
         }
     });
     let (s, c) = (slots.clone(), closed.clone());
-    tokio::spawn(async move {
+    let reader_task = tokio::spawn(async move {
         let res = conn::read_loop(reader, |frame| {
             match frame.body {
                 FrameBody::Hello { version } if version != AGENT_PROTOCOL_VERSION => {
@@ -91,6 +93,7 @@ where
             next: AtomicU64::new(1),
             closed,
             events: Mutex::new(Some(events_rx)),
+            tasks: vec![writer_task.abort_handle(), reader_task.abort_handle()],
         }),
     }
 }
@@ -151,6 +154,16 @@ impl Client {
     /// The agent's events; `None` after the first call (one consumer per connection).
     pub fn take_events(&self) -> Option<mpsc::UnboundedReceiver<AgentEvent>> {
         self.inner.events.lock().ok()?.take()
+    }
+
+    /// Close the connection now (the peer stopped answering): every open call fails as
+    /// unavailable at once and the stream is dropped.
+    pub fn close(&self) {
+        self.inner.closed.store(true, Ordering::SeqCst);
+        for t in &self.inner.tasks {
+            t.abort();
+        }
+        conn::close_all(&self.inner.slots);
     }
 
     /// Whether the connection has closed (every call fails as unavailable).

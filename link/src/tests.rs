@@ -189,6 +189,31 @@ async fn a_closed_connection_fails_pending_and_later_calls_as_unavailable() {
     assert_eq!(err.kind, wharf_protocol::agent::FailureKind::Unavailable);
 }
 
+/// A peer that stops answering (its host partitioned) while its connection stays open:
+/// `close` fails the calls in flight at once, and the later ones, and drops the stream.
+#[tokio::test]
+async fn close_fails_calls_in_flight_on_a_silent_connection() {
+    let (client, server) = pair();
+    let pending = {
+        let c = client.clone();
+        tokio::spawn(async move { c.call(kill(1, 4)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!pending.is_finished(), "the handler never answers");
+    client.close();
+    let err = tokio::time::timeout(Duration::from_secs(1), pending)
+        .await
+        .expect("failed at once")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.kind, wharf_protocol::agent::FailureKind::Unavailable);
+    assert!(client.is_closed());
+    let err = client.call(kill(1, 1)).await.unwrap_err();
+    assert_eq!(err.kind, wharf_protocol::agent::FailureKind::Unavailable);
+    let served = tokio::time::timeout(Duration::from_secs(1), server).await;
+    assert!(served.is_ok(), "the agent side sees its connection end");
+}
+
 #[tokio::test]
 async fn a_cancelled_call_stops_its_handler() {
     let (a, b) = tokio::io::duplex(64 * 1024);

@@ -72,8 +72,17 @@ pub fn version() -> Resp {
 /// `GET /info`.
 pub async fn info(engine: &Engine) -> Resp {
     // The host facts of the first Ready node that runs containers (none: defaults).
+    // Bounded: a host that stops answering must not hold up `docker info` (nor `docker
+    // node ls`, which asks for it too).
     let host = match engine.info_node() {
-        Ok(node) => engine.agents().host_info(&node).await.unwrap_or_default(),
+        Ok(node) => tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            engine.agents().host_info(&node),
+        )
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default(),
         Err(_) => Default::default(),
     };
     let (total, running, paused, images) = engine.store().read(|s| {

@@ -25,7 +25,7 @@ pub async fn dial_controller(
         let tcp = TcpStream::connect(addr)
             .await
             .map_err(ClusterError::io(format!("connect to {addr}")))?;
-        let _ = tcp.set_nodelay(true);
+        super::tune_tcp(&tcp);
         let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
         let mut tls = tokio_rustls::TlsConnector::from(cfg)
             .connect(name, tcp)

@@ -123,7 +123,7 @@ impl ClusterPort {
                 },
                 _ = stop.changed() => return,
             };
-            let _ = tcp.set_nodelay(true);
+            super::tune_tcp(&tcp);
             let port = self.clone();
             let acceptor = acceptor.clone();
             tokio::spawn(async move {

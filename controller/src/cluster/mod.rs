@@ -67,6 +67,20 @@ pub enum ClusterError {
     State(String),
 }
 
+/// Make a cluster connection notice a silent peer: no delay for small frames, keep-alive
+/// probes after 3 s idle (every second, 3 unanswered: gone), and unacknowledged data
+/// for 10 s closes it. A partitioned host's connections then end on both sides within
+/// about 10 s, and the agent dials again once the network heals. Best effort.
+pub fn tune_tcp(tcp: &tokio::net::TcpStream) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    let _ = tcp.set_nodelay(true);
+    let _ = setsockopt(tcp, sockopt::KeepAlive, &true);
+    let _ = setsockopt(tcp, sockopt::TcpKeepIdle, &3);
+    let _ = setsockopt(tcp, sockopt::TcpKeepInterval, &1);
+    let _ = setsockopt(tcp, sockopt::TcpKeepCount, &3);
+    let _ = setsockopt(tcp, sockopt::TcpUserTimeout, &10_000);
+}
+
 impl ClusterError {
     fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ClusterError {
         let what = what.into();

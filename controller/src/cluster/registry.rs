@@ -155,6 +155,8 @@ impl Registry {
             })
         };
         self.heartbeat(&client).await;
+        // Calls in flight on a silent connection fail now, not when TCP gives up.
+        client.close();
         hooks_task.abort();
         if self.detach(node, generation) {
             warn!(%node, host = %hostname, "node is Down: its agent connection ended or missed its heartbeats");
