@@ -11,7 +11,6 @@
 //! again without a token.
 
 use crate::agent_client::Agents;
-use crate::api::Listener;
 use crate::certs::{self, Authority};
 use crate::cluster::dial::dial_controller;
 use crate::cluster::identity::node_id_text;
@@ -21,7 +20,7 @@ use crate::cluster::listener::ClusterPort;
 use crate::cluster::registry::{Liveness, NodeHooks, Registry};
 use crate::engine::Engine;
 use crate::raft::{serve_peer, OpenMode, OpenOptions, Store, TlsNetwork};
-use crate::settings::{client_env, Settings};
+use crate::settings::Settings;
 use crate::up::{self, lock_data_dir};
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
@@ -560,54 +559,15 @@ pub async fn controller(s: Settings) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listen on {cluster_addr}"))?;
     let cluster_tls = crate::cluster::tls::cluster_server_config(&certs_dir)?;
-    let api = tokio::net::TcpListener::bind(s.api_addr)
-        .await
-        .with_context(|| format!("listen on {}", s.api_addr))?;
-    let addr = api.local_addr()?;
-    let mut listeners = vec![Listener::Tls {
-        tcp: api,
-        tls: certs::server_config(&certs_dir)?,
-    }];
-    if let Some(plain) = s.insecure_api_addr {
-        let tcp = tokio::net::TcpListener::bind(plain)
-            .await
-            .with_context(|| format!("listen on {plain}"))?;
-        warn!(addr = %plain, "serving the API without TLS or authentication (--insecure-api-addr)");
-        listeners.push(Listener::Plain(tcp));
-    }
-    listeners.push(Listener::Unix(up::bind_unix_socket(&s.unix_socket)?));
-    let socket_identity = up::file_identity(&s.unix_socket);
+    let api = up::ApiListeners::bind(&s).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     info!(addr = %cluster_addr, "serving the cluster port");
     tokio::spawn(port.serve(cluster_listener, cluster_tls, stop_rx.clone()));
-    let mut servers = vec![];
-    for l in listeners {
-        info!(listener = %l.describe(), "serving the Docker API");
-        servers.push(tokio::spawn(crate::api::serve(
-            l,
-            engine.clone(),
-            stop_rx.clone(),
-        )));
-    }
-    let text = client_env(addr, &s.client_dir());
-    certs::write_atomic(&env_path, text.as_bytes(), 0o644)?;
-    info!(%addr, data_dir = %s.data_dir.display(), "controller is up");
-    print!("{text}");
-    let _ = std::io::stdout().flush();
-    wait_for_signal().await?;
-    let _ = stop_tx.send(true);
-    let _ = tokio::time::timeout(
-        Duration::from_secs(5),
-        futures_util::future::join_all(servers),
-    )
-    .await;
-    if socket_identity.is_some() && up::file_identity(&s.unix_socket) == socket_identity {
-        let _ = std::fs::remove_file(&s.unix_socket);
-    }
+    api.serve_until_signal(&s, engine.clone(), stop_tx, stop_rx, "controller is up")
+        .await?;
     if let Err(e) = store.shutdown().await {
         warn!(error = %e, "raft shutdown");
     }
-    let _ = std::fs::remove_file(&env_path);
     std::mem::forget(lock);
     Ok(())
 }
@@ -651,15 +611,6 @@ async fn register_self(store: Store, id: NodeId, me: NodeDescription) {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-}
-
-async fn wait_for_signal() -> anyhow::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = term.recv() => info!("SIGTERM: shutting down, containers keep running"),
-        _ = tokio::signal::ctrl_c() => info!("SIGINT: shutting down, containers keep running"),
-    }
-    Ok(())
 }
 
 /// `wharf node`: an agent that joins (once) and serves every controller it knows.
@@ -739,7 +690,7 @@ pub async fn node(s: Settings) -> anyhow::Result<()> {
         data_dir: s.data_dir.clone(),
     });
     info!(data_dir = %s.data_dir.display(), "agent is up");
-    let signal = wait_for_signal();
+    let signal = up::wait_for_signal();
     tokio::pin!(signal);
     loop {
         tokio::select! {

@@ -208,21 +208,7 @@ pub async fn up(s: Settings) -> anyhow::Result<()> {
     // A client.env from an earlier run must not announce readiness before we are ready.
     let _ = std::fs::remove_file(&env_path);
     let inst = open_instance(&s).await?;
-    let listener = tokio::net::TcpListener::bind(s.api_addr)
-        .await
-        .with_context(|| format!("listen on {}", s.api_addr))?;
-    let addr = listener.local_addr()?;
-    let tls = certs::server_config(&s.data_dir.join("certs"))?;
-    let mut listeners = vec![Listener::Tls { tcp: listener, tls }];
-    if let Some(plain) = s.insecure_api_addr {
-        let tcp = tokio::net::TcpListener::bind(plain)
-            .await
-            .with_context(|| format!("listen on {plain}"))?;
-        warn!(addr = %plain, "serving the API without TLS or authentication (--insecure-api-addr)");
-        listeners.push(Listener::Plain(tcp));
-    }
-    listeners.push(Listener::Unix(bind_unix_socket(&s.unix_socket)?));
-    let socket_identity = file_identity(&s.unix_socket);
+    let api = ApiListeners::bind(&s).await?;
     // The node after the listeners: an instance that cannot listen changes nothing.
     if let Err(e) = register_node(&s, &inst.store, inst.node).await {
         let _ = std::fs::remove_file(&s.unix_socket);
@@ -234,44 +220,100 @@ pub async fn up(s: Settings) -> anyhow::Result<()> {
         bail!("set up the node: {}", e.message);
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut servers = vec![];
-    for l in listeners {
-        info!(listener = %l.describe(), "serving the Docker API");
-        servers.push(tokio::spawn(crate::api::serve(
-            l,
-            inst.engine.clone(),
-            stop_rx.clone(),
-        )));
+    api.serve_until_signal(&s, inst.engine.clone(), stop_tx, stop_rx, "wharf is up")
+        .await?;
+    if let Err(e) = inst.store.shutdown().await {
+        warn!(error = %e, "raft shutdown");
     }
-    let text = client_env(addr, &s.client_dir());
-    certs::write_atomic(&env_path, text.as_bytes(), 0o644)?;
-    info!(%addr, data_dir = %s.data_dir.display(), "wharf is up");
-    print!("{text}");
-    let _ = std::io::stdout().flush();
+    // Tasks still holding the engine keep RocksDB open until the process exits; hold the
+    // data dir lock until then too, so that `wharf down` or a new `wharf up` that got the
+    // lock never finds the database still locked.
+    std::mem::forget(inst._lock);
+    Ok(())
+}
 
+/// The Docker API listeners of an instance, bound: mutual TLS on `--api-addr`, the plain
+/// loopback one of `--insecure-api-addr`, and the unix socket.
+pub(crate) struct ApiListeners {
+    listeners: Vec<Listener>,
+    addr: std::net::SocketAddr,
+    socket_identity: Option<(u64, u64)>,
+}
+
+impl ApiListeners {
+    /// Bind them all (the certificates must exist).
+    pub(crate) async fn bind(s: &Settings) -> anyhow::Result<ApiListeners> {
+        let listener = tokio::net::TcpListener::bind(s.api_addr)
+            .await
+            .with_context(|| format!("listen on {}", s.api_addr))?;
+        let addr = listener.local_addr()?;
+        let tls = certs::server_config(&s.data_dir.join("certs"))?;
+        let mut listeners = vec![Listener::Tls { tcp: listener, tls }];
+        if let Some(plain) = s.insecure_api_addr {
+            let tcp = tokio::net::TcpListener::bind(plain)
+                .await
+                .with_context(|| format!("listen on {plain}"))?;
+            warn!(addr = %plain, "serving the API without TLS or authentication (--insecure-api-addr)");
+            listeners.push(Listener::Plain(tcp));
+        }
+        listeners.push(Listener::Unix(bind_unix_socket(&s.unix_socket)?));
+        let socket_identity = file_identity(&s.unix_socket);
+        Ok(ApiListeners {
+            listeners,
+            addr,
+            socket_identity,
+        })
+    }
+
+    /// Serve the API until SIGTERM or SIGINT, with `client.env` written once serving
+    /// (its presence means "ready"); then stop every listener (`stop`, which other
+    /// servers may share), and remove our socket and `client.env`.
+    pub(crate) async fn serve_until_signal(
+        self,
+        s: &Settings,
+        engine: Arc<Engine>,
+        stop_tx: tokio::sync::watch::Sender<bool>,
+        stop_rx: tokio::sync::watch::Receiver<bool>,
+        up_message: &str,
+    ) -> anyhow::Result<()> {
+        let mut servers = vec![];
+        for l in self.listeners {
+            info!(listener = %l.describe(), "serving the Docker API");
+            servers.push(tokio::spawn(crate::api::serve(
+                l,
+                engine.clone(),
+                stop_rx.clone(),
+            )));
+        }
+        let env_path = s.client_env_path();
+        let text = client_env(self.addr, &s.client_dir());
+        certs::write_atomic(&env_path, text.as_bytes(), 0o644)?;
+        info!(addr = %self.addr, data_dir = %s.data_dir.display(), "{up_message}");
+        print!("{text}");
+        let _ = std::io::stdout().flush();
+        wait_for_signal().await?;
+        let _ = stop_tx.send(true);
+        let _ = tokio::time::timeout(
+            Duration::from_secs(5),
+            futures_util::future::join_all(servers),
+        )
+        .await;
+        // Only our own socket: a later instance may have replaced a file we no longer own.
+        if self.socket_identity.is_some() && file_identity(&s.unix_socket) == self.socket_identity {
+            let _ = std::fs::remove_file(&s.unix_socket);
+        }
+        let _ = std::fs::remove_file(&env_path);
+        Ok(())
+    }
+}
+
+/// Wait for SIGTERM or SIGINT (containers keep running after either).
+pub(crate) async fn wait_for_signal() -> anyhow::Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = term.recv() => info!("SIGTERM: shutting down, containers keep running"),
         _ = tokio::signal::ctrl_c() => info!("SIGINT: shutting down, containers keep running"),
     }
-    let _ = stop_tx.send(true);
-    let _ = tokio::time::timeout(
-        Duration::from_secs(5),
-        futures_util::future::join_all(servers),
-    )
-    .await;
-    // Only our own socket: a later instance may have replaced a file we no longer own.
-    if socket_identity.is_some() && file_identity(&s.unix_socket) == socket_identity {
-        let _ = std::fs::remove_file(&s.unix_socket);
-    }
-    if let Err(e) = inst.store.shutdown().await {
-        warn!(error = %e, "raft shutdown");
-    }
-    let _ = std::fs::remove_file(&env_path);
-    // Tasks still holding the engine keep RocksDB open until the process exits; hold the
-    // data dir lock until then too, so that `wharf down` or a new `wharf up` that got the
-    // lock never finds the database still locked.
-    std::mem::forget(inst._lock);
     Ok(())
 }
 

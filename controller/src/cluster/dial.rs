@@ -22,15 +22,7 @@ pub async fn dial_controller(
 ) -> Result<(tokio_rustls::client::TlsStream<TcpStream>, Vec<String>), ClusterError> {
     let cfg = super::tls::node_client_config(certs_dir, AGENT_ALPN)?;
     let work = async {
-        let tcp = TcpStream::connect(addr)
-            .await
-            .map_err(ClusterError::io(format!("connect to {addr}")))?;
-        super::tune_tcp(&tcp);
-        let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
-        let mut tls = tokio_rustls::TlsConnector::from(cfg)
-            .connect(name, tcp)
-            .await
-            .map_err(|e| ClusterError::Tls(format!("{addr}: {e}")))?;
+        let mut tls = super::tls::connect(addr, cfg).await?;
         frame::write(&mut tls, &AgentHello { description }, "agent hello").await?;
         match frame::read(&mut tls, "welcome").await? {
             AgentWelcome::Accepted { controllers } => Ok((tls, controllers)),

@@ -134,14 +134,7 @@ async fn receive(
     addr: SocketAddr,
 ) -> Result<(), ClusterError> {
     let cfg = super::tls::node_client_config(certs_dir, EVENTS_ALPN)?;
-    let tcp = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(ClusterError::io(format!("connect to {addr}")))?;
-    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
-    let mut tls = tokio_rustls::TlsConnector::from(cfg)
-        .connect(name, tcp)
-        .await
-        .map_err(|e| ClusterError::Tls(format!("{addr}: {e}")))?;
+    let mut tls = super::tls::connect(addr, cfg).await?;
     loop {
         let ev: ClusterEvent = frame::read(&mut tls, "event").await?;
         if let Some(ev) = from_wire(ev, id) {

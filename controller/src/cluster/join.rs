@@ -177,14 +177,7 @@ pub async fn join(
 ) -> Result<Admission, ClusterError> {
     let cfg = super::tls::join_client_config(token.ca_digest)?;
     let work = async {
-        let tcp = tokio::net::TcpStream::connect(addr)
-            .await
-            .map_err(ClusterError::io(format!("connect to {addr}")))?;
-        let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
-        let mut tls = tokio_rustls::TlsConnector::from(cfg)
-            .connect(name, tcp)
-            .await
-            .map_err(|e| ClusterError::Tls(format!("{addr}: {e}")))?;
+        let mut tls = super::tls::connect(addr, cfg).await?;
         let req = JoinRequest {
             secret: token.secret.clone(),
             role,

@@ -109,6 +109,23 @@ pub fn join_client_config(ca_digest: [u8; 32]) -> Result<Arc<rustls::ClientConfi
     Ok(Arc::new(cfg))
 }
 
+/// Dial the controller at `addr` with `cfg` (the TLS server name is the address): the
+/// stream once the handshake is done.
+pub async fn connect(
+    addr: std::net::SocketAddr,
+    cfg: Arc<rustls::ClientConfig>,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, ClusterError> {
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(ClusterError::io(format!("connect to {addr}")))?;
+    super::tune_tcp(&tcp);
+    let name = ServerName::IpAddress(addr.ip().into());
+    tokio_rustls::TlsConnector::from(cfg)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| ClusterError::Tls(format!("{addr}: {e}")))
+}
+
 /// Trust the CA the join token names, found in the server's chain.
 #[derive(Debug)]
 struct PinnedCa {
