@@ -6,10 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::Config;
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose, SanType,
-};
+use rcgen::KeyPair;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -23,73 +20,54 @@ use crate::certs::Authority;
 /// Generous: two cores shared with other builds.
 pub(super) const WAIT: Duration = Duration::from_secs(30);
 
-/// The cluster CA of a test: an [`Authority`] in a temporary directory, and the same CA
-/// rebuilt from its key to sign peer certificates (certs.rs issues server-only and
-/// client-only certificates; a controller's serves and dials with one).
+/// The cluster CA of a test: an [`Authority`] in a temporary directory, which signs each
+/// controller's node certificate as a join does.
 pub(super) struct TestCa {
     _dir: tempfile::TempDir,
-    ca_pem: String,
-    key: KeyPair,
-    cert: rcgen::Certificate,
+    authority: Authority,
 }
 
 impl TestCa {
     pub(super) fn new() -> TestCa {
         let dir = tempfile::tempdir().unwrap();
         let authority = Authority::open_or_create(dir.path()).unwrap();
-        let ca_pem = authority.ca_pem().to_string();
-        let key_pem = std::fs::read_to_string(dir.path().join("ca-key.pem")).unwrap();
-        let key = KeyPair::from_pem(&key_pem).unwrap();
-        // The parameters certs.rs gives the CA: same subject and key, so the same issuer.
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, "Wharf cluster CA");
-        dn.push(DnType::OrganizationName, "Wharf");
-        p.distinguished_name = dn;
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        p.not_before = rcgen::date_time_ymd(2024, 1, 1);
-        p.not_after = rcgen::date_time_ymd(2124, 1, 1);
-        let cert = p.self_signed(&key).unwrap();
         TestCa {
             _dir: dir,
-            ca_pem,
-            key,
-            cert,
+            authority,
         }
     }
 
     pub(super) fn roots(&self) -> rustls::RootCertStore {
         let mut roots = rustls::RootCertStore::empty();
-        for c in rustls_pemfile::certs(&mut self.ca_pem.as_bytes()) {
+        for c in rustls_pemfile::certs(&mut self.authority.ca_pem().as_bytes()) {
             roots.add(c.unwrap()).unwrap();
         }
         roots
     }
 
-    /// A controller's certificate: IP SAN 127.0.0.1, serverAuth and clientAuth.
+    /// A controller's node certificate: IP SAN 127.0.0.1, serverAuth and clientAuth.
     pub(super) fn issue_peer(
         &self,
         id: u64,
     ) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
         let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, format!("wharf-controller-{id}"));
-        p.distinguished_name = dn;
-        p.subject_alt_names = vec![SanType::IpAddress("127.0.0.1".parse().unwrap())];
-        p.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        p.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        p.use_authority_key_identifier_extension = true;
-        let cert = p.signed_by(&key, &self.cert, &self.key).unwrap();
+        let uri = crate::cluster::identity::node_uri(
+            wharf_protocol::node_state::NodeRole::Controller,
+            wharf_protocol::NodeId(id),
+        );
+        let pem = self
+            .authority
+            .issue_node(
+                &uri,
+                Some("127.0.0.1".parse().unwrap()),
+                key.public_key_raw(),
+            )
+            .unwrap();
+        let chain = rustls_pemfile::certs(&mut pem.as_bytes())
+            .map(Result::unwrap)
+            .collect();
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-        (vec![cert.der().clone()], key)
+        (chain, key)
     }
 
     pub(super) fn client_config(&self, id: u64) -> Arc<rustls::ClientConfig> {
