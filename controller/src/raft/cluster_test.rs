@@ -6,9 +6,9 @@
 use openraft::{Config, SnapshotPolicy};
 
 use super::peer_harness::{has, put, three, wait_leader, wait_state, Peer, TestCa, WAIT};
-use super::rpc::{Call, Reply};
+use super::rpc::{Call, Refusal, Reply};
 use super::store::default_config;
-use super::{OpenMode, RaftError, Refusal, Store, TlsNetwork};
+use super::{OpenMode, RaftError, Store, TlsNetwork};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_controllers_replicate_forward_and_read_linearizably() {
