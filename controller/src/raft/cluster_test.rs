@@ -233,3 +233,28 @@ async fn a_member_behind_a_purge_catches_up_by_snapshot() {
         p.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_removes_itself_hands_over() {
+    let ca = TestCa::new();
+    let peers = three(&ca, default_config).await;
+    let stores: Vec<Store> = peers.iter().map(Peer::store).collect();
+    stores[0].remove_member(1).await.unwrap();
+
+    let rest = stores[1..].to_vec();
+    let new = wait_leader(&rest).await;
+    let ids: Vec<u64> = rest[new].members().iter().map(|m| m.id).collect();
+    assert_eq!(ids, vec![2, 3]);
+    for s in &rest {
+        assert_eq!(s.propose(put(s.node_id() as u32)).await.unwrap(), Ok(()));
+    }
+    assert!(rest[0]
+        .read_linearizable(|s| has(s, 2) && has(s, 3))
+        .await
+        .unwrap());
+
+    drop((stores, rest));
+    for p in &peers {
+        p.stop().await;
+    }
+}
