@@ -6,9 +6,9 @@
 use openraft::{Config, SnapshotPolicy};
 
 use super::peer_harness::{has, put, three, wait_leader, wait_state, Peer, TestCa, WAIT};
-use super::rpc::{Call, Reply};
+use super::rpc::{Call, Refusal, Reply};
 use super::store::default_config;
-use super::{OpenMode, RaftError, Refusal, Store, TlsNetwork};
+use super::{OpenMode, RaftError, Store, TlsNetwork};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_controllers_replicate_forward_and_read_linearizably() {
@@ -229,6 +229,31 @@ async fn a_member_behind_a_purge_catches_up_by_snapshot() {
         "installed snapshot {snapshot:?}, was at {behind}"
     );
 
+    for p in &peers {
+        p.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_removes_itself_hands_over() {
+    let ca = TestCa::new();
+    let peers = three(&ca, default_config).await;
+    let stores: Vec<Store> = peers.iter().map(Peer::store).collect();
+    stores[0].remove_member(1).await.unwrap();
+
+    let rest = stores[1..].to_vec();
+    let new = wait_leader(&rest).await;
+    let ids: Vec<u64> = rest[new].members().iter().map(|m| m.id).collect();
+    assert_eq!(ids, vec![2, 3]);
+    for s in &rest {
+        assert_eq!(s.propose(put(s.node_id() as u32)).await.unwrap(), Ok(()));
+    }
+    assert!(rest[0]
+        .read_linearizable(|s| has(s, 2) && has(s, 3))
+        .await
+        .unwrap());
+
+    drop((stores, rest));
     for p in &peers {
         p.stop().await;
     }

@@ -34,7 +34,7 @@ pub struct Member {
     /// Whether this node believes it leads.
     pub leader: bool,
     /// Whether it answers: this node itself always; on the leader, a peer that answered a
-    /// call within [`REACHABLE_WITHIN`]; on a follower, the leader it follows.
+    /// call within two election timeouts; on a follower, the leader it follows.
     pub reachable: bool,
 }
 

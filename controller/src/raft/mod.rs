@@ -2,11 +2,15 @@
 //!
 //! This module owns everything between a [`Command`] proposed by the API and the
 //! [`ClusterState`] every controller reads: the Raft node, its durable log and vote, the state
-//! machine that applies committed commands with the pure [`ClusterState::apply`], and the
-//! snapshots that let the log be purged, and the peer protocol between controllers: Raft
-//! RPCs, writes forwarded to the leader and read indexes for linearizable reads, over mutual
-//! TLS ([`TlsNetwork`] dials, [`serve_peer`] answers). `wharf up` runs one member without a
+//! machine that applies committed commands with the pure [`ClusterState::apply`], the
+//! snapshots that let the log be purged, and the peer protocol between controllers (Raft
+//! RPCs, writes forwarded to the leader, read indexes for linearizable reads) over mutual
+//! TLS: [`TlsNetwork`] dials, [`serve_peer`] answers. `wharf up` runs one member without a
 //! network ([`NoNetwork`]).
+//!
+//! Files: `store.rs` opens and shuts down ([`Store`], [`OpenMode`]); `forward.rs` routes
+//! writes and reads to the leader; `membership.rs` adds and removes controllers; `rpc.rs` is
+//! the wire protocol and its server; `tls_network.rs` its client; `network.rs` picks one.
 //!
 //! ```text
 //!   Store::propose(cmd) ──> group ──> Router ──(follower)──TLS──> leader's serve_peer
@@ -57,7 +61,7 @@ pub use error::RaftError;
 pub use log_store::LogStore;
 pub use membership::Member;
 pub use network::{NoNetwork, PeerNetwork};
-pub use rpc::{serve_peer, Refusal, RAFT_ALPN};
+pub use rpc::{serve_peer, RAFT_ALPN};
 pub use state_machine::{SnapshotBuilder, StateMachine};
 pub use store::{OpenMode, OpenOptions, Store, StoreStats};
 pub use tls_network::{TlsClient, TlsNetwork};
