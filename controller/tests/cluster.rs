@@ -249,6 +249,53 @@ fn a_three_controller_cluster_through_the_stock_cli() {
     );
     assert_eq!(manager.trim(), format!("manager {}:2376", c.addrs["ctl-1"]));
 
+    // Wrong joins are refused with the reason, on both sides.
+    let tokens = c.dir.join("hosts/ctl-1/data");
+    let agent_token = text(
+        &Command::new(wharf_bin())
+            .args(["cluster", "token", "agent", "--data-dir"])
+            .arg(&tokens)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .trim()
+    .to_string();
+    let (head, _) = agent_token.rsplit_once('-').unwrap();
+    let (_, digest) = head.split_at("WHARF-1-".len());
+    let other_ca = format!("WHARF-1-{}-{}", "0".repeat(digest.len()), "ab".repeat(20));
+    for (token, says) in [
+        (
+            format!("{head}-{}", "ab".repeat(20)),
+            "not this cluster's agent token",
+        ),
+        (other_ca, "not the one the join token names"),
+    ] {
+        let dir = c.dir.join("stranger");
+        let out = Command::new(wharf_bin())
+            .args(["node", "--data-dir"])
+            .arg(&dir)
+            .args([
+                "--join",
+                &format!("{}:2377", c.addrs["ctl-1"]),
+                "--token",
+                &token,
+            ])
+            .args(["--node-name", "stranger", "--advertise-addr", "127.0.0.1"])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        assert!(text(&out.stderr).contains(says), "{}", text(&out.stderr));
+        assert!(!dir.join("membership.json").exists(), "nothing joined");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let log = std::fs::read_to_string(c.dir.join("hosts/ctl-1/wharf.log")).unwrap();
+    assert!(
+        log.contains("refused a join"),
+        "the controller logs the refusal"
+    );
+    assert_eq!(c.nodes_via("ctl-1").len(), 6, "no host was added");
+
     // An image loaded through a follower lands on two agents.
     let tar = busybox_tar();
     c.ok_via("ctl-2", &["load", "-i", tar.to_str().unwrap()]);
