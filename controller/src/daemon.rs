@@ -270,13 +270,18 @@ impl LeaderDuties {
     /// Take on `node`'s duties here (this controller leads and the node is connected).
     async fn activate(&self, node: NodeId) -> Result<(), String> {
         let events = {
-            let mut c = self.connected.lock().unwrap();
+            let mut c = self.connected.lock().unwrap_or_else(|p| p.into_inner());
             match c.get_mut(&node) {
                 Some(events) => events.take(),
                 None => return Ok(()),
             }
         };
-        if !self.active.lock().unwrap().insert(node) {
+        if !self
+            .active
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(node)
+        {
             return Ok(());
         }
         self.engine
@@ -286,7 +291,12 @@ impl LeaderDuties {
     }
 
     fn deactivate(&self, node: NodeId) {
-        if self.active.lock().unwrap().remove(&node) {
+        if self
+            .active
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&node)
+        {
             self.engine.node_lost(node);
         }
     }
@@ -301,7 +311,13 @@ impl LeaderDuties {
             if now && !leading {
                 since = tokio::time::Instant::now();
                 info!("this controller leads: it takes on the nodes' duties");
-                let nodes: Vec<NodeId> = self.connected.lock().unwrap().keys().copied().collect();
+                let nodes: Vec<NodeId> = self
+                    .connected
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .keys()
+                    .copied()
+                    .collect();
                 for node in nodes {
                     if let Err(e) = self.activate(node).await {
                         warn!(%node, error = %e, "could not adopt the node's containers and networks");
@@ -309,7 +325,13 @@ impl LeaderDuties {
                 }
             } else if !now && leading {
                 info!("this controller no longer leads: it drops the nodes' duties");
-                let nodes: Vec<NodeId> = self.active.lock().unwrap().iter().copied().collect();
+                let nodes: Vec<NodeId> = self
+                    .active
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .iter()
+                    .copied()
+                    .collect();
                 for node in nodes {
                     self.deactivate(node);
                 }
@@ -371,7 +393,11 @@ impl NodeHooks for EngineHooks {
     ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>> {
         Box::pin(async move {
             let duties = &self.0;
-            duties.connected.lock().unwrap().insert(node, events);
+            duties
+                .connected
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(node, events);
             // A reconnect: the duties start again with the new connection.
             duties.deactivate(node);
             if duties.store.is_leader() {
@@ -383,7 +409,11 @@ impl NodeHooks for EngineHooks {
     }
 
     fn lost(&self, node: NodeId) {
-        self.0.connected.lock().unwrap().remove(&node);
+        self.0
+            .connected
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&node);
         self.0.deactivate(node);
     }
 }
@@ -539,7 +569,7 @@ pub async fn controller(s: Settings) -> anyhow::Result<()> {
     ));
     if s.with_agent {
         // This host's own agent, over the same protocol as a remote one.
-        let agent = open_agent(&s)?;
+        let agent = up::open_agent(&s)?;
         let (ours, theirs) = tokio::io::duplex(512 * 1024);
         let (r, w) = tokio::io::split(theirs);
         tokio::spawn(async move {
@@ -672,11 +702,15 @@ pub async fn node(s: Settings) -> anyhow::Result<()> {
             m
         }
     };
-    let agent = open_agent(&s)?;
+    let agent = up::open_agent(&s)?;
     let known: Arc<Mutex<BTreeSet<String>>> = Arc::default();
     let membership = Arc::new(Mutex::new(membership));
     let (found_tx, mut found_rx) = mpsc::unbounded_channel::<String>();
-    let initial: Vec<String> = membership.lock().unwrap().controllers.clone();
+    let initial: Vec<String> = membership
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .controllers
+        .clone();
     for c in initial.into_iter().chain(s.join.map(|a| a.to_string())) {
         let _ = found_tx.send(c);
     }
@@ -696,7 +730,7 @@ pub async fn node(s: Settings) -> anyhow::Result<()> {
         tokio::select! {
             r = &mut signal => return r,
             Some(addr) = found_rx.recv() => {
-                if known.lock().unwrap().insert(addr.clone()) {
+                if known.lock().unwrap_or_else(|p| p.into_inner()).insert(addr.clone()) {
                     match addr.parse::<SocketAddr>() {
                         Ok(a) => {
                             tokio::spawn(ctx.clone().serve_controller(a));
@@ -759,7 +793,7 @@ impl NodeCtx {
 
     /// Remember controllers a welcome named, and connect to the new ones.
     fn learn(&self, controllers: Vec<String>) {
-        let mut m = self.membership.lock().unwrap();
+        let mut m = self.membership.lock().unwrap_or_else(|p| p.into_inner());
         let mut changed = false;
         for c in controllers {
             if !m.controllers.contains(&c) {
@@ -774,19 +808,6 @@ impl NodeCtx {
             }
         }
     }
-}
-
-/// This host's agent (its layers, containers and networks under DATA_DIR).
-fn open_agent(s: &Settings) -> anyhow::Result<wharf_node::agent::Agent> {
-    wharf_node::agent::Agent::open(wharf_node::agent::AgentConfig {
-        data_dir: s.data_dir.clone(),
-        wharf_exe: std::env::current_exe().context("find the wharf executable")?,
-        cgroup_parent: up::cgroup_parent(&s.data_dir),
-        bridge_name: s.bridge_name.clone(),
-        bridge_subnet: s.bridge_subnet()?,
-        init_path: s.init_path.clone(),
-    })
-    .context("open the agent")
 }
 
 /// The local address this host uses to reach `addr`.
@@ -812,7 +833,7 @@ async fn remove_host_parts(s: &Settings) {
             warn!(mount = %m.display(), error = %e, "unmount failed");
         }
     }
-    match open_agent(s) {
+    match up::open_agent(s) {
         Ok(agent) => {
             // The agent's own requests, as the engine's teardown sends them.
             let node = NodeId(0);

@@ -76,6 +76,20 @@ pub(crate) fn hostname() -> String {
         .unwrap_or_default()
 }
 
+/// This host's agent (its layers, containers and networks under DATA_DIR), as every
+/// role that runs containers opens it.
+pub(crate) fn open_agent(s: &Settings) -> anyhow::Result<Agent> {
+    Agent::open(AgentConfig {
+        data_dir: s.data_dir.clone(),
+        wharf_exe: std::env::current_exe().context("find the wharf executable")?,
+        cgroup_parent: cgroup_parent(&s.data_dir),
+        bridge_name: s.bridge_name.clone(),
+        bridge_subnet: s.bridge_subnet()?,
+        init_path: s.init_path.clone(),
+    })
+    .context("open the agent")
+}
+
 /// Certificates for this instance: CA, server cert for the address, client cert.
 pub(crate) fn ensure_certs(s: &Settings) -> anyhow::Result<()> {
     let dir = s.data_dir.join("certs");
@@ -170,15 +184,7 @@ async fn open_instance(s: &Settings) -> anyhow::Result<Instance> {
     let store = Store::open(&s.data_dir.join("raft"), s.node_id, s.api_addr.to_string())
         .await
         .context("open the cluster state")?;
-    let agent = Agent::open(AgentConfig {
-        data_dir: s.data_dir.clone(),
-        wharf_exe: std::env::current_exe().context("find the wharf executable")?,
-        cgroup_parent: cgroup_parent(&s.data_dir),
-        bridge_name: s.bridge_name.clone(),
-        bridge_subnet: s.bridge_subnet()?,
-        init_path: s.init_path.clone(),
-    })
-    .context("open the agent")?;
+    let agent = open_agent(s)?;
     let node = NodeId(s.node_id);
     let client: Arc<dyn AgentClient> = match s.agent_transport {
         AgentTransport::InProcess => Arc::new(in_process::start(agent.clone(), node)),

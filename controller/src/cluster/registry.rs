@@ -89,7 +89,12 @@ impl Registry {
 
     /// The nodes connected now.
     pub fn connected(&self) -> Vec<NodeId> {
-        self.conns.lock().unwrap().keys().copied().collect()
+        self.conns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .copied()
+            .collect()
     }
 
     /// Serve the agent protocol of `node` over `stream` until the connection ends or
@@ -111,7 +116,7 @@ impl Registry {
             .generation
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let hostname = description.hostname.clone();
-        let replaced = self.conns.lock().unwrap().insert(
+        let replaced = self.conns.lock().unwrap_or_else(|p| p.into_inner()).insert(
             node,
             Conn {
                 client: client.clone(),
@@ -190,7 +195,7 @@ impl Registry {
 
     /// Forget `node`'s connection of `generation`; false when a newer one replaced it.
     fn detach(&self, node: NodeId, generation: u64) -> bool {
-        let mut conns = self.conns.lock().unwrap();
+        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
         match conns.get(&node) {
             Some(c) if c.generation == generation => {
                 conns.remove(&node);
@@ -214,7 +219,7 @@ impl Registry {
 
 impl AgentClient for Registry {
     fn open(&self, node: &NodeId, request: AgentRequest) -> Result<ClientCall, AgentFailure> {
-        let conns = self.conns.lock().unwrap();
+        let conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
         match conns.get(node) {
             Some(c) if !c.client.is_closed() => Ok(c.client.open(request)),
             Some(c) => Err(AgentFailure::new(
