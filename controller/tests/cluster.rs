@@ -528,6 +528,25 @@ fn a_three_controller_cluster_through_the_stock_cli() {
     );
     c.ok_via("ctl-1", &["node", "update", "--label-rm", "zone", home]);
 
+    // A container to forget while its node is down (below).
+    let stale = c
+        .ok_via(
+            "ctl-2",
+            &[
+                "run",
+                "-d",
+                "--name",
+                "stale",
+                "-e",
+                &format!("constraint:node=={home}"),
+                "busybox",
+                "sleep",
+                "1000",
+            ],
+        )
+        .trim()
+        .to_string();
+
     // kill + restart of the agent: its containers keep running and are adopted again.
     c.fault(&["kill", home]);
     let down = c.until("the killed agent Down", || {
@@ -546,9 +565,53 @@ fn a_three_controller_cluster_through_the_stock_cli() {
         !out.status.success() && err.contains(home) && err.contains("not connected"),
         "{err}"
     );
+    // `docker rm` of a container on a Down node says why it cannot; `rm -f` forgets it
+    // at once (the node still runs it), and the node removes it when it is back.
+    let out = c.docker_via("ctl-3", &["rm", "stale"]);
+    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        !out.status.success() && said.contains(&format!("its node {home} is down")),
+        "{said}"
+    );
+    c.ok_via("ctl-3", &["rm", "-f", "stale"]);
+    assert!(!c
+        .docker_via("ctl-1", &["inspect", "stale"])
+        .status
+        .success());
+    let stale_dir = c.dir.join(format!("hosts/{home}/data/containers/{stale}"));
+    assert!(
+        stale_dir.is_dir(),
+        "still on its host: {}",
+        stale_dir.display()
+    );
+    let shim_of_stale = || {
+        Command::new("pgrep")
+            .args(["-f", &format!("shim --state-dir {}", stale_dir.display())])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    assert!(
+        shim_of_stale(),
+        "its shim still runs while its node is down"
+    );
+    // The reconcile leaves alone what changed less than 30 s ago (a request may be under
+    // way); age the container's folder instead of waiting.
+    let aged = Command::new("touch")
+        .args(["-c", "-d", "-2 minutes"])
+        .arg(&stale_dir)
+        .args(["shim.pid", "exit.json"].map(|f| stale_dir.join(f)))
+        .output()
+        .unwrap();
+    assert!(aged.status.success(), "{}", text(&aged.stderr));
     let started = Instant::now();
     c.fault(&["restart", home]);
     eprintln!("{home} restarted: Ready after {:?}", started.elapsed());
+    let gone = c.until("the forgotten container removed from its node", || {
+        !stale_dir.exists() && !shim_of_stale()
+    });
+    eprintln!("{home}: the container forgotten while it was down removed {gone:?} after Ready");
     c.until("web answers again", || {
         c.docker_via("ctl-3", &["exec", "web", "true"])
             .status

@@ -319,6 +319,26 @@ impl Agent {
         (state.pid != 0 && state.exit.is_none()).then_some(state.pid)
     }
 
+    /// The containers this host holds (every state folder under `containers/`), with
+    /// whether each runs and how long ago its folder last changed: what the controller
+    /// reconciles with its records after a restart of either side.
+    pub async fn containers(&self) -> Vec<wharf_protocol::agent::host::HostContainer> {
+        let root = self.cfg.data_dir.join("containers");
+        let found = tokio::task::spawn_blocking(move || container_folders(&root))
+            .await
+            .unwrap_or_default();
+        let mut out = Vec::with_capacity(found.len());
+        for (id, age_secs) in found {
+            let running = self.main_pid(&id).await.is_some();
+            out.push(wharf_protocol::agent::host::HostContainer {
+                id,
+                running,
+                age_secs,
+            });
+        }
+        out
+    }
+
     /// The configured init binary for `--init`, if it is an executable file.
     fn init_binary(&self) -> Result<PathBuf, AgentError> {
         use std::os::unix::fs::PermissionsExt;
@@ -590,4 +610,53 @@ async fn wait_gone(pid: u32) -> bool {
     }
     warn!(pid, "shim still running 5 s after delete");
     false
+}
+
+/// The containers' state folders under `root`, with the seconds since each last changed
+/// (the newest of the folder, its shim's pid file and its exit record: a start or a stop
+/// counts, log lines do not). Names that are not container IDs are skipped.
+fn container_folders(root: &Path) -> Vec<(ContainerId, u64)> {
+    let Ok(rd) = std::fs::read_dir(root) else {
+        return Vec::new();
+    };
+    let now = std::time::SystemTime::now();
+    rd.flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| {
+            let id: ContainerId = e.file_name().to_str()?.parse().ok()?;
+            let dir = e.path();
+            let paths = runtime::config::StatePaths::new(&dir);
+            let changed = [dir.clone(), paths.pid(), paths.exit()]
+                .iter()
+                .filter_map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+                .max()?;
+            let age = now.duration_since(changed).map_or(0, |d| d.as_secs());
+            Some((id, age))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_folders_are_listed_by_id_with_their_age() {
+        let root = tempfile::tempdir().unwrap();
+        let id = ContainerId::from_bytes([7; 32]);
+        std::fs::create_dir(root.path().join(id.as_str())).unwrap();
+        // Not containers: a stray folder, a file named like an ID, a short name.
+        std::fs::create_dir(root.path().join("lost+found")).unwrap();
+        std::fs::write(
+            root.path().join(ContainerId::from_bytes([8; 32]).as_str()),
+            b"",
+        )
+        .unwrap();
+        std::fs::create_dir(root.path().join("abc")).unwrap();
+        let found = container_folders(root.path());
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].0, id);
+        assert!(found[0].1 < 60, "just made: {}", found[0].1);
+        assert!(container_folders(&root.path().join("missing")).is_empty());
+    }
 }

@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 use wharf_link::{ClientCall, ServerCall};
 use wharf_protocol::agent::container::{ContainerLocal, ContainerRequest, ContainerResponse};
-use wharf_protocol::agent::host::{HostInfo, HostRequest, HostResponse, LayerInventory};
+use wharf_protocol::agent::host::{
+    HostContainer, HostInfo, HostRequest, HostResponse, LayerInventory,
+};
 use wharf_protocol::agent::image::{CollectTicket, ImageRequest, ImageResponse};
 use wharf_protocol::agent::network::{NetworkHost, NetworkRequest, NetworkResponse};
 use wharf_protocol::agent::volume::{VolumeRequest, VolumeResponse};
@@ -49,6 +51,8 @@ pub struct FakeState {
     pub volumes: BTreeSet<String>,
     /// The health status each container's checks found, as its shim would record it.
     pub health: BTreeMap<ContainerId, String>,
+    /// How long ago every container's folder changed, as the host lists them.
+    pub age_secs: u64,
     next_pid: u32,
 }
 
@@ -297,6 +301,19 @@ async fn handle(
         AgentRequest::Host(HostRequest::Inventory) => {
             let inv = lock_state(&state).inventory.clone();
             return call.respond(AgentResponse::Host(HostResponse::Inventory(inv)));
+        }
+        AgentRequest::Host(HostRequest::Containers) => {
+            let st = lock_state(&state);
+            let list = st
+                .containers
+                .iter()
+                .map(|(id, c)| HostContainer {
+                    id: id.clone(),
+                    running: c.pid.is_some(),
+                    age_secs: st.age_secs,
+                })
+                .collect();
+            return call.respond(AgentResponse::Host(HostResponse::Containers(list)));
         }
         AgentRequest::Host(HostRequest::Info) => {
             let info = HostInfo {

@@ -27,7 +27,9 @@ pub use image::Lease;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use wharf_link::ClientCall;
-use wharf_protocol::agent::host::{HostInfo, HostRequest, HostResponse, LayerInventory};
+use wharf_protocol::agent::host::{
+    HostContainer, HostInfo, HostRequest, HostResponse, LayerInventory,
+};
 use wharf_protocol::agent::{AgentEvent, AgentFailure, AgentRequest, AgentResponse, FailureKind};
 use wharf_protocol::NodeId;
 
@@ -117,6 +119,17 @@ impl Agents {
         {
             AgentResponse::Host(HostResponse::Inventory(inv)) => Ok(inv),
             other => Err(wharf_link::unexpected("inventory", &other)),
+        }
+    }
+
+    /// The containers the host of `node` holds, with whether each runs (reconcile).
+    pub async fn host_containers(&self, node: &NodeId) -> Result<Vec<HostContainer>, AgentFailure> {
+        match self
+            .call(node, AgentRequest::Host(HostRequest::Containers))
+            .await?
+        {
+            AgentResponse::Host(HostResponse::Containers(list)) => Ok(list),
+            other => Err(wharf_link::unexpected("host containers", &other)),
         }
     }
 

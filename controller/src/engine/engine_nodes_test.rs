@@ -8,6 +8,7 @@ use super::*;
 use crate::agent_client::fake::FakeAgent;
 use wharf_protocol::agent::host::LayerInventory;
 use wharf_protocol::agent::{AgentEvent, AgentRequest};
+use wharf_protocol::node_state::NodeState;
 
 const NODE: NodeId = NodeId(1);
 
@@ -221,6 +222,133 @@ async fn a_lost_agent_records_no_exit_and_its_reconnect_readopts_the_container()
         .await;
     assert!(exited);
     assert_eq!(engine.container("db").unwrap().exit_code, 3);
+}
+
+/// A reconnecting node is reconciled with the state: a container with no record there is
+/// removed (killed first when it runs), a run the state records as exited is stopped, a
+/// running record is adopted; what is younger than the grace is left for a later round.
+#[tokio::test]
+async fn a_reconnecting_node_is_reconciled_with_the_state() {
+    let Setup {
+        engine, cluster, ..
+    } = two_nodes().await;
+    let on_b = br#"{"Image":"img:1","Env":["constraint:node==b"]}"#;
+    let stale = engine.create_container(Some("stale"), on_b).await.unwrap();
+    let live = engine.create_container(Some("live"), on_b).await.unwrap();
+    engine.start("live").await.unwrap();
+    let kept = engine.create_container(Some("kept"), on_b).await.unwrap();
+    let fake = cluster.agent(B);
+    fake.set_lost(true);
+    engine.node_lost(B);
+    // While the node was away: a run of `stale` its controller never recorded, and two
+    // containers the state does not know (one running).
+    let orphan = ContainerId::from_bytes([0xe1; 32]);
+    let running_orphan = ContainerId::from_bytes([0xe2; 32]);
+    fake.with(|s| {
+        s.containers.get_mut(&stale).unwrap().pid = Some(4242);
+        s.containers.insert(orphan.clone(), Default::default());
+        s.containers.insert(
+            running_orphan.clone(),
+            crate::agent_client::fake::FakeContainer {
+                pid: Some(4343),
+                exit: None,
+            },
+        );
+    });
+    fake.set_lost(false);
+
+    // Young: only the running record is adopted.
+    fake.with(|s| s.age_secs = reconcile::GRACE_SECS - 1);
+    engine.node_connected(B, None).await.unwrap();
+    assert!(engine.monitored.lock().unwrap().contains_key(&live));
+    assert_eq!(fake.with(|s| s.containers.len()), 5, "nothing removed yet");
+    assert!(fake.with(|s| s.containers[&stale].pid.is_some()));
+
+    // Old enough: the orphans go, the unrecorded run stops, the records stay as they were.
+    fake.with(|s| s.age_secs = reconcile::GRACE_SECS);
+    engine.reconcile_node(B, false).await;
+    let left: Vec<ContainerId> = fake.with(|s| s.containers.keys().cloned().collect());
+    let mut want = vec![stale.clone(), live.clone(), kept.clone()];
+    want.sort();
+    assert_eq!(left, want);
+    assert!(fake.with(|s| s.containers[&stale].pid.is_none()), "stopped");
+    assert!(
+        fake.with(|s| s.containers[&live].pid.is_some()),
+        "still runs"
+    );
+    assert_eq!(status_of(&engine, &stale).await, ContainerStatus::Created);
+    assert_eq!(status_of(&engine, &live).await, ContainerStatus::Running);
+    assert_eq!(status_of(&engine, &kept).await, ContainerStatus::Created);
+    assert_eq!(
+        asked_about(cluster.agent(A), &running_orphan),
+        0,
+        "node a is not touched"
+    );
+}
+
+/// `docker rm` of a container on a Down node: refused with the reason without `-f`;
+/// with `-f` its record goes at once (no call to the lost agent), and the node removes
+/// the container when it is back.
+#[tokio::test]
+async fn a_container_on_a_down_node_is_forgotten_by_force_and_removed_on_return() {
+    let Setup {
+        engine, cluster, ..
+    } = two_nodes().await;
+    let id = engine
+        .create_container(
+            Some("web"),
+            br#"{"Image":"img:1","Env":["constraint:node==b"]}"#,
+        )
+        .await
+        .unwrap();
+    engine.start("web").await.unwrap();
+    let fake = cluster.agent(B);
+    fake.set_lost(true);
+    engine.node_lost(B);
+    let set = |state| Command::SetNodeState {
+        id: B,
+        state,
+        at_ns: 1,
+    };
+    engine
+        .store()
+        .propose(set(NodeState::Down))
+        .await
+        .unwrap()
+        .unwrap();
+    let e = engine.remove("web", false).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Conflict);
+    assert!(e.message.contains("node b is down"), "{}", e.message);
+    assert!(engine.container("web").is_ok(), "kept");
+    let asked = fake.with(|s| s.requests.len());
+    engine.remove("web", true).await.unwrap();
+    assert!(engine.container("web").is_err(), "forgotten");
+    assert_eq!(
+        fake.with(|s| s.requests.len()),
+        asked,
+        "the lost agent not asked"
+    );
+    assert!(
+        fake.with(|s| s.containers[&id].pid.is_some()),
+        "still runs there"
+    );
+    // The name is free at once.
+    engine
+        .create_container(Some("web"), br#"{"Image":"img:1"}"#)
+        .await
+        .unwrap();
+
+    // The node is back: its stale copy is killed and removed.
+    fake.set_lost(false);
+    fake.with(|s| s.age_secs = reconcile::GRACE_SECS);
+    engine
+        .store()
+        .propose(set(NodeState::Ready))
+        .await
+        .unwrap()
+        .unwrap();
+    engine.node_connected(B, None).await.unwrap();
+    assert!(!fake.with(|s| s.containers.contains_key(&id)));
 }
 
 #[tokio::test]

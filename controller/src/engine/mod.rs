@@ -40,6 +40,7 @@ mod network_view;
 mod nodes;
 pub mod placement;
 pub mod plan;
+pub mod reconcile;
 mod volumes;
 pub use volumes::PruneFilter;
 
@@ -723,6 +724,9 @@ impl Engine {
     /// `DELETE /containers/{id}`: 409 if running unless `force`.
     pub async fn remove(&self, reference: &str, force: bool) -> Result<(), EngineError> {
         let c = self.container(reference)?;
+        if let Some(node) = self.down_node_of(&c) {
+            return self.remove_on_down_node(c, &node, force).await;
+        }
         if c.status == ContainerStatus::Paused && !force {
             return Err(EngineError::conflict(format!(
                 "cannot remove container \"/{}\": container is paused and must be unpaused first",
@@ -766,6 +770,45 @@ impl Engine {
             }
             Some(_) => self.remove_locked(&c.id).await,
         }
+    }
+
+    /// The host name of `c`'s node when the state records that node Down.
+    fn down_node_of(&self, c: &ContainerRecord) -> Option<String> {
+        self.store.read(|s| {
+            s.nodes
+                .get(&c.node)
+                .filter(|n| n.state == wharf_protocol::node_state::NodeState::Down)
+                .map(|n| n.description.hostname.clone())
+        })
+    }
+
+    /// `docker rm` of a container whose node is Down: with `force`, its record goes (the
+    /// node stops and removes what is left of it when it is back: the reconcile's
+    /// `Remove`); without, a 409 that says so. Nothing is asked of the unreachable agent.
+    async fn remove_on_down_node(
+        &self,
+        c: ContainerRecord,
+        node: &str,
+        force: bool,
+    ) -> Result<(), EngineError> {
+        if !force {
+            return Err(EngineError::conflict(format!(
+                "cannot remove container \"/{}\": its node {node} is down: force remove to forget it; the node removes its files when it is back",
+                c.name
+            )));
+        }
+        let lock = self.lock_for(&c.id);
+        let _guard = lock.lock().await;
+        self.propose(Command::RemoveContainer { id: c.id.clone() })
+            .await?;
+        self.forget_execs(&c.id);
+        self.emit_container(&c, "destroy", &[]);
+        self.locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&c.id);
+        warn!(container = %c.id.short(), node, "removed the record of a container on a down node; the node removes its files when it is back");
+        Ok(())
     }
 
     async fn remove_locked(&self, id: &ContainerId) -> Result<(), EngineError> {

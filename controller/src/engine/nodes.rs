@@ -13,14 +13,30 @@
 //! own, and operations go to that node's agent.
 
 use super::error::EngineError;
-use super::{placement, Engine};
+use super::reconcile::{self, Desired};
+use super::{placement, plan, Engine};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 use wharf_protocol::agent::AgentEvent;
 use wharf_protocol::layer_state::inventory_command;
-use wharf_protocol::state::ContainerStatus;
+use wharf_protocol::state::{ClusterState, ContainerStatus};
 use wharf_protocol::{ContainerId, NodeId};
+
+/// How long a reconcile waits for a killed process to end before it cleans up.
+const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The containers the state records on `node`, for [`reconcile::reconcile`].
+fn desired_on(s: &ClusterState, node: NodeId) -> Vec<Desired> {
+    s.containers
+        .values()
+        .filter(|c| c.node == node)
+        .map(|c| Desired {
+            id: c.id.clone(),
+            status: c.status,
+        })
+        .collect()
+}
 
 /// A running container's monitor (the task waiting for its exit on its node's agent).
 pub(super) struct Monitor {
@@ -42,6 +58,8 @@ pub(super) struct HostFacts {
     /// The restarts by policy cut short by a restart of Wharf were resumed (once per
     /// process: a reconnect finds their back-off tasks still waiting).
     pub restarts_resumed: bool,
+    /// The task reconciling the node's containers every [`reconcile::PERIOD`].
+    pub reconciler: Option<tokio::task::AbortHandle>,
 }
 
 impl Engine {
@@ -63,7 +81,8 @@ impl Engine {
         if let Some(events) = events {
             self.track_layers(node, events);
         }
-        self.recover(node);
+        self.reconcile_node(node, true).await;
+        self.reconcile_every_period(node);
         info!(node = %node, "node connected");
         Ok(())
     }
@@ -87,11 +106,132 @@ impl Engine {
             ids
         };
         self.with_hosts(|h| {
-            if let Some(tracker) = h.get_mut(&node).and_then(|f| f.layers.take()) {
-                tracker.abort();
+            if let Some(facts) = h.get_mut(&node) {
+                for task in [facts.layers.take(), facts.reconciler.take()]
+                    .into_iter()
+                    .flatten()
+                {
+                    task.abort();
+                }
             }
         });
         warn!(node = %node, monitors = stopped.len(), "node lost: its containers keep their recorded status");
+    }
+
+    /// Bring `node`'s containers in line with the state ([`reconcile::reconcile`]): list
+    /// them on the host, then read the records (linearizably: every container made
+    /// through the normal path is recorded before its host has it), then carry out each
+    /// action. With `adopt` (a fresh connection), the running ones are watched again and
+    /// the restarts cut short are resumed; without (the periodic rounds), only what runs
+    /// or lies on the host against the state is stopped or removed. When the host cannot
+    /// be listed, the running records are adopted as they are.
+    pub(super) async fn reconcile_node(self: &Arc<Self>, node: NodeId, adopt: bool) {
+        let observed = match self.agents.host_containers(&node).await {
+            Ok(list) => list,
+            Err(e) => {
+                warn!(node = %node, error = %e, "the node's containers not listed");
+                if adopt {
+                    self.recover(node);
+                }
+                return;
+            }
+        };
+        let desired = match self.store.read_linearizable(|s| desired_on(s, node)).await {
+            Ok(d) => d,
+            Err(e) => {
+                warn!(node = %node, error = %e, "the records of the node's containers not read");
+                if adopt {
+                    self.recover(node);
+                }
+                return;
+            }
+        };
+        for action in reconcile::reconcile(&desired, &observed, reconcile::GRACE_SECS) {
+            match action {
+                reconcile::Action::Adopt(id) if adopt => {
+                    info!(container = %id.short(), node = %node, "re-adopting running container");
+                    self.monitor(node, id);
+                }
+                reconcile::Action::Adopt(_) => {}
+                reconcile::Action::Stop(id) => self.stop_unrecorded_run(node, &id).await,
+                reconcile::Action::Remove { id, running } => {
+                    self.remove_unrecorded(node, &id, running).await
+                }
+            }
+        }
+        if adopt {
+            self.resume_restarts_once(node);
+        }
+    }
+
+    /// Reconcile `node` again every [`reconcile::PERIOD`] until its connection is lost.
+    fn reconcile_every_period(self: &Arc<Self>, node: NodeId) {
+        let engine = Arc::downgrade(self);
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(reconcile::PERIOD).await;
+                let Some(engine) = engine.upgrade() else {
+                    return;
+                };
+                engine.reconcile_node(node, false).await;
+            }
+        });
+        let old = self.with_hosts(|h| {
+            h.entry(node)
+                .or_default()
+                .reconciler
+                .replace(task.abort_handle())
+        });
+        if let Some(old) = old {
+            old.abort();
+        }
+    }
+
+    /// A process runs on `node` for a container recorded as not running (its start was
+    /// never recorded): kill it and release what the run holds, as after an exit.
+    async fn stop_unrecorded_run(&self, node: NodeId, id: &ContainerId) {
+        let lock = self.lock_for(id);
+        let _guard = lock.lock().await;
+        let Ok(c) = self.container(id.as_str()) else {
+            return;
+        };
+        if c.node != node || matches!(c.status, ContainerStatus::Running | ContainerStatus::Paused)
+        {
+            return;
+        }
+        warn!(container = %id.short(), node = %node, status = c.status.as_str(), "stopping a run the state does not record");
+        if let Err(e) = self.agents.kill(&node, id, 9).await {
+            warn!(container = %id.short(), error = %e, "kill failed");
+        }
+        let _ = tokio::time::timeout(STOP_WAIT, self.agents.wait(&node, id)).await;
+        self.network_released(&c).await;
+        self.cleanup_run(&c).await;
+    }
+
+    /// A container lies on `node` that the state does not record there (removed or moved
+    /// while the node was away, or a create undone halfway): kill it if it runs, release
+    /// its network on the host and remove its files.
+    async fn remove_unrecorded(&self, node: NodeId, id: &ContainerId, running: bool) {
+        let lock = self.lock_for(id);
+        let _guard = lock.lock().await;
+        if self
+            .store
+            .read(|s| s.containers.get(id).is_some_and(|c| c.node == node))
+        {
+            return;
+        }
+        warn!(container = %id.short(), node = %node, running, "removing a container the state does not record on its node");
+        if running {
+            if let Err(e) = self.agents.kill(&node, id, 9).await {
+                warn!(container = %id.short(), error = %e, "kill failed");
+            }
+            let _ = tokio::time::timeout(STOP_WAIT, self.agents.wait(&node, id)).await;
+        }
+        let _ = self.execute(plan::release_network(node, id, false)).await;
+        let remove = plan::remove_files(node, id);
+        if let Err(e) = self.execute(remove).await {
+            warn!(container = %id.short(), node = %node, error = %e.error, "removing an unrecorded container failed");
+        }
     }
 
     /// Re-adopt the containers of `node` recorded as running: watch each. Those whose
@@ -111,6 +251,12 @@ impl Engine {
             info!(container = %id.short(), node = %node, "re-adopting running container");
             self.monitor(node, id);
         }
+        self.resume_restarts_once(node);
+    }
+
+    /// Resume the restarts by policy of `node` cut short by a restart of Wharf, once per
+    /// process.
+    fn resume_restarts_once(self: &Arc<Self>, node: NodeId) {
         let first = self.with_hosts(|h| {
             !std::mem::replace(&mut h.entry(node).or_default().restarts_resumed, true)
         });

@@ -577,6 +577,17 @@ pub fn remove_container(c: &ContainerRecord) -> Plan {
     plan
 }
 
+/// Plan the removal of a container's files on `node` alone (pure): the reconcile's
+/// step for a container the state no longer records there.
+pub fn remove_files(node: NodeId, id: &ContainerId) -> Plan {
+    let mut plan = Plan::default();
+    plan.then(
+        Effect::agent(node, ContainerRequest::Remove { id: id.clone() }),
+        None,
+    );
+    plan
+}
+
 /// Plan what a container that stopped, or failed to start, lets go of on `node` (pure):
 /// its addresses (when it still has endpoints), then the rules follow the state, then its
 /// host ports. Clean-up: each step may fail without stopping the rest.

@@ -30,6 +30,9 @@ pub(super) async fn handle(agent: &Agent, request: HostRequest, mut call: Server
         HostRequest::Info => Ok(AgentResponse::Host(HostResponse::Info(HostInfo {
             root_dir: agent.data_dir().display().to_string(),
         }))),
+        HostRequest::Containers => Ok(AgentResponse::Host(HostResponse::Containers(
+            agent.containers().await,
+        ))),
     };
     call.respond_with(result);
 }

@@ -12,6 +12,9 @@ pub enum HostRequest {
     Inventory,
     /// What `docker info` shows of the host. Answer: `Info`.
     Info,
+    /// The containers the host holds (its containers directory), with whether each
+    /// runs, for the controller's reconcile. Answer: `Containers`. Protocol 3.
+    Containers,
 }
 
 /// What a [`HostRequest`] answers.
@@ -21,6 +24,20 @@ pub enum HostResponse {
     Inventory(LayerInventory),
     /// What `docker info` shows of the host.
     Info(HostInfo),
+    /// The containers the host holds, by ID.
+    Containers(Vec<HostContainer>),
+}
+
+/// A container as its host finds it (see [`HostRequest::Containers`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostContainer {
+    /// Its ID (the name of its state folder).
+    pub id: crate::ContainerId,
+    /// Its main process runs (its shim answers and has no exit recorded).
+    pub running: bool,
+    /// Seconds since its state folder last changed (made, started, stopped): a young
+    /// one may belong to a request still under way.
+    pub age_secs: u64,
 }
 
 /// What `docker info` shows of a host.
@@ -39,4 +56,36 @@ pub struct LayerInventory {
     pub chains: BTreeSet<ChainId>,
     /// Canonical layer tars.
     pub tars: BTreeSet<DiffId>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::{AgentRequest, AgentResponse};
+    use crate::codec::{decode, encode};
+    use crate::ContainerId;
+
+    /// The host's container list: variants after every older one, so the other requests
+    /// keep their bytes.
+    #[test]
+    fn golden_bytes_of_the_container_list() {
+        let request = AgentRequest::Host(HostRequest::Containers);
+        let want = vec![1u8, 1, 0, 0, 0, 2, 0, 0, 0];
+        assert_eq!(encode(&request).unwrap(), want);
+        assert_eq!(decode::<AgentRequest>(&want).unwrap(), request);
+
+        let answer = AgentResponse::Host(HostResponse::Containers(vec![HostContainer {
+            id: ContainerId::from_bytes([0xab; 32]),
+            running: true,
+            age_secs: 0x0102,
+        }]));
+        let mut want = vec![1u8, 3, 0, 0, 0, 2, 0, 0, 0];
+        want.extend(1u64.to_le_bytes());
+        want.extend(64u64.to_le_bytes());
+        want.extend("ab".repeat(32).as_bytes());
+        want.push(1);
+        want.extend(0x0102u64.to_le_bytes());
+        assert_eq!(encode(&answer).unwrap(), want);
+        assert_eq!(decode::<AgentResponse>(&want).unwrap(), answer);
+    }
 }
