@@ -303,7 +303,7 @@ impl LeaderDuties {
 
     /// Follow this controller's leadership: take on every connected node's duties when
     /// it becomes leader, drop them when it stops being leader.
-    async fn follow_leadership(self: Arc<Self>, grace: Duration) {
+    async fn follow_leadership(self: Arc<Self>, grace: Duration, registry: Arc<Registry>) {
         let mut leading = false;
         let mut since = tokio::time::Instant::now();
         loop {
@@ -341,17 +341,21 @@ impl LeaderDuties {
             if leading && since.elapsed() >= grace {
                 let members = self.store.members();
                 let me = NodeId(self.store.node_id());
-                let changes = self
-                    .store
-                    .read(|st| controller_transitions(st, &members, me));
+                let connected: BTreeSet<NodeId> = registry.connected().into_iter().collect();
+                let changes = self.store.read(|st| {
+                    let mut c = controller_transitions(st, &members, me);
+                    c.extend(agent_transitions(st, &connected));
+                    c
+                });
                 for (id, state) in changes {
                     let cmd = Command::SetNodeState {
                         id,
                         state,
                         at_ns: crate::engine::now_ns(),
                     };
+                    info!(node = %crate::cluster::identity::node_id_text(id), state = ?state, "the leader records a node's state");
                     if let Err(e) = self.store.propose(cmd).await {
-                        warn!(node = %id, error = %e, "a controller's state was not recorded");
+                        warn!(node = %id, error = %e, "a node's state was not recorded");
                     }
                 }
             }
@@ -374,6 +378,29 @@ pub fn controller_transitions(
         .filter_map(|n| {
             let answers = n.id == me || members.iter().any(|m| m.id == n.id.0 && m.reachable);
             let want = if answers {
+                NodeState::Ready
+            } else {
+                NodeState::Down
+            };
+            (n.state != want).then_some((n.id, want))
+        })
+        .collect()
+}
+
+/// The agents whose recorded state differs from what the leader's own connections show:
+/// Ready when connected to it, Down otherwise (pure). The leader's registry records each
+/// transition as it sees it; this catches what it missed (a leader that took over, a
+/// transition recorded by a former leader).
+pub fn agent_transitions(
+    state: &wharf_protocol::state::ClusterState,
+    connected: &BTreeSet<NodeId>,
+) -> Vec<(NodeId, NodeState)> {
+    state
+        .nodes
+        .values()
+        .filter(|n| n.role == NodeRole::Agent)
+        .filter_map(|n| {
+            let want = if connected.contains(&n.id) {
                 NodeState::Ready
             } else {
                 NodeState::Down
@@ -538,7 +565,7 @@ pub async fn controller(s: Settings) -> anyhow::Result<()> {
     }
     engine.set_min_copies(s.min_layer_copies);
     let duties = LeaderDuties::new(engine.clone(), store.clone());
-    tokio::spawn(duties.clone().follow_leadership(grace));
+    tokio::spawn(duties.clone().follow_leadership(grace, registry.clone()));
     let port = Arc::new(ClusterPort {
         store: store.clone(),
         join: Arc::new(JoinService {
@@ -908,6 +935,54 @@ mod tests {
         assert_eq!(read_membership(dir.path()).unwrap(), Some(m));
         let e = read_tokens(&dir.path().join("nowhere")).unwrap_err();
         assert!(format!("{e:#}").contains("controller's data dir"), "{e:#}");
+    }
+
+    /// Agents' liveness is the leader's view: Ready while connected to it, Down when not,
+    /// whatever a follower's own connection shows; controllers are left to
+    /// `controller_transitions`.
+    #[test]
+    fn the_leader_records_which_agents_are_connected_to_it() {
+        use wharf_protocol::state::ClusterState;
+        let mut s = ClusterState::default();
+        for (id, role) in [
+            (1, NodeRole::Controller),
+            (4, NodeRole::Agent),
+            (5, NodeRole::Agent),
+            (6, NodeRole::Agent),
+        ] {
+            s.apply(&Command::RegisterNode {
+                id: NodeId(id),
+                role,
+                description: NodeDescription::default(),
+                at_ns: 0,
+            })
+            .unwrap();
+        }
+        let ready = |s: &mut ClusterState, id| {
+            s.apply(&Command::SetNodeState {
+                id: NodeId(id),
+                state: NodeState::Ready,
+                at_ns: 1,
+            })
+            .unwrap()
+        };
+        // 5 recorded Ready (by a follower's connection, or a former leader) but not
+        // connected to the leader; 6 connected but recorded Down.
+        ready(&mut s, 4);
+        ready(&mut s, 5);
+        let connected: BTreeSet<NodeId> = [NodeId(1), NodeId(4), NodeId(6)].into();
+        assert_eq!(
+            agent_transitions(&s, &connected),
+            vec![(NodeId(5), NodeState::Down), (NodeId(6), NodeState::Ready)]
+        );
+        ready(&mut s, 6);
+        s.apply(&Command::SetNodeState {
+            id: NodeId(5),
+            state: NodeState::Down,
+            at_ns: 2,
+        })
+        .unwrap();
+        assert!(agent_transitions(&s, &connected).is_empty());
     }
 
     #[test]

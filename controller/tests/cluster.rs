@@ -671,6 +671,78 @@ fn a_three_controller_cluster_through_the_stock_cli() {
     });
     eprintln!("{home} healed: Ready and serving after {back:?}");
 
+    // A follower that alone loses its connection to an agent says nothing of the agent's
+    // liveness: only the leader's view decides, so the agent stays Ready (and serves
+    // through the others) while that one follower refuses its containers' calls.
+    let leader = c.leader_via("ctl-1").expect("a leader");
+    let follower = *controllers.iter().find(|h| **h != leader).unwrap();
+    let netns = |host: &str| {
+        let state = std::fs::read_to_string(c.dir.join("cluster.state")).unwrap();
+        state
+            .lines()
+            .filter_map(|l| l.strip_prefix("host="))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|f| f[0] == host)
+            // A controller's veth is `wlc<HASH>c<k>`; its namespace `wlc-<HASH>-<host>`.
+            .and_then(|f| Some(f[3].strip_prefix("wlc")?.rsplit_once('c')?.0.to_string()))
+            .map(|hash| format!("wlc-{hash}-{host}"))
+            .unwrap()
+    };
+    let cut = |op: &str| {
+        for (chain, dir) in [("INPUT", "-s"), ("OUTPUT", "-d")] {
+            let out = Command::new("ip")
+                .args(["netns", "exec", &netns(follower), "iptables", op, chain])
+                .args([dir, &c.addrs[home], "-j", "DROP"])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", text(&out.stderr));
+        }
+    };
+    let home_id = c
+        .ok_via(&leader, &["node", "inspect", "-f", "{{.ID}}", home])
+        .trim()
+        .to_string();
+    let leader_log = c.dir.join(format!("hosts/{leader}/wharf.log"));
+    // The leader's corrections of a node's recorded state (a follower's view recorded
+    // against its own).
+    let corrections = || {
+        std::fs::read_to_string(&leader_log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("the leader records a node's state") && l.contains(&home_id))
+            .count()
+    };
+    let before = corrections();
+    cut("-I");
+    c.until("the cut follower refuses the agent's containers", || {
+        let out = c.docker_via(follower, &["exec", "web", "true"]);
+        !out.status.success()
+            && format!("{}{}", text(&out.stdout), text(&out.stderr)).contains(home)
+    });
+    // (Read a few times over a second or so: a follower recording Down would do it
+    // within milliseconds of dropping its connection.)
+    let seen: Vec<_> = (0..5)
+        .map(|_| {
+            std::thread::sleep(Duration::from_millis(250));
+            c.nodes_via(&leader).get(home).map(|(s, _)| s.clone())
+        })
+        .collect();
+    cut("-D");
+    assert!(
+        seen.iter().all(|s| s.as_deref() == Some("Ready")),
+        "{home} Ready while only {follower} lost it: {seen:?}"
+    );
+    assert_eq!(
+        corrections(),
+        before,
+        "nothing recorded {home} Down meanwhile"
+    );
+    c.until("the follower serves the agent again", || {
+        c.docker_via(follower, &["exec", "web", "true"])
+            .status
+            .success()
+    });
+
     // logs -f through a follower follows the container on its agent.
     let mut follow = Command::new("docker")
         .envs(env.iter().map(|(k, v)| (k, v)))

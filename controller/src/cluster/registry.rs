@@ -3,11 +3,12 @@
 //! answers heartbeats, Down when it stops).
 //!
 //! ```text
-//!  listener ─► attach(node, hello, stream) ─► RegisterNode + SetNodeState Ready (Raft)
+//!  listener ─► attach(node, hello, stream) ─► RegisterNode + SetNodeState Ready (Raft,
+//!                  │                           the latter on the leader only)
 //!                  │                           hooks.connected(node, events)
 //!                  ├─ heartbeat: Host(Info) every HEARTBEAT, answered within GRACE
-//!                  └─ connection lost / heartbeat missed ─► SetNodeState Down,
-//!                                                           hooks.lost(node)
+//!                  └─ connection lost / heartbeat missed ─► SetNodeState Down (on the
+//!                                                           leader), hooks.lost(node)
 //! ```
 //!
 //! A node that connects again replaces its older connection (the older one's end is then
@@ -139,7 +140,11 @@ impl Registry {
             state: NodeState::Ready,
             at_ns,
         };
-        for cmd in [register, ready] {
+        // Every controller records what the node says of itself; only the leader records
+        // its liveness (a follower that lost its own connection to a node says nothing of
+        // the node: the leader's view decides, see `daemon::agent_transitions`).
+        let leads = self.store.is_leader();
+        for cmd in std::iter::once(register).chain(leads.then_some(ready)) {
             match self.store.propose(cmd).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
@@ -164,14 +169,16 @@ impl Registry {
         client.close();
         hooks_task.abort();
         if self.detach(node, generation) {
-            warn!(%node, host = %hostname, "node is Down: its agent connection ended or missed its heartbeats");
-            let down = Command::SetNodeState {
-                id: node,
-                state: NodeState::Down,
-                at_ns: crate::engine::now_ns(),
-            };
-            if let Err(e) = self.store.propose(down).await {
-                warn!(%node, error = %e, "the node's state was not recorded");
+            warn!(%node, host = %hostname, "the node's agent connection ended or missed its heartbeats");
+            if self.store.is_leader() {
+                let down = Command::SetNodeState {
+                    id: node,
+                    state: NodeState::Down,
+                    at_ns: crate::engine::now_ns(),
+                };
+                if let Err(e) = self.store.propose(down).await {
+                    warn!(%node, error = %e, "the node's state was not recorded");
+                }
             }
             hooks.lost(node);
         }
