@@ -494,6 +494,57 @@ fn a_three_controller_cluster_through_the_stock_cli() {
     let _ = events.wait();
     let _ = reader.join();
 
+    // One endpoint for the whole cluster, as classic Swarm showed it: `docker ps` names
+    // `node/name`, a published port is on its agent's address (and answers there), a
+    // name is unique cluster-wide, a bridge network is made on every agent and prune
+    // covers them all.
+    let served = c
+        .ok_via(
+            "ctl-2",
+            &[
+                "run",
+                "-d",
+                "--name",
+                "pub",
+                "-p",
+                "18080:80",
+                "-e",
+                &format!("constraint:node=={home}"),
+                "busybox",
+                "sh",
+                "-c",
+                "mkdir -p /www && echo served > /www/index.html && exec httpd -f -p 80 -h /www",
+            ],
+        )
+        .trim()
+        .to_string();
+    let at = format!("{}:18080", c.addrs[home]);
+    assert_eq!(c.ok_via("ctl-3", &["port", "pub", "80"]).trim(), at);
+    let ps = c.ok_via("ctl-1", &["ps", "--format", "{{.Names}} {{.Ports}}"]);
+    assert!(
+        ps.lines().any(|l| l == format!("{home}/pub {at}->80/tcp")),
+        "{ps}"
+    );
+    let page = c.until("the published port answers on the agent's address", || {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(&at) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        let _ = s.write_all(b"GET / HTTP/1.0\r\n\r\n");
+        let mut got = String::new();
+        let _ = s.read_to_string(&mut got);
+        got.ends_with("served\n")
+    });
+    eprintln!("a port published on {home} answered on {at} within {page:?}");
+    let out = c.docker_via("ctl-3", &["create", "--name", "pub", "busybox"]);
+    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        !out.status.success() && said.contains("is already in use") && said.contains(&served),
+        "{said}"
+    );
+    c.ok_via("ctl-1", &["rm", "-f", "pub"]);
+
     // Labels set with `docker node update` drive placement.
     c.ok_via(
         "ctl-1",

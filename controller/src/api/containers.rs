@@ -84,7 +84,7 @@ fn list_entry(state: &ClusterState, c: &ContainerRecord, now: i64) -> serde_json
         .unwrap_or_else(|| json!({}));
     json!({
         "Id": c.id.as_str(),
-        "Names": [format!("/{}", c.name)],
+        "Names": [crate::engine::network::shown_container_name(state, c)],
         "Image": c.image_ref,
         "ImageID": c.run.image_id.to_string(),
         "Command": c.run.args.join(" "),

@@ -255,7 +255,7 @@ pub async fn df(engine: &Engine) -> Resp {
                 .unwrap_or(0);
             json!({
                 "Id": c.id.as_str(),
-                "Names": [format!("/{}", c.name)],
+                "Names": [engine.store().read(|s| crate::engine::network::shown_container_name(s, c))],
                 "Image": c.image_ref,
                 "ImageID": c.run.image_id.to_string(),
                 "Command": c.run.args.join(" "),

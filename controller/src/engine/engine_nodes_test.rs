@@ -455,6 +455,43 @@ async fn one_node_shows_network_names_as_they_are() {
     assert_eq!(engine.network("bridge").unwrap().node, NODE);
 }
 
+/// In a cluster, `docker ps` shows `node/name` and a port published on every address on
+/// its node's address (classic Swarm's); a single host shows both as Docker does.
+#[tokio::test]
+async fn names_and_published_ports_show_the_node_in_a_cluster_only() {
+    use crate::engine::network::{ps_ports_json, shown_container_name};
+    let shown = |engine: &Engine, name: &str| {
+        let c = engine.container(name).unwrap();
+        engine.store().read(|s| {
+            let ports = ps_ports_json(s, &c);
+            (shown_container_name(s, &c), ports[0]["IP"].clone())
+        })
+    };
+    let body = br#"{"Image":"img:1","Env":["constraint:node==b"],"ExposedPorts":{"80/tcp":{}},"HostConfig":{"PortBindings":{"80/tcp":[{"HostPort":"8080"}]}}}"#;
+    let Setup { engine, .. } = two_nodes().await;
+    engine.create_container(Some("web"), body).await.unwrap();
+    engine.start("web").await.unwrap();
+    assert_eq!(
+        shown(&engine, "web"),
+        ("/b/web".into(), serde_json::json!("10.0.0.2"))
+    );
+    let inspect = inspect_json(&engine, "web").await;
+    assert_eq!(inspect["Name"], "/web", "inspect keeps the plain name");
+    assert_eq!(
+        inspect["NetworkSettings"]["Ports"]["80/tcp"][0]["HostIp"],
+        "10.0.0.2"
+    );
+
+    let Setup { engine, .. } = setup().await;
+    let body = br#"{"Image":"img:1","ExposedPorts":{"80/tcp":{}},"HostConfig":{"PortBindings":{"80/tcp":[{"HostPort":"8080"}]}}}"#;
+    engine.create_container(Some("web"), body).await.unwrap();
+    engine.start("web").await.unwrap();
+    assert_eq!(
+        shown(&engine, "web"),
+        ("/web".into(), serde_json::json!("0.0.0.0"))
+    );
+}
+
 #[tokio::test]
 async fn volumes_pin_to_their_node_and_image_removal_collects_on_every_node() {
     use wharf_protocol::agent::image::ImageRequest;

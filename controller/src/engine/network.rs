@@ -168,25 +168,57 @@ pub fn find_network<'a>(s: &'a ClusterState, reference: &str) -> Option<&'a Netw
     find_network_on(s, reference, None)
 }
 
-/// The name `docker network ls` shows: `node/name` (classic Swarm's) once more than one
-/// node runs containers, else the name itself.
-pub fn shown_network_name(s: &ClusterState, n: &NetworkRecord) -> String {
+/// The node prefix of the names `docker ps` and `docker network ls` show (classic
+/// Swarm's `node-1/web`): the host name of `node` once more than one node runs
+/// containers, else `None` (a single host shows names as Docker does).
+pub fn node_prefix(s: &ClusterState, node: NodeId) -> Option<String> {
     let hosts = s
         .nodes
         .values()
         .filter(|r| r.description.runs_containers)
         .count();
-    if hosts > 1 {
-        let node = s
-            .nodes
-            .get(&n.node)
+    (hosts > 1).then(|| {
+        s.nodes
+            .get(&node)
             .map(|r| r.description.hostname.clone())
             .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| n.node.to_string());
-        format!("{node}/{}", n.name)
-    } else {
-        n.name.clone()
+            .unwrap_or_else(|| node.to_string())
+    })
+}
+
+/// The name `docker ps` shows (`Names`): `/node-1/web` once more than one node runs
+/// containers (classic Swarm's), else `/web`. `docker inspect` keeps `/web`.
+pub fn shown_container_name(s: &ClusterState, c: &ContainerRecord) -> String {
+    match node_prefix(s, c.node) {
+        Some(node) => format!("/{node}/{}", c.name),
+        None => format!("/{}", c.name),
     }
+}
+
+/// The name `docker network ls` shows: `node/name` (classic Swarm's) once more than one
+/// node runs containers, else the name itself.
+pub fn shown_network_name(s: &ClusterState, n: &NetworkRecord) -> String {
+    match node_prefix(s, n.node) {
+        Some(node) => format!("{node}/{}", n.name),
+        None => n.name.clone(),
+    }
+}
+
+/// The host address a published port shows (`docker ps`, `docker port`): in a cluster,
+/// a port published on every address of its host is shown on the node's address, where
+/// clients reach it (classic Swarm's); otherwise the address as published.
+pub fn shown_host_ip(s: &ClusterState, node: NodeId, ip: std::net::Ipv4Addr) -> String {
+    if ip.is_unspecified() && s.nodes.len() > 1 {
+        if let Some(addr) = s
+            .nodes
+            .get(&node)
+            .map(|n| n.description.addr.clone())
+            .filter(|a| !a.is_empty())
+        {
+            return addr;
+        }
+    }
+    ip.to_string()
 }
 
 /// Ports the container publishes: `PortBindings`, plus with `PublishAllPorts` every

@@ -14,7 +14,7 @@ pub fn ps_ports_json(s: &ClusterState, c: &ContainerRecord) -> Value {
     for e in s.endpoints.get(&c.id).into_iter().flatten() {
         for p in &e.ports {
             out.push(json!({
-                "IP": p.host_ip.to_string(),
+                "IP": super::network::shown_host_ip(s, c.node, p.host_ip),
                 "PrivatePort": p.container_port,
                 "PublicPort": p.host_port,
                 "Type": p.proto.as_str(),
@@ -114,7 +114,7 @@ pub fn network_settings_json(
             }
             if let Some(a) = entry.as_array_mut() {
                 a.push(
-                    json!({"HostIp": p.host_ip.to_string(), "HostPort": p.host_port.to_string()}),
+                    json!({"HostIp": super::network::shown_host_ip(s, c.node, p.host_ip), "HostPort": p.host_port.to_string()}),
                 );
             }
         }
