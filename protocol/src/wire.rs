@@ -34,7 +34,9 @@ use serde::{Deserialize, Serialize};
 /// The agent protocol version this build speaks; both sides send it in `Hello` and
 /// refuse a peer of another one. 2: `ContainerRequest::Check` carries the bind sources
 /// that must exist.
-pub const AGENT_PROTOCOL_VERSION: u32 = 2;
+/// 3: `NetworkRequest::SetDnsTable` and `StopDns`: user networks' resolvers run on the
+/// agent.
+pub const AGENT_PROTOCOL_VERSION: u32 = 3;
 
 /// Largest frame either side accepts (a byte item is at most [`ITEM_BYTES`]).
 pub const MAX_FRAME: u32 = 4 * 1024 * 1024;
@@ -341,7 +343,7 @@ mod tests {
              01\
              0000000000000000\
              00000000\
-             02000000"
+             03000000"
         );
         let item = encode_frame(&frames()[1]).unwrap();
         assert_eq!(

@@ -357,12 +357,9 @@ impl Engine {
         });
         for n in networks {
             self.ensure_bridge(&n).await?;
-            if !n.default {
-                self.dns
-                    .start(self.store().clone(), n.id.clone(), n.gateway)
-                    .await;
-            }
         }
+        // A restarted agent has no resolvers: each user network's starts again.
+        self.sync_dns(node).await;
         let stale: Vec<ContainerId> = self.store().read(|s| {
             stale_endpoints(s)
                 .into_iter()
@@ -541,6 +538,8 @@ impl Engine {
                 self.release_ports(c.node, &c.id).await;
                 return Err(e);
             }
+            // Before the process starts, so that it resolves its own name at once.
+            self.sync_dns(c.node).await;
             let hosts = eps
                 .first()
                 .map(|e| vec![format!("{}:{}", c.run.hostname, e.ip)])
