@@ -40,7 +40,12 @@ fn local_cluster(dir: &Path, args: &[&str]) -> Output {
 
 impl Cluster {
     fn up() -> Cluster {
-        let dir = PathBuf::from(format!("/tmp/wct-{}", std::process::id()));
+        Cluster::up_in(PathBuf::from(format!("/tmp/wct-{}", std::process::id())))
+    }
+
+    /// The cluster of [`Cluster::up`] in `dir`: local-cluster names its bridge, namespaces
+    /// and chains after the directory, so each test of this binary may have its own.
+    fn up_in(dir: PathBuf) -> Cluster {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let started = Instant::now();
@@ -1066,4 +1071,126 @@ fn a_controller_with_an_agent_runs_containers() {
     assert!(!rules.contains(&bridge), "no rule names the bridge");
     drop(down);
     let _ = std::fs::remove_file(dir.with_extension("log"));
+}
+
+/// A user network on a remote agent, through a follower: two containers on that agent
+/// resolve each other by name and alias (the resolver is the agent's, on the network's
+/// gateway), and again after the agent is killed and restarted (the leader sends the
+/// tables when it reconnects). Its own cluster, left empty before it goes down.
+#[test]
+fn user_network_names_resolve_on_a_remote_agent_and_after_its_restart() {
+    if std::env::var("WHARF_AGENT_TRANSPORT").as_deref() == Ok("unix") {
+        eprintln!(
+            "skipped: the agent transport setting is wharf up's; this cluster's agents are remote"
+        );
+        return;
+    }
+    let c = Cluster::up_in(PathBuf::from(format!(
+        "/tmp/wct-dns-{}",
+        std::process::id()
+    )));
+    let leader = c.leader_via("ctl-1").expect("a leader");
+    let via = ["ctl-1", "ctl-2", "ctl-3"]
+        .into_iter()
+        .find(|h| *h != leader)
+        .unwrap();
+    c.ok_via(via, &["load", "-i", busybox_tar().to_str().unwrap()]);
+    let home = ["node-1", "node-2", "node-3"]
+        .into_iter()
+        .find(|a| {
+            c.docker_via(
+                via,
+                &[
+                    "run",
+                    "--rm",
+                    "-e",
+                    &format!("constraint:node=={a}"),
+                    "busybox",
+                    "true",
+                ],
+            )
+            .status
+            .success()
+        })
+        .expect("an agent holding busybox");
+    c.ok_via(via, &["network", "create", &format!("{home}/dnsnet")]);
+    let on_home = format!("constraint:node=={home}");
+    for (name, extra) in [("dns-a", &["--network-alias", "alpha"][..]), ("dns-b", &[])] {
+        let mut args = vec!["run", "-d", "--name", name, "--network", "dnsnet"];
+        args.extend_from_slice(extra);
+        args.extend(["-e", &on_home, "busybox", "sleep", "1000"]);
+        c.ok_via(via, &args);
+    }
+    let ip = |name: &str| {
+        c.ok_via(
+            via,
+            &[
+                "inspect",
+                "-f",
+                "{{.Node.Name}} {{.NetworkSettings.Networks.dnsnet.IPAddress}}",
+                name,
+            ],
+        )
+        .trim()
+        .strip_prefix(&format!("{home} "))
+        .unwrap_or_else(|| panic!("{name} is not on {home}"))
+        .to_string()
+    };
+    let (ip_a, ip_b) = (ip("dns-a"), ip("dns-b"));
+    // What `nslookup NAME` run in container `from` prints, through the follower.
+    let lookup = |from: &str, name: &str| {
+        let out = c.docker_via(via, &["exec", from, "nslookup", name]);
+        format!("{}{}", text(&out.stdout), text(&out.stderr))
+    };
+    let resolves = |from: &str, name: &str, ip: &str| {
+        lookup(from, name)
+            .lines()
+            .any(|l| l.starts_with("Address") && l.split_whitespace().any(|w| w == ip))
+    };
+    for (from, name, ip) in [
+        ("dns-b", "dns-a", &ip_a),
+        ("dns-b", "alpha", &ip_a),
+        ("dns-a", "dns-b", &ip_b),
+    ] {
+        assert!(resolves(from, name, ip), "{from}: {}", lookup(from, name));
+    }
+    let out = c.docker_via(
+        via,
+        &["exec", "dns-a", "ping", "-c", "1", "-W", "5", "dns-b"],
+    );
+    assert!(
+        out.status.success(),
+        "ping dns-b by name: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let unknown = lookup("dns-b", "no-such-container");
+    assert!(
+        !unknown.contains(&ip_a) && !unknown.contains(&ip_b),
+        "{unknown}"
+    );
+
+    // The agent is killed (its containers live on) and restarted: names resolve again.
+    c.fault(&["kill", home]);
+    c.until("the killed agent Down", || {
+        c.nodes_via(via).get(home).is_some_and(|(s, _)| s == "Down")
+    });
+    c.fault(&["restart", home]);
+    let back = c.until("names resolve again after the agent's restart", || {
+        resolves("dns-b", "dns-a", &ip_a)
+    });
+    eprintln!("{home} restarted: names resolve again {back:?} after it was Ready");
+    assert!(
+        resolves("dns-b", "alpha", &ip_a),
+        "{}",
+        lookup("dns-b", "alpha")
+    );
+    assert!(
+        resolves("dns-a", "dns-b", &ip_b),
+        "{}",
+        lookup("dns-a", "dns-b")
+    );
+
+    c.ok_via(via, &["rm", "-f", "dns-a", "dns-b"]);
+    c.ok_via(via, &["network", "rm", "dnsnet"]);
 }

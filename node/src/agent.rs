@@ -122,6 +122,8 @@ pub struct Agent {
     images: ImageStore,
     pending: Arc<Mutex<HashMap<ContainerId, Vec<PendingAttach>>>>,
     net: Arc<crate::network::NetHost>,
+    /// The user networks' embedded DNS resolvers.
+    resolvers: Arc<crate::dns::Resolvers>,
     /// Forks the shims (see [`runtime::zygote`]); started on the first container.
     zygote: Arc<runtime::zygote::Zygote>,
 }
@@ -152,6 +154,7 @@ impl Agent {
             images,
             pending: Arc::default(),
             net: Arc::new(net),
+            resolvers: Arc::default(),
             zygote: Arc::new(zygote),
         })
     }
@@ -159,6 +162,11 @@ impl Agent {
     /// The host's network side: bridges, veths, rules, port reservations.
     pub fn net(&self) -> &Arc<crate::network::NetHost> {
         &self.net
+    }
+
+    /// The embedded DNS resolvers of the user networks whose bridges are on this host.
+    pub fn resolvers(&self) -> &crate::dns::Resolvers {
+        &self.resolvers
     }
 
     /// The folder holding a container's runtime state.

@@ -2,13 +2,15 @@
 //!
 //! Everything that crosses a process or host boundary, or goes into the Raft log, is
 //! defined here: identifiers ([`ids`]), the replicated cluster state and the commands that
-//! change it ([`state`]), what a controller asks of an agent ([`agent`]), the shim's
-//! control protocol ([`shim`]), and the one codec that puts them on the wire ([`codec`]).
+//! change it ([`state`]), what a controller asks of an agent ([`agent`]), what a user
+//! network's resolver answers ([`dns`]), the shim's control protocol ([`shim`]), and the
+//! one codec that puts them on the wire ([`codec`]).
 
 pub mod agent;
 pub mod archive;
 pub mod cluster;
 pub mod codec;
+pub mod dns;
 #[cfg(any(test, feature = "test-fixtures"))]
 pub mod fixtures;
 pub mod ids;

@@ -33,7 +33,9 @@ use serde::{Deserialize, Serialize};
 
 /// The agent protocol version this build speaks; both sides send it in `Hello` and
 /// refuse a peer of another one. 2: `ContainerRequest::Check` carries the bind sources
-/// that must exist. 3: `HostRequest::Containers` lists the host's containers.
+/// that must exist.
+/// 3: `NetworkRequest::SetDnsTable` and `StopDns`: user networks' resolvers run on the
+/// agent; `HostRequest::Containers` lists the host's containers (reconcile).
 pub const AGENT_PROTOCOL_VERSION: u32 = 3;
 
 /// Largest frame either side accepts (a byte item is at most [`ITEM_BYTES`]).

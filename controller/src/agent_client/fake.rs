@@ -15,6 +15,7 @@ use wharf_protocol::agent::image::{CollectTicket, ImageRequest, ImageResponse};
 use wharf_protocol::agent::network::{NetworkHost, NetworkRequest, NetworkResponse};
 use wharf_protocol::agent::volume::{VolumeRequest, VolumeResponse};
 use wharf_protocol::agent::{AgentEvent, AgentFailure, AgentRequest, AgentResponse, FailureKind};
+use wharf_protocol::dns::DnsTable;
 use wharf_protocol::network::{PortMapping, Subnet};
 use wharf_protocol::runtime::{CgroupSample, NetnsMode};
 use wharf_protocol::shim::{ErrorKind, Exit};
@@ -53,6 +54,8 @@ pub struct FakeState {
     pub health: BTreeMap<ContainerId, String>,
     /// How long ago every container's folder changed, as the host lists them.
     pub age_secs: u64,
+    /// The resolvers running, by network ID, with the newest table each got.
+    pub dns: BTreeMap<String, DnsTable>,
     next_pid: u32,
 }
 
@@ -196,8 +199,8 @@ fn not_found(id: &ContainerId) -> AgentFailure {
     )
 }
 
-/// The fake's network side: fixed host facts, port reservations from memory, the
-/// kernel calls accepted and forgotten.
+/// The fake's network side: fixed host facts, port reservations and resolver tables from
+/// memory, the kernel calls accepted and forgotten.
 fn network(
     state: &Mutex<FakeState>,
     request: NetworkRequest,
@@ -241,6 +244,19 @@ fn network(
         }
         R::Release { id } => {
             s.ports.retain(|_, owner| *owner != id);
+            Ok(AgentResponse::Done)
+        }
+        R::SetDnsTable { table } => {
+            match s.dns.get(&table.network) {
+                Some(served) if served.revision > table.revision => {}
+                _ => {
+                    s.dns.insert(table.network.clone(), table);
+                }
+            }
+            Ok(AgentResponse::Done)
+        }
+        R::StopDns { network } => {
+            s.dns.remove(&network);
             Ok(AgentResponse::Done)
         }
         R::EnsureBridge { .. }

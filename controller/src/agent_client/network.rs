@@ -1,10 +1,12 @@
-//! Typed network calls: bridges, container interfaces, rules, host-port reservations.
+//! Typed network calls: bridges, container interfaces, rules, host-port reservations,
+//! user networks' resolvers.
 
 use super::Agents;
 use std::net::Ipv4Addr;
 use wharf_link::unexpected;
 use wharf_protocol::agent::network::{NetworkHost, NetworkRequest, NetworkResponse};
 use wharf_protocol::agent::{AgentFailure, AgentRequest, AgentResponse};
+use wharf_protocol::dns::DnsTable;
 use wharf_protocol::network::{AttachPlan, PortMapping, RuleSet, Subnet};
 use wharf_protocol::{ContainerId, NodeId};
 
@@ -103,5 +105,19 @@ impl Agents {
     pub async fn release_ports(&self, node: &NodeId, id: &ContainerId) -> Result<(), AgentFailure> {
         let id = id.clone();
         self.done(node, req(NetworkRequest::Release { id })).await
+    }
+
+    /// Have the resolver of `table.network` on `node` answer from `table` (started if it
+    /// is not running; an older table than it has is ignored).
+    pub async fn set_dns_table(&self, node: &NodeId, table: DnsTable) -> Result<(), AgentFailure> {
+        self.done(node, req(NetworkRequest::SetDnsTable { table }))
+            .await
+    }
+
+    /// Stop the resolver of network `network` on `node`; absent is fine.
+    pub async fn stop_dns(&self, node: &NodeId, network: &str) -> Result<(), AgentFailure> {
+        let network = network.to_string();
+        self.done(node, req(NetworkRequest::StopDns { network }))
+            .await
     }
 }

@@ -62,6 +62,10 @@ impl Engine {
                 .await
                 .map_err(EngineError::from),
             Effect::SyncRules { node } => self.sync_network_rules(*node).await,
+            Effect::SyncDns { node } => {
+                self.sync_dns(*node).await;
+                Ok(())
+            }
         }
     }
 }

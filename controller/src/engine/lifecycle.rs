@@ -397,6 +397,9 @@ impl Engine {
             name: name.clone(),
         })
         .await?;
+        if self.store().read(|s| s.endpoints.contains_key(&c.id)) {
+            self.sync_dns(c.node).await;
+        }
         self.emit_container(
             &self.container(c.id.as_str())?,
             "rename",

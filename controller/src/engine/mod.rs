@@ -169,8 +169,6 @@ pub struct Engine {
     events: events::EventBus,
     /// Exec instances by ID (memory only, as Docker).
     execs: Mutex<HashMap<String, ExecRecord>>,
-    /// The embedded DNS resolvers of user networks.
-    dns: dns::DnsServers,
     /// Held while a rule set is computed from the state and applied, so that an older
     /// set never lands after a newer one.
     rules_lock: tokio::sync::Mutex<()>,
@@ -196,7 +194,6 @@ impl Engine {
             locks: Mutex::default(),
             events: events::EventBus::new(),
             execs: Mutex::default(),
-            dns: dns::DnsServers::default(),
             rules_lock: tokio::sync::Mutex::default(),
             image_records: tokio::sync::RwLock::default(),
             min_copies: std::sync::atomic::AtomicUsize::new(copies::DEFAULT_MIN_COPIES),

@@ -358,7 +358,8 @@ impl Engine {
 
     /// Reconcile at a node's connection: its default network exists, each of its bridges
     /// is up, endpoints of its containers that no longer run are freed (a crash
-    /// mid-start), ports of running ones are held again and its rules equal the state.
+    /// mid-start), its user networks' resolvers answer the names of the state, ports of
+    /// running ones are held again and its rules equal the state.
     pub async fn init_network(&self, node: NodeId) -> Result<(), EngineError> {
         let has_default = self
             .store()
@@ -389,11 +390,6 @@ impl Engine {
         });
         for n in networks {
             self.ensure_bridge(&n).await?;
-            if !n.default {
-                self.dns
-                    .start(self.store().clone(), n.id.clone(), n.gateway)
-                    .await;
-            }
         }
         let stale: Vec<ContainerId> = self.store().read(|s| {
             stale_endpoints(s)
@@ -405,6 +401,9 @@ impl Engine {
             info!(container = %id.short(), "freeing the endpoints of a container that is not running");
             self.propose(Command::ReleaseEndpoints { id }).await?;
         }
+        // A restarted agent has no resolvers: each user network's starts again, with the
+        // names of the containers that still run.
+        self.sync_dns(node).await;
         let held: Vec<(ContainerId, PortMapping)> = self.store().read(|s| {
             s.endpoints
                 .iter()
@@ -570,9 +569,12 @@ impl Engine {
                     .propose(Command::ReleaseEndpoints { id: c.id.clone() })
                     .await;
                 let _ = self.sync_network_rules(c.node).await;
+                self.sync_dns(c.node).await;
                 self.release_ports(c.node, &c.id).await;
                 return Err(e);
             }
+            // Before the process starts, so that it resolves its own name at once.
+            self.sync_dns(c.node).await;
             let hosts = eps
                 .first()
                 .map(|e| vec![format!("{}:{}", c.run.hostname, e.ip)])

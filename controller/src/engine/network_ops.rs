@@ -120,9 +120,6 @@ impl Engine {
         if let Err(e) = self.sync_network_rules(record.node).await {
             warn!(error = %e.message, "rules for the new network");
         }
-        self.dns
-            .start(self.store().clone(), record.id.clone(), record.gateway)
-            .await;
         self.emit_network(&record, "create", &[]);
         info!(network = %record.name, subnet = %record.subnet, "network created");
         Ok(record)
@@ -138,7 +135,6 @@ impl Engine {
         if let Err(e) = self.sync_network_rules(n.node).await {
             warn!(error = %e.message, "rules after removing a network");
         }
-        self.dns.stop(&n.id);
         self.emit_network(&n, "destroy", &[]);
         Ok(())
     }
@@ -244,6 +240,7 @@ impl Engine {
                     .await;
                 return Err(EngineError::internal(e.message));
             }
+            self.sync_dns(c.node).await;
         }
         self.emit_network(&n, "connect", &[("container", c.id.to_string())]);
         Ok(())
@@ -269,6 +266,7 @@ impl Engine {
         if let Err(e) = self.sync_network_rules(n.node).await {
             warn!(error = %e.message, "rules after disconnect");
         }
+        self.sync_dns(n.node).await;
         self.emit_network(&n, "disconnect", &[("container", id.to_string())]);
         Ok(())
     }

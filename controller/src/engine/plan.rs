@@ -52,6 +52,12 @@ pub enum Effect {
         /// The node.
         node: NodeId,
     },
+    /// Send a node's resolvers the tables of its user networks as the state says by then
+    /// (see `dns.rs`); never fails (a table not sent is logged).
+    SyncDns {
+        /// The node.
+        node: NodeId,
+    },
 }
 
 impl Effect {
@@ -499,7 +505,8 @@ pub fn remove_volume(
 
 /// Plan the record and bridge of a new network (pure; `record` is decided by
 /// `network_state::new_network`): record it, then make its bridge on its node; a bridge
-/// that fails takes the record back.
+/// that fails takes the record back. Then its resolver starts (a user network's; one that
+/// cannot listen fails nothing).
 pub fn create_network(record: &NetworkRecord) -> Plan {
     let mut plan = Plan::default();
     plan.then(
@@ -527,11 +534,12 @@ pub fn create_network(record: &NetworkRecord) -> Plan {
             },
         ),
     );
+    plan.then_try(Effect::SyncDns { node: record.node });
     plan
 }
 
 /// Plan `DELETE /networks/{id}` (pure): refused for the predefined networks; the record
-/// (the state refuses while containers are connected), then the bridge.
+/// (the state refuses while containers are connected), then its resolver and the bridge.
 pub fn remove_network(
     state: &ClusterState,
     reference: &str,
@@ -553,6 +561,12 @@ pub fn remove_network(
         Effect::Propose(Command::RemoveNetwork { id: n.id.clone() }),
         None,
     );
+    plan.then_try(Effect::agent(
+        n.node,
+        NetworkRequest::StopDns {
+            network: n.id.clone(),
+        },
+    ));
     plan.then_try(Effect::agent(
         n.node,
         NetworkRequest::RemoveBridge {
@@ -589,8 +603,9 @@ pub fn remove_files(node: NodeId, id: &ContainerId) -> Plan {
 }
 
 /// Plan what a container that stopped, or failed to start, lets go of on `node` (pure):
-/// its addresses (when it still has endpoints), then the rules follow the state, then its
-/// host ports. Clean-up: each step may fail without stopping the rest.
+/// its addresses (when it still has endpoints), then the rules and the resolvers' tables
+/// follow the state, then its host ports. Clean-up: each step may fail without stopping
+/// the rest.
 pub fn release_network(node: NodeId, id: &ContainerId, has_endpoints: bool) -> Plan {
     let mut plan = Plan::default();
     if has_endpoints {
@@ -599,6 +614,7 @@ pub fn release_network(node: NodeId, id: &ContainerId, has_endpoints: bool) -> P
         }));
     }
     plan.then_try(Effect::SyncRules { node });
+    plan.then_try(Effect::SyncDns { node });
     plan.then_try(Effect::agent(
         node,
         NetworkRequest::Release { id: id.clone() },

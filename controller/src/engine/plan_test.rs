@@ -100,6 +100,7 @@ fn effect_name(e: &Effect) -> String {
             .collect::<Vec<_>>()
             .join(""),
         Effect::SyncRules { .. } => "SyncRules".into(),
+        Effect::SyncDns { .. } => "SyncDns".into(),
     }
 }
 
@@ -363,13 +364,23 @@ fn network_plans_refuse_the_predefined_ones_and_undo_a_half_made_bridge() {
     );
     let (n, plan) = remove_network(&s, "front").unwrap();
     assert_eq!(n.name, "front");
+    let names: Vec<String> = plan.effects().map(effect_name).collect();
+    assert_eq!(
+        names,
+        ["RemoveNetwork", "Network(StopDns", "Network(RemoveBridge"]
+    );
     assert!(
-        !plan.steps[1].required,
-        "a bridge left behind fails nothing"
+        plan.steps[1..].iter().all(|s| !s.required),
+        "a resolver or bridge left behind fails nothing"
     );
 
     let plan = create_network(&network("back", false));
-    assert_eq!(plan.steps.len(), 2);
+    assert_eq!(plan.steps.len(), 3);
+    assert_eq!(
+        (&plan.steps[2].effect, plan.steps[2].required),
+        (&Effect::SyncDns { node: NODE }, false),
+        "then its resolver, which may fail alone"
+    );
     assert!(plan.steps[1].partial);
     assert_eq!(
         plan.steps[1].undo,

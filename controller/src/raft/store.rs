@@ -340,6 +340,14 @@ impl Store {
         f(&read_applied(&self.inner.applied).state)
     }
 
+    /// Run `f` on the applied cluster state and the index of the last log entry applied to
+    /// it (0 before any), read together: a revision of what `f` computes, comparable on
+    /// every controller of the cluster. The same rules as [`Store::read`].
+    pub fn read_indexed<R>(&self, f: impl FnOnce(&ClusterState, u64) -> R) -> R {
+        let applied = read_applied(&self.inner.applied);
+        f(&applied.state, applied.last_applied.map_or(0, |l| l.index))
+    }
+
     /// A receiver of the last applied log index, which changes every time commands are
     /// applied; call to wait for a state condition (check it with [`Store::read`] after
     /// each change).

@@ -1,5 +1,6 @@
 //! Network requests: the host's bridges, container interfaces, rules and port
-//! reservations, carried out on the agent's [`crate::network::NetHost`].
+//! reservations, carried out on the agent's [`crate::network::NetHost`], and the user
+//! networks' resolvers ([`crate::dns::Resolvers`]).
 //!
 //! Everything the kernel is asked runs in `spawn_blocking`; a container's pid is looked
 //! up here, from its shim, never taken from the controller.
@@ -112,6 +113,16 @@ pub(super) async fn handle(agent: &Agent, request: NetworkRequest, mut call: Ser
         ),
         R::Release { id } => {
             net.release_ports(id.as_str());
+            Ok(AgentResponse::Done)
+        }
+        R::SetDnsTable { table } => agent
+            .resolvers()
+            .set(table)
+            .await
+            .map(|()| AgentResponse::Done)
+            .map_err(|e| AgentFailure::new(FailureKind::Internal, e.to_string())),
+        R::StopDns { network } => {
+            agent.resolvers().stop(&network).await;
             Ok(AgentResponse::Done)
         }
     };
