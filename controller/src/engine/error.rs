@@ -113,25 +113,31 @@ impl From<StateError> for EngineError {
 /// The replicated store failed (not a refused command: the log or the disk).
 impl From<crate::raft::RaftError> for EngineError {
     fn from(e: crate::raft::RaftError) -> EngineError {
-        use crate::raft::RaftError as R;
-        // No leader or no quorum now: the client may try again (Docker's Unavailable).
-        let unavailable = matches!(
-            e,
-            R::NoLeader { .. }
-                | R::NotLeader { .. }
-                | R::ReadTimeout { .. }
-                | R::ReadIndex(_)
-                | R::ReadRefused { .. }
-                | R::WriteTimeout { .. }
-                | R::ForwardFailed { .. }
-                | R::ForwardUncertain { .. }
-        );
         let message = format!("cluster state: {e}");
-        if unavailable {
+        if unavailable(&e) {
             EngineError::new(ErrorKind::Unavailable, message)
         } else {
             EngineError::internal(message)
         }
+    }
+}
+
+/// No leader or no quorum now, or a write not decided in time: the client may try again
+/// (Docker's Unavailable). A group's failure is its write's.
+fn unavailable(e: &crate::raft::RaftError) -> bool {
+    use crate::raft::RaftError as R;
+    match e {
+        R::Group(inner) => unavailable(inner),
+        R::NoLeader { .. }
+        | R::NotLeader { .. }
+        | R::ReadTimeout { .. }
+        | R::ReadIndex(_)
+        | R::ReadRefused { .. }
+        | R::WriteTimeout { .. }
+        | R::ForwardFailed { .. }
+        | R::ForwardUncertain { .. }
+        | R::Undecided { .. } => true,
+        _ => false,
     }
 }
 

@@ -44,6 +44,8 @@ mod cluster_test;
 #[cfg(test)]
 mod failover_test;
 #[cfg(test)]
+mod forward_test;
+#[cfg(test)]
 mod peer_harness;
 #[cfg(test)]
 mod store_test;
