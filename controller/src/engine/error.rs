@@ -159,6 +159,31 @@ impl From<AgentFailure> for EngineError {
 mod tests {
     use super::*;
 
+    /// A write still undecided after its retries, and a group's failure, are 503s the
+    /// client may retry, as a lost leader is.
+    #[test]
+    fn an_undecided_write_and_a_failed_group_are_unavailable() {
+        use crate::raft::RaftError as R;
+        let undecided = R::Undecided {
+            tries: 3,
+            source: Box::new(R::PeerClosed),
+        };
+        let e = EngineError::from(undecided);
+        assert_eq!(e.kind, ErrorKind::Unavailable);
+        assert!(
+            e.message.contains("may or may not have been applied"),
+            "{}",
+            e.message
+        );
+        let group = R::Group(std::sync::Arc::new(R::NoLeader {
+            node_id: 1,
+            secs: 10,
+        }));
+        assert_eq!(EngineError::from(group).kind, ErrorKind::Unavailable);
+        let broken = R::Group(std::sync::Arc::new(R::LogKey { len: 3 }));
+        assert_ne!(EngineError::from(broken).kind, ErrorKind::Unavailable);
+    }
+
     #[test]
     fn refused_commands_keep_their_kind_and_text() {
         let e = EngineError::from(StateError::NoSuchVolume("v".into()));
