@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Tests deploy/local-cluster's plumbing with a fake `wharf` (a shell script that sleeps,
 # starts a fake zygote, shim and container, and writes client.env): namespaces, addresses,
-# host names, faults checked with ping/nc between the hosts, status, restart/poweroff,
+# host names, faults checked with ping/nc between the hosts, status, restart/poweroff/wipe,
 # `down` (also after an `up` killed with SIGKILL half way) leaving nothing behind, and two
 # clusters at once. Needs root, iproute2, iptables, ping (iputils-ping), nc (netcat).
 # Does not need the real binary and never waits on `docker node ls`.
@@ -250,6 +250,18 @@ check_not "poweroff left no process naming node-2's data dir" cmdline_has "$D/ho
 check "node-1's processes live on" test -n "$(ip netns pids "wlc-$H-node-1")"
 check "restart node-2 after poweroff" "$LC" restart --dir "$D" node-2
 check "status says node-2 running" grep -q "^node-2 .* running$" <("$LC" status --dir "$D")
+check_not "wipe of a running host fails" "$LC" wipe --dir "$D" ctl-1
+check "poweroff ctl-1" "$LC" poweroff --dir "$D" ctl-1
+check "wipe ctl-1" "$LC" wipe --dir "$D" ctl-1
+check "wipe left nothing in ctl-1's data dir but the client certificate" \
+  test -z "$(ls -A "$D/hosts/ctl-1/data" | grep -vx client)"
+check_not "the wiped first controller no longer bootstraps" grep -qx -- --bootstrap "$D/hosts/ctl-1/args"
+check "the wiped ctl-1 joins a running controller with the controller token" \
+  grep -qx FAKE-TOKEN-controller "$D/hosts/ctl-1/args"
+check "the wiped ctl-1 joins through ctl-2" grep -qx "$(ip_of "$D" ctl-2):2377" "$D/hosts/ctl-1/args"
+check "the wiped ctl-1 keeps its own addresses" grep -qx "$(ip_of "$D" ctl-1):2376" "$D/hosts/ctl-1/args"
+check "restart ctl-1 after wipe" "$LC" restart --dir "$D" ctl-1
+check "status says ctl-1 running" grep -q "^ctl-1 .* running$" <("$LC" status --dir "$D")
 
 # --- down -----------------------------------------------------------------------------
 "$LC" partition --dir "$D" ctl-3 >/dev/null 2>&1

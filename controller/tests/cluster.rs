@@ -855,6 +855,8 @@ fn a_three_controller_cluster_through_the_stock_cli() {
             .get(leader.as_str())
             .is_some_and(|(s, m)| s == "Ready" && (m == "Reachable" || m == "Leader"))
     });
+    a_lost_leader_mid_create_answers_once(&c, &controllers);
+    a_wiped_controller_rejoins_under_a_new_id(&c, &controllers);
 
     // docker node rm of a Down node: its certificate no longer admits it.
     let spare = agents.iter().copied().find(|a| *a != home).unwrap();
@@ -957,6 +959,300 @@ fn a_three_controller_cluster_through_the_stock_cli() {
     );
 
     c.ok_via(&leader, &["rm", "-f", "web", "blue"]);
+}
+
+/// What one `docker create` of [`a_lost_leader_mid_create_answers_once`] was told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Told {
+    /// Exit 0 with this ID.
+    Created,
+    /// A 409 name conflict: the name is someone's (a create sent twice would say so).
+    Conflict,
+    /// Any other error: nothing was created.
+    Failed,
+}
+
+/// Whether what `docker create --name NAME` was told agrees with the containers that
+/// exist afterwards (`ids`: the IDs holding NAME); pure. Exit 0 ⇒ exactly one, the ID
+/// printed; a 409 ⇒ exactly one; another error ⇒ none (never "error but created").
+fn create_agrees(told: Told, printed: &str, ids: &[String]) -> Result<(), String> {
+    match (told, ids) {
+        (Told::Created, [id]) if id == printed => Ok(()),
+        (Told::Conflict, [_]) | (Told::Failed, []) => Ok(()),
+        _ => Err(format!("told {told:?} ({printed}) but holders are {ids:?}")),
+    }
+}
+
+/// A lost Raft leader mid-request: many named creates through a follower while the
+/// leader is SIGKILLed, then restarted. Each client got an error or its container, never
+/// both and never two; `docker ps -a` has no duplicate.
+fn a_lost_leader_mid_create_answers_once(c: &Cluster, controllers: &[&str]) {
+    const CREATES: usize = 60;
+    let leader = c.leader_via(controllers[0]).expect("a leader");
+    let via = controllers
+        .iter()
+        .copied()
+        .find(|h| *h != leader)
+        .expect("a follower");
+    let other = controllers
+        .iter()
+        .copied()
+        .find(|h| *h != leader && *h != via)
+        .expect("a third controller");
+    // A controller restarted just before may not be connected to every agent yet.
+    for agent in ["node-1", "node-2", "node-3"] {
+        c.until(&format!("{via} reaches {agent}"), || {
+            let out = c.docker_via(
+                via,
+                &[
+                    "run",
+                    "--rm",
+                    "-e",
+                    &format!("constraint:node=={agent}"),
+                    "busybox",
+                    "true",
+                ],
+            );
+            out.status.success()
+                || text(&out.stderr).contains("not on a node that can take the container")
+        });
+    }
+    let started = Instant::now();
+    let creates: Vec<_> = (0..CREATES)
+        .map(|i| {
+            std::thread::sleep(Duration::from_millis(20));
+            let name = format!("idem-{i}");
+            let out_env = c.env.clone();
+            let addr = c.addrs[via].clone();
+            let began = started.elapsed();
+            let handle = std::thread::spawn(move || {
+                let out = Command::new("docker")
+                    .envs(out_env)
+                    .env("DOCKER_HOST", format!("tcp://{addr}:2376"))
+                    .args(["create", "--name", &name, "busybox", "true"])
+                    .output()
+                    .expect("run docker");
+                (out, started.elapsed())
+            });
+            if i == CREATES / 4 {
+                c.fault(&["kill", &leader]);
+            }
+            (i, began, handle)
+        })
+        .collect();
+    let killed_at = creates[CREATES / 4].1;
+    let mut told = BTreeMap::new();
+    let mut in_flight = 0;
+    for (i, began, handle) in creates {
+        let (out, ended) = handle.join().expect("a create's thread");
+        if began <= killed_at && ended > killed_at {
+            in_flight += 1;
+        }
+        let err = text(&out.stderr);
+        let kind = if out.status.success() {
+            Told::Created
+        } else if err.contains("is already in use") {
+            Told::Conflict
+        } else {
+            Told::Failed
+        };
+        told.insert(
+            format!("idem-{i}"),
+            (kind, text(&out.stdout).trim().to_string(), err),
+        );
+    }
+    eprintln!(
+        "leader {leader} killed during {CREATES} creates through {via}: {in_flight} in flight at the kill, all answered after {:?}",
+        started.elapsed()
+    );
+    c.fault(&["restart", &leader]);
+    c.until("the killed leader back and reachable", || {
+        c.nodes_via(other)
+            .get(leader.as_str())
+            .is_some_and(|(s, m)| s == "Ready" && (m == "Reachable" || m == "Leader"))
+    });
+
+    let ps = c.ok_via(
+        other,
+        &["ps", "-a", "--no-trunc", "--format", "{{.ID}} {{.Names}}"],
+    );
+    let mut holders: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut ids = std::collections::BTreeSet::new();
+    for line in ps.lines() {
+        let (id, name) = line.split_once(' ').expect("ID NAME");
+        assert!(ids.insert(id.to_string()), "{id} listed twice: {ps}");
+        holders
+            .entry(name.to_string())
+            .or_default()
+            .push(id.to_string());
+    }
+    for (name, ids) in &holders {
+        assert_eq!(ids.len(), 1, "two containers named {name}: {ids:?}");
+    }
+    let (mut ok, mut failed, mut conflicts) = (0, 0, 0);
+    for (name, (kind, printed, err)) in &told {
+        let ids = holders.get(name).map(Vec::as_slice).unwrap_or_default();
+        if let Err(e) = create_agrees(*kind, printed, ids) {
+            panic!("{name}: {e}; stderr: {err}");
+        }
+        match kind {
+            Told::Created => ok += 1,
+            Told::Conflict => conflicts += 1,
+            Told::Failed => failed += 1,
+        }
+    }
+    eprintln!("creates through {via} across the leader's kill: {ok} ok, {failed} failed (none created), {conflicts} name conflicts (one created)");
+    for (_, (kind, _, err)) in told.iter().filter(|(_, (k, ..))| *k != Told::Created) {
+        eprintln!("  {kind:?}: {}", err.trim());
+    }
+    let names: Vec<&str> = holders
+        .keys()
+        .map(String::as_str)
+        .filter(|n| n.starts_with("idem-"))
+        .collect();
+    let mut rm = vec!["rm", "-f"];
+    rm.extend(&names);
+    if !names.is_empty() {
+        c.ok_via(other, &rm);
+    }
+}
+
+/// A controller whose disk is wiped cannot come back under its old ID: it joins again
+/// under a new one; the old one is Down/Unreachable until `docker node rm`, which revokes
+/// its certificate; the cluster serves throughout. Ends with three controllers again.
+fn a_wiped_controller_rejoins_under_a_new_id(c: &Cluster, controllers: &[&str]) {
+    let leader = c.leader_via(controllers[0]).expect("a leader");
+    // Not the first controller: its data dir holds the client certificate of client.env.
+    let victim = controllers[1..]
+        .iter()
+        .copied()
+        .find(|h| *h != leader)
+        .expect("a follower");
+    let listing = |via: &str| -> Vec<(String, String, String, String)> {
+        let out = c.ok_via(
+            via,
+            &[
+                "node",
+                "ls",
+                "--format",
+                "{{.ID}} {{.Hostname}} {{.Status}} {{.ManagerStatus}}",
+            ],
+        );
+        out.lines()
+            .map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                let at = |i: usize| f.get(i).copied().unwrap_or("").to_string();
+                (at(0), at(1), at(2), at(3))
+            })
+            .collect()
+    };
+    let old_id = c
+        .ok_via(&leader, &["node", "inspect", "-f", "{{.ID}}", victim])
+        .trim()
+        .to_string();
+    let certs = c.dir.join("hosts").join(victim).join("data/certs");
+    let kept = c.dir.join(format!("old-certs-{victim}"));
+    std::fs::create_dir_all(&kept).unwrap();
+    for f in ["ca.pem", "node.pem", "node-key.pem"] {
+        std::fs::copy(certs.join(f), kept.join(f)).unwrap();
+    }
+
+    c.fault(&["poweroff", victim]);
+    c.until("the powered-off controller Down", || {
+        listing(&leader)
+            .iter()
+            .any(|(id, _, s, _)| *id == old_id && s == "Down")
+    });
+    c.fault(&["wipe", victim]);
+    let started = Instant::now();
+    c.fault(&["restart", victim]);
+    eprintln!(
+        "{victim} wiped and restarted: joined and Ready after {:?}",
+        started.elapsed()
+    );
+    let nodes = listing(&leader);
+    let new: Vec<_> = nodes
+        .iter()
+        .filter(|(_, h, s, _)| h == victim && s == "Ready")
+        .collect();
+    assert_eq!(new.len(), 1, "{nodes:?}");
+    let new_id = new[0].0.clone();
+    assert_ne!(new_id, old_id, "a wiped controller joins under a new ID");
+    assert!(
+        nodes
+            .iter()
+            .any(|(id, _, s, m)| *id == old_id && s == "Down" && m == "Unreachable"),
+        "the old ID Down/Unreachable: {nodes:?}"
+    );
+    let out = c.docker_via(&leader, &["run", "--rm", "busybox", "echo", "serving"]);
+    assert_eq!(text(&out.stdout), "serving\n", "{}", text(&out.stderr));
+
+    c.ok_via(&leader, &["node", "rm", &old_id]);
+    let nodes = listing(victim);
+    assert!(
+        nodes.iter().all(|(id, ..)| *id != old_id),
+        "the old ID is gone: {nodes:?}"
+    );
+    assert_eq!(
+        nodes.iter().filter(|(_, _, _, m)| !m.is_empty()).count(),
+        3,
+        "three controllers: {nodes:?}"
+    );
+    // The old certificate no longer admits anyone to the cluster port.
+    let leader_addr = format!("{}:2377", c.addrs[&leader]);
+    let probe = Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &leader_addr,
+            "-alpn",
+            "wharf-raft/1",
+        ])
+        .arg("-cert")
+        .arg(kept.join("node.pem"))
+        .arg("-key")
+        .arg(kept.join("node-key.pem"))
+        .arg("-CAfile")
+        .arg(kept.join("ca.pem"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run openssl s_client");
+    let log = c.dir.join("hosts").join(&leader).join("wharf.log");
+    let refusal = format!("node {old_id} was removed from the cluster (docker node rm)");
+    c.until("the leader refuses the old certificate", || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains(&refusal))
+    });
+    eprintln!(
+        "{victim}: old ID {old_id} removed and its certificate refused (openssl said {:?}); new ID {new_id}",
+        text(&probe.stdout).lines().find(|l| l.contains("ALPN")).unwrap_or("")
+    );
+    // The others served throughout; the new controller once it has reached the agents
+    // (it is Ready in docker node ls before its connections to them are up).
+    let still = |via: &str| {
+        let out = c.docker_via(via, &["run", "--rm", "busybox", "echo", "still"]);
+        (text(&out.stdout) == "still\n", text(&out.stderr))
+    };
+    for via in controllers.iter().filter(|h| **h != victim) {
+        let (ok, err) = still(via);
+        assert!(ok, "via {via}: {err}");
+    }
+    let took = c.until("the new controller runs containers", || still(victim).0);
+    eprintln!("{victim} (new ID) runs containers {took:?} after its old ID was removed");
+}
+
+#[test]
+fn create_outcomes_agree_only_with_what_exists() {
+    let id = || "a".repeat(64);
+    assert!(create_agrees(Told::Created, &id(), &[id()]).is_ok());
+    assert!(create_agrees(Told::Created, &id(), &[]).is_err());
+    assert!(create_agrees(Told::Created, &id(), &["b".repeat(64)]).is_err());
+    assert!(create_agrees(Told::Failed, "", &[]).is_ok());
+    assert!(
+        create_agrees(Told::Failed, "", &[id()]).is_err(),
+        "an error but the container exists: both"
+    );
+    assert!(create_agrees(Told::Conflict, "", &[id()]).is_ok());
+    assert!(create_agrees(Told::Conflict, "", &[]).is_err());
 }
 
 /// `wharf controller --bootstrap --with-agent`: one host that is both a controller and an

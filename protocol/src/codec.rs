@@ -166,6 +166,35 @@ mod tests {
         assert_eq!(decode::<Command>(&bytes).unwrap(), cmd);
     }
 
+    /// A keyed group (format 6): the variant after `RemoveNode`, the key's origin,
+    /// incarnation and sequence, then the commands as a batch holds them.
+    #[test]
+    fn golden_bytes_of_a_keyed_group() {
+        use crate::proposal_key::ProposalKey;
+        let running = Command::ContainerRunning {
+            id: ContainerId::from_bytes([0xab; 32]),
+            at_ns: 5,
+        };
+        let cmd = Command::Keyed {
+            key: ProposalKey {
+                origin: 3,
+                incarnation: 0x0102_0304_0506_0708,
+                seq: 9,
+            },
+            commands: vec![running.clone()],
+        };
+        let bytes = encode(&cmd).unwrap();
+        let one = encode(&running).unwrap();
+        let mut want = vec![1u8, 28, 0, 0, 0];
+        want.extend(3u64.to_le_bytes());
+        want.extend([8, 7, 6, 5, 4, 3, 2, 1]);
+        want.extend(9u64.to_le_bytes());
+        want.extend(1u64.to_le_bytes());
+        want.extend(&one[1..]);
+        assert_eq!(bytes, want);
+        assert_eq!(decode::<Command>(&bytes).unwrap(), cmd);
+    }
+
     /// A container record as state format 3 stores it: after the run spec, the status
     /// and the last run, and no host PID (format 2's layout, with the PID after the
     /// status, is pinned in the controller's `raft/migrate.rs`).

@@ -20,9 +20,12 @@ pub mod network;
 mod network_state;
 pub mod node_state;
 pub mod patterns;
+pub mod proposal_key;
 pub mod runtime;
 pub mod shim;
 pub mod state;
+#[cfg(test)]
+mod state_keyed_test;
 pub mod wire;
 
 pub use ids::{ChainId, ContainerId, ContainerName, DiffId, Digest, IdError, ImageId, NodeId};

@@ -7,6 +7,7 @@
 use crate::agent::ContainerRunSpec;
 use crate::ids::{ContainerId, ContainerName, DiffId, ImageId, NodeId};
 use crate::network::{Endpoint, NetworkRecord};
+use crate::proposal_key::ProposalKey;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -329,6 +330,16 @@ pub enum Command {
         /// The node.
         id: NodeId,
     },
+    /// Commands proposed at once under the idempotency key of the controller that received
+    /// them (state format 6): applied as a [`Command::Batch`] the first time; an entry with
+    /// a key already applied changes nothing and is answered as the first was (the
+    /// controller proposes it again when it cannot tell whether the first was applied).
+    Keyed {
+        /// Made by the controller that received the commands.
+        key: crate::proposal_key::ProposalKey,
+        /// The group, each applied as if alone.
+        commands: Vec<Command>,
+    },
 }
 
 /// Why a command was refused; the state is unchanged.
@@ -458,6 +469,10 @@ pub struct ClusterState {
     /// IDs removed by `docker node rm`: never admitted again (state format 5).
     #[serde(default)]
     pub revoked_nodes: BTreeSet<NodeId>,
+    /// The idempotency keys of the last [`Command::Keyed`] entries applied, with their
+    /// answers (state format 6).
+    #[serde(default)]
+    pub applied_keys: crate::proposal_key::AppliedKeys,
 }
 
 /// What the restart policy remembers about a container.
@@ -479,12 +494,24 @@ impl ClusterState {
     }
 
     /// The answers of one log entry's command: one for a plain command, one per command of
-    /// a [`Command::Batch`].
+    /// a [`Command::Batch`] or a [`Command::Keyed`] group.
     pub fn apply_entry(&mut self, cmd: &Command) -> Vec<Response> {
         match cmd {
             Command::Batch(cmds) => self.apply_each(cmds),
+            Command::Keyed { key, commands } => self.apply_keyed(key, commands),
             other => vec![self.apply(other)],
         }
+    }
+
+    /// Apply `cmds` as one group under `key`, once: if `key` was applied already, the
+    /// answers it was given then, and nothing changes.
+    pub fn apply_keyed(&mut self, key: &ProposalKey, cmds: &[Command]) -> Vec<Response> {
+        if let Some(answers) = self.applied_keys.answers(key) {
+            return answers.to_vec();
+        }
+        let answers = self.apply_each(cmds);
+        self.applied_keys.record(*key, answers.clone());
+        answers
     }
 
     /// Apply one committed command; call from the state machine, in log order.
@@ -492,6 +519,11 @@ impl ClusterState {
         match cmd {
             Command::Batch(cmds) => self
                 .apply_each(cmds)
+                .into_iter()
+                .find(Result::is_err)
+                .unwrap_or(Ok(())),
+            Command::Keyed { key, commands } => self
+                .apply_keyed(key, commands)
                 .into_iter()
                 .find(Result::is_err)
                 .unwrap_or(Ok(())),

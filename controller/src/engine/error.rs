@@ -113,25 +113,31 @@ impl From<StateError> for EngineError {
 /// The replicated store failed (not a refused command: the log or the disk).
 impl From<crate::raft::RaftError> for EngineError {
     fn from(e: crate::raft::RaftError) -> EngineError {
-        use crate::raft::RaftError as R;
-        // No leader or no quorum now: the client may try again (Docker's Unavailable).
-        let unavailable = matches!(
-            e,
-            R::NoLeader { .. }
-                | R::NotLeader { .. }
-                | R::ReadTimeout { .. }
-                | R::ReadIndex(_)
-                | R::ReadRefused { .. }
-                | R::WriteTimeout { .. }
-                | R::ForwardFailed { .. }
-                | R::ForwardUncertain { .. }
-        );
         let message = format!("cluster state: {e}");
-        if unavailable {
+        if unavailable(&e) {
             EngineError::new(ErrorKind::Unavailable, message)
         } else {
             EngineError::internal(message)
         }
+    }
+}
+
+/// No leader or no quorum now, or a write not decided in time: the client may try again
+/// (Docker's Unavailable). A group's failure is its write's.
+fn unavailable(e: &crate::raft::RaftError) -> bool {
+    use crate::raft::RaftError as R;
+    match e {
+        R::Group(inner) => unavailable(inner),
+        R::NoLeader { .. }
+        | R::NotLeader { .. }
+        | R::ReadTimeout { .. }
+        | R::ReadIndex(_)
+        | R::ReadRefused { .. }
+        | R::WriteTimeout { .. }
+        | R::ForwardFailed { .. }
+        | R::ForwardUncertain { .. }
+        | R::Undecided { .. } => true,
+        _ => false,
     }
 }
 
@@ -152,6 +158,31 @@ impl From<AgentFailure> for EngineError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A write still undecided after its retries, and a group's failure, are 503s the
+    /// client may retry, as a lost leader is.
+    #[test]
+    fn an_undecided_write_and_a_failed_group_are_unavailable() {
+        use crate::raft::RaftError as R;
+        let undecided = R::Undecided {
+            tries: 3,
+            source: Box::new(R::PeerClosed),
+        };
+        let e = EngineError::from(undecided);
+        assert_eq!(e.kind, ErrorKind::Unavailable);
+        assert!(
+            e.message.contains("may or may not have been applied"),
+            "{}",
+            e.message
+        );
+        let group = R::Group(std::sync::Arc::new(R::NoLeader {
+            node_id: 1,
+            secs: 10,
+        }));
+        assert_eq!(EngineError::from(group).kind, ErrorKind::Unavailable);
+        let broken = R::Group(std::sync::Arc::new(R::LogKey { len: 3 }));
+        assert_ne!(EngineError::from(broken).kind, ErrorKind::Unavailable);
+    }
 
     #[test]
     fn refused_commands_keep_their_kind_and_text() {

@@ -259,6 +259,18 @@ pub enum RaftError {
         /// The time allowed.
         secs: u64,
     },
+    /// A write that may have been applied was sent again under its idempotency key until
+    /// the time allowed, and still no try was answered: it may or may not be applied.
+    #[error(
+        "write not decided after {tries} tries (it may or may not have been applied): {source}"
+    )]
+    Undecided {
+        /// Tries made.
+        tries: u32,
+        /// What the last try came to.
+        #[source]
+        source: Box<RaftError>,
+    },
     /// A linearizable read could not be served in time.
     #[error("linearizable read on raft node {node_id}: {what} within {secs}s")]
     ReadTimeout {

@@ -9,9 +9,14 @@
 //!
 //! A call that certainly did nothing (no leader yet, no connection, the node asked no longer
 //! leads) is tried again, against the leader as this node then knows it, until
-//! [`LEADER_WAIT`]. A forwarded write that may have been applied (the leader failed it, or
-//! the connection broke or timed out after sending) is never resent: the caller gets
-//! [`RaftError::ForwardFailed`] or [`RaftError::ForwardUncertain`] and decides.
+//! [`LEADER_WAIT`]. A write goes into the log as one [`Command::Keyed`] entry under a key
+//! this node made ([`ProposalKey`]), so that one that may have been applied (the leader
+//! failed it, the connection broke or timed out after sending, or this node lost its
+//! leadership before the commit) is sent again, the same entry under the same key, to the
+//! leader as then known, for up to [`WRITE_TIMEOUT`] more: the state machine applies a key
+//! once and answers a repeat with the first answers, so the caller gets the answer of the
+//! one application. Only a write still undecided then fails, with
+//! [`RaftError::Undecided`]; [`Retry`] decides, without I/O.
 
 use std::time::Duration;
 
@@ -19,6 +24,7 @@ use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError as ApiErro
 use openraft::metrics::WaitError;
 use openraft::Raft;
 use tokio::time::Instant;
+use wharf_protocol::proposal_key::ProposalKey;
 use wharf_protocol::state::{ClusterState, Command, Response};
 
 use super::network::PeerNetwork;
@@ -37,7 +43,7 @@ pub(super) const LEADER_WAIT: Duration = Duration::from_secs(10);
 /// the leader's read index.
 pub(super) const READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause before trying a call that certainly did nothing again.
-const RETRY_PAUSE: Duration = Duration::from_millis(100);
+pub(super) const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 /// Why this node did not do a leader-only step itself.
 enum Local {
@@ -53,6 +59,97 @@ enum Remote {
     NotDone(RaftError),
     /// It may have done something.
     Failed(RaftError),
+}
+
+/// What one try of a keyed write came to.
+#[derive(Debug)]
+pub(super) enum Attempt {
+    /// Applied (now or by an earlier try): the answers.
+    Done(Vec<Response>),
+    /// Certainly not applied.
+    NotDone(RaftError),
+    /// Maybe applied: the same entry may be sent again.
+    Uncertain(RaftError),
+    /// A final failure: trying again cannot help.
+    Failed(RaftError),
+}
+
+/// What to do after a try ([`Retry::after`]).
+#[derive(Debug)]
+pub(super) enum Next {
+    /// Give the caller this.
+    Answer(Result<Vec<Response>, RaftError>),
+    /// Pause [`RETRY_PAUSE`] and try the same entry again.
+    Again,
+}
+
+/// When a keyed write is tried again and when it gives up; pure (time comes in).
+///
+/// A write that certainly did nothing is tried again until [`LEADER_WAIT`] after it began.
+/// One that may have been applied extends that to [`WRITE_TIMEOUT`] after the first such
+/// try (time for an election and a commit); once any try was uncertain, giving up is
+/// [`RaftError::Undecided`], never an error that says "not written".
+#[derive(Debug)]
+pub(super) struct Retry {
+    until: Instant,
+    uncertain: bool,
+    tries: u32,
+}
+
+impl Retry {
+    /// A write that begins at `now`.
+    pub(super) fn new(now: Instant) -> Retry {
+        Retry {
+            until: now + LEADER_WAIT,
+            uncertain: false,
+            tries: 0,
+        }
+    }
+
+    /// Until when a leader is looked for.
+    pub(super) fn deadline(&self) -> Instant {
+        self.until
+    }
+
+    /// What to do after `attempt`, which ended at `now`.
+    pub(super) fn after(&mut self, attempt: Attempt, now: Instant) -> Next {
+        self.tries += 1;
+        let error = match attempt {
+            Attempt::Done(answers) => return Next::Answer(Ok(answers)),
+            Attempt::Failed(e) => return Next::Answer(Err(self.give_up(e))),
+            Attempt::NotDone(e) => e,
+            Attempt::Uncertain(e) => {
+                if !self.uncertain {
+                    self.uncertain = true;
+                    self.until = self.until.max(now + WRITE_TIMEOUT);
+                }
+                e
+            }
+        };
+        if now + RETRY_PAUSE >= self.until {
+            return Next::Answer(Err(self.give_up(error)));
+        }
+        Next::Again
+    }
+
+    fn give_up(&self, last: RaftError) -> RaftError {
+        if self.uncertain {
+            RaftError::Undecided {
+                tries: self.tries,
+                source: Box::new(last),
+            }
+        } else {
+            last
+        }
+    }
+}
+
+/// How many answers applying `entry` gives: one per command of a group.
+fn answer_count(entry: &Command) -> usize {
+    match entry {
+        Command::Batch(cmds) | Command::Keyed { commands: cmds, .. } => cmds.len(),
+        _ => 1,
+    }
 }
 
 /// Routes writes and read-index requests to the leader; cheap to clone.
@@ -108,13 +205,14 @@ impl Router {
         Ok((leader, addr))
     }
 
-    /// Write `cmds` as one log entry on this node, which must lead; one answer per command.
+    /// Write `cmds` as one log entry on this node, which must lead; one answer per command
+    /// (per command of the group when `cmds` is one [`Command::Keyed`] group).
     async fn write_entry(&self, mut cmds: Vec<Command>) -> Result<Vec<Response>, Local> {
-        let sent = cmds.len();
         let entry = match cmds.len() {
             1 => cmds.remove(0),
             _ => Command::Batch(cmds),
         };
+        let sent = answer_count(&entry);
         let written = tokio::time::timeout(WRITE_TIMEOUT, self.raft.client_write(entry)).await;
         match written {
             Err(_) => Err(Local::Failed(RaftError::WriteTimeout {
@@ -180,29 +278,57 @@ impl Router {
         }
     }
 
-    /// Write `cmds` as one log entry through the leader; one answer per command.
-    pub(super) async fn write(&self, cmds: Vec<Command>) -> Result<Vec<Response>, RaftError> {
-        let deadline = Instant::now() + LEADER_WAIT;
+    /// Write `cmds` as one log entry under `key` through the leader; one answer per command.
+    ///
+    /// A try that may have been applied is made again with the same entry (see [`Retry`]);
+    /// the state machine applies the key once.
+    pub(super) async fn write(
+        &self,
+        key: ProposalKey,
+        cmds: Vec<Command>,
+    ) -> Result<Vec<Response>, RaftError> {
+        let entry = Command::Keyed {
+            key,
+            commands: cmds,
+        };
+        let mut retry = Retry::new(Instant::now());
         loop {
-            let (leader, addr) = self.leader(deadline).await?;
-            let not_done = if leader == self.node_id {
-                match self.write_entry(cmds.clone()).await {
-                    Ok(answers) => return Ok(answers),
-                    Err(Local::Failed(e)) => return Err(e),
-                    Err(Local::NotLeader(l)) => self.not_leader(l),
-                }
-            } else {
-                match self.forward(leader, &addr, cmds.clone()).await {
-                    Ok(answers) => return Ok(answers),
-                    Err(Remote::Failed(e)) => return Err(e),
-                    Err(Remote::NotDone(e)) => e,
-                }
+            let attempt = match self.leader(retry.deadline()).await {
+                Ok((leader, addr)) => self.try_write(leader, &addr, &entry).await,
+                Err(e @ RaftError::NoLeader { .. }) => Attempt::NotDone(e),
+                Err(e) => Attempt::Failed(e),
             };
-            if Instant::now() + RETRY_PAUSE >= deadline {
-                return Err(not_done);
+            match &attempt {
+                Attempt::Uncertain(e) => {
+                    tracing::info!(node = self.node_id, %key, error = %e, "write may have been applied, sending it again under its key");
+                }
+                Attempt::NotDone(e) => {
+                    tracing::debug!(node = self.node_id, %key, error = %e, "write not done, trying again");
+                }
+                Attempt::Done(_) | Attempt::Failed(_) => {}
             }
-            tracing::debug!(node = self.node_id, error = %not_done, "write not done, trying again");
-            tokio::time::sleep(RETRY_PAUSE).await;
+            match retry.after(attempt, Instant::now()) {
+                Next::Answer(answer) => return answer,
+                Next::Again => tokio::time::sleep(RETRY_PAUSE).await,
+            }
+        }
+    }
+
+    /// One try of writing `entry`: on this node if it is `leader`, else forwarded to it.
+    async fn try_write(&self, leader: u64, addr: &str, entry: &Command) -> Attempt {
+        if leader == self.node_id {
+            return match self.write_entry(vec![entry.clone()]).await {
+                Ok(answers) => Attempt::Done(answers),
+                Err(Local::NotLeader(l)) => Attempt::NotDone(self.not_leader(l)),
+                Err(Local::Failed(e @ RaftError::BatchAnswers { .. })) => Attempt::Failed(e),
+                Err(Local::Failed(e)) => Attempt::Uncertain(e),
+            };
+        }
+        match self.forward(leader, addr, vec![entry.clone()]).await {
+            Ok(answers) => Attempt::Done(answers),
+            Err(Remote::NotDone(e)) => Attempt::NotDone(e),
+            Err(Remote::Failed(e @ RaftError::BatchAnswers { .. })) => Attempt::Failed(e),
+            Err(Remote::Failed(e)) => Attempt::Uncertain(e),
         }
     }
 
@@ -262,7 +388,10 @@ impl Router {
         addr: &str,
         cmds: Vec<Command>,
     ) -> Result<Vec<Response>, Remote> {
-        let sent = cmds.len();
+        let sent = match cmds.as_slice() {
+            [one] => answer_count(one),
+            _ => cmds.len(),
+        };
         let uncertain = |source: RaftError| {
             Remote::Failed(RaftError::ForwardUncertain {
                 leader,

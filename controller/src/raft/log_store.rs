@@ -32,7 +32,7 @@ impl LogStore {
     }
 
     /// Entries with index in `range`, in order; stops at the first missing index.
-    fn read_range<RB: RangeBounds<u64>>(
+    pub(super) fn read_range<RB: RangeBounds<u64>>(
         &self,
         range: &RB,
     ) -> Result<Vec<Entry<TypeConfig>>, RaftError> {

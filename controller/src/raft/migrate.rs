@@ -8,6 +8,7 @@
 //! | 3      | `ContainerRecord` without `pid`: a host fact, which the agent holds |
 //! | 4      | `Command::Batch` log entries (group commit); nothing stored changes  |
 //! | 5      | `ClusterState.nodes` and `revoked_nodes`: the hosts of the cluster   |
+//! | 6      | `ClusterState.applied_keys`; `Command::Keyed` log entries            |
 //!
 //! The log entries need no migration: commands only gain variants at the end, and the
 //! old ones still decode and apply (format 3 writes `ContainerRunning`; the
@@ -16,9 +17,10 @@
 //! older layout they are in, in one fsynced batch with the new format number.
 //!
 //! ```text
-//!   format 1 ──ClusterStateV1──► ClusterStateV2 ──► ClusterStateV4 ──► ClusterState (5)
-//!   format 2 ──ClusterStateV2──────────────────────┘                  │
-//!   formats 3, 4 ──ClusterStateV4─────────────────────────────────────┘
+//!   format 1 ──ClusterStateV1──► ClusterStateV2 ──► ClusterStateV4 ──► ClusterStateV5 ──► ClusterState (6)
+//!   format 2 ──ClusterStateV2──────────────────────┘                  │                 │
+//!   formats 3, 4 ──ClusterStateV4─────────────────────────────────────┘                 │
+//!   format 5 ──ClusterStateV5───────────────────────────────────────────────────────────┘
 //! ```
 
 use super::db::{self, Db, CF_META, CF_SM, KEY_APPLIED, KEY_FORMAT, KEY_SNAPSHOT};
@@ -31,6 +33,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use wharf_protocol::agent::ContainerRunSpec;
 use wharf_protocol::network::{Endpoint, NetworkRecord};
+use wharf_protocol::node_state::NodeRecord;
+use wharf_protocol::proposal_key::AppliedKeys;
 use wharf_protocol::state::{
     ClusterState, ContainerRecord, ContainerStatus, ImageRecord, RestartState, VolumeRecord,
 };
@@ -140,10 +144,26 @@ pub(super) struct ClusterStateV4 {
     layers: BTreeMap<DiffId, BTreeSet<NodeId>>,
 }
 
-impl From<ClusterStateV4> for ClusterState {
+/// `ClusterState` as format 5 stores it (frozen).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct ClusterStateV5 {
+    images: BTreeMap<ImageId, ImageRecord>,
+    tags: BTreeMap<String, ImageId>,
+    containers: BTreeMap<ContainerId, ContainerRecord>,
+    volumes: BTreeMap<String, VolumeRecord>,
+    restarts: BTreeMap<ContainerId, RestartState>,
+    networks: BTreeMap<String, NetworkRecord>,
+    connections: BTreeMap<ContainerId, BTreeMap<String, Vec<String>>>,
+    endpoints: BTreeMap<ContainerId, Vec<Endpoint>>,
+    layers: BTreeMap<DiffId, BTreeSet<NodeId>>,
+    nodes: BTreeMap<NodeId, NodeRecord>,
+    revoked_nodes: BTreeSet<NodeId>,
+}
+
+impl From<ClusterStateV4> for ClusterStateV5 {
     /// Format 5 adds the hosts: they register again when their daemons connect.
-    fn from(v: ClusterStateV4) -> ClusterState {
-        ClusterState {
+    fn from(v: ClusterStateV4) -> ClusterStateV5 {
+        ClusterStateV5 {
             images: v.images,
             tags: v.tags,
             containers: v.containers,
@@ -156,6 +176,33 @@ impl From<ClusterStateV4> for ClusterState {
             nodes: BTreeMap::new(),
             revoked_nodes: BTreeSet::new(),
         }
+    }
+}
+
+impl From<ClusterStateV5> for ClusterState {
+    /// Format 6 adds the idempotency keys of applied groups: none yet (an older build
+    /// proposed none).
+    fn from(v: ClusterStateV5) -> ClusterState {
+        ClusterState {
+            images: v.images,
+            tags: v.tags,
+            containers: v.containers,
+            volumes: v.volumes,
+            restarts: v.restarts,
+            networks: v.networks,
+            connections: v.connections,
+            endpoints: v.endpoints,
+            layers: v.layers,
+            nodes: v.nodes,
+            revoked_nodes: v.revoked_nodes,
+            applied_keys: AppliedKeys::default(),
+        }
+    }
+}
+
+impl From<ClusterStateV4> for ClusterState {
+    fn from(v: ClusterStateV4) -> ClusterState {
+        ClusterStateV5::from(v).into()
     }
 }
 
@@ -204,12 +251,13 @@ struct AppliedOf<S> {
 /// when a step fails.
 pub(super) fn migrate(db: &Db, found: u32, target: u32) -> Result<(), RaftError> {
     let mut batch = WriteBatch::default();
-    debug_assert_eq!(target, 5, "a new format needs its step here");
+    debug_assert_eq!(target, 6, "a new format needs its step here");
     // Format 4 only added `Command::Batch` log entries; 3 and 4 store the same layout.
     match found {
         0 | 1 => rewrite::<ClusterStateV1>(db, &mut batch, 1)?,
         2 => rewrite::<ClusterStateV2>(db, &mut batch, 2)?,
-        _ => rewrite::<ClusterStateV4>(db, &mut batch, 4)?,
+        3 | 4 => rewrite::<ClusterStateV4>(db, &mut batch, 4)?,
+        _ => rewrite::<ClusterStateV5>(db, &mut batch, 5)?,
     }
     let format = target;
     batch.put_cf(
@@ -240,10 +288,15 @@ where
             "snapshot (format 2)",
             "snapshot data (format 2)",
         ),
-        _ => (
+        4 => (
             "applied state (format 3 or 4)",
             "snapshot (format 3 or 4)",
             "snapshot data (format 3 or 4)",
+        ),
+        _ => (
+            "applied state (format 5)",
+            "snapshot (format 5)",
+            "snapshot data (format 5)",
         ),
     };
     if let Some(old) = db.get::<AppliedOf<S>>(CF_SM, KEY_APPLIED, applied_what)? {
@@ -568,5 +621,44 @@ mod tests {
         assert!(db::decode::<ClusterState>(&bytes, "v3").is_err());
         let bytes = db::encode(&ClusterStateV4::from(v2()), "v4").unwrap();
         assert!(db::decode::<ClusterState>(&bytes, "v5").is_err());
+        let bytes = db::encode(&v5(), "v5").unwrap();
+        assert!(db::decode::<ClusterState>(&bytes, "v6").is_err());
+    }
+
+    /// A format-5 state: the format-2 one with a host and a revoked ID.
+    fn v5() -> ClusterStateV5 {
+        let mut s = ClusterStateV5::from(ClusterStateV4::from(v2()));
+        let node = NodeRecord {
+            id: NodeId(7),
+            role: wharf_protocol::node_state::NodeRole::Agent,
+            description: wharf_protocol::node_state::NodeDescription {
+                hostname: "node-7".into(),
+                runs_containers: true,
+                ..Default::default()
+            },
+            labels: BTreeMap::from([("disk".into(), "ssd".into())]),
+            availability: Default::default(),
+            state: Default::default(),
+            created_ns: 3,
+            updated_ns: 4,
+        };
+        s.nodes.insert(node.id, node);
+        s.revoked_nodes.insert(NodeId(9));
+        s
+    }
+
+    /// A database of format 5 opens in this build with everything in it, its hosts and
+    /// revoked IDs too, and no idempotency keys yet.
+    #[test]
+    fn format_five_gains_an_empty_table_of_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = v5();
+        old_database(dir.path(), &old, Some(5));
+        let want = ClusterState::from(old.clone());
+        assert!(want.applied_keys.is_empty());
+        assert_eq!(want.nodes, old.nodes);
+        assert_eq!(want.revoked_nodes, old.revoked_nodes);
+        assert_eq!(want.containers.len(), 2);
+        opens_as(dir.path(), &want);
     }
 }

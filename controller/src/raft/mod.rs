@@ -44,6 +44,8 @@ mod cluster_test;
 #[cfg(test)]
 mod failover_test;
 #[cfg(test)]
+mod forward_test;
+#[cfg(test)]
 mod peer_harness;
 #[cfg(test)]
 mod store_test;
@@ -69,7 +71,8 @@ pub use tls_network::{TlsClient, TlsNetwork};
 openraft::declare_raft_types!(
     /// The openraft type configuration of Wharf's controllers: log entries carry a
     /// [`Command`], applying one yields a [`Response`] per command (several for a
-    /// [`Command::Batch`]), members are `u64` ids with an address.
+    /// [`Command::Batch`] or a [`Command::Keyed`] group), members are `u64` ids with an
+    /// address.
     pub TypeConfig:
         D = Command,
         R = Vec<Response>,

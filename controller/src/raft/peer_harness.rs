@@ -1,19 +1,26 @@
 //! A test harness of controllers in one process: certificates from a temporary cluster
 //! [`Authority`], and per controller ([`Peer`]) its own database and a loopback TLS listener
-//! that checks ALPN and serves [`serve_peer`], as the controller's cluster port does.
+//! that checks ALPN and serves [`serve_peer`], as the controller's cluster port does. A peer
+//! can be told to lose its next answers to forwarded writes ([`Peer::drop_forward_replies`]):
+//! the write is done, then the connection breaks instead of carrying the answer.
 
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use openraft::Config;
 use rcgen::KeyPair;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use wharf_protocol::state::{ClusterState, Command, ImageRecord};
 use wharf_protocol::{DiffId, Digest, ImageId};
 
+use super::rpc::Reply;
 use super::{serve_peer, OpenMode, OpenOptions, RaftError, Store, TlsNetwork, RAFT_ALPN};
 use crate::certs::Authority;
 
@@ -110,7 +117,74 @@ pub(super) struct Peer {
     dir: tempfile::TempDir,
     client: Arc<rustls::ClientConfig>,
     serving: Arc<Mutex<Option<Store>>>,
+    faults: Arc<ReplyFaults>,
     listener: JoinHandle<()>,
+}
+
+/// Answers to forwarded writes a peer is to lose, and those it lost.
+#[derive(Debug, Default)]
+struct ReplyFaults {
+    to_drop: AtomicU32,
+    dropped: AtomicU32,
+}
+
+/// A peer connection that fails the write of a successful [`Reply::Forward`] while
+/// `faults` asks for it: the leader did the write, the follower never hears of it.
+struct LoseReplies<S> {
+    inner: S,
+    faults: Arc<ReplyFaults>,
+}
+
+impl<S> LoseReplies<S> {
+    /// Whether `buf` is one frame holding a successful forward answer to be lost now.
+    fn loses(&self, buf: &[u8]) -> bool {
+        let is_answer = buf.len() > 4
+            && matches!(
+                wharf_protocol::codec::decode::<Reply>(&buf[4..]),
+                Ok(Reply::Forward(Ok(_)))
+            );
+        is_answer
+            && self
+                .faults
+                .to_drop
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for LoseReplies<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for LoseReplies<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        if self.loses(buf) {
+            self.faults.dropped.fetch_add(1, Ordering::SeqCst);
+            return Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "test: the answer to a forwarded write is lost",
+            )));
+        }
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 impl Drop for Peer {
@@ -124,8 +198,10 @@ impl Peer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let serving: Arc<Mutex<Option<Store>>> = Arc::new(Mutex::new(None));
+        let faults = Arc::new(ReplyFaults::default());
         let acceptor = TlsAcceptor::from(ca.server_config(id));
         let slot = Arc::clone(&serving);
+        let lose = Arc::clone(&faults);
         let listener = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
@@ -135,6 +211,7 @@ impl Peer {
                 let _ = tcp.set_nodelay(true);
                 let acceptor = acceptor.clone();
                 let slot = Arc::clone(&slot);
+                let faults = Arc::clone(&lose);
                 tokio::spawn(async move {
                     let Ok(tls) = acceptor.accept(tcp).await else {
                         return;
@@ -144,7 +221,7 @@ impl Peer {
                     }
                     let store = slot.lock().unwrap().clone();
                     if let Some(store) = store {
-                        let _ = serve_peer(store, tls).await;
+                        let _ = serve_peer(store, LoseReplies { inner: tls, faults }).await;
                     }
                 });
             }
@@ -155,8 +232,19 @@ impl Peer {
             dir: tempfile::tempdir().unwrap(),
             client: ca.client_config(id),
             serving,
+            faults,
             listener,
         }
+    }
+
+    /// Lose the next `n` answers this peer gives to forwarded writes it did.
+    pub(super) fn drop_forward_replies(&self, n: u32) {
+        self.faults.to_drop.store(n, Ordering::SeqCst);
+    }
+
+    /// Answers to forwarded writes this peer lost.
+    pub(super) fn dropped_forward_replies(&self) -> u32 {
+        self.faults.dropped.load(Ordering::SeqCst)
     }
 
     /// Open (or reopen) this peer's store and serve it.

@@ -61,7 +61,9 @@ pub(super) enum Call {
     Vote(VoteRequest<u64>),
     /// Raft: one chunk of a snapshot.
     InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
-    /// Write these commands as one log entry (asked of the leader by a follower).
+    /// Write these commands as one log entry (asked of the leader by a follower; this
+    /// build sends one [`Command::Keyed`] group, sent again under its key if the answer
+    /// is lost).
     Forward(Vec<Command>),
     /// Confirm leadership and name the log index a linearizable read must wait for.
     ReadIndex,

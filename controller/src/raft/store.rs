@@ -16,6 +16,7 @@ use std::time::Duration;
 use openraft::{BasicNode, Config, Raft, ServerState, SnapshotPolicy};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::Instrument;
+use wharf_protocol::proposal_key::ProposalKey;
 use wharf_protocol::state::{ClusterState, Command, Response};
 
 use super::db::Db;
@@ -182,6 +183,7 @@ impl Store {
         let router = Router::new(node_id, raft.clone(), network.clone());
         tokio::spawn(propose_in_groups(
             router.clone(),
+            Keys::new(node_id),
             queued,
             Arc::clone(&counts),
         ));
@@ -288,14 +290,15 @@ impl Store {
     /// `Ok(Err(_))` means the command was committed but refused by [`ClusterState::apply`]
     /// (the state is unchanged); `Err(_)` means it may not have been committed. Among those,
     /// [`RaftError::NoLeader`] and [`RaftError::NotLeader`] say that it certainly was not;
-    /// [`RaftError::ForwardUncertain`], [`RaftError::ForwardFailed`] and
-    /// [`RaftError::WriteTimeout`] that it may still be: the store never sends a command
-    /// twice, the caller decides.
+    /// [`RaftError::Undecided`] that it may have been: a try that may have been applied
+    /// (the leader was lost between commit and answer) is made again under the same
+    /// idempotency key, which the state machine applies once, and only a write still
+    /// undecided after [`WRITE_TIMEOUT`](super::forward) is this error.
     ///
     /// Proposals made while another is being written wait for it and then go into the log
-    /// together, as one [`Command::Batch`] entry: one append and one fsync for all of them
-    /// (group commit), each answered as if alone. On a follower such a group is forwarded
-    /// to the leader as one call.
+    /// together, as one [`Command::Keyed`] entry under a key this store makes: one append
+    /// and one fsync for all of them (group commit), each answered as if alone. On a
+    /// follower such a group is forwarded to the leader as one call.
     ///
     /// On a follower the answer waits until this node has applied the write too (read
     /// your writes: the caller's next [`Store::read`] sees it, as on the leader).
@@ -375,6 +378,14 @@ impl Store {
         &self.inner.network
     }
 
+    /// Every log entry this node holds, in order (tests look for repeated keys).
+    #[cfg(test)]
+    pub(super) fn log_entries(&self) -> Vec<openraft::Entry<TypeConfig>> {
+        super::LogStore::new(Arc::clone(&self.inner.db))
+            .read_range(&(..))
+            .expect("a test reads its own log")
+    }
+
     /// A receiver that turns `true` when the store is shut down.
     pub(super) fn closed(&self) -> watch::Receiver<bool> {
         self.inner.closed.subscribe()
@@ -436,11 +447,43 @@ struct Proposal {
 /// The most commands one log entry carries.
 const MAX_GROUP: usize = 128;
 
+/// The idempotency keys of one store's proposal groups: its node id, a random incarnation
+/// (each open of the store its own, so a restart never repeats a key), and a sequence.
+struct Keys {
+    origin: u64,
+    incarnation: u64,
+    next: u64,
+}
+
+impl Keys {
+    fn new(origin: u64) -> Keys {
+        Keys {
+            origin,
+            incarnation: rand::random(),
+            next: 0,
+        }
+    }
+
+    /// The key of the next group.
+    fn next(&mut self) -> ProposalKey {
+        let key = ProposalKey {
+            origin: self.origin,
+            incarnation: self.incarnation,
+            seq: self.next,
+        };
+        self.next += 1;
+        key
+    }
+}
+
 /// Write proposals one entry at a time: each entry takes every proposal that queued while
-/// the one before it was being committed (up to [`MAX_GROUP`]). On a follower the group is
-/// forwarded to the leader as one call. Ends when the store is dropped.
+/// the one before it was being committed (up to [`MAX_GROUP`]), under a key of its own. On
+/// a follower the group is forwarded to the leader as one call. One group is in flight at a
+/// time, and it alone is retried: what lets the state machine keep few keys per origin.
+/// Ends when the store is dropped.
 async fn propose_in_groups(
     router: Router,
+    mut keys: Keys,
     mut queued: mpsc::UnboundedReceiver<Proposal>,
     counts: Arc<ProposalCounts>,
 ) {
@@ -460,7 +503,7 @@ async fn propose_in_groups(
         counts
             .entries
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        match router.write(cmds).await {
+        match router.write(keys.next(), cmds).await {
             Ok(answers) => {
                 for (reply, answer) in replies.into_iter().zip(answers) {
                     let _ = reply.send(Ok(answer));
