@@ -550,6 +550,21 @@ fn a_three_controller_cluster_through_the_stock_cli() {
     );
     c.ok_via("ctl-1", &["rm", "-f", "pub"]);
 
+    c.ok_via("ctl-2", &["network", "create", "wide"]);
+    let nets = c.ok_via("ctl-3", &["network", "ls", "--format", "{{.Name}}"]);
+    for agent in agents {
+        assert!(
+            nets.lines().any(|l| l == format!("{agent}/wide")),
+            "{agent}: {nets}"
+        );
+    }
+    c.ok_via("ctl-1", &["network", "rm", "wide"]);
+    c.ok_via("ctl-2", &["network", "create", "wide"]);
+    let pruned = c.ok_via("ctl-1", &["network", "prune", "-f"]);
+    assert_eq!(pruned.matches("wide").count(), agents.len(), "{pruned}");
+    let nets = c.ok_via("ctl-2", &["network", "ls", "--format", "{{.Name}}"]);
+    assert!(!nets.contains("wide"), "{nets}");
+
     // Labels set with `docker node update` drive placement.
     c.ok_via(
         "ctl-1",
@@ -1080,6 +1095,8 @@ fn a_lost_leader_mid_create_answers_once(c: &Cluster, controllers: &[&str]) {
     let mut ids = std::collections::BTreeSet::new();
     for line in ps.lines() {
         let (id, name) = line.split_once(' ').expect("ID NAME");
+        // `docker ps` names a container `node/name` in a cluster.
+        let name = name.rsplit('/').next().unwrap_or(name);
         assert!(ids.insert(id.to_string()), "{id} listed twice: {ps}");
         holders
             .entry(name.to_string())

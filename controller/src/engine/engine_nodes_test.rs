@@ -442,6 +442,59 @@ async fn each_node_has_its_own_default_network_and_names_resolve_on_the_containe
     assert_eq!(shown, ["a/bridge", "a/front", "b/bridge", "b/front"]);
 }
 
+/// `docker network create NAME` makes a host-local bridge of that name on every Ready
+/// agent; `docker network rm NAME` removes them all; a node that refuses undoes the ones
+/// made before it.
+#[tokio::test]
+async fn a_plain_network_name_is_made_on_every_node_and_removed_from_all() {
+    let Setup {
+        engine, cluster, ..
+    } = two_nodes().await;
+    let req = |name: &str| crate::engine::network_options::NetworkCreate {
+        name: name.into(),
+        subnet: Some("10.99.0.0/24".into()),
+        gateway: None,
+        labels: Default::default(),
+        internal: false,
+        icc: true,
+        masquerade: true,
+    };
+    let users = |engine: &Engine| {
+        engine.store().read(|s| {
+            let mut v: Vec<String> = s
+                .networks
+                .values()
+                .filter(|n| !n.default)
+                .map(|n| crate::engine::network::shown_network_name(s, n))
+                .collect();
+            v.sort();
+            v
+        })
+    };
+    let first = engine.create_network(req("wide")).await.unwrap();
+    assert_eq!(first.node, A, "answered with the first node's");
+    assert_eq!(users(&engine), ["a/wide", "b/wide"]);
+    let err = engine.create_network(req("wide")).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Conflict, "{}", err.message);
+    assert_eq!(users(&engine), ["a/wide", "b/wide"], "nothing more made");
+    engine.remove_network("wide").await.unwrap();
+    assert!(users(&engine).is_empty());
+
+    // b refuses to make bridges: nothing is left on a.
+    cluster.agent(B).with(|s| {
+        s.fail = Some(|r| {
+            matches!(
+                r,
+                AgentRequest::Network(
+                    wharf_protocol::agent::network::NetworkRequest::EnsureBridge { .. }
+                )
+            )
+        })
+    });
+    assert!(engine.create_network(req("half")).await.is_err());
+    assert!(users(&engine).is_empty(), "{:?}", users(&engine));
+}
+
 #[tokio::test]
 async fn one_node_shows_network_names_as_they_are() {
     let Setup { engine, .. } = setup().await;

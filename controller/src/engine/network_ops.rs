@@ -52,11 +52,12 @@ impl Engine {
     }
 
     /// `POST /networks/create`: record the network, then make its bridge; the rules
-    /// follow (isolation from the other networks, `--internal`, `enable_icc`).
+    /// follow (isolation from the other networks, `--internal`, `enable_icc`). `NODE/name`
+    /// (classic Swarm's) makes it on that node; a plain name on every Ready node that runs
+    /// containers, a host-local bridge on each (until overlay networks land), answered
+    /// with the first one's record. When one node fails, those made before are removed.
     pub async fn create_network(&self, req: NetworkCreate) -> Result<NetworkRecord, EngineError> {
-        // `NODE/name` (classic Swarm's) makes it on that node; else where placement
-        // would put a container.
-        let (node, name) = match req.name.split_once('/') {
+        let (nodes, name) = match req.name.split_once('/') {
             Some((on, name)) => {
                 let node = self
                     .store()
@@ -67,10 +68,13 @@ impl Engine {
                             .map(|n| n.id)
                     })
                     .ok_or_else(|| EngineError::not_found(format!("node {on} not found")))?;
-                (node, name)
+                (vec![node], name)
             }
-            None => (self.image_target()?, req.name.as_str()),
+            None => (self.store().read(network_nodes), req.name.as_str()),
         };
+        if nodes.is_empty() {
+            return Err(super::placement::no_ready_agent());
+        }
         if PREDEFINED.contains(&name) {
             return Err(EngineError::forbidden(format!(
                 "operation is not permitted on predefined {name} network "
@@ -90,6 +94,35 @@ impl Engine {
                     .map_err(|_| EngineError::invalid(format!("invalid gateway address {g}")))
             })
             .transpose()?;
+        let mut made: Vec<NetworkRecord> = Vec::with_capacity(nodes.len());
+        for node in nodes {
+            match self
+                .create_network_on(node, name, &req, subnet, gateway)
+                .await
+            {
+                Ok(record) => made.push(record),
+                Err(e) => {
+                    for record in made.iter().rev() {
+                        if let Err(undo) = self.remove_network(&record.id).await {
+                            warn!(network = %record.name, node = %record.node, error = %undo.message, "undoing a network create");
+                        }
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(made.swap_remove(0))
+    }
+
+    /// Make network `name` on `node` (see [`Engine::create_network`]).
+    async fn create_network_on(
+        &self,
+        node: NodeId,
+        name: &str,
+        req: &NetworkCreate,
+        subnet: Option<Subnet>,
+        gateway: Option<Ipv4Addr>,
+    ) -> Result<NetworkRecord, EngineError> {
         let routes = self
             .agents
             .network_host(&node)
@@ -121,13 +154,35 @@ impl Engine {
             warn!(error = %e.message, "rules for the new network");
         }
         self.emit_network(&record, "create", &[]);
-        info!(network = %record.name, subnet = %record.subnet, "network created");
+        info!(network = %record.name, node = %node, subnet = %record.subnet, "network created");
         Ok(record)
     }
 
     /// `DELETE /networks/{id}`: 409 while containers are connected
     /// ([`super::plan::remove_network`]).
+    /// A plain name that several nodes' networks share (made by one `docker network
+    /// create`) removes them all, each as below, stopping at the first refusal.
     pub async fn remove_network(&self, reference: &str) -> Result<(), EngineError> {
+        let same_name: Vec<String> = self.store().read(|s| {
+            let mut ids: Vec<(NodeId, String)> = s
+                .networks
+                .values()
+                .filter(|n| !reference.contains('/') && n.name == reference && !n.default)
+                .map(|n| (n.node, n.id.clone()))
+                .collect();
+            ids.sort();
+            ids.into_iter().map(|(_, id)| id).collect()
+        });
+        if same_name.len() > 1 {
+            for id in same_name {
+                self.remove_one_network(&id).await?;
+            }
+            return Ok(());
+        }
+        self.remove_one_network(reference).await
+    }
+
+    async fn remove_one_network(&self, reference: &str) -> Result<(), EngineError> {
         let (n, steps) = self
             .store()
             .read(|s| super::plan::remove_network(s, reference))?;
@@ -282,4 +337,19 @@ impl Engine {
         }
         self.emit(super::events::EventType::Network, action, &n.id, attrs);
     }
+}
+
+/// The nodes a network created without `NODE/` is made on: every Ready node that runs
+/// containers, by ID (pure).
+fn network_nodes(s: &wharf_protocol::state::ClusterState) -> Vec<NodeId> {
+    let mut nodes: Vec<NodeId> = s
+        .nodes
+        .values()
+        .filter(|n| {
+            n.description.runs_containers && n.state == wharf_protocol::node_state::NodeState::Ready
+        })
+        .map(|n| n.id)
+        .collect();
+    nodes.sort();
+    nodes
 }
