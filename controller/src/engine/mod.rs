@@ -17,9 +17,10 @@
 //!
 //! The engine serves every node the cluster records: a new container's node is chosen by
 //! [`scheduler::schedule`] (through [`placement::place_create`]), and from then on each
-//! operation goes to the agent of the node its record names (container, volume, network). A node is served once its agent is
-//! connected ([`Engine::node_connected`]) and stops being watched when the connection is
-//! lost ([`Engine::node_lost`]); see `nodes.rs`.
+//! operation goes to the agent of the node its record names (container, volume,
+//! network). A node is served once its agent is connected ([`Engine::node_connected`])
+//! and stops being watched when the connection is lost ([`Engine::node_lost`]); see
+//! `nodes.rs`.
 
 mod archive;
 mod attach;
