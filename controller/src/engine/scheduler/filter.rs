@@ -7,23 +7,38 @@
 //!    ─► pins (volume, container:X, --volumes-from) ─► network ─► image held
 //!    ─► CPU/memory (capacity × overcommit)
 //!    ─► soft constraints/affinities (each kept if some candidate meets it, else dropped)
-//!    ─► free host ports (preferred) ─► Filtered { nodes, notes }
+//!    ─► free host ports (preferred) ─► Filtered { candidates, notes }
 //! ```
+//!
+//! Candidates stay in node ID order throughout (the state's order; every step keeps
+//! order), which lets the layer count walk the candidates and a layer's holders together.
 
 use super::expr::{Expr, Key, Op};
-use super::view::ClusterView;
+use super::view::{ClusterView, Usage};
 use super::{Request, Settings, Unschedulable};
 use crate::engine::{find_container, find_image};
 use std::collections::{BTreeMap, BTreeSet};
 use wharf_protocol::network::port_taken;
 use wharf_protocol::node_state::NodeRecord;
-use wharf_protocol::{ImageId, NodeId};
+use wharf_protocol::state::{ClusterState, ImageRecord};
+use wharf_protocol::{DiffId, ImageId, NodeId};
+
+/// A node that passed the hard filters, with the figures the ranking reads.
+#[derive(Clone, Copy, Debug)]
+pub struct Candidate<'a> {
+    /// The node.
+    pub node: &'a NodeRecord,
+    /// What its containers take.
+    pub usage: Usage,
+    /// How many distinct layers of the container's image it holds (0 without an image).
+    pub layers: usize,
+}
 
 /// What is left after filtering, with what the reason should say of each step.
 #[derive(Debug)]
 pub struct Filtered<'a> {
     /// The nodes that can take the container, by ID.
-    pub nodes: Vec<&'a NodeRecord>,
+    pub candidates: Vec<Candidate<'a>>,
     /// The steps that shaped the choice, as the placement reason states them
     /// (`constraint node==a`, `soft affinity image==~x dropped: no candidate meets it`).
     pub notes: Vec<String>,
@@ -112,20 +127,58 @@ fn holders(v: &ClusterView, e: &Expr) -> BTreeSet<NodeId> {
     }
 }
 
-/// The nodes of `nodes` that meet `e`.
-fn meeting<'a>(v: &ClusterView, e: &Expr, nodes: &[&'a NodeRecord]) -> Vec<&'a NodeRecord> {
+/// The items of `items` whose node (`node_of`) meets `e`, in order.
+fn meeting<T: Copy>(
+    v: &ClusterView,
+    e: &Expr,
+    items: &[T],
+    node_of: impl Fn(&T) -> &NodeRecord,
+) -> Vec<T> {
     match e.key {
         Key::Container | Key::Image => {
             let with = holders(v, e);
             let want = e.op == Op::Eq;
-            nodes
+            items
                 .iter()
+                .filter(|i| with.contains(&node_of(i).id) == want)
                 .copied()
-                .filter(|n| with.contains(&n.id) == want)
                 .collect()
         }
-        _ => nodes.iter().copied().filter(|n| node_meets(e, n)).collect(),
+        _ => items
+            .iter()
+            .filter(|i| node_meets(e, node_of(i)))
+            .copied()
+            .collect(),
     }
+}
+
+/// How many distinct layers of `image` each of `nodes` (in ID order) holds, in order.
+/// Per layer, a merge walk of the candidates and the layer's holders (both in ID order),
+/// or a binary search per holder when the holders are few: no map, no clone.
+pub fn layers_held(s: &ClusterState, image: &ImageRecord, nodes: &[&NodeRecord]) -> Vec<usize> {
+    let mut held = vec![0; nodes.len()];
+    let distinct: BTreeSet<&DiffId> = image.diff_ids.iter().collect();
+    for d in distinct {
+        let Some(holders) = s.layers.get(d) else {
+            continue;
+        };
+        if holders.len() < nodes.len() / 8 {
+            for h in holders {
+                if let Ok(i) = nodes.binary_search_by_key(h, |n| n.id) {
+                    held[i] += 1;
+                }
+            }
+            continue;
+        }
+        let mut h = holders.iter().peekable();
+        for (i, n) in nodes.iter().enumerate() {
+            while h.next_if(|x| **x < n.id).is_some() {}
+            if h.peek() == Some(&&n.id) {
+                held[i] += 1;
+            }
+        }
+    }
+    held
 }
 
 /// The capacity of a resource a node reported, times the overcommit ratio; `None` when
@@ -134,9 +187,10 @@ fn capacity(reported: u128, overcommit: f64) -> Option<i128> {
     (reported > 0).then_some((reported as f64 * overcommit) as i128)
 }
 
-/// Whether `n` has `req`'s CPU and memory unreserved (with `settings`' overcommit).
-pub fn fits(v: &ClusterView, n: &NodeRecord, req: &Request, settings: &Settings) -> (bool, bool) {
-    let u = v.usage(n.id);
+/// Whether candidate `c` has `req`'s CPU and memory unreserved (with `settings`'
+/// overcommit).
+pub fn fits(c: &Candidate, req: &Request, settings: &Settings) -> (bool, bool) {
+    let (n, u) = (c.node, c.usage);
     let cpu_cap = capacity(
         u128::from(n.description.cpus) * 1_000_000_000,
         settings.overcommit,
@@ -169,7 +223,7 @@ pub fn filter<'a>(
         return Err(Unschedulable::NoReadyAgent);
     }
     for e in req.exprs.iter().filter(|e| !e.soft) {
-        cands = meeting(v, e, &cands);
+        cands = meeting(v, e, &cands, |n| n);
         if cands.is_empty() {
             return Err(Unschedulable::Unmet(e.to_string()));
         }
@@ -208,17 +262,32 @@ pub fn filter<'a>(
             }
         }
     }
-    if let Some(img) = req.image.as_ref().filter(|i| i.must_hold) {
-        let holders = s.nodes_with_image(&img.id);
-        cands.retain(|n| holders.contains(&n.id));
+    let image = req.image.as_ref();
+    let record = image.and_then(|i| s.images.get(&i.id));
+    let held = match record {
+        Some(r) => layers_held(s, r, &cands),
+        None => vec![0; cands.len()],
+    };
+    let mut cands: Vec<Candidate> = cands
+        .into_iter()
+        .zip(held)
+        .map(|(node, layers)| Candidate {
+            node,
+            usage: v.usage(node.id),
+            layers,
+        })
+        .collect();
+    if let (Some(img), Some(r)) = (image.filter(|i| i.must_hold), record) {
+        let total = r.diff_ids.iter().collect::<BTreeSet<_>>().len();
+        cands.retain(|c| c.layers == total);
         if cands.is_empty() {
             return Err(Unschedulable::ImageElsewhere {
                 image: img.reference.clone(),
-                holders: v.names(holders),
+                holders: v.names(s.nodes_with_image(&img.id)),
             });
         }
     }
-    let fit: Vec<(bool, bool)> = cands.iter().map(|n| fits(v, n, req, settings)).collect();
+    let fit: Vec<(bool, bool)> = cands.iter().map(|c| fits(c, req, settings)).collect();
     if !fit.iter().any(|(c, m)| *c && *m) {
         // Short of one resource everywhere, or of one or the other on each node.
         let what = match (fit.iter().any(|f| f.0), fit.iter().any(|f| f.1)) {
@@ -236,7 +305,7 @@ pub fn filter<'a>(
     let mut fit = fit.into_iter();
     cands.retain(|_| fit.next().is_some_and(|(c, m)| c && m));
     for e in req.exprs.iter().filter(|e| e.soft) {
-        let kept = meeting(v, e, &cands);
+        let kept = meeting(v, e, &cands, |c| c.node);
         if kept.is_empty() {
             notes.push(format!("{e} dropped: no candidate meets it"));
         } else {
@@ -247,10 +316,14 @@ pub fn filter<'a>(
     // Host ports are a preference: with none free anywhere the container is still
     // created, and its start reports Docker's "port is already allocated".
     if !req.host_ports.is_empty() {
-        let free: Vec<&NodeRecord> = cands
+        let free: Vec<Candidate> = cands
             .iter()
             .copied()
-            .filter(|n| !req.host_ports.iter().any(|m| port_taken(v.ports(n.id), m)))
+            .filter(|c| {
+                !req.host_ports
+                    .iter()
+                    .any(|m| port_taken(v.ports(c.node.id), m))
+            })
             .collect();
         if free.is_empty() {
             notes.push("host port taken on every candidate".into());
@@ -259,7 +332,7 @@ pub fn filter<'a>(
         }
     }
     Ok(Filtered {
-        nodes: cands,
+        candidates: cands,
         notes,
     })
 }

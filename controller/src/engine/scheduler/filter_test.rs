@@ -396,3 +396,38 @@ fn a_taken_host_port_steers_away_from_its_node_and_never_refuses_the_create() {
     s.nodes.get_mut(&NodeId(3)).unwrap().state = NodeState::Ready;
     assert_eq!(on(&s, &udp), NodeId(3), "fewest containers");
 }
+
+#[test]
+fn layers_held_agrees_with_the_state_for_few_and_many_holders() {
+    let mut s = ClusterState::default();
+    for id in 1..=40 {
+        let n = super::testkit::node(id, &format!("n{id}"), &[]);
+        s.nodes.insert(n.id, n);
+    }
+    let app = add_image(&mut s, "app", &[1, 2, 3, 1]);
+    hold(&mut s, 1, &[3, 17, 40]); // few holders: a binary search each
+    hold(
+        &mut s,
+        2,
+        &(1..=40).filter(|i| i % 3 != 0).collect::<Vec<_>>(),
+    ); // a merge walk
+    hold(&mut s, 3, &[2, 17, 99]); // holders that are no candidates
+    let nodes: Vec<&wharf_protocol::node_state::NodeRecord> = s
+        .nodes
+        .values()
+        .filter(|n| n.id.0 % 2 == 1 || n.id.0 == 40)
+        .collect();
+    let held = filter::layers_held(&s, &s.images[&app], &nodes);
+    let presence = s.image_presence(&s.images[&app]);
+    for (n, h) in nodes.iter().zip(&held) {
+        assert_eq!(
+            *h,
+            presence.get(&n.id).copied().unwrap_or(0),
+            "node {}",
+            n.id
+        );
+    }
+    assert_eq!(nodes[8].id, NodeId(17));
+    assert_eq!(held[8], 3, "node 17 holds all three distinct layers");
+    assert_eq!(held[1], 1, "node 3 only the first");
+}

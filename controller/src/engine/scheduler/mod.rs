@@ -97,6 +97,12 @@ impl Default for Settings {
 }
 
 impl Settings {
+    /// Whether `ratio` is an overcommit ratio the scheduler can use: finite and above 0
+    /// (below 1.0 keeps part of each node unreserved). What a command that sets it checks.
+    pub fn valid_overcommit(ratio: f64) -> bool {
+        ratio.is_finite() && ratio > 0.0
+    }
+
     /// The settings the cluster `s` schedules with. The defaults until the state records
     /// them (a `ClusterState` field set by `wharf cluster update`); the one place to
     /// change when it does.
@@ -245,8 +251,7 @@ pub fn schedule_view(
 ) -> Result<Placement, Unschedulable> {
     let filtered = filter::filter(v, req, settings)?;
     let image = req.image.as_ref().and_then(|i| v.state.images.get(&i.id));
-    let presence = image.map(|i| v.state.image_presence(i)).unwrap_or_default();
-    let ranked = rank::rank(v, &filtered, req, settings, &presence);
+    let ranked = rank::rank(&filtered, req, settings);
     // The filter never returns an empty list; should it, it is a cluster without nodes.
     let best = *ranked.first().ok_or(Unschedulable::NoReadyAgent)?;
     let mut reason = format!(

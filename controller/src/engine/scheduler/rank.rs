@@ -11,11 +11,10 @@
 //! node did not report counts 0. Integer keys: the same state gives the same order on
 //! every controller.
 
-use super::filter::Filtered;
+use super::filter::{Candidate, Filtered};
 use super::view::ClusterView;
 use super::{Request, Settings, Strategy};
 use std::cmp::Reverse;
-use std::collections::BTreeMap;
 use wharf_protocol::node_state::NodeRecord;
 use wharf_protocol::NodeId;
 
@@ -64,24 +63,17 @@ fn share(used: i64, asked: i64, capacity: u128, overcommit: f64) -> u64 {
     if cap == 0 {
         return 0;
     }
-    let used = u128::try_from(used.max(0) + asked.max(0)).unwrap_or(0);
+    let used = u128::try_from(used.max(0).saturating_add(asked.max(0))).unwrap_or(0);
     u64::try_from(used * 1_000_000 / cap).unwrap_or(u64::MAX / 4)
 }
 
-/// The figures of candidate `n` for `req`; `presence` is how many layers of the image
-/// each node holds.
-pub fn score(
-    v: &ClusterView,
-    n: &NodeRecord,
-    req: &Request,
-    settings: &Settings,
-    presence: &BTreeMap<NodeId, usize>,
-) -> Score {
-    let u = v.usage(n.id);
+/// The figures of candidate `c` for `req`.
+pub fn score(c: &Candidate, req: &Request, settings: &Settings) -> Score {
+    let (n, u) = (c.node, c.usage);
     Score {
         node: n.id,
         containers: u.containers,
-        layers: presence.get(&n.id).copied().unwrap_or(0),
+        layers: c.layers,
         cpu_ppm: share(
             u.nano_cpus,
             req.nano_cpus,
@@ -98,19 +90,13 @@ pub fn score(
 }
 
 /// The candidates of `f`, best first (pure, a total order: the node ID breaks ties).
-pub fn rank(
-    v: &ClusterView,
-    f: &Filtered,
-    req: &Request,
-    settings: &Settings,
-    presence: &BTreeMap<NodeId, usize>,
-) -> Vec<Score> {
+pub fn rank(f: &Filtered, req: &Request, settings: &Settings) -> Vec<Score> {
     let mut scores: Vec<Score> = f
-        .nodes
+        .candidates
         .iter()
-        .map(|n| score(v, n, req, settings, presence))
+        .map(|c| score(c, req, settings))
         .collect();
-    scores.sort_by_key(|s| s.key(settings.strategy));
+    scores.sort_unstable_by_key(|s| s.key(settings.strategy));
     scores
 }
 

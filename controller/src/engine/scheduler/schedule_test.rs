@@ -133,6 +133,10 @@ fn strategies_parse_by_name() {
     }
     assert_eq!(Strategy::parse("random"), None);
     assert_eq!(Settings::of(&ClusterState::default()), Settings::default());
+    assert!(Settings::valid_overcommit(1.0) && Settings::valid_overcommit(0.8));
+    for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+        assert!(!Settings::valid_overcommit(bad), "{bad}");
+    }
 }
 
 /// Not a timed assert: prints how long a placement takes, for the record (issue 18
