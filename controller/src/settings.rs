@@ -121,8 +121,9 @@ pub struct Settings {
     #[arg(long, env = "WHARF_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 
-    /// Agents: a label of this host, `key=value` (repeatable); placement constraints
-    /// read them (`-e constraint:node.labels.key==value`).
+    /// Hosts that run containers (agents, `wharf up`): an engine label of this host,
+    /// `key=value` (repeatable); placement constraints read them (`-e constraint:key==value`,
+    /// and `node.labels.key==value` until an operator changes the node's labels).
     #[arg(long = "label", env = "WHARF_LABELS", value_delimiter = ',')]
     pub labels: Vec<String>,
 

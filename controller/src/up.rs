@@ -149,7 +149,7 @@ async fn register_node(s: &Settings, store: &Store, node: NodeId) -> anyhow::Res
         cpus: cpu_count(&std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default()),
         memory: mem_total(&std::fs::read_to_string("/proc/meminfo").unwrap_or_default()),
         engine_version: env!("CARGO_PKG_VERSION").to_string(),
-        engine_labels: Default::default(),
+        engine_labels: s.label_map()?,
         runs_containers: true,
     };
     let at_ns = crate::engine::now_ns();

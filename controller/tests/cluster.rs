@@ -40,27 +40,29 @@ fn local_cluster(dir: &Path, args: &[&str]) -> Output {
 
 impl Cluster {
     fn up() -> Cluster {
-        Cluster::up_in(PathBuf::from(format!("/tmp/wct-{}", std::process::id())))
+        Cluster::up_with(
+            "wct",
+            &[
+                "node-3:disk=ssd",
+                "node-1:rack=r1",
+                "node-2:rack=r2",
+                "node-3:rack=r3",
+            ],
+        )
     }
 
-    /// The cluster of [`Cluster::up`] in `dir`: local-cluster names its bridge, namespaces
-    /// and chains after the directory, so each test of this binary may have its own.
-    fn up_in(dir: PathBuf) -> Cluster {
+    /// 3 controllers and 3 agents under `/tmp/{name}-PID` (each test its own `name`, so
+    /// tests of this binary can run at once), the agents' engine labels `HOST:k=v`.
+    fn up_with(name: &str, labels: &[&str]) -> Cluster {
+        let dir = PathBuf::from(format!("/tmp/{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let started = Instant::now();
-        let out = local_cluster(
-            &dir,
-            &[
-                "up",
-                "--controllers",
-                "3",
-                "--agents",
-                "3",
-                "--label",
-                "node-3:disk=ssd",
-            ],
-        );
+        let mut args = vec!["up", "--controllers", "3", "--agents", "3"];
+        for l in labels {
+            args.extend(["--label", l]);
+        }
+        let out = local_cluster(&dir, &args);
         let mut c = Cluster {
             dir: dir.clone(),
             addrs: BTreeMap::new(),
@@ -564,6 +566,9 @@ fn a_three_controller_cluster_through_the_stock_cli() {
     assert_eq!(pruned.matches("wide").count(), agents.len(), "{pruned}");
     let nets = c.ok_via("ctl-2", &["network", "ls", "--format", "{{.Name}}"]);
     assert!(!nets.contains("wide"), "{nets}");
+
+    user_network_names_resolve_on_a_remote_agent_and_after_its_restart(&c);
+    affinities_and_constraints_place_across_hosts(&c);
 
     // Labels set with `docker node update` drive placement.
     c.ok_via(
@@ -1390,18 +1395,7 @@ fn a_controller_with_an_agent_runs_containers() {
 /// resolve each other by name and alias (the resolver is the agent's, on the network's
 /// gateway), and again after the agent is killed and restarted (the leader sends the
 /// tables when it reconnects). Its own cluster, left empty before it goes down.
-#[test]
-fn user_network_names_resolve_on_a_remote_agent_and_after_its_restart() {
-    if std::env::var("WHARF_AGENT_TRANSPORT").as_deref() == Ok("unix") {
-        eprintln!(
-            "skipped: the agent transport setting is wharf up's; this cluster's agents are remote"
-        );
-        return;
-    }
-    let c = Cluster::up_in(PathBuf::from(format!(
-        "/tmp/wct-dns-{}",
-        std::process::id()
-    )));
+fn user_network_names_resolve_on_a_remote_agent_and_after_its_restart(c: &Cluster) {
     let leader = c.leader_via("ctl-1").expect("a leader");
     let via = ["ctl-1", "ctl-2", "ctl-3"]
         .into_iter()
@@ -1506,4 +1500,189 @@ fn user_network_names_resolve_on_a_remote_agent_and_after_its_restart() {
 
     c.ok_via(via, &["rm", "-f", "dns-a", "dns-b"]);
     c.ok_via(via, &["network", "rm", "dnsnet"]);
+}
+
+/// The scheduler across hosts, through the stock CLI on the local cluster: affinity to a
+/// container (`==` follows it to its agent, `!=` keeps away), a soft constraint no node
+/// meets still places (the reason says it was dropped), a hard one is refused naming it,
+/// and constraints on engine labels (`wharf node --label`) hold after an operator
+/// removes the node label of the same name.
+fn affinities_and_constraints_place_across_hosts(c: &Cluster) {
+    let agents = ["node-1", "node-2", "node-3"];
+    let rack = |a: &str| format!("r{}", &a["node-".len()..]);
+    let tar = busybox_tar();
+    c.ok_via("ctl-1", &["load", "-i", tar.to_str().unwrap()]);
+    // The image is on two agents: those are where containers can go.
+    let holders: Vec<&str> = agents
+        .iter()
+        .copied()
+        .filter(|a| {
+            let on = format!("constraint:node=={a}");
+            c.docker_via("ctl-2", &["run", "--rm", "-e", &on, "busybox", "true"])
+                .status
+                .success()
+        })
+        .collect();
+    assert_eq!(holders.len(), 2, "{holders:?}");
+    let (h1, h2) = (holders[0], holders[1]);
+    let node_of = |name: &str| {
+        c.ok_via("ctl-3", &["inspect", "-f", "{{.Node.Name}}", name])
+            .trim()
+            .to_string()
+    };
+    let reason = |name: &str| {
+        c.ok_via(
+            "ctl-1",
+            &[
+                "inspect",
+                "-f",
+                "{{index .Config.Labels \"com.wharf.placement\"}}",
+                name,
+            ],
+        )
+    };
+    let run = |via: &str, name: &str, exprs: &[&str]| {
+        let mut args = vec!["run", "-d", "--name", name];
+        for e in exprs {
+            args.extend(["-e", e]);
+        }
+        args.extend(["busybox", "sleep", "1000"]);
+        c.docker_via(via, &args)
+    };
+    let ok = |out: Output| {
+        assert!(
+            out.status.success(),
+            "{}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        )
+    };
+
+    // affinity:container== follows web to its host, != keeps away from it.
+    ok(run(
+        "ctl-1",
+        "sched-web",
+        &[&format!("constraint:node=={h1}")],
+    ));
+    ok(run(
+        "ctl-2",
+        "sched-near",
+        &["affinity:container==sched-web"],
+    ));
+    assert_eq!(node_of("sched-near"), h1);
+    assert!(reason("sched-near").contains("affinity container==sched-web"));
+    ok(run(
+        "ctl-3",
+        "sched-far",
+        &["affinity:container!=sched-web"],
+    ));
+    assert_eq!(node_of("sched-far"), h2);
+    assert!(reason("sched-far").contains("affinity container!=sched-web"));
+    // Away from both: the third agent, which lacks the image. Two expressions of the
+    // same `KEY!` go in a label: the docker CLI keeps one `-e` per name before the `=`.
+    let out = c.docker_via(
+        "ctl-1",
+        &[
+            "run",
+            "-d",
+            "--name",
+            "sched-none",
+            "--label",
+            "com.wharf.constraint=affinity:container!=sched-web,affinity:container!=sched-far",
+            "busybox",
+            "true",
+        ],
+    );
+    let err = text(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("is not on a node that can take the container"),
+        "{err}"
+    );
+
+    // A soft constraint no node meets still places; a hard one is refused naming it.
+    ok(run("ctl-2", "sched-soft", &["constraint:rack==~r9"]));
+    let why = reason("sched-soft");
+    assert!(
+        why.contains("soft constraint rack==~r9 dropped: no candidate meets it"),
+        "{why}"
+    );
+    let out = run("ctl-3", "sched-hard", &["constraint:rack==r9"]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("no node meets the constraint rack==r9") && !err.contains("Unable to find"),
+        "{err}"
+    );
+    let out = run(
+        "ctl-1",
+        "sched-ghost",
+        &["affinity:container==sched-ghost-web"],
+    );
+    assert!(text(&out.stderr).contains("no node meets the affinity container==sched-ghost-web"));
+
+    // Engine labels: `rack` as the agent started with it, also after the operator removes
+    // the node label of that name (which then no longer matches).
+    let r2 = rack(h2);
+    ok(run(
+        "ctl-2",
+        "sched-rack",
+        &[&format!("constraint:rack=={r2}")],
+    ));
+    assert_eq!(node_of("sched-rack"), h2);
+    ok(run(
+        "ctl-3",
+        "sched-re",
+        &[
+            "constraint:rack==/^r[0-9]$/",
+            &format!("constraint:node!={h1}"),
+        ],
+    ));
+    assert_eq!(node_of("sched-re"), h2);
+    c.ok_via("ctl-1", &["node", "update", "--label-rm", "rack", h2]);
+    let out = run(
+        "ctl-2",
+        "sched-gone",
+        &[&format!("constraint:node.labels.rack=={r2}")],
+    );
+    assert!(!out.status.success(), "the node label is gone");
+    ok(run(
+        "ctl-3",
+        "sched-kept",
+        &[&format!("constraint:rack=={r2}")],
+    ));
+    assert_eq!(node_of("sched-kept"), h2);
+    c.ok_via(
+        "ctl-1",
+        &["node", "update", "--label-add", &format!("rack={r2}"), h2],
+    );
+
+    c.ok_via(
+        "ctl-1",
+        &[
+            "rm",
+            "-f",
+            "sched-web",
+            "sched-near",
+            "sched-far",
+            "sched-soft",
+            "sched-rack",
+            "sched-re",
+            "sched-kept",
+        ],
+    );
+    let left = c.ok_via(
+        "ctl-2",
+        &[
+            "ps",
+            "-a",
+            "--filter",
+            "name=sched-",
+            "--format",
+            "{{.Names}}",
+        ],
+    );
+    assert_eq!(
+        left, "",
+        "nothing is left; the refused creates made nothing"
+    );
 }

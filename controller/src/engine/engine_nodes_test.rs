@@ -98,11 +98,14 @@ async fn placement_errors_reach_the_api_with_their_status() {
     assert_eq!(status(e.clone()), StatusCode::CONFLICT);
     assert!(e.message.contains("node==z"), "{}", e.message);
     let e = engine
-        .create_container(None, br#"{"Image":"img:1","Env":["constraint:nod==z"]}"#)
+        .create_container(
+            None,
+            br#"{"Image":"img:1","Env":["constraint:node.zone==z"]}"#,
+        )
         .await
         .unwrap_err();
     assert_eq!(status(e.clone()), StatusCode::BAD_REQUEST);
-    assert!(e.message.contains("nod==z"), "{}", e.message);
+    assert!(e.message.contains("node.zone==z"), "{}", e.message);
     let e = engine
         .create_container(
             None,

@@ -305,7 +305,7 @@ impl Engine {
                 })
                 .copied()
                 .ok_or_else(|| {
-                    super::placement::PlacementError::ImageElsewhere {
+                    super::scheduler::Unschedulable::ImageElsewhere {
                         image: img.id.to_string(),
                         holders: holders
                             .iter()

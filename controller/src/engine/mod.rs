@@ -16,10 +16,11 @@
 //! [`EngineError`]s with kinds; `api/` maps them to Docker's status codes.
 //!
 //! The engine serves every node the cluster records: a new container's node is chosen by
-//! [`placement::place`], and from then on each operation goes to the agent of the node
-//! its record names (container, volume, network). A node is served once its agent is
-//! connected ([`Engine::node_connected`]) and stops being watched when the connection is
-//! lost ([`Engine::node_lost`]); see `nodes.rs`.
+//! [`scheduler::schedule`] (through [`placement::place_create`]), and from then on each
+//! operation goes to the agent of the node its record names (container, volume,
+//! network). A node is served once its agent is connected ([`Engine::node_connected`])
+//! and stops being watched when the connection is lost ([`Engine::node_lost`]); see
+//! `nodes.rs`.
 
 mod archive;
 mod attach;
@@ -41,6 +42,7 @@ mod nodes;
 pub mod placement;
 pub mod plan;
 pub mod reconcile;
+pub mod scheduler;
 mod volumes;
 pub use volumes::PruneFilter;
 
@@ -339,8 +341,9 @@ impl Engine {
         Ok(lines)
     }
 
-    /// `POST /containers/create`: placed by [`placement::place_create`] (which takes the
-    /// `constraint:` entries out of its environment and labels the reason), then
+    /// `POST /containers/create`: placed by [`placement::place_create`] with the cluster's
+    /// [`scheduler::Settings`] (which takes the `constraint:` and `affinity:` entries out
+    /// of its environment and labels the reason), then
     /// [`Engine::create_container_on`] that node.
     pub async fn create_container(
         &self,
@@ -349,7 +352,7 @@ impl Engine {
     ) -> Result<ContainerId, EngineError> {
         let (placed, body) = self
             .store
-            .read(|s| placement::place_create(s, name, body))?;
+            .read(|s| placement::place_create(s, name, body, &scheduler::Settings::of(s)))?;
         info!(node = %placed.node, reason = %placed.reason, "placed");
         self.create_container_on(name, &body, placed.node).await
     }

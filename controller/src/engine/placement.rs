@@ -1,376 +1,107 @@
-//! Placement: which node a new container goes to (pure; classic Swarm's filters and its
-//! `spread` strategy over the replicated state).
+//! Placement of `docker create`: what a create body asks of the scheduler (its
+//! expressions, limits, ports, pins), the scheduler's answer, and the reason recorded on
+//! the container. The decision itself is [`scheduler::schedule`] (pure, deterministic).
 //!
 //! ```text
-//!  create body ──► request_from_create (constraints out of Env, pins, limits, ports)
+//!  create body ──► request_from_create: `constraint:` / `affinity:` out of Env,
+//!                  com.wharf.constraint and classic Swarm's labels, pins, limits, ports
 //!                        │
-//!  ClusterState ─────────┴──► place: nodes accepting placements
-//!                                  ─► constraints ─► pins (volume, container:X,
-//!                                  --volumes-from) ─► network ─► image held ─► CPU/memory
-//!                                  ─► host ports free (preferred: with none, the start
-//!                                  reports Docker's error) ─► fewest containers, then ID
+//!  ClusterState ─────────┴──► scheduler::schedule(state, request, Settings::of(state))
+//!                        │
+//!                        ▼
+//!  body with com.wharf.placement = reason ──► create_container_on(node)
 //! ```
 //!
-//! Constraints are classic Swarm's: `-e constraint:node==HOST` (or `!=`), and
-//! `-e constraint:node.labels.KEY==VALUE` (or `!=`) against the node's labels. `node`
-//! matches the host name or the node ID. Values match exactly (no globs or regular
-//! expressions). The container label `com.wharf.constraint` holds more, separated by
-//! `,` (each with or without the `constraint:` prefix). `constraint:` entries are removed
-//! from the container's environment, as classic Swarm did.
-//!
-//! The same ranking chooses where new images go ([`image_targets`]).
+//! Expressions come from `-e constraint:EXPR` and `-e affinity:EXPR` (taken out of the
+//! container's environment, as classic Swarm did), from the `com.wharf.constraint` label
+//! (`,`-separated, each with or without `constraint:`; `affinity:` entries too), and from
+//! classic Swarm's `com.docker.swarm.constraints` / `com.docker.swarm.affinities` labels
+//! (JSON lists of strings). Labels are kept.
 
-use super::error::{EngineError, ErrorKind};
+use super::error::EngineError;
+use super::scheduler::expr::{Expr, ExprKind};
+use super::scheduler::{self, ImageNeed, Pin, Placement, Request, Settings, Unschedulable};
 use super::{find_container, find_image, image_record};
 use serde_json::Value;
-use std::collections::BTreeSet;
-use wharf_protocol::network::{parse_binding, port_taken, ports_in_use, PortMapping};
-use wharf_protocol::node_state::NodeRecord;
+use wharf_protocol::network::{parse_binding, PortMapping};
 use wharf_protocol::state::ClusterState;
-use wharf_protocol::{ImageId, NodeId};
+
+pub use scheduler::image_targets;
 
 /// The container label holding more constraints, separated by `,`.
 pub const CONSTRAINT_LABEL: &str = "com.wharf.constraint";
 /// The container label recording why it was placed where it is.
 pub const PLACEMENT_LABEL: &str = "com.wharf.placement";
-/// The prefix of a constraint in a container's environment.
-const ENV_PREFIX: &str = "constraint:";
-
-/// What a constraint compares.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ConstraintKey {
-    /// The node's host name or ID.
-    Node,
-    /// One of the node's labels.
-    Label(String),
-}
-
-/// One constraint, as written.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Constraint {
-    /// What it compares.
-    pub key: ConstraintKey,
-    /// `==` (true) or `!=`.
-    pub equal: bool,
-    /// The value compared with.
-    pub value: String,
-    /// The text the user wrote (without `constraint:`), for messages.
-    pub text: String,
-}
-
-impl Constraint {
-    /// Parse `node==x`, `node!=x`, `node.labels.k==v`, `node.labels.k!=v`.
-    pub fn parse(text: &str) -> Result<Constraint, PlacementError> {
-        let text = text.trim();
-        let bad = || PlacementError::Malformed(text.to_string());
-        let (at, equal) = match (text.find("=="), text.find("!=")) {
-            (Some(e), Some(n)) => (e.min(n), e < n),
-            (Some(e), None) => (e, true),
-            (None, Some(n)) => (n, false),
-            (None, None) => return Err(bad()),
-        };
-        let (key, value) = (text[..at].trim(), text[at + 2..].trim());
-        if value.is_empty() {
-            return Err(bad());
-        }
-        let key = match key {
-            "node" => ConstraintKey::Node,
-            k => match k.strip_prefix("node.labels.") {
-                Some(l) if !l.is_empty() => ConstraintKey::Label(l.to_string()),
-                _ => return Err(bad()),
-            },
-        };
-        Ok(Constraint {
-            key,
-            equal,
-            value: value.to_string(),
-            text: text.to_string(),
-        })
-    }
-
-    /// Whether node `n` meets it.
-    pub fn matches(&self, n: &NodeRecord) -> bool {
-        let hit = match &self.key {
-            ConstraintKey::Node => {
-                n.description.hostname == self.value || n.id.to_string() == self.value
-            }
-            ConstraintKey::Label(k) => n.labels.get(k) == Some(&self.value),
-        };
-        hit == self.equal
-    }
-}
-
-/// Something that ties the container to the node of an existing object.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Pin {
-    /// What, for messages (`volume data`, `container web`).
-    pub what: String,
-    /// Its node.
-    pub node: NodeId,
-}
-
-/// What placement needs to know of a new container.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PlacementRequest {
-    /// Its image, when it exists (an unknown image is the create planner's 404).
-    pub image: Option<(ImageId, String)>,
-    /// `--cpus`, in 1e-9 CPUs (`HostConfig.NanoCpus`).
-    pub nano_cpus: i64,
-    /// `--memory`, bytes (`HostConfig.Memory`).
-    pub memory: i64,
-    /// Fixed host ports of `-p`.
-    pub host_ports: Vec<PortMapping>,
-    /// Its constraints.
-    pub constraints: Vec<Constraint>,
-    /// Objects whose node it must run on.
-    pub pins: Vec<Pin>,
-    /// A user network it joins by name (`--network NAME`).
-    pub network: Option<String>,
-}
-
-/// Where a container goes, and why (recorded as its [`PLACEMENT_LABEL`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Placement {
-    /// The node.
-    pub node: NodeId,
-    /// Why it was chosen.
-    pub reason: String,
-}
-
-/// Why no node can take a container.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum PlacementError {
-    /// No node is Ready, active and running containers.
-    #[error("no agent is ready to run containers")]
-    NoReadyAgent,
-    /// A constraint is not written as `node==x` or `node.labels.k==v` (or `!=`).
-    #[error("invalid constraint \"{0}\": expected node==HOST, node!=HOST, node.labels.KEY==VALUE or node.labels.KEY!=VALUE")]
-    Malformed(String),
-    /// No node that accepts placements meets the constraint.
-    #[error("no node meets the constraint {0}")]
-    Unmet(String),
-    /// A pinning object is on a node that accepts no placement or fails another filter.
-    #[error("{what} is on node {node}, which cannot take the container")]
-    Pinned {
-        /// What pins it.
-        what: String,
-        /// That object's node.
-        node: String,
-    },
-    /// Several pinning objects are on different nodes.
-    #[error("{0} are on different nodes")]
-    PinsDisagree(String),
-    /// The user network exists, on no candidate node.
-    #[error("network {name} is on node(s) {nodes}, which cannot take the container")]
-    Network {
-        /// The network's name.
-        name: String,
-        /// The nodes that have one of that name.
-        nodes: String,
-    },
-    /// The image is recorded, but on no candidate node.
-    #[error("image {image} is not on a node that can take the container (held by: {holders})")]
-    ImageElsewhere {
-        /// The image reference.
-        image: String,
-        /// The nodes holding it, or `none`.
-        holders: String,
-    },
-    /// No candidate node has enough unreserved CPU or memory.
-    #[error("no node has enough free {0}")]
-    Resources(String),
-}
-
-/// Placement failures as the API shows them: 503 with no ready agent, 400 for a malformed
-/// constraint, 409 otherwise (never 404: the CLI would pull the image).
-impl From<PlacementError> for EngineError {
-    fn from(e: PlacementError) -> EngineError {
-        let kind = match e {
-            PlacementError::NoReadyAgent => ErrorKind::Unavailable,
-            PlacementError::Malformed(_) => ErrorKind::InvalidParameter,
-            _ => ErrorKind::Conflict,
-        };
-        EngineError::new(kind, e.to_string())
-    }
-}
+/// Classic Swarm's label of constraints, a JSON list.
+pub const SWARM_CONSTRAINTS_LABEL: &str = "com.docker.swarm.constraints";
+/// Classic Swarm's label of affinities, a JSON list.
+pub const SWARM_AFFINITIES_LABEL: &str = "com.docker.swarm.affinities";
 
 /// The 503 of a cluster with no node to act on.
 pub fn no_ready_agent() -> EngineError {
-    PlacementError::NoReadyAgent.into()
+    Unschedulable::NoReadyAgent.into()
 }
 
-fn name_of(s: &ClusterState, id: NodeId) -> String {
-    s.nodes
-        .get(&id)
-        .map(|n| n.description.hostname.clone())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| id.to_string())
+/// Choose the node for `req` with the cluster's default settings (pure); see
+/// [`scheduler::schedule`].
+pub fn place(s: &ClusterState, req: &Request) -> Result<Placement, Unschedulable> {
+    scheduler::schedule(s, req, &Settings::of(s))
 }
 
-fn names(s: &ClusterState, ids: impl IntoIterator<Item = NodeId>) -> String {
-    let v: Vec<String> = ids.into_iter().map(|n| name_of(s, n)).collect();
-    if v.is_empty() {
-        "none".into()
-    } else {
-        v.join(", ")
-    }
-}
-
-/// How many containers each node has (the spread strategy's load).
-fn load(s: &ClusterState, node: NodeId) -> usize {
-    s.containers.values().filter(|c| c.node == node).count()
-}
-
-/// The nodes accepting placements, best first: fewest containers, then node ID.
-fn ranked<'a>(s: &'a ClusterState, mut nodes: Vec<&'a NodeRecord>) -> Vec<&'a NodeRecord> {
-    nodes.sort_by_key(|n| (load(s, n.id), n.id));
-    nodes
-}
-
-/// The nodes new images go to (`load`, `import`, `commit`, `build`), best first: those
-/// accepting placements, by the placement ranking. One decision, used everywhere.
-pub fn image_targets(s: &ClusterState) -> Vec<NodeId> {
-    let accepting = s
-        .nodes
-        .values()
-        .filter(|n| n.accepts_placements())
-        .collect();
-    ranked(s, accepting).into_iter().map(|n| n.id).collect()
-}
-
-/// The CPU (1e-9 CPUs) and memory (bytes) the containers of `node` reserve.
-fn reserved(s: &ClusterState, node: NodeId) -> (i64, i64) {
-    s.containers
-        .values()
-        .filter(|c| c.node == node)
-        .fold((0, 0), |(cpu, mem), c| {
-            let hc: Value = serde_json::from_str(&c.host_config_json).unwrap_or(Value::Null);
-            let get = |k: &str| hc.get(k).and_then(Value::as_i64).unwrap_or(0).max(0);
-            (cpu + get("NanoCpus"), mem + get("Memory"))
-        })
-}
-
-/// Whether `n` has `req`'s CPU and memory unreserved; a node that reported no CPUs or no
-/// memory is not limited on that resource.
-fn fits(s: &ClusterState, n: &NodeRecord, req: &PlacementRequest) -> (bool, bool) {
-    let (cpu, mem) = reserved(s, n.id);
-    let cpu_cap = i64::from(n.description.cpus).saturating_mul(1_000_000_000);
-    let mem_cap = i64::try_from(n.description.memory).unwrap_or(i64::MAX);
-    let cpu_ok = req.nano_cpus <= 0 || cpu_cap == 0 || cpu + req.nano_cpus <= cpu_cap;
-    let mem_ok = req.memory <= 0 || mem_cap == 0 || mem + req.memory <= mem_cap;
-    (cpu_ok, mem_ok)
-}
-
-/// Choose the node for a new container (pure, deterministic): filter the nodes that
-/// accept placements, then take the one with the fewest containers (ties: lowest ID).
-/// The first filter that leaves no node gives the error.
-pub fn place(s: &ClusterState, req: &PlacementRequest) -> Result<Placement, PlacementError> {
-    let mut cands: Vec<&NodeRecord> = s
-        .nodes
-        .values()
-        .filter(|n| n.accepts_placements())
-        .collect();
-    if cands.is_empty() {
-        return Err(PlacementError::NoReadyAgent);
-    }
-    for c in &req.constraints {
-        cands.retain(|n| c.matches(n));
-        if cands.is_empty() {
-            return Err(PlacementError::Unmet(c.text.clone()));
+/// The expression of an environment entry or label entry: `constraint:EXPR` or
+/// `affinity:EXPR`; `None` for anything else.
+fn prefixed(text: &str) -> Option<Result<Expr, Unschedulable>> {
+    for kind in [ExprKind::Constraint, ExprKind::Affinity] {
+        if let Some(rest) = text
+            .strip_prefix(kind.as_str())
+            .and_then(|r| r.strip_prefix(':'))
+        {
+            return Some(Expr::parse(kind, rest).map_err(Unschedulable::from));
         }
     }
-    let pinned: BTreeSet<NodeId> = req.pins.iter().map(|p| p.node).collect();
-    if pinned.len() > 1 {
-        let what: Vec<&str> = req.pins.iter().map(|p| p.what.as_str()).collect();
-        return Err(PlacementError::PinsDisagree(what.join(", ")));
+    None
+}
+
+/// The expressions of `body` (pure): `constraint:` and `affinity:` entries are taken out
+/// of its `Env`; its labels are read and kept.
+pub fn exprs_from_create(body: &mut Value) -> Result<Vec<Expr>, Unschedulable> {
+    let mut exprs = vec![];
+    if let Some(env) = body.get_mut("Env").and_then(Value::as_array_mut) {
+        let mut kept = vec![];
+        for e in env.drain(..) {
+            match e.as_str().and_then(prefixed) {
+                Some(x) => exprs.push(x?),
+                None => kept.push(e),
+            }
+        }
+        *env = kept;
     }
-    if let Some(p) = req.pins.first() {
-        cands.retain(|n| n.id == p.node);
-        if cands.is_empty() {
-            return Err(PlacementError::Pinned {
-                what: p.what.clone(),
-                node: name_of(s, p.node),
+    let labels = body.get("Labels");
+    let label = |k: &str| labels.and_then(|l| l.get(k)).and_then(Value::as_str);
+    if let Some(text) = label(CONSTRAINT_LABEL) {
+        for c in text.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+            exprs.push(match prefixed(c) {
+                Some(x) => x?,
+                None => Expr::parse(ExprKind::Constraint, c)?,
             });
         }
     }
-    if let Some(name) = &req.network {
-        let with: BTreeSet<NodeId> = s
-            .networks
-            .values()
-            .filter(|n| &n.name == name)
-            .map(|n| n.node)
-            .collect();
-        // A network that exists nowhere is the start's 404, as Docker's.
-        if !with.is_empty() {
-            cands.retain(|n| with.contains(&n.id));
-            if cands.is_empty() {
-                return Err(PlacementError::Network {
-                    name: name.clone(),
-                    nodes: names(s, with),
-                });
+    for (key, kind) in [
+        (SWARM_CONSTRAINTS_LABEL, ExprKind::Constraint),
+        (SWARM_AFFINITIES_LABEL, ExprKind::Affinity),
+    ] {
+        if let Some(text) = label(key) {
+            let list: Vec<String> =
+                serde_json::from_str(text).map_err(|_| Unschedulable::BadLabel {
+                    label: key.to_string(),
+                    text: text.to_string(),
+                })?;
+            for e in list {
+                exprs.push(Expr::parse(kind, &e)?);
             }
         }
     }
-    if let Some((id, reference)) = &req.image {
-        let holders = s.nodes_with_image(id);
-        cands.retain(|n| holders.contains(&n.id));
-        if cands.is_empty() {
-            return Err(PlacementError::ImageElsewhere {
-                image: reference.clone(),
-                holders: names(s, holders),
-            });
-        }
-    }
-    let fit: Vec<(bool, bool)> = cands.iter().map(|n| fits(s, n, req)).collect();
-    if !fit.iter().any(|(c, m)| *c && *m) {
-        // Short of one resource everywhere, or of one or the other on each node.
-        let what = match (fit.iter().any(|f| f.0), fit.iter().any(|f| f.1)) {
-            (false, true) => "CPU",
-            (true, false) => "memory",
-            _ => "CPU and memory",
-        };
-        let asked = format!(
-            "{what} (asked: {} CPUs, {} bytes of memory)",
-            req.nano_cpus as f64 / 1e9,
-            req.memory
-        );
-        return Err(PlacementError::Resources(asked));
-    }
-    let mut i = 0;
-    cands.retain(|_| {
-        i += 1;
-        fit[i - 1].0 && fit[i - 1].1
-    });
-    // Host ports are a preference: with none free anywhere the container is still
-    // created, and its start reports Docker's "port is already allocated".
-    let free: Vec<&NodeRecord> = cands
-        .iter()
-        .copied()
-        .filter(|n| {
-            let used = ports_in_use(s.endpoints.values().flatten(), n.id);
-            !req.host_ports.iter().any(|m| port_taken(&used, m))
-        })
-        .collect();
-    if !free.is_empty() {
-        cands = free;
-    }
-    let count = cands.len();
-    let best = ranked(s, cands)[0];
-    let mut reason = format!(
-        "spread: {} container(s) on {}, fewest of {count} candidate node(s)",
-        load(s, best.id),
-        name_of(s, best.id)
-    );
-    for c in &req.constraints {
-        reason.push_str(&format!("; constraint {}", c.text));
-    }
-    if let Some(p) = req.pins.first() {
-        reason.push_str(&format!("; with {}", p.what));
-    }
-    Ok(Placement {
-        node: best.id,
-        reason,
-    })
+    Ok(exprs)
 }
 
 fn str_list(v: Option<&Value>) -> Vec<String> {
@@ -384,36 +115,20 @@ fn str_list(v: Option<&Value>) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// What placement needs from a create body (pure); `constraint:` entries are taken out
-/// of its `Env`. Anything else malformed is left to the create planner.
-pub fn request_from_create(
-    s: &ClusterState,
-    body: &mut Value,
-) -> Result<PlacementRequest, PlacementError> {
-    let mut req = PlacementRequest::default();
-    if let Some(env) = body.get_mut("Env").and_then(Value::as_array_mut) {
-        let mut kept = vec![];
-        for e in env.drain(..) {
-            match e.as_str().and_then(|t| t.strip_prefix(ENV_PREFIX)) {
-                Some(c) => req.constraints.push(Constraint::parse(c)?),
-                None => kept.push(e),
-            }
-        }
-        *env = kept;
-    }
-    if let Some(text) = body
-        .get("Labels")
-        .and_then(|l| l.get(CONSTRAINT_LABEL))
-        .and_then(Value::as_str)
-    {
-        for c in text.split(',').filter(|c| !c.trim().is_empty()) {
-            let c = c.trim();
-            req.constraints
-                .push(Constraint::parse(c.strip_prefix(ENV_PREFIX).unwrap_or(c))?);
-        }
-    }
+/// What the scheduler needs from a create body (pure): its expressions
+/// ([`exprs_from_create`], which takes them out of its `Env`), image, limits, fixed host
+/// ports and pins. Anything else malformed is left to the create planner.
+pub fn request_from_create(s: &ClusterState, body: &mut Value) -> Result<Request, Unschedulable> {
+    let mut req = Request {
+        exprs: exprs_from_create(body)?,
+        ..Request::default()
+    };
     if let Some(image) = body.get("Image").and_then(Value::as_str) {
-        req.image = find_image(s, image).map(|id| (id, image.to_string()));
+        req.image = find_image(s, image).map(|id| ImageNeed {
+            id,
+            reference: image.to_string(),
+            must_hold: true,
+        });
     }
     let hc = body.get("HostConfig").cloned().unwrap_or(Value::Null);
     req.nano_cpus = hc.get("NanoCpus").and_then(Value::as_i64).unwrap_or(0);
@@ -487,17 +202,19 @@ pub fn request_from_create(
 
 /// Place a `docker create` named `name` (pure): the planner's first checks and the
 /// image's existence (Docker's 400s and 404) come before any placement error, then
-/// [`place`]; the body comes back without its `constraint:` environment entries and
-/// with the reason as its [`PLACEMENT_LABEL`].
+/// [`scheduler::schedule`] with `settings`; the body comes back without its
+/// `constraint:` / `affinity:` environment entries and with the reason as its
+/// [`PLACEMENT_LABEL`].
 pub fn place_create(
     s: &ClusterState,
     name: Option<&str>,
     body: &[u8],
+    settings: &Settings,
 ) -> Result<(Placement, Vec<u8>), EngineError> {
     let (mut raw, config, _) = super::plan::parse_create(body, name)?;
     image_record(s, &config.image)?;
     let req = request_from_create(s, &mut raw)?;
-    let placed = place(s, &req)?;
+    let placed = scheduler::schedule(s, &req, settings)?;
     label_placement(&mut raw, &placed.reason);
     let body = serde_json::to_vec(&raw)
         .map_err(|e| EngineError::internal(format!("encode the create request: {e}")))?;

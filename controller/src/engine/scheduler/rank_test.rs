@@ -1,0 +1,169 @@
+//! The strategies, layer locality between equals, the node ID last, and the reason's
+//! deciding factor.
+
+use super::testkit::{add_container, add_image, hold, req, state};
+use super::*;
+
+fn binpack() -> Settings {
+    Settings {
+        strategy: Strategy::Binpack,
+        ..Settings::default()
+    }
+}
+
+fn placed(s: &ClusterState, r: &Request, settings: &Settings) -> Placement {
+    match schedule(s, r, settings) {
+        Ok(p) => p,
+        Err(e) => panic!("not placed: {e}"),
+    }
+}
+
+#[test]
+fn spread_takes_the_fewest_containers_then_the_most_free_resources_then_the_lowest_id() {
+    let (mut s, img) = state();
+    let p = placed(&s, &req(img), &Settings::default());
+    assert_eq!(p.node, NodeId(1));
+    assert_eq!(
+        p.reason,
+        "spread: a, 0 containers as b, lowest node ID; holds 1/1 layers"
+    );
+    add_container(&mut s, 1, "x1", 1, 0, 0);
+    let p = placed(&s, &req(img), &Settings::default());
+    assert_eq!(p.node, NodeId(2));
+    add_container(&mut s, 2, "x2", 2, 0, 0);
+    add_container(&mut s, 3, "x3", 3, 0, 0);
+    add_container(&mut s, 4, "x4", 1, 0, 0);
+    let p = placed(&s, &req(img), &Settings::default());
+    assert_eq!(p.node, NodeId(2));
+    assert_eq!(
+        p.reason,
+        "spread: b, 1 container as c, lowest node ID; holds 1/1 layers"
+    );
+    // b and c have one container each; c has more memory free.
+    s.containers.clear();
+    add_container(&mut s, 2, "x2", 2, 0, 512 << 20);
+    add_container(&mut s, 3, "x3", 3, 0, 0);
+    add_container(&mut s, 4, "x4", 1, 0, 0);
+    add_container(&mut s, 6, "x6", 1, 0, 0);
+    let p = placed(&s, &req(img), &Settings::default());
+    assert_eq!(p.node, NodeId(3));
+    assert_eq!(
+        p.reason,
+        "spread: c, 1 container as b, most free CPU and memory (0% CPU, 0% memory reserved with it); holds 1/1 layers"
+    );
+    add_container(&mut s, 7, "x7", 3, 0, 0);
+    let p = placed(&s, &req(img), &Settings::default());
+    assert_eq!(p.node, NodeId(2));
+    assert_eq!(
+        p.reason,
+        "spread: b, 1 container, fewest of 3 candidates; holds 1/1 layers"
+    );
+}
+
+#[test]
+fn binpack_takes_the_fullest_node_that_fits_then_the_most_containers() {
+    let (mut s, img) = state();
+    // a: 1 of 2 CPUs; b: 1.5 of 2 CPUs; c: nothing reserved, two containers.
+    add_container(&mut s, 1, "x1", 1, 1_000_000_000, 0);
+    add_container(&mut s, 2, "x2", 2, 1_500_000_000, 0);
+    add_container(&mut s, 3, "x3", 3, 0, 0);
+    add_container(&mut s, 4, "x4", 3, 0, 0);
+    let half = Request {
+        nano_cpus: 500_000_000,
+        ..req(img)
+    };
+    let p = placed(&s, &half, &binpack());
+    assert_eq!(p.node, NodeId(2), "b fills up exactly");
+    assert_eq!(
+        p.reason,
+        "binpack: b, 100% CPU, 0% memory reserved with it, the fullest that fits of 3 candidates; holds 1/1 layers"
+    );
+    let one = Request {
+        nano_cpus: 1_000_000_000,
+        ..req(img)
+    };
+    assert_eq!(
+        placed(&s, &one, &binpack()).node,
+        NodeId(1),
+        "b no longer fits"
+    );
+    assert_eq!(placed(&s, &one, &Settings::default()).node, NodeId(1));
+    // Nothing asked, nothing reserved anywhere: the most containers.
+    s.containers.clear();
+    add_container(&mut s, 3, "x3", 3, 0, 0);
+    add_container(&mut s, 4, "x4", 3, 0, 0);
+    add_container(&mut s, 5, "x5", 2, 0, 0);
+    let p = placed(&s, &req(img), &binpack());
+    assert_eq!(p.node, NodeId(3));
+    assert!(
+        p.reason.ends_with("most containers (2); holds 1/1 layers"),
+        "{}",
+        p.reason
+    );
+    assert_eq!(placed(&s, &req(img), &Settings::default()).node, NodeId(1));
+}
+
+#[test]
+fn layer_locality_decides_between_nodes_the_strategy_rates_equal() {
+    let (mut s, _) = state();
+    let app = add_image(&mut s, "app", &[1, 2, 3]);
+    hold(&mut s, 2, &[2, 3]);
+    hold(&mut s, 3, &[3]);
+    let mut r = req(app);
+    r.image.as_mut().unwrap().must_hold = false;
+    // Equal containers: c holds 3 of 3 layers, b 2, a 1.
+    let p = placed(&s, &r, &Settings::default());
+    assert_eq!(p.node, NodeId(3));
+    assert_eq!(
+        p.reason,
+        "spread: c, 0 containers as b, more of the image's layers than b (3 against 2); holds 3/3 layers"
+    );
+    assert_eq!(placed(&s, &r, &binpack()).node, NodeId(3));
+    // Locality never overrides spread: c is busier.
+    add_container(&mut s, 1, "x1", 3, 0, 0);
+    assert_eq!(placed(&s, &r, &Settings::default()).node, NodeId(2));
+    // Nor binpack: a is fuller.
+    add_container(&mut s, 2, "x2", 1, 0, 64 << 20);
+    let p = placed(&s, &r, &binpack());
+    assert_eq!(p.node, NodeId(1));
+    assert!(p.reason.contains("holds 1/3 layers"), "{}", p.reason);
+    // But it comes before spread's free resources.
+    s.containers.clear();
+    add_container(&mut s, 6, "x6", 3, 0, 512 << 20);
+    add_container(&mut s, 7, "x7", 2, 0, 0);
+    add_container(&mut s, 8, "x8", 1, 0, 0);
+    assert_eq!(
+        placed(&s, &r, &Settings::default()).node,
+        NodeId(3),
+        "more layers beats more free memory"
+    );
+}
+
+#[test]
+fn the_only_candidate_says_so() {
+    let (s, img) = state();
+    let r = super::testkit::with(req(img), &["node==b"]);
+    let p = placed(&s, &r, &Settings::default());
+    assert_eq!(
+        p.reason,
+        "spread: b, 0 containers, the only candidate; holds 1/1 layers; constraint node==b"
+    );
+    let p = placed(&s, &r, &binpack());
+    assert!(
+        p.reason
+            .starts_with("binpack: b, 0% CPU, 0% memory reserved with it, the only candidate"),
+        "{}",
+        p.reason
+    );
+}
+
+#[test]
+fn new_images_go_to_the_least_loaded_nodes_first() {
+    let (mut s, _) = state();
+    add_container(&mut s, 1, "x1", 1, 0, 0);
+    add_container(&mut s, 2, "x2", 1, 0, 0);
+    add_container(&mut s, 3, "x3", 3, 0, 0);
+    assert_eq!(image_targets(&s), vec![NodeId(2), NodeId(3), NodeId(1)]);
+    s.nodes.get_mut(&NodeId(2)).unwrap().state = wharf_protocol::node_state::NodeState::Down;
+    assert_eq!(image_targets(&s), vec![NodeId(3), NodeId(1)]);
+}
