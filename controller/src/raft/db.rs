@@ -42,7 +42,7 @@ pub(super) const KEY_FORMAT: &[u8] = b"format";
 /// key predates it and is in format 1. A change to the encoding of anything stored
 /// (a field added to a record, a command's layout) raises it, with a migration from
 /// every older format at open.
-pub(super) const STATE_FORMAT: u32 = 6;
+pub(super) const STATE_FORMAT: u32 = 7;
 
 /// Key of the applied state in [`CF_SM`].
 pub(super) const KEY_APPLIED: &[u8] = b"applied";

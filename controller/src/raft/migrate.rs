@@ -9,6 +9,7 @@
 //! | 4      | `Command::Batch` log entries (group commit); nothing stored changes  |
 //! | 5      | `ClusterState.nodes` and `revoked_nodes`: the hosts of the cluster   |
 //! | 6      | `ClusterState.applied_keys`; `Command::Keyed` log entries            |
+//! | 7      | `ClusterState.settings` and `pending`; `UpdateSettings`, `RescheduleContainer`, `SetPending` entries |
 //!
 //! The log entries need no migration: commands only gain variants at the end, and the
 //! old ones still decode and apply (format 3 writes `ContainerRunning`; the
@@ -17,10 +18,11 @@
 //! older layout they are in, in one fsynced batch with the new format number.
 //!
 //! ```text
-//!   format 1 ──ClusterStateV1──► ClusterStateV2 ──► ClusterStateV4 ──► ClusterStateV5 ──► ClusterState (6)
-//!   format 2 ──ClusterStateV2──────────────────────┘                  │                 │
-//!   formats 3, 4 ──ClusterStateV4─────────────────────────────────────┘                 │
-//!   format 5 ──ClusterStateV5───────────────────────────────────────────────────────────┘
+//!   format 1 ──ClusterStateV1──► ClusterStateV2 ──► ClusterStateV4 ──► ClusterStateV5 ──► ClusterStateV6 ──► ClusterState (7)
+//!   format 2 ──ClusterStateV2──────────────────────┘                  │                 │                 │
+//!   formats 3, 4 ──ClusterStateV4─────────────────────────────────────┘                 │                 │
+//!   format 5 ──ClusterStateV5───────────────────────────────────────────────────────────┘                 │
+//!   format 6 ──ClusterStateV6─────────────────────────────────────────────────────────────────────────────┘
 //! ```
 
 use super::db::{self, Db, CF_META, CF_SM, KEY_APPLIED, KEY_FORMAT, KEY_SNAPSHOT};
@@ -179,11 +181,28 @@ impl From<ClusterStateV4> for ClusterStateV5 {
     }
 }
 
-impl From<ClusterStateV5> for ClusterState {
+/// `ClusterState` as format 6 stores it (frozen): before the settings.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct ClusterStateV6 {
+    images: BTreeMap<ImageId, ImageRecord>,
+    tags: BTreeMap<String, ImageId>,
+    containers: BTreeMap<ContainerId, ContainerRecord>,
+    volumes: BTreeMap<String, VolumeRecord>,
+    restarts: BTreeMap<ContainerId, RestartState>,
+    networks: BTreeMap<String, NetworkRecord>,
+    connections: BTreeMap<ContainerId, BTreeMap<String, Vec<String>>>,
+    endpoints: BTreeMap<ContainerId, Vec<Endpoint>>,
+    layers: BTreeMap<DiffId, BTreeSet<NodeId>>,
+    nodes: BTreeMap<NodeId, NodeRecord>,
+    revoked_nodes: BTreeSet<NodeId>,
+    applied_keys: AppliedKeys,
+}
+
+impl From<ClusterStateV5> for ClusterStateV6 {
     /// Format 6 adds the idempotency keys of applied groups: none yet (an older build
     /// proposed none).
-    fn from(v: ClusterStateV5) -> ClusterState {
-        ClusterState {
+    fn from(v: ClusterStateV5) -> ClusterStateV6 {
+        ClusterStateV6 {
             images: v.images,
             tags: v.tags,
             containers: v.containers,
@@ -197,6 +216,35 @@ impl From<ClusterStateV5> for ClusterState {
             revoked_nodes: v.revoked_nodes,
             applied_keys: AppliedKeys::default(),
         }
+    }
+}
+
+impl From<ClusterStateV6> for ClusterState {
+    /// Format 7 adds the cluster's settings (the defaults, which format 6 used) and the
+    /// containers that cannot move (none yet).
+    fn from(v: ClusterStateV6) -> ClusterState {
+        ClusterState {
+            images: v.images,
+            tags: v.tags,
+            containers: v.containers,
+            volumes: v.volumes,
+            restarts: v.restarts,
+            networks: v.networks,
+            connections: v.connections,
+            endpoints: v.endpoints,
+            layers: v.layers,
+            nodes: v.nodes,
+            revoked_nodes: v.revoked_nodes,
+            applied_keys: v.applied_keys,
+            settings: Default::default(),
+            pending: BTreeMap::new(),
+        }
+    }
+}
+
+impl From<ClusterStateV5> for ClusterState {
+    fn from(v: ClusterStateV5) -> ClusterState {
+        ClusterStateV6::from(v).into()
     }
 }
 
@@ -251,13 +299,14 @@ struct AppliedOf<S> {
 /// when a step fails.
 pub(super) fn migrate(db: &Db, found: u32, target: u32) -> Result<(), RaftError> {
     let mut batch = WriteBatch::default();
-    debug_assert_eq!(target, 6, "a new format needs its step here");
+    debug_assert_eq!(target, 7, "a new format needs its step here");
     // Format 4 only added `Command::Batch` log entries; 3 and 4 store the same layout.
     match found {
         0 | 1 => rewrite::<ClusterStateV1>(db, &mut batch, 1)?,
         2 => rewrite::<ClusterStateV2>(db, &mut batch, 2)?,
         3 | 4 => rewrite::<ClusterStateV4>(db, &mut batch, 4)?,
-        _ => rewrite::<ClusterStateV5>(db, &mut batch, 5)?,
+        5 => rewrite::<ClusterStateV5>(db, &mut batch, 5)?,
+        _ => rewrite::<ClusterStateV6>(db, &mut batch, 6)?,
     }
     let format = target;
     batch.put_cf(
@@ -293,10 +342,15 @@ where
             "snapshot (format 3 or 4)",
             "snapshot data (format 3 or 4)",
         ),
-        _ => (
+        5 => (
             "applied state (format 5)",
             "snapshot (format 5)",
             "snapshot data (format 5)",
+        ),
+        _ => (
+            "applied state (format 6)",
+            "snapshot (format 6)",
+            "snapshot data (format 6)",
         ),
     };
     if let Some(old) = db.get::<AppliedOf<S>>(CF_SM, KEY_APPLIED, applied_what)? {
@@ -659,6 +713,21 @@ mod tests {
         assert_eq!(want.nodes, old.nodes);
         assert_eq!(want.revoked_nodes, old.revoked_nodes);
         assert_eq!(want.containers.len(), 2);
+        opens_as(dir.path(), &want);
+    }
+
+    /// A database of format 6 opens in this build with everything in it, its idempotency
+    /// keys too, the default settings and no pending containers.
+    #[test]
+    fn format_six_gains_the_default_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = ClusterStateV6::from(v5());
+        old_database(dir.path(), &old, Some(6));
+        let want = ClusterState::from(old.clone());
+        assert_eq!(want.settings, Default::default());
+        assert!(want.pending.is_empty());
+        assert_eq!(want.containers.len(), 2);
+        assert_eq!(want.nodes, old.nodes);
         opens_as(dir.path(), &want);
     }
 }
