@@ -879,14 +879,97 @@ fn a_three_controller_cluster_through_the_stock_cli() {
     a_lost_leader_mid_create_answers_once(&c, &controllers);
     a_wiped_controller_rejoins_under_a_new_id(&c, &controllers);
 
-    // docker node rm of a Down node: its certificate no longer admits it.
-    let spare = agents.iter().copied().find(|a| *a != home).unwrap();
+    // A host lost (poweroff) with containers on it: a running `--restart always` one is
+    // re-created on another node once, under its name; one pinned by a named volume
+    // stays, pending with the reason; one without a policy stays, its status unknown.
+    let spare = holders.iter().copied().find(|a| *a != home).unwrap();
+    let soft = format!("constraint:node==~{spare}");
+    for (name, extra) in [
+        ("mover", vec!["--restart", "always"]),
+        ("pinned", vec!["--restart", "always", "-v", "pinvol:/data"]),
+        ("plain", vec![]),
+    ] {
+        let mut args = vec!["run", "-d", "--name", name, "-e", &soft];
+        args.extend(extra);
+        args.extend(["busybox", "sleep", "1000"]);
+        c.ok_via("ctl-3", &args);
+        assert_eq!(
+            c.ok_via("ctl-1", &["inspect", "-f", "{{.Node.Name}}", name])
+                .trim(),
+            spare
+        );
+    }
+    let lost = Instant::now();
     c.fault(&["poweroff", spare]);
     c.until("the powered-off agent Down", || {
         c.nodes_via("ctl-2")
             .get(spare)
             .is_some_and(|(s, _)| s == "Down")
     });
+    let down_after = lost.elapsed();
+    c.until(
+        "the --restart always container running on another node",
+        || {
+            c.docker_via(
+                "ctl-2",
+                &[
+                    "inspect",
+                    "-f",
+                    "{{.Node.Name}} {{.State.Running}}",
+                    "mover",
+                ],
+            )
+            .status
+            .success()
+                && c.ok_via(
+                    "ctl-2",
+                    &[
+                        "inspect",
+                        "-f",
+                        "{{.Node.Name}} {{.State.Running}}",
+                        "mover",
+                    ],
+                )
+                .trim()
+                    == format!("{home} true")
+        },
+    );
+    eprintln!(
+        "{spare} powered off: Down after {down_after:?}, its --restart always container running on {home} {:?} after the poweroff",
+        lost.elapsed()
+    );
+    let moved_from = c.ok_via(
+        "ctl-1",
+        &[
+            "inspect",
+            "-f",
+            "{{index .Config.Labels \"com.wharf.moved-from\"}}",
+            "mover",
+        ],
+    );
+    assert!(moved_from.starts_with(spare), "{moved_from}");
+    let ps = c.ok_via("ctl-3", &["ps", "-a", "--format", "{{.Names}}|{{.Status}}"]);
+    assert_eq!(
+        ps.lines().filter(|l| l.contains("mover")).count(),
+        1,
+        "moved once: {ps}"
+    );
+    for name in ["pinned", "plain"] {
+        assert!(
+            ps.lines()
+                .any(|l| l == format!("{spare}/{name}|unknown (node down)")),
+            "{name}: {ps}"
+        );
+    }
+    let message = c.until("the pinned container pending with its reason", || {
+        c.ok_via(
+            "ctl-1",
+            &["node", "inspect", "-f", "{{.Status.Message}}", spare],
+        )
+        .contains(&format!("pinned (pinned by volume pinvol on {spare})"))
+    });
+    eprintln!("{spare}: the pinned container reported pending {message:?} later");
+    c.ok_via("ctl-2", &["rm", "-f", "mover", "pinned", "plain"]);
     c.ok_via("ctl-2", &["node", "rm", spare]);
     assert!(!c.nodes_via("ctl-3").contains_key(spare));
     let mut restart = Command::new("bash");
