@@ -7,8 +7,7 @@ use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
-use wharf_chaos_tests::images::{layer_tar, write_save_tar, ImageSpec, LayerEntry};
-use wharf_chaos_tests::sim::archive::images_of;
+use wharf_chaos_tests::sim::archive::{images_of, sim_image};
 use wharf_chaos_tests::sim::controllers::LoopbackCluster;
 use wharf_chaos_tests::sim::fleet::{shapes, Fleet};
 use wharf_chaos_tests::sim::FleetConfig;
@@ -24,27 +23,6 @@ fn wharf_bin() -> PathBuf {
         .and_then(Path::parent)
         .map(|d| d.join("wharf"))
         .expect("a target directory")
-}
-
-/// A one-layer image `sim:latest` whose command is `true`.
-fn sim_image(dir: &Path) -> Result<Vec<u8>> {
-    let layer = layer_tar(&[LayerEntry::File {
-        path: "hello".into(),
-        mode: 0o644,
-        uid: 0,
-        gid: 0,
-        data: b"simulated\n".to_vec(),
-    }])?;
-    let out = dir.join("sim.tar");
-    write_save_tar(
-        &out,
-        &[ImageSpec {
-            name_tag: "sim:latest".into(),
-            layers: vec![layer],
-            cmd: vec!["true".into()],
-        }],
-    )?;
-    Ok(std::fs::read(out)?)
 }
 
 fn docker(socket: &Path, args: &[&str]) -> Result<String> {

@@ -89,6 +89,29 @@ pub fn inventory_of(images: &[LoadedImage]) -> LayerInventory {
     inv
 }
 
+/// The bench image `sim:latest` (one tiny layer, command `true`) as a `docker save`
+/// archive: written to `dir/sim.tar`, and its bytes.
+pub fn sim_image(dir: &std::path::Path) -> Result<Vec<u8>> {
+    use crate::images::{layer_tar, write_save_tar, ImageSpec, LayerEntry};
+    let layer = layer_tar(&[LayerEntry::File {
+        path: "hello".into(),
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        data: b"simulated\n".to_vec(),
+    }])?;
+    let out = dir.join("sim.tar");
+    write_save_tar(
+        &out,
+        &[ImageSpec {
+            name_tag: "sim:latest".into(),
+            layers: vec![layer],
+            cmd: vec!["true".into()],
+        }],
+    )?;
+    Ok(std::fs::read(out)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

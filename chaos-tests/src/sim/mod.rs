@@ -15,6 +15,7 @@ pub mod archive;
 pub mod controllers;
 pub mod fleet;
 pub mod host;
+pub mod quality;
 
 pub use agent::{FleetConfig, Shape, SimAgent};
 pub use fleet::Fleet;
