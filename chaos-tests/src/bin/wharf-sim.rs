@@ -37,6 +37,8 @@ const USAGE: &str = "\
 usage: wharf-sim COMMAND [options]
   place      --controllers N (3) --agents A (1000) --creates K (100000) --clients C (64)
              --wharf PATH (beside this binary) --dir DIR (/var/tmp) --out FILE
+  fleet      place's options (defaults --agents 10000), then --idle-secs S (60): an idle
+             minute, API p99s, RSS, 100 agents killed at once until Down
   quality    --agents A (1000) --containers K (4 per agent: about half their CPU)
   agents     --agents A --join ADDR --token TOKEN [--addr IP (127.0.0.1)] [--dir DIR]";
 
@@ -52,6 +54,8 @@ struct Args {
     join: Option<SocketAddr>,
     token: Option<String>,
     addr: String,
+    idle_secs: u64,
+    agents_given: bool,
 }
 
 fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
@@ -66,6 +70,8 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
         join: None,
         token: None,
         addr: "127.0.0.1".into(),
+        idle_secs: 60,
+        agents_given: false,
     };
     while let Some(arg) = it.next() {
         let mut value = || {
@@ -74,7 +80,11 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
         };
         match arg.as_str() {
             "--controllers" => a.controllers = value()?.parse()?,
-            "--agents" => a.agents = value()?.parse()?,
+            "--agents" => {
+                a.agents = value()?.parse()?;
+                a.agents_given = true;
+            }
+            "--idle-secs" => a.idle_secs = value()?.parse()?,
             "--creates" | "--containers" => a.creates = value()?.parse()?,
             "--clients" => a.clients = value()?.parse()?,
             "--wharf" => a.wharf = PathBuf::from(value()?),
@@ -113,7 +123,8 @@ fn main() -> Result<()> {
             }
             quality_table(&args)
         }
-        "place" => place(&args)?,
+        "place" => place(&args, false)?,
+        "fleet" => place(&args, true)?,
         "agents" => return agents(&args),
         other => bail!("unknown command {other}\n{USAGE}"),
     };
@@ -207,7 +218,12 @@ fn pct(v: &[f64], q: f64) -> f64 {
     v[rank - 1]
 }
 
-fn place(args: &Args) -> Result<String> {
+fn place(args: &Args, fleet_scale: bool) -> Result<String> {
+    let mut args = args.clone();
+    if fleet_scale && !args.agents_given {
+        args.agents = 10_000;
+    }
+    let args = &args;
     if !nix::unistd::Uid::effective().is_root() {
         bail!("wharf-sim place must run as root (it starts wharf controllers)");
     }
@@ -228,7 +244,7 @@ fn place(args: &Args) -> Result<String> {
     ));
     let cluster =
         LoopbackCluster::start(&args.wharf, &work.path().join("ctl"), args.controllers, &[])?;
-    let r = place_on(args, &cluster, work.path());
+    let r = place_on(args, &cluster, work.path(), fleet_scale);
     if r.is_err() {
         let dest = PathBuf::from("wharf-sim-place.logs");
         if cluster.keep_logs(&dest).is_ok() {
@@ -244,7 +260,16 @@ fn place(args: &Args) -> Result<String> {
     ))
 }
 
-fn place_on(args: &Args, cluster: &LoopbackCluster, work: &Path) -> Result<String> {
+/// A joined fleet with the `sim` image loaded and every agent Ready.
+struct Setup {
+    rt: tokio::runtime::Runtime,
+    fleet: Fleet,
+    tls: Tls,
+    leader: usize,
+    joined: f64,
+}
+
+fn setup(args: &Args, cluster: &LoopbackCluster, work: &Path) -> Result<Setup> {
     let tls = Tls::from_cert_path(&cluster.cert_path)?;
     let archive = sim_image(work)?;
     let images = images_of(&archive)?;
@@ -270,6 +295,11 @@ fn place_on(args: &Args, cluster: &LoopbackCluster, work: &Path) -> Result<Strin
         fleet.agents.len()
     ));
     let leader = cluster.leader(&tls)?;
+    let leader_index = cluster
+        .controllers
+        .iter()
+        .position(|c| c.name == leader.name)
+        .context("the leader")?;
     let r = tls
         .connect(leader.api)?
         .request("POST", "/images/load?quiet=1", Some(&archive))?;
@@ -300,10 +330,25 @@ fn place_on(args: &Args, cluster: &LoopbackCluster, work: &Path) -> Result<Strin
     }
     std::thread::sleep(Duration::from_secs(2));
     signals::check()?;
+    Ok(Setup {
+        rt,
+        fleet,
+        tls,
+        leader: leader_index,
+        joined,
+    })
+}
 
-    let addrs: Vec<SocketAddr> = cluster.controllers.iter().map(|c| c.api).collect();
-    let mut conns = Vec::with_capacity(args.clients);
-    for i in 0..args.clients {
+/// `n` creates from `clients` clients round-robin over `addrs`: wall seconds and every
+/// create's latency (all answered 201, or an error).
+fn create_many(
+    tls: &Tls,
+    addrs: &[SocketAddr],
+    clients: usize,
+    n: usize,
+) -> Result<(f64, Vec<f64>)> {
+    let mut conns = Vec::with_capacity(clients);
+    for i in 0..clients {
         conns.push(tls.connect(addrs[i % addrs.len()])?);
     }
     let body = serde_json::to_vec(&serde_json::json!({
@@ -311,21 +356,6 @@ fn place_on(args: &Args, cluster: &LoopbackCluster, work: &Path) -> Result<Strin
         "Cmd": ["true"],
         "HostConfig": {"NetworkMode": "none"},
     }))?;
-    let pids: Vec<u32> = cluster.controllers.iter().map(|c| c.pid()).collect();
-    let cpu = || -> Vec<f64> {
-        pids.iter()
-            .map(|p| cpu_seconds(*p).unwrap_or(f64::NAN))
-            .collect()
-    };
-    let self_cpu = || cpu_seconds(std::process::id()).unwrap_or(f64::NAN);
-    let before_creates = fleet.counters().creates;
-    let (cpu0, self0) = (cpu(), self_cpu());
-    log(&format!(
-        "{} creates from {} clients over {} controllers",
-        args.creates,
-        args.clients,
-        addrs.len()
-    ));
     let next = AtomicUsize::new(0);
     let failed: Mutex<Option<String>> = Mutex::new(None);
     let t = Instant::now();
@@ -338,7 +368,7 @@ fn place_on(args: &Args, cluster: &LoopbackCluster, work: &Path) -> Result<Strin
                     let mut lat = Vec::new();
                     while !signals::stopped()
                         && failed.lock().unwrap_or_else(|p| p.into_inner()).is_none()
-                        && next.fetch_add(1, Ordering::SeqCst) < args.creates
+                        && next.fetch_add(1, Ordering::SeqCst) < n
                     {
                         let t = Instant::now();
                         match conn.request("POST", "/containers/create", Some(body)) {
@@ -372,18 +402,48 @@ fn place_on(args: &Args, cluster: &LoopbackCluster, work: &Path) -> Result<Strin
             .collect()
     });
     let wall = t.elapsed().as_secs_f64();
-    let (cpu1, self1) = (cpu(), self_cpu());
     signals::check()?;
     if let Some(e) = failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
         bail!("a create failed: {e}");
     }
-    if latencies.len() != args.creates {
-        bail!(
-            "{} creates answered 201, expected {}",
-            latencies.len(),
-            args.creates
-        );
+    if latencies.len() != n {
+        bail!("{} creates answered 201, expected {n}", latencies.len());
     }
+    Ok((wall, latencies))
+}
+
+fn place_on(
+    args: &Args,
+    cluster: &LoopbackCluster,
+    work: &Path,
+    fleet_scale: bool,
+) -> Result<String> {
+    let Setup {
+        rt,
+        fleet,
+        tls,
+        leader,
+        joined,
+    } = setup(args, cluster, work)?;
+    let leader = &cluster.controllers[leader];
+    let addrs: Vec<SocketAddr> = cluster.controllers.iter().map(|c| c.api).collect();
+    let pids: Vec<u32> = cluster.controllers.iter().map(|c| c.pid()).collect();
+    let cpu = || -> Vec<f64> {
+        pids.iter()
+            .map(|p| cpu_seconds(*p).unwrap_or(f64::NAN))
+            .collect()
+    };
+    let self_cpu = || cpu_seconds(std::process::id()).unwrap_or(f64::NAN);
+    let before_creates = fleet.counters().creates;
+    let (cpu0, self0) = (cpu(), self_cpu());
+    log(&format!(
+        "{} creates from {} clients over {} controllers",
+        args.creates,
+        args.clients,
+        addrs.len()
+    ));
+    let (wall, latencies) = create_many(&tls, &addrs, args.clients, args.creates)?;
+    let (cpu1, self1) = (cpu(), self_cpu());
     let acked = fleet.counters().creates - before_creates;
     // What the state says against what the simulated hosts hold.
     log("checking the state against the simulated hosts");
@@ -456,7 +516,144 @@ fn place_on(args: &Args, cluster: &LoopbackCluster, work: &Path) -> Result<Strin
         "\nverified: all {} creates answered 201; the simulated hosts acknowledged {} `Create` calls; `GET /containers/json?all=1` lists {} containers and, node by node, exactly what each simulated host holds (min {min}, max {max} per node).\n",
         args.creates, acked, listed
     ));
-    drop(fleet);
+    if fleet_scale {
+        md.push_str(&fleet_table(args, cluster, &tls, leader, fleet, &rt)?);
+    }
     drop(rt);
+    Ok(md)
+}
+
+/// p50 and p99 (ms) of `n` runs of `GET path` on `addr`, one kept-alive connection.
+fn api_p99(tls: &Tls, addr: SocketAddr, path: &str, n: usize) -> Result<(f64, f64, usize)> {
+    let mut conn = tls.connect(addr)?;
+    let mut v = Vec::with_capacity(n);
+    let mut items = 0;
+    for _ in 0..n {
+        let t = Instant::now();
+        let r = conn.request("GET", path, None)?;
+        v.push(t.elapsed().as_secs_f64());
+        if r.status != 200 {
+            bail!("GET {path}: {} {}", r.status, r.text());
+        }
+        items = r.json()?.as_array().map_or(0, Vec::len);
+    }
+    v.sort_by(f64::total_cmp);
+    Ok((pct(&v, 0.5) * 1e3, pct(&v, 0.99) * 1e3, items))
+}
+
+/// Bench 2: the fleet at rest, the read API at this size, and 100 agents killed at once.
+fn fleet_table(
+    args: &Args,
+    cluster: &LoopbackCluster,
+    tls: &Tls,
+    leader: &wharf_chaos_tests::sim::controllers::Controller,
+    mut fleet: Fleet,
+    rt: &tokio::runtime::Runtime,
+) -> Result<String> {
+    let _guard = rt.enter();
+    log(&format!(
+        "idle for {} s with the agents connected",
+        args.idle_secs
+    ));
+    let (c0, h0) = (cpu_seconds(leader.pid())?, fleet.counters().heartbeats);
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(args.idle_secs) {
+        signals::check()?;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let idle = t.elapsed().as_secs_f64();
+    let (c1, h1) = (cpu_seconds(leader.pid())?, fleet.counters().heartbeats);
+    let x = &fleet.agents[0].hostname;
+    let filter = format!("%7B%22node%22%3A%7B%22{x}%22%3Atrue%7D%7D");
+    let calls = [
+        ("`docker node ls`", "/nodes".to_string(), 20),
+        (
+            "`docker ps -a --filter node=X`",
+            format!("/containers/json?all=1&filters={filter}"),
+            20,
+        ),
+        (
+            "`docker ps -a -n 100`",
+            "/containers/json?all=1&limit=100".to_string(),
+            20,
+        ),
+        (
+            "`docker ps -a` (every container)",
+            "/containers/json?all=1".to_string(),
+            5,
+        ),
+    ];
+    let mut md = format!(
+        "
+**Fleet at rest**: the same cluster after the creates, {} agents heartbeating at the default period, {} containers in the state.
+
+| measure | value |
+|---|---|
+",
+        args.agents, args.creates
+    );
+    md.push_str(&format!(
+        "| leader ({}) CPU over {idle:.0} s idle, agents connected | {:.1} % of one core ({} heartbeats answered by the fleet, all controllers) |\n",
+        leader.name,
+        100.0 * (c1 - c0) / idle,
+        h1 - h0
+    ));
+    for (what, path, n) in calls {
+        let endpoint = path.split('?').next().unwrap_or("").to_string();
+        match api_p99(tls, leader.api, &path, n) {
+            Ok((p50, p99, items)) => md.push_str(&format!(
+                "| {what}: p50 / p99 of {n} (`GET {endpoint}`, {items} items) | {p50:.1} ms / {p99:.1} ms |\n"
+            )),
+            Err(e) => md.push_str(&format!("| {what} | n/a: {e:#} |\n")),
+        }
+    }
+    for c in &cluster.controllers {
+        let (rss, _) = wharf_chaos_tests::bench::procmem::memory_kib(c.pid())?;
+        md.push_str(&format!(
+            "| RSS of {} | {:.0} MiB |\n",
+            c.name,
+            rss as f64 / 1024.0
+        ));
+    }
+    md.push_str("| Raft snapshot time | n/a: no way to trigger or time a snapshot from outside the controller yet |\n");
+    // 100 agents lose power at once: every connection drops, nothing said.
+    let killed: Vec<String> = fleet
+        .agents
+        .iter()
+        .rev()
+        .take(100)
+        .map(|a| a.hostname.clone())
+        .collect();
+    let t = Instant::now();
+    for a in fleet.agents.iter_mut().rev().take(100) {
+        a.kill();
+    }
+    let down = loop {
+        signals::check()?;
+        let r = tls.connect(leader.api)?.request("GET", "/nodes", None)?;
+        let nodes = r.json()?;
+        let n = nodes
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|n| {
+                n["Status"]["State"] == "down"
+                    && n["Description"]["Hostname"]
+                        .as_str()
+                        .is_some_and(|h| killed.iter().any(|k| k == h))
+            })
+            .count();
+        if n == killed.len() {
+            break t.elapsed().as_secs_f64();
+        }
+        if t.elapsed() > Duration::from_secs(120) {
+            bail!("{n} of {} killed agents Down after 120 s", killed.len());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    md.push_str(&format!(
+        "| 100 agents killed at once → all Down (`GET /nodes`, polled every 100 ms) | {down:.1} s |\n| their containers moved | n/a: not built yet (another engineer's work) |\n"
+    ));
+    drop(fleet);
     Ok(md)
 }
