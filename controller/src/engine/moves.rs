@@ -28,7 +28,7 @@ use serde_json::Value;
 use std::sync::Arc;
 use tracing::{info, warn};
 use wharf_protocol::agent::MountKind;
-use wharf_protocol::node_state::NodeState;
+use wharf_protocol::node_state::{Availability, NodeState};
 use wharf_protocol::state::Command;
 use wharf_protocol::state::{ClusterState, ContainerRecord, ContainerStatus};
 use wharf_protocol::ContainerId;
@@ -92,17 +92,52 @@ pub fn pinned_by(s: &ClusterState, c: &ContainerRecord) -> Option<String> {
     None
 }
 
-/// The moves and pending reasons the state calls for now, in ID order (pure).
+/// Why containers leave a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Leaving {
+    /// The node is Down.
+    Down,
+    /// An operator drains it (`docker node update --availability drain`).
+    Drain,
+}
+
+/// The moves and pending reasons the state calls for now, in ID order (pure). A Down
+/// node's and a draining node's running containers that asked to be kept running move;
+/// a draining node's others stay, pending with the reason, so an operator sees why it
+/// is not empty.
 pub fn decide(s: &ClusterState) -> Vec<Decision> {
     let mut out = vec![];
     for c in s.containers.values() {
-        let down = s
-            .nodes
-            .get(&c.node)
-            .is_some_and(|n| n.state == NodeState::Down);
+        let leaving = s.nodes.get(&c.node).and_then(|n| {
+            if n.state == NodeState::Down {
+                Some(Leaving::Down)
+            } else if n.availability == Availability::Drain {
+                Some(Leaving::Drain)
+            } else {
+                None
+            }
+        });
         let running = matches!(c.status, ContainerStatus::Running | ContainerStatus::Paused);
         let recorded = s.pending.get(&c.id);
-        if !(down && running && wants_to_run(s, c)) {
+        let wants = wants_to_run(s, c);
+        let stays = match leaving {
+            Some(Leaving::Drain) if running && !wants => Some(
+                "not moved: only containers with --restart always or unless-stopped, or \
+                 reschedule:on-node-failure, are moved"
+                    .to_string(),
+            ),
+            _ => None,
+        };
+        if let Some(reason) = stays {
+            if recorded != Some(&reason) {
+                out.push(Decision::Pending {
+                    id: c.id.clone(),
+                    reason,
+                });
+            }
+            continue;
+        }
+        if !(leaving.is_some() && running && wants) {
             if recorded.is_some() {
                 out.push(Decision::Clear(c.id.clone()));
             }
@@ -155,8 +190,8 @@ pub fn successor_body(c: &ContainerRecord, from_host: &str) -> Value {
 const RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Engine {
-    /// The leader's round: carry out [`decide`] — move what can move, record why the
-    /// rest cannot. Call on the leader only, once it has led for a heartbeat grace (so
+    /// The leader's round: carry out [`decide`] — move what can move (one at a time),
+    /// record why the rest cannot. Call on the leader only, once it has led for a heartbeat grace (so
     /// that every node had its chance to be seen Ready).
     pub async fn move_off_down_nodes(self: &Arc<Self>) {
         for d in self.store.read(decide) {
@@ -238,6 +273,19 @@ impl Engine {
             .create_on(Some(&name), &body, placed.node, Some(c.id.clone()))
             .await?;
         self.start(new.as_str()).await?;
+        // A draining node is reachable: its copy stops once the successor runs (ports
+        // are per host, so both may hold theirs meanwhile). A Down node's stops when it
+        // is back (the reconcile).
+        let reachable = self.store.read(|s| {
+            s.nodes
+                .get(&c.node)
+                .is_some_and(|n| n.state != NodeState::Down)
+        });
+        if reachable {
+            self.emit_container(&c, "kill", &[("signal", "9".to_string())]);
+            self.remove_unrecorded(c.node, &c.id, true).await;
+            self.emit_container(&c, "destroy", &[]);
+        }
         Ok((new, from, host(placed.node)))
     }
 }

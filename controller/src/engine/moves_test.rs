@@ -214,3 +214,81 @@ async fn a_container_moves_once_to_a_ready_node_and_keeps_its_name() {
     assert_eq!(engine.container("web").unwrap().id, moved.id);
     assert_eq!(engine.store().read(|s| s.containers.len()), 1);
 }
+
+#[test]
+fn a_draining_node_moves_what_may_move_and_says_why_the_rest_stays() {
+    let always = running(1, "always", 1, "always");
+    let plain = running(2, "plain", 1, "no");
+    let mut vol = running(3, "vol", 1, "always");
+    vol.run.host.mounts = vec![MountPoint {
+        kind: MountKind::Volume,
+        source: "data".into(),
+        target: "/d".into(),
+        ..Default::default()
+    }];
+    let mut s = state(vec![always.clone(), plain.clone(), vol.clone()]);
+    let n1 = s.nodes.get_mut(&NodeId(1)).unwrap();
+    n1.state = NodeState::Ready;
+    n1.availability = wharf_protocol::node_state::Availability::Drain;
+    let d = decide(&s);
+    assert_eq!(d.len(), 3, "{d:?}");
+    assert_eq!(d[0], Decision::Move(always.id));
+    assert!(
+        matches!(&d[1], Decision::Pending { id, reason } if *id == plain.id && reason.starts_with("not moved: only containers with --restart")),
+        "{:?}",
+        d[1]
+    );
+    assert!(
+        matches!(&d[2], Decision::Pending { id, reason } if *id == vol.id && reason == "pinned by volume data on node-1"),
+        "{:?}",
+        d[2]
+    );
+    // Paused (no new placements) moves nothing.
+    s.nodes.get_mut(&NodeId(1)).unwrap().availability =
+        wharf_protocol::node_state::Availability::Pause;
+    assert!(decide(&s).is_empty());
+}
+
+/// On fake agents: draining a node starts the successor on the other node, then stops
+/// and removes the drained node's copy.
+#[tokio::test]
+async fn a_drained_container_runs_elsewhere_before_its_old_copy_stops() {
+    let Setup {
+        engine, cluster, ..
+    } = setup_nodes(&[(NodeId(1), "a", &[]), (NodeId(2), "b", &[])]).await;
+    let old = engine
+        .create_container(
+            Some("web"),
+            br#"{"Image":"img:1","Env":["constraint:node==~a"],"HostConfig":{"RestartPolicy":{"Name":"unless-stopped"}}}"#,
+        )
+        .await
+        .unwrap();
+    engine.start("web").await.unwrap();
+    let mut n = engine.store().read(|s| s.nodes[&NodeId(1)].clone());
+    n.availability = wharf_protocol::node_state::Availability::Drain;
+    engine
+        .store()
+        .propose(Command::UpdateNode {
+            id: NodeId(1),
+            availability: n.availability,
+            labels: n.labels.clone(),
+            at_ns: 2,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    engine.move_off_down_nodes().await;
+    let moved = engine.container("web").unwrap();
+    assert_eq!(moved.node, NodeId(2));
+    assert_eq!(moved.status, ContainerStatus::Running);
+    assert!(
+        !cluster
+            .agent(NodeId(1))
+            .with(|s| s.containers.contains_key(&old)),
+        "the drained node's copy is gone"
+    );
+    let order: Vec<String> = cluster
+        .agent(NodeId(2))
+        .with(|s| s.requests.iter().map(|r| format!("{r:?}")).collect());
+    assert!(order.iter().any(|r| r.contains("Start")), "{order:?}");
+}
