@@ -797,6 +797,8 @@ pub async fn node(s: Settings) -> anyhow::Result<()> {
         }
     };
     let agent = up::open_agent(&s)?;
+    // A host cut off from every controller for its lease stops what would be moved.
+    tokio::spawn(wharf_node::fence::watch(agent.clone()));
     let known: Arc<Mutex<BTreeSet<String>>> = Arc::default();
     let membership = Arc::new(Mutex::new(membership));
     let (found_tx, mut found_rx) = mpsc::unbounded_channel::<String>();

@@ -692,15 +692,6 @@ fn a_three_controller_cluster_through_the_stock_cli() {
         shim_of_stale(),
         "its shim still runs while its node is down"
     );
-    // The reconcile leaves alone what changed less than 30 s ago (a request may be under
-    // way); age the container's folder instead of waiting.
-    let aged = Command::new("touch")
-        .args(["-c", "-d", "-2 minutes"])
-        .arg(&stale_dir)
-        .args(["shim.pid", "exit.json"].map(|f| stale_dir.join(f)))
-        .output()
-        .unwrap();
-    assert!(aged.status.success(), "{}", text(&aged.stderr));
     let started = Instant::now();
     c.fault(&["restart", home]);
     eprintln!("{home} restarted: Ready after {:?}", started.elapsed());
@@ -989,6 +980,12 @@ fn a_three_controller_cluster_through_the_stock_cli() {
     assert!(!message(spare).contains("drainme"), "{}", message(spare));
     availability(spare, "active");
     c.ok_via("ctl-1", &["rm", "-f", "drainme", "stay"]);
+
+    // Fencing on: a living agent cut off from every controller stops its `--restart
+    // always` container after the lease (2 s), before the leader (grace 4 s) starts the
+    // successor elsewhere: no overlap, measured from the agent's log and the successor's
+    // start. After heal, the cut-off copy is removed.
+    fenced_partition_leaves_no_overlap(&c, spare, home);
 
     // A host lost (poweroff) with containers on it: a running `--restart always` one is
     // re-created on another node once, under its name; one pinned by a named volume
@@ -1943,4 +1940,117 @@ fn the_strategy_is_a_cluster_setting(c: &Cluster) {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let (_, reason) = placed(["spread-1", "spread-2"]);
     assert!(reason.starts_with("spread"), "{reason}");
+}
+
+/// The time at the start of a log line of wharf (tracing's, in colour), if it has one.
+fn log_time(line: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    let plain: String = {
+        let mut out = String::new();
+        let mut chars = line.chars();
+        while let Some(ch) = chars.next() {
+            if ch == '\u{1b}' {
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            } else {
+                out.push(ch);
+            }
+        }
+        out
+    };
+    let first = plain.split_whitespace().next()?;
+    chrono::DateTime::parse_from_rfc3339(first)
+        .ok()
+        .map(|t| t.with_timezone(&chrono::Utc))
+}
+
+fn fenced_partition_leaves_no_overlap(c: &Cluster, spare: &str, home: &str) {
+    let update = |args: &[&str]| {
+        let out = Command::new(wharf_bin())
+            .args(["cluster", "update", "--unix-socket"])
+            .arg(c.dir.join("hosts/ctl-1/data/docker.sock"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    };
+    update(&["--fencing", "on", "--lease", "2"]);
+    let soft = format!("constraint:node==~{spare}");
+    let old = c
+        .ok_via(
+            "ctl-2",
+            &[
+                "run",
+                "-d",
+                "--name",
+                "fenced",
+                "--restart",
+                "always",
+                "-e",
+                &soft,
+                "busybox",
+                "sleep",
+                "1000",
+            ],
+        )
+        .trim()
+        .to_string();
+    assert_eq!(
+        c.ok_via("ctl-1", &["inspect", "-f", "{{.Node.Name}}", "fenced"])
+            .trim(),
+        spare
+    );
+    let cut = chrono::Utc::now();
+    c.fault(&["partition", spare]);
+    c.until("the cut-off container running on another node", || {
+        c.ok_via(
+            "ctl-1",
+            &[
+                "inspect",
+                "-f",
+                "{{.Node.Name}} {{.State.Running}}",
+                "fenced",
+            ],
+        )
+        .trim()
+            == format!("{home} true")
+    });
+    let started = c.ok_via(
+        "ctl-1",
+        &["inspect", "-f", "{{.State.StartedAt}}", "fenced"],
+    );
+    let started = chrono::DateTime::parse_from_rfc3339(started.trim())
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let log = std::fs::read_to_string(c.dir.join(format!("hosts/{spare}/wharf.log"))).unwrap();
+    let stopped = log
+        .lines()
+        .filter(|l| l.contains("fenced: container stopped") && l.contains(&old[..12]))
+        .filter_map(log_time)
+        .next_back()
+        .unwrap_or_else(|| panic!("{spare} logs no fence of {old}"));
+    let overlap = (stopped - started).num_milliseconds();
+    eprintln!(
+        "{spare} cut off with fencing on: its copy stopped {} ms after the cut, the successor started on {home} {} ms after the cut: overlap {} ms",
+        (stopped - cut).num_milliseconds(),
+        (started - cut).num_milliseconds(),
+        overlap.max(0)
+    );
+    assert!(overlap <= 0, "the copies overlapped by {overlap} ms");
+    c.fault(&["heal"]);
+    let old_dir = c.dir.join(format!("hosts/{spare}/data/containers/{old}"));
+    c.until("the cut-off copy removed after heal", || !old_dir.exists());
+    // Each controller places there again once its own connection is back.
+    let on = format!("constraint:node=={spare}");
+    c.until("every controller reaches the healed agent", || {
+        ["ctl-1", "ctl-2", "ctl-3"].iter().all(|via| {
+            c.docker_via(via, &["run", "--rm", "-e", &on, "busybox", "true"])
+                .status
+                .success()
+        })
+    });
+    update(&["--fencing", "off"]);
+    c.ok_via("ctl-1", &["rm", "-f", "fenced"]);
 }

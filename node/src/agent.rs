@@ -126,6 +126,8 @@ pub struct Agent {
     resolvers: Arc<crate::dns::Resolvers>,
     /// Forks the shims (see [`runtime::zygote`]); started on the first container.
     zygote: Arc<runtime::zygote::Zygote>,
+    /// How the host fences itself when it hears no controller ([`crate::fence`]).
+    fence: Arc<crate::fence::Fence>,
 }
 
 impl Agent {
@@ -149,6 +151,7 @@ impl Agent {
             &cfg.data_dir.join("containers"),
             &cfg.data_dir.join(runtime::zygote::PID_FILE),
         );
+        let fence = Arc::new(crate::fence::Fence::open(&cfg.data_dir));
         Ok(Agent {
             cfg: Arc::new(cfg),
             images,
@@ -156,7 +159,13 @@ impl Agent {
             net: Arc::new(net),
             resolvers: Arc::default(),
             zygote: Arc::new(zygote),
+            fence,
         })
+    }
+
+    /// The host's fence ([`crate::fence`]).
+    pub fn fence(&self) -> &crate::fence::Fence {
+        &self.fence
     }
 
     /// The host's network side: bridges, veths, rules, port reservations.

@@ -10,6 +10,7 @@ pub mod archive;
 pub mod build_context;
 pub mod copy;
 pub mod dns;
+pub mod fence;
 pub mod image;
 pub mod memory;
 pub mod network;

@@ -35,7 +35,8 @@ use serde::{Deserialize, Serialize};
 /// refuse a peer of another one. 2: `ContainerRequest::Check` carries the bind sources
 /// that must exist.
 /// 3: `NetworkRequest::SetDnsTable` and `StopDns`: user networks' resolvers run on the
-/// agent; `HostRequest::Containers` lists the host's containers (reconcile).
+/// agent; `HostRequest::Containers` lists the host's containers (reconcile);
+/// `HostRequest::Fence` sets how the host fences itself.
 pub const AGENT_PROTOCOL_VERSION: u32 = 3;
 
 /// Largest frame either side accepts (a byte item is at most [`ITEM_BYTES`]).

@@ -294,6 +294,8 @@ impl SimHost {
                     })
                     .collect(),
             )),
+            // A simulated host runs nothing: there is nothing to fence.
+            HostRequest::Fence { .. } => AgentResponse::Done,
         }
     }
 

@@ -54,6 +54,8 @@ pub struct FakeState {
     pub health: BTreeMap<ContainerId, String>,
     /// How long ago every container's folder changed, as the host lists them.
     pub age_secs: u64,
+    /// The fence last set: lease in ms and the movable containers.
+    pub fence: Option<(u64, Vec<ContainerId>)>,
     /// The resolvers running, by network ID, with the newest table each got.
     pub dns: BTreeMap<String, DnsTable>,
     next_pid: u32,
@@ -330,6 +332,10 @@ async fn handle(
                 })
                 .collect();
             return call.respond(AgentResponse::Host(HostResponse::Containers(list)));
+        }
+        AgentRequest::Host(HostRequest::Fence { lease_ms, movable }) => {
+            lock_state(&state).fence = Some((lease_ms, movable));
+            return call.respond(AgentResponse::Done);
         }
         AgentRequest::Host(HostRequest::Info) => {
             let info = HostInfo {

@@ -41,6 +41,12 @@ pub trait AgentClient: Send + Sync {
     /// The events the agent of `node` reports unasked; `None` after the first call for a
     /// node (one consumer) or for a node this client does not reach.
     fn events(&self, node: &NodeId) -> Option<mpsc::UnboundedReceiver<AgentEvent>>;
+
+    /// Whether this client has a connection to the agent of `node` now (a controller
+    /// places containers only where it can carry out the create).
+    fn reaches(&self, _node: &NodeId) -> bool {
+        true
+    }
 }
 
 /// A connection to the one agent of `node` (in process, over a unix socket, or the fake's):
@@ -82,6 +88,11 @@ impl Agents {
     /// Typed calls over `client`.
     pub fn new(client: Arc<dyn AgentClient>) -> Agents {
         Agents { client }
+    }
+
+    /// Whether the agent of `node` is reachable from here now.
+    pub fn reaches(&self, node: &NodeId) -> bool {
+        self.client.reaches(node)
     }
 
     /// Open a call with streams.
@@ -130,6 +141,25 @@ impl Agents {
         {
             AgentResponse::Host(HostResponse::Containers(list)) => Ok(list),
             other => Err(wharf_link::unexpected("host containers", &other)),
+        }
+    }
+
+    /// Tell the host of `node` how to fence itself ([`HostRequest::Fence`]).
+    pub async fn set_fence(
+        &self,
+        node: &NodeId,
+        lease_ms: u64,
+        movable: Vec<wharf_protocol::ContainerId>,
+    ) -> Result<(), AgentFailure> {
+        match self
+            .call(
+                node,
+                AgentRequest::Host(HostRequest::Fence { lease_ms, movable }),
+            )
+            .await?
+        {
+            AgentResponse::Done => Ok(()),
+            other => Err(wharf_link::unexpected("fence", &other)),
         }
     }
 

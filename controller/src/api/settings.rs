@@ -81,6 +81,17 @@ pub async fn update(engine: &Engine, req: Request<Incoming>) -> Result<Resp, Api
         .await
         .map_err(EngineError::from)?
         .map_err(EngineError::from)?;
+    // Every connected agent fences with the new lease at once.
+    let nodes: Vec<wharf_protocol::NodeId> = engine.store().read(|s| {
+        s.nodes
+            .values()
+            .filter(|n| n.description.runs_containers)
+            .map(|n| n.id)
+            .collect()
+    });
+    for n in nodes {
+        engine.send_fence(n).await;
+    }
     tracing::info!(
         strategy = new.strategy.as_str(),
         overcommit_milli = new.overcommit_milli,

@@ -244,4 +244,12 @@ impl AgentClient for Registry {
     fn events(&self, _node: &NodeId) -> Option<mpsc::UnboundedReceiver<AgentEvent>> {
         None
     }
+
+    fn reaches(&self, node: &NodeId) -> bool {
+        self.conns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(node)
+            .is_some_and(|c| !c.client.is_closed())
+    }
 }

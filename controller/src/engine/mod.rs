@@ -357,11 +357,29 @@ impl Engine {
         name: Option<&str>,
         body: &[u8],
     ) -> Result<ContainerId, EngineError> {
-        let (placed, body) = self
-            .store
-            .read(|s| placement::place_create(s, name, body, &scheduler::Settings::of(s)))?;
+        let avoid = self.unreachable_nodes();
+        let (placed, body) = self.store.read(|s| {
+            placement::place_create(s, name, body, &scheduler::Settings::of(s), &avoid)
+        })?;
         info!(node = %placed.node, reason = %placed.reason, "placed");
         self.create_container_on(name, &body, placed.node).await
+    }
+
+    /// The nodes that take placements but that this controller cannot reach now (an agent
+    /// back from a partition reconnects to each controller in its own time): a create
+    /// placed there would fail.
+    pub(super) fn unreachable_nodes(&self) -> std::collections::BTreeSet<NodeId> {
+        self.store
+            .read(|s| {
+                s.nodes
+                    .values()
+                    .filter(|n| n.accepts_placements())
+                    .map(|n| n.id)
+                    .collect::<Vec<_>>()
+            })
+            .into_iter()
+            .filter(|n| !self.agents.reaches(n))
+            .collect()
     }
 
     /// Create a container on `node`, chosen by the caller (a build's containers go to its
@@ -457,6 +475,10 @@ impl Engine {
                 .await?;
                 self.emit_container(&c, "start", &[]);
                 self.monitor(c.node, c.id.clone());
+                // A container the leader would move is fenced on its host from now on.
+                if self.store.read(|s| moves::wants_to_run(s, &c)) {
+                    self.send_fence(c.node).await;
+                }
                 Ok(())
             }
             Err(e) => {

@@ -186,6 +186,28 @@ pub fn successor_body(c: &ContainerRecord, from_host: &str) -> Value {
     body
 }
 
+/// What node `node` should fence (pure): the lease (0 when fencing is off) and the
+/// running containers there that the leader would move if the node were lost.
+pub fn fence_of(s: &ClusterState, node: NodeId) -> (u64, Vec<ContainerId>) {
+    let lease = if s.settings.fencing {
+        s.settings.lease_ms
+    } else {
+        0
+    };
+    let movable = s
+        .containers
+        .values()
+        .filter(|c| {
+            c.node == node
+                && matches!(c.status, ContainerStatus::Running | ContainerStatus::Paused)
+                && wants_to_run(s, c)
+                && pinned_by(s, c).is_none()
+        })
+        .map(|c| c.id.clone())
+        .collect();
+    (lease, movable)
+}
+
 /// How long a move that failed waits before it is tried again.
 const RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -220,6 +242,15 @@ impl Engine {
                     }
                 }
             }
+        }
+    }
+
+    /// Tell `node`'s agent what to fence ([`fence_of`]); a failure is logged (the next
+    /// reconcile round sends it again).
+    pub async fn send_fence(&self, node: NodeId) {
+        let (lease_ms, movable) = self.store.read(|s| fence_of(s, node));
+        if let Err(e) = self.agents.set_fence(&node, lease_ms, movable).await {
+            tracing::debug!(node = %node, error = %e, "the fence not sent");
         }
     }
 
@@ -266,13 +297,19 @@ impl Engine {
         let body = serde_json::to_vec(&successor_body(&c, &from))
             .map_err(|e| EngineError::internal(format!("encode the successor's body: {e}")))?;
         let name = c.name.to_string();
+        let avoid = self.unreachable_nodes();
         let (placed, body) = self.store.read(|s| {
-            placement::place_create(s, Some(&name), &body, &scheduler::Settings::of(s))
+            placement::place_create(s, Some(&name), &body, &scheduler::Settings::of(s), &avoid)
         })?;
+        // Held until the successor runs: the reconcile, which removes a copy without a
+        // record, waits for it (the old copy stops after the successor starts).
+        let lock = self.lock_for(&c.id);
+        let guard = lock.lock().await;
         let new = self
             .create_on(Some(&name), &body, placed.node, Some(c.id.clone()))
             .await?;
         self.start(new.as_str()).await?;
+        drop(guard);
         // A draining node is reachable: its copy stops once the successor runs (ports
         // are per host, so both may hold theirs meanwhile). A Down node's stops when it
         // is back (the reconcile).

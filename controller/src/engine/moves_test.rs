@@ -292,3 +292,44 @@ async fn a_drained_container_runs_elsewhere_before_its_old_copy_stops() {
         .with(|s| s.requests.iter().map(|r| format!("{r:?}")).collect());
     assert!(order.iter().any(|r| r.contains("Start")), "{order:?}");
 }
+
+/// The leader's would-be moves are what a host fences: sent at start and at each
+/// reconcile round, with the lease when fencing is on and 0 when off.
+#[tokio::test]
+async fn a_host_fences_the_containers_the_leader_would_move() {
+    let Setup {
+        engine, cluster, ..
+    } = setup_nodes(&[(NodeId(1), "a", &[]), (NodeId(2), "b", &[])]).await;
+    let on_a = |restart: &str| {
+        format!(
+            r#"{{"Image":"img:1","Env":["constraint:node==a"],"HostConfig":{{"RestartPolicy":{{"Name":"{restart}"}}}}}}"#
+        )
+    };
+    engine
+        .create_container(Some("kept"), on_a("always").as_bytes())
+        .await
+        .unwrap();
+    engine
+        .create_container(Some("plain"), on_a("no").as_bytes())
+        .await
+        .unwrap();
+    engine.start("plain").await.unwrap();
+    engine.start("kept").await.unwrap();
+    let kept = engine.container("kept").unwrap().id;
+    let fence = || cluster.agent(NodeId(1)).with(|s| s.fence.clone());
+    assert_eq!(fence(), Some((0, vec![kept.clone()])), "fencing is off");
+    let mut settings = engine.store().read(|s| s.settings);
+    settings.fencing = true;
+    settings.lease_ms = 2500;
+    engine
+        .store()
+        .propose(Command::UpdateSettings { settings })
+        .await
+        .unwrap()
+        .unwrap();
+    engine.send_fence(NodeId(1)).await;
+    assert_eq!(fence(), Some((2500, vec![kept])));
+    engine.stop("kept", Some(1), None).await.unwrap();
+    engine.reconcile_node(NodeId(1), false).await;
+    assert_eq!(fence(), Some((2500, vec![])), "a stopped one is not fenced");
+}

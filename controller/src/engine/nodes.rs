@@ -162,6 +162,7 @@ impl Engine {
         if adopt {
             self.resume_restarts_once(node);
         }
+        self.send_fence(node).await;
     }
 
     /// Reconcile `node` again every [`reconcile::PERIOD`] until its connection is lost.

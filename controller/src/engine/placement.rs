@@ -266,10 +266,12 @@ pub fn place_create(
     name: Option<&str>,
     body: &[u8],
     settings: &Settings,
+    avoid: &std::collections::BTreeSet<wharf_protocol::NodeId>,
 ) -> Result<(Placement, Vec<u8>), EngineError> {
     let (mut raw, config, _) = super::plan::parse_create(body, name)?;
     image_record(s, &config.image)?;
-    let req = request_from_create(s, &mut raw)?;
+    let mut req = request_from_create(s, &mut raw)?;
+    req.avoid = avoid.clone();
     let placed = scheduler::schedule(s, &req, settings)?;
     label_placement(&mut raw, &placed.reason);
     let body = serde_json::to_vec(&raw)

@@ -154,11 +154,13 @@ fn volumes_and_other_containers_pin_to_their_node() {
 fn place_create_labels_the_reason_and_an_unknown_image_stays_404() {
     let (s, _) = state();
     let settings = Settings::default();
+    let none = std::collections::BTreeSet::new();
     let (p, body) = place_create(
         &s,
         None,
         br#"{"Image":"img","Env":["constraint:node==c","affinity:image==~nothing"]}"#,
         &settings,
+        &none,
     )
     .unwrap();
     assert_eq!(p.node, NodeId(3));
@@ -173,13 +175,14 @@ fn place_create_labels_the_reason_and_an_unknown_image_stays_404() {
         strategy: scheduler::Strategy::Binpack,
         ..settings
     };
-    let (p, _) = place_create(&s, None, br#"{"Image":"img"}"#, &binpack).unwrap();
+    let (p, _) = place_create(&s, None, br#"{"Image":"img"}"#, &binpack, &none).unwrap();
     assert!(p.reason.starts_with("binpack: a, "), "{}", p.reason);
     let e = place_create(
         &s,
         None,
         br#"{"Image":"nope","Env":["constraint:node==zz"]}"#,
         &settings,
+        &none,
     )
     .unwrap_err();
     assert_eq!(e.kind, ErrorKind::NotFound);
@@ -188,15 +191,27 @@ fn place_create_labels_the_reason_and_an_unknown_image_stays_404() {
         None,
         br#"{"Image":"img","Env":["constraint:node==zz"]}"#,
         &settings,
+        &none,
     )
     .unwrap_err();
     assert_eq!(e.kind, ErrorKind::Conflict);
     assert_eq!(e.message, "no node meets the constraint node==zz");
+    // A node this controller cannot reach takes nothing from it.
+    let (p, _) = place_create(
+        &s,
+        None,
+        br#"{"Image":"img","Env":["constraint:node==~c"]}"#,
+        &settings,
+        &[NodeId(3)].into(),
+    )
+    .unwrap();
+    assert_ne!(p.node, NodeId(3), "{}", p.reason);
     let e = place_create(
         &ClusterState::default(),
         None,
         br#"{"Image":""}"#,
         &settings,
+        &none,
     )
     .unwrap_err();
     assert_eq!(e.kind, ErrorKind::InvalidParameter);
@@ -205,6 +220,7 @@ fn place_create_labels_the_reason_and_an_unknown_image_stays_404() {
         None,
         br#"{"Image":"img"}"#,
         &settings,
+        &none,
     )
     .unwrap_err();
     assert_eq!(e.kind, ErrorKind::NotFound);

@@ -15,12 +15,14 @@
 //! | running or paused            | anything, or nothing           | `Adopt`: watch it; an exit while nobody watched, or a missing container (255), is recorded by its monitor, and its restart policy applies |
 //! | created, exited or dead      | running, for `GRACE_SECS`      | `Stop`: a run the state does not know of (a start whose record was lost with its controller) |
 //! | created, exited or dead      | not running, or nothing        | nothing           |
-//! | no record (or another node's)| for `GRACE_SECS`               | `Remove`: removed or moved while the node was away, or a create undone halfway |
+//! | no record (or another node's)| anything                       | `Remove`: removed or moved while the node was away, or a create undone halfway |
 //!
-//! A container on the host that changed less than [`GRACE_SECS`] ago is left alone: it
-//! may belong to a request still under way on another controller (a create records the
-//! container before its agent makes it, a start runs the process before it records it).
-//! The next round decides.
+//! A record always comes before its host's copy (a create records the container, then
+//! its agent makes it) and the copy goes before its record (a removal, an undone create),
+//! and the host is listed before the records are read (linearizably): so a copy without a
+//! record is never a request under way, and goes at once. A run the state does not know
+//! is different: a start runs the process before it records it, so one that changed
+//! less than [`GRACE_SECS`] ago is left for the next round.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -83,7 +85,7 @@ pub fn reconcile(desired: &[Desired], observed: &[HostContainer], grace_secs: u6
         }
     }
     for (id, h) in &on_host {
-        if !recorded.contains_key(id) && h.age_secs >= grace_secs {
+        if !recorded.contains_key(id) {
             actions.push((
                 *id,
                 Action::Remove {
@@ -158,7 +160,7 @@ mod tests {
     }
 
     #[test]
-    fn containers_without_a_record_are_removed_once_old_enough() {
+    fn containers_without_a_record_are_removed_whatever_their_age() {
         let observed = [
             seen(1, true, GRACE_SECS),
             seen(2, false, 10_000),
@@ -175,8 +177,11 @@ mod tests {
                     id: id(2),
                     running: false
                 },
+                Action::Remove {
+                    id: id(3),
+                    running: true
+                },
             ],
-            "3 is younger than the grace: maybe a request under way"
         );
     }
 

@@ -27,9 +27,24 @@ pub(super) async fn handle(agent: &Agent, request: HostRequest, mut call: Server
         HostRequest::Inventory => inventory(agent)
             .await
             .map(|inv| AgentResponse::Host(HostResponse::Inventory(inv))),
-        HostRequest::Info => Ok(AgentResponse::Host(HostResponse::Info(HostInfo {
-            root_dir: agent.data_dir().display().to_string(),
-        }))),
+        // The controllers' heartbeat: the fence's lease starts again.
+        HostRequest::Info => {
+            agent.fence().heard();
+            Ok(AgentResponse::Host(HostResponse::Info(HostInfo {
+                root_dir: agent.data_dir().display().to_string(),
+            })))
+        }
+        HostRequest::Fence { lease_ms, movable } => agent
+            .fence()
+            .set(crate::fence::FenceConfig { lease_ms, movable })
+            .map(|()| AgentResponse::Done)
+            .map_err(|e| {
+                failure(&AgentError::Io {
+                    action: "write",
+                    path: agent.data_dir().join(crate::fence::FENCE_FILE),
+                    source: e,
+                })
+            }),
         HostRequest::Containers => Ok(AgentResponse::Host(HostResponse::Containers(
             agent.containers().await,
         ))),

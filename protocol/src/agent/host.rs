@@ -15,6 +15,16 @@ pub enum HostRequest {
     /// The containers the host holds (its containers directory), with whether each
     /// runs, for the controller's reconcile. Answer: `Containers`. Protocol 3.
     Containers,
+    /// How the host fences itself: once no controller has been heard for `lease_ms`, it
+    /// kills `movable` (the containers the leader would move elsewhere); `lease_ms` 0
+    /// turns fencing off. Replaces what was sent before; kept on disk. Answer: `Done`.
+    /// Protocol 3.
+    Fence {
+        /// The lease in milliseconds, 0: off.
+        lease_ms: u64,
+        /// The containers to stop when the lease runs out.
+        movable: Vec<crate::ContainerId>,
+    },
 }
 
 /// What a [`HostRequest`] answers.
@@ -87,5 +97,20 @@ mod tests {
         want.extend(0x0102u64.to_le_bytes());
         assert_eq!(encode(&answer).unwrap(), want);
         assert_eq!(decode::<AgentResponse>(&want).unwrap(), answer);
+    }
+
+    #[test]
+    fn golden_bytes_of_a_fence() {
+        let request = AgentRequest::Host(HostRequest::Fence {
+            lease_ms: 0x0102,
+            movable: vec![ContainerId::from_bytes([0xab; 32])],
+        });
+        let mut want = vec![1u8, 1, 0, 0, 0, 3, 0, 0, 0];
+        want.extend(0x0102u64.to_le_bytes());
+        want.extend(1u64.to_le_bytes());
+        want.extend(64u64.to_le_bytes());
+        want.extend("ab".repeat(32).as_bytes());
+        assert_eq!(encode(&request).unwrap(), want);
+        assert_eq!(decode::<AgentRequest>(&want).unwrap(), request);
     }
 }

@@ -217,7 +217,7 @@ pub fn filter<'a>(
     let mut cands: Vec<&NodeRecord> = s
         .nodes
         .values()
-        .filter(|n| n.accepts_placements())
+        .filter(|n| n.accepts_placements() && !req.avoid.contains(&n.id))
         .collect();
     if cands.is_empty() {
         return Err(Unschedulable::NoReadyAgent);

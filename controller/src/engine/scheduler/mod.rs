@@ -109,6 +109,8 @@ pub struct ImageNeed {
 /// What the scheduler needs to know of a new container.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Request {
+    /// Nodes this controller cannot reach now (it carries the create out itself).
+    pub avoid: std::collections::BTreeSet<NodeId>,
     /// Its image, when it exists (an unknown image is the create planner's 404).
     pub image: Option<ImageNeed>,
     /// `--cpus`, in 1e-9 CPUs (`HostConfig.NanoCpus`).

@@ -1,0 +1,168 @@
+//! Self-fencing: an agent that has heard no controller for its lease stops the containers
+//! the leader would move elsewhere, so that a host cut off from the cluster, but alive,
+//! runs no copy of a container that now runs on another node.
+//!
+//! ```text
+//!  controller ── HostRequest::Fence { lease, movable } ──► Fence (kept in fence.json)
+//!  controller ── heartbeat (HostRequest::Info) ──────────► Fence::heard
+//!  watch task, every 100 ms: due(now, last heard, lease)? ──► SIGKILL each movable one,
+//!                                                             once per silence
+//! ```
+//!
+//! The lease is shorter than the controllers' heartbeat grace (checked when it is set),
+//! so the copy stops before the leader marks the node Down and starts the successor.
+//! The trade-off (README): with fencing on, a full controller outage longer than the
+//! lease stops the movable containers of every agent.
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use wharf_protocol::ContainerId;
+
+/// The file under the data dir that keeps the fence across restarts of the agent.
+pub const FENCE_FILE: &str = "fence.json";
+
+/// What the leader last said.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FenceConfig {
+    /// The lease in milliseconds; 0: fencing off.
+    pub lease_ms: u64,
+    /// The containers to stop when it runs out.
+    pub movable: Vec<ContainerId>,
+}
+
+/// Whether the lease ran out (pure): fencing on, and nothing heard for the lease.
+pub fn due(now_ms: u64, last_heard_ms: u64, lease_ms: u64) -> bool {
+    lease_ms > 0 && now_ms.saturating_sub(last_heard_ms) >= lease_ms
+}
+
+/// The agent's fence: its configuration and when a controller was last heard, on
+/// monotonic time only.
+#[derive(Debug)]
+pub struct Fence {
+    path: PathBuf,
+    config: Mutex<FenceConfig>,
+    epoch: Instant,
+    last_heard_ms: AtomicU64,
+    fenced: AtomicBool,
+}
+
+impl Fence {
+    /// The fence of the agent of `data_dir`: as last kept there (off when nothing is);
+    /// the lease counts from now.
+    pub fn open(data_dir: &Path) -> Fence {
+        let path = data_dir.join(FENCE_FILE);
+        let config = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        Fence {
+            path,
+            config: Mutex::new(config),
+            epoch: Instant::now(),
+            last_heard_ms: AtomicU64::new(0),
+            fenced: AtomicBool::new(false),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// A controller was heard (a heartbeat): the lease starts again.
+    pub fn heard(&self) {
+        self.last_heard_ms.store(self.now_ms(), Ordering::Relaxed);
+        self.fenced.store(false, Ordering::Relaxed);
+    }
+
+    /// Replace the configuration and keep it on disk.
+    pub fn set(&self, config: FenceConfig) -> std::io::Result<()> {
+        let bytes = serde_json::to_vec(&config).map_err(std::io::Error::other)?;
+        let tmp = self.path.with_extension("tmp");
+        std::fs::write(&tmp, bytes)?;
+        std::fs::rename(&tmp, &self.path)?;
+        *self.config.lock().unwrap_or_else(|p| p.into_inner()) = config;
+        self.heard();
+        Ok(())
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> FenceConfig {
+        self.config
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The containers to stop now, once per silence: `Some` the first time the lease
+    /// has run out since a controller was last heard.
+    pub fn due_now(&self) -> Option<(Duration, Vec<ContainerId>)> {
+        let config = self.config();
+        let (now, last) = (self.now_ms(), self.last_heard_ms.load(Ordering::Relaxed));
+        if !due(now, last, config.lease_ms) || self.fenced.swap(true, Ordering::Relaxed) {
+            return None;
+        }
+        Some((Duration::from_millis(now - last), config.movable))
+    }
+}
+
+/// Stop the movable containers of `agent` whenever its fence is due; runs until dropped.
+pub async fn watch(agent: crate::agent::Agent) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let Some((silent, ids)) = agent.fence().due_now() else {
+            continue;
+        };
+        tracing::warn!(
+            silent_ms = silent.as_millis() as u64,
+            containers = ids.len(),
+            "no controller heard for the lease: fencing, stopping the movable containers"
+        );
+        for id in ids {
+            match agent.kill(&id, 9).await {
+                Ok(()) => tracing::warn!(container = %id.short(), "fenced: container stopped"),
+                Err(e) => {
+                    tracing::debug!(container = %id.short(), error = %e, "fenced: not running")
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lease_runs_out_only_when_fencing_is_on() {
+        assert!(!due(10_000, 0, 0), "off");
+        assert!(!due(2_999, 0, 3_000));
+        assert!(due(3_000, 0, 3_000));
+        assert!(!due(5_000, 4_000, 3_000), "heard since");
+        assert!(!due(0, 10, 3_000), "a clock read before the last heartbeat");
+    }
+
+    #[test]
+    fn a_fence_is_kept_on_disk_and_fires_once_per_silence() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = Fence::open(dir.path());
+        assert_eq!(f.config(), FenceConfig::default());
+        assert!(f.due_now().is_none(), "off");
+        let ids = vec![ContainerId::from_bytes([1; 32])];
+        f.set(FenceConfig {
+            lease_ms: 1,
+            movable: ids.clone(),
+        })
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(f.due_now().map(|(_, ids)| ids), Some(ids.clone()));
+        assert!(f.due_now().is_none(), "once");
+        f.heard();
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(f.due_now().is_some(), "again after the next silence");
+        let again = Fence::open(dir.path());
+        assert_eq!(again.config().movable, ids, "kept across a restart");
+    }
+}
