@@ -24,6 +24,7 @@ pub mod proposal_key;
 pub mod runtime;
 pub mod shim;
 pub mod state;
+pub mod state_key;
 #[cfg(test)]
 mod state_keyed_test;
 pub mod wire;
