@@ -120,6 +120,15 @@ pub fn print_token(data_dir: &Path, role: &str) -> anyhow::Result<()> {
 
 /// One request to a running controller's local API socket: (status, body).
 fn local_api(socket: &Path, method: &str, path: &str) -> anyhow::Result<(u16, String)> {
+    local_api_with(socket, method, path, "")
+}
+
+fn local_api_with(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> anyhow::Result<(u16, String)> {
     use std::io::Read;
     let mut stream = std::os::unix::net::UnixStream::connect(socket).with_context(|| {
         format!(
@@ -130,7 +139,8 @@ fn local_api(socket: &Path, method: &str, path: &str) -> anyhow::Result<(u16, St
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: wharf\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: wharf\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
     )?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
@@ -200,6 +210,60 @@ pub fn print_members(socket: &Path) -> anyhow::Result<()> {
             },
         );
     }
+    Ok(())
+}
+
+/// What `wharf cluster update` changes (`None`: kept).
+#[derive(Debug, Default)]
+pub struct SettingsChange {
+    /// `--strategy spread|binpack`.
+    pub strategy: Option<String>,
+    /// `--overcommit RATIO`.
+    pub overcommit: Option<f64>,
+    /// `--fencing on|off`.
+    pub fencing: Option<String>,
+    /// `--lease SECONDS`.
+    pub lease: Option<f64>,
+}
+
+/// `wharf cluster update`: change the cluster's settings through the local socket of a
+/// controller and print them all (with nothing to change, print them).
+pub fn update_settings(socket: &Path, change: &SettingsChange) -> anyhow::Result<()> {
+    let mut body = serde_json::Map::new();
+    if let Some(s) = &change.strategy {
+        body.insert("Strategy".into(), s.as_str().into());
+    }
+    if let Some(r) = change.overcommit {
+        body.insert("Overcommit".into(), r.into());
+    }
+    if let Some(f) = &change.fencing {
+        let on = match f.as_str() {
+            "on" => true,
+            "off" => false,
+            other => bail!("--fencing takes on or off, not {other:?}"),
+        };
+        body.insert("Fencing".into(), on.into());
+    }
+    if let Some(l) = change.lease {
+        body.insert("LeaseSeconds".into(), l.into());
+    }
+    let (status, answer) = if body.is_empty() {
+        local_api(socket, "GET", "/wharf/settings")?
+    } else {
+        let body = serde_json::Value::Object(body).to_string();
+        local_api_with(socket, "POST", "/wharf/settings", &body)?
+    };
+    if status != 200 {
+        bail!("{}", api_message(&answer));
+    }
+    let v: serde_json::Value = serde_json::from_str(&answer).context("read the settings")?;
+    println!("strategy:   {}", v["Strategy"].as_str().unwrap_or(""));
+    println!("overcommit: {}", v["Overcommit"]);
+    println!(
+        "fencing:    {}",
+        if v["Fencing"] == true { "on" } else { "off" }
+    );
+    println!("lease:      {} s", v["LeaseSeconds"]);
     Ok(())
 }
 
@@ -564,6 +628,7 @@ pub async fn controller(s: Settings) -> anyhow::Result<()> {
         bail!("--min-layer-copies must be at least 1");
     }
     engine.set_min_copies(s.min_layer_copies);
+    engine.set_heartbeat_grace(grace);
     let duties = LeaderDuties::new(engine.clone(), store.clone());
     tokio::spawn(duties.clone().follow_leadership(grace, registry.clone()));
     let port = Arc::new(ClusterPort {

@@ -81,6 +81,31 @@ enum ClusterCmd {
         )]
         unix_socket: PathBuf,
     },
+    /// Show or change the cluster's settings: the scheduler's strategy and overcommit,
+    /// and whether agents that lose every controller for the lease stop their movable
+    /// containers (fencing).
+    Update {
+        /// The local API socket of a running controller.
+        #[arg(
+            long,
+            env = "WHARF_UNIX_SOCKET",
+            default_value = "/run/wharf/docker.sock"
+        )]
+        unix_socket: PathBuf,
+        /// `spread` (fewest containers first) or `binpack` (fullest node that fits).
+        #[arg(long)]
+        strategy: Option<String>,
+        /// CPU and memory that may be reserved, as a multiple of a node's (1 to 10).
+        #[arg(long)]
+        overcommit: Option<f64>,
+        /// `on` or `off`.
+        #[arg(long)]
+        fencing: Option<String>,
+        /// Seconds an agent without any controller keeps its movable containers running
+        /// when fencing is on (shorter than the heartbeat grace).
+        #[arg(long)]
+        lease: Option<f64>,
+    },
     /// Remove a host that is down (a controller leaves the Raft group); its ID is revoked.
     Remove {
         /// The local API socket of a running controller (the leader, for a controller).
@@ -191,6 +216,24 @@ fn run(role: Role, sub: Option<clap::ArgMatches>) -> anyhow::Result<()> {
         Role::Cluster {
             cmd: ClusterCmd::Remove { unix_socket, node },
         } => wharf_controller::daemon::remove_node(&unix_socket, &node),
+        Role::Cluster {
+            cmd:
+                ClusterCmd::Update {
+                    unix_socket,
+                    strategy,
+                    overcommit,
+                    fencing,
+                    lease,
+                },
+        } => wharf_controller::daemon::update_settings(
+            &unix_socket,
+            &wharf_controller::daemon::SettingsChange {
+                strategy,
+                overcommit,
+                fencing,
+                lease,
+            },
+        ),
         Role::Certs {
             cmd:
                 CertsCmd::Client {

@@ -569,6 +569,7 @@ fn a_three_controller_cluster_through_the_stock_cli() {
 
     user_network_names_resolve_on_a_remote_agent_and_after_its_restart(&c);
     affinities_and_constraints_place_across_hosts(&c);
+    the_strategy_is_a_cluster_setting(&c);
 
     // Labels set with `docker node update` drive placement.
     c.ok_via(
@@ -1685,4 +1686,69 @@ fn affinities_and_constraints_place_across_hosts(c: &Cluster) {
         left, "",
         "nothing is left; the refused creates made nothing"
     );
+}
+
+/// `wharf cluster update` on one controller's host changes how every controller places:
+/// with `binpack` two containers go to the same agent, with `spread` to two; a wrong
+/// value is refused with the reason and changes nothing.
+fn the_strategy_is_a_cluster_setting(c: &Cluster) {
+    let update = |host: &str, args: &[&str]| {
+        Command::new(wharf_bin())
+            .args(["cluster", "update", "--unix-socket"])
+            .arg(c.dir.join("hosts").join(host).join("data/docker.sock"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = update("ctl-2", &["--strategy", "binpack", "--overcommit", "1.5"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert!(
+        shown.contains("strategy:   binpack") && shown.contains("overcommit: 1.5"),
+        "{shown}"
+    );
+    let out = update("ctl-3", &["--lease", "9"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("shorter than the heartbeat grace"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = update("ctl-1", &[]);
+    assert!(
+        text(&out.stdout).contains("strategy:   binpack"),
+        "read on another controller: {}",
+        text(&out.stdout)
+    );
+    let placed = |names: [&str; 2]| {
+        for name in names {
+            c.ok_via("ctl-3", &["create", "--name", name, "busybox", "true"]);
+        }
+        let nodes: Vec<String> = names
+            .iter()
+            .map(|n| {
+                c.ok_via("ctl-1", &["inspect", "-f", "{{.Node.Name}}", n])
+                    .trim()
+                    .to_string()
+            })
+            .collect();
+        let reason = c.ok_via(
+            "ctl-1",
+            &[
+                "inspect",
+                "-f",
+                "{{index .Config.Labels \"com.wharf.placement\"}}",
+                names[1],
+            ],
+        );
+        c.ok_via("ctl-1", &["rm", names[0], names[1]]);
+        (nodes, reason)
+    };
+    let (nodes, reason) = placed(["pack-1", "pack-2"]);
+    assert_eq!(nodes[0], nodes[1], "binpack: one agent ({reason})");
+    assert!(reason.starts_with("binpack"), "{reason}");
+    let out = update("ctl-1", &["--strategy", "spread", "--overcommit", "1"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (_, reason) = placed(["spread-1", "spread-2"]);
+    assert!(reason.starts_with("spread"), "{reason}");
 }

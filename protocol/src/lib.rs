@@ -22,11 +22,14 @@ pub mod node_state;
 pub mod patterns;
 pub mod proposal_key;
 pub mod runtime;
+pub mod settings;
 pub mod shim;
 pub mod state;
 pub mod state_key;
 #[cfg(test)]
 mod state_keyed_test;
+#[cfg(test)]
+mod state_move_test;
 pub mod wire;
 
 pub use ids::{ChainId, ContainerId, ContainerName, DiffId, Digest, IdError, ImageId, NodeId};

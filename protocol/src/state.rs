@@ -8,6 +8,7 @@ use crate::agent::ContainerRunSpec;
 use crate::ids::{ContainerId, ContainerName, DiffId, ImageId, NodeId};
 use crate::network::{Endpoint, NetworkRecord};
 use crate::proposal_key::ProposalKey;
+use crate::settings::ClusterSettings;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -340,6 +341,30 @@ pub enum Command {
         /// The group, each applied as if alone.
         commands: Vec<Command>,
     },
+    /// `wharf cluster update`: the cluster's settings, as a whole (state format 7).
+    UpdateSettings {
+        /// The new settings (checked by the controller: [`ClusterSettings::check`]).
+        settings: ClusterSettings,
+    },
+    /// A container moved off a Down node (state format 7): its record `old` is replaced
+    /// by `container`, a new container (new ID) of the same name on another node, in one
+    /// step, so the name is never free and the move happens once. The old ID is gone from
+    /// the state: when its node is back, the node's copy has no record and is removed
+    /// (the fence).
+    RescheduleContainer {
+        /// The container on the Down node.
+        old: ContainerId,
+        /// Its successor, created (not started) on another node.
+        container: Box<ContainerRecord>,
+    },
+    /// Why a container cannot move off its node (pinned by a volume, nowhere to go), or
+    /// `None` once that no longer holds (state format 7).
+    SetPending {
+        /// The container.
+        id: ContainerId,
+        /// The reason, as `docker node inspect` shows it.
+        reason: Option<String>,
+    },
 }
 
 /// Why a command was refused; the state is unchanged.
@@ -473,6 +498,12 @@ pub struct ClusterState {
     /// answers (state format 6).
     #[serde(default)]
     pub applied_keys: crate::proposal_key::AppliedKeys,
+    /// The cluster's settings (state format 7).
+    #[serde(default)]
+    pub settings: ClusterSettings,
+    /// Containers that cannot move off their node, with the reason (state format 7).
+    #[serde(default)]
+    pub pending: BTreeMap<ContainerId, String>,
 }
 
 /// What the restart policy remembers about a container.
@@ -557,6 +588,41 @@ impl ClusterState {
                 self.tags.retain(|_, id| id != image);
                 Ok(())
             }
+            Command::UpdateSettings { settings } => {
+                self.settings = *settings;
+                Ok(())
+            }
+            Command::RescheduleContainer { old, container } => {
+                if !self.containers.contains_key(old) {
+                    return Err(StateError::NoSuchContainer(old.to_string()));
+                }
+                if let Some(holder) = self
+                    .containers
+                    .values()
+                    .find(|c| c.name == container.name && c.id != *old)
+                {
+                    return Err(StateError::NameInUse {
+                        name: container.name.to_string(),
+                        holder: holder.id.to_string(),
+                    });
+                }
+                self.forget_container(old);
+                self.containers
+                    .insert(container.id.clone(), (**container).clone());
+                Ok(())
+            }
+            Command::SetPending { id, reason } => {
+                match reason {
+                    Some(r) if self.containers.contains_key(id) => {
+                        self.pending.insert(id.clone(), r.clone());
+                    }
+                    Some(_) => return Err(StateError::NoSuchContainer(id.to_string())),
+                    None => {
+                        self.pending.remove(id);
+                    }
+                }
+                Ok(())
+            }
             Command::CreateContainer { container } => {
                 if let Some(holder) = self.containers.values().find(|c| c.name == container.name) {
                     return Err(StateError::NameInUse {
@@ -594,15 +660,10 @@ impl ClusterState {
                 self.endpoints.remove(id);
                 Ok(())
             }
-            Command::RemoveContainer { id } => {
-                self.restarts.remove(id);
-                self.connections.remove(id);
-                self.endpoints.remove(id);
-                self.containers
-                    .remove(id)
-                    .map(|_| ())
-                    .ok_or_else(|| StateError::NoSuchContainer(id.to_string()))
-            }
+            Command::RemoveContainer { id } => self
+                .forget_container(id)
+                .map(|_| ())
+                .ok_or_else(|| StateError::NoSuchContainer(id.to_string())),
             Command::RemoveImageForced { image } => {
                 if !self.images.contains_key(image) {
                     return Err(StateError::NoSuchImage(image.to_string()));
@@ -693,6 +754,15 @@ impl ClusterState {
             | Command::UpdateNode { .. }
             | Command::RemoveNode { .. } => crate::node_state::apply(self, cmd),
         }
+    }
+
+    /// Remove container `id` and everything kept about it; its record, if it had one.
+    fn forget_container(&mut self, id: &ContainerId) -> Option<ContainerRecord> {
+        self.restarts.remove(id);
+        self.connections.remove(id);
+        self.endpoints.remove(id);
+        self.pending.remove(id);
+        self.containers.remove(id)
     }
 
     fn container_mut(&mut self, id: &ContainerId) -> Result<&mut ContainerRecord, StateError> {

@@ -47,6 +47,10 @@ pub enum StateKey {
     RevokedNode(NodeId),
     /// `applied_keys`, as a whole (it is bounded and small).
     AppliedKeys,
+    /// `settings`, as a whole.
+    Settings,
+    /// `pending[container]`.
+    Pending(ContainerId),
 }
 
 impl ClusterState {
@@ -128,12 +132,14 @@ fn touched_by(s: &ClusterState, cmd: &Command) -> Vec<StateKey> {
         Command::ContainerExited { id, .. } => {
             vec![K::Container(id.clone()), K::Endpoint(id.clone())]
         }
-        Command::RemoveContainer { id } => vec![
-            K::Container(id.clone()),
-            K::Restart(id.clone()),
-            K::Connection(id.clone()),
-            K::Endpoint(id.clone()),
-        ],
+        Command::RemoveContainer { id } => forgotten(id),
+        Command::RescheduleContainer { old, container } => {
+            let mut keys = forgotten(old);
+            keys.push(K::Container(container.id.clone()));
+            keys
+        }
+        Command::SetPending { id, .. } => vec![K::Pending(id.clone())],
+        Command::UpdateSettings { .. } => vec![K::Settings],
         Command::SetRestartState { id, .. } => vec![K::Restart(id.clone())],
         Command::CreateVolume { volume } => vec![K::Volume(volume.name.clone())],
         Command::RemoveVolume { name } => vec![K::Volume(name.clone())],
@@ -162,4 +168,15 @@ fn touched_by(s: &ClusterState, cmd: &Command) -> Vec<StateKey> {
         | Command::UpdateNode { id, .. } => vec![K::Node(*id)],
         Command::RemoveNode { id } => vec![K::Node(*id), K::RevokedNode(*id)],
     }
+}
+
+/// What forgetting container `id` changes: its record and everything kept about it.
+fn forgotten(id: &ContainerId) -> Vec<StateKey> {
+    vec![
+        StateKey::Container(id.clone()),
+        StateKey::Restart(id.clone()),
+        StateKey::Connection(id.clone()),
+        StateKey::Endpoint(id.clone()),
+        StateKey::Pending(id.clone()),
+    ]
 }

@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod networks;
 pub mod nodes;
 pub mod ps;
+pub mod settings;
 pub mod stats;
 pub mod streams;
 pub mod system;
@@ -229,6 +230,8 @@ async fn route(engine: Arc<Engine>, req: Request<Incoming>) -> Result<Resp, ApiE
         (&Method::GET | &Method::HEAD, ["_ping"]) => Ok(system::ping(&m)),
         (&Method::GET, ["version"]) => Ok(system::version()),
         (&Method::GET, ["metrics"]) => Ok(metrics::metrics(&engine)),
+        (&Method::GET, ["wharf", "settings"]) => Ok(settings::get(&engine)),
+        (&Method::POST, ["wharf", "settings"]) => settings::update(&engine, req).await,
         (&Method::GET, ["info"]) => Ok(system::info(&engine).await),
         (&Method::GET, ["events"]) => events::events(engine.clone(), &req),
         (&Method::GET, ["system", "df"]) => Ok(system::df(&engine).await),

@@ -88,6 +88,20 @@ impl Engine {
         self.min_copies
             .store(n.max(1), std::sync::atomic::Ordering::Relaxed);
     }
+
+    /// Set the heartbeat grace the controller marks nodes Down after (settings are
+    /// checked against it: an agent's lease must be shorter).
+    pub fn set_heartbeat_grace(&self, grace: std::time::Duration) {
+        self.grace_ms.store(
+            u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    /// The heartbeat grace, in milliseconds.
+    pub fn heartbeat_grace_ms(&self) -> u64 {
+        self.grace_ms.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 #[cfg(test)]

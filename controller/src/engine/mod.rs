@@ -181,6 +181,8 @@ pub struct Engine {
     image_records: tokio::sync::RwLock<()>,
     /// The cluster's layer copy count ([`copies`]).
     min_copies: std::sync::atomic::AtomicUsize,
+    /// The heartbeat grace, in milliseconds (see [`Engine::set_heartbeat_grace`]).
+    grace_ms: std::sync::atomic::AtomicU64,
 }
 
 impl Engine {
@@ -199,6 +201,7 @@ impl Engine {
             rules_lock: tokio::sync::Mutex::default(),
             image_records: tokio::sync::RwLock::default(),
             min_copies: std::sync::atomic::AtomicUsize::new(copies::DEFAULT_MIN_COPIES),
+            grace_ms: std::sync::atomic::AtomicU64::new(4000),
         })
     }
 

@@ -47,13 +47,13 @@ pub(super) const KEY_FORMAT: &[u8] = b"format";
 /// key predates it and is in format 1. A change to the encoding of anything stored
 /// (a field added to a record, a command's layout) raises it, with a migration from
 /// every older format at open.
-pub(super) const STATE_FORMAT: u32 = 7;
+pub(super) const STATE_FORMAT: u32 = 8;
 
-/// Key of the last applied log id and membership in [`CF_SM`] (format 7 on).
+/// Key of the last applied log id and membership in [`CF_SM`] (format 8 on).
 pub(super) const KEY_APPLIED_LOG: &[u8] = b"applied_log";
-/// Key of the whole applied state in [`CF_SM`], formats 1 to 6.
+/// Key of the whole applied state in [`CF_SM`], formats 1 to 7.
 pub(super) const KEY_APPLIED: &[u8] = b"applied";
-/// Key of the whole snapshot in [`CF_SM`], formats 1 to 6.
+/// Key of the whole snapshot in [`CF_SM`], formats 1 to 7.
 pub(super) const KEY_SNAPSHOT: &[u8] = b"snapshot";
 
 /// The open database; shared by the log store, the state machine and the [`Store`](super::Store).

@@ -9,24 +9,26 @@
 //! | 4      | `Command::Batch` log entries (group commit); nothing stored changes  |
 //! | 5      | `ClusterState.nodes` and `revoked_nodes`: the hosts of the cluster   |
 //! | 6      | `ClusterState.applied_keys`; `Command::Keyed` log entries            |
-//! | 7      | the state one record per entry (records.rs), the snapshot a stream of them in chunks (snapshot.rs) |
+//! | 7      | `ClusterState.settings` and `pending`; `UpdateSettings`, `RescheduleContainer`, `SetPending` entries |
+//! | 8      | the state one record per entry (records.rs), the snapshot a stream of them in chunks (snapshot.rs) |
 //!
 //! The log entries need no migration: commands only gain variants at the end, and the
 //! old ones still decode and apply (format 3 writes `ContainerRunning`; the
-//! `ContainerStarted` of older entries applies the same, its PID ignored). Up to format 6
+//! `ContainerStarted` of older entries applies the same, its PID ignored). Up to format 7
 //! the applied state (`sm/applied`) and the snapshot (`sm/snapshot`) hold the whole
 //! `ClusterState`: each is decoded from whichever older layout it is in and written as
 //! this build's records (cf `state`, `sm/applied_log`) and snapshot chunks, the old keys
 //! deleted, in one fsynced batch with the new format number.
 //!
 //! ```text
-//!   format 1 ──ClusterStateV1──► ClusterStateV2 ──► ClusterStateV4 ──► ClusterStateV5 ──► ClusterState
-//!   format 2 ──ClusterStateV2──────────────────────┘                  │                 │     │
-//!   formats 3, 4 ──ClusterStateV4─────────────────────────────────────┘                 │     │
-//!   format 5 ──ClusterStateV5───────────────────────────────────────────────────────────┘     │
-//!   format 6 ──ClusterState (whole)────────────────────────────────────────────────────────────┤
-//!                                                                                            ▼
-//!                                                   records (7): cf `state` + snapshot chunks
+//!   format 1 ──ClusterStateV1──► ClusterStateV2 ──► ClusterStateV4 ──► ClusterStateV5 ──► ClusterStateV6 ──► ClusterState
+//!   format 2 ──ClusterStateV2──────────────────────┘                  │                 │                 │    │
+//!   formats 3, 4 ──ClusterStateV4─────────────────────────────────────┘                 │                 │    │
+//!   format 5 ──ClusterStateV5───────────────────────────────────────────────────────────┘                 │    │
+//!   format 6 ──ClusterStateV6─────────────────────────────────────────────────────────────────────────────┘    │
+//!   format 7 ──ClusterState (whole)────────────────────────────────────────────────────────────────────────────┤
+//!                                                                                                             ▼
+//!                                                                    records (8): cf `state` + snapshot chunks
 //! ```
 
 use super::db::{
@@ -189,11 +191,28 @@ impl From<ClusterStateV4> for ClusterStateV5 {
     }
 }
 
-impl From<ClusterStateV5> for ClusterState {
+/// `ClusterState` as format 6 stores it (frozen): before the settings.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct ClusterStateV6 {
+    images: BTreeMap<ImageId, ImageRecord>,
+    tags: BTreeMap<String, ImageId>,
+    containers: BTreeMap<ContainerId, ContainerRecord>,
+    volumes: BTreeMap<String, VolumeRecord>,
+    restarts: BTreeMap<ContainerId, RestartState>,
+    networks: BTreeMap<String, NetworkRecord>,
+    connections: BTreeMap<ContainerId, BTreeMap<String, Vec<String>>>,
+    endpoints: BTreeMap<ContainerId, Vec<Endpoint>>,
+    layers: BTreeMap<DiffId, BTreeSet<NodeId>>,
+    nodes: BTreeMap<NodeId, NodeRecord>,
+    revoked_nodes: BTreeSet<NodeId>,
+    applied_keys: AppliedKeys,
+}
+
+impl From<ClusterStateV5> for ClusterStateV6 {
     /// Format 6 adds the idempotency keys of applied groups: none yet (an older build
     /// proposed none).
-    fn from(v: ClusterStateV5) -> ClusterState {
-        ClusterState {
+    fn from(v: ClusterStateV5) -> ClusterStateV6 {
+        ClusterStateV6 {
             images: v.images,
             tags: v.tags,
             containers: v.containers,
@@ -207,6 +226,35 @@ impl From<ClusterStateV5> for ClusterState {
             revoked_nodes: v.revoked_nodes,
             applied_keys: AppliedKeys::default(),
         }
+    }
+}
+
+impl From<ClusterStateV6> for ClusterState {
+    /// Format 7 adds the cluster's settings (the defaults, which format 6 used) and the
+    /// containers that cannot move (none yet).
+    fn from(v: ClusterStateV6) -> ClusterState {
+        ClusterState {
+            images: v.images,
+            tags: v.tags,
+            containers: v.containers,
+            volumes: v.volumes,
+            restarts: v.restarts,
+            networks: v.networks,
+            connections: v.connections,
+            endpoints: v.endpoints,
+            layers: v.layers,
+            nodes: v.nodes,
+            revoked_nodes: v.revoked_nodes,
+            applied_keys: v.applied_keys,
+            settings: Default::default(),
+            pending: BTreeMap::new(),
+        }
+    }
+}
+
+impl From<ClusterStateV5> for ClusterState {
+    fn from(v: ClusterStateV5) -> ClusterState {
+        ClusterStateV6::from(v).into()
     }
 }
 
@@ -257,7 +305,7 @@ struct AppliedOf<S> {
     state: S,
 }
 
-/// A snapshot as formats 1 to 6 store it under `sm/snapshot` (frozen).
+/// A snapshot as formats 1 to 7 store it under `sm/snapshot` (frozen).
 #[derive(Debug, Serialize, Deserialize)]
 pub(super) struct WholeSnapshot {
     pub(super) meta: SnapshotMeta<u64, BasicNode>,
@@ -269,14 +317,15 @@ pub(super) struct WholeSnapshot {
 /// when a step fails.
 pub(super) fn migrate(db: &Db, found: u32, target: u32) -> Result<(), RaftError> {
     let mut batch = WriteBatch::default();
-    debug_assert_eq!(target, 7, "a new format needs its step here");
+    debug_assert_eq!(target, 8, "a new format needs its step here");
     // Format 4 only added `Command::Batch` log entries; 3 and 4 store the same layout.
     match found {
         0 | 1 => rewrite::<ClusterStateV1>(db, &mut batch, 1)?,
         2 => rewrite::<ClusterStateV2>(db, &mut batch, 2)?,
         3 | 4 => rewrite::<ClusterStateV4>(db, &mut batch, 4)?,
         5 => rewrite::<ClusterStateV5>(db, &mut batch, 5)?,
-        _ => rewrite::<ClusterState>(db, &mut batch, 6)?,
+        6 => rewrite::<ClusterStateV6>(db, &mut batch, 6)?,
+        _ => rewrite::<ClusterState>(db, &mut batch, 7)?,
     }
     let format = target;
     batch.put_cf(
@@ -318,10 +367,15 @@ where
             "snapshot (format 5)",
             "snapshot data (format 5)",
         ),
-        _ => (
+        6 => (
             "applied state (format 6)",
             "snapshot (format 6)",
             "snapshot data (format 6)",
+        ),
+        _ => (
+            "applied state (format 7)",
+            "snapshot (format 7)",
+            "snapshot data (format 7)",
         ),
     };
     if let Some(old) = db.get::<AppliedOf<S>>(CF_SM, KEY_APPLIED, applied_what)? {
@@ -705,5 +759,34 @@ mod tests {
         assert_eq!(want.revoked_nodes, old.revoked_nodes);
         assert_eq!(want.containers.len(), 2);
         opens_as(dir.path(), &want);
+    }
+
+    /// A database of format 6 opens in this build with everything in it, its idempotency
+    /// keys too, the default settings and no pending containers.
+    #[test]
+    fn format_six_gains_the_default_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = ClusterStateV6::from(v5());
+        old_database(dir.path(), &old, Some(6));
+        let want = ClusterState::from(old.clone());
+        assert_eq!(want.settings, Default::default());
+        assert!(want.pending.is_empty());
+        assert_eq!(want.containers.len(), 2);
+        assert_eq!(want.nodes, old.nodes);
+        opens_as(dir.path(), &want);
+    }
+
+    /// A database of format 7 (the whole state in one record, settings and pending
+    /// containers in it) opens in this build as one record per entry, nothing lost.
+    #[test]
+    fn format_seven_becomes_one_record_per_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut old = ClusterState::from(ClusterStateV6::from(v5()));
+        old.settings.fencing = !old.settings.fencing;
+        old.settings.overcommit_milli = 1500;
+        let id = old.containers.keys().next().unwrap().clone();
+        old.pending.insert(id, "pinned by volume data".into());
+        old_database(dir.path(), &old, Some(7));
+        opens_as(dir.path(), &old);
     }
 }

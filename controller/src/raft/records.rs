@@ -15,6 +15,8 @@
 //!                "node/"       + NodeId       -> NodeRecord
 //!                "revoked/"    + NodeId       -> ()
 //!                "applied_keys/"              -> AppliedKeys (bounded: one record)
+//!                "settings/"                  -> ClusterSettings
+//!                "pending/"    + ContainerId  -> why it cannot move
 //! ```
 //!
 //! A key is its kind's prefix followed by the encoded map key; every value goes through
@@ -48,6 +50,8 @@ pub(super) fn record_key(key: &StateKey) -> Result<Vec<u8>, RaftError> {
         StateKey::Node(id) => (b"node/", db::encode(id, what)?),
         StateKey::RevokedNode(id) => (b"revoked/", db::encode(id, what)?),
         StateKey::AppliedKeys => (b"applied_keys/", Vec::new()),
+        StateKey::Settings => (b"settings/", Vec::new()),
+        StateKey::Pending(id) => (b"pending/", db::encode(id, what)?),
     };
     let mut k = Vec::with_capacity(prefix.len() + rest.len());
     k.extend_from_slice(prefix);
@@ -76,6 +80,8 @@ pub(super) fn record_value(s: &ClusterState, key: &StateKey) -> Result<Option<Ve
         StateKey::Node(id) => enc(s.nodes.get(id), "node record"),
         StateKey::RevokedNode(id) => enc(s.revoked_nodes.get(id).map(|_| &()), "revoked node"),
         StateKey::AppliedKeys => enc(Some(&s.applied_keys), "applied keys"),
+        StateKey::Settings => enc(Some(&s.settings), "settings"),
+        StateKey::Pending(id) => enc(s.pending.get(id), "pending record"),
     }
 }
 
@@ -112,6 +118,8 @@ pub(super) fn all_keys(s: &ClusterState) -> impl Iterator<Item = StateKey> + '_ 
         nodes,
         revoked_nodes,
         applied_keys: _,
+        settings: _,
+        pending,
     } = s;
     images
         .keys()
@@ -126,7 +134,8 @@ pub(super) fn all_keys(s: &ClusterState) -> impl Iterator<Item = StateKey> + '_ 
         .chain(layers.keys().map(|k| StateKey::Layer(*k)))
         .chain(nodes.keys().map(|k| StateKey::Node(*k)))
         .chain(revoked_nodes.iter().map(|k| StateKey::RevokedNode(*k)))
-        .chain(std::iter::once(StateKey::AppliedKeys))
+        .chain(pending.keys().map(|k| StateKey::Pending(k.clone())))
+        .chain([StateKey::AppliedKeys, StateKey::Settings])
 }
 
 /// Call `f` with the key and value of every record of `s`; for a migration and a
@@ -197,6 +206,13 @@ pub(super) fn load_record(s: &mut ClusterState, key: &[u8], value: &[u8]) -> Res
         }
         b"applied_keys/" if rest.is_empty() => {
             s.applied_keys = db::decode(value, "applied keys")?;
+        }
+        b"settings/" if rest.is_empty() => {
+            s.settings = db::decode(value, "settings")?;
+        }
+        b"pending/" => {
+            s.pending
+                .insert(db::decode(rest, k)?, db::decode(value, "pending record")?);
         }
         _ => {
             return Err(RaftError::StateRecord {

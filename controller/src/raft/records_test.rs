@@ -14,6 +14,7 @@ use wharf_protocol::agent::{MountKind, MountPoint};
 use wharf_protocol::network::{mac_for, Endpoint, NetworkRecord, PortMapping, Proto, Subnet};
 use wharf_protocol::node_state::{Availability, NodeDescription, NodeRole, NodeState};
 use wharf_protocol::proposal_key::ProposalKey;
+use wharf_protocol::settings::{ClusterSettings, Strategy};
 use wharf_protocol::state::{ClusterState, Command, ImageRecord, VolumeRecord};
 use wharf_protocol::{ContainerId, DiffId, Digest, NodeId};
 
@@ -23,7 +24,7 @@ use super::state_machine::StateMachine;
 use super::TypeConfig;
 
 /// How many variants [`Command`] has; [`variant`] numbers them.
-const VARIANTS: usize = 29;
+const VARIANTS: usize = 32;
 
 /// The number of `cmd`'s variant. No wildcard: a new command does not compile until it is
 /// numbered here, and the coverage assert then fails until [`command`] makes it.
@@ -58,6 +59,9 @@ fn variant(cmd: &Command) -> usize {
         Command::UpdateNode { .. } => 26,
         Command::RemoveNode { .. } => 27,
         Command::Keyed { .. } => 28,
+        Command::UpdateSettings { .. } => 29,
+        Command::RescheduleContainer { .. } => 30,
+        Command::SetPending { .. } => 31,
     }
 }
 
@@ -319,7 +323,37 @@ impl Gen {
             26 => Command::RemoveNode {
                 id: NodeId(1 + u64::from(self.small(4))),
             },
-            27 => Command::Batch(self.leaves(s, depth)),
+            27 => Command::UpdateSettings {
+                settings: ClusterSettings {
+                    strategy: if self.rng.gen_bool(0.5) {
+                        Strategy::Spread
+                    } else {
+                        Strategy::Binpack
+                    },
+                    overcommit_milli: 1000 + 500 * u32::from(self.small(3)),
+                    fencing: self.rng.gen_bool(0.5),
+                    lease_ms: 1000 * u64::from(1 + self.small(3)),
+                },
+            },
+            28 => {
+                let name = match s.containers.get(&c) {
+                    Some(old) if self.rng.gen_bool(0.6) => old.name.to_string(),
+                    _ => format!("c{}", self.small(4)),
+                };
+                let rec = wharf_protocol::fixtures::container(1 + self.small(6), &name);
+                Command::RescheduleContainer {
+                    old: c,
+                    container: Box::new(rec),
+                }
+            }
+            29 => Command::SetPending {
+                id: c,
+                reason: self
+                    .rng
+                    .gen_bool(0.7)
+                    .then(|| "pinned by volume".to_string()),
+            },
+            30 => Command::Batch(self.leaves(s, depth)),
             _ => Command::Keyed {
                 key: ProposalKey {
                     origin: 1 + u64::from(self.small(2)),
@@ -354,6 +388,11 @@ fn grow(max: &mut BTreeMap<&'static str, usize>, s: &ClusterState) {
         ("nodes", s.nodes.len()),
         ("revoked_nodes", s.revoked_nodes.len()),
         ("applied_keys", usize::from(!s.applied_keys.is_empty())),
+        (
+            "settings",
+            usize::from(s.settings != ClusterSettings::default()),
+        ),
+        ("pending", s.pending.len()),
     ];
     for (name, n) in sizes {
         let m = max.entry(name).or_default();
@@ -381,6 +420,8 @@ fn differing(a: &ClusterState, b: &ClusterState) -> Vec<&'static str> {
     check("nodes", a.nodes == b.nodes);
     check("revoked_nodes", a.revoked_nodes == b.revoked_nodes);
     check("applied_keys", a.applied_keys == b.applied_keys);
+    check("settings", a.settings == b.settings);
+    check("pending", a.pending == b.pending);
     if parts.is_empty() && a != b {
         parts.push("a part this list misses");
     }

@@ -14,7 +14,7 @@
 //! one synced write points the meta at them and drops the previous generation's, so a
 //! crash leaves one whole snapshot or the other. Data that starts with
 //! [`codec::FORMAT_BINCODE1`] is a whole encoded `ClusterState` from a build of format 7
-//! or older (a leader not upgraded yet); it is still installed.
+//! (a leader not upgraded yet); it is still installed.
 //!
 //! [`codec::FORMAT_BINCODE1`]: wharf_protocol::codec::FORMAT_BINCODE1
 

@@ -167,7 +167,7 @@ impl StateMachine {
                 data
             }
             Some(&codec::FORMAT_BINCODE1) => {
-                // A whole state, from a leader of format 6 or older: stored as records.
+                // A whole state, from a leader of format 7: stored as records.
                 state = db::decode(&data, "snapshot")?;
                 drop(data);
                 let mut writer = DataWriter::new();

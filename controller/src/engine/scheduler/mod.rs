@@ -48,34 +48,7 @@ use wharf_protocol::{ImageId, NodeId};
 
 pub use view::ClusterView;
 
-/// How candidates are ranked (a cluster setting: `wharf cluster update --strategy`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Strategy {
-    /// Fewest containers first: spreads the load and the failure domains.
-    #[default]
-    Spread,
-    /// Fullest node that still fits first: keeps whole nodes free for big containers.
-    Binpack,
-}
-
-impl Strategy {
-    /// The name users write (`spread`, `binpack`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Strategy::Spread => "spread",
-            Strategy::Binpack => "binpack",
-        }
-    }
-
-    /// Parse a name users write.
-    pub fn parse(s: &str) -> Option<Strategy> {
-        match s {
-            "spread" => Some(Strategy::Spread),
-            "binpack" => Some(Strategy::Binpack),
-            _ => None,
-        }
-    }
-}
+pub use wharf_protocol::settings::Strategy;
 
 /// The cluster's scheduling settings.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -103,11 +76,12 @@ impl Settings {
         ratio.is_finite() && ratio > 0.0
     }
 
-    /// The settings the cluster `s` schedules with. The defaults until the state records
-    /// them (a `ClusterState` field set by `wharf cluster update`); the one place to
-    /// change when it does.
-    pub fn of(_s: &ClusterState) -> Settings {
-        Settings::default()
+    /// The settings the cluster `s` schedules with (`wharf cluster update`).
+    pub fn of(s: &ClusterState) -> Settings {
+        Settings {
+            strategy: s.settings.strategy,
+            overcommit: f64::from(s.settings.overcommit_milli) / 1000.0,
+        }
     }
 }
 
