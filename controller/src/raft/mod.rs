@@ -50,6 +50,8 @@ mod forward_test;
 #[cfg(test)]
 mod peer_harness;
 #[cfg(test)]
+mod records_bench;
+#[cfg(test)]
 mod records_test;
 #[cfg(test)]
 mod store_test;

@@ -70,6 +70,14 @@ impl DataWriter {
         }
     }
 
+    /// Empty data with room for about `bytes` of records, so that the buffer is not
+    /// grown (and copied) by doubling while the records stream in.
+    pub(super) fn with_capacity(bytes: usize) -> DataWriter {
+        let mut data = Vec::with_capacity(bytes.saturating_add(1));
+        data.push(SNAPSHOT_RECORDS);
+        DataWriter { data }
+    }
+
     /// Append the record `key` → `value`.
     pub(super) fn push(&mut self, key: &[u8], value: &[u8]) -> Result<(), RaftError> {
         for part in [key, value] {
