@@ -422,6 +422,8 @@ impl LeaderDuties {
                         warn!(node = %id, error = %e, "a node's state was not recorded");
                     }
                 }
+                // Containers of Down nodes that asked to be kept running move.
+                self.engine.move_off_down_nodes().await;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }

@@ -532,6 +532,25 @@ fn a_three_controller_cluster_through_the_stock_cli() {
         ps.lines().any(|l| l == format!("{home}/pub {at}->80/tcp")),
         "{ps}"
     );
+    // `--filter node=` (classic Swarm's) picks one node's containers.
+    let on_home = c.ok_via(
+        "ctl-2",
+        &[
+            "ps",
+            "--filter",
+            &format!("node={home}"),
+            "--format",
+            "{{.Names}}",
+        ],
+    );
+    assert!(
+        on_home.lines().any(|l| l == format!("{home}/pub")),
+        "{on_home}"
+    );
+    assert!(
+        on_home.lines().all(|l| l.starts_with(&format!("{home}/"))),
+        "{on_home}"
+    );
     let page = c.until("the published port answers on the agent's address", || {
         use std::io::{Read, Write};
         let Ok(mut s) = std::net::TcpStream::connect(&at) else {
@@ -879,14 +898,187 @@ fn a_three_controller_cluster_through_the_stock_cli() {
     a_lost_leader_mid_create_answers_once(&c, &controllers);
     a_wiped_controller_rejoins_under_a_new_id(&c, &controllers);
 
-    // docker node rm of a Down node: its certificate no longer admits it.
-    let spare = agents.iter().copied().find(|a| *a != home).unwrap();
+    // Drain: a `--restart always` container moves (started elsewhere, then its old copy
+    // stops); one without a policy stays, and `docker node inspect` says why; with no
+    // other node to take it (the other holder paused), the mover waits, still running.
+    let spare = holders.iter().copied().find(|a| *a != home).unwrap();
+    let soft = format!("constraint:node==~{spare}");
+    let drained_id = c
+        .ok_via(
+            "ctl-1",
+            &[
+                "run",
+                "-d",
+                "--name",
+                "drainme",
+                "--restart",
+                "always",
+                "-e",
+                &soft,
+                "busybox",
+                "sleep",
+                "1000",
+            ],
+        )
+        .trim()
+        .to_string();
+    c.ok_via(
+        "ctl-1",
+        &[
+            "run", "-d", "--name", "stay", "-e", &soft, "busybox", "sleep", "1000",
+        ],
+    );
+    let availability = |node: &str, a: &str| {
+        c.ok_via("ctl-2", &["node", "update", "--availability", a, node]);
+    };
+    let message = |node: &str| {
+        c.ok_via(
+            "ctl-3",
+            &["node", "inspect", "-f", "{{.Status.Message}}", node],
+        )
+    };
+    availability(home, "pause");
+    availability(spare, "drain");
+    c.until("the drained node says why its containers stay", || {
+        let m = message(spare);
+        m.contains("drainme (no node to move to") && m.contains("stay (not moved: only containers")
+    });
+    assert_eq!(
+        c.ok_via(
+            "ctl-1",
+            &[
+                "inspect",
+                "-f",
+                "{{.Node.Name}} {{.State.Running}}",
+                "drainme"
+            ]
+        )
+        .trim(),
+        format!("{spare} true"),
+        "nothing lost while it cannot move"
+    );
+    let started = Instant::now();
+    availability(home, "active");
+    c.until("the drained container running on the other node", || {
+        c.ok_via(
+            "ctl-1",
+            &[
+                "inspect",
+                "-f",
+                "{{.Node.Name}} {{.State.Running}}",
+                "drainme",
+            ],
+        )
+        .trim()
+            == format!("{home} true")
+    });
+    let old_dir = c
+        .dir
+        .join(format!("hosts/{spare}/data/containers/{drained_id}"));
+    let gone = c.until("the drained node's copy removed", || !old_dir.exists());
+    eprintln!(
+        "drain of {spare}: its --restart always container running on {home} {:?} after {home} accepted it, the old copy gone {gone:?} later",
+        started.elapsed()
+    );
+    let ps = c.ok_via("ctl-3", &["ps", "-a", "--format", "{{.Names}}"]);
+    assert_eq!(
+        ps.lines().filter(|l| l.ends_with("/drainme")).count(),
+        1,
+        "{ps}"
+    );
+    assert!(!message(spare).contains("drainme"), "{}", message(spare));
+    availability(spare, "active");
+    c.ok_via("ctl-1", &["rm", "-f", "drainme", "stay"]);
+
+    // A host lost (poweroff) with containers on it: a running `--restart always` one is
+    // re-created on another node once, under its name; one pinned by a named volume
+    // stays, pending with the reason; one without a policy stays, its status unknown.
+    for (name, extra) in [
+        ("mover", vec!["--restart", "always"]),
+        ("pinned", vec!["--restart", "always", "-v", "pinvol:/data"]),
+        ("plain", vec![]),
+    ] {
+        let mut args = vec!["run", "-d", "--name", name, "-e", &soft];
+        args.extend(extra);
+        args.extend(["busybox", "sleep", "1000"]);
+        c.ok_via("ctl-3", &args);
+        assert_eq!(
+            c.ok_via("ctl-1", &["inspect", "-f", "{{.Node.Name}}", name])
+                .trim(),
+            spare
+        );
+    }
+    let lost = Instant::now();
     c.fault(&["poweroff", spare]);
     c.until("the powered-off agent Down", || {
         c.nodes_via("ctl-2")
             .get(spare)
             .is_some_and(|(s, _)| s == "Down")
     });
+    let down_after = lost.elapsed();
+    c.until(
+        "the --restart always container running on another node",
+        || {
+            c.docker_via(
+                "ctl-2",
+                &[
+                    "inspect",
+                    "-f",
+                    "{{.Node.Name}} {{.State.Running}}",
+                    "mover",
+                ],
+            )
+            .status
+            .success()
+                && c.ok_via(
+                    "ctl-2",
+                    &[
+                        "inspect",
+                        "-f",
+                        "{{.Node.Name}} {{.State.Running}}",
+                        "mover",
+                    ],
+                )
+                .trim()
+                    == format!("{home} true")
+        },
+    );
+    eprintln!(
+        "{spare} powered off: Down after {down_after:?}, its --restart always container running on {home} {:?} after the poweroff",
+        lost.elapsed()
+    );
+    let moved_from = c.ok_via(
+        "ctl-1",
+        &[
+            "inspect",
+            "-f",
+            "{{index .Config.Labels \"com.wharf.moved-from\"}}",
+            "mover",
+        ],
+    );
+    assert!(moved_from.starts_with(spare), "{moved_from}");
+    let ps = c.ok_via("ctl-3", &["ps", "-a", "--format", "{{.Names}}|{{.Status}}"]);
+    assert_eq!(
+        ps.lines().filter(|l| l.contains("mover")).count(),
+        1,
+        "moved once: {ps}"
+    );
+    for name in ["pinned", "plain"] {
+        assert!(
+            ps.lines()
+                .any(|l| l == format!("{spare}/{name}|unknown (node down)")),
+            "{name}: {ps}"
+        );
+    }
+    let message = c.until("the pinned container pending with its reason", || {
+        c.ok_via(
+            "ctl-1",
+            &["node", "inspect", "-f", "{{.Status.Message}}", spare],
+        )
+        .contains(&format!("pinned (pinned by volume pinvol on {spare})"))
+    });
+    eprintln!("{spare}: the pinned container reported pending {message:?} later");
+    c.ok_via("ctl-2", &["rm", "-f", "mover", "pinned", "plain"]);
     c.ok_via("ctl-2", &["node", "rm", spare]);
     assert!(!c.nodes_via("ctl-3").contains_key(spare));
     let mut restart = Command::new("bash");

@@ -21,6 +21,24 @@ pub fn parse_rollup(text: &str) -> (u64, u64) {
     (field("Rss:"), field("Pss:"))
 }
 
+/// CPU seconds (user + system) process `pid` has used so far, from `/proc/PID/stat`; its
+/// threads included, its children not.
+pub fn cpu_seconds(pid: u32) -> std::io::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "bad /proc/PID/stat");
+    // Fields after the command name (in parentheses, may hold spaces); utime and stime
+    // are fields 14 and 15 of the line, indexes 11 and 12 after the name.
+    let rest = stat.rsplit_once(')').ok_or_else(bad)?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).ok_or_else(bad);
+    let ticks = field(11)? + field(12)?;
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100);
+    Ok(ticks as f64 / hz.max(1) as f64)
+}
+
 /// Sum of `(Rss, Pss)` in KiB over `pids`; processes that are gone count as 0.
 pub fn total_kib(pids: &[u32]) -> (u64, u64) {
     pids.iter()

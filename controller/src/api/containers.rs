@@ -76,6 +76,18 @@ pub async fn create(engine: &Engine, req: Request<Incoming>) -> Result<Resp, Api
     ))
 }
 
+/// Whether `c` was running on a node now Down: nobody can say how it is.
+fn on_down_node(state: &ClusterState, c: &ContainerRecord) -> bool {
+    matches!(
+        c.status,
+        wharf_protocol::state::ContainerStatus::Running
+            | wharf_protocol::state::ContainerStatus::Paused
+    ) && state
+        .nodes
+        .get(&c.node)
+        .is_some_and(|n| n.state == wharf_protocol::node_state::NodeState::Down)
+}
+
 fn list_entry(state: &ClusterState, c: &ContainerRecord, now: i64) -> serde_json::Value {
     let labels: serde_json::Value = serde_json::from_str::<serde_json::Value>(&c.config_json)
         .ok()
@@ -92,7 +104,10 @@ fn list_entry(state: &ClusterState, c: &ContainerRecord, now: i64) -> serde_json
         "Ports": crate::engine::network::ps_ports_json(state, c),
         "Labels": labels,
         "State": super::ps::shown_status(state, c),
-        "Status": if super::ps::is_restarting(state, c) {
+        "Status": if on_down_node(state, c) {
+            // Classic Swarm's word for a container whose node cannot be asked.
+            "unknown (node down)".to_string()
+        } else if super::ps::is_restarting(state, c) {
             // moby `State.String` while restarting.
             format!(
                 "Restarting ({}) {} ago",

@@ -203,10 +203,36 @@ pub fn list(engine: &Engine, req: &Request<Incoming>) -> Result<Resp, ApiError> 
                     && f.match_kv_list("label", &n.description.engine_labels)
                     && f.match_kv_list("node.label", &n.labels)
             })
-            .map(|n| node_json(n, &m))
+            .map(|n| with_pending(s, n, node_json(n, &m)))
             .collect()
     });
     Ok(json(StatusCode::OK, &Value::Array(nodes)))
+}
+
+/// `v` (a node's JSON) with `Status.Message` listing the containers of node `n` that
+/// cannot move off it, with the reason of each (pure): what an operator reads before
+/// taking the node away.
+pub fn with_pending(s: &ClusterState, n: &NodeRecord, mut v: Value) -> Value {
+    let stuck: Vec<String> = s
+        .pending
+        .iter()
+        .filter_map(|(id, why)| {
+            let c = s.containers.get(id).filter(|c| c.node == n.id)?;
+            Some(format!("{} ({why})", c.name))
+        })
+        .collect();
+    if !stuck.is_empty() {
+        v["Status"]["Message"] = Value::String(format!(
+            "{} cannot move: {}",
+            if stuck.len() == 1 {
+                "1 container".to_string()
+            } else {
+                format!("{} containers", stuck.len())
+            },
+            stuck.join(", ")
+        ));
+    }
+    v
 }
 
 /// `GET /nodes/{id}`.
@@ -214,7 +240,7 @@ pub fn inspect(engine: &Engine, reference: &str) -> Result<Resp, ApiError> {
     let m = managers(engine);
     let v = engine
         .store()
-        .read(|s| find_node(s, reference).map(|n| node_json(n, &m)))?;
+        .read(|s| find_node(s, reference).map(|n| with_pending(s, n, node_json(n, &m))))?;
     Ok(json(StatusCode::OK, &v))
 }
 

@@ -24,6 +24,7 @@ const PS_FILTERS: &[&str] = &[
     "label",
     "name",
     "network",
+    "node",
     "publish",
     "since",
     "status",
@@ -139,6 +140,16 @@ pub fn select<'a>(
             regex_match(f, "name", &format!("/{name}")) || regex_match(f, "name", &name)
         })
         .filter(|c| f.fuzzy_match("id", c.id.as_str()))
+        // Classic Swarm's: the node's host name or ID.
+        .filter(|c| {
+            !f.contains("node")
+                || state.nodes.get(&c.node).is_some_and(|n| {
+                    f.values("node").any(|v| {
+                        v == n.description.hostname
+                            || v == crate::cluster::identity::node_id_text(n.id)
+                    })
+                })
+        })
         .filter(|c| f.match_kv_list("label", &labels_of(c)))
         .filter(|c| {
             exited.is_empty()

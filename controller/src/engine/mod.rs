@@ -34,6 +34,7 @@ pub mod health;
 pub mod images;
 mod layers;
 mod lifecycle;
+pub mod moves;
 pub mod network;
 mod network_ops;
 pub mod network_options;
@@ -183,6 +184,8 @@ pub struct Engine {
     min_copies: std::sync::atomic::AtomicUsize,
     /// The heartbeat grace, in milliseconds (see [`Engine::set_heartbeat_grace`]).
     grace_ms: std::sync::atomic::AtomicU64,
+    /// When a move off a Down node was last tried, by container (the leader's).
+    move_tries: Mutex<HashMap<ContainerId, std::time::Instant>>,
 }
 
 impl Engine {
@@ -202,6 +205,7 @@ impl Engine {
             image_records: tokio::sync::RwLock::default(),
             min_copies: std::sync::atomic::AtomicUsize::new(copies::DEFAULT_MIN_COPIES),
             grace_ms: std::sync::atomic::AtomicU64::new(4000),
+            move_tries: Mutex::default(),
         })
     }
 
@@ -370,6 +374,18 @@ impl Engine {
         body: &[u8],
         node: NodeId,
     ) -> Result<ContainerId, EngineError> {
+        self.create_on(name, body, node, None).await
+    }
+
+    /// [`Engine::create_container_on`], the record replacing `replaces` when given (a
+    /// move off a Down node).
+    async fn create_on(
+        &self,
+        name: Option<&str>,
+        body: &[u8],
+        node: NodeId,
+        replaces: Option<ContainerId>,
+    ) -> Result<ContainerId, EngineError> {
         let mut anon = || hex::encode(rand::random::<[u8; 32]>());
         let mut attempt = 0;
         loop {
@@ -378,6 +394,7 @@ impl Engine {
                 now_ns: now_ns(),
                 node,
                 name_seeds: (rand::random(), rand::random()),
+                replaces: replaces.clone(),
             };
             let planned = self
                 .store

@@ -211,7 +211,7 @@ impl Engine {
     /// A container lies on `node` that the state does not record there (removed or moved
     /// while the node was away, or a create undone halfway): kill it if it runs, release
     /// its network on the host and remove its files.
-    async fn remove_unrecorded(&self, node: NodeId, id: &ContainerId, running: bool) {
+    pub(super) async fn remove_unrecorded(&self, node: NodeId, id: &ContainerId, running: bool) {
         let lock = self.lock_for(id);
         let _guard = lock.lock().await;
         if self

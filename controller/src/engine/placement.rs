@@ -62,20 +62,76 @@ fn prefixed(text: &str) -> Option<Result<Expr, Unschedulable>> {
     None
 }
 
+/// The container label of classic Swarm's reschedule policies (`["on-node-failure"]`).
+pub const SWARM_RESCHEDULE_LABEL: &str = "com.docker.swarm.reschedule-policies";
+/// The environment entry that opts a container into moving off a Down node.
+const RESCHEDULE_ENV: &str = "reschedule:on-node-failure";
+
+/// Add `text` to the JSON list of label `key` in `body` (pure; a list that does not
+/// parse is left to [`exprs_from_create`], which refuses it).
+fn push_to_list_label(body: &mut Value, key: &str, text: &str) {
+    let Some(o) = body.as_object_mut() else {
+        return;
+    };
+    let labels = o
+        .entry("Labels")
+        .or_insert_with(|| Value::Object(Default::default()));
+    if !labels.is_object() {
+        *labels = Value::Object(Default::default());
+    }
+    let Some(l) = labels.as_object_mut() else {
+        return;
+    };
+    let mut list: Vec<String> = match l.get(key).and_then(Value::as_str) {
+        Some(t) => match serde_json::from_str(t) {
+            Ok(list) => list,
+            Err(_) => return,
+        },
+        None => vec![],
+    };
+    if !list.iter().any(|e| e == text) {
+        list.push(text.to_string());
+    }
+    l.insert(
+        key.into(),
+        Value::String(serde_json::to_string(&list).unwrap_or_default()),
+    );
+}
+
 /// The expressions of `body` (pure): `constraint:` and `affinity:` entries are taken out
-/// of its `Env`; its labels are read and kept.
+/// of its `Env` and kept in classic Swarm's labels (`com.docker.swarm.constraints` /
+/// `.affinities`, as classic Swarm did), so that a container moved off a Down node is
+/// placed by the same rules; `reschedule:on-node-failure` becomes
+/// `com.docker.swarm.reschedule-policies`. Labels are read and kept.
 pub fn exprs_from_create(body: &mut Value) -> Result<Vec<Expr>, Unschedulable> {
-    let mut exprs = vec![];
+    let mut moved: Vec<(&'static str, String)> = vec![];
     if let Some(env) = body.get_mut("Env").and_then(Value::as_array_mut) {
         let mut kept = vec![];
         for e in env.drain(..) {
-            match e.as_str().and_then(prefixed) {
-                Some(x) => exprs.push(x?),
+            let text = e.as_str().unwrap_or_default();
+            if text == RESCHEDULE_ENV {
+                moved.push((SWARM_RESCHEDULE_LABEL, "on-node-failure".into()));
+                continue;
+            }
+            match prefixed(text) {
+                Some(x) => {
+                    let x = x?;
+                    let key = match x.kind {
+                        ExprKind::Constraint => SWARM_CONSTRAINTS_LABEL,
+                        ExprKind::Affinity => SWARM_AFFINITIES_LABEL,
+                    };
+                    let (_, rest) = text.split_once(':').unwrap_or(("", text));
+                    moved.push((key, rest.to_string()));
+                }
                 None => kept.push(e),
             }
         }
         *env = kept;
     }
+    for (key, text) in &moved {
+        push_to_list_label(body, key, text);
+    }
+    let mut exprs = vec![];
     let labels = body.get("Labels");
     let label = |k: &str| labels.and_then(|l| l.get(k)).and_then(Value::as_str);
     if let Some(text) = label(CONSTRAINT_LABEL) {

@@ -32,24 +32,29 @@ fn a_create_body_gives_its_expressions_limits_and_ports_and_loses_them_from_env(
     let r = request_from_create(&s, &mut body).unwrap();
     assert_eq!(body["Env"], serde_json::json!(["A=1", "B=constraint:x"]));
     assert_eq!(
-        body["Labels"]["com.docker.swarm.affinities"], "[\"container!=db\"]",
-        "labels are kept"
+        body["Labels"]["com.docker.swarm.affinities"], "[\"container!=db\",\"container!=web\"]",
+        "labels are kept, and the environment's expressions join them (as classic Swarm)"
     );
     assert_eq!(
-        texts(&r),
-        [
-            "constraint node==b",
-            "affinity container!=web",
-            "soft constraint node.labels.zone!=~x",
-            "constraint node!=c",
-            "constraint node.labels.zone==y",
-            "affinity image==img",
-            "soft constraint disk==~ssd",
-            "affinity container!=db",
-        ]
+        body["Labels"]["com.docker.swarm.constraints"],
+        "[\"disk==~ssd\",\"node==b\",\"node.labels.zone!=~x\"]"
     );
-    assert_eq!(r.exprs[6].key, Key::EngineLabel("disk".into()));
-    assert_eq!(r.exprs[1].kind, ExprKind::Affinity);
+    let want = [
+        "constraint node!=c",
+        "constraint node.labels.zone==y",
+        "affinity image==img",
+        "soft constraint disk==~ssd",
+        "constraint node==b",
+        "soft constraint node.labels.zone!=~x",
+        "affinity container!=db",
+        "affinity container!=web",
+    ];
+    assert_eq!(texts(&r), want);
+    // The body as recorded places the same way again (a move off a Down node).
+    let again = request_from_create(&s, &mut body).unwrap();
+    assert_eq!(texts(&again), want);
+    assert_eq!(r.exprs[3].key, Key::EngineLabel("disk".into()));
+    assert_eq!(r.exprs[7].kind, ExprKind::Affinity);
     assert_eq!((r.nano_cpus, r.memory), (500_000_000, 1 << 20));
     assert_eq!(r.host_ports.len(), 1, "only fixed host ports");
     assert_eq!(r.host_ports[0].host_port, 8080);

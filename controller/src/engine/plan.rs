@@ -144,6 +144,9 @@ pub struct CreateChoices {
     pub node: NodeId,
     /// Seeds of a generated name ([`crate::names::random_name`]).
     pub name_seeds: (usize, usize),
+    /// The container this one replaces (a move off a Down node): recorded with
+    /// `RescheduleContainer`, which frees the old one's name in the same step.
+    pub replaces: Option<ContainerId>,
 }
 
 /// A planned `docker create`.
@@ -347,12 +350,23 @@ pub fn create_container(
         new_volumes.push(need.name.clone());
     }
     let record_step = plan.steps.len();
-    plan.then(
-        Effect::Propose(Command::CreateContainer {
-            container: Box::new(record.clone()),
-        }),
-        Some(Effect::Propose(Command::RemoveContainer { id: id.clone() })),
-    );
+    match &choices.replaces {
+        None => plan.then(
+            Effect::Propose(Command::CreateContainer {
+                container: Box::new(record.clone()),
+            }),
+            Some(Effect::Propose(Command::RemoveContainer { id: id.clone() })),
+        ),
+        // The old record is gone with this step: a failure after it leaves the new one
+        // (Created, on its node) rather than nothing.
+        Some(old) => plan.then(
+            Effect::Propose(Command::RescheduleContainer {
+                old: old.clone(),
+                container: Box::new(record.clone()),
+            }),
+            None,
+        ),
+    };
     for connect in connections_at_create(state, &record, body)? {
         plan.then(Effect::Propose(connect), None);
     }

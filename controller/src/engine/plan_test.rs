@@ -71,6 +71,7 @@ fn choices() -> CreateChoices {
         now_ns: 42,
         node: NODE,
         name_seeds: (1, 2),
+        replaces: None,
     }
 }
 

@@ -1,0 +1,294 @@
+//! Which containers move off a Down node, which cannot and why (pure), and the move
+//! itself through the engine on fake agents.
+
+use super::*;
+use crate::engine::engine_test::{setup_nodes, Setup};
+use wharf_protocol::agent::MountPoint;
+use wharf_protocol::fixtures::container;
+use wharf_protocol::node_state::{NodeDescription, NodeRecord, NodeRole};
+use wharf_protocol::state::RestartState;
+
+fn node(id: u64, host: &str, state: NodeState) -> NodeRecord {
+    NodeRecord {
+        id: NodeId(id),
+        role: NodeRole::Agent,
+        description: NodeDescription {
+            hostname: host.into(),
+            runs_containers: true,
+            ..Default::default()
+        },
+        labels: Default::default(),
+        availability: Default::default(),
+        state,
+        created_ns: 0,
+        updated_ns: 0,
+    }
+}
+
+fn running(n: u8, name: &str, on: u64, restart: &str) -> ContainerRecord {
+    let mut c = container(n, name);
+    c.node = NodeId(on);
+    c.status = ContainerStatus::Running;
+    c.host_config_json = format!(r#"{{"RestartPolicy":{{"Name":"{restart}"}}}}"#);
+    c
+}
+
+fn state(containers: Vec<ContainerRecord>) -> ClusterState {
+    let mut s = ClusterState::default();
+    s.nodes
+        .insert(NodeId(1), node(1, "node-1", NodeState::Down));
+    s.nodes
+        .insert(NodeId(2), node(2, "node-2", NodeState::Ready));
+    for c in containers {
+        s.containers.insert(c.id.clone(), c);
+    }
+    s
+}
+
+#[test]
+fn running_containers_that_asked_to_be_kept_running_move_off_a_down_node() {
+    let always = running(1, "always", 1, "always");
+    let unless = running(2, "unless", 1, "unless-stopped");
+    let plain = running(3, "plain", 1, "no");
+    let on_failure = running(4, "onfail", 1, "on-failure");
+    let mut opted = running(5, "opted", 1, "no");
+    opted.config_json =
+        r#"{"Labels":{"com.docker.swarm.reschedule-policies":"[\"on-node-failure\"]"}}"#.into();
+    let mut exited = running(6, "exited", 1, "always");
+    exited.status = ContainerStatus::Exited;
+    let elsewhere = running(7, "elsewhere", 2, "always");
+    let mut stopped = running(8, "stopped", 1, "always");
+    stopped.status = ContainerStatus::Running;
+    let mut s = state(vec![
+        always.clone(),
+        unless.clone(),
+        plain,
+        on_failure,
+        opted.clone(),
+        exited,
+        elsewhere,
+        stopped.clone(),
+    ]);
+    s.restarts.insert(
+        stopped.id.clone(),
+        RestartState {
+            manually_stopped: true,
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        decide(&s),
+        vec![
+            Decision::Move(always.id),
+            Decision::Move(unless.id),
+            Decision::Move(opted.id),
+        ]
+    );
+}
+
+#[test]
+fn what_ties_a_container_to_its_node_keeps_it_pending_with_the_reason() {
+    let mount = |kind, source: &str, anonymous| MountPoint {
+        kind,
+        source: source.into(),
+        target: "/d".into(),
+        anonymous,
+        ..Default::default()
+    };
+    let mut vol = running(1, "vol", 1, "always");
+    vol.run.host.mounts = vec![mount(MountKind::Volume, "data", false)];
+    let mut bind = running(2, "bind", 1, "always");
+    bind.run.host.mounts = vec![mount(MountKind::Bind, "/srv", false)];
+    let mut anon = running(3, "anon", 1, "always");
+    anon.run.host.mounts = vec![
+        mount(MountKind::Volume, "0123abcd", true),
+        mount(MountKind::Tmpfs, "", false),
+    ];
+    let mut net = running(4, "net", 1, "always");
+    net.host_config_json =
+        r#"{"RestartPolicy":{"Name":"always"},"NetworkMode":"container:vol"}"#.into();
+    let mut s = state(vec![vol.clone(), bind.clone(), anon.clone(), net.clone()]);
+    let d = decide(&s);
+    assert_eq!(
+        d,
+        vec![
+            Decision::Pending {
+                id: vol.id.clone(),
+                reason: "pinned by volume data on node-1".into()
+            },
+            Decision::Pending {
+                id: bind.id.clone(),
+                reason: "pinned by bind mount /srv on node-1".into()
+            },
+            Decision::Move(anon.id.clone()),
+            Decision::Pending {
+                id: net.id.clone(),
+                reason: "pinned by --network container:vol on node-1".into()
+            },
+        ]
+    );
+    // Recorded: not again; the node back: cleared.
+    for x in d {
+        if let Decision::Pending { id, reason } = x {
+            s.pending.insert(id, reason);
+        }
+    }
+    assert_eq!(decide(&s), vec![Decision::Move(anon.id.clone())]);
+    s.nodes.get_mut(&NodeId(1)).unwrap().state = NodeState::Ready;
+    assert_eq!(
+        decide(&s),
+        vec![
+            Decision::Clear(vol.id),
+            Decision::Clear(bind.id),
+            Decision::Clear(net.id)
+        ]
+    );
+}
+
+#[test]
+fn the_successor_keeps_the_config_and_says_where_it_came_from() {
+    let mut c = running(1, "web", 1, "always");
+    c.config_json =
+        r#"{"Image":"img:1","Labels":{"com.docker.swarm.constraints":"[\"node!=node-3\"]"}}"#
+            .into();
+    let b = successor_body(&c, "node-1");
+    assert_eq!(b["Image"], "img:1");
+    assert_eq!(b["HostConfig"]["RestartPolicy"]["Name"], "always");
+    assert_eq!(
+        b["Labels"]["com.docker.swarm.constraints"],
+        "[\"node!=node-3\"]"
+    );
+    assert_eq!(
+        b["Labels"][MOVED_FROM_LABEL],
+        format!("node-1 ({})", c.id.short())
+    );
+}
+
+/// On fake agents: a running `--restart always` container of a node that goes Down is
+/// re-created and started on the other node under its name, once; the old ID is gone.
+#[tokio::test]
+async fn a_container_moves_once_to_a_ready_node_and_keeps_its_name() {
+    let Setup {
+        engine, cluster, ..
+    } = setup_nodes(&[(NodeId(1), "a", &[]), (NodeId(2), "b", &[])]).await;
+    let old = engine
+        .create_container(
+            Some("web"),
+            br#"{"Image":"img:1","Env":["constraint:node==~a"],"HostConfig":{"RestartPolicy":{"Name":"always"}}}"#,
+        )
+        .await
+        .unwrap();
+    engine.start("web").await.unwrap();
+    assert_eq!(engine.container("web").unwrap().node, NodeId(1));
+    cluster.agent(NodeId(1)).set_lost(true);
+    engine.node_lost(NodeId(1));
+    engine
+        .store()
+        .propose(Command::SetNodeState {
+            id: NodeId(1),
+            state: NodeState::Down,
+            at_ns: 1,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    engine.move_off_down_nodes().await;
+    let moved = engine.container("web").unwrap();
+    assert_ne!(moved.id, old, "a new ID");
+    assert_eq!(moved.node, NodeId(2));
+    assert_eq!(moved.status, ContainerStatus::Running);
+    let cfg: Value = serde_json::from_str(&moved.config_json).unwrap();
+    assert_eq!(
+        cfg["Labels"][MOVED_FROM_LABEL],
+        format!("a ({})", old.short())
+    );
+    assert!(cluster
+        .agent(NodeId(2))
+        .with(|s| s.containers[&moved.id].pid.is_some()));
+    assert!(
+        engine.container(old.as_str()).is_err(),
+        "the old ID is gone"
+    );
+    // Once: another round changes nothing.
+    engine.move_off_down_nodes().await;
+    assert_eq!(engine.container("web").unwrap().id, moved.id);
+    assert_eq!(engine.store().read(|s| s.containers.len()), 1);
+}
+
+#[test]
+fn a_draining_node_moves_what_may_move_and_says_why_the_rest_stays() {
+    let always = running(1, "always", 1, "always");
+    let plain = running(2, "plain", 1, "no");
+    let mut vol = running(3, "vol", 1, "always");
+    vol.run.host.mounts = vec![MountPoint {
+        kind: MountKind::Volume,
+        source: "data".into(),
+        target: "/d".into(),
+        ..Default::default()
+    }];
+    let mut s = state(vec![always.clone(), plain.clone(), vol.clone()]);
+    let n1 = s.nodes.get_mut(&NodeId(1)).unwrap();
+    n1.state = NodeState::Ready;
+    n1.availability = wharf_protocol::node_state::Availability::Drain;
+    let d = decide(&s);
+    assert_eq!(d.len(), 3, "{d:?}");
+    assert_eq!(d[0], Decision::Move(always.id));
+    assert!(
+        matches!(&d[1], Decision::Pending { id, reason } if *id == plain.id && reason.starts_with("not moved: only containers with --restart")),
+        "{:?}",
+        d[1]
+    );
+    assert!(
+        matches!(&d[2], Decision::Pending { id, reason } if *id == vol.id && reason == "pinned by volume data on node-1"),
+        "{:?}",
+        d[2]
+    );
+    // Paused (no new placements) moves nothing.
+    s.nodes.get_mut(&NodeId(1)).unwrap().availability =
+        wharf_protocol::node_state::Availability::Pause;
+    assert!(decide(&s).is_empty());
+}
+
+/// On fake agents: draining a node starts the successor on the other node, then stops
+/// and removes the drained node's copy.
+#[tokio::test]
+async fn a_drained_container_runs_elsewhere_before_its_old_copy_stops() {
+    let Setup {
+        engine, cluster, ..
+    } = setup_nodes(&[(NodeId(1), "a", &[]), (NodeId(2), "b", &[])]).await;
+    let old = engine
+        .create_container(
+            Some("web"),
+            br#"{"Image":"img:1","Env":["constraint:node==~a"],"HostConfig":{"RestartPolicy":{"Name":"unless-stopped"}}}"#,
+        )
+        .await
+        .unwrap();
+    engine.start("web").await.unwrap();
+    let mut n = engine.store().read(|s| s.nodes[&NodeId(1)].clone());
+    n.availability = wharf_protocol::node_state::Availability::Drain;
+    engine
+        .store()
+        .propose(Command::UpdateNode {
+            id: NodeId(1),
+            availability: n.availability,
+            labels: n.labels.clone(),
+            at_ns: 2,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    engine.move_off_down_nodes().await;
+    let moved = engine.container("web").unwrap();
+    assert_eq!(moved.node, NodeId(2));
+    assert_eq!(moved.status, ContainerStatus::Running);
+    assert!(
+        !cluster
+            .agent(NodeId(1))
+            .with(|s| s.containers.contains_key(&old)),
+        "the drained node's copy is gone"
+    );
+    let order: Vec<String> = cluster
+        .agent(NodeId(2))
+        .with(|s| s.requests.iter().map(|r| format!("{r:?}")).collect());
+    assert!(order.iter().any(|r| r.contains("Start")), "{order:?}");
+}
