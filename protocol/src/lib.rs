@@ -25,6 +25,7 @@ pub mod runtime;
 pub mod settings;
 pub mod shim;
 pub mod state;
+pub mod state_key;
 #[cfg(test)]
 mod state_keyed_test;
 #[cfg(test)]

@@ -4,8 +4,11 @@
 //!   cf `logs`: index (u64 big endian) -> Entry          written by LogStore, fsynced
 //!   cf `meta`: "vote" | "committed" | "last_purged"     written by LogStore
 //!              "format" -> the state format (u32), stamped at open
-//!   cf `sm`:   "applied" -> last applied, membership and ClusterState
-//!              "snapshot" -> the last snapshot (meta + encoded ClusterState)
+//!   cf `sm`:   "applied_log" -> last applied log id and membership
+//!              "snapshot_meta", "snapshot_chunk/…" -> the last snapshot (snapshot.rs)
+//!              "applied", "snapshot": the whole state, formats 1 to 7 (migrate.rs)
+//!   cf `state`: one record per entry of the ClusterState (records.rs), written in the
+//!              same batch as "applied_log"
 //! ```
 //!
 //! Every value goes through [`wharf_protocol::codec`]; nothing read from disk is trusted to
@@ -25,8 +28,10 @@ use super::RaftError;
 pub(super) const CF_LOGS: &str = "logs";
 /// Column family of the vote, the committed log id and the last purged log id.
 pub(super) const CF_META: &str = "meta";
-/// Column family of the state machine: applied state and snapshot.
+/// Column family of the state machine: last applied log id and snapshot.
 pub(super) const CF_SM: &str = "sm";
+/// Column family of the cluster state, one record per entry.
+pub(super) use super::records::CF_STATE;
 
 /// Key of the vote in [`CF_META`].
 pub(super) const KEY_VOTE: &[u8] = b"vote";
@@ -42,11 +47,13 @@ pub(super) const KEY_FORMAT: &[u8] = b"format";
 /// key predates it and is in format 1. A change to the encoding of anything stored
 /// (a field added to a record, a command's layout) raises it, with a migration from
 /// every older format at open.
-pub(super) const STATE_FORMAT: u32 = 7;
+pub(super) const STATE_FORMAT: u32 = 8;
 
-/// Key of the applied state in [`CF_SM`].
+/// Key of the last applied log id and membership in [`CF_SM`] (format 8 on).
+pub(super) const KEY_APPLIED_LOG: &[u8] = b"applied_log";
+/// Key of the whole applied state in [`CF_SM`], formats 1 to 7.
 pub(super) const KEY_APPLIED: &[u8] = b"applied";
-/// Key of the current snapshot in [`CF_SM`].
+/// Key of the whole snapshot in [`CF_SM`], formats 1 to 7.
 pub(super) const KEY_SNAPSHOT: &[u8] = b"snapshot";
 
 /// The open database; shared by the log store, the state machine and the [`Store`](super::Store).
@@ -56,6 +63,8 @@ pub(super) struct Db {
     path: PathBuf,
     /// Synced writes done (each one an fsync of the WAL): what group commit saves.
     synced_writes: std::sync::atomic::AtomicU64,
+    /// Bytes of the write batches written: what per-key persistence saves.
+    bytes_written: std::sync::atomic::AtomicU64,
 }
 
 impl Db {
@@ -67,13 +76,13 @@ impl Db {
         opts.create_missing_column_families(true);
         opts.set_compression_type(DBCompressionType::None);
         bound_memory_and_files(&mut opts);
-        // One small block cache for the three families, instead of RocksDB's default of
+        // One small block cache for the four families, instead of RocksDB's default of
         // one per family (32 MiB each): the state is read from memory, the log mostly
         // from memtables, so a cache this size holds what is read back.
         let cache = rocksdb::Cache::new_lru_cache(BLOCK_CACHE);
         let mut table = rocksdb::BlockBasedOptions::default();
         table.set_block_cache(&cache);
-        let cfs = [CF_LOGS, CF_META, CF_SM].map(|name| {
+        let cfs = [CF_LOGS, CF_META, CF_SM, CF_STATE].map(|name| {
             let mut cf_opts = Options::default();
             cf_opts.set_compression_type(DBCompressionType::None);
             cf_opts.set_block_based_table_factory(&table);
@@ -90,6 +99,7 @@ impl Db {
             db,
             path: dir.to_path_buf(),
             synced_writes: std::sync::atomic::AtomicU64::new(0),
+            bytes_written: std::sync::atomic::AtomicU64::new(0),
         };
         db.check_format()?;
         Ok(db)
@@ -181,6 +191,10 @@ impl Db {
     ) -> Result<(), RaftError> {
         let mut opts = rocksdb::WriteOptions::default();
         opts.set_sync(sync);
+        self.bytes_written.fetch_add(
+            batch.size_in_bytes() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         self.db
             .write_opt(batch, &opts)
             .map_err(|source| RaftError::Write { what, source })?;
@@ -197,13 +211,20 @@ impl Db {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Bytes of the write batches written since the database was opened.
+    #[cfg(test)]
+    pub(super) fn bytes_written(&self) -> u64 {
+        self.bytes_written
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Fsync the WAL and flush every memtable to SST files; call at shutdown.
     pub(super) fn flush(&self) -> Result<(), RaftError> {
         let what = "flush";
         self.db
             .flush_wal(true)
             .map_err(|source| RaftError::Write { what, source })?;
-        for name in [CF_LOGS, CF_META, CF_SM] {
+        for name in [CF_LOGS, CF_META, CF_SM, CF_STATE] {
             self.db
                 .flush_cf(self.cf(name))
                 .map_err(|source| RaftError::Write { what, source })?;

@@ -148,6 +148,20 @@ pub enum RaftError {
         /// The newest format this build reads.
         supported: u32,
     },
+    /// A record of the state's column family whose key names no part of the state.
+    #[error("raft database holds a state record of unknown kind {key:?}")]
+    StateRecord {
+        /// The start of its key, lossily as text.
+        key: String,
+    },
+    /// Snapshot data that ends inside a record or starts with an unknown header.
+    #[error("corrupt raft snapshot data at byte {offset} of {len}")]
+    SnapshotData {
+        /// Where the bad record starts.
+        offset: usize,
+        /// Length of the data.
+        len: usize,
+    },
     /// Raft's storage tasks kept the database open after shutdown.
     #[error("raft storage still holds the database {secs}s after shutdown")]
     Release {

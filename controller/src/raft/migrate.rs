@@ -10,25 +10,35 @@
 //! | 5      | `ClusterState.nodes` and `revoked_nodes`: the hosts of the cluster   |
 //! | 6      | `ClusterState.applied_keys`; `Command::Keyed` log entries            |
 //! | 7      | `ClusterState.settings` and `pending`; `UpdateSettings`, `RescheduleContainer`, `SetPending` entries |
+//! | 8      | the state one record per entry (records.rs), the snapshot a stream of them in chunks (snapshot.rs) |
 //!
 //! The log entries need no migration: commands only gain variants at the end, and the
 //! old ones still decode and apply (format 3 writes `ContainerRunning`; the
-//! `ContainerStarted` of older entries applies the same, its PID ignored). The applied
-//! state and the snapshot hold the whole `ClusterState` and are rewritten from whichever
-//! older layout they are in, in one fsynced batch with the new format number.
+//! `ContainerStarted` of older entries applies the same, its PID ignored). Up to format 7
+//! the applied state (`sm/applied`) and the snapshot (`sm/snapshot`) hold the whole
+//! `ClusterState`: each is decoded from whichever older layout it is in and written as
+//! this build's records (cf `state`, `sm/applied_log`) and snapshot chunks, the old keys
+//! deleted, in one fsynced batch with the new format number.
 //!
 //! ```text
-//!   format 1 ──ClusterStateV1──► ClusterStateV2 ──► ClusterStateV4 ──► ClusterStateV5 ──► ClusterStateV6 ──► ClusterState (7)
-//!   format 2 ──ClusterStateV2──────────────────────┘                  │                 │                 │
-//!   formats 3, 4 ──ClusterStateV4─────────────────────────────────────┘                 │                 │
-//!   format 5 ──ClusterStateV5───────────────────────────────────────────────────────────┘                 │
-//!   format 6 ──ClusterStateV6─────────────────────────────────────────────────────────────────────────────┘
+//!   format 1 ──ClusterStateV1──► ClusterStateV2 ──► ClusterStateV4 ──► ClusterStateV5 ──► ClusterStateV6 ──► ClusterState
+//!   format 2 ──ClusterStateV2──────────────────────┘                  │                 │                 │    │
+//!   formats 3, 4 ──ClusterStateV4─────────────────────────────────────┘                 │                 │    │
+//!   format 5 ──ClusterStateV5───────────────────────────────────────────────────────────┘                 │    │
+//!   format 6 ──ClusterStateV6─────────────────────────────────────────────────────────────────────────────┘    │
+//!   format 7 ──ClusterState (whole)────────────────────────────────────────────────────────────────────────────┤
+//!                                                                                                             ▼
+//!                                                                    records (8): cf `state` + snapshot chunks
 //! ```
 
-use super::db::{self, Db, CF_META, CF_SM, KEY_APPLIED, KEY_FORMAT, KEY_SNAPSHOT};
-use super::state_machine::{Applied, StoredSnapshot};
+use super::db::{
+    self, Db, CF_META, CF_SM, CF_STATE, KEY_APPLIED, KEY_APPLIED_LOG, KEY_FORMAT, KEY_SNAPSHOT,
+};
+use super::records;
+use super::snapshot::{self, DataWriter, StoredMeta};
+use super::state_machine::AppliedLog;
 use super::RaftError;
-use openraft::{BasicNode, LogId, StoredMembership};
+use openraft::{BasicNode, LogId, SnapshotMeta, StoredMembership};
 use rocksdb::WriteBatch;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -295,18 +305,27 @@ struct AppliedOf<S> {
     state: S,
 }
 
+/// A snapshot as formats 1 to 7 store it under `sm/snapshot` (frozen).
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct WholeSnapshot {
+    pub(super) meta: SnapshotMeta<u64, BasicNode>,
+    /// The encoded `ClusterState` of its format.
+    pub(super) data: Vec<u8>,
+}
+
 /// Bring a database of format `found` to `target` (this build's); nothing is written
 /// when a step fails.
 pub(super) fn migrate(db: &Db, found: u32, target: u32) -> Result<(), RaftError> {
     let mut batch = WriteBatch::default();
-    debug_assert_eq!(target, 7, "a new format needs its step here");
+    debug_assert_eq!(target, 8, "a new format needs its step here");
     // Format 4 only added `Command::Batch` log entries; 3 and 4 store the same layout.
     match found {
         0 | 1 => rewrite::<ClusterStateV1>(db, &mut batch, 1)?,
         2 => rewrite::<ClusterStateV2>(db, &mut batch, 2)?,
         3 | 4 => rewrite::<ClusterStateV4>(db, &mut batch, 4)?,
         5 => rewrite::<ClusterStateV5>(db, &mut batch, 5)?,
-        _ => rewrite::<ClusterStateV6>(db, &mut batch, 6)?,
+        6 => rewrite::<ClusterStateV6>(db, &mut batch, 6)?,
+        _ => rewrite::<ClusterState>(db, &mut batch, 7)?,
     }
     let format = target;
     batch.put_cf(
@@ -319,8 +338,9 @@ pub(super) fn migrate(db: &Db, found: u32, target: u32) -> Result<(), RaftError>
     Ok(())
 }
 
-/// Put into `batch` the applied state and the snapshot of `db`, stored as format `from`
-/// with its `ClusterState` laid out as `S`, in this build's layout.
+/// Put into `batch` the applied state and the snapshot of `db`, stored whole as format
+/// `from` with its `ClusterState` laid out as `S`, as this build's records, and the
+/// deletion of the old keys.
 fn rewrite<S>(db: &Db, batch: &mut WriteBatch, from: u32) -> Result<(), RaftError>
 where
     S: DeserializeOwned,
@@ -347,32 +367,50 @@ where
             "snapshot (format 5)",
             "snapshot data (format 5)",
         ),
-        _ => (
+        6 => (
             "applied state (format 6)",
             "snapshot (format 6)",
             "snapshot data (format 6)",
         ),
+        _ => (
+            "applied state (format 7)",
+            "snapshot (format 7)",
+            "snapshot data (format 7)",
+        ),
     };
     if let Some(old) = db.get::<AppliedOf<S>>(CF_SM, KEY_APPLIED, applied_what)? {
-        let applied = Applied {
+        let state = ClusterState::from(old.state);
+        let cf = db.cf(CF_STATE);
+        records::for_each_record(&state, |k, v| {
+            batch.put_cf(cf, k, v);
+            Ok(())
+        })?;
+        let log = AppliedLog {
             last_applied: old.last_applied,
             membership: old.membership,
-            state: old.state.into(),
         };
         batch.put_cf(
             db.cf(CF_SM),
-            KEY_APPLIED,
-            db::encode(&applied, "applied state")?,
+            KEY_APPLIED_LOG,
+            db::encode(&log, "applied log id")?,
         );
+        batch.delete_cf(db.cf(CF_SM), KEY_APPLIED);
     }
-    if let Some(snap) = db.get::<StoredSnapshot>(CF_SM, KEY_SNAPSHOT, snapshot_what)? {
+    if let Some(snap) = db.get::<WholeSnapshot>(CF_SM, KEY_SNAPSHOT, snapshot_what)? {
         let old: S = db::decode(&snap.data, data_what)?;
         let state = ClusterState::from(old);
-        let stored = StoredSnapshot {
+        let mut writer = DataWriter::new();
+        records::for_each_record(&state, |k, v| writer.push(k, v))?;
+        let data = writer.finish();
+        let generation = 1;
+        let chunks = snapshot::put_chunks(db, batch, generation, &data);
+        let meta = StoredMeta {
             meta: snap.meta,
-            data: db::encode(&state, "snapshot data")?,
+            generation,
+            chunks,
         };
-        batch.put_cf(db.cf(CF_SM), KEY_SNAPSHOT, db::encode(&stored, "snapshot")?);
+        snapshot::point_at(db, batch, &meta, None)?;
+        batch.delete_cf(db.cf(CF_SM), KEY_SNAPSHOT);
     }
     Ok(())
 }
@@ -381,7 +419,6 @@ where
 mod tests {
     use super::*;
     use crate::raft::db::STATE_FORMAT;
-    use openraft::SnapshotMeta;
     use wharf_protocol::network::{PortMapping, Proto, Subnet};
     use wharf_protocol::Digest;
 
@@ -585,7 +622,7 @@ mod tests {
             membership: StoredMembership::default(),
             state,
         };
-        let snap = StoredSnapshot {
+        let snap = WholeSnapshot {
             meta: SnapshotMeta::default(),
             data: db::encode(state, "old").unwrap(),
         };
@@ -616,11 +653,19 @@ mod tests {
                 db.get::<u32>(CF_META, KEY_FORMAT, "format").unwrap(),
                 Some(STATE_FORMAT)
             );
-            let applied: Applied = db.get(CF_SM, KEY_APPLIED, "applied").unwrap().unwrap();
-            assert_eq!(&applied.state, want);
-            let snap: StoredSnapshot = db.get(CF_SM, KEY_SNAPSHOT, "snap").unwrap().unwrap();
-            let state: ClusterState = db::decode(&snap.data, "snap").unwrap();
+            assert_eq!(&records::load_state(&db).unwrap(), want);
+            let log: Option<AppliedLog> = db.get(CF_SM, KEY_APPLIED_LOG, "log").unwrap();
+            assert_eq!(log, Some(AppliedLog::default()));
+            let (_, data) = snapshot::read_current(&db).unwrap().unwrap();
+            let mut state = ClusterState::default();
+            for record in snapshot::records(&data) {
+                let (k, v) = record.unwrap();
+                records::load_record(&mut state, k, v).unwrap();
+            }
             assert_eq!(&state, want);
+            for old in [KEY_APPLIED, KEY_SNAPSHOT] {
+                assert!(db.get::<Vec<u8>>(CF_SM, old, "old").unwrap().is_none());
+            }
         }
     }
 
@@ -729,5 +774,19 @@ mod tests {
         assert_eq!(want.containers.len(), 2);
         assert_eq!(want.nodes, old.nodes);
         opens_as(dir.path(), &want);
+    }
+
+    /// A database of format 7 (the whole state in one record, settings and pending
+    /// containers in it) opens in this build as one record per entry, nothing lost.
+    #[test]
+    fn format_seven_becomes_one_record_per_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut old = ClusterState::from(ClusterStateV6::from(v5()));
+        old.settings.fencing = !old.settings.fencing;
+        old.settings.overcommit_milli = 1500;
+        let id = old.containers.keys().next().unwrap().clone();
+        old.pending.insert(id, "pinned by volume data".into());
+        old_database(dir.path(), &old, Some(7));
+        opens_as(dir.path(), &old);
     }
 }

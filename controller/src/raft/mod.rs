@@ -34,7 +34,9 @@ mod log_store;
 mod membership;
 mod migrate;
 pub mod network;
+mod records;
 mod rpc;
+mod snapshot;
 mod state_machine;
 mod store;
 mod tls_network;
@@ -47,6 +49,10 @@ mod failover_test;
 mod forward_test;
 #[cfg(test)]
 mod peer_harness;
+#[cfg(test)]
+mod records_bench;
+#[cfg(test)]
+mod records_test;
 #[cfg(test)]
 mod store_test;
 #[cfg(test)]

@@ -320,32 +320,46 @@ async fn second_open_of_the_same_directory_fails_cleanly() {
     close(store).await;
 }
 
+/// A corrupt record of the state, or of where it is in the log, fails the open with what
+/// could not be read; nothing panics.
 #[tokio::test]
 async fn corrupt_applied_state_is_an_error_not_a_panic() {
+    use super::db::{Db, CF_SM, CF_STATE, KEY_APPLIED_LOG};
+    use super::records::record_key;
+    use wharf_protocol::state_key::StateKey;
+    let container = record_key(&StateKey::Container(ContainerId::from_bytes([1; 32]))).unwrap();
+    let cases: [(&str, &[u8], &str); 3] = [
+        (CF_STATE, &container, "container record"),
+        (CF_STATE, b"image/\x01", "state key"),
+        (CF_SM, KEY_APPLIED_LOG, "applied log id"),
+    ];
+    for (cf, key, want) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = Db::open(dir.path()).unwrap();
+            let mut batch = rocksdb::WriteBatch::default();
+            batch.put_cf(db.cf(cf), key, b"\x01garbage");
+            db.write(batch, true, "test").unwrap();
+        }
+        let err = Store::open(dir.path(), 1, ADDR.to_string())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, RaftError::Decode { what, .. } if what == want),
+            "{want}: {err:?}"
+        );
+    }
     let dir = tempfile::tempdir().unwrap();
     {
-        let db = super::db::Db::open(dir.path()).unwrap();
+        let db = Db::open(dir.path()).unwrap();
         let mut batch = rocksdb::WriteBatch::default();
-        batch.put_cf(
-            db.cf(super::db::CF_SM),
-            super::db::KEY_APPLIED,
-            b"\x01garbage",
-        );
+        batch.put_cf(db.cf(CF_STATE), b"gadget/1", b"\x01");
         db.write(batch, true, "test").unwrap();
     }
     let err = Store::open(dir.path(), 1, ADDR.to_string())
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            RaftError::Decode {
-                what: "applied state",
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, RaftError::StateRecord { .. }), "{err:?}");
 }
 
 #[test]
