@@ -182,6 +182,84 @@ pub fn read_response(r: &mut impl BufRead) -> Result<Response> {
     Ok(Response { status, body })
 }
 
+/// A connection's controller and the latencies of its creates, in seconds.
+pub type ConnLatencies = (SocketAddr, Vec<f64>);
+
+/// `n` creates of `image` (`true`, no network) from `clients` connections opened
+/// round-robin over `addrs` before the clock starts: the wall seconds, and each
+/// connection's controller with its creates' latencies. Every create must answer 201;
+/// the first that does not stops the burst and is the error (as is a stop signal).
+pub fn create_burst(
+    tls: &Tls,
+    addrs: &[SocketAddr],
+    clients: usize,
+    n: usize,
+    image: &str,
+) -> Result<(f64, Vec<ConnLatencies>)> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    if addrs.is_empty() {
+        bail!("no controller to create on");
+    }
+    let mut conns = Vec::with_capacity(clients);
+    for i in 0..clients {
+        conns.push(tls.connect(addrs[i % addrs.len()])?);
+    }
+    let body = serde_json::to_vec(&serde_json::json!({
+        "Image": image,
+        "Cmd": ["true"],
+        "HostConfig": {"NetworkMode": "none"},
+    }))?;
+    let next = AtomicUsize::new(0);
+    let failed: Mutex<Option<String>> = Mutex::new(None);
+    let fail = |e: String| {
+        failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert(e);
+    };
+    let t = std::time::Instant::now();
+    let results: Vec<(SocketAddr, Vec<f64>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = conns
+            .into_iter()
+            .map(|mut conn| {
+                let (next, failed, body, fail) = (&next, &failed, &body, &fail);
+                s.spawn(move || {
+                    let mut lat = Vec::new();
+                    while !super::signals::stopped()
+                        && failed.lock().unwrap_or_else(|p| p.into_inner()).is_none()
+                        && next.fetch_add(1, Ordering::SeqCst) < n
+                    {
+                        let t = std::time::Instant::now();
+                        match conn.request("POST", "/containers/create", Some(body)) {
+                            Ok(r) if r.status == 201 => lat.push(t.elapsed().as_secs_f64()),
+                            Ok(r) => fail(format!(
+                                "POST /containers/create on {}: {} {}",
+                                conn.addr(),
+                                r.status,
+                                r.text().trim()
+                            )),
+                            Err(e) => fail(format!("{e:#}")),
+                        }
+                    }
+                    (conn.addr(), lat)
+                })
+            })
+            .collect();
+        handles.into_iter().filter_map(|h| h.join().ok()).collect()
+    });
+    let wall = t.elapsed().as_secs_f64();
+    super::signals::check()?;
+    if let Some(e) = failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        bail!("a create failed: {e}");
+    }
+    let answered: usize = results.iter().map(|(_, l)| l.len()).sum();
+    if answered != n {
+        bail!("{answered} creates answered 201, expected {n}");
+    }
+    Ok((wall, results))
+}
+
 #[cfg(test)]
 mod tests {
     use super::read_response;

@@ -22,10 +22,8 @@
 use anyhow::{bail, Context, Result};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 use std::time::Instant;
-use wharf_chaos_tests::bench::api::{Conn, Tls};
+use wharf_chaos_tests::bench::api::{create_burst, Conn, Tls};
 use wharf_chaos_tests::bench::cli::{self, Cli};
 use wharf_chaos_tests::bench::cluster::{self, Host, LocalCluster};
 use wharf_chaos_tests::bench::stats::Summary;
@@ -498,17 +496,6 @@ fn create_bench(
         args.clients,
         addrs.len()
     ));
-    let mut conns = Vec::with_capacity(args.clients);
-    for i in 0..args.clients {
-        conns.push(tls.connect(addrs[i % addrs.len()])?);
-    }
-    let body = serde_json::to_vec(&serde_json::json!({
-        "Image": "busybox",
-        "Cmd": ["true"],
-        "HostConfig": {"NetworkMode": "none"},
-    }))?;
-    let next = AtomicUsize::new(0);
-    let failed: Mutex<Option<String>> = Mutex::new(None);
     // Every controller's counters: proposals and log entries count where a write was
     // proposed (a follower forwards its group to the leader as one entry), fsyncs where
     // they happen.
@@ -533,69 +520,18 @@ fn create_bench(
     };
     let before = counters()?;
     let cpu_before = cpu();
-    let t = Instant::now();
-    let results: Vec<(SocketAddr, Vec<f64>)> = std::thread::scope(|s| {
-        let handles: Vec<_> = conns
-            .into_iter()
-            .map(|mut conn| {
-                let (next, failed, body) = (&next, &failed, &body);
-                s.spawn(move || {
-                    let mut lat = Vec::new();
-                    loop {
-                        if signals::stopped() || failed.lock().unwrap().is_some() {
-                            break;
-                        }
-                        if next.fetch_add(1, Ordering::SeqCst) >= args.creates {
-                            break;
-                        }
-                        let t = Instant::now();
-                        match conn.request("POST", "/containers/create", Some(body)) {
-                            Ok(r) if r.status == 201 => lat.push(t.elapsed().as_secs_f64()),
-                            Ok(r) => {
-                                failed.lock().unwrap().get_or_insert(format!(
-                                    "POST /containers/create on {}: {} {}",
-                                    conn.addr(),
-                                    r.status,
-                                    r.text().trim()
-                                ));
-                            }
-                            Err(e) => {
-                                failed.lock().unwrap().get_or_insert(format!("{e:#}"));
-                            }
-                        }
-                    }
-                    (conn.addr(), lat)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("create client panicked"))
-            .collect()
-    });
-    let wall = t.elapsed().as_secs_f64();
+    let (wall, results) = create_burst(tls, &addrs, args.clients, args.creates, "busybox")?;
     let cpu_used: Vec<(String, f64)> = procs
         .iter()
         .zip(cpu().iter().zip(&cpu_before))
         .map(|((name, _), (a, b))| (name.clone(), a - b))
         .collect();
-    signals::check()?;
-    if let Some(e) = failed.into_inner().unwrap() {
-        bail!("a create failed: {e}");
-    }
     let after = counters()?;
     let leader_after = leader_addr(&mut metrics()?)?;
     let latencies: Vec<f64> = results
         .iter()
         .flat_map(|(_, l)| l.iter().copied())
         .collect();
-    if latencies.len() != args.creates {
-        bail!(
-            "{} creates answered 201, expected {}",
-            latencies.len(),
-            args.creates
-        );
-    }
     let per_controller = ctls
         .iter()
         .zip(&addrs)

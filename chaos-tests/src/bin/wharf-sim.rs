@@ -20,10 +20,9 @@
 use anyhow::{bail, Context, Result};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use wharf_chaos_tests::bench::api::Tls;
+use wharf_chaos_tests::bench::api::{create_burst, Tls};
 use wharf_chaos_tests::bench::procmem::cpu_seconds;
 use wharf_chaos_tests::bench::{cases, host, signals};
 use wharf_chaos_tests::sim::archive::{images_of, sim_image};
@@ -347,69 +346,8 @@ fn create_many(
     clients: usize,
     n: usize,
 ) -> Result<(f64, Vec<f64>)> {
-    let mut conns = Vec::with_capacity(clients);
-    for i in 0..clients {
-        conns.push(tls.connect(addrs[i % addrs.len()])?);
-    }
-    let body = serde_json::to_vec(&serde_json::json!({
-        "Image": "sim",
-        "Cmd": ["true"],
-        "HostConfig": {"NetworkMode": "none"},
-    }))?;
-    let next = AtomicUsize::new(0);
-    let failed: Mutex<Option<String>> = Mutex::new(None);
-    let t = Instant::now();
-    let latencies: Vec<f64> = std::thread::scope(|s| {
-        let handles: Vec<_> = conns
-            .into_iter()
-            .map(|mut conn| {
-                let (next, failed, body) = (&next, &failed, &body);
-                s.spawn(move || {
-                    let mut lat = Vec::new();
-                    while !signals::stopped()
-                        && failed.lock().unwrap_or_else(|p| p.into_inner()).is_none()
-                        && next.fetch_add(1, Ordering::SeqCst) < n
-                    {
-                        let t = Instant::now();
-                        match conn.request("POST", "/containers/create", Some(body)) {
-                            Ok(r) if r.status == 201 => lat.push(t.elapsed().as_secs_f64()),
-                            Ok(r) => {
-                                failed
-                                    .lock()
-                                    .unwrap_or_else(|p| p.into_inner())
-                                    .get_or_insert(format!(
-                                        "POST /containers/create on {}: {} {}",
-                                        conn.addr(),
-                                        r.status,
-                                        r.text().trim()
-                                    ));
-                            }
-                            Err(e) => {
-                                failed
-                                    .lock()
-                                    .unwrap_or_else(|p| p.into_inner())
-                                    .get_or_insert(format!("{e:#}"));
-                            }
-                        }
-                    }
-                    lat
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
-            .collect()
-    });
-    let wall = t.elapsed().as_secs_f64();
-    signals::check()?;
-    if let Some(e) = failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        bail!("a create failed: {e}");
-    }
-    if latencies.len() != n {
-        bail!("{} creates answered 201, expected {n}", latencies.len());
-    }
-    Ok((wall, latencies))
+    let (wall, per_conn) = create_burst(tls, addrs, clients, n, "sim")?;
+    Ok((wall, per_conn.into_iter().flat_map(|(_, l)| l).collect()))
 }
 
 fn place_on(
