@@ -319,6 +319,9 @@ struct LeaderDuties {
     connected:
         Mutex<std::collections::HashMap<NodeId, Option<mpsc::UnboundedReceiver<AgentEvent>>>>,
     active: Mutex<BTreeSet<NodeId>>,
+    /// Nodes whose duties were taken on (reconciled, networks made): the leader shows
+    /// them Ready.
+    settled: Mutex<BTreeSet<NodeId>>,
 }
 
 impl LeaderDuties {
@@ -328,6 +331,7 @@ impl LeaderDuties {
             store,
             connected: Mutex::default(),
             active: Mutex::default(),
+            settled: Mutex::default(),
         })
     }
 
@@ -348,13 +352,31 @@ impl LeaderDuties {
         {
             return Ok(());
         }
-        self.engine
+        let done = self
+            .engine
             .node_connected(node, events)
             .await
-            .map_err(|e| e.message)
+            .map_err(|e| e.message);
+        // Settled even when a step failed (logged by the caller): the node serves.
+        if self
+            .active
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&node)
+        {
+            self.settled
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(node);
+        }
+        done
     }
 
     fn deactivate(&self, node: NodeId) {
+        self.settled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&node);
         if self
             .active
             .lock()
@@ -406,9 +428,14 @@ impl LeaderDuties {
                 let members = self.store.members();
                 let me = NodeId(self.store.node_id());
                 let connected: BTreeSet<NodeId> = registry.connected().into_iter().collect();
+                let settled = self
+                    .settled
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
                 let changes = self.store.read(|st| {
                     let mut c = controller_transitions(st, &members, me);
-                    c.extend(agent_transitions(st, &connected));
+                    c.extend(agent_transitions(st, &settled, &connected));
                     c
                 });
                 for (id, state) in changes {
@@ -453,12 +480,15 @@ pub fn controller_transitions(
         .collect()
 }
 
-/// The agents whose recorded state differs from what the leader's own connections show:
-/// Ready when connected to it, Down otherwise (pure). The leader's registry records each
-/// transition as it sees it; this catches what it missed (a leader that took over, a
-/// transition recorded by a former leader).
+/// The agents whose recorded state differs from what the leader's own connections show
+/// (pure): Ready once the leader has taken on its duties (`settled`: reconciled, so its
+/// stale copies are stopped first), Down when it has no connection to the leader, as it
+/// was while in between. The leader's registry records each transition as it sees it;
+/// this catches what it missed (a leader that took over, a transition recorded by a
+/// former leader).
 pub fn agent_transitions(
     state: &wharf_protocol::state::ClusterState,
+    settled: &BTreeSet<NodeId>,
     connected: &BTreeSet<NodeId>,
 ) -> Vec<(NodeId, NodeState)> {
     state
@@ -466,10 +496,12 @@ pub fn agent_transitions(
         .values()
         .filter(|n| n.role == NodeRole::Agent)
         .filter_map(|n| {
-            let want = if connected.contains(&n.id) {
+            let want = if settled.contains(&n.id) {
                 NodeState::Ready
-            } else {
+            } else if !connected.contains(&n.id) {
                 NodeState::Down
+            } else {
+                return None;
             };
             (n.state != want).then_some((n.id, want))
         })
@@ -1040,8 +1072,15 @@ mod tests {
         ready(&mut s, 4);
         ready(&mut s, 5);
         let connected: BTreeSet<NodeId> = [NodeId(1), NodeId(4), NodeId(6)].into();
+        // 6 is connected but its duties are not taken on yet: it stays as it is.
+        let settled: BTreeSet<NodeId> = [NodeId(4)].into();
         assert_eq!(
-            agent_transitions(&s, &connected),
+            agent_transitions(&s, &settled, &connected),
+            vec![(NodeId(5), NodeState::Down)]
+        );
+        let settled: BTreeSet<NodeId> = [NodeId(4), NodeId(6)].into();
+        assert_eq!(
+            agent_transitions(&s, &settled, &connected),
             vec![(NodeId(5), NodeState::Down), (NodeId(6), NodeState::Ready)]
         );
         ready(&mut s, 6);
@@ -1051,7 +1090,7 @@ mod tests {
             at_ns: 2,
         })
         .unwrap();
-        assert!(agent_transitions(&s, &connected).is_empty());
+        assert!(agent_transitions(&s, &settled, &connected).is_empty());
     }
 
     #[test]

@@ -135,32 +135,36 @@ impl Registry {
             description,
             at_ns,
         };
-        let ready = Command::SetNodeState {
-            id: node,
-            state: NodeState::Ready,
-            at_ns,
-        };
-        // Every controller records what the node says of itself; only the leader records
-        // its liveness (a follower that lost its own connection to a node says nothing of
-        // the node: the leader's view decides, see `daemon::agent_transitions`).
-        let leads = self.store.is_leader();
-        for cmd in std::iter::once(register).chain(leads.then_some(ready)) {
-            match self.store.propose(cmd).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    warn!(%node, host = %hostname, error = %e, "the node was refused");
-                    self.detach(node, generation);
-                    return;
-                }
-                Err(e) => warn!(%node, error = %e, "the node's state was not recorded"),
+        // Every controller records what the node says of itself.
+        match self.store.propose(register).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                warn!(%node, host = %hostname, error = %e, "the node was refused");
+                self.detach(node, generation);
+                return;
             }
+            Err(e) => warn!(%node, error = %e, "the node's state was not recorded"),
         }
-        info!(%node, host = %hostname, "node is Ready");
+        // Only the leader records its liveness (a follower that lost its own connection
+        // to a node says nothing of the node: the leader's view decides, see
+        // `daemon::agent_transitions`), and only once the hooks are done with it: the
+        // node's stale copies are stopped (the reconcile) before it shows Ready.
         let hooks_task = {
-            let hooks = hooks.clone();
+            let (hooks, registry, hostname) = (hooks.clone(), self.clone(), hostname.clone());
             tokio::spawn(async move {
                 if let Err(e) = hooks.connected(node, events).await {
                     warn!(%node, error = %e, "could not adopt the node's containers and networks");
+                }
+                if registry.store.is_leader() && registry.is_current(node, generation) {
+                    let ready = Command::SetNodeState {
+                        id: node,
+                        state: NodeState::Ready,
+                        at_ns: crate::engine::now_ns(),
+                    };
+                    match registry.store.propose(ready).await {
+                        Ok(_) => info!(%node, host = %hostname, "node is Ready"),
+                        Err(e) => warn!(%node, error = %e, "the node's state was not recorded"),
+                    }
                 }
             })
         };
@@ -198,6 +202,15 @@ impl Registry {
             }
             tokio::time::sleep(period).await;
         }
+    }
+
+    /// Whether `node`'s connection is still the one of `generation`.
+    fn is_current(&self, node: NodeId, generation: u64) -> bool {
+        self.conns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&node)
+            .is_some_and(|c| c.generation == generation)
     }
 
     /// Forget `node`'s connection of `generation`; false when a newer one replaced it.
