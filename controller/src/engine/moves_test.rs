@@ -333,3 +333,66 @@ async fn a_host_fences_the_containers_the_leader_would_move() {
     engine.reconcile_node(NodeId(1), false).await;
     assert_eq!(fence(), Some((2500, vec![])), "a stopped one is not fenced");
 }
+
+/// A node that flaps (Down, back, Down again) with fencing off: the container moves once,
+/// the returning node's copy is removed when it is back, and the second Down moves
+/// nothing more; at every step at most one copy runs once the node is back, and the name
+/// stays one container.
+#[tokio::test]
+async fn a_flapping_node_runs_no_container_twice_once_it_is_back() {
+    let Setup {
+        engine, cluster, ..
+    } = setup_nodes(&[(NodeId(1), "a", &[]), (NodeId(2), "b", &[])]).await;
+    engine
+        .create_container(
+            Some("web"),
+            br#"{"Image":"img:1","Env":["constraint:node==~a"],"HostConfig":{"RestartPolicy":{"Name":"always"}}}"#,
+        )
+        .await
+        .unwrap();
+    engine.start("web").await.unwrap();
+    let (a, b) = (cluster.agent(NodeId(1)), cluster.agent(NodeId(2)));
+    let running = || {
+        [a, b]
+            .iter()
+            .map(|f| f.with(|s| s.containers.values().filter(|c| c.pid.is_some()).count()))
+            .sum::<usize>()
+    };
+    let set = |state| Command::SetNodeState {
+        id: NodeId(1),
+        state,
+        at_ns: 1,
+    };
+    for round in 0..3 {
+        // a goes: the lost host keeps its copy (no fencing), the leader moves the record.
+        a.set_lost(true);
+        engine.node_lost(NodeId(1));
+        engine
+            .store()
+            .propose(set(NodeState::Down))
+            .await
+            .unwrap()
+            .unwrap();
+        engine.move_off_down_nodes().await;
+        let c = engine.container("web").unwrap();
+        assert_eq!(c.status, ContainerStatus::Running, "round {round}");
+        // a is back: its stale copy goes at the reconcile, before anything else.
+        a.set_lost(false);
+        engine.node_connected(NodeId(1), None).await.unwrap();
+        engine
+            .store()
+            .propose(set(NodeState::Ready))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(running(), 1, "round {round}: one copy runs");
+        assert_eq!(engine.store().read(|s| s.containers.len()), 1);
+        engine.move_off_down_nodes().await;
+        assert_eq!(
+            running(),
+            1,
+            "round {round}: nothing moves while a is Ready"
+        );
+    }
+    assert_eq!(engine.container("web").unwrap().node, NodeId(2));
+}
