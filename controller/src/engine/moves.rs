@@ -92,6 +92,10 @@ pub fn pinned_by(s: &ClusterState, c: &ContainerRecord) -> Option<String> {
     None
 }
 
+/// Why a running container of a draining node stays there.
+const NOT_MOVED: &str = "not moved: only containers with --restart always or unless-stopped, or \
+     reschedule:on-node-failure, are moved";
+
 /// Why containers leave a node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Leaving {
@@ -119,25 +123,20 @@ pub fn decide(s: &ClusterState) -> Vec<Decision> {
         });
         let running = matches!(c.status, ContainerStatus::Running | ContainerStatus::Paused);
         let recorded = s.pending.get(&c.id);
-        let wants = wants_to_run(s, c);
-        let stays = match leaving {
-            Some(Leaving::Drain) if running && !wants => Some(
-                "not moved: only containers with --restart always or unless-stopped, or \
-                 reschedule:on-node-failure, are moved"
-                    .to_string(),
-            ),
-            _ => None,
-        };
-        if let Some(reason) = stays {
-            if recorded != Some(&reason) {
+        // Only a running container of a leaving node has its configuration read: this
+        // runs on the leader every round, over every container.
+        let leaving = leaving.filter(|_| running);
+        let wants = leaving.is_some() && wants_to_run(s, c);
+        if leaving == Some(Leaving::Drain) && !wants {
+            if recorded.map(String::as_str) != Some(NOT_MOVED) {
                 out.push(Decision::Pending {
                     id: c.id.clone(),
-                    reason,
+                    reason: NOT_MOVED.to_string(),
                 });
             }
             continue;
         }
-        if !(leaving.is_some() && running && wants) {
+        if !wants {
             if recorded.is_some() {
                 out.push(Decision::Clear(c.id.clone()));
             }
@@ -173,15 +172,12 @@ pub fn successor_body(c: &ContainerRecord, from_host: &str) -> Value {
     let hc: Value = serde_json::from_str(&c.host_config_json).unwrap_or(Value::Null);
     if let Some(o) = body.as_object_mut() {
         o.insert("HostConfig".into(), hc);
-        let labels = o
-            .entry("Labels")
-            .or_insert_with(|| Value::Object(Default::default()));
-        if let Some(l) = labels.as_object_mut() {
-            l.insert(
-                MOVED_FROM_LABEL.into(),
-                Value::String(format!("{from_host} ({})", c.id.short())),
-            );
-        }
+    }
+    if let Some(l) = placement::labels_mut(&mut body) {
+        l.insert(
+            MOVED_FROM_LABEL.into(),
+            Value::String(format!("{from_host} ({})", c.id.short())),
+        );
     }
     body
 }
