@@ -126,24 +126,15 @@ impl Engine {
     /// or lies on the host against the state is stopped or removed. When the host cannot
     /// be listed, the running records are adopted as they are.
     pub(super) async fn reconcile_node(self: &Arc<Self>, node: NodeId, adopt: bool) {
-        let observed = match self.agents.host_containers(&node).await {
-            Ok(list) => list,
+        let (observed, desired) = match self.observe(node).await {
+            Ok(both) => both,
             Err(e) => {
-                warn!(node = %node, error = %e, "the node's containers not listed");
-                if adopt {
-                    self.recover(node);
+                warn!(node = %node, error = %e, "the node's containers not reconciled");
+                if !adopt {
+                    return;
                 }
-                return;
-            }
-        };
-        let desired = match self.store.read_linearizable(|s| desired_on(s, node)).await {
-            Ok(d) => d,
-            Err(e) => {
-                warn!(node = %node, error = %e, "the records of the node's containers not read");
-                if adopt {
-                    self.recover(node);
-                }
-                return;
+                // Without the host's list: adopt what the records say runs, as they are.
+                (vec![], self.store.read(|s| desired_on(s, node)))
             }
         };
         for action in reconcile::reconcile(&desired, &observed, reconcile::GRACE_SECS) {
@@ -163,6 +154,40 @@ impl Engine {
             self.resume_restarts_once(node);
         }
         self.send_fence(node).await;
+    }
+
+    /// The containers on `node`'s host, then the records on it (linearizably: every
+    /// container made through the normal path is recorded before its host has it).
+    async fn observe(
+        &self,
+        node: NodeId,
+    ) -> Result<
+        (
+            Vec<wharf_protocol::agent::host::HostContainer>,
+            Vec<Desired>,
+        ),
+        String,
+    > {
+        let observed = self
+            .agents
+            .host_containers(&node)
+            .await
+            .map_err(|e| format!("listing the host: {e}"))?;
+        let desired = self
+            .store
+            .read_linearizable(|s| desired_on(s, node))
+            .await
+            .map_err(|e| format!("reading the records: {e}"))?;
+        Ok((observed, desired))
+    }
+
+    /// Kill container `id`'s process on `node` and wait (at most [`STOP_WAIT`]) for it
+    /// to end.
+    async fn kill_and_wait(&self, node: NodeId, id: &ContainerId) {
+        if let Err(e) = self.agents.kill(&node, id, 9).await {
+            warn!(container = %id.short(), error = %e, "kill failed");
+        }
+        let _ = tokio::time::timeout(STOP_WAIT, self.agents.wait(&node, id)).await;
     }
 
     /// Reconcile `node` again every [`reconcile::PERIOD`] until its connection is lost.
@@ -201,10 +226,7 @@ impl Engine {
             return;
         }
         warn!(container = %id.short(), node = %node, status = c.status.as_str(), "stopping a run the state does not record");
-        if let Err(e) = self.agents.kill(&node, id, 9).await {
-            warn!(container = %id.short(), error = %e, "kill failed");
-        }
-        let _ = tokio::time::timeout(STOP_WAIT, self.agents.wait(&node, id)).await;
+        self.kill_and_wait(node, id).await;
         self.network_released(&c).await;
         self.cleanup_run(&c).await;
     }
@@ -223,36 +245,13 @@ impl Engine {
         }
         warn!(container = %id.short(), node = %node, running, "removing a container the state does not record on its node");
         if running {
-            if let Err(e) = self.agents.kill(&node, id, 9).await {
-                warn!(container = %id.short(), error = %e, "kill failed");
-            }
-            let _ = tokio::time::timeout(STOP_WAIT, self.agents.wait(&node, id)).await;
+            self.kill_and_wait(node, id).await;
         }
         let _ = self.execute(plan::release_network(node, id, false)).await;
         let remove = plan::remove_files(node, id);
         if let Err(e) = self.execute(remove).await {
             warn!(container = %id.short(), node = %node, error = %e.error, "removing an unrecorded container failed");
         }
-    }
-
-    /// Re-adopt the containers of `node` recorded as running: watch each. Those whose
-    /// shim is gone get the exit it recorded, or 255 after a host reboot.
-    pub(super) fn recover(self: &Arc<Self>, node: NodeId) {
-        let running: Vec<ContainerId> = self.store.read(|s| {
-            s.containers
-                .values()
-                .filter(|c| {
-                    matches!(c.status, ContainerStatus::Running | ContainerStatus::Paused)
-                        && c.node == node
-                })
-                .map(|c| c.id.clone())
-                .collect()
-        });
-        for id in running {
-            info!(container = %id.short(), node = %node, "re-adopting running container");
-            self.monitor(node, id);
-        }
-        self.resume_restarts_once(node);
     }
 
     /// Resume the restarts by policy of `node` cut short by a restart of Wharf, once per

@@ -70,16 +70,7 @@ const RESCHEDULE_ENV: &str = "reschedule:on-node-failure";
 /// Add `text` to the JSON list of label `key` in `body` (pure; a list that does not
 /// parse is left to [`exprs_from_create`], which refuses it).
 fn push_to_list_label(body: &mut Value, key: &str, text: &str) {
-    let Some(o) = body.as_object_mut() else {
-        return;
-    };
-    let labels = o
-        .entry("Labels")
-        .or_insert_with(|| Value::Object(Default::default()));
-    if !labels.is_object() {
-        *labels = Value::Object(Default::default());
-    }
-    let Some(l) = labels.as_object_mut() else {
+    let Some(l) = labels_mut(body) else {
         return;
     };
     let mut list: Vec<String> = match l.get(key).and_then(Value::as_str) {
@@ -281,18 +272,22 @@ pub fn place_create(
 
 /// Record why the container was placed where it is, as its [`PLACEMENT_LABEL`].
 pub fn label_placement(body: &mut Value, reason: &str) {
-    let Some(o) = body.as_object_mut() else {
-        return;
-    };
-    let labels = o
+    if let Some(l) = labels_mut(body) {
+        l.insert(PLACEMENT_LABEL.into(), Value::String(reason.to_string()));
+    }
+}
+
+/// The `Labels` object of a create body, made (or replacing what is not an object) when
+/// needed; `None` when the body itself is not an object.
+pub(super) fn labels_mut(body: &mut Value) -> Option<&mut serde_json::Map<String, Value>> {
+    let labels = body
+        .as_object_mut()?
         .entry("Labels")
         .or_insert_with(|| Value::Object(Default::default()));
     if !labels.is_object() {
         *labels = Value::Object(Default::default());
     }
-    if let Some(l) = labels.as_object_mut() {
-        l.insert(PLACEMENT_LABEL.into(), Value::String(reason.to_string()));
-    }
+    labels.as_object_mut()
 }
 
 #[cfg(test)]

@@ -593,11 +593,7 @@ pub fn remove_network(
 /// Plan the removal of a container that is not running (pure): its files on its node,
 /// then its record.
 pub fn remove_container(c: &ContainerRecord) -> Plan {
-    let mut plan = Plan::default();
-    plan.then(
-        Effect::agent(c.node, ContainerRequest::Remove { id: c.id.clone() }),
-        None,
-    );
+    let mut plan = remove_files(c.node, &c.id);
     plan.then(
         Effect::Propose(Command::RemoveContainer { id: c.id.clone() }),
         None,
