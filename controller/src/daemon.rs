@@ -1038,27 +1038,33 @@ mod tests {
         assert!(format!("{e:#}").contains("controller's data dir"), "{e:#}");
     }
 
+    /// A state with these nodes registered (Down, as registered nodes start).
+    fn registered(nodes: &[(u64, NodeRole)]) -> wharf_protocol::state::ClusterState {
+        let mut s = wharf_protocol::state::ClusterState::default();
+        for (id, role) in nodes {
+            s.apply(&Command::RegisterNode {
+                id: NodeId(*id),
+                role: *role,
+                description: NodeDescription::default(),
+                at_ns: 0,
+            })
+            .unwrap();
+        }
+        s
+    }
+
     /// Agents' liveness is the leader's view: Ready while connected to it, Down when not,
     /// whatever a follower's own connection shows; controllers are left to
     /// `controller_transitions`.
     #[test]
     fn the_leader_records_which_agents_are_connected_to_it() {
         use wharf_protocol::state::ClusterState;
-        let mut s = ClusterState::default();
-        for (id, role) in [
+        let mut s = registered(&[
             (1, NodeRole::Controller),
             (4, NodeRole::Agent),
             (5, NodeRole::Agent),
             (6, NodeRole::Agent),
-        ] {
-            s.apply(&Command::RegisterNode {
-                id: NodeId(id),
-                role,
-                description: NodeDescription::default(),
-                at_ns: 0,
-            })
-            .unwrap();
-        }
+        ]);
         let ready = |s: &mut ClusterState, id| {
             s.apply(&Command::SetNodeState {
                 id: NodeId(id),
@@ -1095,22 +1101,12 @@ mod tests {
 
     #[test]
     fn the_leader_records_which_controllers_answer() {
-        use wharf_protocol::state::ClusterState;
-        let mut s = ClusterState::default();
-        for (id, role) in [
+        let mut s = registered(&[
             (1, NodeRole::Controller),
             (2, NodeRole::Controller),
             (3, NodeRole::Controller),
             (4, NodeRole::Agent),
-        ] {
-            s.apply(&Command::RegisterNode {
-                id: NodeId(id),
-                role,
-                description: NodeDescription::default(),
-                at_ns: 0,
-            })
-            .unwrap();
-        }
+        ]);
         let member = |id, reachable| crate::raft::Member {
             id,
             addr: String::new(),

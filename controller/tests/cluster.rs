@@ -117,6 +117,16 @@ impl Cluster {
         }
     }
 
+    /// `wharf cluster update ARGS` on controller `host`'s local socket.
+    fn cluster_update(&self, host: &str, args: &[&str]) -> Output {
+        Command::new(wharf_bin())
+            .args(["cluster", "update", "--unix-socket"])
+            .arg(self.dir.join("hosts").join(host).join("data/docker.sock"))
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
     fn ok_via(&self, via: &str, args: &[&str]) -> String {
         let out = self.docker_via(via, args);
         assert!(
@@ -1882,14 +1892,7 @@ fn affinities_and_constraints_place_across_hosts(c: &Cluster) {
 /// with `binpack` two containers go to the same agent, with `spread` to two; a wrong
 /// value is refused with the reason and changes nothing.
 fn the_strategy_is_a_cluster_setting(c: &Cluster) {
-    let update = |host: &str, args: &[&str]| {
-        Command::new(wharf_bin())
-            .args(["cluster", "update", "--unix-socket"])
-            .arg(c.dir.join("hosts").join(host).join("data/docker.sock"))
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let update = |host: &str, args: &[&str]| c.cluster_update(host, args);
     let out = update("ctl-2", &["--strategy", "binpack", "--overcommit", "1.5"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let shown = text(&out.stdout);
@@ -1969,12 +1972,7 @@ fn log_time(line: &str) -> Option<chrono::DateTime<chrono::Utc>> {
 
 fn fenced_partition_leaves_no_overlap(c: &Cluster, spare: &str, home: &str) {
     let update = |args: &[&str]| {
-        let out = Command::new(wharf_bin())
-            .args(["cluster", "update", "--unix-socket"])
-            .arg(c.dir.join("hosts/ctl-1/data/docker.sock"))
-            .args(args)
-            .output()
-            .unwrap();
+        let out = c.cluster_update("ctl-1", args);
         assert!(out.status.success(), "{}", text(&out.stderr));
     };
     update(&["--fencing", "on", "--lease", "2"]);
