@@ -204,6 +204,13 @@ impl FromStr for ContainerName {
     }
 }
 
+// A name hashes and compares as its text, so maps keyed by names are looked up by `&str`.
+impl std::borrow::Borrow<str> for ContainerName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Display for ContainerName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

@@ -25,6 +25,9 @@ pub mod runtime;
 pub mod settings;
 pub mod shim;
 pub mod state;
+pub mod state_index;
+#[cfg(test)]
+mod state_index_test;
 pub mod state_key;
 #[cfg(test)]
 mod state_keyed_test;

@@ -504,6 +504,9 @@ pub struct ClusterState {
     /// Containers that cannot move off their node, with the reason (state format 7).
     #[serde(default)]
     pub pending: BTreeMap<ContainerId, String>,
+    /// Lookups derived from `containers` (names, per-node usage): a cache, not state.
+    #[serde(skip)]
+    pub index: crate::state_index::IndexCache,
 }
 
 /// What the restart policy remembers about a container.
@@ -597,18 +600,16 @@ impl ClusterState {
                     return Err(StateError::NoSuchContainer(old.to_string()));
                 }
                 if let Some(holder) = self
-                    .containers
-                    .values()
-                    .find(|c| c.name == container.name && c.id != *old)
+                    .name_holder(container.name.as_str())
+                    .filter(|holder| *holder != old)
                 {
                     return Err(StateError::NameInUse {
                         name: container.name.to_string(),
-                        holder: holder.id.to_string(),
+                        holder: holder.to_string(),
                     });
                 }
                 self.forget_container(old);
-                self.containers
-                    .insert(container.id.clone(), (**container).clone());
+                self.insert_container((**container).clone());
                 Ok(())
             }
             Command::SetPending { id, reason } => {
@@ -624,14 +625,13 @@ impl ClusterState {
                 Ok(())
             }
             Command::CreateContainer { container } => {
-                if let Some(holder) = self.containers.values().find(|c| c.name == container.name) {
+                if let Some(holder) = self.name_holder(container.name.as_str()) {
                     return Err(StateError::NameInUse {
                         name: container.name.to_string(),
-                        holder: holder.id.to_string(),
+                        holder: holder.to_string(),
                     });
                 }
-                self.containers
-                    .insert(container.id.clone(), (**container).clone());
+                self.insert_container((**container).clone());
                 Ok(())
             }
             Command::ContainerStarted { id, pid: _, at_ns }
@@ -711,17 +711,17 @@ impl ClusterState {
                 Ok(())
             }
             Command::RenameContainer { id, name } => {
-                if let Some(holder) = self
-                    .containers
-                    .values()
-                    .find(|c| &c.name == name && &c.id != id)
-                {
+                if let Some(holder) = self.name_holder(name.as_str()).filter(|h| *h != id) {
                     return Err(StateError::NameInUse {
                         name: name.to_string(),
-                        holder: holder.id.to_string(),
+                        holder: holder.to_string(),
                     });
                 }
-                self.container_mut(id)?.name = name.clone();
+                let c = self.container_mut(id)?;
+                let old = std::mem::replace(&mut c.name, name.clone());
+                if let Some(ix) = self.index.built_mut() {
+                    ix.renamed(id, &old, name);
+                }
                 Ok(())
             }
             Command::SetRestartState {
@@ -762,7 +762,32 @@ impl ClusterState {
         self.connections.remove(id);
         self.endpoints.remove(id);
         self.pending.remove(id);
-        self.containers.remove(id)
+        let gone = self.containers.remove(id)?;
+        if let Some(ix) = self.index.built_mut() {
+            ix.removed(&gone);
+        }
+        Some(gone)
+    }
+
+    /// Record container `c`, replacing nothing (its ID is new: the leader chose it).
+    fn insert_container(&mut self, c: ContainerRecord) {
+        if let Some(ix) = self.index.built_mut() {
+            ix.added(&c);
+        }
+        if self.containers.insert(c.id.clone(), c).is_some() {
+            // Not reached (IDs are fresh); if it ever is, the next read rebuilds the index.
+            self.index.reset();
+        }
+    }
+
+    /// The lookups derived from the containers (built on first use).
+    pub fn index(&self) -> &crate::state_index::StateIndex {
+        self.index.get(self)
+    }
+
+    /// The container named `name` (without a leading `/`), if any.
+    pub fn name_holder(&self, name: &str) -> Option<&ContainerId> {
+        self.index().holder(name)
     }
 
     fn container_mut(&mut self, id: &ContainerId) -> Result<&mut ContainerRecord, StateError> {

@@ -65,12 +65,22 @@ impl Engine {
                         }
                         tokio::time::sleep(SETTLE).await;
                         applied.borrow_and_update();
-                        // What the agent holds now: an inventory read before the change
-                        // (a load's layers not in it yet) would take its layers back out
-                        // of the record until the agent's next report.
-                        match engine.agents.inventory(&node).await {
-                            Ok(inv) => inventory = inv,
-                            Err(e) => warn!(node = %node, error = %e, "layer inventory not read"),
+                        // Only a change that makes the record differ from the inventory
+                        // last read (a load recorded layers for this node, another
+                        // controller recorded an older inventory) asks the agent again:
+                        // a container's create or start changes no layer, and asking each
+                        // agent after every burst of creates flooded a large fleet with
+                        // inventory calls. What the agent holds now, then: an inventory
+                        // read before the change (a load's layers not in it yet) would
+                        // take its layers back out of the record until its next report.
+                        let differs = engine
+                            .store
+                            .read(|s| inventory_command(s, node, &inventory).is_some());
+                        if differs {
+                            match engine.agents.inventory(&node).await {
+                                Ok(inv) => inventory = inv,
+                                Err(e) => warn!(node = %node, error = %e, "layer inventory not read"),
+                            }
                         }
                     }
                 }

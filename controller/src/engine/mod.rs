@@ -127,8 +127,8 @@ pub fn find_container(state: &ClusterState, reference: &str) -> Option<Container
         }
     }
     let name = reference.strip_prefix('/').unwrap_or(reference);
-    if let Some(c) = state.containers.values().find(|c| c.name.as_str() == name) {
-        return Some(c.id.clone());
+    if let Some(id) = state.name_holder(name) {
+        return Some(id.clone());
     }
     if reference.is_empty() || !reference.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
@@ -369,17 +369,14 @@ impl Engine {
     /// back from a partition reconnects to each controller in its own time): a create
     /// placed there would fail.
     pub(super) fn unreachable_nodes(&self) -> std::collections::BTreeSet<NodeId> {
-        self.store
-            .read(|s| {
-                s.nodes
-                    .values()
-                    .filter(|n| n.accepts_placements())
-                    .map(|n| n.id)
-                    .collect::<Vec<_>>()
-            })
-            .into_iter()
-            .filter(|n| !self.agents.reaches(n))
-            .collect()
+        let accepting = self.store.read(|s| {
+            s.nodes
+                .values()
+                .filter(|n| n.accepts_placements())
+                .map(|n| n.id)
+                .collect::<Vec<_>>()
+        });
+        self.agents.unreached(&mut accepting.into_iter())
     }
 
     /// Create a container on `node`, chosen by the caller (a build's containers go to its

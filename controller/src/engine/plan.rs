@@ -282,7 +282,7 @@ pub fn create_container(
     let (host, volume_needs, bind_sources) = resolve_host_config(state, &req, &run_cfg, anon)?;
     let (name, generated_name) = match requested {
         Some(n) => (n, false),
-        None => (free_name(state, choices.name_seeds)?, true),
+        None => (free_name(state, choices.name_seeds, &choices.id)?, true),
     };
     let run = ContainerRunSpec {
         id: id.clone(),
@@ -388,12 +388,17 @@ pub fn create_container(
     })
 }
 
-/// A generated name no container has yet (Docker's `namesgenerator`, with a digit added
-/// after a clash).
-fn free_name(state: &ClusterState, (a, b): (usize, usize)) -> Result<ContainerName, EngineError> {
-    for retry in 0..10 {
-        let name = crate::names::random_name(a, b.wrapping_add(retry), retry);
-        if !state.containers.values().any(|c| c.name.as_str() == name) {
+/// A generated name no container has yet: Docker's `namesgenerator` (a digit added after
+/// a clash), six tries, then the container's short ID as Docker's `generateNewName` falls
+/// back to (so a cluster with more unnamed containers than names still creates them).
+fn free_name(
+    state: &ClusterState,
+    (a, b): (usize, usize),
+    id: &ContainerId,
+) -> Result<ContainerName, EngineError> {
+    let tries = (0..6).map(|retry| crate::names::random_name(a, b.wrapping_add(retry), retry));
+    for name in tries.chain(std::iter::once(id.short().to_string())) {
+        if state.name_holder(&name).is_none() {
             return name
                 .parse()
                 .map_err(|_| EngineError::internal("generated an invalid name"));

@@ -221,6 +221,46 @@ fn a_generated_name_avoids_the_names_taken() {
 }
 
 #[test]
+fn a_generated_name_falls_back_to_the_short_id_when_the_tries_are_taken() {
+    // Docker's generateNewName: six tries of the generator, then the truncated ID; so
+    // more unnamed containers than the generator has names are still created.
+    let mut s = state();
+    for n in 0..6u8 {
+        let mut c = choices();
+        c.id = ContainerId::from_bytes([100 + n; 32]);
+        let name = crate::names::random_name(1, 2 + n as usize, n as usize);
+        let record = create_container(&s, Some(&name), br#"{"Image":"img:1"}"#, &c, &mut || {
+            "x".into()
+        })
+        .unwrap()
+        .record;
+        assert_eq!(record.name.as_str(), name);
+        s.apply(&Command::CreateContainer {
+            container: Box::new(record),
+        })
+        .unwrap();
+    }
+    let p = plan_create(&s, None, r#"{"Image":"img:1"}"#).unwrap();
+    assert!(p.generated_name);
+    assert_eq!(p.record.name.as_str(), choices().id.short());
+    // Once that is taken too, the create is refused, not given a duplicate.
+    let mut c = choices();
+    c.id = ContainerId::from_bytes([99; 32]);
+    let short = choices().id.short().to_string();
+    let record = create_container(&s, Some(&short), br#"{"Image":"img:1"}"#, &c, &mut || {
+        "x".into()
+    })
+    .unwrap()
+    .record;
+    s.apply(&Command::CreateContainer {
+        container: Box::new(record),
+    })
+    .unwrap();
+    let err = plan_create(&s, None, r#"{"Image":"img:1"}"#).unwrap_err();
+    assert!(err.message.contains("no free generated name"), "{err:?}");
+}
+
+#[test]
 fn bad_requests_are_refused_by_kind_before_any_step() {
     let s = state();
     let cases = [

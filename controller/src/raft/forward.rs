@@ -65,7 +65,7 @@ enum Remote {
 #[derive(Debug)]
 pub(super) enum Attempt {
     /// Applied (now or by an earlier try): the answers.
-    Done(Vec<Response>),
+    Done(Written),
     /// Certainly not applied.
     NotDone(RaftError),
     /// Maybe applied: the same entry may be sent again.
@@ -74,11 +74,22 @@ pub(super) enum Attempt {
     Failed(RaftError),
 }
 
+/// A write's answers, one per command, and the index of the log entry that carried it (of
+/// the last try: a key sent again is answered with the first application's answers, under
+/// a later index). A follower has applied its own write once it has applied that index.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(super) struct Written {
+    /// One answer per command.
+    pub(super) answers: Vec<Response>,
+    /// The log index of the entry.
+    pub(super) index: u64,
+}
+
 /// What to do after a try ([`Retry::after`]).
 #[derive(Debug)]
 pub(super) enum Next {
     /// Give the caller this.
-    Answer(Result<Vec<Response>, RaftError>),
+    Answer(Result<Written, RaftError>),
     /// Pause [`RETRY_PAUSE`] and try the same entry again.
     Again,
 }
@@ -207,7 +218,7 @@ impl Router {
 
     /// Write `cmds` as one log entry on this node, which must lead; one answer per command
     /// (per command of the group when `cmds` is one [`Command::Keyed`] group).
-    async fn write_entry(&self, mut cmds: Vec<Command>) -> Result<Vec<Response>, Local> {
+    async fn write_entry(&self, mut cmds: Vec<Command>) -> Result<Written, Local> {
         let entry = match cmds.len() {
             1 => cmds.remove(0),
             _ => Command::Batch(cmds),
@@ -218,7 +229,10 @@ impl Router {
             Err(_) => Err(Local::Failed(RaftError::WriteTimeout {
                 secs: WRITE_TIMEOUT.as_secs(),
             })),
-            Ok(Ok(w)) if w.data.len() == sent => Ok(w.data),
+            Ok(Ok(w)) if w.data.len() == sent => Ok(Written {
+                answers: w.data,
+                index: w.log_id.index,
+            }),
             Ok(Ok(w)) => Err(Local::Failed(RaftError::BatchAnswers {
                 sent,
                 got: w.data.len(),
@@ -231,7 +245,7 @@ impl Router {
     }
 
     /// Write `cmds` as one log entry on this node for a follower that forwarded them.
-    pub(super) async fn write_local(&self, cmds: Vec<Command>) -> Result<Vec<Response>, Refusal> {
+    pub(super) async fn write_local(&self, cmds: Vec<Command>) -> Result<Written, Refusal> {
         self.write_entry(cmds).await.map_err(|e| self.refusal(e))
     }
 
@@ -286,7 +300,7 @@ impl Router {
         &self,
         key: ProposalKey,
         cmds: Vec<Command>,
-    ) -> Result<Vec<Response>, RaftError> {
+    ) -> Result<Written, RaftError> {
         let entry = Command::Keyed {
             key,
             commands: cmds,
@@ -387,7 +401,7 @@ impl Router {
         leader: u64,
         addr: &str,
         cmds: Vec<Command>,
-    ) -> Result<Vec<Response>, Remote> {
+    ) -> Result<Written, Remote> {
         let sent = match cmds.as_slice() {
             [one] => answer_count(one),
             _ => cmds.len(),
@@ -398,18 +412,22 @@ impl Router {
                 source: Box::new(source),
             })
         };
+        // Idempotent: every forward is one keyed entry, which the state machine applies
+        // once and answers again with the first answers; so it may go out on a pooled
+        // connection and again on a new one when that one turns out closed (a handshake
+        // per forward cost more CPU than the write itself).
         let reply = self
-            .call(leader, addr, Call::Forward(cmds), FORWARD_TIMEOUT, false)
+            .call(leader, addr, Call::Forward(cmds), FORWARD_TIMEOUT, true)
             .await
             .map_err(|e| match e {
                 Remote::Failed(e) => uncertain(e),
                 not_done => not_done,
             })?;
         match reply {
-            Reply::Forward(Ok(answers)) if answers.len() == sent => Ok(answers),
-            Reply::Forward(Ok(answers)) => Err(Remote::Failed(RaftError::BatchAnswers {
+            Reply::Forward(Ok(w)) if w.answers.len() == sent => Ok(w),
+            Reply::Forward(Ok(w)) => Err(Remote::Failed(RaftError::BatchAnswers {
                 sent,
-                got: answers.len(),
+                got: w.answers.len(),
             })),
             Reply::Forward(Err(Refusal::NotLeader { node, leader })) => {
                 Err(Remote::NotDone(RaftError::NotLeader {

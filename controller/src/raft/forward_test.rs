@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use wharf_protocol::state::{Command, StateError};
 
-use super::forward::{Attempt, Next, Retry, LEADER_WAIT, WRITE_TIMEOUT};
+use super::forward::{Attempt, Next, Retry, Written, LEADER_WAIT, WRITE_TIMEOUT};
 use super::peer_harness::{image, put, three, wait_leader, wait_state, Peer, TestCa};
 use super::store::default_config;
 use super::{RaftError, Store};
@@ -94,8 +94,15 @@ fn an_answer_ends_the_tries() {
     let start = Instant::now();
     let mut retry = Retry::new(start);
     retry.after(Attempt::Uncertain(lost()), start);
-    let got = retry.after(Attempt::Done(vec![Ok(())]), start + Duration::from_secs(2));
-    assert!(matches!(got, Next::Answer(Ok(ref a)) if a == &vec![Ok(())]));
+    let written = Written {
+        answers: vec![Ok(())],
+        index: 7,
+    };
+    let got = retry.after(
+        Attempt::Done(written.clone()),
+        start + Duration::from_secs(2),
+    );
+    assert!(matches!(got, Next::Answer(Ok(ref w)) if w == &written));
     let mut retry = Retry::new(start);
     let got = retry.after(Attempt::Failed(RaftError::Closed), start);
     assert!(

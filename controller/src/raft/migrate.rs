@@ -248,6 +248,7 @@ impl From<ClusterStateV6> for ClusterState {
             applied_keys: v.applied_keys,
             settings: Default::default(),
             pending: BTreeMap::new(),
+            index: Default::default(),
         }
     }
 }

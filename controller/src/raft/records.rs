@@ -120,6 +120,7 @@ pub(super) fn all_keys(s: &ClusterState) -> impl Iterator<Item = StateKey> + '_ 
         applied_keys: _,
         settings: _,
         pending,
+        index: _,
     } = s;
     images
         .keys()

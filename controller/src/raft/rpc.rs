@@ -25,7 +25,7 @@ use openraft::raft::{
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use wharf_protocol::codec;
-use wharf_protocol::state::{Command, Response};
+use wharf_protocol::state::Command;
 
 use super::{RaftError, Store, TypeConfig};
 
@@ -78,8 +78,8 @@ pub(super) enum Reply {
     Vote(Result<VoteResponse<u64>, ApiError<u64>>),
     /// Answer to [`Call::InstallSnapshot`].
     InstallSnapshot(Result<InstallSnapshotResponse<u64>, ApiError<u64, InstallSnapshotError>>),
-    /// Answer to [`Call::Forward`]: one response per command.
-    Forward(Result<Vec<Response>, Refusal>),
+    /// Answer to [`Call::Forward`]: one response per command, and the entry's log index.
+    Forward(Result<super::forward::Written, Refusal>),
     /// Answer to [`Call::ReadIndex`]: the index to wait for.
     ReadIndex(Result<u64, Refusal>),
     /// The request named another node than this one.

@@ -308,12 +308,18 @@ impl Store {
             .proposals
             .send(Proposal { cmd, reply })
             .map_err(|_| RaftError::Closed)?;
-        let answer = answer.await.map_err(|_| RaftError::Abandoned)??;
-        if !self.is_leader() {
-            // The leader's read index covers the write it just answered.
-            if let Err(e) = self.read_linearizable(|_| ()).await {
-                tracing::warn!(error = %e, "a forwarded write is not applied here yet");
-            }
+        let (answer, index) = answer.await.map_err(|_| RaftError::Abandoned)??;
+        // Read your writes: a forwarded write is answered once this node applied the entry
+        // that carried it too (the leader applied it before answering). Waiting for that
+        // index costs no call to the leader, where a read index per write cost one.
+        let mut applied = self.watch();
+        let caught_up = tokio::time::timeout(
+            super::forward::READ_TIMEOUT,
+            applied.wait_for(|&a| a >= index),
+        )
+        .await;
+        if !matches!(caught_up, Ok(Ok(_))) {
+            tracing::warn!(index, "a forwarded write is not applied here yet");
         }
         Ok(answer)
     }
@@ -441,7 +447,8 @@ struct ProposalCounts {
 /// A command waiting to be proposed, and where its answer goes.
 struct Proposal {
     cmd: Command,
-    reply: oneshot::Sender<Result<Response, RaftError>>,
+    /// The answer, and the log index of the entry that carried it.
+    reply: oneshot::Sender<Result<(Response, u64), RaftError>>,
 }
 
 /// The most commands one log entry carries.
@@ -504,9 +511,9 @@ async fn propose_in_groups(
             .entries
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match router.write(keys.next(), cmds).await {
-            Ok(answers) => {
-                for (reply, answer) in replies.into_iter().zip(answers) {
-                    let _ = reply.send(Ok(answer));
+            Ok(written) => {
+                for (reply, answer) in replies.into_iter().zip(written.answers) {
+                    let _ = reply.send(Ok((answer, written.index)));
                 }
             }
             Err(e) if replies.len() == 1 => {

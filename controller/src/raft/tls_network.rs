@@ -43,7 +43,7 @@ use super::rpc::{read_frame, write_frame, Call, Hello, PeerRequest, Reply, RAFT_
 use super::{RaftError, TypeConfig};
 
 /// Idle connections kept per peer; more concurrent calls dial more, and close them after.
-const IDLE_PER_PEER: usize = 4;
+const IDLE_PER_PEER: usize = 16;
 
 type Conn = TlsStream<TcpStream>;
 

@@ -41,6 +41,7 @@ fn spread_takes_the_fewest_containers_then_the_most_free_resources_then_the_lowe
     );
     // b and c have one container each; c has more memory free.
     s.containers.clear();
+    s.index.reset();
     add_container(&mut s, 2, "x2", 2, 0, 512 << 20);
     add_container(&mut s, 3, "x3", 3, 0, 0);
     add_container(&mut s, 4, "x4", 1, 0, 0);
@@ -90,6 +91,7 @@ fn binpack_takes_the_fullest_node_that_fits_then_the_most_containers() {
     assert_eq!(placed(&s, &one, &Settings::default()).node, NodeId(1));
     // Nothing asked, nothing reserved anywhere: the most containers.
     s.containers.clear();
+    s.index.reset();
     add_container(&mut s, 3, "x3", 3, 0, 0);
     add_container(&mut s, 4, "x4", 3, 0, 0);
     add_container(&mut s, 5, "x5", 2, 0, 0);
@@ -129,6 +131,7 @@ fn layer_locality_decides_between_nodes_the_strategy_rates_equal() {
     assert!(p.reason.contains("holds 1/3 layers"), "{}", p.reason);
     // But it comes before spread's free resources.
     s.containers.clear();
+    s.index.reset();
     add_container(&mut s, 6, "x6", 3, 0, 512 << 20);
     add_container(&mut s, 7, "x7", 2, 0, 0);
     add_container(&mut s, 8, "x8", 1, 0, 0);

@@ -94,7 +94,10 @@ pub fn add_container(
     c.run.host.resources.nano_cpus = nano_cpus;
     c.run.host.resources.memory = memory;
     let id = c.id.clone();
-    s.containers.insert(id.clone(), c);
+    s.apply(&wharf_protocol::state::Command::CreateContainer {
+        container: Box::new(c),
+    })
+    .expect("a fresh name and ID in test data");
     id
 }
 
