@@ -388,14 +388,16 @@ impl LeaderDuties {
     }
 
     /// Follow this controller's leadership: take on every connected node's duties when
-    /// it becomes leader, drop them when it stops being leader.
+    /// it becomes leader, drop them when it stops being leader; while leading for a grace
+    /// (on the registry's monotonic clock), record the nodes' transitions.
     async fn follow_leadership(self: Arc<Self>, grace: Duration, registry: Arc<Registry>) {
+        let clock = registry.clock();
         let mut leading = false;
-        let mut since = tokio::time::Instant::now();
+        let mut since = clock.monotonic();
         loop {
             let now = self.store.is_leader();
             if now && !leading {
-                since = tokio::time::Instant::now();
+                since = clock.monotonic();
                 info!("this controller leads: it takes on the nodes' duties");
                 let nodes: Vec<NodeId> = self
                     .connected
@@ -424,7 +426,7 @@ impl LeaderDuties {
             }
             leading = now;
             // A new leader has not heard from every member yet: it waits a grace period.
-            if leading && since.elapsed() >= grace {
+            if leading && clock.monotonic().saturating_sub(since) >= grace {
                 let members = self.store.members();
                 let me = NodeId(self.store.node_id());
                 let connected: BTreeSet<NodeId> = registry.connected().into_iter().collect();
@@ -442,7 +444,7 @@ impl LeaderDuties {
                     let cmd = Command::SetNodeState {
                         id,
                         state,
-                        at_ns: crate::engine::now_ns(),
+                        at_ns: clock.wall_ns(),
                     };
                     info!(node = %crate::cluster::identity::node_id_text(id), state = ?state, "the leader records a node's state");
                     if let Err(e) = self.store.propose(cmd).await {
@@ -1135,6 +1137,71 @@ mod tests {
             controller_transitions(&s, &members, NodeId(1)),
             vec![(NodeId(2), NodeState::Down)]
         );
+    }
+
+    /// A new leader waits a full grace on the monotonic clock before it records any node
+    /// Down: a date set hours forward or back is no grace passed, and an agent that keeps
+    /// answering stays Ready through it; the grace passed, an agent recorded Ready but not
+    /// connected to it is Down, stamped with the date as set.
+    #[tokio::test]
+    async fn a_jump_of_the_date_marks_no_node_down_on_a_new_leader() {
+        use crate::cluster::registry::tests::{self as reg, HOUR_NS};
+        use wharf_node::clock::Clock;
+        let t = reg::setup().await;
+        let (answering, away) = (NodeId(4), NodeId(5));
+        let agent = t.attach(answering).await;
+        // `away` was seen Ready by a former leader.
+        for cmd in [
+            Command::RegisterNode {
+                id: away,
+                role: NodeRole::Agent,
+                description: NodeDescription::default(),
+                at_ns: 0,
+            },
+            Command::SetNodeState {
+                id: away,
+                state: NodeState::Ready,
+                at_ns: 0,
+            },
+        ] {
+            t.store.propose(cmd).await.unwrap().unwrap();
+        }
+        let engine = Engine::new(
+            t.store.clone(),
+            Agents::new(t.registry.clone()),
+            t.dir.path().join("engine"),
+        );
+        let duties = LeaderDuties::new(engine, t.store.clone());
+        duties.settled.lock().unwrap().insert(answering);
+        let grace = reg::LIVENESS.grace;
+        tokio::spawn(duties.follow_leadership(grace, t.registry.clone()));
+        let rounds = || tokio::time::sleep(Duration::from_millis(600));
+        // It leads from its first round, at monotonic zero.
+        rounds().await;
+        for jump_h in [10, -20, 48, -72] {
+            t.clock.jump_wall(jump_h * HOUR_NS);
+            t.clock.advance(Duration::from_millis(900));
+            rounds().await;
+            for node in [answering, away] {
+                assert_eq!(
+                    t.state(node),
+                    Some(NodeState::Ready),
+                    "date moved {jump_h} h"
+                );
+            }
+        }
+        t.clock.advance(grace - Duration::from_millis(3_600));
+        reg::until("the absent agent Down", || {
+            t.state(away) == Some(NodeState::Down)
+        })
+        .await;
+        assert_eq!(t.stamped(away), Some(t.clock.wall_ns()));
+        let seen = agent.answered();
+        t.clock.jump_wall(100 * HOUR_NS);
+        rounds().await;
+        assert!(agent.answered() > seen, "heartbeats arrive");
+        assert_eq!(t.state(answering), Some(NodeState::Ready));
+        assert!(!t.hooks.lost_any());
     }
 
     #[test]

@@ -1009,6 +1009,10 @@ fn a_three_controller_cluster_through_the_stock_cli() {
     // start. After heal, the cut-off copy is removed.
     fenced_partition_leaves_no_overlap(&c, spare, home);
 
+    // A host whose daemon was killed while its containers live on cannot fence: the
+    // copy overlaps the successor until the daemon is back, and goes before it is Ready.
+    killed_daemon_overlaps_until_it_returns(&c, spare);
+
     // A host lost (poweroff) with containers on it: a running `--restart always` one is
     // re-created on another node once, under its name; one pinned by a named volume
     // stays, pending with the reason; one without a policy stays, its status unknown.
@@ -2052,4 +2056,143 @@ fn fenced_partition_leaves_no_overlap(c: &Cluster, spare: &str, home: &str) {
     });
     update(&["--fencing", "off"]);
     c.ok_via("ctl-1", &["rm", "-f", "fenced"]);
+}
+
+/// The time of the last line of host `host`'s log that says `what` of the container whose
+/// ID starts with `id12`, not before `after`.
+fn logged(
+    c: &Cluster,
+    host: &str,
+    what: &str,
+    id12: &str,
+    after: chrono::DateTime<chrono::Utc>,
+) -> Option<chrono::DateTime<chrono::Utc>> {
+    let log = std::fs::read_to_string(c.dir.join(format!("hosts/{host}/wharf.log"))).ok()?;
+    log.lines()
+        .filter(|l| l.contains(what) && l.contains(id12))
+        .filter_map(log_time)
+        .rfind(|t| *t >= after)
+}
+
+fn killed_daemon_overlaps_until_it_returns(c: &Cluster, spare: &str) {
+    let soft = format!("constraint:node==~{spare}");
+    let placed = chrono::Utc::now();
+    let old = c
+        .ok_via(
+            "ctl-2",
+            &[
+                "run",
+                "-d",
+                "--name",
+                "orphaned",
+                "--restart",
+                "always",
+                "-e",
+                &soft,
+                "busybox",
+                "sleep",
+                "1000",
+            ],
+        )
+        .trim()
+        .to_string();
+    let at = c.ok_via(
+        "ctl-1",
+        &["inspect", "-f", "{{.Node.Name}} {{.State.Pid}}", "orphaned"],
+    );
+    let (node, pid) = at.trim().split_once(' ').unwrap();
+    assert_eq!(node, spare);
+    let pid: u32 = pid.parse().unwrap();
+    // Its process, in its cgroup under that host's: alive, and still the container's.
+    let old_runs = || {
+        std::fs::read_to_string(format!("/proc/{pid}/cgroup")).is_ok_and(|cg| cg.contains(&old))
+            && std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|st| {
+                st.rsplit_once(')')
+                    .is_some_and(|(_, r)| !r.trim_start().starts_with('Z'))
+            })
+    };
+    assert!(old_runs(), "{old} runs as pid {pid} on {spare}");
+    assert!(logged(c, spare, "started", &old[..12], placed).is_some());
+
+    let killed = Instant::now();
+    c.fault(&["kill", spare]);
+    c.until("the agent whose daemon was killed Down", || {
+        c.nodes_via("ctl-3")
+            .get(spare)
+            .is_some_and(|(s, _)| s == "Down")
+    });
+    let down = killed.elapsed();
+    let mut successor = (String::new(), String::new());
+    c.until(
+        "its --restart always container running on another node",
+        || {
+            let out = c.try_via(
+                "ctl-1",
+                &[
+                    "inspect",
+                    "-f",
+                    "{{.Id}} {{.Node.Name}} {{.State.Running}}",
+                    "orphaned",
+                ],
+            );
+            match out.split_whitespace().collect::<Vec<_>>()[..] {
+                [id, node, "true"] if id != old && node != spare => {
+                    successor = (id.to_string(), node.to_string());
+                    true
+                }
+                _ => false,
+            }
+        },
+    );
+    let (new, to) = successor;
+    let moved = killed.elapsed();
+    let started = logged(c, &to, "started", &new[..12], placed)
+        .unwrap_or_else(|| panic!("{to} logs no start of {new}"));
+    // Nothing on the host stops the old copy: its shim and process live on.
+    let old_dir = c.dir.join(format!("hosts/{spare}/data/containers/{old}"));
+    assert!(
+        old_runs() && old_dir.is_dir(),
+        "the old copy still runs on {spare} beside its successor on {to}"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(old_runs(), "the old copy still runs 3 s later");
+
+    let restarted = chrono::Utc::now();
+    c.fault(&["restart", spare]);
+    let ready = chrono::Utc::now();
+    assert!(
+        !old_runs() && !old_dir.exists(),
+        "the old copy stopped and removed before {spare} shows Ready"
+    );
+    let stopped = logged(c, spare, "signalled", &old[..12], restarted)
+        .unwrap_or_else(|| panic!("{spare} logs no stop of {old} after its restart"));
+    let overlap = (stopped - started).num_milliseconds();
+    let after_restart = (stopped - restarted).num_milliseconds();
+    eprintln!(
+        "{spare}'s daemon killed, its container's shim alive: Down after {down:?}, the successor \
+         running on {to} {moved:?} after the kill; the old copy stopped {after_restart} ms after \
+         `restart` (Ready {} ms after it): overlap {overlap} ms",
+        (ready - restarted).num_milliseconds()
+    );
+    assert!(
+        overlap > 0,
+        "the copies overlapped while the daemon was away"
+    );
+    assert!(stopped <= ready, "stopped before {spare} shows Ready");
+    assert!(
+        after_restart <= BOUND.as_millis() as i64,
+        "the old copy stopped within {BOUND:?} of the restart: {after_restart} ms"
+    );
+
+    // As the scenarios after this one expect: every controller places there again, and
+    // the successor is gone.
+    let on = format!("constraint:node=={spare}");
+    c.until("every controller reaches the restarted agent", || {
+        ["ctl-1", "ctl-2", "ctl-3"].iter().all(|via| {
+            c.docker_via(via, &["run", "--rm", "-e", &on, "busybox", "true"])
+                .status
+                .success()
+        })
+    });
+    c.ok_via("ctl-1", &["rm", "-f", "orphaned"]);
 }

@@ -405,12 +405,14 @@ impl Agent {
         }
     }
 
-    /// Send a signal to the container's process.
+    /// Send a signal to the container's process; logged, with its start, as the host's
+    /// record of when its copies ran (the cluster test measures overlaps from it).
     pub async fn kill(&self, id: &ContainerId, signal: i32) -> Result<(), AgentError> {
         let mut client = ShimClient::connect(&self.state_dir(id))
             .await
             .map_err(|_| AgentError::NotRunning(id.to_string()))?;
         client.kill(signal).await?;
+        info!(container = %id.short(), signal, "signalled");
         Ok(())
     }
 

@@ -14,11 +14,12 @@
 //! The trade-off (README): with fencing on, a full controller outage longer than the
 //! lease stops the movable containers of every agent.
 
+use crate::clock::{Clock, SystemClock};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use wharf_protocol::ContainerId;
 
 /// The file under the data dir that keeps the fence across restarts of the agent.
@@ -44,7 +45,7 @@ pub fn due(now_ms: u64, last_heard_ms: u64, lease_ms: u64) -> bool {
 pub struct Fence {
     path: PathBuf,
     config: Mutex<FenceConfig>,
-    epoch: Instant,
+    clock: Arc<dyn Clock>,
     last_heard_ms: AtomicU64,
     fenced: AtomicBool,
 }
@@ -53,22 +54,30 @@ impl Fence {
     /// The fence of the agent of `data_dir`: as last kept there (off when nothing is);
     /// the lease counts from now.
     pub fn open(data_dir: &Path) -> Fence {
+        Fence::open_with_clock(data_dir, Arc::new(SystemClock::new()))
+    }
+
+    /// [`Fence::open`] on `clock` (tests give a [`crate::clock::ManualClock`]).
+    pub fn open_with_clock(data_dir: &Path, clock: Arc<dyn Clock>) -> Fence {
         let path = data_dir.join(FENCE_FILE);
         let config = std::fs::read(&path)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
-        Fence {
+        let fence = Fence {
             path,
             config: Mutex::new(config),
-            epoch: Instant::now(),
+            clock,
             last_heard_ms: AtomicU64::new(0),
             fenced: AtomicBool::new(false),
-        }
+        };
+        fence.last_heard_ms.store(fence.now_ms(), Ordering::Relaxed);
+        fence
     }
 
+    /// Milliseconds on the monotonic clock: the date may jump, the lease does not.
     fn now_ms(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+        u64::try_from(self.clock.monotonic().as_millis()).unwrap_or(u64::MAX)
     }
 
     /// A controller was heard (a heartbeat): the lease starts again.
@@ -134,6 +143,7 @@ pub async fn watch(agent: crate::agent::Agent) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::ManualClock;
 
     #[test]
     fn the_lease_runs_out_only_when_fencing_is_on() {
@@ -164,5 +174,59 @@ mod tests {
         assert!(f.due_now().is_some(), "again after the next silence");
         let again = Fence::open(dir.path());
         assert_eq!(again.config().movable, ids, "kept across a restart");
+    }
+
+    const HOUR_NS: i64 = 3_600 * 1_000_000_000;
+
+    /// A fence with a 3 s lease over one container, on `clock`.
+    fn fence_on(clock: &Arc<ManualClock>) -> (tempfile::TempDir, Fence, Vec<ContainerId>) {
+        let dir = tempfile::tempdir().unwrap();
+        let f = Fence::open_with_clock(dir.path(), clock.clone());
+        let ids = vec![ContainerId::from_bytes([2; 32])];
+        f.set(FenceConfig {
+            lease_ms: 3_000,
+            movable: ids.clone(),
+        })
+        .unwrap();
+        (dir, f, ids)
+    }
+
+    #[test]
+    fn a_jump_of_the_date_fires_no_fence_while_heartbeats_arrive() {
+        let clock = Arc::new(ManualClock::new(1_780_000_000 * 1_000_000_000));
+        let (_dir, f, _) = fence_on(&clock);
+        // Heartbeats every second while the date jumps by hours either way.
+        for jump_h in [5, -5, 26, -40, 1, -1] {
+            clock.jump_wall(jump_h * HOUR_NS);
+            clock.advance(Duration::from_secs(1));
+            assert!(f.due_now().is_none(), "date moved {jump_h} h");
+            f.heard();
+        }
+        // Silent for less than the lease, with the date set far forward then back.
+        clock.advance(Duration::from_millis(2_999));
+        clock.jump_wall(12 * HOUR_NS);
+        assert!(f.due_now().is_none(), "date 12 h ahead");
+        clock.jump_wall(-36 * HOUR_NS);
+        assert!(f.due_now().is_none(), "date 24 h behind");
+    }
+
+    #[test]
+    fn the_fence_fires_once_the_monotonic_clock_passes_the_lease_unheard() {
+        let clock = Arc::new(ManualClock::new(0));
+        let (dir, f, ids) = fence_on(&clock);
+        clock.advance(Duration::from_millis(2_999));
+        assert!(f.due_now().is_none(), "within the lease");
+        clock.advance(Duration::from_millis(1));
+        assert_eq!(f.due_now(), Some((Duration::from_secs(3), ids.clone())));
+        assert!(f.due_now().is_none(), "once per silence");
+        f.heard();
+        clock.advance(Duration::from_secs(3));
+        assert_eq!(f.due_now(), Some((Duration::from_secs(3), ids)), "again");
+        // A restarted agent counts its lease from its start, not from fence.json's age.
+        let restarted = Fence::open_with_clock(dir.path(), clock.clone());
+        clock.advance(Duration::from_secs(2));
+        assert!(restarted.due_now().is_none());
+        clock.advance(Duration::from_secs(1));
+        assert!(restarted.due_now().is_some());
     }
 }

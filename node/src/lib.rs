@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod archive;
 pub mod build_context;
+pub mod clock;
 pub mod copy;
 pub mod dns;
 pub mod fence;

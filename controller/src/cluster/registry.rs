@@ -12,7 +12,8 @@
 //! ```
 //!
 //! A node that connects again replaces its older connection (the older one's end is then
-//! not a loss). Liveness is decided on monotonic time only.
+//! not a loss). Liveness is decided on the [`Clock`]'s monotonic time only: a jump of the
+//! date moves the recorded `at_ns` stamps, never a node to Down.
 
 use crate::agent_client::AgentClient;
 use crate::raft::Store;
@@ -25,6 +26,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 use wharf_link::ClientCall;
+use wharf_node::clock::{Clock, SystemClock};
 use wharf_protocol::agent::host::HostRequest;
 use wharf_protocol::agent::{AgentEvent, AgentFailure, AgentRequest, FailureKind};
 use wharf_protocol::node_state::{NodeDescription, NodeRole, NodeState};
@@ -53,6 +55,16 @@ pub struct Liveness {
     pub grace: Duration,
 }
 
+impl Liveness {
+    /// How long to wait for the answer to a heartbeat sent at `sent` before looking at the
+    /// clock again (at most a period), when read at `now`; `None` once the grace is over
+    /// and the node is lost (pure, both readings monotonic).
+    pub fn wait_for_answer(&self, sent: Duration, now: Duration) -> Option<Duration> {
+        let waited = now.saturating_sub(sent);
+        (waited < self.grace).then(|| (self.grace - waited).min(self.period))
+    }
+}
+
 impl Default for Liveness {
     /// Down within about 5 s of going silent (SwarmKit takes ~15 s).
     fn default() -> Liveness {
@@ -73,16 +85,23 @@ struct Conn {
 pub struct Registry {
     store: Store,
     liveness: Liveness,
+    clock: Arc<dyn Clock>,
     conns: Mutex<HashMap<NodeId, Conn>>,
     generation: std::sync::atomic::AtomicU64,
 }
 
 impl Registry {
-    /// An empty registry over the cluster state.
+    /// An empty registry over the cluster state, on the host's clocks.
     pub fn new(store: Store, liveness: Liveness) -> Arc<Registry> {
+        Registry::with_clock(store, liveness, Arc::new(SystemClock::new()))
+    }
+
+    /// [`Registry::new`] on `clock` (tests give a [`wharf_node::clock::ManualClock`]).
+    pub fn with_clock(store: Store, liveness: Liveness, clock: Arc<dyn Clock>) -> Arc<Registry> {
         Arc::new(Registry {
             store,
             liveness,
+            clock,
             conns: Mutex::default(),
             generation: Default::default(),
         })
@@ -128,7 +147,7 @@ impl Registry {
         if replaced.is_some() {
             info!(%node, host = %hostname, "the node connected again; its older connection is dropped");
         }
-        let at_ns = crate::engine::now_ns();
+        let at_ns = self.clock.wall_ns();
         let register = Command::RegisterNode {
             id: node,
             role,
@@ -159,7 +178,7 @@ impl Registry {
                     let ready = Command::SetNodeState {
                         id: node,
                         state: NodeState::Ready,
-                        at_ns: crate::engine::now_ns(),
+                        at_ns: registry.clock.wall_ns(),
                     };
                     match registry.store.propose(ready).await {
                         Ok(_) => info!(%node, host = %hostname, "node is Ready"),
@@ -178,7 +197,7 @@ impl Registry {
                 let down = Command::SetNodeState {
                     id: node,
                     state: NodeState::Down,
-                    at_ns: crate::engine::now_ns(),
+                    at_ns: self.clock.wall_ns(),
                 };
                 if let Err(e) = self.store.propose(down).await {
                     warn!(%node, error = %e, "the node's state was not recorded");
@@ -188,20 +207,33 @@ impl Registry {
         }
     }
 
-    /// Ask the agent every period until an answer is missing for the grace period.
+    /// Ask the agent every period until an answer is missing for the grace period, on
+    /// the monotonic clock ([`Liveness::wait_for_answer`]).
     async fn heartbeat(&self, client: &wharf_link::Client) {
-        let Liveness { period, grace } = self.liveness;
         loop {
-            let beat = client.call(AgentRequest::Host(HostRequest::Info));
-            match tokio::time::timeout(grace, beat).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(_)) | Err(_) => return,
+            let sent = self.clock.monotonic();
+            let mut beat = std::pin::pin!(client.call(AgentRequest::Host(HostRequest::Info)));
+            loop {
+                let now = self.clock.monotonic();
+                let Some(wait) = self.liveness.wait_for_answer(sent, now) else {
+                    return;
+                };
+                match tokio::time::timeout(wait, &mut beat).await {
+                    Ok(Ok(_)) => break,
+                    Ok(Err(_)) => return,
+                    Err(_) => {}
+                }
             }
             if client.is_closed() {
                 return;
             }
-            tokio::time::sleep(period).await;
+            tokio::time::sleep(self.liveness.period).await;
         }
+    }
+
+    /// The clock liveness is decided on (the leader's grace reads it too).
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        self.clock.clone()
     }
 
     /// Whether `node`'s connection is still the one of `generation`.
@@ -273,3 +305,7 @@ impl AgentClient for Registry {
             .is_some_and(|c| !c.client.is_closed())
     }
 }
+
+#[cfg(test)]
+#[path = "registry_test.rs"]
+pub(crate) mod tests;
