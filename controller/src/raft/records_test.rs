@@ -526,14 +526,19 @@ fn a_snapshot_carries_the_state_record_by_record() {
     assert_eq!(snap.meta.last_log_id.map(|l| l.index), Some(300));
     let current = from.current_snapshot().unwrap().unwrap();
     assert_eq!(current.meta, snap.meta);
-    assert_eq!(current.snapshot.get_ref(), snap.snapshot.get_ref());
+    assert_eq!(current.snapshot.path(), snap.snapshot.path());
+    let data = std::fs::read(snap.snapshot.path()).unwrap();
 
-    to.install(&snap.meta, snap.snapshot.into_inner()).unwrap();
+    // Another store's file is copied, not taken.
+    to.install_file(&snap.meta, snap.snapshot.path()).unwrap();
+    assert!(snap.snapshot.path().exists());
     let applied = super::state_machine::read_applied(&to.applied()).clone();
     assert_eq!(applied.state, want);
     assert_eq!(applied.last_applied, snap.meta.last_log_id);
     assert_eq!(records::load_state(&to_db).unwrap(), want);
-    assert_eq!(to.current_snapshot().unwrap().unwrap().meta, snap.meta);
+    let installed = to.current_snapshot().unwrap().unwrap();
+    assert_eq!(installed.meta, snap.meta);
+    assert_eq!(std::fs::read(installed.snapshot.path()).unwrap(), data);
     drop(to);
     let again = StateMachine::load(to_db).unwrap();
     assert_eq!(
@@ -562,12 +567,17 @@ fn a_whole_state_snapshot_of_the_previous_format_installs() {
         last_log_id: Some(LogId::new(CommittedLeaderId::new(1, 1), 200)),
         ..Default::default()
     };
-    sm.install(&meta, wharf_protocol::codec::encode(&want).unwrap())
-        .unwrap();
+    let file = dir.path().join("whole");
+    std::fs::write(&file, wharf_protocol::codec::encode(&want).unwrap()).unwrap();
+    sm.install_file(&meta, &file).unwrap();
     assert_eq!(records::load_state(&db).unwrap(), want);
-    let (_, data) = super::snapshot::read_current(&db).unwrap().unwrap();
-    assert_eq!(data.first(), Some(&super::snapshot::SNAPSHOT_RECORDS));
-    assert!(sm.install(&meta, b"\x05junk".to_vec()).is_err());
+    let mut kept = ClusterState::default();
+    for (k, v) in super::snapshot::current_records(&db).unwrap() {
+        records::load_record(&mut kept, &k, &v).unwrap();
+    }
+    assert_eq!(kept, want, "kept as records");
+    std::fs::write(&file, b"\x05junk").unwrap();
+    assert!(sm.install_file(&meta, &file).is_err());
     assert_eq!(
         records::load_state(&db).unwrap(),
         want,
