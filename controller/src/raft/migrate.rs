@@ -485,6 +485,7 @@ fn chunks_to_file(db: &Db, batch: &mut WriteBatch) -> Result<(), RaftError> {
 mod tests {
     use super::*;
     use crate::raft::db::STATE_FORMAT;
+    use std::sync::Arc;
     use wharf_protocol::network::{PortMapping, Proto, Subnet};
     use wharf_protocol::Digest;
 
@@ -838,6 +839,87 @@ mod tests {
         assert_eq!(want.containers.len(), 2);
         assert_eq!(want.nodes, old.nodes);
         opens_as(dir.path(), &want);
+    }
+
+    /// A database of format 8 (the state as records, the snapshot in chunks of the
+    /// database) opens with its snapshot copied into a file, the chunks gone, the records
+    /// untouched; a crash before the migration's write leaves a file the next open deletes.
+    #[test]
+    fn format_eight_moves_its_snapshot_chunks_into_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = ClusterState::from(ClusterStateV6::from(v5()));
+        let mut data = vec![snapshot::SNAPSHOT_RECORDS];
+        let mut batch = WriteBatch::default();
+        let db = Db::open(dir.path()).unwrap();
+        records::for_each_record(&state, |k, v| {
+            batch.put_cf(db.cf(CF_STATE), k, v);
+            for part in [k, v] {
+                data.extend((part.len() as u32).to_le_bytes());
+                data.extend(part);
+            }
+            Ok(())
+        })
+        .unwrap();
+        let meta = SnapshotMeta {
+            last_log_id: Some(LogId::new(openraft::CommittedLeaderId::new(2, 1), 40)),
+            snapshot_id: "2-1-40-x".into(),
+            ..Default::default()
+        };
+        // Chunks of 100 bytes, cutting records anywhere, as format 8 stored them.
+        let chunks: Vec<&[u8]> = data.chunks(100).collect();
+        assert!(chunks.len() > 3);
+        for (i, chunk) in (0u32..).zip(&chunks) {
+            batch.put_cf(db.cf(CF_SM), chunk_key_v8(5, i), chunk);
+        }
+        let old = StoredMetaV8 {
+            meta: meta.clone(),
+            generation: 5,
+            chunks: chunks.len() as u32,
+        };
+        batch.put_cf(
+            db.cf(CF_SM),
+            KEY_SNAPSHOT_META_V8,
+            db::encode(&old, "old").unwrap(),
+        );
+        batch.put_cf(db.cf(CF_META), KEY_FORMAT, db::encode(&8u32, "f").unwrap());
+        db.write(batch, true, "old").unwrap();
+        drop(db);
+        // A file a migration cut short by a crash left.
+        std::fs::create_dir_all(dir.path().join("snapshots")).unwrap();
+        std::fs::write(dir.path().join("snapshots/build-1.tmp"), b"partial").unwrap();
+
+        for _ in 0..2 {
+            let db = Arc::new(Db::open(dir.path()).unwrap());
+            assert_eq!(
+                db.get::<u32>(CF_META, KEY_FORMAT, "format").unwrap(),
+                Some(STATE_FORMAT)
+            );
+            assert_eq!(records::load_state(&db).unwrap(), state);
+            let stored = snapshot::current_meta(&db).unwrap().unwrap();
+            assert_eq!(stored.meta, meta);
+            let file = snapshot::path_of(&db, stored.generation);
+            assert_eq!(std::fs::read(&file).unwrap(), data);
+            assert!(db
+                .get::<StoredMetaV8>(CF_SM, KEY_SNAPSHOT_META_V8, "old")
+                .unwrap()
+                .is_none());
+            let left = db
+                .rocks()
+                .prefix_iterator_cf(db.cf(CF_SM), CHUNK_PREFIX_V8)
+                .filter_map(Result::ok)
+                .filter(|(k, _)| k.starts_with(CHUNK_PREFIX_V8))
+                .count();
+            assert_eq!(left, 0, "the chunks are deleted");
+            // Opening the state machine deletes what no write named.
+            let sm = super::super::StateMachine::load(Arc::clone(&db)).unwrap();
+            let files: Vec<_> = std::fs::read_dir(snapshot::dir(&db))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            assert_eq!(files, vec![file]);
+            let current = sm.current_snapshot().unwrap().unwrap();
+            assert_eq!(current.meta, meta);
+        }
     }
 
     /// A database of format 7 (the whole state in one record, settings and pending

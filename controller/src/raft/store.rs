@@ -422,6 +422,12 @@ impl Store {
             .expect("a test reads its own log")
     }
 
+    /// The directory of this store's snapshot files.
+    #[cfg(test)]
+    pub(super) fn snapshot_dir(&self) -> std::path::PathBuf {
+        super::snapshot::dir(&self.inner.db)
+    }
+
     /// A receiver that turns `true` when the store is shut down.
     pub(super) fn closed(&self) -> watch::Receiver<bool> {
         self.inner.closed.subscribe()
