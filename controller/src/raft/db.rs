@@ -7,6 +7,7 @@
 //!   cf `sm`:   "applied_log" -> last applied log id and membership
 //!              "snapshot_file" -> the current snapshot's meta and file (snapshot.rs;
 //!              the files are in `snapshots/` beside RocksDB's)
+//!              "installing" -> a snapshot whose records are being written (snapshot.rs)
 //!              "applied", "snapshot": the whole state, formats 1 to 7 (migrate.rs)
 //!              "snapshot_meta", "snapshot_chunk/…": the snapshot, format 8 (migrate.rs)
 //!   cf `state`: one record per entry of the ClusterState (records.rs), written in the

@@ -547,6 +547,72 @@ fn a_snapshot_carries_the_state_record_by_record() {
     );
 }
 
+/// An install that a stop cut short after its mark and some of the records (the old
+/// records deleted, the new ones partly written) is finished from the snapshot file at the
+/// next open: the new state whole, never a mix; what no write named is deleted.
+#[test]
+fn an_install_cut_short_is_finished_at_the_next_open() {
+    use super::snapshot::{self, StoredMeta};
+    let (from_dir, to_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let from_db = Arc::new(Db::open(from_dir.path()).unwrap());
+    let from = StateMachine::load(Arc::clone(&from_db)).unwrap();
+    let to_db = Arc::new(Db::open(to_dir.path()).unwrap());
+    let to = StateMachine::load(Arc::clone(&to_db)).unwrap();
+    let mut gen = Gen {
+        rng: StdRng::seed_from_u64(5),
+        clock: 0,
+    };
+    let mut want = ClusterState::default();
+    let cmds: Vec<_> = (0..200)
+        .map(|_| {
+            let cmd = gen.command(&want, 0);
+            want.apply_entry(&cmd);
+            cmd
+        })
+        .collect();
+    to.apply_entries(vec![entry(1, cmds[0].clone())]).unwrap();
+    from.apply_entries(cmds.into_iter().zip(1..).map(|(c, i)| entry(i, c)))
+        .unwrap();
+    let snap = from.snapshot_builder().build().unwrap();
+    drop(to);
+
+    // As `replace_records` leaves it when stopped after its first batch of records.
+    let new = StoredMeta {
+        meta: snap.meta.clone(),
+        generation: 1,
+        bytes: std::fs::metadata(snap.snapshot.path()).unwrap().len(),
+    };
+    std::fs::copy(snap.snapshot.path(), snapshot::path_of(&to_db, 1)).unwrap();
+    let partial = snapshot::begin_receiving(&to_db).unwrap();
+    let mut batch = rocksdb::WriteBatch::default();
+    snapshot::mark_installing(&to_db, &mut batch, &new).unwrap();
+    records::delete_all(&mut batch, to_db.cf(super::db::CF_STATE));
+    for (k, v) in snapshot::current_records(&from_db)
+        .unwrap()
+        .into_iter()
+        .take(3)
+    {
+        batch.put_cf(to_db.cf(super::db::CF_STATE), k, v);
+    }
+    to_db.write(batch, true, "test").unwrap();
+    let mixed = records::load_state(&to_db).unwrap();
+    assert!(mixed != want && mixed != ClusterState::default());
+
+    let again = StateMachine::load(Arc::clone(&to_db)).unwrap();
+    let applied = super::state_machine::read_applied(&again.applied()).clone();
+    assert_eq!(applied.state, want);
+    assert_eq!(applied.last_applied, snap.meta.last_log_id);
+    assert_eq!(records::load_state(&to_db).unwrap(), want);
+    assert!(snapshot::installing(&to_db).unwrap().is_none());
+    assert_eq!(again.current_snapshot().unwrap().unwrap().meta, snap.meta);
+    assert!(!partial.path().exists(), "the reception cut short is deleted");
+    let files: Vec<_> = std::fs::read_dir(snapshot::dir(&to_db))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files, vec![snapshot::path_of(&to_db, 1)]);
+}
+
 /// A snapshot of a leader not upgraded yet (the whole state encoded) installs, and is
 /// kept as records.
 #[test]

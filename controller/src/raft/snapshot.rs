@@ -13,18 +13,22 @@
 //!     receive-<random>.tmp            being received    ┘ short) and once renamed or refused
 //!
 //!   build:   RocksDB view ──records──> build-….tmp (1 MiB buffer) ──fsync, rename──> snapshot-N
-//!   receive: leader's chunks ──openraft──> receive-….tmp ──read record by record──> write batch
-//!                                                                                + new state
-//!            then rename to snapshot-N, and one synced write: the records, the applied log id,
-//!            "snapshot_file" -> N; snapshot-(N-1) is deleted after it
+//!            one synced write: "snapshot_file" -> N; snapshot-(N-1) deleted after it
+//!   receive: leader's chunks ──openraft──> receive-….tmp ──read record by record──> new state
+//!            (every record checked), then fsync, rename to snapshot-N, and:
+//!              synced write: "installing" -> N, delete cf `state`
+//!              snapshot-N read again ──records──> cf `state`, 4 MiB per write
+//!              synced write: applied log id, "snapshot_file" -> N, delete "installing"
+//!            snapshot-(N-1) deleted after it
 //! ```
 //!
 //! Neither side holds the data in memory: a build streams the records of a RocksDB snapshot
 //! (consistent with the last applied log id stored beside them) into the file, an install
-//! reads the file through a 1 MiB buffer. A snapshot becomes current in the same synced
-//! RocksDB write as what goes with it (for an install, the state it carries), so a crash
-//! leaves the old snapshot and state or the new ones; a file no write named is deleted at
-//! the next open. Data that starts with [`codec::FORMAT_BINCODE1`] is a whole encoded
+//! reads the file through a 1 MiB buffer and writes bounded batches. A build becomes current
+//! in one synced write; an install between the two synced writes around its records, and
+//! an open that finds "installing" writes them again from the file (fsynced before the
+//! mark) before anything reads the state: a crash leaves the old snapshot and state or the
+//! new ones. A file no write named is deleted at the next open. Data that starts with [`codec::FORMAT_BINCODE1`] is a whole encoded
 //! `ClusterState` from a build of format 7 (a leader not upgraded yet); it is still
 //! installed, read whole, and kept as records.
 //!
@@ -448,6 +452,34 @@ pub(super) fn point_at(db: &Db, batch: &mut WriteBatch, new: &StoredMeta) -> Res
         db::encode(new, "snapshot meta")?,
     );
     Ok(())
+}
+
+/// Key of the [`StoredMeta`] of a snapshot whose records are being written in [`CF_SM`]
+/// (state_machine.rs, `replace_records`).
+const KEY_INSTALLING: &[u8] = b"installing";
+
+/// The snapshot whose install a stop interrupted, if any.
+pub(super) fn installing(db: &Db) -> Result<Option<StoredMeta>, RaftError> {
+    db.get(CF_SM, KEY_INSTALLING, "snapshot being installed")
+}
+
+/// Put into `batch` the mark that `new`'s records are being written.
+pub(super) fn mark_installing(
+    db: &Db,
+    batch: &mut WriteBatch,
+    new: &StoredMeta,
+) -> Result<(), RaftError> {
+    batch.put_cf(
+        db.cf(CF_SM),
+        KEY_INSTALLING,
+        db::encode(new, "snapshot being installed")?,
+    );
+    Ok(())
+}
+
+/// Put into `batch` the deletion of the mark of [`mark_installing`].
+pub(super) fn unmark_installing(db: &Db, batch: &mut WriteBatch) {
+    batch.delete_cf(db.cf(CF_SM), KEY_INSTALLING);
 }
 
 /// Delete the file of `old`, replaced by `new` (which the database names now); a failure

@@ -100,9 +100,14 @@ pub struct StateMachine {
 }
 
 impl StateMachine {
-    /// Load the applied state persisted in `db` (empty for a new database) and delete the
-    /// snapshot files other than the current one; call once at open.
+    /// Load the applied state persisted in `db` (empty for a new database), after finishing
+    /// the install of a snapshot a stop interrupted, and delete the snapshot files other
+    /// than the current one; call once at open.
     pub(super) fn load(db: Arc<Db>) -> Result<StateMachine, RaftError> {
+        if let Some(new) = snapshot::installing(&db)? {
+            tracing::warn!(snapshot = %new.meta, "finishing the install of a raft snapshot that a stop interrupted");
+            replace_records(&db, &new)?;
+        }
         let log: AppliedLog = db
             .get(CF_SM, KEY_APPLIED_LOG, "applied log id")?
             .unwrap_or_default();
@@ -168,12 +173,15 @@ impl StateMachine {
         Ok(responses)
     }
 
-    /// Replace the state by the snapshot whose data is `file` (at `path`) and persist both,
-    /// in one fsynced write that also makes it the current snapshot; a refused snapshot
-    /// (bad or truncated data) changes nothing. Reads the data through a buffer: holds the
-    /// write batch of its records and the new state (and the old one until the swap), not
-    /// the data. A file [`snapshot::begin_receiving`] made becomes the snapshot's file (or is
-    /// deleted if refused); any other is copied.
+    /// Replace the state by the snapshot whose data is `file` (at `path`) and persist both;
+    /// a refused snapshot (bad or truncated data) changes nothing. A file
+    /// [`snapshot::begin_receiving`] made becomes the snapshot's file (or is deleted if
+    /// refused); any other is copied.
+    ///
+    /// The data is read twice through a buffer, never whole: once into the new state,
+    /// which checks every record, then, once the file is the snapshot's, into the
+    /// database in bounded batches ([`replace_records`]). Holds the new state (and the old
+    /// one until the swap) and one batch.
     pub(super) fn install(
         &self,
         meta: &SnapshotMeta<u64, BasicNode>,
@@ -190,9 +198,6 @@ impl StateMachine {
         };
         let len = file.metadata().map_err(read_error)?.len();
         file.seek(SeekFrom::Start(0)).map_err(read_error)?;
-        let cf = self.db.cf(CF_STATE);
-        let mut batch = WriteBatch::default();
-        records::delete_all(&mut batch, cf);
         let mut state = ClusterState::default();
         let mut reader = BufReader::with_capacity(snapshot::BUF, &file);
         let mut header = [0u8; 1];
@@ -204,7 +209,6 @@ impl StateMachine {
                 let mut records = RecordReader::new(&mut reader, len);
                 while let Some((k, v)) = records.next_record()? {
                     records::load_record(&mut state, k, v)?;
-                    batch.put_cf(cf, k, v);
                 }
                 drop(reader);
                 match received.take() {
@@ -220,27 +224,19 @@ impl StateMachine {
                 }
             }
             codec::FORMAT_BINCODE1 => {
-                // A whole state, from a leader of format 7: read whole, stored as records.
+                // A whole state, from a leader of format 7: read whole, kept as records.
                 let mut data = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
                 data.push(header[0]);
                 reader.read_to_end(&mut data).map_err(read_error)?;
                 state = db::decode(&data, "snapshot")?;
                 drop(data);
                 let mut writer = FileWriter::create(&self.db)?;
-                records::for_each_record(&state, |k, v| {
-                    batch.put_cf(cf, k, v);
-                    writer.push(k, v)
-                })?;
+                records::for_each_record(&state, |k, v| writer.push(k, v))?;
                 writer.finish()?
             }
             _ => return Err(RaftError::SnapshotData { offset: 0, len }),
         };
-        let applied = Applied {
-            last_applied: meta.last_log_id,
-            membership: meta.last_membership.clone(),
-            state,
-        };
-        put_applied_log(&self.db, &mut batch, &applied)?;
+        drop(file);
         {
             let _guard = self
                 .snapshots
@@ -253,14 +249,21 @@ impl StateMachine {
                 bytes,
             };
             let file = snapshot::persist(&self.db, kept, new.generation)?;
-            snapshot::point_at(&self.db, &mut batch, &new)?;
-            if let Err(e) = self.db.write(batch, true, "installed snapshot") {
-                // Named by nothing: the old snapshot and state stay.
-                let _ = std::fs::remove_file(&file);
+            if let Err(e) = replace_records(&self.db, &new) {
+                // Left to the next open when the records' replacement began (it finishes
+                // it from the file); else named by nothing, and the old state stays.
+                if snapshot::installing(&self.db).ok().flatten().is_none() {
+                    let _ = std::fs::remove_file(&file);
+                }
                 return Err(e);
             }
             snapshot::remove_replaced(&self.db, old.as_ref(), &new);
         }
+        let applied = Applied {
+            last_applied: meta.last_log_id,
+            membership: meta.last_membership.clone(),
+            state,
+        };
         let index = applied.last_applied.map_or(0, |l| l.index);
         *write_applied(&self.applied) = applied;
         self.announce(index);
@@ -416,10 +419,17 @@ pub struct SnapshotBuilder {
 impl SnapshotBuilder {
     /// Stream the state records of a consistent view of the database into a new snapshot
     /// file and make it the current snapshot; the state in memory is neither locked nor
-    /// copied, and the data goes through a [`snapshot::BUF`] buffer. When an install made a
-    /// newer snapshot current meanwhile, that one is the answer.
+    /// copied (applies go on), and the data goes through a [`snapshot::BUF`] buffer. An
+    /// install waits for it, and one that ran before it made a newer snapshot current: that
+    /// one is the answer.
     pub(super) fn build(&self) -> Result<Snapshot<TypeConfig>, RaftError> {
         let started = Instant::now();
+        // Held throughout: an install replaces the records in several writes, and a view
+        // taken between them would hold some of each state.
+        let _guard = self
+            .snapshots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let view = self.db.rocks().snapshot();
         let log: AppliedLog =
             match view
@@ -451,10 +461,6 @@ impl SnapshotBuilder {
             snapshot_id: format!("{id}-{:016x}", rand::random::<u64>()),
         };
         let (meta, file, bytes) = {
-            let _guard = self
-                .snapshots
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
             let old = snapshot::current_meta(&self.db)?;
             match old {
                 // An install stored a newer one meanwhile: keep it.
@@ -509,6 +515,64 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             .unwrap_or_else(|e| Err(RaftError::SnapshotTask(e)))
             .map_err(|e| storage_error(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))
     }
+}
+
+/// Bytes of records written to the database at a time while a snapshot replaces the
+/// state: one memtable's worth (db.rs), so that neither the batch nor RocksDB's memtables
+/// hold the whole state.
+const INSTALL_BATCH: usize = 4 << 20;
+
+/// Replace the records of cf `state` by those of the snapshot file of `new` (complete and
+/// fsynced) and make it the current snapshot, its last log id and membership the applied
+/// ones.
+///
+/// The records go in batches of [`INSTALL_BATCH`] bytes, between two synced writes: the
+/// first records `new` as the snapshot being installed (`sm/installing`) and deletes the
+/// old records; the last writes the applied log id and the current snapshot and deletes
+/// the mark. A stop in between leaves the mark, and [`StateMachine::load`] runs this again
+/// before anything reads the records: a restart sees the old state or the new one.
+fn replace_records(db: &Db, new: &StoredMeta) -> Result<(), RaftError> {
+    let cf = db.cf(CF_STATE);
+    let mut batch = WriteBatch::default();
+    snapshot::mark_installing(db, &mut batch, new)?;
+    records::delete_all(&mut batch, cf);
+    db.write(batch, true, "snapshot install mark")?;
+
+    let path = snapshot::path_of(db, new.generation);
+    let file = std::fs::File::open(&path).map_err(|source| RaftError::SnapshotFile {
+        action: "open",
+        path: path.clone(),
+        source,
+    })?;
+    let mut reader = BufReader::with_capacity(snapshot::BUF, file);
+    let mut header = [0u8; 1];
+    if reader.read_exact(&mut header).is_err() || header[0] != SNAPSHOT_RECORDS {
+        return Err(RaftError::SnapshotData {
+            offset: 0,
+            len: new.bytes,
+        });
+    }
+    let mut records = RecordReader::new(reader, new.bytes);
+    let mut batch = WriteBatch::default();
+    while let Some((k, v)) = records.next_record()? {
+        batch.put_cf(cf, k, v);
+        if batch.size_in_bytes() >= INSTALL_BATCH {
+            // Not synced: the last write below is, and makes these durable with it.
+            db.write(std::mem::take(&mut batch), false, "snapshot records")?;
+        }
+    }
+    let log = AppliedLog {
+        last_applied: new.meta.last_log_id,
+        membership: new.meta.last_membership.clone(),
+    };
+    batch.put_cf(
+        db.cf(CF_SM),
+        KEY_APPLIED_LOG,
+        db::encode(&log, "applied log id")?,
+    );
+    snapshot::point_at(db, &mut batch, new)?;
+    snapshot::unmark_installing(db, &mut batch);
+    db.write(batch, true, "installed snapshot")
 }
 
 /// Copy the snapshot data of `file` (at `path`, not ours to keep) into a temporary file of
