@@ -200,6 +200,15 @@ fn per_key_persistence_figures() {
     db.flush().unwrap();
     db.rocks()
         .compact_range_cf(db.cf(CF_STATE), None::<&[u8]>, None::<&[u8]>);
+    let busy = || {
+        ["rocksdb.num-running-compactions", "rocksdb.num-running-flushes"]
+            .iter()
+            .map(|p| db.rocks().property_int_value(*p).ok().flatten().unwrap_or(0))
+            .sum::<u64>()
+    };
+    while busy() > 0 {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let whole_bytes = db::encode(&read_applied(&sm.applied()).state, "bench")
         .unwrap()
         .len();
@@ -233,8 +242,11 @@ fn per_key_persistence_figures() {
         ms(install),
         mib(size)
     );
+    let (loaded, load_peak) = peak_growth(|| records::load_state(&db).unwrap());
+    assert_eq!(loaded.containers.len(), 100_000);
     println!(
-        "(the whole state encoded at once: {:.1} MiB)",
+        "(the whole state encoded at once: {:.1} MiB; the state in memory, loaded from its \
+         records: {load_peak:.0} MiB peak growth)",
         mib(whole_bytes)
     );
 }
