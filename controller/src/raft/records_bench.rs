@@ -201,10 +201,19 @@ fn per_key_persistence_figures() {
     db.rocks()
         .compact_range_cf(db.cf(CF_STATE), None::<&[u8]>, None::<&[u8]>);
     let busy = || {
-        ["rocksdb.num-running-compactions", "rocksdb.num-running-flushes"]
-            .iter()
-            .map(|p| db.rocks().property_int_value(*p).ok().flatten().unwrap_or(0))
-            .sum::<u64>()
+        [
+            "rocksdb.num-running-compactions",
+            "rocksdb.num-running-flushes",
+        ]
+        .iter()
+        .map(|p| {
+            db.rocks()
+                .property_int_value(*p)
+                .ok()
+                .flatten()
+                .unwrap_or(0)
+        })
+        .sum::<u64>()
     };
     while busy() > 0 {
         std::thread::sleep(Duration::from_millis(50));
@@ -220,7 +229,10 @@ fn per_key_persistence_figures() {
     let to_db = Arc::new(Db::open(to_dir.path()).unwrap());
     let to = StateMachine::load(Arc::clone(&to_db)).unwrap();
     // As the leader's chunks arrive: into a file of the receiver's.
-    let received = snapshot::begin_receiving(&to_db).unwrap().path().to_path_buf();
+    let received = snapshot::begin_receiving(&to_db)
+        .unwrap()
+        .path()
+        .to_path_buf();
     std::fs::copy(snap.snapshot.path(), &received).unwrap();
     let meta = snap.meta.clone();
     drop(snap);

@@ -547,6 +547,44 @@ fn a_snapshot_carries_the_state_record_by_record() {
     );
 }
 
+/// The current snapshot survives a restart as its file; a file deleted by hand is made
+/// again from the state when openraft asks for the snapshot.
+#[test]
+fn the_current_snapshot_is_found_after_a_restart_or_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(Db::open(dir.path()).unwrap());
+    let sm = StateMachine::load(Arc::clone(&db)).unwrap();
+    assert!(sm.current_snapshot().unwrap().is_none(), "none yet");
+    let mut gen = Gen {
+        rng: StdRng::seed_from_u64(3),
+        clock: 0,
+    };
+    let mut state = ClusterState::default();
+    let cmds: Vec<_> = (0..50)
+        .map(|_| {
+            let cmd = gen.command(&state, 0);
+            state.apply_entry(&cmd);
+            cmd
+        })
+        .collect();
+    sm.apply_entries(cmds.into_iter().zip(1..).map(|(c, i)| entry(i, c)))
+        .unwrap();
+    let built = sm.snapshot_builder().build().unwrap();
+    let data = std::fs::read(built.snapshot.path()).unwrap();
+    drop(sm);
+
+    let sm = StateMachine::load(Arc::clone(&db)).unwrap();
+    let found = sm.current_snapshot().unwrap().unwrap();
+    assert_eq!(found.meta, built.meta);
+    assert_eq!(std::fs::read(found.snapshot.path()).unwrap(), data);
+
+    std::fs::remove_file(found.snapshot.path()).unwrap();
+    let rebuilt = sm.current_snapshot().unwrap().unwrap();
+    assert_eq!(rebuilt.meta.last_log_id, built.meta.last_log_id);
+    assert_ne!(rebuilt.snapshot.path(), found.snapshot.path());
+    assert_eq!(std::fs::read(rebuilt.snapshot.path()).unwrap(), data);
+}
+
 /// An install that a stop cut short after its mark and some of the records (the old
 /// records deleted, the new ones partly written) is finished from the snapshot file at the
 /// next open: the new state whole, never a mix; what no write named is deleted.
@@ -605,7 +643,10 @@ fn an_install_cut_short_is_finished_at_the_next_open() {
     assert_eq!(records::load_state(&to_db).unwrap(), want);
     assert!(snapshot::installing(&to_db).unwrap().is_none());
     assert_eq!(again.current_snapshot().unwrap().unwrap().meta, snap.meta);
-    assert!(!partial.path().exists(), "the reception cut short is deleted");
+    assert!(
+        !partial.path().exists(),
+        "the reception cut short is deleted"
+    );
     let files: Vec<_> = std::fs::read_dir(snapshot::dir(&to_db))
         .unwrap()
         .map(|e| e.unwrap().path())

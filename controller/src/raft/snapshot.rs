@@ -501,7 +501,11 @@ pub(super) fn current_records(db: &Db) -> Result<Vec<(Vec<u8>, Vec<u8>)>, RaftEr
         return Ok(Vec::new());
     };
     let data = std::fs::read(path_of(db, stored.generation)).map_err(RaftError::SnapshotRead)?;
-    assert_eq!(data.len() as u64, stored.bytes, "the stored size is the file's");
+    assert_eq!(
+        data.len() as u64,
+        stored.bytes,
+        "the stored size is the file's"
+    );
     assert_eq!(data.first(), Some(&SNAPSHOT_RECORDS));
     let mut r = RecordReader::new(&data[1..], data.len() as u64);
     let mut out = Vec::new();
