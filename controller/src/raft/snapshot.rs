@@ -342,6 +342,9 @@ impl FileWriter {
     }
 }
 
+/// A record's key and value.
+pub(super) type Record<'a> = (&'a [u8], &'a [u8]);
+
 /// Reads the records of snapshot data of format 8 from `r`, positioned after the header
 /// byte, one at a time; each length is checked against the data's, so that a corrupt one
 /// is an error, not an allocation.
@@ -368,7 +371,7 @@ impl<R: Read> RecordReader<R> {
 
     /// The next record, `None` at the end of the data; [`RaftError::SnapshotData`] for one
     /// that runs past the end (the data is truncated or corrupt).
-    pub(super) fn next_record(&mut self) -> Result<Option<(&[u8], &[u8])>, RaftError> {
+    pub(super) fn next_record(&mut self) -> Result<Option<Record<'_>>, RaftError> {
         if self.at >= self.len {
             return Ok(None);
         }
@@ -494,9 +497,24 @@ pub(super) fn remove_replaced(db: &Db, old: Option<&StoredMeta>, new: &StoredMet
     }
 }
 
-/// Every record of the current snapshot's file, read back (tests compare them).
+/// A record's key and value, owned (tests compare them).
 #[cfg(test)]
-pub(super) fn current_records(db: &Db) -> Result<Vec<(Vec<u8>, Vec<u8>)>, RaftError> {
+pub(super) type OwnedRecord = (Vec<u8>, Vec<u8>);
+
+/// Every record of snapshot data `data` (the header included), or the first error.
+#[cfg(test)]
+pub(super) fn read_records(data: &[u8]) -> Result<Vec<OwnedRecord>, RaftError> {
+    let mut r = RecordReader::new(data.get(1..).unwrap_or_default(), data.len() as u64);
+    let mut out = Vec::new();
+    while let Some((k, v)) = r.next_record()? {
+        out.push((k.to_vec(), v.to_vec()));
+    }
+    Ok(out)
+}
+
+/// Every record of the current snapshot's file, read back.
+#[cfg(test)]
+pub(super) fn current_records(db: &Db) -> Result<Vec<OwnedRecord>, RaftError> {
     let Some(stored) = current_meta(db)? else {
         return Ok(Vec::new());
     };
@@ -507,27 +525,12 @@ pub(super) fn current_records(db: &Db) -> Result<Vec<(Vec<u8>, Vec<u8>)>, RaftEr
         "the stored size is the file's"
     );
     assert_eq!(data.first(), Some(&SNAPSHOT_RECORDS));
-    let mut r = RecordReader::new(&data[1..], data.len() as u64);
-    let mut out = Vec::new();
-    while let Some((k, v)) = r.next_record()? {
-        out.push((k.to_vec(), v.to_vec()));
-    }
-    Ok(out)
+    read_records(&data)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Every record of `data`, or the first error.
-    fn records(data: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, RaftError> {
-        let mut r = RecordReader::new(&data[1..], data.len() as u64);
-        let mut out = Vec::new();
-        while let Some((k, v)) = r.next_record()? {
-            out.push((k.to_vec(), v.to_vec()));
-        }
-        Ok(out)
-    }
 
     #[test]
     fn records_round_trip_through_a_file_and_a_cut_is_an_error() {
@@ -542,23 +545,23 @@ mod tests {
         let data = std::fs::read(&path).unwrap();
         assert_eq!(data.len() as u64, len);
         assert_eq!(
-            records(&data).unwrap(),
+            read_records(&data).unwrap(),
             vec![(b"a/1".to_vec(), b"one".to_vec()), (b"b/".to_vec(), vec![])]
         );
         let first_end = 1 + 4 + 3 + 4 + 3;
         for cut in (2..data.len()).filter(|c| *c != first_end) {
-            let got = records(&data[..cut]);
+            let got = read_records(&data[..cut]);
             assert!(
                 matches!(got, Err(RaftError::SnapshotData { .. })),
                 "cut at {cut}: {got:?}"
             );
         }
-        assert_eq!(records(&[SNAPSHOT_RECORDS]).unwrap(), vec![]);
+        assert_eq!(read_records(&[SNAPSHOT_RECORDS]).unwrap(), vec![]);
         // A length beyond the data is refused before anything is allocated for it.
         let mut huge = vec![SNAPSHOT_RECORDS];
         huge.extend(u32::MAX.to_le_bytes());
         assert!(matches!(
-            records(&huge),
+            read_records(&huge),
             Err(RaftError::SnapshotData { offset: 1, len: 5 })
         ));
     }
