@@ -388,7 +388,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<u64>> {
-        self.current_snapshot()
+        let sm = self.clone();
+        // It waits for a build in progress, and builds one if the file is missing.
+        tokio::task::spawn_blocking(move || sm.current_snapshot())
+            .await
+            .unwrap_or_else(|e| Err(RaftError::SnapshotTask(e)))
             .map_err(|e| storage_error(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))
     }
 }
