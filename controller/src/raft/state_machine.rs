@@ -165,7 +165,11 @@ impl StateMachine {
                 responses.push(response);
             }
             records::put_touched(&mut batch, self.db.cf(CF_STATE), &applied.state, &touched)?;
-            put_applied_log(&self.db, &mut batch, &applied)?;
+            let log = AppliedLog {
+                last_applied: applied.last_applied,
+                membership: applied.membership.clone(),
+            };
+            put_applied_log(&self.db, &mut batch, &log)?;
             applied.last_applied.map_or(0, |l| l.index)
         };
         self.db.write(batch, false, "applied state")?;
@@ -397,16 +401,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 }
 
-/// Put into `batch` the last applied log id and membership of `applied`.
-fn put_applied_log(db: &Db, batch: &mut WriteBatch, applied: &Applied) -> Result<(), RaftError> {
-    let log = AppliedLog {
-        last_applied: applied.last_applied,
-        membership: applied.membership.clone(),
-    };
+/// Put into `batch` the last applied log id and membership `log`.
+fn put_applied_log(db: &Db, batch: &mut WriteBatch, log: &AppliedLog) -> Result<(), RaftError> {
     batch.put_cf(
         db.cf(CF_SM),
         KEY_APPLIED_LOG,
-        db::encode(&log, "applied log id")?,
+        db::encode(log, "applied log id")?,
     );
     Ok(())
 }
@@ -569,11 +569,7 @@ fn replace_records(db: &Db, new: &StoredMeta) -> Result<(), RaftError> {
         last_applied: new.meta.last_log_id,
         membership: new.meta.last_membership.clone(),
     };
-    batch.put_cf(
-        db.cf(CF_SM),
-        KEY_APPLIED_LOG,
-        db::encode(&log, "applied log id")?,
-    );
+    put_applied_log(db, &mut batch, &log)?;
     snapshot::point_at(db, &mut batch, new)?;
     snapshot::unmark_installing(db, &mut batch);
     db.write(batch, true, "installed snapshot")
