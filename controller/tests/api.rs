@@ -1,6 +1,7 @@
 //! The API layer through real clients: the local unix socket and the loopback-only plain
 //! listener, `docker events`, `docker ps` filters, `system df`, `container prune`, and
-//! hostile or broken HTTP clients (raw requests from `raw_http.py` over mutual TLS).
+//! hostile or broken HTTP clients (raw requests from `raw_http.py` over mutual TLS), the
+//! metrics and a Raft snapshot on request.
 
 mod support;
 
@@ -735,4 +736,57 @@ fn metrics_follow_the_state_and_show_group_commit() {
         "{entries} entries, {fsyncs} fsyncs"
     );
     assert!(after["wharf_raft_last_applied_index"] > before["wharf_raft_last_applied_index"]);
+}
+
+/// `POST /wharf/raft/snapshot` over the unix socket, with curl: the controller builds a
+/// snapshot of everything applied and answers its index, size and build time; the file is
+/// in the data dir's `raft/snapshots/`, and `/metrics` shows the same snapshot.
+#[test]
+fn a_snapshot_is_built_on_request_and_shown_in_the_metrics() {
+    let w = Wharf::start();
+    w.docker_ok(&["volume", "create", "snapvol"]);
+    let curl = |args: &[&str]| -> String {
+        let out = Command::new("curl")
+            .args(["-sS", "-m", "60", "--unix-socket"])
+            .arg(w.socket_path())
+            .args(args)
+            .output()
+            .expect("curl");
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let post = || -> serde_json::Value {
+        let body = curl(&["-X", "POST", "http://localhost/wharf/raft/snapshot"]);
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
+    };
+    let first = post();
+    let index = first["index"].as_u64().expect("an index");
+    let bytes = first["bytes"].as_u64().expect("a size");
+    assert!(index > 0 && bytes > 1, "{first}");
+    assert!(first["millis"].is_u64(), "{first}");
+    let files: Vec<_> = std::fs::read_dir(w.data_dir().join("raft/snapshots"))
+        .expect("the snapshot directory")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert_eq!(std::fs::metadata(&files[0]).expect("stat").len(), bytes);
+
+    w.docker_ok(&["volume", "create", "snapvol2"]);
+    let second = post();
+    assert!(
+        second["index"].as_u64() > Some(index),
+        "{first} then {second}"
+    );
+    let metrics = curl(&["http://localhost/metrics"]);
+    for line in [
+        format!("wharf_raft_snapshot_index {}", second["index"]),
+        format!("wharf_raft_snapshot_bytes {}", second["bytes"]),
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+    }
+    let built = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("wharf_raft_snapshots_built_total "))
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(built >= Some(2), "{metrics}");
 }

@@ -3,7 +3,8 @@
 //!
 //! The Raft counters show group commit at work: `wharf_raft_proposals_total` commands
 //! went into `wharf_raft_log_entries_total` entries with `wharf_raft_synced_writes_total`
-//! fsyncs.
+//! fsyncs. The `wharf_raft_snapshot_*` gauges describe the last snapshot this controller
+//! built (`POST /wharf/raft/snapshot` asks for one).
 
 use super::http::{full, Resp};
 use crate::engine::Engine;
@@ -85,6 +86,30 @@ pub fn render(raft: &StoreStats, state: &StateCounts) -> String {
         "The last log index applied to the state.",
         &[("", raft.last_applied)],
     );
+    metric(
+        "wharf_raft_snapshots_built_total",
+        "counter",
+        "Raft snapshots this controller built since it started.",
+        &[("", raft.snapshot.builds)],
+    );
+    metric(
+        "wharf_raft_snapshot_index",
+        "gauge",
+        "The last log index the last snapshot built covers.",
+        &[("", raft.snapshot.index)],
+    );
+    metric(
+        "wharf_raft_snapshot_bytes",
+        "gauge",
+        "Size of the last snapshot built.",
+        &[("", raft.snapshot.bytes)],
+    );
+    metric(
+        "wharf_raft_snapshot_build_milliseconds",
+        "gauge",
+        "How long building the last snapshot took.",
+        &[("", raft.snapshot.millis)],
+    );
     let by_status: Vec<(String, u64)> = STATUSES
         .iter()
         .zip(state.containers)
@@ -131,6 +156,12 @@ mod tests {
             proposals: 10,
             entries: 4,
             last_applied: 12,
+            snapshot: crate::raft::SnapshotStats {
+                builds: 2,
+                index: 11,
+                bytes: 4096,
+                millis: 7,
+            },
         };
         let state = StateCounts {
             containers: [1, 2, 0, 5, 0],
@@ -145,6 +176,11 @@ mod tests {
             "wharf_raft_log_entries_total 4",
             "wharf_raft_synced_writes_total 3",
             "wharf_raft_last_applied_index 12",
+            "# TYPE wharf_raft_snapshots_built_total counter",
+            "wharf_raft_snapshots_built_total 2",
+            "wharf_raft_snapshot_index 11",
+            "wharf_raft_snapshot_bytes 4096",
+            "wharf_raft_snapshot_build_milliseconds 7",
             "wharf_containers{status=\"running\"} 2",
             "wharf_containers{status=\"exited\"} 5",
             "wharf_containers{status=\"paused\"} 0",

@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod networks;
 pub mod nodes;
 pub mod ps;
+pub mod raft;
 pub mod settings;
 pub mod stats;
 pub mod streams;
@@ -232,6 +233,7 @@ async fn route(engine: Arc<Engine>, req: Request<Incoming>) -> Result<Resp, ApiE
         (&Method::GET, ["metrics"]) => Ok(metrics::metrics(&engine)),
         (&Method::GET, ["wharf", "settings"]) => Ok(settings::get(&engine)),
         (&Method::POST, ["wharf", "settings"]) => settings::update(&engine, req).await,
+        (&Method::POST, ["wharf", "raft", "snapshot"]) => raft::snapshot(engine.store()).await,
         (&Method::GET, ["info"]) => Ok(system::info(&engine).await),
         (&Method::GET, ["events"]) => events::events(engine.clone(), &req),
         (&Method::GET, ["system", "df"]) => Ok(system::df(&engine).await),

@@ -228,6 +228,15 @@ async fn a_member_behind_a_purge_catches_up_by_snapshot() {
         snapshot.is_some_and(|s| s.index > behind),
         "installed snapshot {snapshot:?}, was at {behind}"
     );
+    // Received into a file of its own, which became its snapshot; nothing else is left.
+    let files: Vec<String> = std::fs::read_dir(back.snapshot_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        files.len() == 1 && files[0].starts_with("snapshot-"),
+        "{files:?}"
+    );
 
     for p in &peers {
         p.stop().await;

@@ -5,8 +5,11 @@
 //!   cf `meta`: "vote" | "committed" | "last_purged"     written by LogStore
 //!              "format" -> the state format (u32), stamped at open
 //!   cf `sm`:   "applied_log" -> last applied log id and membership
-//!              "snapshot_meta", "snapshot_chunk/…" -> the last snapshot (snapshot.rs)
+//!              "snapshot_file" -> the current snapshot's meta and file (snapshot.rs;
+//!              the files are in `snapshots/` beside RocksDB's)
+//!              "installing" -> a snapshot whose records are being written (snapshot.rs)
 //!              "applied", "snapshot": the whole state, formats 1 to 7 (migrate.rs)
+//!              "snapshot_meta", "snapshot_chunk/…": the snapshot, format 8 (migrate.rs)
 //!   cf `state`: one record per entry of the ClusterState (records.rs), written in the
 //!              same batch as "applied_log"
 //! ```
@@ -47,7 +50,7 @@ pub(super) const KEY_FORMAT: &[u8] = b"format";
 /// key predates it and is in format 1. A change to the encoding of anything stored
 /// (a field added to a record, a command's layout) raises it, with a migration from
 /// every older format at open.
-pub(super) const STATE_FORMAT: u32 = 8;
+pub(super) const STATE_FORMAT: u32 = 9;
 
 /// Key of the last applied log id and membership in [`CF_SM`] (format 8 on).
 pub(super) const KEY_APPLIED_LOG: &[u8] = b"applied_log";

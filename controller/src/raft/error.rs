@@ -158,9 +158,33 @@ pub enum RaftError {
     #[error("corrupt raft snapshot data at byte {offset} of {len}")]
     SnapshotData {
         /// Where the bad record starts.
-        offset: usize,
+        offset: u64,
         /// Length of the data.
-        len: usize,
+        len: u64,
+    },
+    /// A snapshot file or its directory could not be created, written, read or renamed.
+    #[error("{action} raft snapshot file {path}: {source}")]
+    SnapshotFile {
+        /// What was being done.
+        action: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The system's reason.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Reading the records of snapshot data failed.
+    #[error("read raft snapshot data: {0}")]
+    SnapshotRead(#[source] std::io::Error),
+    /// The task building or installing a snapshot panicked or was cancelled.
+    #[error("raft snapshot task: {0}")]
+    SnapshotTask(#[source] tokio::task::JoinError),
+    /// A snapshot asked for ([`Store::snapshot`](super::Store::snapshot)) was not built in
+    /// time (Raft stopped, or the build failed).
+    #[error("raft snapshot not built within {secs}s")]
+    SnapshotTimeout {
+        /// How long it was waited for.
+        secs: u64,
     },
     /// Raft's storage tasks kept the database open after shutdown.
     #[error("raft storage still holds the database {secs}s after shutdown")]

@@ -10,15 +10,19 @@
 //! | 5      | `ClusterState.nodes` and `revoked_nodes`: the hosts of the cluster   |
 //! | 6      | `ClusterState.applied_keys`; `Command::Keyed` log entries            |
 //! | 7      | `ClusterState.settings` and `pending`; `UpdateSettings`, `RescheduleContainer`, `SetPending` entries |
-//! | 8      | the state one record per entry (records.rs), the snapshot a stream of them in chunks (snapshot.rs) |
+//! | 8      | the state one record per entry (records.rs), the snapshot a stream of them in chunks of cf `sm` |
+//! | 9      | the snapshot a file of those records (snapshot.rs), named by `sm/snapshot_file` |
 //!
 //! The log entries need no migration: commands only gain variants at the end, and the
 //! old ones still decode and apply (format 3 writes `ContainerRunning`; the
 //! `ContainerStarted` of older entries applies the same, its PID ignored). Up to format 7
 //! the applied state (`sm/applied`) and the snapshot (`sm/snapshot`) hold the whole
 //! `ClusterState`: each is decoded from whichever older layout it is in and written as
-//! this build's records (cf `state`, `sm/applied_log`) and snapshot chunks, the old keys
-//! deleted, in one fsynced batch with the new format number.
+//! this build's records (cf `state`, `sm/applied_log`) and snapshot file, the old keys
+//! deleted, in one fsynced batch with the new format number. Format 8's snapshot chunks
+//! are copied one by one into a snapshot file, and deleted in that batch. The file is
+//! written and renamed before the batch: a crash before it leaves a file that the next open
+//! deletes (snapshot.rs) before migrating again.
 //!
 //! ```text
 //!   format 1 ──ClusterStateV1──► ClusterStateV2 ──► ClusterStateV4 ──► ClusterStateV5 ──► ClusterStateV6 ──► ClusterState
@@ -28,14 +32,15 @@
 //!   format 6 ──ClusterStateV6─────────────────────────────────────────────────────────────────────────────┘    │
 //!   format 7 ──ClusterState (whole)────────────────────────────────────────────────────────────────────────────┤
 //!                                                                                                             ▼
-//!                                                                    records (8): cf `state` + snapshot chunks
+//!                                                                    records (9): cf `state` + snapshot file
+//!   format 8: cf `state` kept; snapshot chunks ──copied──> snapshot file ─────────────────────────────────────┘
 //! ```
 
 use super::db::{
     self, Db, CF_META, CF_SM, CF_STATE, KEY_APPLIED, KEY_APPLIED_LOG, KEY_FORMAT, KEY_SNAPSHOT,
 };
 use super::records;
-use super::snapshot::{self, DataWriter, StoredMeta};
+use super::snapshot::{self, FileWriter, StoredMeta};
 use super::state_machine::AppliedLog;
 use super::RaftError;
 use openraft::{BasicNode, LogId, SnapshotMeta, StoredMembership};
@@ -314,11 +319,34 @@ pub(super) struct WholeSnapshot {
     pub(super) data: Vec<u8>,
 }
 
+/// Key of the snapshot's [`StoredMetaV8`] in [`CF_SM`], format 8 (frozen).
+pub(super) const KEY_SNAPSHOT_META_V8: &[u8] = b"snapshot_meta";
+
+/// Prefix of the keys of format 8's snapshot chunks in [`CF_SM`] (frozen).
+const CHUNK_PREFIX_V8: &[u8] = b"snapshot_chunk/";
+
+/// Where format 8 keeps the snapshot (frozen): its chunks of generation `generation`,
+/// `chunks` of them, under `snapshot_chunk/` + generation (u64 BE) + index (u32 BE).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(super) struct StoredMetaV8 {
+    pub(super) meta: SnapshotMeta<u64, BasicNode>,
+    pub(super) generation: u64,
+    pub(super) chunks: u32,
+}
+
+/// Key of chunk `index` of generation `generation`, format 8.
+pub(super) fn chunk_key_v8(generation: u64, index: u32) -> Vec<u8> {
+    let mut k = CHUNK_PREFIX_V8.to_vec();
+    k.extend(generation.to_be_bytes());
+    k.extend(index.to_be_bytes());
+    k
+}
+
 /// Bring a database of format `found` to `target` (this build's); nothing is written
-/// when a step fails.
+/// to the database when a step fails.
 pub(super) fn migrate(db: &Db, found: u32, target: u32) -> Result<(), RaftError> {
     let mut batch = WriteBatch::default();
-    debug_assert_eq!(target, 8, "a new format needs its step here");
+    debug_assert_eq!(target, 9, "a new format needs its step here");
     // Format 4 only added `Command::Batch` log entries; 3 and 4 store the same layout.
     match found {
         0 | 1 => rewrite::<ClusterStateV1>(db, &mut batch, 1)?,
@@ -326,7 +354,8 @@ pub(super) fn migrate(db: &Db, found: u32, target: u32) -> Result<(), RaftError>
         3 | 4 => rewrite::<ClusterStateV4>(db, &mut batch, 4)?,
         5 => rewrite::<ClusterStateV5>(db, &mut batch, 5)?,
         6 => rewrite::<ClusterStateV6>(db, &mut batch, 6)?,
-        _ => rewrite::<ClusterState>(db, &mut batch, 7)?,
+        7 => rewrite::<ClusterState>(db, &mut batch, 7)?,
+        _ => chunks_to_file(db, &mut batch)?,
     }
     let format = target;
     batch.put_cf(
@@ -400,19 +429,56 @@ where
     if let Some(snap) = db.get::<WholeSnapshot>(CF_SM, KEY_SNAPSHOT, snapshot_what)? {
         let old: S = db::decode(&snap.data, data_what)?;
         let state = ClusterState::from(old);
-        let mut writer = DataWriter::new();
+        let mut writer = FileWriter::create(db)?;
         records::for_each_record(&state, |k, v| writer.push(k, v))?;
-        let data = writer.finish();
-        let generation = 1;
-        let chunks = snapshot::put_chunks(db, batch, generation, &data);
+        let (temp, bytes) = writer.finish()?;
         let meta = StoredMeta {
             meta: snap.meta,
-            generation,
-            chunks,
+            generation: 1,
+            bytes,
         };
-        snapshot::point_at(db, batch, &meta, None)?;
+        snapshot::persist(db, temp, meta.generation)?;
+        snapshot::point_at(db, batch, &meta)?;
         batch.delete_cf(db.cf(CF_SM), KEY_SNAPSHOT);
     }
+    Ok(())
+}
+
+/// Copy format 8's snapshot chunks, one at a time, into a snapshot file, and put into
+/// `batch` the meta naming it and the deletion of the chunks.
+fn chunks_to_file(db: &Db, batch: &mut WriteBatch) -> Result<(), RaftError> {
+    let what = "snapshot meta (format 8)";
+    let Some(old) = db.get::<StoredMetaV8>(CF_SM, KEY_SNAPSHOT_META_V8, what)? else {
+        return Ok(());
+    };
+    let mut writer = FileWriter::create_raw(db)?;
+    let mut copied = 0u64;
+    for index in 0..old.chunks {
+        let chunk = db
+            .rocks()
+            .get_pinned_cf(db.cf(CF_SM), chunk_key_v8(old.generation, index))
+            .map_err(|source| RaftError::Read {
+                what: "snapshot chunk (format 8)",
+                source,
+            })?
+            .ok_or(RaftError::SnapshotData {
+                offset: copied,
+                len: copied,
+            })?;
+        writer.write_raw(&chunk)?;
+        copied += chunk.len() as u64;
+    }
+    let (temp, bytes) = writer.finish()?;
+    let meta = StoredMeta {
+        meta: old.meta,
+        generation: 1,
+        bytes,
+    };
+    snapshot::persist(db, temp, meta.generation)?;
+    snapshot::point_at(db, batch, &meta)?;
+    batch.delete_cf(db.cf(CF_SM), KEY_SNAPSHOT_META_V8);
+    // Every key of the prefix: "snapshot_chunk0" is the key after them ('0' follows '/').
+    batch.delete_range_cf(db.cf(CF_SM), CHUNK_PREFIX_V8, b"snapshot_chunk0".as_slice());
     Ok(())
 }
 
@@ -420,6 +486,7 @@ where
 mod tests {
     use super::*;
     use crate::raft::db::STATE_FORMAT;
+    use std::sync::Arc;
     use wharf_protocol::network::{PortMapping, Proto, Subnet};
     use wharf_protocol::Digest;
 
@@ -657,11 +724,9 @@ mod tests {
             assert_eq!(&records::load_state(&db).unwrap(), want);
             let log: Option<AppliedLog> = db.get(CF_SM, KEY_APPLIED_LOG, "log").unwrap();
             assert_eq!(log, Some(AppliedLog::default()));
-            let (_, data) = snapshot::read_current(&db).unwrap().unwrap();
             let mut state = ClusterState::default();
-            for record in snapshot::records(&data) {
-                let (k, v) = record.unwrap();
-                records::load_record(&mut state, k, v).unwrap();
+            for (k, v) in snapshot::current_records(&db).unwrap() {
+                records::load_record(&mut state, &k, &v).unwrap();
             }
             assert_eq!(&state, want);
             for old in [KEY_APPLIED, KEY_SNAPSHOT] {
@@ -775,6 +840,87 @@ mod tests {
         assert_eq!(want.containers.len(), 2);
         assert_eq!(want.nodes, old.nodes);
         opens_as(dir.path(), &want);
+    }
+
+    /// A database of format 8 (the state as records, the snapshot in chunks of the
+    /// database) opens with its snapshot copied into a file, the chunks gone, the records
+    /// untouched; a crash before the migration's write leaves a file the next open deletes.
+    #[test]
+    fn format_eight_moves_its_snapshot_chunks_into_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = ClusterState::from(ClusterStateV6::from(v5()));
+        let mut data = vec![snapshot::SNAPSHOT_RECORDS];
+        let mut batch = WriteBatch::default();
+        let db = Db::open(dir.path()).unwrap();
+        records::for_each_record(&state, |k, v| {
+            batch.put_cf(db.cf(CF_STATE), k, v);
+            for part in [k, v] {
+                data.extend((part.len() as u32).to_le_bytes());
+                data.extend(part);
+            }
+            Ok(())
+        })
+        .unwrap();
+        let meta = SnapshotMeta {
+            last_log_id: Some(LogId::new(openraft::CommittedLeaderId::new(2, 1), 40)),
+            snapshot_id: "2-1-40-x".into(),
+            ..Default::default()
+        };
+        // Chunks of 100 bytes, cutting records anywhere, as format 8 stored them.
+        let chunks: Vec<&[u8]> = data.chunks(100).collect();
+        assert!(chunks.len() > 3);
+        for (i, chunk) in (0u32..).zip(&chunks) {
+            batch.put_cf(db.cf(CF_SM), chunk_key_v8(5, i), chunk);
+        }
+        let old = StoredMetaV8 {
+            meta: meta.clone(),
+            generation: 5,
+            chunks: chunks.len() as u32,
+        };
+        batch.put_cf(
+            db.cf(CF_SM),
+            KEY_SNAPSHOT_META_V8,
+            db::encode(&old, "old").unwrap(),
+        );
+        batch.put_cf(db.cf(CF_META), KEY_FORMAT, db::encode(&8u32, "f").unwrap());
+        db.write(batch, true, "old").unwrap();
+        drop(db);
+        // A file a migration cut short by a crash left.
+        std::fs::create_dir_all(dir.path().join("snapshots")).unwrap();
+        std::fs::write(dir.path().join("snapshots/build-1.tmp"), b"partial").unwrap();
+
+        for _ in 0..2 {
+            let db = Arc::new(Db::open(dir.path()).unwrap());
+            assert_eq!(
+                db.get::<u32>(CF_META, KEY_FORMAT, "format").unwrap(),
+                Some(STATE_FORMAT)
+            );
+            assert_eq!(records::load_state(&db).unwrap(), state);
+            let stored = snapshot::current_meta(&db).unwrap().unwrap();
+            assert_eq!(stored.meta, meta);
+            let file = snapshot::path_of(&db, stored.generation);
+            assert_eq!(std::fs::read(&file).unwrap(), data);
+            assert!(db
+                .get::<StoredMetaV8>(CF_SM, KEY_SNAPSHOT_META_V8, "old")
+                .unwrap()
+                .is_none());
+            let left = db
+                .rocks()
+                .prefix_iterator_cf(db.cf(CF_SM), CHUNK_PREFIX_V8)
+                .filter_map(Result::ok)
+                .filter(|(k, _)| k.starts_with(CHUNK_PREFIX_V8))
+                .count();
+            assert_eq!(left, 0, "the chunks are deleted");
+            // Opening the state machine deletes what no write named.
+            let sm = super::super::StateMachine::load(Arc::clone(&db)).unwrap();
+            let files: Vec<_> = std::fs::read_dir(snapshot::dir(&db))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            assert_eq!(files, vec![file]);
+            let current = sm.current_snapshot().unwrap().unwrap();
+            assert_eq!(current.meta, meta);
+        }
     }
 
     /// A database of format 7 (the whole state in one record, settings and pending

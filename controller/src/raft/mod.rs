@@ -19,8 +19,9 @@
 //!                              openraft::Raft ──append──> LogStore ──> RocksDB cf `logs`, `meta`
 //!                                │ (committed)       └──TlsNetwork──> followers' serve_peer
 //!                                └──apply──> StateMachine ──> ClusterState (memory)
-//!                                                  │          + RocksDB cf `sm`
+//!                                                  │          + RocksDB cf `sm`, `state`
 //!   Store::read(f) <── ClusterState <──────────────┘          + watch: last applied index
+//!                                     snapshots: files in raft/snapshots/ (snapshot.rs)
 //! ```
 //!
 //! [`Command`]: wharf_protocol::state::Command
@@ -60,8 +61,6 @@ mod suite_test;
 #[cfg(test)]
 mod tls_network_test;
 
-use std::io::Cursor;
-
 use openraft::BasicNode;
 use wharf_protocol::state::{Command, Response};
 
@@ -70,7 +69,8 @@ pub use log_store::LogStore;
 pub use membership::Member;
 pub use network::{NoNetwork, PeerNetwork};
 pub use rpc::{serve_peer, RAFT_ALPN};
-pub use state_machine::{SnapshotBuilder, StateMachine};
+pub use snapshot::SnapshotFile;
+pub use state_machine::{SnapshotBuilder, SnapshotStats, StateMachine};
 pub use store::{OpenMode, OpenOptions, Store, StoreStats};
 pub use tls_network::{TlsClient, TlsNetwork};
 
@@ -78,13 +78,13 @@ openraft::declare_raft_types!(
     /// The openraft type configuration of Wharf's controllers: log entries carry a
     /// [`Command`], applying one yields a [`Response`] per command (several for a
     /// [`Command::Batch`] or a [`Command::Keyed`] group), members are `u64` ids with an
-    /// address.
+    /// address, snapshot data is a file ([`SnapshotFile`]).
     pub TypeConfig:
         D = Command,
         R = Vec<Response>,
         NodeId = u64,
         Node = BasicNode,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = SnapshotFile,
         AsyncRuntime = openraft::TokioRuntime,
 );

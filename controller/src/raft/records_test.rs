@@ -526,20 +526,132 @@ fn a_snapshot_carries_the_state_record_by_record() {
     assert_eq!(snap.meta.last_log_id.map(|l| l.index), Some(300));
     let current = from.current_snapshot().unwrap().unwrap();
     assert_eq!(current.meta, snap.meta);
-    assert_eq!(current.snapshot.get_ref(), snap.snapshot.get_ref());
+    assert_eq!(current.snapshot.path(), snap.snapshot.path());
+    let data = std::fs::read(snap.snapshot.path()).unwrap();
 
-    to.install(&snap.meta, snap.snapshot.into_inner()).unwrap();
+    // Another store's file is copied, not taken.
+    to.install_file(&snap.meta, snap.snapshot.path()).unwrap();
+    assert!(snap.snapshot.path().exists());
     let applied = super::state_machine::read_applied(&to.applied()).clone();
     assert_eq!(applied.state, want);
     assert_eq!(applied.last_applied, snap.meta.last_log_id);
     assert_eq!(records::load_state(&to_db).unwrap(), want);
-    assert_eq!(to.current_snapshot().unwrap().unwrap().meta, snap.meta);
+    let installed = to.current_snapshot().unwrap().unwrap();
+    assert_eq!(installed.meta, snap.meta);
+    assert_eq!(std::fs::read(installed.snapshot.path()).unwrap(), data);
     drop(to);
     let again = StateMachine::load(to_db).unwrap();
     assert_eq!(
         super::state_machine::read_applied(&again.applied()).state,
         want
     );
+}
+
+/// The current snapshot survives a restart as its file; a file deleted by hand is made
+/// again from the state when openraft asks for the snapshot.
+#[test]
+fn the_current_snapshot_is_found_after_a_restart_or_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(Db::open(dir.path()).unwrap());
+    let sm = StateMachine::load(Arc::clone(&db)).unwrap();
+    assert!(sm.current_snapshot().unwrap().is_none(), "none yet");
+    let mut gen = Gen {
+        rng: StdRng::seed_from_u64(3),
+        clock: 0,
+    };
+    let mut state = ClusterState::default();
+    let cmds: Vec<_> = (0..50)
+        .map(|_| {
+            let cmd = gen.command(&state, 0);
+            state.apply_entry(&cmd);
+            cmd
+        })
+        .collect();
+    sm.apply_entries(cmds.into_iter().zip(1..).map(|(c, i)| entry(i, c)))
+        .unwrap();
+    let built = sm.snapshot_builder().build().unwrap();
+    let data = std::fs::read(built.snapshot.path()).unwrap();
+    drop(sm);
+
+    let sm = StateMachine::load(Arc::clone(&db)).unwrap();
+    let found = sm.current_snapshot().unwrap().unwrap();
+    assert_eq!(found.meta, built.meta);
+    assert_eq!(std::fs::read(found.snapshot.path()).unwrap(), data);
+
+    std::fs::remove_file(found.snapshot.path()).unwrap();
+    let rebuilt = sm.current_snapshot().unwrap().unwrap();
+    assert_eq!(rebuilt.meta.last_log_id, built.meta.last_log_id);
+    assert_ne!(rebuilt.snapshot.path(), found.snapshot.path());
+    assert_eq!(std::fs::read(rebuilt.snapshot.path()).unwrap(), data);
+}
+
+/// An install that a stop cut short after its mark and some of the records (the old
+/// records deleted, the new ones partly written) is finished from the snapshot file at the
+/// next open: the new state whole, never a mix; what no write named is deleted.
+#[test]
+fn an_install_cut_short_is_finished_at_the_next_open() {
+    use super::snapshot::{self, StoredMeta};
+    let (from_dir, to_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let from_db = Arc::new(Db::open(from_dir.path()).unwrap());
+    let from = StateMachine::load(Arc::clone(&from_db)).unwrap();
+    let to_db = Arc::new(Db::open(to_dir.path()).unwrap());
+    let to = StateMachine::load(Arc::clone(&to_db)).unwrap();
+    let mut gen = Gen {
+        rng: StdRng::seed_from_u64(5),
+        clock: 0,
+    };
+    let mut want = ClusterState::default();
+    let cmds: Vec<_> = (0..200)
+        .map(|_| {
+            let cmd = gen.command(&want, 0);
+            want.apply_entry(&cmd);
+            cmd
+        })
+        .collect();
+    to.apply_entries(vec![entry(1, cmds[0].clone())]).unwrap();
+    from.apply_entries(cmds.into_iter().zip(1..).map(|(c, i)| entry(i, c)))
+        .unwrap();
+    let snap = from.snapshot_builder().build().unwrap();
+    drop(to);
+
+    // As `replace_records` leaves it when stopped after its first batch of records.
+    let new = StoredMeta {
+        meta: snap.meta.clone(),
+        generation: 1,
+        bytes: std::fs::metadata(snap.snapshot.path()).unwrap().len(),
+    };
+    std::fs::copy(snap.snapshot.path(), snapshot::path_of(&to_db, 1)).unwrap();
+    let partial = snapshot::begin_receiving(&to_db).unwrap();
+    let mut batch = rocksdb::WriteBatch::default();
+    snapshot::mark_installing(&to_db, &mut batch, &new).unwrap();
+    records::delete_all(&mut batch, to_db.cf(super::db::CF_STATE));
+    for (k, v) in snapshot::current_records(&from_db)
+        .unwrap()
+        .into_iter()
+        .take(3)
+    {
+        batch.put_cf(to_db.cf(super::db::CF_STATE), k, v);
+    }
+    to_db.write(batch, true, "test").unwrap();
+    let mixed = records::load_state(&to_db).unwrap();
+    assert!(mixed != want && mixed != ClusterState::default());
+
+    let again = StateMachine::load(Arc::clone(&to_db)).unwrap();
+    let applied = super::state_machine::read_applied(&again.applied()).clone();
+    assert_eq!(applied.state, want);
+    assert_eq!(applied.last_applied, snap.meta.last_log_id);
+    assert_eq!(records::load_state(&to_db).unwrap(), want);
+    assert!(snapshot::installing(&to_db).unwrap().is_none());
+    assert_eq!(again.current_snapshot().unwrap().unwrap().meta, snap.meta);
+    assert!(
+        !partial.path().exists(),
+        "the reception cut short is deleted"
+    );
+    let files: Vec<_> = std::fs::read_dir(snapshot::dir(&to_db))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files, vec![snapshot::path_of(&to_db, 1)]);
 }
 
 /// A snapshot of a leader not upgraded yet (the whole state encoded) installs, and is
@@ -562,12 +674,17 @@ fn a_whole_state_snapshot_of_the_previous_format_installs() {
         last_log_id: Some(LogId::new(CommittedLeaderId::new(1, 1), 200)),
         ..Default::default()
     };
-    sm.install(&meta, wharf_protocol::codec::encode(&want).unwrap())
-        .unwrap();
+    let file = dir.path().join("whole");
+    std::fs::write(&file, wharf_protocol::codec::encode(&want).unwrap()).unwrap();
+    sm.install_file(&meta, &file).unwrap();
     assert_eq!(records::load_state(&db).unwrap(), want);
-    let (_, data) = super::snapshot::read_current(&db).unwrap().unwrap();
-    assert_eq!(data.first(), Some(&super::snapshot::SNAPSHOT_RECORDS));
-    assert!(sm.install(&meta, b"\x05junk".to_vec()).is_err());
+    let mut kept = ClusterState::default();
+    for (k, v) in super::snapshot::current_records(&db).unwrap() {
+        records::load_record(&mut kept, &k, &v).unwrap();
+    }
+    assert_eq!(kept, want, "kept as records");
+    std::fs::write(&file, b"\x05junk").unwrap();
+    assert!(sm.install_file(&meta, &file).is_err());
     assert_eq!(
         records::load_state(&db).unwrap(),
         want,

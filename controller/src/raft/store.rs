@@ -22,7 +22,7 @@ use wharf_protocol::state::{ClusterState, Command, Response};
 use super::db::Db;
 use super::forward::Router;
 use super::network::{NoNetwork, PeerNetwork};
-use super::state_machine::{read_applied, SharedApplied};
+use super::state_machine::{read_applied, SharedApplied, SnapshotStats};
 use super::{LogStore, RaftError, StateMachine, TypeConfig};
 
 /// How long [`Store::open`] waits for this node to lead with everything applied.
@@ -43,6 +43,9 @@ pub(super) const ELECTION_MAX_MS: u64 = 2000;
 const SNAPSHOT_CHUNK_TIMEOUT_MS: u64 = 10_000;
 /// Log entries since the last snapshot that trigger a new one.
 const SNAPSHOT_EVERY: u64 = 1000;
+/// How long [`Store::snapshot`] waits for the snapshot it asked for: far longer than a
+/// state of 100,000 containers takes (about 1.5 s in a debug build).
+const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(300);
 /// Log entries kept before the last snapshot, so that a briefly lagging member catches up
 /// from the log rather than by a snapshot.
 const KEEP_BEFORE_SNAPSHOT: u64 = 100;
@@ -88,6 +91,8 @@ struct Inner {
     db: Arc<Db>,
     applied: SharedApplied,
     watch: Arc<watch::Sender<u64>>,
+    /// What the last snapshot built was.
+    snapshots: Arc<watch::Sender<SnapshotStats>>,
     /// Set once by [`Store::shutdown`]; ends peer connections.
     closed: watch::Sender<bool>,
 }
@@ -171,6 +176,7 @@ impl Store {
         let sm = StateMachine::load(Arc::clone(&db))?;
         let applied = sm.applied();
         let watch = sm.watch();
+        let snapshots = sm.snapshot_stats();
         let log = LogStore::new(Arc::clone(&db));
         let raft = Raft::new(node_id, config, network.clone(), log, sm)
             .await
@@ -199,6 +205,7 @@ impl Store {
                 db,
                 applied,
                 watch,
+                snapshots,
             }),
         };
         match store.recover(addr, mode).await {
@@ -338,7 +345,36 @@ impl Store {
             proposals: counts.proposals.load(std::sync::atomic::Ordering::Relaxed),
             entries: counts.entries.load(std::sync::atomic::Ordering::Relaxed),
             last_applied: *self.inner.watch.borrow(),
+            snapshot: *self.inner.snapshots.borrow(),
         }
+    }
+
+    /// Build a snapshot of this controller's state now (as Raft does every
+    /// [`SNAPSHOT_EVERY`] log entries, which purges the log before it) and wait until it
+    /// is stored; what it was. For benchmarks and operators: the state is not changed.
+    ///
+    /// When a snapshot is being built already, Raft starts no other, and the answer is
+    /// that one. Fails if none is built within [`SNAPSHOT_TIMEOUT`] (Raft stopped, or the
+    /// build failed: Raft then stops too).
+    pub async fn snapshot(&self) -> Result<SnapshotStats, RaftError> {
+        let mut built = self.inner.snapshots.subscribe();
+        let before = built.borrow_and_update().builds;
+        self.inner
+            .raft
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(|e| RaftError::Stopped {
+                node_id: self.inner.node_id,
+                source: Box::new(e),
+            })?;
+        let stats = tokio::time::timeout(SNAPSHOT_TIMEOUT, built.wait_for(|s| s.builds > before))
+            .await
+            .map_err(|_| RaftError::SnapshotTimeout {
+                secs: SNAPSHOT_TIMEOUT.as_secs(),
+            })?
+            .map_err(|_| RaftError::Closed)?;
+        Ok(*stats)
     }
 
     /// Run `f` on the applied cluster state and return its result.
@@ -392,6 +428,12 @@ impl Store {
             .expect("a test reads its own log")
     }
 
+    /// The directory of this store's snapshot files.
+    #[cfg(test)]
+    pub(super) fn snapshot_dir(&self) -> std::path::PathBuf {
+        super::snapshot::dir(&self.inner.db)
+    }
+
     /// A receiver that turns `true` when the store is shut down.
     pub(super) fn closed(&self) -> watch::Receiver<bool> {
         self.inner.closed.subscribe()
@@ -435,6 +477,8 @@ pub struct StoreStats {
     pub entries: u64,
     /// The last applied log index.
     pub last_applied: u64,
+    /// The last snapshot built.
+    pub snapshot: SnapshotStats,
 }
 
 /// What [`propose_in_groups`] counts.
