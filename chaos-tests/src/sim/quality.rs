@@ -6,7 +6,7 @@
 use super::fleet::MIXED_SIZES;
 use wharf_controller::engine::scheduler::{schedule, ImageNeed, Request, Settings, Strategy};
 use wharf_protocol::node_state::{Availability, NodeDescription, NodeRecord, NodeRole, NodeState};
-use wharf_protocol::state::{ClusterState, ImageRecord};
+use wharf_protocol::state::{ClusterState, Command, ImageRecord};
 use wharf_protocol::{ContainerId, DiffId, Digest, ImageId, NodeId};
 
 const MIB: i64 = 1 << 20;
@@ -114,7 +114,11 @@ pub fn run(strategy: Strategy, nodes: usize, containers: usize) -> Quality {
         c.node = p.node;
         c.run.host.resources.nano_cpus = nano_cpus;
         c.run.host.resources.memory = memory;
-        s.containers.insert(c.id.clone(), c);
+        // Recorded as the controller records it (apply keeps the state's index).
+        s.apply(&Command::CreateContainer {
+            container: Box::new(c),
+        })
+        .expect("a fresh name and ID");
         placed += 1;
     }
     measure(&s, strategy, nodes, containers, placed)
