@@ -129,6 +129,8 @@ impl FakeAgent {
 /// tests, routing each call to the fake of its node.
 pub struct FakeCluster {
     agents: BTreeMap<NodeId, Arc<FakeAgent>>,
+    /// Nodes whose agent this controller has no connection to now ([`AgentClient::reaches`]).
+    unreached: std::sync::Mutex<std::collections::BTreeSet<NodeId>>,
 }
 
 impl FakeCluster {
@@ -139,6 +141,17 @@ impl FakeCluster {
                 .iter()
                 .map(|n| (*n, Arc::new(FakeAgent::new(*n))))
                 .collect(),
+            unreached: Default::default(),
+        }
+    }
+
+    /// Whether this controller reaches the agent of `node` (all do at first).
+    pub fn set_reached(&self, node: NodeId, reached: bool) {
+        let mut u = self.unreached.lock().unwrap_or_else(|p| p.into_inner());
+        if reached {
+            u.remove(&node);
+        } else {
+            u.insert(node);
         }
     }
 
@@ -161,6 +174,15 @@ impl AgentClient for FakeCluster {
 
     fn events(&self, node: &NodeId) -> Option<tokio::sync::mpsc::UnboundedReceiver<AgentEvent>> {
         self.agents.get(node).and_then(|a| a.events(node))
+    }
+
+    fn reaches(&self, node: &NodeId) -> bool {
+        self.agents.contains_key(node)
+            && !self
+                .unreached
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(node)
     }
 }
 

@@ -24,7 +24,6 @@ pub use container::{AttachCall, AttachInput, AttachOutput, HealthWatch};
 pub use files::{ArchiveDownload, ArchiveUpload, LogStream};
 pub use image::Lease;
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use wharf_link::ClientCall;
@@ -47,12 +46,6 @@ pub trait AgentClient: Send + Sync {
     /// places containers only where it can carry out the create).
     fn reaches(&self, _node: &NodeId) -> bool {
         true
-    }
-
-    /// Those of `nodes` this client has no connection to now: [`AgentClient::reaches`]
-    /// for many nodes at once (a client with a table of connections looks once).
-    fn unreached(&self, nodes: &mut dyn Iterator<Item = NodeId>) -> BTreeSet<NodeId> {
-        nodes.filter(|n| !self.reaches(n)).collect()
     }
 }
 
@@ -100,11 +93,6 @@ impl Agents {
     /// Whether the agent of `node` is reachable from here now.
     pub fn reaches(&self, node: &NodeId) -> bool {
         self.client.reaches(node)
-    }
-
-    /// See [`AgentClient::unreached`].
-    pub fn unreached(&self, nodes: &mut dyn Iterator<Item = NodeId>) -> BTreeSet<NodeId> {
-        self.client.unreached(nodes)
     }
 
     /// Open a call with streams.

@@ -17,7 +17,7 @@
 
 use crate::agent_client::AgentClient;
 use crate::raft::Store;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -288,13 +288,6 @@ impl AgentClient for Registry {
     /// Events are handed to [`NodeHooks::connected`] with each connection.
     fn events(&self, _node: &NodeId) -> Option<mpsc::UnboundedReceiver<AgentEvent>> {
         None
-    }
-
-    fn unreached(&self, nodes: &mut dyn Iterator<Item = NodeId>) -> BTreeSet<NodeId> {
-        let conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-        nodes
-            .filter(|n| conns.get(n).is_none_or(|c| c.client.is_closed()))
-            .collect()
     }
 
     fn reaches(&self, node: &NodeId) -> bool {

@@ -84,6 +84,45 @@ async fn a_container_placed_by_constraint_lives_on_that_nodes_agent_only() {
 }
 
 #[tokio::test]
+async fn a_controller_places_only_on_nodes_it_reaches() {
+    let Setup {
+        engine, cluster, ..
+    } = two_nodes().await;
+    cluster.set_reached(B, false);
+    // b is preferred, and Ready in the state, but this controller has no connection to
+    // its agent: the placement checks the node it chose and chooses again without it.
+    for i in 0..4 {
+        let name = format!("soft{i}");
+        engine
+            .create_container(
+                Some(&name),
+                br#"{"Image":"img:1","Env":["constraint:node==~b"]}"#,
+            )
+            .await
+            .unwrap();
+        assert_eq!(engine.container(&name).unwrap().node, A);
+    }
+    let e = engine
+        .create_container(
+            Some("hard"),
+            br#"{"Image":"img:1","Env":["constraint:node==b"]}"#,
+        )
+        .await
+        .unwrap_err();
+    assert!(e.message.contains("node==b"), "{e:?}");
+    assert!(engine.container("hard").is_err(), "nothing recorded");
+    cluster.set_reached(B, true);
+    engine
+        .create_container(
+            Some("back"),
+            br#"{"Image":"img:1","Env":["constraint:node==~b"]}"#,
+        )
+        .await
+        .unwrap();
+    assert_eq!(engine.container("back").unwrap().node, B);
+}
+
+#[tokio::test]
 async fn placement_errors_reach_the_api_with_their_status() {
     use crate::api::error::ApiError;
     use http::StatusCode;

@@ -23,7 +23,7 @@
 
 use super::lifecycle::RestartPolicy;
 use super::placement::{self, SWARM_RESCHEDULE_LABEL};
-use super::{scheduler, Engine, EngineError};
+use super::{Engine, EngineError};
 use serde_json::Value;
 use std::sync::Arc;
 use tracing::{info, warn};
@@ -111,6 +111,20 @@ enum Leaving {
 /// is not empty.
 pub fn decide(s: &ClusterState) -> Vec<Decision> {
     let mut out = vec![];
+    // With no node Down or draining, a container's only decision is to clear a recorded
+    // reason: look at those alone (this runs every round over the whole state).
+    let any_leaving = s
+        .nodes
+        .values()
+        .any(|n| n.state == NodeState::Down || n.availability == Availability::Drain);
+    if !any_leaving {
+        return s
+            .pending
+            .keys()
+            .filter(|id| s.containers.contains_key(*id))
+            .map(|id| Decision::Clear(id.clone()))
+            .collect();
+    }
     for c in s.containers.values() {
         let leaving = s.nodes.get(&c.node).and_then(|n| {
             if n.state == NodeState::Down {
@@ -293,10 +307,7 @@ impl Engine {
         let body = serde_json::to_vec(&successor_body(&c, &from))
             .map_err(|e| EngineError::internal(format!("encode the successor's body: {e}")))?;
         let name = c.name.to_string();
-        let avoid = self.unreachable_nodes();
-        let (placed, body) = self.store.read(|s| {
-            placement::place_create(s, Some(&name), &body, &scheduler::Settings::of(s), &avoid)
-        })?;
+        let (placed, body) = self.place_reachable(Some(&name), &body)?;
         // Held until the successor runs: the reconcile, which removes a copy without a
         // record, waits for it (the old copy stops after the successor starts).
         let lock = self.lock_for(&c.id);
