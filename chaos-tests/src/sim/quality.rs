@@ -88,7 +88,7 @@ pub fn run(strategy: Strategy, nodes: usize, containers: usize) -> Quality {
     let (mut s, image) = fleet_state(nodes);
     let settings = Settings {
         strategy,
-        overcommit: 1.0,
+        ..Settings::default()
     };
     let mut placed = 0;
     for i in 0..containers {

@@ -373,9 +373,16 @@ impl Engine {
         body: &[u8],
     ) -> Result<(scheduler::Placement, Vec<u8>), EngineError> {
         let mut avoid = std::collections::BTreeSet::new();
+        // Concurrent creates see the same state: a seed of their own spreads them over
+        // the nodes the strategy rates equal.
+        let tie_seed = rand::random::<u64>() | 1;
         loop {
             let (placed, body) = self.store.read(|s| {
-                placement::place_create(s, name, body, &scheduler::Settings::of(s), &avoid)
+                let settings = scheduler::Settings {
+                    tie_seed,
+                    ..scheduler::Settings::of(s)
+                };
+                placement::place_create(s, name, body, &settings, &avoid)
             })?;
             if self.agents.reaches(&placed.node) {
                 return Ok((placed, body));

@@ -1,6 +1,7 @@
 //! The scheduler: which node a new container goes to, and why. Pure and deterministic:
 //! the same state, request and settings give the same node on every controller (no
-//! clock, no randomness; ties go to the lowest node ID, so no seed is needed).
+//! clock, no randomness; ties go to the lowest node ID, or to the order a seed given in
+//! the settings makes, [`Settings::tie_seed`]).
 //!
 //! ```text
 //!  ClusterState ──► ClusterView (per-node counts, one pass)            view.rs
@@ -58,6 +59,11 @@ pub struct Settings {
     /// How much CPU and memory may be reserved, as a multiple of what a node has: 1.0
     /// reserves no more than there is, 1.5 half as much again.
     pub overcommit: f64,
+    /// How nodes the strategy rates equal are ordered, per placement: 0 takes the lowest
+    /// node ID; another value orders them by a hash of the node ID and this seed. The
+    /// engine draws one per create, so that concurrent creates, which see the same state,
+    /// spread over the equal nodes instead of all taking the lowest ID.
+    pub tie_seed: u64,
 }
 
 impl Default for Settings {
@@ -65,6 +71,7 @@ impl Default for Settings {
         Settings {
             strategy: Strategy::Spread,
             overcommit: 1.0,
+            tie_seed: 0,
         }
     }
 }
@@ -81,6 +88,7 @@ impl Settings {
         Settings {
             strategy: s.settings.strategy,
             overcommit: f64::from(s.settings.overcommit_milli) / 1000.0,
+            tie_seed: 0,
         }
     }
 }
@@ -227,14 +235,14 @@ pub fn schedule_view(
 ) -> Result<Placement, Unschedulable> {
     let filtered = filter::filter(v, req, settings)?;
     let image = req.image.as_ref().and_then(|i| v.state.images.get(&i.id));
-    let ranked = rank::rank(&filtered, req, settings);
+    let (best, next) = rank::best_two(&filtered, req, settings);
     // The filter never returns an empty list; should it, it is a cluster without nodes.
-    let best = *ranked.first().ok_or(Unschedulable::NoReadyAgent)?;
+    let best = best.ok_or(Unschedulable::NoReadyAgent)?;
     let mut reason = format!(
         "{}: {}, {}",
         settings.strategy.as_str(),
         v.name(best.node),
-        rank::deciding_factor(v, settings.strategy, &best, ranked.get(1), ranked.len())
+        rank::deciding_factor(v, settings, &best, next.as_ref(), filtered.candidates.len())
     );
     if let Some(i) = image {
         let total = i

@@ -2,8 +2,9 @@
 //! node ID last, and the words of the placement reason that say what decided.
 //!
 //! ```text
-//!  spread : fewest containers ─► most image layers held ─► least reserved ─► lowest ID
-//!  binpack: most reserved     ─► most image layers held ─► most containers ─► lowest ID
+//!  spread : fewest containers ─► most image layers held ─► least reserved ─► tie
+//!  binpack: most reserved     ─► most image layers held ─► most containers ─► tie
+//!  tie    : lowest ID, or (a seed per placement) a hash of the ID and the seed
 //! ```
 //!
 //! "Reserved" is the share of the node's CPU and of its memory (capacity × overcommit)
@@ -38,23 +39,38 @@ impl Score {
         self.cpu_ppm + self.mem_ppm
     }
 
-    /// The strategy's sort key: smaller is better.
-    fn key(&self, strategy: Strategy) -> (u64, Reverse<usize>, u64, NodeId) {
-        match strategy {
+    /// The strategy's sort key: smaller is better; equals are ordered by [`tie`].
+    fn key(&self, settings: &Settings) -> (u64, Reverse<usize>, u64, u64, NodeId) {
+        let tie = tie(self.node, settings.tie_seed);
+        match settings.strategy {
             Strategy::Spread => (
                 u64::from(self.containers),
                 Reverse(self.layers),
                 self.reserved(),
+                tie,
                 self.node,
             ),
             Strategy::Binpack => (
                 u64::MAX - self.reserved(),
                 Reverse(self.layers),
                 u64::MAX - u64::from(self.containers),
+                tie,
                 self.node,
             ),
         }
     }
+}
+
+/// The order of nodes the strategy rates equal: by ID for seed 0, else by a hash of the
+/// ID and the seed (splitmix64's finalizer: a different order for each seed).
+fn tie(node: NodeId, seed: u64) -> u64 {
+    if seed == 0 {
+        return 0;
+    }
+    let mut z = node.0 ^ seed;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// `(used + asked) / capacity` in millionths; 0 when the node reported no capacity.
@@ -96,8 +112,35 @@ pub fn rank(f: &Filtered, req: &Request, settings: &Settings) -> Vec<Score> {
         .iter()
         .map(|c| score(c, req, settings))
         .collect();
-    scores.sort_unstable_by_key(|s| s.key(settings.strategy));
+    scores.sort_unstable_by_key(|s| s.key(settings));
     scores
+}
+
+/// The first two of [`rank`]'s order, in one pass (a placement needs the best and the
+/// runner-up its reason compares with, not the whole order of 1,000s of nodes).
+pub fn best_two(
+    f: &Filtered,
+    req: &Request,
+    settings: &Settings,
+) -> (Option<Score>, Option<Score>) {
+    let mut best: Option<(Score, _)> = None;
+    let mut next: Option<(Score, _)> = None;
+    for c in &f.candidates {
+        let s = score(c, req, settings);
+        let k = s.key(settings);
+        match &best {
+            Some((_, bk)) if k >= *bk => {
+                if next.as_ref().is_none_or(|(_, nk)| k < *nk) {
+                    next = Some((s, k));
+                }
+            }
+            _ => {
+                next = best.take();
+                best = Some((s, k));
+            }
+        }
+    }
+    (best.map(|b| b.0), next.map(|n| n.0))
 }
 
 fn pct(ppm: u64) -> u64 {
@@ -116,11 +159,17 @@ fn plural(n: u32) -> &'static str {
 /// `3 containers, fewest of 5 candidates`.
 pub fn deciding_factor(
     v: &ClusterView,
-    strategy: Strategy,
+    settings: &Settings,
     best: &Score,
     next: Option<&Score>,
     candidates: usize,
 ) -> String {
+    let strategy = settings.strategy;
+    let tie = if settings.tie_seed == 0 {
+        "lowest node ID"
+    } else {
+        "picked at random among equals"
+    };
     let c = best.containers;
     let containers = format!("{c} container{}", plural(c));
     let reserved = format!(
@@ -149,7 +198,7 @@ pub fn deciding_factor(
         Strategy::Spread if best.reserved() != next.reserved() => {
             format!("{containers} as {other}, most free CPU and memory ({reserved})")
         }
-        Strategy::Spread => format!("{containers} as {other}, lowest node ID"),
+        Strategy::Spread => format!("{containers} as {other}, {tie}"),
         Strategy::Binpack if best.reserved() != next.reserved() => {
             format!("{reserved}, the fullest that fits of {candidates} candidates")
         }
@@ -159,7 +208,7 @@ pub fn deciding_factor(
         Strategy::Binpack if best.containers != next.containers => {
             format!("as full as {other} ({reserved}), most containers ({c})")
         }
-        Strategy::Binpack => format!("as full as {other} ({reserved}), lowest node ID"),
+        Strategy::Binpack => format!("as full as {other} ({reserved}), {tie}"),
     }
 }
 

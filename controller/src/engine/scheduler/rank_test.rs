@@ -170,3 +170,81 @@ fn new_images_go_to_the_least_loaded_nodes_first() {
     s.nodes.get_mut(&NodeId(2)).unwrap().state = wharf_protocol::node_state::NodeState::Down;
     assert_eq!(image_targets(&s), vec![NodeId(3), NodeId(1)]);
 }
+
+/// 24 nodes holding the image, with 0 to 3 containers each (many equal), some holding
+/// reservations: the fast path's inputs, at and around every kind of tie.
+fn mixed_fleet(seed: u64) -> (ClusterState, ImageId) {
+    let mut s = ClusterState::default();
+    for id in 1..=24u64 {
+        let n = super::testkit::node(id, &format!("n{id:02}"), &[]);
+        s.nodes.insert(n.id, n);
+    }
+    let img = add_image(&mut s, "img", &[1]);
+    hold(&mut s, 1, &(1..=24).collect::<Vec<_>>());
+    let mut c = 0u32;
+    for id in 1..=24u64 {
+        let k = (id.wrapping_mul(seed | 1) >> 3) % 4;
+        for j in 0..k {
+            c += 1;
+            let cpus = if (id + j) % 5 == 0 { 500_000_000 } else { 0 };
+            add_container(&mut s, c, &format!("x{c}"), id, cpus, 0);
+        }
+    }
+    (s, img)
+}
+
+#[test]
+fn the_best_two_in_one_pass_are_the_first_two_of_the_full_order() {
+    // Differential: the one-pass scan a placement uses against the full sort, for both
+    // strategies, with and without a tie seed.
+    for fleet in 0..8u64 {
+        let (s, img) = mixed_fleet(fleet * 7 + 3);
+        let v = ClusterView::new(&s);
+        for strategy in [Strategy::Spread, Strategy::Binpack] {
+            for tie_seed in (0..40u64).map(|k| k.wrapping_mul(0x9e37_79b9_7f4a_7c15)) {
+                let settings = Settings {
+                    strategy,
+                    tie_seed,
+                    ..Settings::default()
+                };
+                let r = req(img);
+                let f = filter::filter(&v, &r, &settings).unwrap();
+                let full = rank::rank(&f, &r, &settings);
+                let (best, next) = rank::best_two(&f, &r, &settings);
+                assert_eq!(best, full.first().copied());
+                assert_eq!(next, full.get(1).copied());
+            }
+        }
+    }
+}
+
+#[test]
+fn a_tie_seed_spreads_equal_nodes_and_seed_zero_takes_the_lowest_id() {
+    let (s, img) = state();
+    let winners: std::collections::BTreeSet<NodeId> = (1..=60u64)
+        .map(|seed| {
+            let settings = Settings {
+                tie_seed: seed,
+                ..Settings::default()
+            };
+            let p = placed(&s, &req(img), &settings);
+            assert!(
+                p.reason.contains("picked at random among equals"),
+                "{}",
+                p.reason
+            );
+            p.node
+        })
+        .collect();
+    assert_eq!(winners.len(), 3, "every equal node wins for some seed");
+    // The same seed, the same node: deterministic for a state and a seed.
+    let one = Settings {
+        tie_seed: 42,
+        ..Settings::default()
+    };
+    assert_eq!(
+        placed(&s, &req(img), &one).node,
+        placed(&s, &req(img), &one).node
+    );
+    assert_eq!(placed(&s, &req(img), &Settings::default()).node, NodeId(1));
+}
