@@ -785,6 +785,13 @@ impl ClusterState {
         self.index.get(self)
     }
 
+    /// The containers recorded on `node`.
+    pub fn containers_on(&self, node: NodeId) -> impl Iterator<Item = &ContainerRecord> + '_ {
+        self.index()
+            .on_node(node)
+            .filter_map(move |id| self.containers.get(id))
+    }
+
     /// The container named `name` (without a leading `/`), if any.
     pub fn name_holder(&self, name: &str) -> Option<&ContainerId> {
         self.index().holder(name)

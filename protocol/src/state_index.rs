@@ -1,5 +1,5 @@
 //! Lookups derived from the [`ClusterState`] that would otherwise scan every container:
-//! the container holding a name, and what each node's containers reserve. Placement,
+//! the container holding a name, each node's containers, and what they reserve. Placement,
 //! generated names, name lookups and the name checks of `apply` read them once per
 //! create; at 100,000 containers a scan per read made every create O(containers).
 //!
@@ -16,7 +16,7 @@
 use crate::ids::{ContainerId, ContainerName};
 use crate::state::{ClusterState, ContainerRecord};
 use crate::NodeId;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::OnceLock;
 
 /// What a node's containers reserve, as placement counts it.
@@ -38,6 +38,7 @@ pub struct StateIndex {
     count: usize,
     names: HashMap<ContainerName, ContainerId>,
     usage: HashMap<NodeId, Usage>,
+    on_node: HashMap<NodeId, BTreeSet<ContainerId>>,
 }
 
 impl StateIndex {
@@ -57,6 +58,11 @@ impl StateIndex {
         self.names.get(name)
     }
 
+    /// The containers recorded on `node`, by ID.
+    pub fn on_node(&self, node: NodeId) -> impl Iterator<Item = &ContainerId> + '_ {
+        self.on_node.get(&node).into_iter().flatten()
+    }
+
     /// What `node`'s containers reserve (zeros for a node with none).
     pub fn usage(&self, node: NodeId) -> Usage {
         self.usage.get(&node).copied().unwrap_or_default()
@@ -65,6 +71,7 @@ impl StateIndex {
     pub(crate) fn added(&mut self, c: &ContainerRecord) {
         self.count += 1;
         self.names.insert(c.name.clone(), c.id.clone());
+        self.on_node.entry(c.node).or_default().insert(c.id.clone());
         let r = &c.run.host.resources;
         let u = self.usage.entry(c.node).or_default();
         u.containers = u.containers.saturating_add(1);
@@ -76,6 +83,12 @@ impl StateIndex {
         self.count = self.count.saturating_sub(1);
         if self.names.get(&c.name) == Some(&c.id) {
             self.names.remove(&c.name);
+        }
+        if let Some(ids) = self.on_node.get_mut(&c.node) {
+            ids.remove(&c.id);
+            if ids.is_empty() {
+                self.on_node.remove(&c.node);
+            }
         }
         let r = &c.run.host.resources;
         if let Some(u) = self.usage.get_mut(&c.node) {

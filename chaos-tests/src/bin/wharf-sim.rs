@@ -27,7 +27,7 @@ use wharf_chaos_tests::bench::procmem::cpu_seconds;
 use wharf_chaos_tests::bench::{cases, host, signals};
 use wharf_chaos_tests::sim::archive::{images_of, sim_image};
 use wharf_chaos_tests::sim::controllers::LoopbackCluster;
-use wharf_chaos_tests::sim::fleet::{fds_needed, raise_nofile, shapes, Fleet};
+use wharf_chaos_tests::sim::fleet::{fds_needed, raise_nofile, shapes, shapes_from, Fleet};
 use wharf_chaos_tests::sim::{quality, FleetConfig};
 use wharf_controller::cluster::identity::Token;
 use wharf_controller::engine::scheduler::Strategy;
@@ -39,7 +39,12 @@ usage: wharf-sim COMMAND [options]
   fleet      place's options (defaults --agents 10000), then --idle-secs S (60): an idle
              minute, API p99s, RSS, 100 agents killed at once until Down
   quality    --agents A (1000) --containers K (4 per agent: about half their CPU)
-  agents     --agents A --join ADDR --token TOKEN [--addr IP (127.0.0.1)] [--dir DIR]";
+  agents     --agents A --join ADDR --token TOKEN [--addr IP (127.0.0.1)] [--dir DIR]
+             [--first I (0): names from sim-(I+1)] [--uniform: 4 CPUs, 8 GiB each]
+             [--report FILE: counters and containers per host, as JSON, every 0.5 s]
+
+A fleet larger than one process' open-file limit allows (3 connections per agent) is
+split: place and fleet run the rest as `wharf-sim agents` child processes.";
 
 #[derive(Clone)]
 struct Args {
@@ -55,6 +60,9 @@ struct Args {
     addr: String,
     idle_secs: u64,
     agents_given: bool,
+    first: usize,
+    uniform: bool,
+    report: Option<PathBuf>,
 }
 
 fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
@@ -71,6 +79,9 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
         addr: "127.0.0.1".into(),
         idle_secs: 60,
         agents_given: false,
+        first: 0,
+        uniform: false,
+        report: None,
     };
     while let Some(arg) = it.next() {
         let mut value = || {
@@ -92,6 +103,9 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
             "--join" => a.join = Some(value()?.parse()?),
             "--token" => a.token = Some(value()?),
             "--addr" => a.addr = value()?,
+            "--first" => a.first = value()?.parse()?,
+            "--uniform" => a.uniform = true,
+            "--report" => a.report = Some(PathBuf::from(value()?)),
             other => bail!("unknown argument {other}\n{USAGE}"),
         }
     }
@@ -192,8 +206,18 @@ fn agents(args: &Args) -> Result<()> {
         preload: Arc::new((archive, images)),
     };
     runtime()?.block_on(async {
-        let fleet = Fleet::start(&cfg, shapes(args.agents, true), 64).await?;
+        let shapes = shapes_from(args.first, args.agents, !args.uniform);
+        let fleet = Fleet::start(&cfg, shapes, 64).await?;
         log(&format!("{} simulated agents joined", fleet.agents.len()));
+        if let Some(report) = &args.report {
+            // For a parent bench: what this share of the fleet was asked, and holds.
+            while !signals::stopped() {
+                write_report(&fleet, args.controllers, report)?;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            write_report(&fleet, args.controllers, report)?;
+            return Ok(());
+        }
         while !signals::stopped() {
             tokio::time::sleep(Duration::from_secs(5)).await;
             let c = fleet.counters();
@@ -209,6 +233,149 @@ fn agents(args: &Args) -> Result<()> {
         }
         anyhow::Ok(())
     })
+}
+
+/// Write `fleet`'s counters, its agents connected to all `controllers`, and containers per
+/// host to `path` (atomically).
+fn write_report(fleet: &Fleet, controllers: usize, path: &Path) -> Result<()> {
+    let c = fleet.counters();
+    let held: serde_json::Map<String, serde_json::Value> = fleet
+        .agents
+        .iter()
+        .map(|a| {
+            (
+                a.hostname.clone(),
+                a.with_host(|h| h.containers.len()).into(),
+            )
+        })
+        .collect();
+    let doc = serde_json::json!({
+        "connected": fleet.connected(controllers),
+        "agents": fleet.agents.len(),
+        "heartbeats": c.heartbeats,
+        "creates": c.creates,
+        "held": held,
+    });
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec(&doc)?)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// The rest of a fleet, in `wharf-sim agents` child processes: each joins its share and
+/// reports ([`write_report`]) until it is stopped.
+struct Children {
+    procs: Vec<(std::process::Child, PathBuf)>,
+}
+
+impl Children {
+    /// Start children for agents `first..total`, `per` at most each, and wait until every
+    /// one of their agents is connected.
+    fn start(
+        first: usize,
+        total: usize,
+        per: usize,
+        controllers: usize,
+        join: SocketAddr,
+        token: &str,
+        work: &Path,
+    ) -> Result<Children> {
+        let exe = std::env::current_exe()?;
+        let mut procs = vec![];
+        let mut at = first;
+        while at < total {
+            let n = per.min(total - at);
+            let report = work.join(format!("report-{at}.json"));
+            let dir = work.join(format!("child-{at}"));
+            std::fs::create_dir_all(&dir)?;
+            let child = std::process::Command::new(&exe)
+                .args([
+                    "agents",
+                    "--agents",
+                    &n.to_string(),
+                    "--first",
+                    &at.to_string(),
+                ])
+                .args(["--join", &join.to_string(), "--token", token, "--uniform"])
+                .args(["--controllers", &controllers.to_string()])
+                .arg("--dir")
+                .arg(&dir)
+                .arg("--report")
+                .arg(&report)
+                .stdout(std::process::Stdio::null())
+                .spawn()?;
+            procs.push((child, report));
+            at += n;
+        }
+        let mut children = Children { procs };
+        let t = Instant::now();
+        loop {
+            signals::check()?;
+            let reports = children.reports();
+            let connected: usize = reports
+                .iter()
+                .map(|r| r["connected"].as_u64().unwrap_or(0) as usize)
+                .sum();
+            if reports.len() == children.procs.len() && connected == total - first {
+                break;
+            }
+            for (c, _) in &mut children.procs {
+                if let Some(status) = c.try_wait()? {
+                    bail!("a wharf-sim agents child process ended early: {status}");
+                }
+            }
+            if t.elapsed() > Duration::from_secs(600) {
+                bail!(
+                    "{connected} of {} agents in child processes connected after 600 s",
+                    total - first
+                );
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        Ok(children)
+    }
+
+    /// The children's last reports (those written so far).
+    fn reports(&self) -> Vec<serde_json::Value> {
+        self.procs
+            .iter()
+            .filter_map(|(_, r)| std::fs::read(r).ok())
+            .filter_map(|b| serde_json::from_slice(&b).ok())
+            .collect()
+    }
+
+    /// Sum of a counter over the children.
+    fn counter(&self, key: &str) -> u64 {
+        self.reports()
+            .iter()
+            .map(|r| r[key].as_u64().unwrap_or(0))
+            .sum()
+    }
+
+    /// Containers held per host, over the children.
+    fn held(&self) -> std::collections::BTreeMap<String, usize> {
+        let mut out = std::collections::BTreeMap::new();
+        for r in self.reports() {
+            for (k, v) in r["held"].as_object().into_iter().flatten() {
+                out.insert(k.clone(), v.as_u64().unwrap_or(0) as usize);
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for (c, _) in &mut self.procs {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        for (c, _) in &mut self.procs {
+            let _ = c.wait();
+        }
+    }
 }
 
 /// Nearest-rank percentile `q` (0..1) of sorted `v`.
@@ -243,7 +410,7 @@ fn place(args: &Args, fleet_scale: bool) -> Result<String> {
     ));
     let cluster =
         LoopbackCluster::start(&args.wharf, &work.path().join("ctl"), args.controllers, &[])?;
-    let r = place_on(args, &cluster, work.path(), fleet_scale);
+    let r = place_on(args, &cluster, work.path(), fleet_scale, limit);
     if r.is_err() {
         let dest = PathBuf::from("wharf-sim-place.logs");
         if cluster.keep_logs(&dest).is_ok() {
@@ -263,12 +430,14 @@ fn place(args: &Args, fleet_scale: bool) -> Result<String> {
 struct Setup {
     rt: tokio::runtime::Runtime,
     fleet: Fleet,
+    /// The agents past what this process' open-file limit allows.
+    children: Option<Children>,
     tls: Tls,
     leader: usize,
     joined: f64,
 }
 
-fn setup(args: &Args, cluster: &LoopbackCluster, work: &Path) -> Result<Setup> {
+fn setup(args: &Args, cluster: &LoopbackCluster, work: &Path, limit: u64) -> Result<Setup> {
     let tls = Tls::from_cert_path(&cluster.cert_path)?;
     let archive = sim_image(work)?;
     let images = images_of(&archive)?;
@@ -281,17 +450,35 @@ fn setup(args: &Args, cluster: &LoopbackCluster, work: &Path) -> Result<Setup> {
     };
     let rt = runtime()?;
     let t = Instant::now();
+    // One connection per controller per agent: what fits under the open-file limit runs
+    // here, the rest in child processes.
+    let per_process = (limit.saturating_sub(4096) / args.controllers as u64).max(1) as usize;
+    let here = args.agents.min(per_process);
     let fleet = rt.block_on(async {
-        let fleet = Fleet::start(&cfg, shapes(args.agents, false), 32).await?;
+        let fleet = Fleet::start(&cfg, shapes(here, false), 32).await?;
         fleet
             .wait_connected(args.controllers, Duration::from_secs(300))
             .await?;
         anyhow::Ok(fleet)
     })?;
+    let children = if here < args.agents {
+        Some(Children::start(
+            here,
+            args.agents,
+            per_process,
+            args.controllers,
+            cluster.controllers[0].cluster,
+            &cluster.agent_token,
+            work,
+        )?)
+    } else {
+        None
+    };
     let joined = t.elapsed().as_secs_f64();
     log(&format!(
-        "{} simulated agents joined and connected to every controller in {joined:.1} s",
-        fleet.agents.len()
+        "{} simulated agents joined and connected to every controller in {joined:.1} s ({here} in this process, {} child processes)",
+        args.agents,
+        children.as_ref().map_or(0, |c| c.procs.len())
     ));
     let leader = cluster.leader(&tls)?;
     let leader_index = cluster
@@ -333,6 +520,7 @@ fn setup(args: &Args, cluster: &LoopbackCluster, work: &Path) -> Result<Setup> {
     Ok(Setup {
         rt,
         fleet,
+        children,
         tls,
         leader: leader_index,
         joined,
@@ -356,14 +544,17 @@ fn place_on(
     cluster: &LoopbackCluster,
     work: &Path,
     fleet_scale: bool,
+    limit: u64,
 ) -> Result<String> {
     let Setup {
         rt,
         fleet,
+        children,
         tls,
         leader,
         joined,
-    } = setup(args, cluster, work)?;
+    } = setup(args, cluster, work, limit)?;
+    let child_creates = || children.as_ref().map_or(0, |c| c.counter("creates"));
     let leader = &cluster.controllers[leader];
     let addrs: Vec<SocketAddr> = cluster.controllers.iter().map(|c| c.api).collect();
     let pids: Vec<u32> = cluster.controllers.iter().map(|c| c.pid()).collect();
@@ -373,7 +564,7 @@ fn place_on(
             .collect()
     };
     let self_cpu = || cpu_seconds(std::process::id()).unwrap_or(f64::NAN);
-    let before_creates = fleet.counters().creates;
+    let before_creates = fleet.counters().creates + child_creates();
     let (cpu0, self0) = (cpu(), self_cpu());
     log(&format!(
         "{} creates from {} clients over {} controllers",
@@ -383,7 +574,11 @@ fn place_on(
     ));
     let (wall, latencies) = create_many(&tls, &addrs, args.clients, args.creates)?;
     let (cpu1, self1) = (cpu(), self_cpu());
-    let acked = fleet.counters().creates - before_creates;
+    if children.is_some() {
+        // The children report every 0.5 s.
+        std::thread::sleep(Duration::from_millis(1200));
+    }
+    let acked = fleet.counters().creates + child_creates() - before_creates;
     // What the state says against what the simulated hosts hold.
     log("checking the state against the simulated hosts");
     let r = tls
@@ -400,12 +595,19 @@ fn place_on(
         *by_node.entry(node.to_string()).or_default() += 1;
     }
     let listed: usize = by_node.values().sum();
-    let mut mismatched = 0;
+    let mut held: std::collections::BTreeMap<String, usize> =
+        children.as_ref().map(Children::held).unwrap_or_default();
     for a in &fleet.agents {
-        let held = a.with_host(|h| h.containers.len());
-        if by_node.get(&a.hostname).copied().unwrap_or(0) != held {
+        held.insert(a.hostname.clone(), a.with_host(|h| h.containers.len()));
+    }
+    let mut mismatched = 0;
+    for (host, n) in &held {
+        if by_node.get(host).copied().unwrap_or(0) != *n {
             mismatched += 1;
         }
+    }
+    if held.len() != args.agents {
+        bail!("{} hosts reported, {} joined", held.len(), args.agents);
     }
     if listed != args.creates || acked != args.creates as u64 || mismatched > 0 {
         bail!(
@@ -413,11 +615,7 @@ fn place_on(
             args.creates
         );
     }
-    let per: Vec<usize> = fleet
-        .agents
-        .iter()
-        .map(|a| a.with_host(|h| h.containers.len()))
-        .collect();
+    let per: Vec<usize> = held.values().copied().collect();
     let (min, max) = (
         per.iter().min().copied().unwrap_or(0),
         per.iter().max().copied().unwrap_or(0),
@@ -456,8 +654,17 @@ fn place_on(
         args.creates, acked, listed
     ));
     if fleet_scale {
-        md.push_str(&fleet_table(args, cluster, &tls, leader, fleet, &rt)?);
+        md.push_str(&fleet_table(
+            args,
+            cluster,
+            &tls,
+            leader,
+            fleet,
+            children.as_ref(),
+            &rt,
+        )?);
     }
+    drop(children);
     drop(rt);
     Ok(md)
 }
@@ -487,21 +694,25 @@ fn fleet_table(
     tls: &Tls,
     leader: &wharf_chaos_tests::sim::controllers::Controller,
     mut fleet: Fleet,
+    children: Option<&Children>,
     rt: &tokio::runtime::Runtime,
 ) -> Result<String> {
+    let heartbeats = |fleet: &Fleet| {
+        fleet.counters().heartbeats + children.map_or(0, |c| c.counter("heartbeats"))
+    };
     let _guard = rt.enter();
     log(&format!(
         "idle for {} s with the agents connected",
         args.idle_secs
     ));
-    let (c0, h0) = (cpu_seconds(leader.pid())?, fleet.counters().heartbeats);
+    let (c0, h0) = (cpu_seconds(leader.pid())?, heartbeats(&fleet));
     let t = Instant::now();
     while t.elapsed() < Duration::from_secs(args.idle_secs) {
         signals::check()?;
         std::thread::sleep(Duration::from_millis(200));
     }
     let idle = t.elapsed().as_secs_f64();
-    let (c1, h1) = (cpu_seconds(leader.pid())?, fleet.counters().heartbeats);
+    let (c1, h1) = (cpu_seconds(leader.pid())?, heartbeats(&fleet));
     let x = &fleet.agents[0].hostname;
     let filter = format!("%7B%22node%22%3A%7B%22{x}%22%3Atrue%7D%7D");
     let calls = [

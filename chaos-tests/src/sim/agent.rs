@@ -47,7 +47,7 @@ pub struct FleetConfig {
 }
 
 /// One agent's size and labels.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Shape {
     /// Its host name (unique in the fleet).
     pub hostname: String,

@@ -15,7 +15,12 @@ pub const MIXED_SIZES: [(u32, u64); 4] =
 /// `n` agents named `sim-00001`.. (pure); `mixed`: sizes cycle through [`MIXED_SIZES`],
 /// else every one is 4 CPUs, 8 GiB.
 pub fn shapes(n: usize, mixed: bool) -> Vec<Shape> {
-    (0..n)
+    shapes_from(0, n, mixed)
+}
+
+/// [`shapes`] `first..first + n` of a larger fleet (one of several processes' share).
+pub fn shapes_from(first: usize, n: usize, mixed: bool) -> Vec<Shape> {
+    (first..first + n)
         .map(|i| {
             let (cpus, memory) = if mixed {
                 MIXED_SIZES[i % MIXED_SIZES.len()]
@@ -144,5 +149,8 @@ mod tests {
         assert_eq!(names.len(), 6);
         assert!(shapes(3, false).iter().all(|s| s.cpus == 4));
         assert_eq!(fds_needed(10_000, 3), 34_096);
+        let tail = shapes_from(4, 2, true);
+        assert_eq!(tail[0].hostname, "sim-00005");
+        assert_eq!(tail[1], s[5]);
     }
 }

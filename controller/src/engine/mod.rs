@@ -882,13 +882,9 @@ impl Engine {
 
     /// Remove every container of `node`, running or not (`wharf down`).
     pub async fn remove_all(&self, node: NodeId) {
-        let ids: Vec<ContainerId> = self.store.read(|s| {
-            s.containers
-                .values()
-                .filter(|c| c.node == node)
-                .map(|c| c.id.clone())
-                .collect()
-        });
+        let ids: Vec<ContainerId> = self
+            .store
+            .read(|s| s.containers_on(node).map(|c| c.id.clone()).collect());
         for id in ids {
             let running = self.store.read(|s| {
                 s.containers.get(&id).is_some_and(|c| {

@@ -205,11 +205,9 @@ pub fn fence_of(s: &ClusterState, node: NodeId) -> (u64, Vec<ContainerId>) {
         0
     };
     let movable = s
-        .containers
-        .values()
+        .containers_on(node)
         .filter(|c| {
-            c.node == node
-                && matches!(c.status, ContainerStatus::Running | ContainerStatus::Paused)
+            matches!(c.status, ContainerStatus::Running | ContainerStatus::Paused)
                 && wants_to_run(s, c)
                 && pinned_by(s, c).is_none()
         })

@@ -28,9 +28,7 @@ const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The containers the state records on `node`, for [`reconcile::reconcile`].
 fn desired_on(s: &ClusterState, node: NodeId) -> Vec<Desired> {
-    s.containers
-        .values()
-        .filter(|c| c.node == node)
+    s.containers_on(node)
         .map(|c| Desired {
             id: c.id.clone(),
             status: c.status,
