@@ -46,7 +46,7 @@ pub(super) const READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub(super) const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 /// Why this node did not do a leader-only step itself.
-enum Local {
+pub(super) enum Local {
     /// It does not lead; nothing was done.
     NotLeader(Option<u64>),
     /// It failed.
@@ -169,6 +169,48 @@ pub(super) struct Router {
     node_id: u64,
     raft: Raft<TypeConfig>,
     network: PeerNetwork,
+    /// Leadership confirmations for read indexes, shared by the reads that wait together.
+    reads: std::sync::Arc<ReadRounds>,
+}
+
+/// Read-index requests share leadership confirmations: openraft sends a heartbeat round to
+/// the voters for every `get_read_log_id`, so 10,000 agents reconnecting (each reconcile
+/// reads linearizably) made 10,000 concurrent rounds, which timed out and cost the
+/// leadership. One round runs at a time; a read answers with the index of a round that
+/// began after the read arrived (that round confirmed the leadership, and read the commit
+/// index, after the read began: what a read index of its own would have done), so all the
+/// reads that arrive during a round share the next one.
+#[derive(Default)]
+pub(super) struct ReadRounds {
+    /// Rounds begun so far.
+    begun: std::sync::atomic::AtomicU64,
+    /// Held while a round runs; holds the last successful round: (its number, its index).
+    last: tokio::sync::Mutex<Option<(u64, u64)>>,
+}
+
+impl ReadRounds {
+    /// The read index for a read that arrives now: a round that begins later, run by this
+    /// caller (`round`) or shared with another's. Failures are not shared.
+    pub(super) async fn read_index<F, Fut>(&self, round: F) -> Result<u64, Local>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<u64, Local>>,
+    {
+        use std::sync::atomic::Ordering::SeqCst;
+        let arrived = self.begun.load(SeqCst);
+        let mut last = self.last.lock().await;
+        if let Some((n, index)) = *last {
+            if n > arrived {
+                return Ok(index);
+            }
+        }
+        let n = self.begun.fetch_add(1, SeqCst) + 1;
+        let r = round().await;
+        if let Ok(index) = r {
+            *last = Some((n, index));
+        }
+        r
+    }
 }
 
 impl Router {
@@ -177,6 +219,7 @@ impl Router {
             node_id,
             raft,
             network,
+            reads: Default::default(),
         }
     }
 
@@ -252,6 +295,11 @@ impl Router {
     /// The log index a linearizable read must wait for, confirmed by a quorum; this node must
     /// lead.
     async fn read_index_here(&self) -> Result<u64, Local> {
+        self.reads.read_index(|| self.confirm_read_index()).await
+    }
+
+    /// One leadership confirmation and the read index it gives ([`ReadRounds`]).
+    async fn confirm_read_index(&self) -> Result<u64, Local> {
         let read = tokio::time::timeout(READ_TIMEOUT, self.raft.get_read_log_id()).await;
         match read {
             Err(_) => Err(Local::Failed(RaftError::ReadTimeout {

@@ -180,3 +180,50 @@ async fn a_forwarded_create_whose_answer_is_lost_is_answered_once() {
         p.stop().await;
     }
 }
+
+#[tokio::test]
+async fn reads_arriving_during_a_round_share_the_next_and_never_an_earlier_one() {
+    use super::forward::ReadRounds;
+    use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+    use std::sync::Arc;
+    let rounds = Arc::new(ReadRounds::default());
+    let ran = Arc::new(AtomicU64::new(0));
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    // A round's index is its number × 10 (a later round, a later commit index).
+    let round = |ran: Arc<AtomicU64>, gate: Arc<tokio::sync::Semaphore>| async move {
+        let n = ran.fetch_add(1, SeqCst) + 1;
+        gate.acquire().await.unwrap().forget();
+        Ok::<u64, super::forward::Local>(n * 10)
+    };
+    let first = {
+        let (rounds, ran, gate) = (rounds.clone(), ran.clone(), gate.clone());
+        tokio::spawn(async move { rounds.read_index(|| round(ran, gate)).await.ok() })
+    };
+    while ran.load(SeqCst) == 0 {
+        tokio::task::yield_now().await;
+    }
+    // Ten reads arrive while round 1 runs: none may take round 1's index.
+    let late: Vec<_> = (0..10)
+        .map(|_| {
+            let (rounds, ran, gate) = (rounds.clone(), ran.clone(), gate.clone());
+            tokio::spawn(async move { rounds.read_index(|| round(ran, gate)).await.ok() })
+        })
+        .collect();
+    tokio::task::yield_now().await;
+    gate.add_permits(100);
+    assert_eq!(first.await.unwrap(), Some(10));
+    for r in late {
+        assert_eq!(
+            r.await.unwrap(),
+            Some(20),
+            "the round begun after they arrived"
+        );
+    }
+    assert_eq!(ran.load(SeqCst), 2, "the ten shared one round");
+    // A read after both rounds ended runs a round of its own.
+    let again = rounds
+        .read_index(|| round(ran.clone(), gate.clone()))
+        .await
+        .ok();
+    assert_eq!(again, Some(30));
+}
