@@ -440,17 +440,19 @@ impl LeaderDuties {
                     c.extend(agent_transitions(st, &settled, &connected));
                     c
                 });
-                for (id, state) in changes {
-                    let cmd = Command::SetNodeState {
-                        id,
-                        state,
-                        at_ns: clock.wall_ns(),
-                    };
+                // Proposed together: group commit puts them in few entries (thousands of
+                // agents joining at once became Ready a few per round when each waited
+                // for the one before).
+                let at_ns = clock.wall_ns();
+                let store = &self.store;
+                let proposals = changes.into_iter().map(|(id, state)| async move {
                     info!(node = %crate::cluster::identity::node_id_text(id), state = ?state, "the leader records a node's state");
-                    if let Err(e) = self.store.propose(cmd).await {
+                    let cmd = Command::SetNodeState { id, state, at_ns };
+                    if let Err(e) = store.propose(cmd).await {
                         warn!(node = %id, error = %e, "a node's state was not recorded");
                     }
-                }
+                });
+                futures_util::future::join_all(proposals).await;
                 // Containers of Down nodes that asked to be kept running move.
                 self.engine.move_off_down_nodes().await;
             }

@@ -134,8 +134,14 @@ pub fn select<'a>(
                 || matches!(c.status, ContainerStatus::Running | ContainerStatus::Paused)
                 || is_restarting(state, c)
         })
-        .filter(|c| f.exact_match("status", shown_status(state, c)))
+        // Each filter looks at a container only when it is given: some read the
+        // container's configuration (labels, ports), which for 100,000 containers made a
+        // `docker ps -n 100` take half a second.
+        .filter(|c| !f.contains("status") || f.exact_match("status", shown_status(state, c)))
         .filter(|c| {
+            if !f.contains("name") {
+                return true;
+            }
             let name = c.name.to_string();
             regex_match(f, "name", &format!("/{name}")) || regex_match(f, "name", &name)
         })
@@ -150,7 +156,7 @@ pub fn select<'a>(
                     })
                 })
         })
-        .filter(|c| f.match_kv_list("label", &labels_of(c)))
+        .filter(|c| !f.contains("label") || f.match_kv_list("label", &labels_of(c)))
         .filter(|c| {
             exited.is_empty()
                 || (c.status == ContainerStatus::Exited
@@ -176,6 +182,9 @@ pub fn select<'a>(
                 })
         })
         .filter(|c| {
+            if !f.contains("publish") && !f.contains("expose") {
+                return true;
+            }
             let (published, exposed) = crate::engine::network::port_keys(c);
             let matches = |key: &str, ports: &[(u16, wharf_protocol::network::Proto)]| {
                 !f.contains(key)
