@@ -281,11 +281,25 @@ impl Drop for Wharf {
 pub fn busybox_tar() -> PathBuf {
     static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("wharf-test-images-{}", std::process::id()));
+        let dir = images_dir();
         std::fs::create_dir_all(&dir).expect("image dir");
+        // Removed when the test binary exits (a static is never dropped; without this
+        // every run left a directory behind in /tmp).
+        extern "C" fn remove_images_dir() {
+            let _ = std::fs::remove_dir_all(images_dir());
+        }
+        // SAFETY: registers a plain function without arguments, run once at exit.
+        unsafe {
+            libc::atexit(remove_images_dir);
+        }
         wharf_chaos_tests::busybox_image_tar(&dir, "busybox:latest").expect("build busybox image")
     })
     .clone()
+}
+
+/// Where this test binary keeps its generated images.
+fn images_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("wharf-test-images-{}", std::process::id()))
 }
 
 /// The instance's iptables rules (`-S` lines of its own chains and jumps).
