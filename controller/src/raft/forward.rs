@@ -524,17 +524,29 @@ impl Store {
         f: impl FnOnce(&ClusterState) -> R,
     ) -> Result<R, RaftError> {
         let index = self.router().read_index().await?;
+        self.wait_applied(index, "not applied up to the leader's read index")
+            .await?;
+        Ok(self.read(f))
+    }
+
+    /// Wait until this node has applied log `index`, for up to [`READ_TIMEOUT`]; `what`
+    /// names the wait in the timeout's error.
+    pub(super) async fn wait_applied(
+        &self,
+        index: u64,
+        what: &'static str,
+    ) -> Result<(), RaftError> {
         let mut applied = self.watch();
         let caught_up = tokio::time::timeout(READ_TIMEOUT, async {
             applied.wait_for(|&a| a >= index).await.map(|_| ())
         })
         .await;
         match caught_up {
-            Ok(Ok(())) => Ok(self.read(f)),
+            Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(RaftError::Closed),
             Err(_) => Err(RaftError::ReadTimeout {
                 node_id: self.node_id(),
-                what: "not applied up to the leader's read index",
+                what,
                 secs: READ_TIMEOUT.as_secs(),
             }),
         }

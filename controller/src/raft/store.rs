@@ -319,14 +319,11 @@ impl Store {
         // Read your writes: a forwarded write is answered once this node applied the entry
         // that carried it too (the leader applied it before answering). Waiting for that
         // index costs no call to the leader, where a read index per write cost one.
-        let mut applied = self.watch();
-        let caught_up = tokio::time::timeout(
-            super::forward::READ_TIMEOUT,
-            applied.wait_for(|&a| a >= index),
-        )
-        .await;
-        if !matches!(caught_up, Ok(Ok(_))) {
-            tracing::warn!(index, "a forwarded write is not applied here yet");
+        if let Err(e) = self
+            .wait_applied(index, "not applied up to the entry of its own write")
+            .await
+        {
+            tracing::warn!(index, error = %e, "a forwarded write is not applied here yet");
         }
         Ok(answer)
     }

@@ -105,7 +105,9 @@ pub fn score(c: &Candidate, req: &Request, settings: &Settings) -> Score {
     }
 }
 
-/// The candidates of `f`, best first (pure, a total order: the node ID breaks ties).
+/// The candidates of `f`, best first (pure, a total order: the node ID breaks ties). A
+/// placement needs only the first two, [`best_two`]; this full order is what that one
+/// pass is tested against.
 pub fn rank(f: &Filtered, req: &Request, settings: &Settings) -> Vec<Score> {
     let mut scores: Vec<Score> = f
         .candidates
