@@ -58,6 +58,10 @@ pub struct FakeState {
     pub fence: Option<(u64, Vec<ContainerId>)>,
     /// The resolvers running, by network ID, with the newest table each got.
     pub dns: BTreeMap<String, DnsTable>,
+    /// How long each `Create` takes (none by default), to see calls overlap.
+    pub create_delay: Option<std::time::Duration>,
+    /// `Create` calls in progress now, and the most there ever were at once.
+    pub creating: (usize, usize),
     next_pid: u32,
 }
 
@@ -395,7 +399,18 @@ async fn handle(
     let lock = || state.lock().unwrap_or_else(|e| e.into_inner());
     let result = match request {
         R::Create { spec } => {
-            lock().containers.insert(spec.id, FakeContainer::default());
+            let delay = {
+                let mut s = lock();
+                s.creating.0 += 1;
+                s.creating.1 = s.creating.1.max(s.creating.0);
+                s.create_delay
+            };
+            if let Some(d) = delay {
+                tokio::time::sleep(d).await;
+            }
+            let mut s = lock();
+            s.creating.0 -= 1;
+            s.containers.insert(spec.id, FakeContainer::default());
             Ok(AgentResponse::Done)
         }
         R::Start { spec, options, .. } => {

@@ -172,9 +172,11 @@ pub struct Engine {
     events: events::EventBus,
     /// Exec instances by ID (memory only, as Docker).
     execs: Mutex<HashMap<String, ExecRecord>>,
-    /// Held while a rule set is computed from the state and applied, so that an older
-    /// set never lands after a newer one.
-    rules_lock: tokio::sync::Mutex<()>,
+    /// Per node: held while its rule set is computed from the state and applied, so that
+    /// an older set never lands after a newer one. Per node, not one for all: at 10,000
+    /// agents joining, one lock held across each agent's round trip let 3–5 nodes a
+    /// second become Ready.
+    rules_locks: Mutex<HashMap<NodeId, Arc<tokio::sync::Mutex<()>>>>,
     /// Between recording new images and deciding which to remove: held shared while an
     /// image and its tags are recorded (load, import, commit), exclusively while `rmi` and
     /// `image prune` decide and remove, so they never see an image without its tags yet.
@@ -201,7 +203,7 @@ impl Engine {
             locks: Mutex::default(),
             events: events::EventBus::new(),
             execs: Mutex::default(),
-            rules_lock: tokio::sync::Mutex::default(),
+            rules_locks: Mutex::default(),
             image_records: tokio::sync::RwLock::default(),
             min_copies: std::sync::atomic::AtomicUsize::new(copies::DEFAULT_MIN_COPIES),
             grace_ms: std::sync::atomic::AtomicU64::new(4000),

@@ -24,6 +24,7 @@
 use super::lifecycle::RestartPolicy;
 use super::placement::{self, SWARM_RESCHEDULE_LABEL};
 use super::{Engine, EngineError};
+use futures_util::StreamExt;
 use serde_json::Value;
 use std::sync::Arc;
 use tracing::{info, warn};
@@ -216,14 +217,22 @@ pub fn fence_of(s: &ClusterState, node: NodeId) -> (u64, Vec<ContainerId>) {
     (lease, movable)
 }
 
+/// How many containers of Down nodes are moved at once.
+pub const CONCURRENT_MOVES: usize = 32;
+
 /// How long a move that failed waits before it is tried again.
 const RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Engine {
-    /// The leader's round: carry out [`decide`] — move what can move (one at a time),
-    /// record why the rest cannot. Call on the leader only, once it has led for a heartbeat grace (so
-    /// that every node had its chance to be seen Ready).
+    /// The leader's round: carry out [`decide`] — move what can move, record why the
+    /// rest cannot. Containers of Down nodes move [`CONCURRENT_MOVES`] at a time (nothing
+    /// runs them any more: 100 of them one by one took 20–36 s at 5,000 agents); a
+    /// draining node's move one at a time, each started elsewhere before its old copy
+    /// stops. Call on the leader only, once it has led for a heartbeat grace (so that
+    /// every node had its chance to be seen Ready).
     pub async fn move_off_down_nodes(self: &Arc<Self>) {
+        let mut off_down = vec![];
+        let mut off_draining = vec![];
         for d in self.store.read(decide) {
             match d {
                 Decision::Pending { id, reason } => {
@@ -231,23 +240,45 @@ impl Engine {
                     self.set_pending(&id, Some(reason)).await;
                 }
                 Decision::Clear(id) => self.set_pending(&id, None).await,
-                Decision::Move(id) => {
-                    if !self.move_due(&id) {
-                        continue;
+                Decision::Move(id) if self.move_due(&id) => {
+                    let down = self.store.read(|s| {
+                        s.containers
+                            .get(&id)
+                            .and_then(|c| s.nodes.get(&c.node))
+                            .is_some_and(|n| n.state == NodeState::Down)
+                    });
+                    if down {
+                        off_down.push(id);
+                    } else {
+                        off_draining.push(id);
                     }
-                    let started = std::time::Instant::now();
-                    match self.move_container(&id).await {
-                        Ok((new, from, to)) => {
-                            info!(container = %id.short(), successor = %new.short(), %from, %to, took = ?started.elapsed(), "moved a container off a Down node");
-                        }
-                        Err(e) => {
-                            warn!(container = %id.short(), error = %e, "a container on a Down node could not move");
-                            if self.store.read(|s| s.containers.contains_key(&id)) {
-                                let reason = format!("no node to move to: {}", e.message);
-                                self.set_pending(&id, Some(reason)).await;
-                            }
-                        }
-                    }
+                }
+                Decision::Move(_) => {}
+            }
+        }
+        futures_util::stream::iter(off_down)
+            .for_each_concurrent(
+                CONCURRENT_MOVES,
+                |id| async move { self.move_one(&id).await },
+            )
+            .await;
+        for id in off_draining {
+            self.move_one(&id).await;
+        }
+    }
+
+    /// Move `id` ([`Engine::move_container`]); on failure, record why it is pending.
+    async fn move_one(self: &Arc<Self>, id: &ContainerId) {
+        let started = std::time::Instant::now();
+        match self.move_container(id).await {
+            Ok((new, from, to)) => {
+                info!(container = %id.short(), successor = %new.short(), %from, %to, took = ?started.elapsed(), "moved a container off a Down node");
+            }
+            Err(e) => {
+                warn!(container = %id.short(), error = %e, "a container on a Down node could not move");
+                if self.store.read(|s| s.containers.contains_key(id)) {
+                    let reason = format!("no node to move to: {}", e.message);
+                    self.set_pending(id, Some(reason)).await;
                 }
             }
         }

@@ -215,6 +215,71 @@ async fn a_container_moves_once_to_a_ready_node_and_keeps_its_name() {
     assert_eq!(engine.store().read(|s| s.containers.len()), 1);
 }
 
+/// Many containers of a Down node move in one round, several at once (at most
+/// [`CONCURRENT_MOVES`] creates in flight), each once, and keep their names.
+#[tokio::test]
+async fn the_containers_of_a_down_node_move_concurrently_each_once() {
+    let Setup {
+        engine, cluster, ..
+    } = setup_nodes(&[
+        (NodeId(1), "a", &[]),
+        (NodeId(2), "b", &[]),
+        (NodeId(3), "c", &[]),
+    ])
+    .await;
+    let n = CONCURRENT_MOVES + 8;
+    for i in 0..n {
+        let name = format!("web-{i}");
+        engine
+            .create_container(
+                Some(&name),
+                br#"{"Image":"img:1","Env":["constraint:node==~a"],"HostConfig":{"RestartPolicy":{"Name":"always"}}}"#,
+            )
+            .await
+            .unwrap();
+        engine.start(&name).await.unwrap();
+    }
+    for node in [NodeId(2), NodeId(3)] {
+        cluster
+            .agent(node)
+            .with(|s| s.create_delay = Some(std::time::Duration::from_millis(50)));
+    }
+    cluster.agent(NodeId(1)).set_lost(true);
+    engine.node_lost(NodeId(1));
+    engine
+        .store()
+        .propose(Command::SetNodeState {
+            id: NodeId(1),
+            state: NodeState::Down,
+            at_ns: 1,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    engine.move_off_down_nodes().await;
+    let peak: usize = [NodeId(2), NodeId(3)]
+        .iter()
+        .map(|n| cluster.agent(*n).with(|s| s.creating.1))
+        .sum();
+    assert!(
+        peak > 1 && peak <= CONCURRENT_MOVES,
+        "creates in flight at once: {peak}"
+    );
+    for i in 0..n {
+        let c = engine.container(&format!("web-{i}")).unwrap();
+        assert_ne!(c.node, NodeId(1), "web-{i} moved");
+        assert_eq!(c.status, ContainerStatus::Running, "web-{i}");
+    }
+    let held: usize = [NodeId(2), NodeId(3)]
+        .iter()
+        .map(|n| cluster.agent(*n).with(|s| s.containers.len()))
+        .sum();
+    assert_eq!(held, n, "one successor each");
+    assert_eq!(engine.store().read(|s| s.containers.len()), n);
+    engine.move_off_down_nodes().await;
+    assert_eq!(engine.store().read(|s| s.containers.len()), n, "moved once");
+}
+
 #[test]
 fn a_draining_node_moves_what_may_move_and_says_why_the_rest_stays() {
     let always = running(1, "always", 1, "always");

@@ -436,7 +436,14 @@ impl Engine {
     /// state and applied under one lock, so concurrent callers never apply an older
     /// state after a newer one.
     pub async fn sync_network_rules(&self, node: NodeId) -> Result<(), EngineError> {
-        let _applying = self.rules_lock.lock().await;
+        let lock = self
+            .rules_locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(node)
+            .or_default()
+            .clone();
+        let _applying = lock.lock().await;
         let rules = self.store().read(|s| rule_set(s, node));
         self.agents
             .sync_rules(&node, rules)
