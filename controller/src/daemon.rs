@@ -390,7 +390,7 @@ impl LeaderDuties {
     /// Follow this controller's leadership: take on every connected node's duties when
     /// it becomes leader, drop them when it stops being leader; while leading for a grace
     /// (on the registry's monotonic clock), record the nodes' transitions.
-    async fn follow_leadership(self: Arc<Self>, grace: Duration, registry: Arc<Registry>) {
+    async fn follow_leadership(self: Arc<Self>, registry: Arc<Registry>) {
         let clock = registry.clock();
         let mut leading = false;
         let mut since = clock.monotonic();
@@ -425,7 +425,9 @@ impl LeaderDuties {
                 }
             }
             leading = now;
-            // A new leader has not heard from every member yet: it waits a grace period.
+            // A new leader has not heard from every member yet: it waits a grace period
+            // (stretched as its heartbeats are).
+            let grace = registry.liveness().grace;
             if leading && clock.monotonic().saturating_sub(since) >= grace {
                 let members = self.store.members();
                 let me = NodeId(self.store.node_id());
@@ -652,7 +654,14 @@ pub async fn controller(s: Settings) -> anyhow::Result<()> {
     )
     .await
     .context("open the cluster state")?;
-    let registry = Registry::new(store.clone(), Liveness { period, grace });
+    let registry = Registry::new(
+        store.clone(),
+        Liveness {
+            period,
+            grace,
+            max_beats_per_sec: s.heartbeat_max_rate,
+        },
+    );
     let engine = Engine::new(
         store.clone(),
         Agents::new(registry.clone()),
@@ -668,7 +677,7 @@ pub async fn controller(s: Settings) -> anyhow::Result<()> {
     engine.set_min_copies(s.min_layer_copies);
     engine.set_heartbeat_grace(grace);
     let duties = LeaderDuties::new(engine.clone(), store.clone());
-    tokio::spawn(duties.clone().follow_leadership(grace, registry.clone()));
+    tokio::spawn(duties.clone().follow_leadership(registry.clone()));
     let port = Arc::new(ClusterPort {
         store: store.clone(),
         join: Arc::new(JoinService {
@@ -1176,7 +1185,7 @@ mod tests {
         let duties = LeaderDuties::new(engine, t.store.clone());
         duties.settled.lock().unwrap().insert(answering);
         let grace = reg::LIVENESS.grace;
-        tokio::spawn(duties.follow_leadership(grace, t.registry.clone()));
+        tokio::spawn(duties.follow_leadership(t.registry.clone()));
         let rounds = || tokio::time::sleep(Duration::from_millis(600));
         // It leads from its first round, at monotonic zero.
         rounds().await;

@@ -135,6 +135,12 @@ pub struct Settings {
     #[arg(long, env = "WHARF_HEARTBEAT_GRACE", default_value_t = 4.0)]
     pub heartbeat_grace: f64,
 
+    /// Heartbeats a second a controller sends at most: with more agents than this many
+    /// per period, the period, the grace and the agents' fencing lease stretch in
+    /// proportion (10,000 agents: every 5 s, Down after 20 s).
+    #[arg(long, env = "WHARF_HEARTBEAT_MAX_RATE", default_value_t = crate::cluster::registry::MAX_BEATS_PER_SEC)]
+    pub heartbeat_max_rate: u32,
+
     /// Controllers: how many agents an image is put on before a load, import, commit or
     /// build answers (fewer when fewer agents are Ready).
     #[arg(long, env = "WHARF_MIN_LAYER_COPIES", default_value_t = 2)]
@@ -180,6 +186,7 @@ struct SettingsFile {
     labels: Option<Vec<String>>,
     heartbeat_period: Option<f64>,
     heartbeat_grace: Option<f64>,
+    heartbeat_max_rate: Option<u32>,
     min_layer_copies: Option<usize>,
     with_agent: Option<bool>,
 }
@@ -269,6 +276,9 @@ impl Settings {
         if let (true, Some(v)) = (from_default("heartbeat_grace"), file.heartbeat_grace) {
             self.heartbeat_grace = v;
         }
+        if let (true, Some(v)) = (from_default("heartbeat_max_rate"), file.heartbeat_max_rate) {
+            self.heartbeat_max_rate = v;
+        }
         if let (true, Some(v)) = (from_default("min_layer_copies"), file.min_layer_copies) {
             self.min_layer_copies = v;
         }
@@ -303,6 +313,11 @@ impl Settings {
             return Err(SettingsError::Invalid(
                 "--heartbeat-period and --heartbeat-grace must be positive numbers of seconds"
                     .into(),
+            ));
+        }
+        if self.heartbeat_max_rate == 0 {
+            return Err(SettingsError::Invalid(
+                "--heartbeat-max-rate must be at least 1".into(),
             ));
         }
         if self.heartbeat_grace < self.heartbeat_period {
@@ -393,6 +408,7 @@ mod tests {
             labels: vec![],
             heartbeat_period: 1.0,
             heartbeat_grace: 4.0,
+            heartbeat_max_rate: crate::cluster::registry::MAX_BEATS_PER_SEC,
             min_layer_copies: 2,
             with_agent: false,
         }

@@ -4,20 +4,23 @@
 //!
 //! ```text
 //!  controller ── HostRequest::Fence { lease, movable } ──► Fence (kept in fence.json)
-//!  controller ── heartbeat (HostRequest::Info) ──────────► Fence::heard
+//!  controller ── heartbeat (HostRequest::Beat{stretch}) ─► Fence::heard_from
 //!  watch task, every 100 ms: due(now, last heard, lease)? ──► SIGKILL each movable one,
 //!                                                             once per silence
 //! ```
 //!
 //! The lease is shorter than the controllers' heartbeat grace (checked when it is set),
-//! so the copy stops before the leader marks the node Down and starts the successor.
+//! so the copy stops before the leader marks the node Down and starts the successor. A
+//! controller of a large fleet stretches its heartbeat period and grace (see the
+//! controller's `Liveness::stretch`); each beat says by how much, and the lease of the
+//! host stretches by the same factor, so the order of the two holds.
 //! The trade-off (README): with fencing on, a full controller outage longer than the
 //! lease stops the movable containers of every agent.
 
 use crate::clock::{Clock, SystemClock};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use wharf_protocol::ContainerId;
@@ -39,6 +42,12 @@ pub fn due(now_ms: u64, last_heard_ms: u64, lease_ms: u64) -> bool {
     lease_ms > 0 && now_ms.saturating_sub(last_heard_ms) >= lease_ms
 }
 
+/// The lease in force (pure): `lease_ms` stretched by the last beat's `stretch_milli`
+/// (never shrunk below `lease_ms`).
+pub fn stretched(lease_ms: u64, stretch_milli: u32) -> u64 {
+    lease_ms.saturating_mul(u64::from(stretch_milli.max(1000))) / 1000
+}
+
 /// The agent's fence: its configuration and when a controller was last heard, on
 /// monotonic time only.
 #[derive(Debug)]
@@ -47,6 +56,8 @@ pub struct Fence {
     config: Mutex<FenceConfig>,
     clock: Arc<dyn Clock>,
     last_heard_ms: AtomicU64,
+    /// The stretch the last beat carried, in thousandths.
+    stretch_milli: AtomicU32,
     fenced: AtomicBool,
 }
 
@@ -69,6 +80,7 @@ impl Fence {
             config: Mutex::new(config),
             clock,
             last_heard_ms: AtomicU64::new(0),
+            stretch_milli: AtomicU32::new(1000),
             fenced: AtomicBool::new(false),
         };
         fence.last_heard_ms.store(fence.now_ms(), Ordering::Relaxed);
@@ -80,10 +92,18 @@ impl Fence {
         u64::try_from(self.clock.monotonic().as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// A controller was heard (a heartbeat): the lease starts again.
+    /// A controller was heard: the lease starts again.
     pub fn heard(&self) {
         self.last_heard_ms.store(self.now_ms(), Ordering::Relaxed);
         self.fenced.store(false, Ordering::Relaxed);
+    }
+
+    /// A controller's heartbeat was heard, with its stretch in thousandths: the lease
+    /// starts again, stretched by as much.
+    pub fn heard_from(&self, stretch_milli: u32) {
+        self.stretch_milli
+            .store(stretch_milli.max(1000), Ordering::Relaxed);
+        self.heard();
     }
 
     /// Replace the configuration and keep it on disk.
@@ -110,7 +130,8 @@ impl Fence {
     pub fn due_now(&self) -> Option<(Duration, Vec<ContainerId>)> {
         let config = self.config();
         let (now, last) = (self.now_ms(), self.last_heard_ms.load(Ordering::Relaxed));
-        if !due(now, last, config.lease_ms) || self.fenced.swap(true, Ordering::Relaxed) {
+        let lease = stretched(config.lease_ms, self.stretch_milli.load(Ordering::Relaxed));
+        if !due(now, last, lease) || self.fenced.swap(true, Ordering::Relaxed) {
             return None;
         }
         Some((Duration::from_millis(now - last), config.movable))
@@ -208,6 +229,26 @@ mod tests {
         assert!(f.due_now().is_none(), "date 12 h ahead");
         clock.jump_wall(-36 * HOUR_NS);
         assert!(f.due_now().is_none(), "date 24 h behind");
+    }
+
+    /// A beat that says the controller stretches its period by 2.5 stretches the lease
+    /// by as much; a later beat without stretch brings it back.
+    #[test]
+    fn the_lease_stretches_with_the_last_beat() {
+        assert_eq!(stretched(3_000, 1_000), 3_000);
+        assert_eq!(stretched(3_000, 2_500), 7_500);
+        assert_eq!(stretched(3_000, 10), 3_000, "never shorter than set");
+        assert_eq!(stretched(0, 5_000), 0, "off stays off");
+        let clock = Arc::new(ManualClock::new(0));
+        let (_dir, f, ids) = fence_on(&clock);
+        f.heard_from(2_500);
+        clock.advance(Duration::from_millis(7_499));
+        assert!(f.due_now().is_none(), "within the stretched lease");
+        clock.advance(Duration::from_millis(1));
+        assert_eq!(f.due_now().map(|(_, ids)| ids), Some(ids));
+        f.heard_from(1_000);
+        clock.advance(Duration::from_millis(3_000));
+        assert!(f.due_now().is_some(), "the plain lease again");
     }
 
     #[test]

@@ -37,7 +37,8 @@ use serde::{Deserialize, Serialize};
 /// 3: `NetworkRequest::SetDnsTable` and `StopDns`: user networks' resolvers run on the
 /// agent; `HostRequest::Containers` lists the host's containers (reconcile);
 /// `HostRequest::Fence` sets how the host fences itself.
-pub const AGENT_PROTOCOL_VERSION: u32 = 3;
+/// 4: `HostRequest::Beat`, the heartbeat, carries the controller's stretch of its period.
+pub const AGENT_PROTOCOL_VERSION: u32 = 4;
 
 /// Largest frame either side accepts (a byte item is at most [`ITEM_BYTES`]).
 pub const MAX_FRAME: u32 = 4 * 1024 * 1024;
@@ -344,7 +345,7 @@ mod tests {
              01\
              0000000000000000\
              00000000\
-             03000000"
+             04000000"
         );
         let item = encode_frame(&frames()[1]).unwrap();
         assert_eq!(

@@ -132,6 +132,7 @@ impl Fleet {
                 starts: a.starts + c.starts,
                 exits: a.exits + c.exits,
                 requests: a.requests + c.requests,
+                stretch_milli: a.stretch_milli.max(c.stretch_milli),
             })
     }
 }

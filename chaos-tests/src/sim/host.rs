@@ -53,8 +53,11 @@ pub enum Answer {
 /// Counts of what a host was asked, for the benches' tables.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
-    /// `Host(Info)`: the controllers' heartbeats.
+    /// `Host(Beat)`: the controllers' heartbeats.
     pub heartbeats: u64,
+    /// The stretch of the controllers' heartbeat period the last beat carried, in
+    /// thousandths (a fleet's: the largest of its hosts').
+    pub stretch_milli: u32,
     /// Containers created (placements acknowledged).
     pub creates: u64,
     /// Containers started.
@@ -274,11 +277,13 @@ impl SimHost {
 
     fn host(&mut self, request: HostRequest) -> AgentResponse {
         match request {
-            HostRequest::Info => {
+            HostRequest::Info => AgentResponse::Host(HostResponse::Info(HostInfo {
+                root_dir: "/sim".into(),
+            })),
+            HostRequest::Beat { stretch_milli } => {
                 self.counters.heartbeats += 1;
-                AgentResponse::Host(HostResponse::Info(HostInfo {
-                    root_dir: "/sim".into(),
-                }))
+                self.counters.stretch_milli = stretch_milli;
+                AgentResponse::Done
             }
             HostRequest::Inventory => {
                 AgentResponse::Host(HostResponse::Inventory(self.inventory.clone()))
@@ -527,7 +532,19 @@ mod tests {
         let mut h = SimHost::new(vec![], &[]);
         let info = reply(h.answer(HostRequest::Info.into(), 1));
         assert!(matches!(info, AgentResponse::Host(HostResponse::Info(_))));
+        assert_eq!(h.counters.heartbeats, 0, "a question, not a heartbeat");
+        let beat = reply(
+            h.answer(
+                HostRequest::Beat {
+                    stretch_milli: 2500,
+                }
+                .into(),
+                1,
+            ),
+        );
+        assert_eq!(beat, AgentResponse::Done);
         assert_eq!(h.counters.heartbeats, 1);
+        assert_eq!(h.counters.stretch_milli, 2500);
         assert_eq!(h.answer(ImageRequest::Load.into(), 2), Answer::Load);
         let d = wharf_protocol::DiffId(wharf_protocol::Digest::of(b"layer"));
         let image = LoadedImage {

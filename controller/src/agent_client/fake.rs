@@ -363,6 +363,7 @@ async fn handle(
             lock_state(&state).fence = Some((lease_ms, movable));
             return call.respond(AgentResponse::Done);
         }
+        AgentRequest::Host(HostRequest::Beat { .. }) => return call.respond(AgentResponse::Done),
         AgentRequest::Host(HostRequest::Info) => {
             let info = HostInfo {
                 root_dir: "/fake".into(),

@@ -77,6 +77,7 @@ async fn controller() -> Controller {
     let liveness = Liveness {
         period: Duration::from_millis(100),
         grace: Duration::from_millis(500),
+        ..Liveness::default()
     };
     let port = Arc::new(ClusterPort {
         store: store.clone(),

@@ -6,7 +6,8 @@
 //!  listener ─► attach(node, hello, stream) ─► RegisterNode + SetNodeState Ready (Raft,
 //!                  │                           the latter on the leader only)
 //!                  │                           hooks.connected(node, events)
-//!                  ├─ heartbeat: Host(Info) every HEARTBEAT, answered within GRACE
+//!                  ├─ heartbeat: Host(Beat) every period, answered within the grace
+//!                  │             (both stretched past max_beats_per_sec)
 //!                  └─ connection lost / heartbeat missed ─► SetNodeState Down (on the
 //!                                                           leader), hooks.lost(node)
 //! ```
@@ -47,13 +48,25 @@ pub trait NodeHooks: Send + Sync {
 
 /// How often a controller asks each agent whether it is there, and how long an answer
 /// may take before the node is Down.
+///
+/// A controller sends at most `max_beats_per_sec` heartbeats a second: past that many
+/// agents per period, the period and the grace stretch in proportion (as Nomad stretches
+/// its clients' heartbeat TTL past `max_heartbeats_per_second`), and each beat tells the
+/// agent by how much, so that its fencing lease stretches too. With the defaults (1 s,
+/// 4 s, 2,000 a second), 10,000 agents are beaten every 5 s and Down after 20 s of
+/// silence; up to 2,000 agents, every 1 s and after 4 s.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Liveness {
     /// Period of the heartbeat.
     pub period: Duration,
     /// A heartbeat unanswered this long marks the node Down.
     pub grace: Duration,
+    /// Heartbeats a second this controller sends at most.
+    pub max_beats_per_sec: u32,
 }
+
+/// Heartbeats a second a controller sends at most, by default.
+pub const MAX_BEATS_PER_SEC: u32 = 2000;
 
 impl Liveness {
     /// How long to wait for the answer to a heartbeat sent at `sent` before looking at the
@@ -63,6 +76,29 @@ impl Liveness {
         let waited = now.saturating_sub(sent);
         (waited < self.grace).then(|| (self.grace - waited).min(self.period))
     }
+
+    /// By how much the period and grace stretch with `agents` connected, in thousandths
+    /// (pure): 1000 while a period's beats stay within `max_beats_per_sec`, then in
+    /// proportion to the fleet.
+    pub fn stretch_milli(&self, agents: usize) -> u32 {
+        let per_sec = agents as f64 / self.period.as_secs_f64().max(1e-3);
+        let max = f64::from(self.max_beats_per_sec.max(1));
+        if per_sec <= max {
+            1000
+        } else {
+            (per_sec / max * 1000.0).ceil().min(f64::from(u32::MAX)) as u32
+        }
+    }
+
+    /// The period and grace stretched by `stretch_milli` thousandths (pure; never shrunk).
+    pub fn stretched(&self, stretch_milli: u32) -> Liveness {
+        let f = f64::from(stretch_milli.max(1000)) / 1000.0;
+        Liveness {
+            period: self.period.mul_f64(f),
+            grace: self.grace.mul_f64(f),
+            ..*self
+        }
+    }
 }
 
 impl Default for Liveness {
@@ -71,6 +107,7 @@ impl Default for Liveness {
         Liveness {
             period: Duration::from_secs(1),
             grace: Duration::from_secs(4),
+            max_beats_per_sec: MAX_BEATS_PER_SEC,
         }
     }
 }
@@ -208,14 +245,18 @@ impl Registry {
     }
 
     /// Ask the agent every period until an answer is missing for the grace period, on
-    /// the monotonic clock ([`Liveness::wait_for_answer`]).
+    /// the monotonic clock ([`Liveness::wait_for_answer`]); both are stretched for the
+    /// agents connected now ([`Registry::stretch_milli`]), and each beat says by how much.
     async fn heartbeat(&self, client: &wharf_link::Client) {
         loop {
             let sent = self.clock.monotonic();
-            let mut beat = std::pin::pin!(client.call(AgentRequest::Host(HostRequest::Info)));
+            let stretch_milli = self.stretch_milli();
+            let liveness = self.liveness.stretched(stretch_milli);
+            let beat = AgentRequest::Host(HostRequest::Beat { stretch_milli });
+            let mut beat = std::pin::pin!(client.call(beat));
             loop {
                 let now = self.clock.monotonic();
-                let Some(wait) = self.liveness.wait_for_answer(sent, now) else {
+                let Some(wait) = liveness.wait_for_answer(sent, now) else {
                     return;
                 };
                 match tokio::time::timeout(wait, &mut beat).await {
@@ -227,8 +268,20 @@ impl Registry {
             if client.is_closed() {
                 return;
             }
-            tokio::time::sleep(self.liveness.period).await;
+            tokio::time::sleep(liveness.period).await;
         }
+    }
+
+    /// How much this controller stretches its heartbeat period and grace now, in
+    /// thousandths, for the agents connected to it ([`Liveness::stretch_milli`]).
+    pub fn stretch_milli(&self) -> u32 {
+        let agents = self.conns.lock().unwrap_or_else(|p| p.into_inner()).len();
+        self.liveness.stretch_milli(agents)
+    }
+
+    /// The heartbeat period and grace in force now (stretched for the fleet).
+    pub fn liveness(&self) -> Liveness {
+        self.liveness.stretched(self.stretch_milli())
     }
 
     /// The clock liveness is decided on (the leader's grace reads it too).

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use wharf_node::clock::{Clock, ManualClock};
-use wharf_protocol::agent::host::{HostInfo, HostRequest, HostResponse};
+use wharf_protocol::agent::host::HostRequest;
 use wharf_protocol::agent::{AgentEvent, AgentRequest, AgentResponse};
 use wharf_protocol::node_state::{NodeDescription, NodeRole, NodeState};
 use wharf_protocol::NodeId;
@@ -26,6 +26,7 @@ pub(crate) const WALL_START_NS: i64 = 1_780_000_000 * 1_000_000_000;
 pub(crate) const LIVENESS: Liveness = Liveness {
     period: Duration::from_millis(20),
     grace: Duration::from_secs(4),
+    max_beats_per_sec: super::MAX_BEATS_PER_SEC,
 };
 
 /// A fake agent: it answers heartbeats 50 ms after they arrive (so that the date can
@@ -59,7 +60,7 @@ fn serve(agent: Arc<FakeAgent>, stream: tokio::io::DuplexStream) {
         move |request, mut call| {
             let agent = agent.clone();
             async move {
-                let AgentRequest::Host(HostRequest::Info) = request else {
+                let AgentRequest::Host(HostRequest::Beat { .. }) = request else {
                     return call.respond(AgentResponse::Done);
                 };
                 agent.received.fetch_add(1, Ordering::SeqCst);
@@ -69,9 +70,7 @@ fn serve(agent: Arc<FakeAgent>, stream: tokio::io::DuplexStream) {
                     return std::future::pending::<()>().await;
                 }
                 agent.answered.fetch_add(1, Ordering::SeqCst);
-                call.respond(AgentResponse::Host(HostResponse::Info(HostInfo {
-                    root_dir: "/x".into(),
-                })))
+                call.respond(AgentResponse::Done)
             }
         },
     ));
@@ -187,12 +186,40 @@ pub(crate) async fn until(what: &str, mut f: impl FnMut() -> bool) {
 
 const NODE: NodeId = NodeId(4);
 
+/// Up to `max_beats_per_sec` agents per period the period and grace are as set; past
+/// it they stretch in proportion to the fleet, and never shrink.
+#[test]
+fn the_period_and_grace_stretch_past_the_most_beats_a_second() {
+    let l = Liveness::default();
+    assert_eq!(l.stretch_milli(0), 1000);
+    assert_eq!(l.stretch_milli(2000), 1000, "at the threshold");
+    assert_eq!(l.stretch_milli(2001), 1001, "just past it");
+    assert_eq!(l.stretch_milli(5000), 2500);
+    assert_eq!(l.stretch_milli(10_000), 5000);
+    let s = l.stretched(l.stretch_milli(10_000));
+    assert_eq!(s.period, Duration::from_secs(5));
+    assert_eq!(s.grace, Duration::from_secs(20));
+    assert_eq!(l.stretched(10), l, "never shrunk");
+    // A 2 s period halves the beats: twice the agents before it stretches.
+    let slow = Liveness {
+        period: Duration::from_secs(2),
+        ..l
+    };
+    assert_eq!(slow.stretch_milli(4000), 1000);
+    assert_eq!(slow.stretch_milli(8000), 2000);
+    assert_eq!(
+        Liveness {
+            max_beats_per_sec: 500,
+            ..l
+        }
+        .stretch_milli(1000),
+        2000
+    );
+}
+
 #[test]
 fn a_heartbeat_is_waited_for_until_the_grace_on_the_monotonic_clock() {
-    let l = Liveness {
-        period: Duration::from_secs(1),
-        grace: Duration::from_secs(4),
-    };
+    let l = Liveness::default();
     let s = |x: f64| Duration::from_secs_f64(x);
     assert_eq!(l.wait_for_answer(s(10.0), s(10.0)), Some(s(1.0)));
     assert_eq!(l.wait_for_answer(s(10.0), s(13.5)), Some(s(0.5)));

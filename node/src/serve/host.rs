@@ -34,6 +34,10 @@ pub(super) async fn handle(agent: &Agent, request: HostRequest, mut call: Server
                 root_dir: agent.data_dir().display().to_string(),
             })))
         }
+        HostRequest::Beat { stretch_milli } => {
+            agent.fence().heard_from(stretch_milli);
+            Ok(AgentResponse::Done)
+        }
         HostRequest::Fence { lease_ms, movable } => agent
             .fence()
             .set(crate::fence::FenceConfig { lease_ms, movable })

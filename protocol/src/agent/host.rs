@@ -25,6 +25,16 @@ pub enum HostRequest {
         /// The containers to stop when the lease runs out.
         movable: Vec<crate::ContainerId>,
     },
+    /// A controller's heartbeat: the host has heard a controller (its fence's lease
+    /// starts again), and learns how much that controller stretches its heartbeat period
+    /// and grace now, in thousandths (1000: as configured). In a large fleet a controller
+    /// beats less often; the host stretches its lease by as much, so that a longer
+    /// period does not fence it and the lease stays shorter than the grace. Answer:
+    /// `Done`. Protocol 4.
+    Beat {
+        /// The controller's stretch, in thousandths (at least 1000).
+        stretch_milli: u32,
+    },
 }
 
 /// What a [`HostRequest`] answers.
@@ -110,6 +120,16 @@ mod tests {
         want.extend(1u64.to_le_bytes());
         want.extend(64u64.to_le_bytes());
         want.extend("ab".repeat(32).as_bytes());
+        assert_eq!(encode(&request).unwrap(), want);
+        assert_eq!(decode::<AgentRequest>(&want).unwrap(), request);
+    }
+
+    #[test]
+    fn golden_bytes_of_a_beat() {
+        let request = AgentRequest::Host(HostRequest::Beat {
+            stretch_milli: 0x0102_0304,
+        });
+        let want = vec![1u8, 1, 0, 0, 0, 4, 0, 0, 0, 4, 3, 2, 1];
         assert_eq!(encode(&request).unwrap(), want);
         assert_eq!(decode::<AgentRequest>(&want).unwrap(), request);
     }
