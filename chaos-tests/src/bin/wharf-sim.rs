@@ -161,12 +161,25 @@ fn quality_table(args: &Args) -> String {
     );
     md.push_str("| strategy | placed | max / node | mean / node | imbalance (max/mean) | nodes used | CPU reserved on used nodes | time |\n");
     md.push_str("|---|---|---|---|---|---|---|---|\n");
-    for strategy in [Strategy::Spread, Strategy::Binpack] {
+    for (strategy, sampled) in [
+        (Strategy::Spread, false),
+        (Strategy::Spread, true),
+        (Strategy::Binpack, false),
+    ] {
         let t = Instant::now();
-        let q = quality::run(strategy, args.agents, args.creates);
+        let q = quality::run(strategy, args.agents, args.creates, sampled);
+        let name = if sampled {
+            format!(
+                "{}, {} nodes drawn per placement (as the engine places)",
+                strategy.as_str(),
+                wharf_controller::engine::scheduler::SAMPLE
+            )
+        } else {
+            format!("{}, every node scored", strategy.as_str())
+        };
         md.push_str(&format!(
             "| {} | {} of {} | {} | {:.2} | {:.2} | {} of {} ({:.1} %) | {:.1} % | {:.1} s |\n",
-            strategy.as_str(),
+            name,
             q.placed,
             q.asked,
             q.max,

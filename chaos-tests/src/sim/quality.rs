@@ -4,7 +4,9 @@
 //! next is decided, as the controller does; then how even the result is.
 
 use super::fleet::MIXED_SIZES;
-use wharf_controller::engine::scheduler::{schedule, ImageNeed, Request, Settings, Strategy};
+use wharf_controller::engine::scheduler::{
+    schedule, ImageNeed, Request, Settings, Strategy, SAMPLE,
+};
 use wharf_protocol::node_state::{Availability, NodeDescription, NodeRecord, NodeRole, NodeState};
 use wharf_protocol::state::{ClusterState, Command, ImageRecord};
 use wharf_protocol::{ContainerId, DiffId, Digest, ImageId, NodeId};
@@ -83,10 +85,12 @@ pub fn fleet_state(nodes: usize) -> (ClusterState, ImageId) {
 }
 
 /// Place `containers` containers (sizes of [`REQUEST_SIZES`] in turn) with `strategy`
-/// over [`fleet_state`]`(nodes)`; stops at the first that no node can take.
-pub fn run(strategy: Strategy, nodes: usize, containers: usize) -> Quality {
+/// over [`fleet_state`]`(nodes)`; stops at the first that no node can take. `sampled`:
+/// as the engine places, a seed per placement and [`SAMPLE`] nodes drawn (spread);
+/// otherwise seed 0, every node scored.
+pub fn run(strategy: Strategy, nodes: usize, containers: usize, sampled: bool) -> Quality {
     let (mut s, image) = fleet_state(nodes);
-    let settings = Settings {
+    let base = Settings {
         strategy,
         ..Settings::default()
     };
@@ -102,6 +106,15 @@ pub fn run(strategy: Strategy, nodes: usize, containers: usize) -> Quality {
             nano_cpus,
             memory,
             ..Request::default()
+        };
+        let settings = if sampled {
+            Settings {
+                tie_seed: (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1,
+                sample: SAMPLE,
+                ..base
+            }
+        } else {
+            base
         };
         let Ok(p) = schedule(&s, &req, &settings) else {
             break;
@@ -166,13 +179,23 @@ mod tests {
 
     #[test]
     fn spread_uses_every_node_and_binpack_fills_few() {
-        let spread = run(Strategy::Spread, 8, 16);
+        let spread = run(Strategy::Spread, 8, 16, false);
         assert_eq!((spread.placed, spread.used), (16, 8));
         // A 2-CPU node with a container holds no 2-CPU one more: a third lands elsewhere.
         assert!(spread.max <= 3, "{spread:?}");
-        let binpack = run(Strategy::Binpack, 8, 16);
+        let binpack = run(Strategy::Binpack, 8, 16, false);
         assert_eq!(binpack.placed, 16);
         assert!(binpack.used < 8, "{binpack:?}");
         assert!(binpack.cpu_fill > spread.cpu_fill, "{binpack:?} {spread:?}");
+    }
+
+    /// Past the sample size, spread among drawn nodes still uses every node and stays
+    /// within one container of the mean on this fleet.
+    #[test]
+    fn sampled_spread_stays_even() {
+        let q = run(Strategy::Spread, 4 * SAMPLE, 8 * SAMPLE, true);
+        assert_eq!(q.placed, 8 * SAMPLE);
+        assert_eq!(q.used, 4 * SAMPLE, "{q:?}");
+        assert!(q.max <= 3, "{q:?}");
     }
 }

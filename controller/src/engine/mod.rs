@@ -382,6 +382,7 @@ impl Engine {
             let (placed, body) = self.store.read(|s| {
                 let settings = scheduler::Settings {
                     tie_seed,
+                    sample: scheduler::SAMPLE,
                     ..scheduler::Settings::of(s)
                 };
                 placement::place_create(s, name, body, &settings, &avoid)

@@ -205,16 +205,52 @@ pub fn fits(c: &Candidate, req: &Request, settings: &Settings) -> (bool, bool) {
     )
 }
 
+/// Whether `req` may be placed among a sample of the nodes (pure): `spread` with a seed
+/// and a sample size, and nothing that a sample could answer differently from the whole
+/// fleet (constraints and affinities, hard or soft, pins, published ports).
+pub fn may_sample(req: &Request, settings: &Settings) -> bool {
+    settings.strategy == super::Strategy::Spread
+        && settings.tie_seed != 0
+        && settings.sample > 0
+        && req.exprs.is_empty()
+        && req.pins.is_empty()
+        && req.host_ports.is_empty()
+}
+
+/// `k` of `nodes` drawn with `seed`, without repeats, in the order of `nodes` (pure; a
+/// partial Fisher-Yates shuffle on splitmix64); all of them when there are at most `k`.
+pub fn sample<'a>(nodes: &[&'a NodeRecord], k: usize, seed: u64) -> Vec<&'a NodeRecord> {
+    if nodes.len() <= k {
+        return nodes.to_vec();
+    }
+    let mut state = seed;
+    let mut next = || {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    let mut idx: Vec<usize> = (0..nodes.len()).collect();
+    for i in 0..k {
+        let j = i + (next() % (nodes.len() - i) as u64) as usize;
+        idx.swap(i, j);
+    }
+    let mut chosen = idx[..k].to_vec();
+    chosen.sort_unstable();
+    chosen.into_iter().map(|i| nodes[i]).collect()
+}
+
 /// Filter the nodes of `v` for `req` (pure): the candidates by node ID, or the first
-/// hard filter that left none.
+/// hard filter that left none. With [`may_sample`], among [`sample`] first, and among
+/// every node when none of the sample can take it.
 pub fn filter<'a>(
     v: &ClusterView<'a>,
     req: &Request,
     settings: &Settings,
 ) -> Result<Filtered<'a>, Unschedulable> {
-    let s = v.state;
-    let mut notes = vec![];
-    let mut cands: Vec<&NodeRecord> = s
+    let cands: Vec<&NodeRecord> = v
+        .state
         .nodes
         .values()
         .filter(|n| n.accepts_placements() && !req.avoid.contains(&n.id))
@@ -222,6 +258,29 @@ pub fn filter<'a>(
     if cands.is_empty() {
         return Err(Unschedulable::NoReadyAgent);
     }
+    if may_sample(req, settings) && cands.len() > settings.sample {
+        let drawn = sample(&cands, settings.sample, settings.tie_seed);
+        if let Ok(mut f) = filter_among(v, req, settings, drawn) {
+            f.notes.push(format!(
+                "among {} nodes drawn of {}",
+                settings.sample,
+                cands.len()
+            ));
+            return Ok(f);
+        }
+    }
+    filter_among(v, req, settings, cands)
+}
+
+/// [`filter`] over `cands` (not empty, in ID order).
+fn filter_among<'a>(
+    v: &ClusterView<'a>,
+    req: &Request,
+    settings: &Settings,
+    mut cands: Vec<&'a NodeRecord>,
+) -> Result<Filtered<'a>, Unschedulable> {
+    let s = v.state;
+    let mut notes = vec![];
     for e in req.exprs.iter().filter(|e| !e.soft) {
         cands = meeting(v, e, &cands, |n| n);
         if cands.is_empty() {

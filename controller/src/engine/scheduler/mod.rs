@@ -35,6 +35,11 @@
 //!
 //! Volume affinity: a named volume that exists pins the container to its node (a
 //! [`Pin`]); one that does not exist yet is created where the container goes.
+//!
+//! Large fleets: with `spread` and a seed, a plain request (no expression, pin or
+//! published port) is filtered and ranked among [`Settings::sample`] nodes drawn with the
+//! seed, not every node (the engine draws [`SAMPLE`]); when none of them can take it,
+//! among every node. Tested against the plain path over the same nodes.
 
 pub mod expr;
 pub mod filter;
@@ -64,7 +69,18 @@ pub struct Settings {
     /// engine draws one per create, so that concurrent creates, which see the same state,
     /// spread over the equal nodes instead of all taking the lowest ID.
     pub tie_seed: u64,
+    /// With `spread`, a seed (`tie_seed` not 0) and more nodes accepting placements than
+    /// this, a plain request (no constraint or affinity, no pin, no published port) is
+    /// placed among this many of them, drawn with the seed ([`filter::sample`]), instead
+    /// of scoring every node: the "power of d choices" (Nomad also limits the nodes it
+    /// scores), so a placement costs the same over 10,000 nodes as over 64. When none of
+    /// the sample can take the container, every node is filtered as without it. 0:
+    /// always every node.
+    pub sample: usize,
 }
+
+/// The engine's [`Settings::sample`]: 64 nodes per placement.
+pub const SAMPLE: usize = 64;
 
 impl Default for Settings {
     fn default() -> Settings {
@@ -72,6 +88,7 @@ impl Default for Settings {
             strategy: Strategy::Spread,
             overcommit: 1.0,
             tie_seed: 0,
+            sample: 0,
         }
     }
 }
@@ -89,6 +106,7 @@ impl Settings {
             strategy: s.settings.strategy,
             overcommit: f64::from(s.settings.overcommit_milli) / 1000.0,
             tie_seed: 0,
+            sample: 0,
         }
     }
 }

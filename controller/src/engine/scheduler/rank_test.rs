@@ -248,3 +248,145 @@ fn a_tie_seed_spreads_equal_nodes_and_seed_zero_takes_the_lowest_id() {
     );
     assert_eq!(placed(&s, &req(img), &Settings::default()).node, NodeId(1));
 }
+
+/// `n` nodes holding the image (one layer), with 0 to 5 containers each, some with
+/// reservations, some Down or paused: the sampled path's inputs.
+fn fleet_of(n: u64, seed: u64) -> (ClusterState, ImageId) {
+    let mut s = ClusterState::default();
+    for id in 1..=n {
+        let mut node = super::testkit::node(id, &format!("n{id:04}"), &[]);
+        match (id.wrapping_mul(0x9e37_79b9_7f4a_7c15 ^ seed) >> 40) % 23 {
+            0 => node.state = wharf_protocol::node_state::NodeState::Down,
+            1 => node.availability = wharf_protocol::node_state::Availability::Pause,
+            _ => {}
+        }
+        s.nodes.insert(node.id, node);
+    }
+    let img = add_image(&mut s, "img", &[1]);
+    hold(&mut s, 1, &(1..=n).collect::<Vec<_>>());
+    let mut c = 0u32;
+    for id in 1..=n {
+        let k = (id.wrapping_mul(0xbf58_476d_1ce4_e5b9 ^ seed) >> 40) % 6;
+        for j in 0..k {
+            c += 1;
+            let cpus = if (id + j) % 7 == 0 { 500_000_000 } else { 0 };
+            add_container(&mut s, c, &format!("x{c}"), id, cpus, 0);
+        }
+    }
+    (s, img)
+}
+
+/// Differential: a placement among a sample is the plain path's placement over the
+/// nodes of that sample (the others avoided, no sampling), for fleets at, just past and
+/// far past the sample size; at or under it nothing is sampled and the plain path
+/// decides over every node.
+#[test]
+fn a_sampled_placement_is_the_plain_placement_over_the_sample() {
+    let k = 16;
+    for n in [k as u64 - 1, k as u64, k as u64 + 1, 40, 300] {
+        for seed in 1..=30u64 {
+            let (s, img) = fleet_of(n, seed);
+            let v = ClusterView::new(&s);
+            let tie_seed = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+            let sampled = Settings {
+                tie_seed,
+                sample: k,
+                ..Settings::default()
+            };
+            let plain = Settings {
+                sample: 0,
+                ..sampled
+            };
+            let r = req(img);
+            let got = schedule_view(&v, &r, &sampled)
+                .unwrap_or_else(|e| panic!("n {n}, seed {seed}: {e}"));
+            let accepting: Vec<&wharf_protocol::node_state::NodeRecord> = s
+                .nodes
+                .values()
+                .filter(|n| n.accepts_placements())
+                .collect();
+            let drawn = filter::sample(&accepting, k, tie_seed);
+            assert_eq!(drawn.len(), accepting.len().min(k), "n {n}");
+            assert!(drawn.windows(2).all(|w| w[0].id < w[1].id), "in ID order");
+            let mut over_sample = r.clone();
+            over_sample.avoid = accepting
+                .iter()
+                .filter(|a| !drawn.iter().any(|d| d.id == a.id))
+                .map(|a| a.id)
+                .collect();
+            let want = schedule_view(&v, &over_sample, &plain).unwrap();
+            assert_eq!(got.node, want.node, "n {n}, seed {seed}");
+            if accepting.len() > k {
+                assert!(
+                    got.reason
+                        .contains(&format!("among {k} nodes drawn of {}", accepting.len())),
+                    "{}",
+                    got.reason
+                );
+            } else {
+                assert_eq!(got, schedule_view(&v, &r, &plain).unwrap(), "not sampled");
+            }
+        }
+    }
+}
+
+/// A sample that holds no node able to take the container falls back to every node:
+/// the image is on one node only, and the create still lands there.
+#[test]
+fn a_sample_that_cannot_take_the_container_falls_back_to_every_node() {
+    let (mut s, _) = fleet_of(200, 3);
+    let only = add_image(&mut s, "rare", &[9]);
+    hold(&mut s, 9, &[137]);
+    let v = ClusterView::new(&s);
+    for seed in 1..=20u64 {
+        let settings = Settings {
+            tie_seed: seed,
+            sample: 8,
+            ..Settings::default()
+        };
+        let p = schedule_view(&v, &req(only), &settings).unwrap();
+        assert_eq!(p.node, NodeId(137), "seed {seed}");
+        assert!(!p.reason.contains("drawn"), "{}", p.reason);
+    }
+}
+
+/// Requests a sample could answer otherwise than the whole fleet are never sampled:
+/// constraints and affinities (hard or soft), published ports; nor is binpack or seed 0.
+#[test]
+fn only_plain_spread_requests_with_a_seed_are_sampled() {
+    let (s, img) = fleet_of(100, 5);
+    let v = ClusterView::new(&s);
+    let base = Settings {
+        tie_seed: 77,
+        sample: 8,
+        ..Settings::default()
+    };
+    let sampled = |r: &Request, st: &Settings| {
+        schedule_view(&v, r, st)
+            .map(|p| p.reason.contains("drawn"))
+            .unwrap_or(false)
+    };
+    assert!(sampled(&req(img), &base));
+    let soft = super::testkit::with(req(img), &["constraint:node!=~n0001"]);
+    assert!(!sampled(&soft, &base));
+    let hard = super::testkit::with(req(img), &["constraint:node!=n0001"]);
+    assert!(!sampled(&hard, &base));
+    let mut ports = req(img);
+    ports.host_ports = vec![wharf_protocol::network::PortMapping {
+        proto: wharf_protocol::network::Proto::Tcp,
+        container_port: 80,
+        host_ip: std::net::Ipv4Addr::UNSPECIFIED,
+        host_port: 8080,
+    }];
+    assert!(!sampled(&ports, &base));
+    let binpack = Settings {
+        strategy: Strategy::Binpack,
+        ..base
+    };
+    assert!(!sampled(&req(img), &binpack));
+    let seedless = Settings {
+        tie_seed: 0,
+        ..base
+    };
+    assert!(!sampled(&req(img), &seedless));
+}

@@ -58,6 +58,7 @@ fn the_same_input_gives_the_same_node_whatever_the_order_nodes_were_added_in() {
             strategy: Strategy::Binpack,
             overcommit: 1.5,
             tie_seed: 0,
+            sample: 0,
         },
     ] {
         let first = schedule(&a, &request(img), &settings).unwrap();
