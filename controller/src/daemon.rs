@@ -395,6 +395,8 @@ impl LeaderDuties {
         let mut leading = false;
         let mut since = clock.monotonic();
         loop {
+            // `docker info` shows the period in force (stretched past the beat rate).
+            self.engine.set_heartbeat_period(registry.liveness().period);
             let now = self.store.is_leader();
             if now && !leading {
                 since = clock.monotonic();
@@ -1182,13 +1184,18 @@ mod tests {
             Agents::new(t.registry.clone()),
             t.dir.path().join("engine"),
         );
-        let duties = LeaderDuties::new(engine, t.store.clone());
+        let duties = LeaderDuties::new(engine.clone(), t.store.clone());
         duties.settled.lock().unwrap().insert(answering);
         let grace = reg::LIVENESS.grace;
         tokio::spawn(duties.follow_leadership(t.registry.clone()));
         let rounds = || tokio::time::sleep(Duration::from_millis(600));
         // It leads from its first round, at monotonic zero.
         rounds().await;
+        // `docker info` shows the registry's period in force (20 ms here, not stretched).
+        assert_eq!(
+            engine.heartbeat_period_ns(),
+            reg::LIVENESS.period.as_nanos() as u64
+        );
         for jump_h in [10, -20, 48, -72] {
             t.clock.jump_wall(jump_h * HOUR_NS);
             t.clock.advance(Duration::from_millis(900));

@@ -103,8 +103,9 @@ pub async fn info(engine: &Engine) -> Resp {
     let store = engine.store();
     let me = wharf_protocol::NodeId(store.node_id());
     let leader = store.leader().map(|(id, _)| wharf_protocol::NodeId(id));
+    let period_ns = engine.heartbeat_period_ns();
     let (swarm, leader_name, name, totals) = store.read(|s| {
-        let (swarm, leader_name) = super::nodes::swarm_info(s, me, leader, 1_000_000_000);
+        let (swarm, leader_name) = super::nodes::swarm_info(s, me, leader, period_ns);
         let name = s.nodes.get(&me).map(|n| n.description.hostname.clone());
         // A cluster's capacity: the hosts that run containers, as classic Swarm summed.
         let hosts: Vec<_> = s

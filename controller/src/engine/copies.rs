@@ -102,6 +102,20 @@ impl Engine {
     pub fn heartbeat_grace_ms(&self) -> u64 {
         self.grace_ms.load(std::sync::atomic::Ordering::Relaxed)
     }
+
+    /// Set the heartbeat period in force (stretched for the fleet), which `docker info`
+    /// shows as the swarm dispatcher's `HeartbeatPeriod`.
+    pub fn set_heartbeat_period(&self, period: std::time::Duration) {
+        self.period_ns.store(
+            u64::try_from(period.as_nanos()).unwrap_or(u64::MAX),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    /// The heartbeat period in force, in nanoseconds (1 s until a controller sets it).
+    pub fn heartbeat_period_ns(&self) -> u64 {
+        self.period_ns.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 #[cfg(test)]

@@ -186,6 +186,9 @@ pub struct Engine {
     min_copies: std::sync::atomic::AtomicUsize,
     /// The heartbeat grace, in milliseconds (see [`Engine::set_heartbeat_grace`]).
     grace_ms: std::sync::atomic::AtomicU64,
+    /// The heartbeat period in force, in nanoseconds (see
+    /// [`Engine::set_heartbeat_period`]).
+    period_ns: std::sync::atomic::AtomicU64,
     /// When a move off a Down node was last tried, by container (the leader's).
     move_tries: Mutex<HashMap<ContainerId, std::time::Instant>>,
 }
@@ -207,6 +210,7 @@ impl Engine {
             image_records: tokio::sync::RwLock::default(),
             min_copies: std::sync::atomic::AtomicUsize::new(copies::DEFAULT_MIN_COPIES),
             grace_ms: std::sync::atomic::AtomicU64::new(4000),
+            period_ns: std::sync::atomic::AtomicU64::new(1_000_000_000),
             move_tries: Mutex::default(),
         })
     }
@@ -360,7 +364,9 @@ impl Engine {
         body: &[u8],
     ) -> Result<ContainerId, EngineError> {
         let (placed, body) = self.place_reachable(name, body)?;
-        info!(node = %placed.node, reason = %placed.reason, "placed");
+        // One line per create at INFO ("created", with the node); the reason is kept in
+        // the record's `com.wharf.placement` label.
+        tracing::debug!(node = %placed.node, reason = %placed.reason, "placed");
         self.create_container_on(name, &body, placed.node).await
     }
 
@@ -436,7 +442,7 @@ impl Engine {
                         info!(volume = %v, "volume created");
                         self.emit_volume(v, "create");
                     }
-                    info!(container = %record.id.short(), name = %record.name, image = %record.image_ref, "created");
+                    info!(container = %record.id.short(), name = %record.name, image = %record.image_ref, node = %record.node, "created");
                     self.emit_container(&record, "create", &[]);
                     return Ok(record.id);
                 }

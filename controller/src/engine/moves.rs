@@ -346,6 +346,11 @@ impl Engine {
             .await?;
         self.start(new.as_str()).await?;
         drop(guard);
+        // The old ID has no record any more: its lock goes (as a removal's does).
+        self.locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&c.id);
         // A draining node is reachable: its copy stops once the successor runs (ports
         // are per host, so both may hold theirs meanwhile). A Down node's stops when it
         // is back (the reconcile).
