@@ -731,6 +731,12 @@ fn fleet_table(
     }
     let idle = t.elapsed().as_secs_f64();
     let (c1, h1) = (cpu_seconds(leader.pid())?, heartbeats(&fleet));
+    // Before the list calls: the full `docker ps` builds its answer whole on the leader.
+    let rss_at_rest = cluster
+        .controllers
+        .iter()
+        .map(|c| wharf_chaos_tests::bench::procmem::memory_kib(c.pid()).map(|(rss, _)| rss))
+        .collect::<std::io::Result<Vec<_>>>()?;
     let x = &fleet.agents[0].hostname;
     let filter = format!("%7B%22node%22%3A%7B%22{x}%22%3Atrue%7D%7D");
     let calls = [
@@ -775,11 +781,12 @@ fn fleet_table(
             Err(e) => md.push_str(&format!("| {what} | n/a: {e:#} |\n")),
         }
     }
-    for c in &cluster.controllers {
+    for (c, at_rest) in cluster.controllers.iter().zip(&rss_at_rest) {
         let (rss, _) = wharf_chaos_tests::bench::procmem::memory_kib(c.pid())?;
         md.push_str(&format!(
-            "| RSS of {} | {:.0} MiB |\n",
+            "| RSS of {}: at rest / after the list calls above | {:.0} MiB / {:.0} MiB |\n",
             c.name,
+            *at_rest as f64 / 1024.0,
             rss as f64 / 1024.0
         ));
     }

@@ -43,6 +43,17 @@ pub fn json(status: StatusCode, value: &serde_json::Value) -> Resp {
     r
 }
 
+/// `status` with a JSON body already encoded.
+pub fn json_bytes(status: StatusCode, body: Vec<u8>) -> Resp {
+    let mut r = Response::new(full(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
 /// `status` with no body.
 pub fn status(status: StatusCode) -> Resp {
     let mut r = Response::new(empty());
