@@ -395,8 +395,10 @@ impl LeaderDuties {
         let mut leading = false;
         let mut since = clock.monotonic();
         loop {
-            // `docker info` shows the period in force (stretched past the beat rate).
-            self.engine.set_heartbeat_period(registry.liveness().period);
+            // The period and grace in force (stretched past the beat rate): `docker
+            // info` shows the period; a new leader waits the grace.
+            let liveness = registry.liveness();
+            self.engine.set_heartbeat_period(liveness.period);
             let now = self.store.is_leader();
             if now && !leading {
                 since = clock.monotonic();
@@ -427,10 +429,8 @@ impl LeaderDuties {
                 }
             }
             leading = now;
-            // A new leader has not heard from every member yet: it waits a grace period
-            // (stretched as its heartbeats are).
-            let grace = registry.liveness().grace;
-            if leading && clock.monotonic().saturating_sub(since) >= grace {
+            // A new leader has not heard from every member yet: it waits a grace period.
+            if leading && clock.monotonic().saturating_sub(since) >= liveness.grace {
                 let members = self.store.members();
                 let me = NodeId(self.store.node_id());
                 let connected: BTreeSet<NodeId> = registry.connected().into_iter().collect();

@@ -12,7 +12,7 @@
 //! The lease is shorter than the controllers' heartbeat grace (checked when it is set),
 //! so the copy stops before the leader marks the node Down and starts the successor. A
 //! controller of a large fleet stretches its heartbeat period and grace (see the
-//! controller's `Liveness::stretch`); each beat says by how much, and the lease of the
+//! controller's `Liveness::stretch_milli`); each beat says by how much, and the lease of the
 //! host stretches by the same factor, so the order of the two holds.
 //! The trade-off (README): with fencing on, a full controller outage longer than the
 //! lease stops the movable containers of every agent.

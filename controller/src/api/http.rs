@@ -34,13 +34,7 @@ pub fn empty() -> Body {
 
 /// `status` with a JSON body.
 pub fn json(status: StatusCode, value: &serde_json::Value) -> Resp {
-    let mut r = Response::new(full(value.to_string()));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    r
+    json_bytes(status, value.to_string().into_bytes())
 }
 
 /// `status` with a JSON body already encoded.

@@ -45,6 +45,26 @@ fn state(containers: Vec<ContainerRecord>) -> ClusterState {
     s
 }
 
+/// `node`'s agent is lost (its containers keep running) and the leader records it Down.
+async fn lose(
+    engine: &Arc<Engine>,
+    cluster: &crate::agent_client::fake::FakeCluster,
+    node: NodeId,
+) {
+    cluster.agent(node).set_lost(true);
+    engine.node_lost(node);
+    engine
+        .store()
+        .propose(Command::SetNodeState {
+            id: node,
+            state: NodeState::Down,
+            at_ns: 1,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+}
+
 #[test]
 fn running_containers_that_asked_to_be_kept_running_move_off_a_down_node() {
     let always = running(1, "always", 1, "always");
@@ -180,18 +200,7 @@ async fn a_container_moves_once_to_a_ready_node_and_keeps_its_name() {
         .unwrap();
     engine.start("web").await.unwrap();
     assert_eq!(engine.container("web").unwrap().node, NodeId(1));
-    cluster.agent(NodeId(1)).set_lost(true);
-    engine.node_lost(NodeId(1));
-    engine
-        .store()
-        .propose(Command::SetNodeState {
-            id: NodeId(1),
-            state: NodeState::Down,
-            at_ns: 1,
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    lose(&engine, &cluster, NodeId(1)).await;
     engine.move_off_down_nodes().await;
     let moved = engine.container("web").unwrap();
     assert_ne!(moved.id, old, "a new ID");
@@ -244,18 +253,7 @@ async fn the_containers_of_a_down_node_move_concurrently_each_once() {
             .agent(node)
             .with(|s| s.create_delay = Some(std::time::Duration::from_millis(50)));
     }
-    cluster.agent(NodeId(1)).set_lost(true);
-    engine.node_lost(NodeId(1));
-    engine
-        .store()
-        .propose(Command::SetNodeState {
-            id: NodeId(1),
-            state: NodeState::Down,
-            at_ns: 1,
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    lose(&engine, &cluster, NodeId(1)).await;
     engine.move_off_down_nodes().await;
     let peak: usize = [NodeId(2), NodeId(3)]
         .iter()

@@ -226,10 +226,7 @@ pub fn sample<'a>(nodes: &[&'a NodeRecord], k: usize, seed: u64) -> Vec<&'a Node
     let mut state = seed;
     let mut next = || {
         state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        super::rank::mix(state)
     };
     let mut idx: Vec<usize> = (0..nodes.len()).collect();
     for i in 0..k {

@@ -67,7 +67,12 @@ fn tie(node: NodeId, seed: u64) -> u64 {
     if seed == 0 {
         return 0;
     }
-    let mut z = node.0 ^ seed;
+    mix(node.0 ^ seed)
+}
+
+/// splitmix64's finalizer: a well-spread 64-bit hash of `z` (pure). The tie order and
+/// the node sample ([`super::filter::sample`]) both draw from it.
+pub(super) fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
