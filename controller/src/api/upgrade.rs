@@ -19,8 +19,9 @@ use std::os::fd::RawFd;
 use std::time::Duration;
 
 /// How long a stream waits for its client to read the 101 answer (a client that reads
-/// nothing does not hold the stream back longer).
-const READ_WAIT: Duration = Duration::from_secs(2);
+/// nothing does not hold the stream back longer). Generous: on a loaded host a client
+/// may take seconds to be scheduled, and a stream sent before it reads is lost to it.
+const READ_WAIT: Duration = Duration::from_secs(10);
 /// How often the socket's send queue is looked at meanwhile.
 const READ_POLL: Duration = Duration::from_millis(1);
 
@@ -50,7 +51,12 @@ pub async fn wait_answer_read(peer: Option<PeerSocket>) {
         return;
     };
     let deadline = tokio::time::Instant::now() + READ_WAIT;
-    while unsent(peer.fd).is_some_and(|n| n > 0) && tokio::time::Instant::now() < deadline {
+    while let Some(n) = unsent(peer.fd).filter(|n| *n > 0) {
+        if tokio::time::Instant::now() >= deadline {
+            // The stream goes out anyway; a docker-py client may miss its first bytes.
+            tracing::info!(unread = n, "client did not read the upgrade answer in time");
+            return;
+        }
         tokio::time::sleep(READ_POLL).await;
     }
 }

@@ -300,7 +300,13 @@ async fn reaper(shim: Rc<Shim>) {
 async fn record_exit(shim: Rc<Shim>, code: i32) {
     let finished_at_ns = now_ns();
     let mut pumps = shim.pumps_left.subscribe();
-    let _ = tokio::time::timeout(DRAIN_WAIT, pumps.wait_for(|n| *n == 0)).await;
+    if tokio::time::timeout(DRAIN_WAIT, pumps.wait_for(|n| *n == 0))
+        .await
+        .is_err()
+    {
+        // Another process holds the output open: the exit cannot wait for it.
+        tracing::info!(id = %shim.id, "output still open after the exit; recording the exit");
+    }
     let exit = Exit {
         code,
         oom_killed: oom_kills(&shim.cgroups_path) > 0,
