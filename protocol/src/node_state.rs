@@ -141,6 +141,7 @@ impl NodeRecord {
 /// Apply one of the node commands (called by [`ClusterState::apply`]).
 pub(crate) fn apply(s: &mut ClusterState, cmd: &crate::state::Command) -> Response {
     use crate::state::Command;
+    s.index.reset_nodes();
     match cmd {
         Command::RegisterNode {
             id,

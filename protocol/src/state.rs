@@ -785,6 +785,12 @@ impl ClusterState {
         self.index.get(self)
     }
 
+    /// The IDs of the nodes that accept placements (Ready, active, running containers),
+    /// in ID order; built on first use and kept until a node command.
+    pub fn placeable_nodes(&self) -> &[NodeId] {
+        self.index.placeable(self)
+    }
+
     /// The containers recorded on `node`.
     pub fn containers_on(&self, node: NodeId) -> impl Iterator<Item = &ContainerRecord> + '_ {
         self.index()

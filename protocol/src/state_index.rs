@@ -109,10 +109,12 @@ impl StateIndex {
     }
 }
 
-/// The cache [`ClusterState`] keeps its [`StateIndex`] in: not serialized, equal to any
-/// other, built on first read.
+/// The cache [`ClusterState`] keeps its [`StateIndex`] in, and the IDs of the nodes that
+/// accept placements (the scheduler draws its sample from them without going over every
+/// node): not serialized, equal to any other, built on first read. The node list is
+/// forgotten by every node command ([`IndexCache::reset_nodes`]).
 #[derive(Clone, Default)]
-pub struct IndexCache(OnceLock<StateIndex>);
+pub struct IndexCache(OnceLock<StateIndex>, OnceLock<Vec<NodeId>>);
 
 impl IndexCache {
     /// The index of `s`, built now if it was not yet.
@@ -134,10 +136,36 @@ impl IndexCache {
         self.0.get_mut()
     }
 
-    /// Forget the built index (after changes made outside `apply`).
+    /// The nodes of `s` that accept placements, by ID, built now if they were not yet.
+    pub(crate) fn placeable<'a>(&'a self, s: &ClusterState) -> &'a [NodeId] {
+        let ids = self.1.get_or_init(|| placeable_nodes(s));
+        debug_assert_eq!(
+            *ids,
+            placeable_nodes(s),
+            "nodes changed outside apply after the list was built: reset it"
+        );
+        ids
+    }
+
+    /// Forget the built index and node list (after changes made outside `apply`).
     pub fn reset(&mut self) {
         self.0 = OnceLock::new();
+        self.reset_nodes();
     }
+
+    /// Forget the node list (a node was added, removed or changed).
+    pub fn reset_nodes(&mut self) {
+        self.1 = OnceLock::new();
+    }
+}
+
+/// The IDs of the nodes of `s` that accept placements, in ID order (pure; one pass).
+fn placeable_nodes(s: &ClusterState) -> Vec<NodeId> {
+    s.nodes
+        .values()
+        .filter(|n| n.accepts_placements())
+        .map(|n| n.id)
+        .collect()
 }
 
 impl PartialEq for IndexCache {
@@ -150,7 +178,7 @@ impl Eq for IndexCache {}
 
 impl std::fmt::Debug for IndexCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.get().is_some() {
+        f.write_str(if self.0.get().is_some() || self.1.get().is_some() {
             "IndexCache(built)"
         } else {
             "IndexCache(empty)"

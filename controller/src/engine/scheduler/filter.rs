@@ -17,7 +17,7 @@ use super::expr::{Expr, Key, Op};
 use super::view::{ClusterView, Usage};
 use super::{Request, Settings, Unschedulable};
 use crate::engine::{find_container, find_image};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use wharf_protocol::network::port_taken;
 use wharf_protocol::node_state::NodeRecord;
 use wharf_protocol::state::{ClusterState, ImageRecord};
@@ -170,6 +170,13 @@ pub fn layers_held(s: &ClusterState, image: &ImageRecord, nodes: &[&NodeRecord])
             }
             continue;
         }
+        if nodes.len() < holders.len() / 8 {
+            // A sample among a layer most nodes hold: look each node up.
+            for (i, n) in nodes.iter().enumerate() {
+                held[i] += usize::from(holders.contains(&n.id));
+            }
+            continue;
+        }
         let mut h = holders.iter().peekable();
         for (i, n) in nodes.iter().enumerate() {
             while h.next_if(|x| **x < n.id).is_some() {}
@@ -223,19 +230,33 @@ pub fn sample<'a>(nodes: &[&'a NodeRecord], k: usize, seed: u64) -> Vec<&'a Node
     if nodes.len() <= k {
         return nodes.to_vec();
     }
+    drawn_positions(nodes.len(), k, seed)
+        .into_iter()
+        .map(|i| nodes[i])
+        .collect()
+}
+
+/// The positions [`sample`] draws among `n` (more than `k`), ascending: the same partial
+/// Fisher-Yates shuffle, with only the `k` or so positions it moved held (O(k), not O(n):
+/// the whole fleet is not gone over for each placement).
+pub fn drawn_positions(n: usize, k: usize, seed: u64) -> Vec<usize> {
     let mut state = seed;
     let mut next = || {
         state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
         super::rank::mix(state)
     };
-    let mut idx: Vec<usize> = (0..nodes.len()).collect();
+    // Position → what the shuffle put there, for the positions it touched.
+    let mut moved: HashMap<usize, usize> = HashMap::with_capacity(2 * k);
+    let mut chosen = Vec::with_capacity(k);
     for i in 0..k {
-        let j = i + (next() % (nodes.len() - i) as u64) as usize;
-        idx.swap(i, j);
+        let j = i + (next() % (n - i) as u64) as usize;
+        let at_j = moved.get(&j).copied().unwrap_or(j);
+        let at_i = moved.get(&i).copied().unwrap_or(i);
+        moved.insert(j, at_i);
+        chosen.push(at_j);
     }
-    let mut chosen = idx[..k].to_vec();
     chosen.sort_unstable();
-    chosen.into_iter().map(|i| nodes[i]).collect()
+    chosen
 }
 
 /// Filter the nodes of `v` for `req` (pure): the candidates by node ID, or the first
@@ -246,6 +267,24 @@ pub fn filter<'a>(
     req: &Request,
     settings: &Settings,
 ) -> Result<Filtered<'a>, Unschedulable> {
+    if may_sample(req, settings) && req.avoid.is_empty() {
+        // The state's list of placeable nodes is the listing below when nothing is avoided.
+        let ids = v.state.placeable_nodes();
+        if ids.len() > settings.sample {
+            let drawn = drawn_positions(ids.len(), settings.sample, settings.tie_seed)
+                .into_iter()
+                .filter_map(|i| v.state.nodes.get(&ids[i]))
+                .collect();
+            if let Ok(mut f) = filter_among(v, req, settings, drawn) {
+                f.notes.push(format!(
+                    "among {} nodes drawn of {}",
+                    settings.sample,
+                    ids.len()
+                ));
+                return Ok(f);
+            }
+        }
+    }
     let cands: Vec<&NodeRecord> = v
         .state
         .nodes

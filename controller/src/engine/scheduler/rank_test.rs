@@ -390,3 +390,146 @@ fn only_plain_spread_requests_with_a_seed_are_sampled() {
     };
     assert!(!sampled(&req(img), &seedless));
 }
+
+/// The dense partial Fisher-Yates shuffle the sample was first drawn with (an index per
+/// node): the reference for [`filter::drawn_positions`].
+fn dense_draw(n: usize, k: usize, seed: u64) -> Vec<usize> {
+    let mut state = seed;
+    let mut next = || {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        rank::mix(state)
+    };
+    let mut idx: Vec<usize> = (0..n).collect();
+    for i in 0..k {
+        let j = i + (next() % (n - i) as u64) as usize;
+        idx.swap(i, j);
+    }
+    let mut chosen = idx[..k].to_vec();
+    chosen.sort_unstable();
+    chosen
+}
+
+/// Differential: the O(k) draw picks exactly the positions the dense shuffle does, for
+/// fleets just past, well past and far past the sample, and a sample of all but one.
+#[test]
+fn the_sparse_draw_is_the_dense_shuffle() {
+    for (n, k) in [
+        (17, 16),
+        (65, 64),
+        (100, 64),
+        (1000, 64),
+        (10_000, 64),
+        (50, 49),
+        (9, 1),
+    ] {
+        for seed in [1u64, 3, 0x9e37_79b9_7f4a_7c15, u64::MAX, 12345] {
+            let got = filter::drawn_positions(n, k, seed);
+            assert_eq!(got, dense_draw(n, k, seed), "n {n}, k {k}, seed {seed}");
+            assert_eq!(got.len(), k);
+            assert!(got.windows(2).all(|w| w[0] < w[1]), "distinct, ascending");
+            assert!(got.iter().all(|p| *p < n));
+        }
+    }
+}
+
+/// Differential: the layers each node holds are counted alike whichever way
+/// `layers_held` goes (holders looked up per node, nodes per holder, or a merge of both
+/// lists), at and past each side's one-in-eight threshold.
+#[test]
+fn layers_held_counts_alike_on_every_path() {
+    for holders_n in [0u64, 1, 7, 8, 9, 63, 64, 65, 200, 1000] {
+        for nodes_n in [1u64, 7, 8, 9, 64, 65, 300, 1000] {
+            let mut s = ClusterState::default();
+            for id in 1..=1000 {
+                let node = super::testkit::node(id, &format!("n{id:04}"), &[]);
+                s.nodes.insert(node.id, node);
+            }
+            let img = add_image(&mut s, "img", &[1, 2, 2]);
+            // Layer 1 on `holders_n` nodes spread over the fleet; layer 2 on every third.
+            let holders: Vec<u64> = (0..holders_n).map(|i| 1 + (i * 997) % 1000).collect();
+            hold(&mut s, 1, &holders);
+            hold(
+                &mut s,
+                2,
+                &(1..=1000).filter(|i| i % 3 == 0).collect::<Vec<_>>(),
+            );
+            let nodes: Vec<&wharf_protocol::node_state::NodeRecord> = s
+                .nodes
+                .values()
+                .filter(|n| (n.id.0 * 31) % 1000 < nodes_n)
+                .collect();
+            let got = filter::layers_held(&s, &s.images[&img], &nodes);
+            let want: Vec<usize> = nodes
+                .iter()
+                .map(|n| usize::from(holders.contains(&n.id.0)) + usize::from(n.id.0 % 3 == 0))
+                .collect();
+            assert_eq!(got, want, "{holders_n} holders, {} nodes", nodes.len());
+        }
+    }
+}
+
+/// The engine's sampled path draws from the state's list of placeable nodes: that list
+/// is the nodes accepting placements, and follows node commands as they apply.
+#[test]
+fn the_placeable_list_follows_node_commands() {
+    use wharf_protocol::node_state::{Availability, NodeState};
+    use wharf_protocol::state::Command;
+    let (mut s, _) = fleet_of(40, 7);
+    let listed = |s: &ClusterState| -> Vec<NodeId> {
+        s.nodes
+            .values()
+            .filter(|n| n.accepts_placements())
+            .map(|n| n.id)
+            .collect()
+    };
+    assert_eq!(s.placeable_nodes(), listed(&s).as_slice());
+    let first = s.placeable_nodes()[0];
+    s.apply(&Command::SetNodeState {
+        id: first,
+        state: NodeState::Down,
+        at_ns: 1,
+    })
+    .unwrap();
+    assert!(!s.placeable_nodes().contains(&first));
+    assert_eq!(s.placeable_nodes(), listed(&s).as_slice());
+    let (desc, role) = (s.nodes[&first].description.clone(), s.nodes[&first].role);
+    s.apply(&Command::UpdateNode {
+        id: first,
+        availability: Availability::Drain,
+        labels: Default::default(),
+        at_ns: 2,
+    })
+    .unwrap();
+    s.apply(&Command::SetNodeState {
+        id: first,
+        state: NodeState::Ready,
+        at_ns: 3,
+    })
+    .unwrap();
+    assert!(!s.placeable_nodes().contains(&first), "drained");
+    s.apply(&Command::UpdateNode {
+        id: first,
+        availability: Availability::Active,
+        labels: Default::default(),
+        at_ns: 4,
+    })
+    .unwrap();
+    assert!(s.placeable_nodes().contains(&first));
+    s.apply(&Command::RegisterNode {
+        id: NodeId(5000),
+        role,
+        description: desc,
+        at_ns: 5,
+    })
+    .unwrap();
+    // Registered Down: not placeable until Ready.
+    assert!(!s.placeable_nodes().contains(&NodeId(5000)));
+    s.apply(&Command::SetNodeState {
+        id: NodeId(5000),
+        state: NodeState::Ready,
+        at_ns: 6,
+    })
+    .unwrap();
+    assert!(s.placeable_nodes().contains(&NodeId(5000)));
+    assert_eq!(s.placeable_nodes(), listed(&s).as_slice());
+}
