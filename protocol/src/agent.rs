@@ -165,6 +165,19 @@ pub struct HostSpec {
     pub no_new_privileges: bool,
 }
 
+impl HostSpec {
+    /// Whether only a host can tell if these settings are valid: capability, ulimit and
+    /// sysctl names (`ContainerRequest::Check` asks it before the container is recorded).
+    /// Without any, the settings are valid on every host, and a create skips that round
+    /// trip; the agent's check looks at nothing else (it returns at once without them).
+    pub fn needs_host_check(&self) -> bool {
+        !self.cap_add.is_empty()
+            || !self.cap_drop.is_empty()
+            || !self.ulimits.is_empty()
+            || !self.sysctls.is_empty()
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // The agent protocol's messages. Framing, streams and flow control: [`crate::wire`].
 

@@ -319,17 +319,20 @@ pub fn create_container(
     let mut plan = Plan::default();
     // What only the host knows (its runtime's capability and ulimit names, which sysctls
     // it namespaces, which paths exist) is checked by its agent before anything is
-    // recorded.
-    plan.then(
-        Effect::agent(
-            node,
-            ContainerRequest::Check {
-                host: record.run.host.clone(),
-                bind_sources,
-            },
-        ),
-        None,
-    );
+    // recorded; settings that name none of them are valid on any host, and a create of
+    // them goes to its agent once (its `Create`), not twice.
+    if record.run.host.needs_host_check() || !bind_sources.is_empty() {
+        plan.then(
+            Effect::agent(
+                node,
+                ContainerRequest::Check {
+                    host: record.run.host.clone(),
+                    bind_sources,
+                },
+            ),
+            None,
+        );
+    }
     // Volumes first: a record that mounts them is removed before they are, on undo. A
     // named volume made here stays, as Docker keeps it; an anonymous one goes.
     let mut new_volumes = vec![];

@@ -105,6 +105,34 @@ fn effect_name(e: &Effect) -> String {
     }
 }
 
+/// Settings that only a host can judge (capability, ulimit and sysctl names, bind
+/// sources) are checked by the agent first; a create without any goes to its agent once.
+#[test]
+fn only_host_specific_settings_are_checked_by_the_agent_first() {
+    let s = state();
+    let checks = |body: &str| {
+        let p = plan_create(&s, None, body).unwrap();
+        let effects: Vec<String> = p.plan.effects().map(effect_name).collect();
+        let at = effects.iter().position(|e| e == "Container(Check");
+        assert!(at.is_none_or(|i| i == 0), "{effects:?}");
+        at.is_some()
+    };
+    assert!(!checks(r#"{"Image":"img:1"}"#));
+    assert!(!checks(
+        r#"{"Image":"img:1","HostConfig":{"Privileged":true,"Memory":1048576000}}"#
+    ));
+    for host in [
+        r#"{"CapAdd":["NET_ADMIN"]}"#,
+        r#"{"CapDrop":["ALL"]}"#,
+        r#"{"Ulimits":[{"Name":"nofile","Soft":10,"Hard":20}]}"#,
+        r#"{"Sysctls":{"net.ipv4.ip_forward":"1"}}"#,
+        r#"{"Mounts":[{"Type":"bind","Source":"/srv/in","Target":"/in"}]}"#,
+    ] {
+        let body = format!(r#"{{"Image":"img:1","HostConfig":{host}}}"#);
+        assert!(checks(&body), "{host}");
+    }
+}
+
 #[test]
 fn a_create_checks_makes_volumes_records_connects_then_prepares_the_layer() {
     let s = state();

@@ -121,6 +121,74 @@ fn only_namespaced_sysctls_pass() {
     assert!(matches!(unknown, Err(SpecError::UnknownUlimit(_))));
 }
 
+/// A create skips the host's check when `needs_host_check` says so: every setting it does
+/// not name passes the check whatever its value, and a bad value of each it names fails.
+#[test]
+fn the_host_check_fails_only_on_what_needs_host_check_names() {
+    let others = HostSpec {
+        extra_hosts: vec!["not a host line".into()],
+        dns: vec!["not an address".into()],
+        dns_search: vec!["x".into()],
+        dns_options: vec!["bogus".into()],
+        read_only: true,
+        privileged: true,
+        devices: vec![wharf_protocol::agent::DeviceMapping {
+            path_on_host: "/dev/does-not-exist".into(),
+            path_in_container: "relative".into(),
+            permissions: "xyz".into(),
+        }],
+        shm_size: -1,
+        pid_host: true,
+        ipc_host: true,
+        mounts: vec![MountPoint {
+            source: "/does/not/exist".into(),
+            target: "relative".into(),
+            ..Default::default()
+        }],
+        resources: Resources {
+            nano_cpus: -5,
+            memory: -1,
+            ..Default::default()
+        },
+        seccomp_unconfined: true,
+        no_new_privileges: true,
+        ..Default::default()
+    };
+    assert!(!others.needs_host_check());
+    assert!(validate_host(&others).is_ok());
+    let bad = [
+        HostSpec {
+            cap_add: vec!["NOPE".into()],
+            ..others.clone()
+        },
+        HostSpec {
+            cap_drop: vec!["NOPE".into()],
+            ..others.clone()
+        },
+        HostSpec {
+            ulimits: vec![Ulimit {
+                name: "bogus".into(),
+                soft: 1,
+                hard: 1,
+            }],
+            ..others.clone()
+        },
+        HostSpec {
+            sysctls: [("vm.swappiness".to_string(), "1".to_string())].into(),
+            ..others.clone()
+        },
+    ];
+    for h in bad {
+        // `--privileged` takes every capability whatever the names.
+        let h = HostSpec {
+            privileged: false,
+            ..h
+        };
+        assert!(h.needs_host_check(), "{h:?}");
+        assert!(validate_host(&h).is_err(), "{h:?}");
+    }
+}
+
 fn dests(spec: &Spec) -> Vec<String> {
     spec.mounts()
         .as_ref()
