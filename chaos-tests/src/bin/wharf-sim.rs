@@ -583,6 +583,7 @@ fn place_on(
     };
     let self_cpu = || cpu_seconds(std::process::id()).unwrap_or(f64::NAN);
     let before_creates = fleet.counters().creates + child_creates();
+    let raft0 = raft_counters(&tls, leader.api)?;
     let (cpu0, self0) = (cpu(), self_cpu());
     log(&format!(
         "{} creates from {} clients over {} controllers",
@@ -592,6 +593,7 @@ fn place_on(
     ));
     let (wall, latencies) = create_many(&tls, &addrs, args.clients, args.creates)?;
     let (cpu1, self1) = (cpu(), self_cpu());
+    let raft1 = raft_counters(&tls, leader.api)?;
     if children.is_some() {
         // The children report every 0.5 s.
         std::thread::sleep(Duration::from_millis(1200));
@@ -671,6 +673,15 @@ fn place_on(
         "\nverified: all {} creates answered 201; the simulated hosts acknowledged {} `Create` calls; `GET /containers/json?all=1` lists {} containers and, node by node, exactly what each simulated host holds (min {min}, max {max} per node).\n",
         args.creates, acked, listed
     ));
+    let d: Vec<f64> = raft1.iter().zip(&raft0).map(|(a, b)| a - b).collect();
+    md.push_str(&format!(
+        "\nthe leader's Raft meanwhile: {:.0} proposals in {:.0} log entries ({:.1} per entry), {:.0} synced writes, {:.0} snapshots built.\n",
+        d[0],
+        d[1],
+        d[0] / d[1].max(1.0),
+        d[2],
+        d[3]
+    ));
     if fleet_scale {
         md.push_str(&fleet_table(
             args,
@@ -685,6 +696,27 @@ fn place_on(
     drop(children);
     drop(rt);
     Ok(md)
+}
+
+/// The Raft counters of the controller at `addr` (`GET /metrics`): proposals, log
+/// entries, synced writes, snapshots built.
+fn raft_counters(tls: &Tls, addr: SocketAddr) -> Result<[f64; 4]> {
+    let r = tls.connect(addr)?.request("GET", "/metrics", None)?;
+    if r.status != 200 {
+        bail!("GET /metrics: {}", r.status);
+    }
+    let text = String::from_utf8_lossy(&r.body);
+    let value = |name: &str| -> Result<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .with_context(|| format!("{name} missing from /metrics"))
+    };
+    Ok([
+        value("wharf_raft_proposals_total")?,
+        value("wharf_raft_log_entries_total")?,
+        value("wharf_raft_synced_writes_total")?,
+        value("wharf_raft_snapshots_built_total")?,
+    ])
 }
 
 /// p50 and p99 (ms) of `n` runs of `GET path` on `addr`, one kept-alive connection.

@@ -2,7 +2,7 @@
 //! until it is stored, and answer what it was, `{"index": …, "bytes": …, "millis": …}`:
 //! the last log index it covers, its size and how long building it took. For benchmarks
 //! and operators (`curl -X POST --unix-socket /run/wharf/docker.sock
-//! http://localhost/wharf/raft/snapshot`); Raft takes one by itself every 1000 log entries.
+//! http://localhost/wharf/raft/snapshot`); Raft takes one by itself every 10,000 log entries.
 //!
 //! It is served as `POST /wharf/settings` is: on the unix socket (its file permissions are
 //! the authentication), the TLS listener (a client certificate of the cluster CA) and the
