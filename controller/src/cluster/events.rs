@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tracing::debug;
 use wharf_protocol::cluster::ClusterEvent;
 use wharf_protocol::node_state::NodeRole;
@@ -61,19 +61,52 @@ pub fn from_wire(ev: ClusterEvent, origin: NodeId) -> Option<Event> {
     })
 }
 
-/// Stream this controller's own events to a subscribed peer until it goes away.
+/// Bytes of events written together at most.
+const EVENT_BATCH: usize = 256 * 1024;
+
+/// Stream this controller's own events to a subscribed peer until it goes away; the
+/// events that queued meanwhile go in one write (thousands of creates a second made a
+/// write each).
 pub async fn serve_events<S: AsyncRead + AsyncWrite + Unpin>(
     engine: &Engine,
+    stream: S,
+) -> Result<(), ClusterError> {
+    let (_, rx) = engine.events().subscribe();
+    send_events(rx, stream).await
+}
+
+/// [`serve_events`] from the bus' receiver `rx`, until the bus closes.
+async fn send_events<S: AsyncRead + AsyncWrite + Unpin>(
+    mut rx: tokio::sync::broadcast::Receiver<Event>,
     mut stream: S,
 ) -> Result<(), ClusterError> {
-    let (_, mut rx) = engine.events().subscribe();
+    let mut buf = Vec::new();
     loop {
-        match rx.recv().await {
-            Ok(ev) if ev.origin.is_none() => {
-                frame::write(&mut stream, &to_wire(&ev), "event").await?;
+        let mut next = Some(rx.recv().await);
+        let mut closed = false;
+        buf.clear();
+        while let Some(got) = next.take() {
+            match got {
+                Ok(ev) if ev.origin.is_none() => {
+                    frame::encode_into(&mut buf, &to_wire(&ev), "event")?;
+                }
+                Ok(_) | Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => closed = true,
             }
-            Ok(_) | Err(RecvError::Lagged(_)) => {}
-            Err(RecvError::Closed) => return Ok(()),
+            if !closed && buf.len() < EVENT_BATCH {
+                next = match rx.try_recv() {
+                    Ok(ev) => Some(Ok(ev)),
+                    Err(TryRecvError::Lagged(n)) => Some(Err(RecvError::Lagged(n))),
+                    Err(TryRecvError::Closed) => Some(Err(RecvError::Closed)),
+                    Err(TryRecvError::Empty) => None,
+                };
+            }
+        }
+        if !buf.is_empty() {
+            frame::write_all(&mut stream, &buf, "events").await?;
+        }
+        if closed {
+            return Ok(());
         }
     }
 }
@@ -169,5 +202,48 @@ mod tests {
         let mut odd = to_wire(&ev);
         odd.kind = "plugin".into();
         assert!(from_wire(odd, NodeId(7)).is_none());
+    }
+
+    /// Events queued together go out together, each a frame, in order; a peer's events
+    /// are not passed on; a burst past the batch size and one past the bus' capacity
+    /// (lagged) still end with every event the bus kept, and the stream ends with the bus.
+    #[tokio::test]
+    async fn queued_events_are_sent_together_in_order_and_only_our_own() {
+        let (tx, rx) = tokio::sync::broadcast::channel(4096);
+        let (a, mut b) = tokio::io::duplex(64 * 1024 * 1024);
+        let ev = |i: usize, origin: Option<u64>| Event {
+            origin,
+            kind: EventType::Container,
+            action: "create".into(),
+            actor_id: format!("{i:064}"),
+            attributes: [("name".to_string(), "x".repeat(200))].into(),
+            time_ns: i as i64,
+        };
+        // More than one batch of bytes, every tenth from a peer.
+        let n = 3000;
+        for i in 0..n {
+            tx.send(ev(i, (i % 10 == 0).then_some(2))).unwrap();
+        }
+        drop(tx);
+        send_events(rx, a).await.unwrap();
+        let mut got = vec![];
+        while let Ok(e) = frame::read::<_, ClusterEvent>(&mut b, "event").await {
+            got.push(e.time_ns as usize);
+        }
+        let want: Vec<usize> = (0..n).filter(|i| i % 10 != 0).collect();
+        assert_eq!(got, want);
+        // Lagged: the bus kept the last 16 of 100.
+        let (tx, rx) = tokio::sync::broadcast::channel(16);
+        let (a, mut b) = tokio::io::duplex(1024 * 1024);
+        for i in 0..100 {
+            tx.send(ev(i, None)).unwrap();
+        }
+        drop(tx);
+        send_events(rx, a).await.unwrap();
+        let mut got = vec![];
+        while let Ok(e) = frame::read::<_, ClusterEvent>(&mut b, "event").await {
+            got.push(e.time_ns as usize);
+        }
+        assert_eq!(got, (84..100).collect::<Vec<_>>());
     }
 }

@@ -14,16 +14,35 @@ pub async fn write<W: AsyncWrite + Unpin, T: Serialize>(
     msg: &T,
     what: &'static str,
 ) -> Result<(), ClusterError> {
+    let mut buf = Vec::new();
+    encode_into(&mut buf, msg, what)?;
+    write_all(w, &buf, what).await
+}
+
+/// Append `msg` as one frame to `buf` (frames written together go in one write).
+pub fn encode_into<T: Serialize>(
+    buf: &mut Vec<u8>,
+    msg: &T,
+    what: &'static str,
+) -> Result<(), ClusterError> {
     let bytes = wharf_protocol::codec::encode(msg)
         .map_err(|source| ClusterError::Codec { what, source })?;
     let len = u32::try_from(bytes.len())
         .ok()
         .filter(|l| *l <= MAX_FRAME)
         .ok_or_else(|| ClusterError::Identity(format!("{what} is too large")))?;
-    w.write_all(&len.to_be_bytes())
-        .await
-        .map_err(ClusterError::io(format!("send {what}")))?;
-    w.write_all(&bytes)
+    buf.extend_from_slice(&len.to_be_bytes());
+    buf.extend_from_slice(&bytes);
+    Ok(())
+}
+
+/// Write frames made with [`encode_into`] and flush.
+pub async fn write_all<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    frames: &[u8],
+    what: &'static str,
+) -> Result<(), ClusterError> {
+    w.write_all(frames)
         .await
         .map_err(ClusterError::io(format!("send {what}")))?;
     w.flush()
@@ -69,6 +88,13 @@ mod tests {
             .unwrap();
         let got: (String, u32) = read(&mut b, "test").await.unwrap();
         assert_eq!(got, ("hello".to_string(), 7));
+        // Frames encoded together read back one by one.
+        let mut buf = Vec::new();
+        encode_into(&mut buf, &1u32, "test").unwrap();
+        encode_into(&mut buf, &"two".to_string(), "test").unwrap();
+        write_all(&mut a, &buf, "test").await.unwrap();
+        assert_eq!(read::<_, u32>(&mut b, "test").await.unwrap(), 1);
+        assert_eq!(read::<_, String>(&mut b, "test").await.unwrap(), "two");
         a.write_all(&(MAX_FRAME + 1).to_be_bytes()).await.unwrap();
         let e = read::<_, String>(&mut b, "test").await.unwrap_err();
         assert!(e.to_string().contains("frame of"), "{e}");
