@@ -128,6 +128,9 @@ pub struct Agent {
     zygote: Arc<runtime::zygote::Zygote>,
     /// How the host fences itself when it hears no controller ([`crate::fence`]).
     fence: Arc<crate::fence::Fence>,
+    /// When this agent last started each container, on the monotonic clock: the age the
+    /// reconcile judges a start by, which a jump of the wall clock must not change.
+    started: Arc<Mutex<HashMap<ContainerId, std::time::Instant>>>,
 }
 
 impl Agent {
@@ -160,6 +163,7 @@ impl Agent {
             resolvers: Arc::default(),
             zygote: Arc::new(zygote),
             fence,
+            started: Arc::default(),
         })
     }
 
@@ -280,6 +284,9 @@ impl Agent {
             init_path,
         };
         config.write(&dir)?;
+        if let Ok(mut started) = self.started.lock() {
+            started.insert(spec.id.clone(), std::time::Instant::now());
+        }
         runtime::spawn::spawn_shim_via(&self.zygote, &self.cfg.wharf_exe, &dir).await?;
         let waiting = self
             .pending
@@ -337,13 +344,25 @@ impl Agent {
     }
 
     /// The containers this host holds (every state folder under `containers/`), with
-    /// whether each runs and how long ago its folder last changed: what the controller
-    /// reconciles with its records after a restart of either side.
+    /// whether each runs and how long ago it last started (its folder's last change for
+    /// a container started before this agent did): what the controller reconciles with
+    /// its records after a restart of either side.
     pub async fn containers(&self) -> Vec<wharf_protocol::agent::host::HostContainer> {
         let root = self.cfg.data_dir.join("containers");
         let found = tokio::task::spawn_blocking(move || container_folders(&root))
             .await
             .unwrap_or_default();
+        let now = std::time::Instant::now();
+        let found: Vec<(ContainerId, u64)> = {
+            let started = self.started.lock().unwrap_or_else(|p| p.into_inner());
+            found
+                .into_iter()
+                .map(|(id, changed)| {
+                    let age = age_secs(changed, started.get(&id).copied(), now);
+                    (id, age)
+                })
+                .collect()
+        };
         let mut out = Vec::with_capacity(found.len());
         for (id, age_secs) in found {
             let running = self.main_pid(&id).await.is_some();
@@ -471,6 +490,9 @@ impl Agent {
     /// Remove a container that no longer runs: writable layer, logs and state folder.
     pub async fn remove(&self, id: &ContainerId) -> Result<(), AgentError> {
         self.cancel_pending(id);
+        if let Ok(mut started) = self.started.lock() {
+            started.remove(id);
+        }
         self.cleanup(id).await;
         let images = self.images.clone();
         let cid = id.clone();
@@ -631,6 +653,18 @@ async fn wait_gone(pid: u32) -> bool {
     false
 }
 
+/// How old a container's start is (pure): by the monotonic clock when this agent started
+/// it (`started`), so that a jump of the wall clock neither makes a start in progress
+/// look old (the reconcile would stop it) nor a stale copy young; else the seconds since
+/// its folder changed (`changed_secs`, wall clock: a container started before this agent).
+fn age_secs(
+    changed_secs: u64,
+    started: Option<std::time::Instant>,
+    now: std::time::Instant,
+) -> u64 {
+    started.map_or(changed_secs, |t| now.saturating_duration_since(t).as_secs())
+}
+
 /// The containers' state folders under `root`, with the seconds since each last changed
 /// (the newest of the folder, its shim's pid file and its exit record: a start or a stop
 /// counts, log lines do not). Names that are not container IDs are skipped.
@@ -677,5 +711,19 @@ mod tests {
         assert_eq!(found[0].0, id);
         assert!(found[0].1 < 60, "just made: {}", found[0].1);
         assert!(container_folders(&root.path().join("missing")).is_empty());
+    }
+
+    /// A start this agent made is aged on the monotonic clock: the wall clock jumping an
+    /// hour forward (the folder then looks an hour old) does not age it, and one jumping
+    /// back (the folder looks new) does not make an old start young. A container this
+    /// agent did not start is aged by its folder.
+    #[test]
+    fn a_start_this_agent_made_is_aged_on_the_monotonic_clock() {
+        let started = std::time::Instant::now();
+        let at = |secs| started + std::time::Duration::from_secs(secs);
+        assert_eq!(age_secs(3600, Some(started), at(2)), 2, "forward jump");
+        assert_eq!(age_secs(0, Some(started), at(300)), 300, "backward jump");
+        assert_eq!(age_secs(3600, None, at(2)), 3600);
+        assert_eq!(age_secs(3600, Some(started), started), 0);
     }
 }
