@@ -363,10 +363,10 @@ impl Engine {
         name: Option<&str>,
         body: &[u8],
     ) -> Result<ContainerId, EngineError> {
-        let (placed, body) = self.place_reachable(name, body)?;
+        let (placed, request) = self.place_reachable(name, body)?;
         // The reason is kept in the record's `com.wharf.placement` label.
         tracing::debug!(node = %placed.node, reason = %placed.reason, "placed");
-        self.create_container_on(name, &body, placed.node).await
+        self.create_on(name, &request, placed.node, None).await
     }
 
     /// [`placement::place_create`] on a node this controller reaches now (an agent back
@@ -378,7 +378,7 @@ impl Engine {
         &self,
         name: Option<&str>,
         body: &[u8],
-    ) -> Result<(scheduler::Placement, Vec<u8>), EngineError> {
+    ) -> Result<(scheduler::Placement, serde_json::Value), EngineError> {
         let mut avoid = std::collections::BTreeSet::new();
         // Concurrent creates see the same state: a seed of their own spreads them over
         // the nodes the strategy rates equal.
@@ -409,7 +409,9 @@ impl Engine {
         body: &[u8],
         node: NodeId,
     ) -> Result<ContainerId, EngineError> {
-        self.create_on(name, body, node, None).await
+        let request: serde_json::Value = serde_json::from_slice(body)
+            .map_err(|e| EngineError::invalid(format!("invalid JSON: {e}")))?;
+        self.create_on(name, &request, node, None).await
     }
 
     /// [`Engine::create_container_on`], the record replacing `replaces` when given (a
@@ -417,7 +419,7 @@ impl Engine {
     async fn create_on(
         &self,
         name: Option<&str>,
-        body: &[u8],
+        request: &serde_json::Value,
         node: NodeId,
         replaces: Option<ContainerId>,
     ) -> Result<ContainerId, EngineError> {
@@ -433,7 +435,7 @@ impl Engine {
             };
             let planned = self
                 .store
-                .read(|s| plan::create_container(s, name, body, &choices, &mut anon))?;
+                .read(|s| plan::create_container(s, name, request, &choices, &mut anon))?;
             let record = planned.record;
             match self.execute(planned.plan).await {
                 Ok(()) => {

@@ -336,13 +336,13 @@ impl Engine {
         let body = serde_json::to_vec(&successor_body(&c, &from))
             .map_err(|e| EngineError::internal(format!("encode the successor's body: {e}")))?;
         let name = c.name.to_string();
-        let (placed, body) = self.place_reachable(Some(&name), &body)?;
+        let (placed, request) = self.place_reachable(Some(&name), &body)?;
         // Held until the successor runs: the reconcile, which removes a copy without a
         // record, waits for it (the old copy stops after the successor starts).
         let lock = self.lock_for(&c.id);
         let guard = lock.lock().await;
         let new = self
-            .create_on(Some(&name), &body, placed.node, Some(c.id.clone()))
+            .create_on(Some(&name), &request, placed.node, Some(c.id.clone()))
             .await?;
         self.start(new.as_str()).await?;
         drop(guard);

@@ -736,10 +736,9 @@ pub fn check_network_request(
     node: NodeId,
     host_config: &mut Value,
     config: &Value,
-    body: &[u8],
+    request: &Value,
 ) -> Result<(), EngineError> {
-    let request: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-    check_run(&request, host_config)?;
+    check_run(request, host_config)?;
     let mode = NetworkMode::parse(
         host_config
             .get("NetworkMode")
@@ -750,7 +749,7 @@ pub fn check_network_request(
         o.insert("NetworkMode".into(), json!(mode.shown()));
     }
     port_requests(host_config, config, &Value::Null)?;
-    for (name, _) in extra_networks(&request, &mode) {
+    for (name, _) in extra_networks(request, &mode) {
         if find_network_on(state, name, Some(node)).is_none() {
             return Err(EngineError::not_found(format!("network {name} not found")));
         }
@@ -764,23 +763,22 @@ pub fn check_network_request(
 pub fn connections_at_create(
     state: &ClusterState,
     c: &ContainerRecord,
-    body: &[u8],
+    req: &Value,
 ) -> Result<Vec<Command>, EngineError> {
     let mode = mode_of(c);
     let NetworkMode::Network(name) = &mode else {
         return Ok(vec![]);
     };
-    let req: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let primary = find_network_on(state, name, Some(c.node));
     let mut commands = vec![];
     if let Some(n) = primary {
         commands.push(Command::ConnectContainer {
             id: c.id.clone(),
             network: n.id.clone(),
-            aliases: endpoint_aliases(&req, &n.name, name),
+            aliases: endpoint_aliases(req, &n.name, name),
         });
     }
-    for (typed, ep) in extra_networks(&req, &mode) {
+    for (typed, ep) in extra_networks(req, &mode) {
         let extra = find_network_on(state, typed, Some(c.node))
             .ok_or_else(|| EngineError::not_found(format!("network {typed} not found")))?;
         if primary.is_some_and(|n| n.id == extra.id) {

@@ -258,16 +258,14 @@ pub fn place_create(
     body: &[u8],
     settings: &Settings,
     avoid: &std::collections::BTreeSet<wharf_protocol::NodeId>,
-) -> Result<(Placement, Vec<u8>), EngineError> {
+) -> Result<(Placement, Value), EngineError> {
     let (mut raw, config, _) = super::plan::parse_create(body, name)?;
     image_record(s, &config.image)?;
     let mut req = request_from_create(s, &mut raw)?;
     req.avoid = avoid.clone();
     let placed = scheduler::schedule(s, &req, settings)?;
     label_placement(&mut raw, &placed.reason);
-    let body = serde_json::to_vec(&raw)
-        .map_err(|e| EngineError::internal(format!("encode the create request: {e}")))?;
-    Ok((placed, body))
+    Ok((placed, raw))
 }
 
 /// Record why the container was placed where it is, as its [`PLACEMENT_LABEL`].

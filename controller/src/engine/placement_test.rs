@@ -155,7 +155,7 @@ fn place_create_labels_the_reason_and_an_unknown_image_stays_404() {
     let (s, _) = state();
     let settings = Settings::default();
     let none = std::collections::BTreeSet::new();
-    let (p, body) = place_create(
+    let (p, v) = place_create(
         &s,
         None,
         br#"{"Image":"img","Env":["constraint:node==c","affinity:image==~nothing"]}"#,
@@ -164,7 +164,6 @@ fn place_create_labels_the_reason_and_an_unknown_image_stays_404() {
     )
     .unwrap();
     assert_eq!(p.node, NodeId(3));
-    let v: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(v["Labels"][PLACEMENT_LABEL], p.reason);
     assert_eq!(
         p.reason,

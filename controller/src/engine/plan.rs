@@ -173,10 +173,20 @@ pub fn parse_create(
 ) -> Result<(serde_json::Value, CreateConfig, Option<ContainerName>), EngineError> {
     let raw: serde_json::Value = serde_json::from_slice(body)
         .map_err(|e| EngineError::invalid(format!("invalid JSON: {e}")))?;
+    let (req, requested) = read_create(&raw, name)?;
+    Ok((raw, req, requested))
+}
+
+/// [`parse_create`] of a body already parsed: its typed view and the requested name.
+pub fn read_create(
+    raw: &serde_json::Value,
+    name: Option<&str>,
+) -> Result<(CreateConfig, Option<ContainerName>), EngineError> {
+    use serde::Deserialize;
     if !raw.is_object() {
         return Err(EngineError::invalid("invalid JSON: body must be an object"));
     }
-    let req: CreateConfig = serde_json::from_value(raw.clone())
+    let req = CreateConfig::deserialize(raw)
         .map_err(|e| EngineError::invalid(format!("invalid container config: {e}")))?;
     if req.image.is_empty() {
         return Err(EngineError::invalid(
@@ -190,7 +200,7 @@ pub fn parse_create(
         ),
         _ => None,
     };
-    Ok((raw, req, requested))
+    Ok((req, requested))
 }
 
 /// Plan `POST /containers/create` (pure): validate the request against the image and
@@ -199,11 +209,14 @@ pub fn parse_create(
 pub fn create_container(
     state: &ClusterState,
     name: Option<&str>,
-    body: &[u8],
+    request: &serde_json::Value,
     choices: &CreateChoices,
     anon: &mut dyn FnMut() -> String,
 ) -> Result<CreatePlan, EngineError> {
-    let (mut raw, req, requested) = parse_create(body, name)?;
+    let (req, requested) = read_create(request, name)?;
+    // The request as sent (`request`) stays for what reads its networking after `raw`
+    // gave it up.
+    let mut raw = request.clone();
     let image = image_record(state, &req.image)?;
     let img_cfg: ImageConfigFile = serde_json::from_slice(&image.config)
         .map_err(|e| EngineError::internal(format!("image config of {}: {e}", image.id)))?;
@@ -278,7 +291,7 @@ pub fn create_container(
             "can't create 'AutoRemove' container with restart policy",
         ));
     }
-    check_network_request(state, choices.node, &mut host_config, &raw, body)?;
+    check_network_request(state, choices.node, &mut host_config, &raw, request)?;
     let (host, volume_needs, bind_sources) = resolve_host_config(state, &req, &run_cfg, anon)?;
     let (name, generated_name) = match requested {
         Some(n) => (n, false),
@@ -370,7 +383,7 @@ pub fn create_container(
             None,
         ),
     };
-    for connect in connections_at_create(state, &record, body)? {
+    for connect in connections_at_create(state, &record, request)? {
         plan.then(Effect::Propose(connect), None);
     }
     plan.then(

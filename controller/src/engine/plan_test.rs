@@ -85,7 +85,11 @@ fn plan_create(
         n += 1;
         format!("anon{n}")
     };
-    create_container(s, name, body.as_bytes(), &choices(), &mut anon)
+    let request: serde_json::Value = match serde_json::from_str(body) {
+        Ok(v) => v,
+        Err(e) => return Err(EngineError::invalid(format!("invalid JSON: {e}"))),
+    };
+    create_container(s, name, &request, &choices(), &mut anon)
 }
 
 fn effect_name(e: &Effect) -> String {
@@ -242,9 +246,15 @@ fn a_generated_name_avoids_the_names_taken() {
     .unwrap();
     let mut c = choices();
     c.id = ContainerId::from_bytes([4; 32]);
-    let second = create_container(&s, None, br#"{"Image":"img:1"}"#, &c, &mut || "x".into())
-        .unwrap()
-        .record;
+    let second = create_container(
+        &s,
+        None,
+        &serde_json::json!({"Image":"img:1"}),
+        &c,
+        &mut || "x".into(),
+    )
+    .unwrap()
+    .record;
     assert_ne!(second.name, first.name);
 }
 
@@ -257,9 +267,13 @@ fn a_generated_name_falls_back_to_the_short_id_when_the_tries_are_taken() {
         let mut c = choices();
         c.id = ContainerId::from_bytes([100 + n; 32]);
         let name = crate::names::random_name(1, 2 + n as usize, n as usize);
-        let record = create_container(&s, Some(&name), br#"{"Image":"img:1"}"#, &c, &mut || {
-            "x".into()
-        })
+        let record = create_container(
+            &s,
+            Some(&name),
+            &serde_json::json!({"Image":"img:1"}),
+            &c,
+            &mut || "x".into(),
+        )
         .unwrap()
         .record;
         assert_eq!(record.name.as_str(), name);
@@ -275,9 +289,13 @@ fn a_generated_name_falls_back_to_the_short_id_when_the_tries_are_taken() {
     let mut c = choices();
     c.id = ContainerId::from_bytes([99; 32]);
     let short = choices().id.short().to_string();
-    let record = create_container(&s, Some(&short), br#"{"Image":"img:1"}"#, &c, &mut || {
-        "x".into()
-    })
+    let record = create_container(
+        &s,
+        Some(&short),
+        &serde_json::json!({"Image":"img:1"}),
+        &c,
+        &mut || "x".into(),
+    )
     .unwrap()
     .record;
     s.apply(&Command::CreateContainer {
