@@ -39,7 +39,8 @@ impl Engine {
                     return;
                 }
             };
-            let mut applied = engine.store.watch();
+            // Only image and layer records bear on this node's record of its layers.
+            let mut applied = engine.store.watch_layers();
             loop {
                 if let Some(cmd) = engine
                     .store

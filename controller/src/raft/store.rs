@@ -95,6 +95,8 @@ struct Inner {
     db: Arc<Db>,
     applied: SharedApplied,
     watch: Arc<watch::Sender<u64>>,
+    /// Changes of the image and layer records ([`Store::watch_layers`]).
+    layers: Arc<watch::Sender<u64>>,
     /// What the last snapshot built was.
     snapshots: Arc<watch::Sender<SnapshotStats>>,
     /// Set once by [`Store::shutdown`]; ends peer connections.
@@ -180,6 +182,7 @@ impl Store {
         let sm = StateMachine::load(Arc::clone(&db))?;
         let applied = sm.applied();
         let watch = sm.watch();
+        let layers = sm.layers_watch();
         let snapshots = sm.snapshot_stats();
         let log = LogStore::new(Arc::clone(&db));
         let raft = Raft::new(node_id, config, network.clone(), log, sm)
@@ -209,6 +212,7 @@ impl Store {
                 db,
                 applied,
                 watch,
+                layers,
                 snapshots,
             }),
         };
@@ -399,6 +403,12 @@ impl Store {
     /// each change).
     pub fn watch(&self) -> watch::Receiver<u64> {
         self.inner.watch.subscribe()
+    }
+
+    /// Changes once an applied entry changed an image or layer record (or a snapshot
+    /// replaced the state), not at every entry as [`Store::watch`] does.
+    pub fn watch_layers(&self) -> watch::Receiver<u64> {
+        self.inner.layers.subscribe()
     }
 
     /// The openraft node (peer RPCs go to it; tests look at its metrics, log and snapshot).

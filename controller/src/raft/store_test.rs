@@ -191,6 +191,33 @@ async fn watch_advances_on_every_proposal() {
     close(store).await;
 }
 
+/// The layers watch moves when an image or layer record changes, not at a container's
+/// entries (a node's layer tracking reads the layers again only then).
+#[tokio::test]
+async fn the_layers_watch_moves_only_with_images_and_layers() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let img = image(1);
+    let mut layers = store.watch_layers();
+    layers.borrow_and_update();
+    let ok = |r: Result<wharf_protocol::state::Response, RaftError>| r.unwrap().unwrap();
+    ok(store
+        .propose(Command::PutImage { image: img.clone() })
+        .await);
+    assert!(layers.has_changed().unwrap(), "an image recorded");
+    layers.borrow_and_update();
+    ok(store.propose(create(1, "web", &img)).await);
+    ok(store
+        .propose(Command::RemoveContainer {
+            id: ContainerId::from_bytes([1; 32]),
+        })
+        .await);
+    assert!(!layers.has_changed().unwrap(), "containers only");
+    ok(store.propose(Command::RemoveImage { image: img.id }).await);
+    assert!(layers.has_changed().unwrap(), "an image removed");
+    close(store).await;
+}
+
 #[tokio::test]
 async fn state_survives_repeated_restarts() {
     let dir = tempfile::tempdir().unwrap();
