@@ -224,21 +224,9 @@ pub fn may_sample(req: &Request, settings: &Settings) -> bool {
         && req.host_ports.is_empty()
 }
 
-/// `k` of `nodes` drawn with `seed`, without repeats, in the order of `nodes` (pure; a
-/// partial Fisher-Yates shuffle on splitmix64); all of them when there are at most `k`.
-pub fn sample<'a>(nodes: &[&'a NodeRecord], k: usize, seed: u64) -> Vec<&'a NodeRecord> {
-    if nodes.len() <= k {
-        return nodes.to_vec();
-    }
-    drawn_positions(nodes.len(), k, seed)
-        .into_iter()
-        .map(|i| nodes[i])
-        .collect()
-}
-
-/// The positions [`sample`] draws among `n` (more than `k`), ascending: the same partial
-/// Fisher-Yates shuffle, with only the `k` or so positions it moved held (O(k), not O(n):
-/// the whole fleet is not gone over for each placement).
+/// `k` distinct positions among `n` (more than `k`) drawn with `seed`, ascending (pure):
+/// a partial Fisher-Yates shuffle on splitmix64 that holds only the `k` or so positions it
+/// moved (O(k), not O(n): the whole fleet is not gone over for each placement).
 pub fn drawn_positions(n: usize, k: usize, seed: u64) -> Vec<usize> {
     let mut state = seed;
     let mut next = || {
@@ -260,16 +248,28 @@ pub fn drawn_positions(n: usize, k: usize, seed: u64) -> Vec<usize> {
 }
 
 /// Filter the nodes of `v` for `req` (pure): the candidates by node ID, or the first
-/// hard filter that left none. With [`may_sample`], among [`sample`] first, and among
-/// every node when none of the sample can take it.
+/// hard filter that left none. With [`may_sample`], among [`Settings::sample`] of them
+/// drawn with the seed ([`drawn_positions`] over the placeable nodes not avoided) first,
+/// and among every node when none of the sample can take it.
 pub fn filter<'a>(
     v: &ClusterView<'a>,
     req: &Request,
     settings: &Settings,
 ) -> Result<Filtered<'a>, Unschedulable> {
-    if may_sample(req, settings) && req.avoid.is_empty() {
-        // The state's list of placeable nodes is the listing below when nothing is avoided.
-        let ids = v.state.placeable_nodes();
+    if may_sample(req, settings) {
+        // The placeable nodes not avoided: the listing below, without going over every
+        // node when nothing is avoided.
+        let placeable = v.state.placeable_nodes();
+        let ids: std::borrow::Cow<[NodeId]> = if req.avoid.is_empty() {
+            placeable.into()
+        } else {
+            placeable
+                .iter()
+                .filter(|id| !req.avoid.contains(id))
+                .copied()
+                .collect::<Vec<_>>()
+                .into()
+        };
         if ids.len() > settings.sample {
             let drawn = drawn_positions(ids.len(), settings.sample, settings.tie_seed)
                 .into_iter()
@@ -293,17 +293,6 @@ pub fn filter<'a>(
         .collect();
     if cands.is_empty() {
         return Err(Unschedulable::NoReadyAgent);
-    }
-    if may_sample(req, settings) && cands.len() > settings.sample {
-        let drawn = sample(&cands, settings.sample, settings.tie_seed);
-        if let Ok(mut f) = filter_among(v, req, settings, drawn) {
-            f.notes.push(format!(
-                "among {} nodes drawn of {}",
-                settings.sample,
-                cands.len()
-            ));
-            return Ok(f);
-        }
     }
     filter_among(v, req, settings, cands)
 }

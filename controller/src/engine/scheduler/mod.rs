@@ -71,11 +71,11 @@ pub struct Settings {
     pub tie_seed: u64,
     /// With `spread`, a seed (`tie_seed` not 0) and more nodes accepting placements than
     /// this, a plain request (no constraint or affinity, no pin, no published port) is
-    /// placed among this many of them, drawn with the seed ([`filter::sample`]), instead
-    /// of scoring every node: the "power of d choices" (Nomad also limits the nodes it
-    /// scores), so a placement costs the same over 10,000 nodes as over 64. When none of
-    /// the sample can take the container, every node is filtered as without it. 0:
-    /// always every node.
+    /// placed among this many of them, drawn with the seed ([`filter::drawn_positions`]),
+    /// instead of scoring every node: the "power of d choices" (Nomad also limits the
+    /// nodes it scores), so a placement costs the same over 10,000 nodes as over 16.
+    /// When none of the sample can take the container, every node is filtered as
+    /// without it. 0: always every node.
     pub sample: usize,
 }
 

@@ -71,7 +71,7 @@ fn tie(node: NodeId, seed: u64) -> u64 {
 }
 
 /// splitmix64's finalizer: a well-spread 64-bit hash of `z` (pure). The tie order and
-/// the node sample ([`super::filter::sample`]) both draw from it.
+/// the node sample ([`super::filter::drawn_positions`]) both draw from it.
 pub(super) fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);

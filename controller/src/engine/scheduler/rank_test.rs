@@ -305,7 +305,14 @@ fn a_sampled_placement_is_the_plain_placement_over_the_sample() {
                 .values()
                 .filter(|n| n.accepts_placements())
                 .collect();
-            let drawn = filter::sample(&accepting, k, tie_seed);
+            let drawn: Vec<_> = if accepting.len() > k {
+                filter::drawn_positions(accepting.len(), k, tie_seed)
+                    .into_iter()
+                    .map(|i| accepting[i])
+                    .collect()
+            } else {
+                accepting.clone()
+            };
             assert_eq!(drawn.len(), accepting.len().min(k), "n {n}");
             assert!(drawn.windows(2).all(|w| w[0].id < w[1].id), "in ID order");
             let mut over_sample = r.clone();
