@@ -284,9 +284,8 @@ impl Agent {
             init_path,
         };
         config.write(&dir)?;
-        if let Ok(mut started) = self.started.lock() {
-            started.insert(spec.id.clone(), std::time::Instant::now());
-        }
+        self.started()
+            .insert(spec.id.clone(), std::time::Instant::now());
         runtime::spawn::spawn_shim_via(&self.zygote, &self.cfg.wharf_exe, &dir).await?;
         let waiting = self
             .pending
@@ -354,7 +353,7 @@ impl Agent {
             .unwrap_or_default();
         let now = std::time::Instant::now();
         let found: Vec<(ContainerId, u64)> = {
-            let started = self.started.lock().unwrap_or_else(|p| p.into_inner());
+            let started = self.started();
             found
                 .into_iter()
                 .map(|(id, changed)| {
@@ -373,6 +372,12 @@ impl Agent {
             });
         }
         out
+    }
+
+    /// When this agent last started each container (a panic elsewhere while it was held
+    /// leaves it usable).
+    fn started(&self) -> std::sync::MutexGuard<'_, HashMap<ContainerId, std::time::Instant>> {
+        self.started.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The configured init binary for `--init`, if it is an executable file.
@@ -490,9 +495,7 @@ impl Agent {
     /// Remove a container that no longer runs: writable layer, logs and state folder.
     pub async fn remove(&self, id: &ContainerId) -> Result<(), AgentError> {
         self.cancel_pending(id);
-        if let Ok(mut started) = self.started.lock() {
-            started.remove(id);
-        }
+        self.started().remove(id);
         self.cleanup(id).await;
         let images = self.images.clone();
         let cid = id.clone();

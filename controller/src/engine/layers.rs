@@ -40,7 +40,7 @@ impl Engine {
                 }
             };
             // Only image and layer records bear on this node's record of its layers.
-            let mut applied = engine.store.watch_layers();
+            let mut records = engine.store.watch_layers();
             loop {
                 if let Some(cmd) = engine
                     .store
@@ -60,12 +60,12 @@ impl Engine {
                         }
                         None => return,
                     },
-                    changed = applied.changed() => {
+                    changed = records.changed() => {
                         if changed.is_err() {
                             return;
                         }
                         tokio::time::sleep(SETTLE).await;
-                        applied.borrow_and_update();
+                        records.borrow_and_update();
                         // Only a change that makes the record differ from the inventory
                         // last read (a load recorded layers for this node, another
                         // controller recorded an older inventory) asks the agent again:

@@ -365,7 +365,7 @@ impl Engine {
     ) -> Result<ContainerId, EngineError> {
         let (placed, request) = self.place_reachable(name, body)?;
         // The reason is kept in the record's `com.wharf.placement` label.
-        tracing::debug!(node = %placed.node, reason = %placed.reason, "placed");
+        debug!(node = %placed.node, reason = %placed.reason, "placed");
         self.create_on(name, &request, placed.node, None).await
     }
 
@@ -409,9 +409,8 @@ impl Engine {
         body: &[u8],
         node: NodeId,
     ) -> Result<ContainerId, EngineError> {
-        let request: serde_json::Value = serde_json::from_slice(body)
-            .map_err(|e| EngineError::invalid(format!("invalid JSON: {e}")))?;
-        self.create_on(name, &request, node, None).await
+        self.create_on(name, &plan::parse_json(body)?, node, None)
+            .await
     }
 
     /// [`Engine::create_container_on`], the record replacing `replaces` when given (a

@@ -171,10 +171,14 @@ pub fn parse_create(
     body: &[u8],
     name: Option<&str>,
 ) -> Result<(serde_json::Value, CreateConfig, Option<ContainerName>), EngineError> {
-    let raw: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|e| EngineError::invalid(format!("invalid JSON: {e}")))?;
+    let raw = parse_json(body)?;
     let (req, requested) = read_create(&raw, name)?;
     Ok((raw, req, requested))
+}
+
+/// A create request's body as JSON, or Docker's 400 saying why it is not.
+pub fn parse_json(body: &[u8]) -> Result<serde_json::Value, EngineError> {
+    serde_json::from_slice(body).map_err(|e| EngineError::invalid(format!("invalid JSON: {e}")))
 }
 
 /// [`parse_create`] of a body already parsed: its typed view and the requested name.
